@@ -1,0 +1,216 @@
+"""Remote shell scripts, built as strings and never run here.
+
+Every value that reaches the remote shell passes through `q` (shlex.quote). The transport is the
+only place that executes these. One script is one remote command execution, so the deploy is a
+handful of round trips per host: inspect+lock, prepare (upload+extract+link), switch, finish.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+
+from .paths import Paths
+
+q = shlex.quote
+
+# Exit codes of the scripts, mapped to messages by the caller when stderr says nothing better.
+NOT_WRITABLE = 20
+SHA_MISMATCH = 23
+MISSING_SHARED = 24
+CURRENT_NOT_LINK = 30
+RELEASE_INCOMPLETE = 31
+
+_HEADER = "set -e\numask 022\n"
+
+
+def _lines(*parts: str) -> str:
+    return _HEADER + "\n".join(p for p in parts if p) + "\n"
+
+
+def _emit(key: str, value_expr: str) -> str:
+    """A tab-separated line the state parser reads; value_expr is already shell syntax."""
+    return f"printf '%s\\t%s\\n' {q(key)} {value_expr}"
+
+
+def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | None = None,
+            artifact_sha: str | None = None) -> str:
+    """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once)."""
+    d = q(paths.deploy_to)
+    lock = q(paths.lock)
+    parts = [f"D={d}"]
+    if lock_info is not None:
+        parts.append(
+            f"mkdir -p {q(paths.state)} 2>/dev/null || "
+            f"{{ echo \"cannot create {paths.state}: deploy_to is not writable by $(id -un)\" >&2; exit {NOT_WRITABLE}; }}"
+        )
+        parts.append(
+            f"if mkdir {lock} 2>/dev/null; then "
+            f"printf '%s\\n' {q(lock_info)} > {q(paths.lock + '/info')}; "
+            f"printf '%s' {q(lock_token or '')} > {q(paths.lock + '/token')}; "
+            f"{_emit('lock_acquired', '1')}; fi"
+        )
+    parts += [
+        _emit("user", '"$(id -un)"'),
+        'p="$D"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1',
+        'if [ -d "$D" ]; then ' + _emit("deploy_to", '"present $w"') + "; else " +
+        _emit("deploy_to", '"absent $w"') + "; fi",
+        'if [ -L "$D/current" ]; then k=link; [ -e "$D/current" ] || k=dangling; '
+        'elif [ -d "$D/current" ]; then k=dir; elif [ -e "$D/current" ]; then k=file; else k=absent; fi',
+        _emit("current", '"$k $(readlink "$D/current" 2>/dev/null || true)"'),
+        'for r in "$D"/releases/* "$D"/releases/.tmp-*; do',
+        '  [ -d "$r" ] || continue; n=${r##*/}',
+        '  case $n in ""|*[!0-9]*) ' + _emit("stray", '"$n"') + "; continue;; esac",
+        '  s="$r/.deployer"; c=0; b=0; rb=0',
+        '  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1',
+        "  printf 'release\\t%s %s %s %s\\t' \"$n\" $c $b $rb",
+        '  head -c 65536 "$s/release.json" 2>/dev/null | tr -d "\\n" || true; echo',
+        "done",
+        f'if [ -d {lock} ]; then printf \'lock\\t\'; head -c 4096 {q(paths.lock + "/info")} 2>/dev/null | tr -d "\\n" || true; echo; fi',
+        _emit("free_kb", '"$(df -Pk "$p" | awk \'NR==2{print $4}\')"'),
+        "m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m=\"$m $t\"; done",
+        _emit("missing_tools", '"$m"'),
+    ]
+    if artifact_sha:
+        cached = q(paths.cached_artifact(artifact_sha))
+        parts.append(f"c=0; [ -f {cached} ] && c=1; " + _emit("cached", '"$c"'))
+    return _lines(*parts)
+
+
+def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
+            shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = ()) -> str:
+    """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
+    paths, mark complete, then rename into releases/N. Any failure removes the temp dir."""
+    tmp = q(paths.tmp_release(number, token))
+    part = q(paths.partial_artifact(token))
+    cached = q(paths.cached_artifact(sha256))
+    final = q(paths.release(number))
+    parts = [
+        f"trap {q(f'rm -rf {tmp} {part}')} EXIT",
+        f"trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
+        f"mkdir -p {q(paths.releases)} {q(paths.shared)} {q(paths.cache)}",
+    ]
+    mismatch = (f"echo \"artifact sha256 mismatch on host: expected {sha256}, got $got"
+                f" (truncated or corrupted in transit)\" >&2; exit {SHA_MISMATCH}")
+    if upload:
+        parts += [
+            f"cat > {part}",
+            f"got=$(sha256sum {part} | cut -d' ' -f1)",
+            f"if [ \"$got\" != {q(sha256)} ]; then {mismatch}; fi",
+            f"mv -f {part} {cached}",
+        ]
+    else:
+        parts += [
+            f"got=$(sha256sum {cached} | cut -d' ' -f1)",
+            f"if [ \"$got\" != {q(sha256)} ]; then rm -f {cached}; {mismatch}; fi",
+        ]
+    parts += [
+        f"mkdir {tmp}",
+        f"tar -xzf {cached} -C {tmp} --no-same-owner",
+        f"mkdir -p {tmp}/.deployer",
+        f"printf '%s\\n' {q(release_json)} > {tmp}/.deployer/release.json",
+        f"printf '%s\\n' {q(token)} > {tmp}/.deployer/deploy_id",
+    ]
+    for rel in shared_dirs:
+        parts.append(_link_shared(paths, tmp, rel, is_dir=True))
+    for rel in shared_files:
+        parts.append(_link_shared(paths, tmp, rel, is_dir=False))
+    parts += [
+        f": > {tmp}/.deployer/complete",
+        f"mv -T {tmp} {final}",
+        "trap - EXIT",
+        _emit("prepared", q(paths.release(number))),
+    ]
+    return _lines(*parts)
+
+
+def _link_shared(paths: Paths, tmp: str, rel: str, *, is_dir: bool) -> str:
+    shared = q(paths.shared_path(rel))
+    inside = f"{tmp}/{q(rel)}"
+    parent = posixpath.dirname(rel)
+    steps = []
+    if is_dir:
+        steps.append(f"mkdir -p {shared}")
+    else:
+        steps.append(f"[ -e {shared} ] || {{ echo {q('missing shared file ' + paths.shared_path(rel) + ': create it on the host')} >&2; exit {MISSING_SHARED}; }}")
+    steps.append(f"rm -rf {inside}")
+    if parent:
+        steps.append(f"mkdir -p {tmp}/{q(parent)}")
+    steps.append(f"ln -s {shared} {inside}")
+    return "; ".join(steps)
+
+
+def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | None = None,
+           release_lock: bool = False) -> str:
+    """Point current at releases/N atomically: a temp link renamed over it (rename(2))."""
+    current = q(paths.current)
+    link = q(paths.tmp_current(token))
+    parts = [
+        f"if [ -e {current} ] && [ ! -L {current} ]; then "
+        f"echo {q(paths.current + ' is a real directory or file, not a symlink: refusing to replace it')} >&2; "
+        f"exit {CURRENT_NOT_LINK}; fi",
+        f"[ -f {q(paths.release_state(number) + '/complete')} ] || "
+        f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}",
+        f"rm -f {link}",
+        f"ln -s {q(paths.release_target(number))} {link}",
+        f"mv -T {link} {current}",
+        f"rm -f {q(paths.release_state(number) + '/rolled_back')}",
+    ]
+    if mark_rolled_back is not None:
+        marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")
+        parts.append(f"if [ -d {q(paths.release_state(mark_rolled_back))} ]; then date -u +%FT%TZ > {marker}; fi")
+    if release_lock:
+        parts.append(_unlock(paths, token))
+    parts.append(_emit("current", f'"$(readlink {current})"'))
+    return _lines(*parts)
+
+
+def unswitch(paths: Paths, number: int) -> str:
+    """Undo a first deploy's switch: remove current only if it points at releases/N."""
+    current = q(paths.current)
+    return _lines(f"if [ \"$(readlink {current} 2>/dev/null)\" = {q(paths.release_target(number))} ]; "
+                  f"then rm -f {current}; fi")
+
+
+def _unlock(paths: Paths, token: str) -> str:
+    token_file = q(paths.lock + "/token")
+    return (f"if [ \"$(cat {token_file} 2>/dev/null)\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
+
+
+def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str]) -> str:
+    """Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock."""
+    parts = []
+    if delete:
+        parts.append("rm -rf -- " + " ".join(q(posixpath.join(paths.releases, name)) for name in delete))
+    keep = "|".join(q(f"{sha}.tar.gz") for sha in keep_artifacts) or "''"
+    parts += [
+        f"for f in {q(paths.cache)}/*.tar.gz {q(paths.cache)}/.part-*; do",
+        f'  [ -e "$f" ] || continue; case "${{f##*/}}" in {keep}) ;; *) rm -f "$f";; esac',
+        "done",
+        _unlock(paths, token),
+    ]
+    return _lines(*parts)
+
+
+def abort(paths: Paths, number: int | None, token: str) -> str:
+    """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
+    parts = [f"rm -rf {q(paths.partial_artifact(token))} {q(paths.tmp_current(token))}"]
+    if number is not None:
+        release = q(paths.release(number))
+        parts += [
+            f"rm -rf {q(paths.tmp_release(number, token))}",
+            f"if [ \"$(cat {release}/.deployer/deploy_id 2>/dev/null)\" = {q(token)} ] && "
+            f"[ \"$(readlink {q(paths.current)} 2>/dev/null)\" != {q(paths.release_target(number))} ]; "
+            f"then rm -rf {release}; fi",
+        ]
+    parts.append(_unlock(paths, token))
+    return _lines(*parts)
+
+
+def unlock(paths: Paths, token: str | None = None) -> str:
+    """Release the lock: only with the holder's token, or by force when token is None."""
+    if token is not None:
+        return _lines(_unlock(paths, token))
+    info = q(paths.lock + "/info")
+    return _lines(f"if [ -d {q(paths.lock)} ]; then printf 'removed\\t'; cat {info} 2>/dev/null | tr -d '\\n' || true; "
+                  f"echo; rm -rf {q(paths.lock)}; fi")

@@ -1,0 +1,324 @@
+"""hosts.toml → frozen, validated settings. Read once; nothing downstream reads the file.
+
+Every problem becomes one ConfigError line naming the file, the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_FILE = "hosts.toml"
+ENV_VAR = "DEPLOYER_CONFIG"
+HOST_KEY_POLICIES = ("strict", "accept-new")
+RESERVED_SHARED = {".deployer", "REVISION"}
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    name: str
+    deploy_to: str
+    keep_releases: int = 5
+    shared_dirs: tuple[str, ...] = ()
+    shared_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    source: Path
+    command: str = ""
+    include: tuple[str, ...] = ()
+    output: Path = Path("artifacts")
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    user: str | None = None
+    port: int = 22
+    key: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    host_key_policy: str = "strict"
+    connect_timeout: int = 10
+    keepalive: int = 10
+    command_timeout: int = 900
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    ssh: SSHSettings
+    roles: tuple[str, ...] = ()
+
+    @property
+    def port(self) -> int:
+        return self.ssh.port
+
+    @property
+    def user(self) -> str | None:
+        return self.ssh.user
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    app: AppSettings
+    hosts: tuple[Host, ...]
+
+    def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
+        """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
+        hosts = self.hosts
+        if names:
+            known = {h.name for h in hosts} | {h.address for h in hosts}
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ConfigError(f"stage {self.name}: no host {', '.join(unknown)} "
+                                  f"(hosts: {', '.join(h.name for h in self.hosts)})")
+            hosts = tuple(h for h in hosts if h.name in names or h.address in names)
+        if roles:
+            hosts = tuple(h for h in hosts if set(roles) & set(h.roles))
+            if not hosts:
+                raise ConfigError(f"stage {self.name}: no host has role {', '.join(roles)}")
+        return hosts
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    app: AppSettings
+    build: BuildSettings
+    ssh: SSHSettings
+    stages: dict[str, Stage] = field(default_factory=dict)
+
+    def stage(self, name: str | None) -> Stage:
+        if not name:
+            if len(self.stages) == 1:
+                return next(iter(self.stages.values()))
+            raise ConfigError(f"{self.path}: say which stage with --stage "
+                              f"(stages: {', '.join(self.stages)})")
+        if name not in self.stages:
+            raise ConfigError(f"{self.path}: no stage {name!r} (stages: {', '.join(self.stages) or 'none'})")
+        return self.stages[name]
+
+
+# ---- schema: key -> (python type, description for messages) --------------------------------
+
+_APP = {
+    "name": (str, "a string"),
+    "deploy_to": (str, "an absolute path"),
+    "keep_releases": (int, "an integer >= 1"),
+    "shared_dirs": (list, "a list of relative paths"),
+    "shared_files": (list, "a list of relative paths"),
+}
+_BUILD = {
+    "source": (str, "a path to a git work tree"),
+    "command": (str, "a shell command"),
+    "include": (list, "a list of relative paths"),
+    "output": (str, "a directory path"),
+}
+_SSH = {
+    "user": (str, "a user name"),
+    "port": (int, "a port number 1-65535"),
+    "key": (str, "a path to a private key"),
+    "known_hosts": (str, "a path to a known_hosts file"),
+    "host_key_policy": (str, "one of " + ", ".join(HOST_KEY_POLICIES)),
+    "connect_timeout": (int, "seconds, an integer >= 1"),
+    "keepalive": (int, "seconds, an integer >= 1"),
+    "command_timeout": (int, "seconds, an integer >= 1"),
+}
+_STAGE = {
+    "hosts": (list, "a list of host names or host tables"),
+    "app": (dict, "a table of [app] keys to override"),
+    "ssh": (dict, "a table of [ssh] keys to override"),
+}
+_HOST = {
+    "host": (str, "a host name or address"),
+    "name": (str, "a display name"),
+    "port": (int, "a port number 1-65535"),
+    "user": (str, "a user name"),
+    "key": (str, "a path to a private key"),
+    "roles": (list, "a list of role names"),
+}
+_TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict}
+
+
+class _Reader:
+    """Validates one file's tables, every message prefixed with the file name."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {message}")
+
+    def table(self, data: Any, where: str, schema: dict) -> dict:
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a table")
+        for key, value in data.items():
+            if key not in schema:
+                raise self.fail(f"{where}.{key}", f"unknown key (expected one of: {', '.join(schema)})")
+            kind, expected = schema[key]
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            if not ok:
+                raise self.fail(f"{where}.{key}", f"expected {expected}, got {value!r}")
+        return data
+
+    def resolve(self, value: str) -> str:
+        path = Path(os.path.expanduser(value))
+        return str(path if path.is_absolute() else (self.base / path).resolve())
+
+    def rel_paths(self, values: list, where: str) -> tuple[str, ...]:
+        out = []
+        for value in values:
+            if not isinstance(value, str) or not value.strip():
+                raise self.fail(where, f"expected relative paths, got {value!r}")
+            norm = posixpath.normpath(value)
+            if value.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
+                raise self.fail(where, f"{value!r} must be a relative path inside the release")
+            if norm.split("/")[0] in RESERVED_SHARED:
+                raise self.fail(where, f"{value!r} is reserved by the deployer")
+            out.append(norm)
+        return tuple(out)
+
+    def app(self, data: dict, where: str, base: AppSettings | None) -> AppSettings:
+        data = self.table(data, where, _APP)
+        if base is None:
+            if "deploy_to" not in data:
+                raise self.fail(f"{where}.deploy_to", "missing (expected an absolute path)")
+            name = data.get("name") or "app"
+            base = AppSettings(name=name, deploy_to="/")
+        values: dict[str, Any] = {}
+        if "name" in data:
+            values["name"] = data["name"]
+        if "deploy_to" in data:
+            d = data["deploy_to"]
+            if not d.startswith("/") or posixpath.normpath(d) != d.rstrip("/") or d.rstrip("/") == "":
+                raise self.fail(f"{where}.deploy_to", f"expected an absolute, normalised path, got {d!r}")
+            if "\n" in d or "\0" in d:
+                raise self.fail(f"{where}.deploy_to", "must not contain newlines")
+            values["deploy_to"] = d.rstrip("/")
+        if "keep_releases" in data:
+            if data["keep_releases"] < 1:
+                raise self.fail(f"{where}.keep_releases", f"expected an integer >= 1, got {data['keep_releases']}")
+            values["keep_releases"] = data["keep_releases"]
+        for key in ("shared_dirs", "shared_files"):
+            if key in data:
+                values[key] = self.rel_paths(data[key], f"{where}.{key}")
+        return replace(base, **values)
+
+    def ssh(self, data: dict, where: str, base: SSHSettings) -> SSHSettings:
+        data = self.table(data, where, _SSH)
+        values = dict(data)
+        if "port" in values and not 1 <= values["port"] <= 65535:
+            raise self.fail(f"{where}.port", f"expected a port number 1-65535, got {values['port']}")
+        if "host_key_policy" in values and values["host_key_policy"] not in HOST_KEY_POLICIES:
+            raise self.fail(f"{where}.host_key_policy",
+                            f"expected one of {', '.join(HOST_KEY_POLICIES)}, got {values['host_key_policy']!r}"
+                            " (a changed host key is never accepted)")
+        for key in ("connect_timeout", "keepalive", "command_timeout"):
+            if key in values and values[key] < 1:
+                raise self.fail(f"{where}.{key}", f"expected seconds >= 1, got {values[key]}")
+        for key in ("key", "known_hosts"):
+            if key in values:
+                values[key] = self.resolve(values[key])
+        return replace(base, **values)
+
+    def host(self, entry: Any, where: str, ssh: SSHSettings) -> Host:
+        if isinstance(entry, str):
+            entry = _parse_host_string(entry, lambda m: self.fail(where, m))
+        data = self.table(entry, where, _HOST)
+        address = data.get("host")
+        if not address or any(c.isspace() for c in address) or address.startswith("-"):
+            raise self.fail(f"{where}.host", f"expected a host name or address, got {address!r}")
+        overrides = {k: data[k] for k in ("port", "user", "key") if k in data}
+        host_ssh = self.ssh(overrides, where, ssh) if overrides else ssh
+        roles = data.get("roles", [])
+        if not all(isinstance(r, str) and r for r in roles):
+            raise self.fail(f"{where}.roles", f"expected a list of role names, got {roles!r}")
+        default_name = address if host_ssh.port == 22 else f"{address}:{host_ssh.port}"
+        return Host(name=data.get("name", default_name), address=address, ssh=host_ssh, roles=tuple(roles))
+
+    def stage(self, name: str, data: Any, app: AppSettings, ssh: SSHSettings) -> Stage:
+        where = f"stages.{name}"
+        data = self.table(data, where, _STAGE)
+        stage_app = self.app(data["app"], f"{where}.app", app) if "app" in data else app
+        stage_ssh = self.ssh(data["ssh"], f"{where}.ssh", ssh) if "ssh" in data else ssh
+        entries = data.get("hosts")
+        if not entries:
+            raise self.fail(f"{where}.hosts", "missing or empty (expected a list of hosts)")
+        hosts = tuple(self.host(e, f"{where}.hosts[{i}]", stage_ssh) for i, e in enumerate(entries))
+        seen: set[str] = set()
+        for h in hosts:
+            if h.name in seen:
+                raise self.fail(f"{where}.hosts", f"host {h.name!r} listed twice")
+            seen.add(h.name)
+        return Stage(name=name, app=stage_app, hosts=hosts)
+
+
+def _parse_host_string(text: str, fail) -> dict:
+    """'user@host:port' → host table."""
+    out: dict[str, Any] = {}
+    if "@" in text:
+        out["user"], text = text.rsplit("@", 1)
+    if text.count(":") == 1:
+        text, port = text.split(":")
+        if not port.isdigit():
+            raise fail(f"bad port in host {text}:{port!r}")
+        out["port"] = int(port)
+    out["host"] = text
+    return out
+
+
+def find_config_path(explicit: str | None = None) -> Path:
+    """--config PATH, else $DEPLOYER_CONFIG, else ./hosts.toml."""
+    chosen = explicit or os.environ.get(ENV_VAR) or DEFAULT_FILE
+    path = Path(chosen).expanduser()
+    if not path.is_file():
+        how = "--config" if explicit else (ENV_VAR if os.environ.get(ENV_VAR) else "default")
+        raise ConfigError(f"config file {path} not found ({how}; pass --config PATH or set {ENV_VAR})")
+    return path
+
+
+def parse(text: str, path: Path) -> Config:
+    """Validate a hosts.toml document's text."""
+    reader = _Reader(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in _TOP:
+            raise reader.fail(key, f"unknown table (expected one of: {', '.join(_TOP)})")
+        if not isinstance(value, dict):
+            raise reader.fail(key, "expected a table")
+    if "app" not in data:
+        raise reader.fail("app", "missing table (needs at least deploy_to)")
+    app = reader.app(data["app"], "app", None)
+    build_data = reader.table(data.get("build", {}), "build", _BUILD)
+    build = BuildSettings(
+        source=Path(reader.resolve(build_data.get("source", "."))),
+        command=build_data.get("command", ""),
+        include=reader.rel_paths(build_data.get("include", []), "build.include"),
+        output=Path(reader.resolve(build_data.get("output", "artifacts"))),
+    )
+    ssh = reader.ssh(data.get("ssh", {}), "ssh", SSHSettings())
+    stages = {name: reader.stage(name, body, app, ssh) for name, body in data.get("stages", {}).items()}
+    if not stages:
+        raise reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")
+    return Config(path=path, app=app, build=build, ssh=ssh, stages=stages)
+
+
+def load(explicit: str | None = None) -> Config:
+    path = find_config_path(explicit)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse(text, path)

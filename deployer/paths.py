@@ -1,0 +1,61 @@
+"""Every on-host path, derived in one place. Nobody else joins deploy paths."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Paths:
+    deploy_to: str
+
+    @property
+    def releases(self) -> str:
+        return posixpath.join(self.deploy_to, "releases")
+
+    @property
+    def current(self) -> str:
+        return posixpath.join(self.deploy_to, "current")
+
+    @property
+    def shared(self) -> str:
+        return posixpath.join(self.deploy_to, "shared")
+
+    @property
+    def state(self) -> str:
+        """The deployer's own directory: lock, artifact cache."""
+        return posixpath.join(self.deploy_to, ".deployer")
+
+    @property
+    def lock(self) -> str:
+        return posixpath.join(self.state, "lock")
+
+    @property
+    def cache(self) -> str:
+        return posixpath.join(self.state, "cache")
+
+    def release(self, number: int) -> str:
+        return posixpath.join(self.releases, str(number))
+
+    def release_target(self, number: int) -> str:
+        """What `current` points at: relative, so deploy_to can be moved."""
+        return f"releases/{number}"
+
+    def release_state(self, number: int) -> str:
+        return posixpath.join(self.release(number), ".deployer")
+
+    def tmp_release(self, number: int, token: str) -> str:
+        return posixpath.join(self.releases, f".tmp-{number}-{token}")
+
+    def tmp_current(self, token: str) -> str:
+        return posixpath.join(self.deploy_to, f".current-{token}")
+
+    def cached_artifact(self, sha256: str) -> str:
+        return posixpath.join(self.cache, f"{sha256}.tar.gz")
+
+    def partial_artifact(self, token: str) -> str:
+        return posixpath.join(self.cache, f".part-{token}")
+
+    def shared_path(self, rel: str) -> str:
+        return posixpath.join(self.shared, rel)

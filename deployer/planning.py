@@ -1,0 +1,72 @@
+"""Pure decisions: release numbers, rollback targets, what cleanup deletes. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import DeployerError
+from .state import HostState
+
+
+def next_release_number(states: Mapping[str, HostState]) -> int:
+    """1 + the highest release number on any target host: the same N everywhere."""
+    return 1 + max((s.highest for s in states.values()), default=0)
+
+
+def rollback_target(state: HostState, to: int | None = None) -> int:
+    """The release to roll back to on one host, or DeployerError saying why there is none.
+
+    Default: the newest complete, never-bad, not-rolled-back release older than current.
+    """
+    current = state.current
+    if to is not None:
+        release = state.release(to)
+        if release is None:
+            raise DeployerError(f"release {to} does not exist")
+        if not release.complete:
+            raise DeployerError(f"release {to} is incomplete")
+        if release.bad:
+            raise DeployerError(f"release {to} is marked bad")
+        if to == current:
+            raise DeployerError(f"release {to} is already current")
+        return to
+    if current is None:
+        raise DeployerError("no current release to roll back from")
+    older = [r for r in state.releases if r.number < current and r.usable and not r.rolled_back]
+    if not older:
+        raise DeployerError(f"no earlier complete release to roll back to (current is {current})")
+    return older[-1].number
+
+
+def cleanup(state: HostState, keep: int, current: int | None, previous: int | None = None,
+            in_progress: int | None = None) -> list[str]:
+    """Names under releases/ to delete, by release number (never by mtime).
+
+    Deleted: leftover temp dirs, incomplete and bad releases, never-switched releases newer than
+    current (orphans of an interrupted run), then complete releases beyond the newest `keep`.
+    Never deleted: current, the release current replaced, the release being deployed.
+    """
+    protected = {n for n in (current, previous, in_progress) if n is not None}
+    doomed: list[str] = [name for name in state.strays if name.startswith(".tmp-")]
+    kept: list[int] = []
+    for release in sorted(state.releases, key=lambda r: r.number, reverse=True):
+        n = release.number
+        if n in protected:
+            continue
+        orphan = current is not None and n > current and not release.rolled_back
+        if not release.complete or release.bad or orphan:
+            doomed.append(str(n))
+        else:
+            kept.append(n)
+    room = max(keep - len(protected), 0)
+    doomed += [str(n) for n in kept[room:]]
+    return doomed
+
+
+def kept_artifacts(state: HostState, deleted: list[str], extra: str | None = None) -> list[str]:
+    """sha256s of artifacts still referenced by a release that survives cleanup."""
+    gone = set(deleted)
+    shas = {r.meta.get("artifact_sha256") for r in state.releases if str(r.number) not in gone}
+    if extra:
+        shas.add(extra)
+    return sorted(s for s in shas if isinstance(s, str) and s.isalnum())

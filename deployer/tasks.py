@@ -1,0 +1,213 @@
+"""The invoke tasks: `inv --list` in the repo and the `deployer` console script share this collection.
+
+Each task: load config → call one flow → print a table. Errors become one line and an exit code
+at this boundary (see `_boundary`); nothing below prints a traceback for a known failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from . import config as config_mod
+from . import deploy as flows
+from . import report
+from .errors import UsageError, DeployerError, BAD_INPUT
+from .output import Output
+
+
+def _boundary(fn):
+    """Map DeployerError (and artifact errors) to one stderr line + its exit code."""
+    @functools.wraps(fn)
+    def wrapper(c, *args, **kwargs):
+        from .artifact import ArtifactError
+        try:
+            return fn(c, *args, **kwargs)
+        except flows.RunFailed as exc:
+            out = Output()
+            rows = report.run_rows(exc.runs)
+            out.table(rows, report.run_headers(rows))
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except DeployerError as exc:
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except ArtifactError as exc:
+            raise Exit(f"error: {exc}", code=getattr(exc, "exit_code", BAD_INPUT)) from None
+    return wrapper
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None):
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    return cfg, st, st.select(_split(hosts), _split(roles))
+
+
+def _parallel(value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--parallel expects a whole number, got {value!r}") from None
+    if n < 1:
+        raise UsageError(f"--parallel must be at least 1, got {n}")
+    return n
+
+
+def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output):
+    from .artifact import build_artifact, check_members, load_artifact
+    if artifact_path:
+        art = load_artifact(Path(artifact_path))
+    else:
+        art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
+                             include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
+    check_members(art.path)
+    return art
+
+
+HELP_COMMON = {
+    "stage": "Stage name from hosts.toml (optional when there is only one).",
+    "config": "Path to hosts.toml (default: $DEPLOYER_CONFIG, then ./hosts.toml).",
+    "hosts": "Comma-separated host names: only these hosts.",
+    "roles": "Comma-separated roles: only hosts with one of them.",
+    "parallel": "How many hosts to work on at once (default 10).",
+    "json": "Print JSON instead of a table.",
+}
+
+
+def command(name: str | None = None, **extra_help):
+    """@task with the error boundary and the common option help (only for options the task has)."""
+    def wrap(fn):
+        params = inspect.signature(fn).parameters
+        helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
+        kwargs = {"help": helps}
+        if name:
+            kwargs["name"] = name
+        return task(**kwargs)(_boundary(fn))
+    return wrap
+
+
+@command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
+def build(c, config=None, allow_dirty=False):
+    """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
+    from .artifact import build_artifact
+    cfg = config_mod.load(config)
+    out = Output()
+    art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
+                         include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
+    out.say(f"built {art.path}\n  version {art.version}\n  git sha {art.git_sha}\n  sha256  {art.sha256}\n"
+            f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files")
+
+
+@command()
+def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Connect to every host and check it can take a deploy."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = Output(quiet=json)
+    runs = flows.inspect(st, selected, out, _parallel(parallel))
+    rows = report.check_rows(runs)
+    out.json(rows) if json else out.table(rows)
+    bad = report.check_failures(runs)
+    if bad:
+        raise Exit("error: check failed: " + "; ".join(bad), code=1)
+
+
+@command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
+                 allow_dirty="When building, allow a dirty work tree.")
+def deploy(c, stage=None, config=None, artifact=None, hosts=None, roles=None, parallel=10, allow_dirty=False,
+           json=False):
+    """Deploy: build (or take) the artifact, prepare every host, switch all at once, clean up."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    out = Output(quiet=json)
+    art = _artifact(cfg, artifact, allow_dirty, out)
+    runs = flows.deploy(st, selected, art, out, _parallel(parallel))
+    rows = report.run_rows(runs)
+    if json:
+        out.json({"result": "ok", "stage": st.name, "version": art.version, "sha256": art.sha256, "hosts": rows})
+    else:
+        out.table(rows, report.run_headers(rows))
+        out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
+
+
+@command(to="Release number to switch to (default: the newest complete one before current).")
+def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, json=False):
+    """Switch current back to an earlier release on every host (no upload, no extraction)."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = Output(quiet=json)
+    target = None
+    if to is not None:
+        if not str(to).isdigit():
+            raise UsageError(f"--to expects a release number, got {to!r}")
+        target = int(to)
+    runs = flows.rollback(st, selected, out, target, _parallel(parallel))
+    rows = report.run_rows(runs)
+    out.json({"result": "ok", "stage": st.name, "hosts": rows}) if json else out.table(rows, report.run_headers(rows))
+
+
+def _read_only(config, stage, hosts, roles, parallel, json, rows_of):
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = Output(quiet=json)
+    runs = flows.inspect(st, selected, out, _parallel(parallel))
+    rows = rows_of(runs)
+    out.json(rows) if json else out.table(rows)
+    failed = [r for r in runs if r.state is None]
+    if failed:
+        raise Exit("error: unreachable: " + "; ".join(f"{r.name}: {r.error}" for r in failed), code=1)
+
+
+@command()
+def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """What runs where: current release, version, git sha, who deployed it, lock."""
+    _read_only(config, stage, hosts, roles, parallel, json, report.status_rows)
+
+
+@command()
+def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Every release on every host, with its state and the current marker."""
+    _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows)
+
+
+@command()
+def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10):
+    """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    flows.cleanup(st, selected, Output(), _parallel(parallel))
+
+
+@command(yes="Required: confirms you know the lock holder is gone.")
+def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
+    """Remove a stale deploy lock by force (shows who held it)."""
+    if not yes:
+        raise UsageError("unlock removes another run's lock by force: add --yes once you know it is gone")
+    _, st, selected = _target(config, stage, hosts, roles)
+    flows.unlock(st, selected, Output())
+
+
+@command(name="up", hosts="How many hosts (default 3).", config="Where to write the config "
+         "(default hosts.sandbox.toml).", source="App to deploy (default: the bundled sample_app).")
+def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
+    """Start throwaway SSH hosts in containers and write a ready config for them."""
+    from . import sandbox
+    n = int(hosts)
+    if n < 1:
+        raise UsageError(f"--hosts must be at least 1, got {n}")
+    src = source or str(Path(__file__).resolve().parent.parent / "sample_app")
+    started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
+    Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
+                 f"next: inv deploy --config {config}")
+
+
+@command(name="down")
+def sandbox_down(c):
+    """Stop and remove every sandbox host."""
+    from . import sandbox
+    sandbox.down()
+    Output().say("sandbox hosts removed")
+
+
+sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
+ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, sandbox_ns)

@@ -1,0 +1,32 @@
+"""Tiny dependency-free WSGI sample app (served by gunicorn as ``app:application``).
+
+``/health`` answers ``ok``; every other path answers ``sample <version> <short sha>``.
+Both values are read once at import time from files next to this module in the
+release: ``REVISION`` (full git sha, added to every artifact) and, if present,
+``VERSION`` (otherwise the short sha doubles as the version).
+"""
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _read(name):
+    try:
+        return (HERE / name).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+SHA = _read("REVISION")[:7] or "unknown"
+VERSION = _read("VERSION") or SHA
+BODY = f"sample {VERSION} {SHA}\n".encode("utf-8")
+
+
+def application(environ, start_response):
+    body = b"ok\n" if environ.get("PATH_INFO", "/") == "/health" else BODY
+    start_response("200 OK", [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ])
+    return [body]

@@ -1,0 +1,66 @@
+"""Helpers for tests that drive the real CLI against sandbox hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env() -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DEPLOYER_CONFIG", None)
+    return env
+
+
+def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `deployer ARGS --config <sandbox config>` as ops would, capturing output."""
+    return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(),
+                          cwd=cwd or sb.config_path.parent)
+
+
+def cli_popen(sb, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                            cwd=sb.config_path.parent)
+
+
+def status(sb) -> list[dict]:
+    proc = cli(sb, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def releases(sb) -> list[dict]:
+    proc = cli(sb, "releases", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def tree(sb, host, deploy_to: str = "/srv/app") -> str:
+    """A listing of every path under deploy_to with link targets: compare before/after."""
+    code, out = sb.exec(host, f"cd {deploy_to} 2>/dev/null && find . -printf '%p %y %l\\n' | sort")
+    return out
+
+
+def release_dirs(sb, host, deploy_to: str = "/srv/app") -> list[str]:
+    code, out = sb.exec(host, f"ls -A {deploy_to}/releases 2>/dev/null")
+    return sorted(out.split())
+
+
+def current(sb, host, deploy_to: str = "/srv/app") -> str:
+    code, out = sb.exec(host, f"readlink {deploy_to}/current")
+    return out.strip() if code == 0 else ""
+
+
+def commit_change(repo: Path, name: str, content: str) -> None:
+    """A new commit in the app repo: a new artifact."""
+    from conftest import git
+    (repo / name).write_text(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"change {name}")

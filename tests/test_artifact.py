@@ -1,0 +1,425 @@
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deployer.artifact import (
+    Artifact,
+    ArtifactError,
+    build_artifact,
+    check_members,
+    load_artifact,
+    sha256_file,
+)
+
+COMMIT_DATE = "2024-01-02T03:04:05+00:00"
+COMMIT_TS = 1704164645
+SAMPLE_APP = Path(__file__).resolve().parent.parent / "sample_app"
+
+
+def git(repo, *args, date=COMMIT_DATE):
+    env = dict(os.environ)
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(var, None)
+    env.update(
+        GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.invalid",
+        GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date,
+    )
+    return subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
+        cwd=repo, env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def write(path, text="", mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mode is not None:
+        path.chmod(mode)
+    return path
+
+
+def commit_all(repo, msg="c", date=COMMIT_DATE):
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", msg, date=date)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q")
+    write(r / "app.py", "print('hi')\n")
+    write(r / "bin" / "run", "#!/bin/sh\necho run\n", mode=0o775)
+    write(r / "lib" / "deep" / "mod.py", "X = 1\n", mode=0o600)
+    os.symlink("app.py", r / "main.py")
+    write(r / ".gitignore", "*.log\n")
+    commit_all(r)
+    return r
+
+
+def build(repo, out, **kw):
+    kw.setdefault("log", lambda *_: None)
+    return build_artifact(repo, "demo", out, **kw)
+
+
+def members(path):
+    with tarfile.open(path, "r:gz") as tf:
+        return {m.name: m for m in tf.getmembers()}
+
+
+def read_member(path, name):
+    with tarfile.open(path, "r:gz") as tf:
+        return tf.extractfile(name).read()
+
+
+# ---------------------------------------------------------------- building
+
+
+def test_rebuild_is_byte_identical(repo, tmp_path):
+    a = build(repo, tmp_path / "out1")
+    b = build(repo, tmp_path / "out2")
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert a.sha256 == b.sha256 == sha256_file(b.path)
+    assert a.path.name == b.path.name
+    assert a.meta["manifest_sha256"] == b.meta["manifest_sha256"]
+
+
+def test_tarball_normalisation(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    raw = art.path.read_bytes()
+    assert raw[:3] == b"\x1f\x8b\x08"
+    assert raw[3] & 0x08 == 0  # no FNAME in gzip header
+    assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip mtime 0
+    with tarfile.open(art.path, "r:gz") as tf:
+        ms = tf.getmembers()
+    names = [m.name for m in ms]
+    assert names == sorted(names)
+    assert names == [".gitignore", "REVISION", "app.py", "bin", "bin/run", "lib", "lib/deep",
+                     "lib/deep/mod.py", "main.py"]
+    by = {m.name: m for m in ms}
+    for m in ms:
+        assert m.mtime == COMMIT_TS
+        assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
+    assert by["bin"].isdir() and by["bin"].mode == 0o755
+    assert by["bin/run"].mode == 0o755
+    assert by["app.py"].mode == 0o644
+    assert by["lib/deep/mod.py"].mode == 0o644
+    assert by["main.py"].issym() and by["main.py"].linkname == "app.py"
+
+
+def test_revision_and_version(repo, tmp_path):
+    sha = git(repo, "rev-parse", "HEAD")
+    art = build(repo, tmp_path / "out")
+    assert read_member(art.path, "REVISION") == (sha + "\n").encode()
+    assert art.version == f"20240102030405-{sha[:7]}"
+    assert re.fullmatch(r"\d{14}-[0-9a-f]{7}", art.version)
+    assert art.git_sha == sha
+    assert art.path == (tmp_path / "out" / f"demo-{art.version}.tar.gz").resolve()
+    assert art.json_path.is_file()
+
+
+def test_version_uses_committer_date_in_utc(repo, tmp_path):
+    write(repo / "app.py", "print('v2')\n")
+    commit_all(repo, date="2024-06-30T23:30:00-02:00")
+    art = build(repo, tmp_path / "out")
+    assert art.version.startswith("20240701013000-")
+
+
+def test_explicit_version(repo, tmp_path):
+    art = build(repo, tmp_path / "out", version="1.2.3")
+    assert art.version == "1.2.3" and art.path.name == "demo-1.2.3.tar.gz"
+    with pytest.raises(ArtifactError, match="invalid version"):
+        build(repo, tmp_path / "out", version="../x")
+
+
+def test_dirty_tree_refused(repo, tmp_path):
+    write(repo / "app.py", "changed\n")
+    write(repo / "new.txt", "new\n")
+    with pytest.raises(ArtifactError, match=r"is dirty \(2 files changed\); commit or pass --allow-dirty"):
+        build(repo, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_dirty_tree_allowed(repo, tmp_path):
+    write(repo / "app.py", "changed\n")
+    write(repo / "new.txt", "new\n")
+    write(repo / "debug.log", "ignored\n")
+    (repo / "lib" / "deep" / "mod.py").unlink()
+    art = build(repo, tmp_path / "out", allow_dirty=True)
+    assert art.version.endswith("-dirty") and art.dirty and art.meta["dirty"] is True
+    ms = members(art.path)
+    assert read_member(art.path, "app.py") == b"changed\n"
+    assert "new.txt" in ms
+    assert "debug.log" not in ms
+    assert "lib/deep/mod.py" not in ms
+    assert ms["main.py"].issym()
+
+
+def test_untracked_files_not_packed_from_clean_tree(repo, tmp_path):
+    write(repo / "junk.log", "ignored junk\n")  # ignored => tree still clean
+    art = build(repo, tmp_path / "out")
+    assert "junk.log" not in members(art.path)
+    assert not art.dirty
+
+
+def test_subdirectory_source(repo, tmp_path):
+    write(repo / "lib" / "other.txt", "o\n")
+    commit_all(repo)
+    write(repo / "elsewhere.txt", "dirty outside the subdir\n")  # does not make lib/ dirty
+    art = build(repo / "lib", tmp_path / "out")
+    names = sorted(members(art.path))
+    assert names == ["REVISION", "deep", "deep/mod.py", "other.txt"]
+    assert set(art.meta["manifest"]) == {"REVISION", "deep/mod.py", "other.txt"}
+
+
+def test_build_command_output_included(repo, tmp_path):
+    logs = []
+    art = build(repo, tmp_path / "out", log=logs.append,
+                command="mkdir -p dist && echo built > dist/out.txt && echo \"$DEPLOYER_VERSION\" > VERSION && echo hello-from-build")
+    ms = members(art.path)
+    assert read_member(art.path, "dist/out.txt") == b"built\n"
+    assert read_member(art.path, "VERSION") == (art.version + "\n").encode()
+    assert ms["dist"].isdir()
+    assert any("hello-from-build" in line for line in logs)
+
+
+def test_build_command_reproducible(repo, tmp_path):
+    cmd = "mkdir -p dist && date -u -d @$SOURCE_DATE_EPOCH > dist/stamp"
+    a = build(repo, tmp_path / "o1", command=cmd)
+    b = build(repo, tmp_path / "o2", command=cmd)
+    assert a.sha256 == b.sha256
+
+
+def test_include_limits_command_output(repo, tmp_path):
+    cmd = "mkdir -p dist cache && echo d > dist/a && echo c > cache/b && rm app.py"
+    art = build(repo, tmp_path / "out", command=cmd, include=["dist"])
+    ms = members(art.path)
+    assert "dist/a" in ms and "dist" in ms
+    assert "cache/b" not in ms and "cache" not in ms
+    assert "app.py" not in ms  # removed by the command
+    assert {"bin/run", "lib/deep/mod.py", "main.py", "REVISION"} <= set(ms)
+
+
+def test_include_must_exist(repo, tmp_path):
+    with pytest.raises(ArtifactError, match="include path 'dist' does not exist"):
+        build(repo, tmp_path / "out", include=["dist"])
+    with pytest.raises(ArtifactError, match="must be relative"):
+        build(repo, tmp_path / "out", include=["../x"])
+
+
+def test_build_command_failure(repo, tmp_path):
+    with pytest.raises(ArtifactError) as ei:
+        build(repo, tmp_path / "out", command="echo about-to-fail; exit 3")
+    msg = str(ei.value)
+    assert "exit code 3" in msg and "about-to-fail" in msg and "\n" not in msg
+    assert not list((tmp_path / "out").iterdir())  # no partial output
+
+
+def test_metadata(repo, tmp_path):
+    sha = git(repo, "rev-parse", "HEAD")
+    art = build(repo, tmp_path / "out")
+    meta = json.loads(art.json_path.read_text())
+    assert meta == art.meta
+    text = art.json_path.read_text()
+    assert text == json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    for key in ("name", "version", "git_sha", "sha256", "size", "unpacked_size", "file_count",
+                "built_at", "built_by", "dirty", "manifest", "manifest_sha256"):
+        assert key in meta
+    assert meta["name"] == "demo" and meta["git_sha"] == sha and meta["dirty"] is False
+    assert meta["sha256"] == sha256_file(art.path)
+    assert meta["size"] == art.path.stat().st_size
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["built_at"])
+    assert "@" in meta["built_by"]
+
+    expected = {}
+    with tarfile.open(art.path, "r:gz") as tf:
+        for m in tf.getmembers():
+            if m.isreg():
+                expected[m.name] = hashlib.sha256(tf.extractfile(m).read()).hexdigest()
+    assert meta["manifest"] == expected
+    assert list(meta["manifest"]) == sorted(expected)
+    assert meta["file_count"] == len(expected) == 5
+    assert meta["unpacked_size"] == sum(
+        len(read_member(art.path, n)) for n in expected)
+    lines = "".join(f"{expected[p]}  {p}\n" for p in sorted(expected))
+    assert meta["manifest_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+    # built_at/built_by are not in the tarball
+    assert "built_at" not in art.path.read_bytes().decode("latin-1")
+
+
+def test_not_a_git_tree(tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    with pytest.raises(ArtifactError, match="is not inside a git work tree"):
+        build(d, tmp_path / "out")
+
+
+def test_no_commits(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    git(d, "init", "-q")
+    with pytest.raises(ArtifactError, match="no commits"):
+        build(d, tmp_path / "out")
+
+
+def test_build_refuses_symlink_outside(repo, tmp_path):
+    os.symlink("../../etc/passwd", repo / "bad")
+    commit_all(repo)
+    with pytest.raises(ArtifactError, match="refusing to pack 'bad': symlink points outside"):
+        build(repo, tmp_path / "out")
+
+
+def test_build_refuses_reserved_dir(repo, tmp_path):
+    write(repo / ".deployer" / "complete", "x\n")
+    commit_all(repo)
+    with pytest.raises(ArtifactError, match=r"refusing to pack '\.deployer'"):
+        build(repo, tmp_path / "out")
+
+
+def test_sample_app_artifact(tmp_path):
+    r = tmp_path / "repo"
+    shutil.copytree(SAMPLE_APP, r / "sample_app", ignore=shutil.ignore_patterns("__pycache__"))
+    git(r, "init", "-q")
+    sha = commit_all(r)
+    art = build(r / "sample_app", tmp_path / "out")
+    check_members(art.path)
+    rel = tmp_path / "release"
+    with tarfile.open(art.path, "r:gz") as tf:
+        tf.extractall(rel, filter="data")
+    out = subprocess.run([sys.executable, str(rel / "bin" / "selftest")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"sample {sha[:7]} {sha[:7]}"
+    assert os.access(rel / "bin" / "selftest", os.X_OK)
+
+
+# ---------------------------------------------------------------- check_members
+
+
+def make_tar(path, entries):
+    """entries: list of (name, kind, extra) with kind in file/dir/sym/lnk/chr/fifo."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, kind, extra in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mode = 0o644
+            data = None
+            if kind == "file":
+                data = (extra or "x").encode() if not isinstance(extra, int) else b"x"
+                ti.size = len(data)
+                if isinstance(extra, int):
+                    ti.mode = extra
+            elif kind == "dir":
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            elif kind == "sym":
+                ti.type, ti.linkname = tarfile.SYMTYPE, extra
+            elif kind == "lnk":
+                ti.type, ti.linkname = tarfile.LNKTYPE, extra
+            elif kind == "chr":
+                ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
+            elif kind == "fifo":
+                ti.type = tarfile.FIFOTYPE
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_check_members_accepts_normal(tmp_path, repo):
+    p = make_tar(tmp_path / "ok.tar.gz", [
+        ("app", "dir", None), ("app/x.py", "file", "x"), ("link", "sym", "app/x.py"),
+        ("app/up", "sym", "../link"), ("hard", "lnk", "app/x.py"), ("./dot", "file", "y"),
+    ])
+    check_members(p)
+    check_members(build(repo, tmp_path / "out").path)
+
+
+@pytest.mark.parametrize("entries, bad, why", [
+    ([("../x", "file", "x")], "../x", r"\.\."),
+    ([("a/../../x", "file", "x")], "a/../../x", r"\.\."),
+    ([("/etc/x", "file", "x")], "/etc/x", "absolute"),
+    ([("a", "sym", "/etc"), ("a/passwd", "file", "x")], "a", "outside"),
+    ([("a", "sym", "b"), ("b", "dir", None), ("a/x", "file", "x")], "a/x", "through symlink 'a'"),
+    ([("d", "dir", None), ("d/l", "sym", "../../x")], "d/l", "outside"),
+    ([("l", "sym", "../../x")], "l", "outside"),
+    ([("s", "dir", None), ("s/b", "sym", ".."), ("s/a", "sym", "b/..")], "s/a", "outside"),
+    ([("loop", "sym", "loop")], "loop", "loop"),
+    ([("h", "lnk", "../outside")], "h", "hardlink"),
+    ([("h", "lnk", "/etc/passwd")], "h", "hardlink"),
+    ([("h", "lnk", "missing")], "h", "hardlink target 'missing'"),
+    ([("dev", "chr", None)], "dev", "device"),
+    ([("pipe", "fifo", None)], "pipe", "fifo"),
+    ([("suid", "file", 0o4755)], "suid", "setuid"),
+    ([("sgid", "file", 0o2755)], "sgid", "setgid"),
+    ([(".deployer", "dir", None), (".deployer/complete", "file", "x")], ".deployer", "reserved"),
+    ([(".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
+    ([("ok", "file", "x"), ("ok", "sym", "elsewhere")], "ok", "duplicate"),
+])
+def test_check_members_rejects(tmp_path, entries, bad, why):
+    p = make_tar(tmp_path / "bad.tar.gz", entries)
+    with pytest.raises(ArtifactError, match=why) as ei:
+        check_members(p)
+    assert f"'{bad}'" in str(ei.value)
+    assert "\n" not in str(ei.value)
+
+
+def test_check_members_not_a_tarball(tmp_path):
+    p = tmp_path / "junk.tar.gz"
+    p.write_bytes(b"not a tarball at all")
+    with pytest.raises(ArtifactError, match="not a readable tar archive"):
+        check_members(p)
+
+
+# ---------------------------------------------------------------- load_artifact
+
+
+def test_load_artifact_roundtrip(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    loaded = load_artifact(art.path)
+    assert isinstance(loaded, Artifact)
+    assert loaded.meta == art.meta and loaded.sha256 == art.sha256
+    assert load_artifact(art.json_path).path == art.path
+
+
+def test_load_artifact_detects_sha_mismatch(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    meta = json.loads(art.json_path.read_text())
+    meta["sha256"] = "0" * 64
+    art.json_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        load_artifact(art.path)
+
+
+def test_load_artifact_detects_modified_file(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    with open(art.path, "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        load_artifact(art.path)
+
+
+def test_load_artifact_without_json(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    art.json_path.unlink()
+    loaded = load_artifact(art.path)
+    assert loaded.sha256 == art.sha256
+    assert loaded.version == art.version and loaded.meta["name"] == "demo"
+    assert loaded.git_sha == art.git_sha
+    assert loaded.size == art.size
+    assert loaded.meta["file_count"] == art.meta["file_count"]
+
+
+def test_load_artifact_without_json_checks_members(tmp_path):
+    p = make_tar(tmp_path / "evil-1.tar.gz", [("../x", "file", "x")])
+    with pytest.raises(ArtifactError, match=r"'\.\./x'"):
+        load_artifact(p)
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nope.tar.gz")

@@ -1,0 +1,171 @@
+"""Remote script builders: exact strings for the small ones, and every script run by a real
+POSIX shell against a scratch directory (hostile values included) to prove quoting and behaviour."""
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deployer import commands, state
+from deployer.paths import Paths
+
+
+def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", script], input=stdin, capture_output=True, timeout=30)
+
+
+def make_tarball(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_unlock_exact_string():
+    paths = Paths("/srv/my app")
+    assert commands.unlock(paths, "abc") == (
+        "set -e\numask 022\n"
+        "if [ \"$(cat '/srv/my app/.deployer/lock/token' 2>/dev/null)\" = abc ]; "
+        "then rm -rf '/srv/my app/.deployer/lock'; fi\n")
+
+
+def test_switch_exact_string():
+    script = commands.switch(Paths("/srv/app"), 7, "tok")
+    assert script == (
+        "set -e\numask 022\n"
+        "if [ -e /srv/app/current ] && [ ! -L /srv/app/current ]; then "
+        "echo '/srv/app/current is a real directory or file, not a symlink: refusing to replace it' >&2; exit 30; fi\n"
+        "[ -f /srv/app/releases/7/.deployer/complete ] || "
+        "{ echo 'release 7 is not complete on this host' >&2; exit 31; }\n"
+        "rm -f /srv/app/.current-tok\n"
+        "ln -s releases/7 /srv/app/.current-tok\n"
+        "mv -T /srv/app/.current-tok /srv/app/current\n"
+        "rm -f /srv/app/releases/7/.deployer/rolled_back\n"
+        "printf '%s\\t%s\\n' current \"$(readlink /srv/app/current)\"\n")
+
+
+HOSTILE = "/tmp/dx; touch /tmp/pwn-$(id -u) `touch /tmp/pwn2` $HOME\nx"
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "srv dir; $(touch pwn)"
+
+
+def full_cycle(paths: Paths, number: int, token: str, payload: bytes, release_json: str, **kw):
+    sha = hashlib.sha256(payload).hexdigest()
+    inspect = sh(commands.inspect(paths, lock_info='{"who": "me"}', lock_token=token, artifact_sha=sha))
+    assert inspect.returncode == 0, inspect.stderr
+    st = state.parse(inspect.stdout.decode())
+    assert st.lock_acquired
+    prep = sh(commands.prepare(paths, number, token, sha, upload=not st.cached, release_json=release_json, **kw),
+              payload)
+    assert prep.returncode == 0, prep.stderr
+    sw = sh(commands.switch(paths, number, token))
+    assert sw.returncode == 0, sw.stderr
+    fin = sh(commands.finish(paths, token, delete=[], keep_artifacts=[sha]))
+    assert fin.returncode == 0, fin.stderr
+    return sha
+
+
+def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = Paths(str(root))
+    payload = make_tarball({"app.txt": b"v1", "REVISION": b"abc\n"})
+    meta = json.dumps({"version": HOSTILE, "note": "'quote' \"dq\" `bt`"})
+    (root / "shared" / "conf; rm -rf x").mkdir(parents=True)
+    (root / "shared" / "conf; rm -rf x" / "f $(id)").write_text("secret-ish")
+    full_cycle(paths, 1, "t1", payload, meta, shared_dirs=("log dir",), shared_files=("conf; rm -rf x/f $(id)",))
+    release = root / "releases" / "1"
+    assert (root / "current").resolve() == release.resolve()
+    assert (release / "app.txt").read_bytes() == b"v1"
+    assert json.loads((release / ".deployer/release.json").read_text())["version"] == HOSTILE
+    assert (release / "log dir").is_symlink() and (release / "conf; rm -rf x" / "f $(id)").read_text() == "secret-ish"
+    assert not (root / ".deployer" / "lock").exists()
+    assert not list(tmp_path.glob("pwn*")) and not Path("/tmp/pwn2").exists()
+
+    # second deploy reuses the cached artifact (no stdin), then rollback-style switch back to 1
+    full_cycle(paths, 2, "t2", payload, "{}")
+    out = sh(commands.inspect(paths)).stdout.decode()
+    st = state.parse(out)
+    assert st.current == 2 and [r.number for r in st.releases] == [1, 2]
+    assert all(r.complete for r in st.releases) and st.lock is None
+
+
+def test_prepare_rejects_corrupt_upload_and_leaves_nothing(tmp_path):
+    paths = Paths(str(tmp_path / "app"))
+    payload = make_tarball({"a": b"1"})
+    sha = hashlib.sha256(payload).hexdigest()
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload[:-7])
+    assert proc.returncode == commands.SHA_MISMATCH
+    assert b"sha256 mismatch" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "app" / "releases").iterdir()) == []
+    assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
+
+
+def test_prepare_missing_shared_file_names_it(tmp_path):
+    paths = Paths(str(tmp_path / "app"))
+    payload = make_tarball({"a": b"1"})
+    sha = hashlib.sha256(payload).hexdigest()
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", shared_files=(".env",)), payload)
+    assert proc.returncode == commands.MISSING_SHARED
+    assert f"missing shared file {tmp_path}/app/shared/.env".encode() in proc.stderr
+    assert list((tmp_path / "app" / "releases").iterdir()) == []
+
+
+def test_switch_refuses_real_directory_and_incomplete_release(tmp_path):
+    paths = Paths(str(tmp_path))
+    (tmp_path / "releases" / "1" / ".deployer").mkdir(parents=True)
+    proc = sh(commands.switch(paths, 1, "t"))
+    assert proc.returncode == commands.RELEASE_INCOMPLETE
+    (tmp_path / "releases" / "1" / ".deployer" / "complete").touch()
+    (tmp_path / "current").mkdir()
+    proc = sh(commands.switch(paths, 1, "t"))
+    assert proc.returncode == commands.CURRENT_NOT_LINK
+    assert (tmp_path / "current").is_dir() and not (tmp_path / "current").is_symlink()
+    assert list((tmp_path / "current").iterdir()) == []
+
+
+def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
+    paths = Paths(str(tmp_path))
+    first = state.parse(sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode())
+    second = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    assert first.lock_acquired and not second.lock_acquired
+    assert second.lock.who == "a@x" and second.lock.pid == 1
+    sh(commands.unlock(paths, "B"))
+    assert (tmp_path / ".deployer" / "lock").is_dir()
+    sh(commands.unlock(paths, "A"))
+    assert not (tmp_path / ".deployer" / "lock").exists()
+
+
+def test_inspect_reports_current_kinds(tmp_path):
+    paths = Paths(str(tmp_path))
+    assert state.parse(sh(commands.inspect(paths)).stdout.decode()).current_kind == "absent"
+    (tmp_path / "current").symlink_to("releases/9")
+    st = state.parse(sh(commands.inspect(paths)).stdout.decode())
+    assert st.current_kind == "dangling" and st.current_problem()
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").mkdir()
+    st = state.parse(sh(commands.inspect(paths)).stdout.decode())
+    assert st.current_kind == "dir" and "real directory" in st.current_problem()
+
+
+def test_abort_removes_only_this_runs_release(tmp_path):
+    paths = Paths(str(tmp_path))
+    for n, token in ((1, "old"), (2, "mine")):
+        d = tmp_path / "releases" / str(n) / ".deployer"
+        d.mkdir(parents=True)
+        (d / "deploy_id").write_text(token + "\n")
+    (tmp_path / "releases" / ".tmp-2-mine").mkdir()
+    (tmp_path / "current").symlink_to("releases/1")
+    assert sh(commands.abort(paths, 2, "mine")).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["1"]
+    assert sh(commands.abort(paths, 1, "mine")).returncode == 0
+    assert (tmp_path / "releases" / "1").is_dir()

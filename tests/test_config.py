@@ -1,0 +1,134 @@
+"""hosts.toml validation: good shapes parse, bad ones give exit 2 and one clear line."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deployer import config
+from deployer.errors import ConfigError
+
+GOOD = textwrap.dedent("""
+    [app]
+    name = "shop"
+    deploy_to = "/srv/shop"
+    keep_releases = 3
+    shared_dirs = ["log", "tmp/pids"]
+    shared_files = [".env"]
+    [build]
+    source = "."
+    [ssh]
+    user = "deploy"
+    key = "keys/id"
+    connect_timeout = 5
+    [stages.staging]
+    hosts = ["stage-1.example.com", "ops@stage-2.example.com:2200"]
+    [stages.production]
+    app = { keep_releases = 10 }
+    ssh = { user = "prod" }
+    hosts = [ { host = "web-1.example.com", roles = ["web"] },
+              { host = "db-1.example.com", port = 2222, roles = ["migrate"], name = "db" } ]
+""")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_parses_with_overrides(tmp_path):
+    cfg = config.parse(GOOD, tmp_path / "hosts.toml")
+    assert cfg.app.deploy_to == "/srv/shop"
+    assert cfg.app.shared_dirs == ("log", "tmp/pids")
+    staging = cfg.stage("staging")
+    assert [h.name for h in staging.hosts] == ["stage-1.example.com", "stage-2.example.com:2200"]
+    assert staging.hosts[1].user == "ops" and staging.hosts[1].port == 2200
+    assert staging.hosts[0].user == "deploy" and staging.hosts[0].port == 22
+    assert staging.hosts[0].ssh.key == str((tmp_path / "keys/id").resolve())
+    prod = cfg.stage("production")
+    assert prod.app.keep_releases == 10 and cfg.app.keep_releases == 3
+    assert prod.hosts[0].user == "prod"
+    assert prod.hosts[1].name == "db" and prod.hosts[1].port == 2222 and prod.hosts[1].roles == ("migrate",)
+    assert [h.name for h in prod.select(roles=["web"])] == ["web-1.example.com"]
+    assert [h.name for h in prod.select(names=["db"])] == ["db"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("keep_releases = 3", "keep_releases = 3\ncolour = 1"), "app.colour: unknown key"),
+    (("keep_releases = 3", 'keep_releases = "five"'), "app.keep_releases: expected an integer"),
+    (("keep_releases = 3", "keep_releases = 0"), "app.keep_releases: expected an integer >= 1"),
+    (('deploy_to = "/srv/shop"\n', ""), "app.deploy_to: missing"),
+    (('deploy_to = "/srv/shop"', 'deploy_to = "srv/shop"'), "app.deploy_to: expected an absolute"),
+    (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/../etc"'), "app.deploy_to: expected an absolute"),
+    (('connect_timeout = 5', 'connect_timeout = "5"'), "ssh.connect_timeout: expected seconds"),
+    (('user = "deploy"', 'host_key_policy = "yes"'), "ssh.host_key_policy: expected one of strict, accept-new"),
+    (('shared_files = [".env"]', 'shared_files = ["../etc/passwd"]'), "app.shared_files"),
+    (('shared_files = [".env"]', 'shared_files = [".deployer/x"]'), "reserved"),
+    (('port = 2222', 'port = 70000'), "port"),
+    (("[build]", "[bild]"), "bild: unknown table"),
+    (('hosts = ["stage-1.example.com", "ops@stage-2.example.com:2200"]', "hosts = []"), "stages.staging.hosts"),
+    (('"stage-1.example.com"', '"stage-1.example.com:abc"'), "bad port"),
+    (("[app]", "[app"), "invalid TOML"),
+])
+def test_bad_config_is_one_clear_error(tmp_path, change, expected):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        config.parse(GOOD.replace(old, new, 1), tmp_path / "hosts.toml")
+    message = str(info.value)
+    assert expected in message
+    assert "hosts.toml" in message and "\n" not in message
+
+
+def test_unknown_stage_names_the_known_ones(tmp_path):
+    cfg = config.parse(GOOD, tmp_path / "hosts.toml")
+    with pytest.raises(ConfigError, match="no stage 'prod' .stages: staging, production"):
+        cfg.stage("prod")
+
+
+def test_config_path_precedence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts.toml").write_text(GOOD)
+    (tmp_path / "other.toml").write_text(GOOD)
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    assert config.find_config_path() == Path("hosts.toml")
+    monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "other.toml"))
+    assert config.find_config_path() == tmp_path / "other.toml"
+    assert config.find_config_path("hosts.toml") == Path("hosts.toml")
+    with pytest.raises(ConfigError, match="not found"):
+        config.find_config_path("missing.toml")
+
+
+def _cli(tmp_path, *args):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop(config.ENV_VAR, None)
+    return subprocess.run([sys.executable, "-m", "deployer", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GOOD.replace('deploy_to = "/srv/shop"\n', ""), "deploy_to: missing"),
+    (GOOD.replace('deploy_to = "/srv/shop"', 'deploy_to = "relative"'), "deploy_to: expected an absolute"),
+    (GOOD.replace("keep_releases = 3", "keep_releases = 3\nbogus = true"), "app.bogus: unknown key"),
+    (GOOD.replace("connect_timeout = 5", 'connect_timeout = "soon"'), "ssh.connect_timeout"),
+])
+def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, expected):
+    write(tmp_path, text)
+    proc = _cli(tmp_path, "status", "--stage", "staging")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "hosts.toml" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_unknown_stage_and_missing_file_exit_2(tmp_path):
+    proc = _cli(tmp_path, "status", "--stage", "nope")
+    assert proc.returncode == 2 and "not found" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    write(tmp_path, GOOD)
+    proc = _cli(tmp_path, "status", "--stage", "nope")
+    assert proc.returncode == 2 and "no stage 'nope'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,245 @@
+"""Release core against real sshd hosts: deploy, rollback, cleanup, lock, abort, Ctrl-C."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deployer import commands
+from deployer import config as config_mod
+from deployer.paths import Paths
+from deployer.transport import Connection
+from helpers import cli, cli_popen, commit_change, current, release_dirs, releases, status, tree
+
+
+def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
+    sb = sandbox(3)
+    first = cli(sb, "deploy")
+    assert first.returncode == 0, first.stderr + first.stdout
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    second = cli(sb, "deploy")
+    assert second.returncode == 0, second.stderr + second.stdout
+    for h in sb.hosts:
+        assert release_dirs(sb, h) == ["1", "2"]
+        assert current(sb, h) == "releases/2"
+        code, out = sb.exec(h, "cat /srv/app/current/app.py; cat /srv/app/current/REVISION")
+        assert "VERSION = 2" in out
+    rows = status(sb)
+    assert {r["current"] for r in rows} == {2} and len({r["version"] for r in rows}) == 1
+
+    back = cli(sb, "rollback")
+    assert back.returncode == 0, back.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+    before = [tree(sb, h) for h in sb.hosts]
+    again = cli(sb, "rollback")
+    assert again.returncode == 1
+    assert "no earlier complete release" in again.stdout + again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+    assert [tree(sb, h) for h in sb.hosts] == before
+    assert all(r["lock"] == "" for r in status(sb))
+
+
+def test_round_trips_per_host(sandbox, app_repo):
+    """A plain deploy is at most 4 remote commands per host, a rollback at most 2, and a redeploy
+    of the same artifact skips the upload."""
+    sb = sandbox(3)
+    counts = [sb.command_count(h) for h in sb.hosts]
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [4, 4, 4]
+    assert proc.stdout.count("uploaded") == 3
+
+    counts = [sb.command_count(h) for h in sb.hosts]
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [4, 4, 4]
+    assert "uploaded" not in proc.stdout and proc.stdout.count("artifact already on host") == 3
+
+    counts = [sb.command_count(h) for h in sb.hosts]
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [2, 2, 2]
+
+
+def test_keep_releases_after_six_deploys(sandbox, app_repo):
+    sb = sandbox(3, app={"keep_releases": 3})
+    for i in range(6):
+        commit_change(app_repo, "n.txt", str(i))
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 0, proc.stderr
+    for h in sb.hosts:
+        assert release_dirs(sb, h) == ["4", "5", "6"]
+        assert current(sb, h) == "releases/6"
+        # cache keeps only the artifacts the kept releases use
+        code, out = sb.exec(h, "ls /srv/app/.deployer/cache | wc -l")
+        assert int(out) == 3
+
+
+def test_failing_host_in_prepare_switches_nobody(sandbox, app_repo):
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "v2\n")
+    # host-3 cannot write its releases dir: prepare fails there after the others extracted
+    sb.exec(2, "chown root:root /srv/app/releases && chmod 755 /srv/app/releases")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host-3" in proc.stderr and "failed to prepare" in proc.stderr
+    assert "Permission denied" in proc.stdout
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1"
+        assert release_dirs(sb, h) == ["1"]
+        code, out = sb.exec(h, "ls -A /srv/app/.deployer; ls -A /srv/app/.deployer/cache | grep -c part || true")
+        assert "lock" not in out.split()
+
+
+def test_deploy_to_not_writable_fails_before_any_change(sandbox):
+    sb = sandbox(3)
+    sb.exec(1, "mkdir -p /srv/app && chown root:root /srv/app && chmod 755 /srv/app")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host-2" in proc.stdout and "not writable" in proc.stdout
+    for h in (0, 2):
+        assert release_dirs(sb, h) == [] and current(sb, h) == ""
+        code, out = sb.exec(h, "ls -A /srv/app/.deployer")
+        assert "lock" not in out.split()
+
+
+def test_concurrent_deploys_one_wins(sandbox):
+    sb = sandbox(3)
+    assert cli(sb, "build").returncode == 0
+    artifact = next((sb.config_path.parent / "artifacts").glob("*.tar.gz"))
+    a = cli_popen(sb, "deploy", "--artifact", str(artifact))
+    time.sleep(0.01)
+    b = cli_popen(sb, "deploy", "--artifact", str(artifact))
+    results = [(p.wait(timeout=120), *p.communicate()) for p in (a, b)]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 3], results
+    loser = next(r for r in results if r[0] == 3)
+    assert "held by" in loser[2] and "pid" in loser[2] and "inv unlock" in loser[2]
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+    assert all(r["lock"] == "" for r in status(sb))
+
+
+def test_stale_lock_reported_and_unlock(sandbox):
+    sb = sandbox(2)
+    sb.exec(0, "mkdir -p /srv/app/.deployer/lock && "
+               "echo '{\"who\": \"ops@laptop\", \"pid\": 4242, \"stage\": \"sandbox\", "
+               "\"started\": \"2026-01-01T00:00:00Z\"}' > /srv/app/.deployer/lock/info && chown -R deploy /srv")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 3
+    assert "ops@laptop pid 4242" in proc.stderr and "inv unlock --stage sandbox --yes" in proc.stderr
+    assert release_dirs(sb, 1) == []
+    assert cli(sb, "unlock").returncode == 2
+    proc = cli(sb, "unlock", "--yes")
+    assert proc.returncode == 0 and "ops@laptop" in proc.stdout
+    assert cli(sb, "deploy").returncode == 0
+
+
+def test_current_real_directory_is_refused(sandbox):
+    sb = sandbox(2)
+    sb.exec(1, "mkdir -p /srv/app/current && touch /srv/app/current/keep && chown -R deploy /srv")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1 and "real directory" in proc.stdout
+    code, out = sb.exec(1, "ls -A /srv/app/current")
+    assert out.split() == ["keep"]
+    assert release_dirs(sb, 0) == [] and current(sb, 0) == ""
+
+
+def _big_artifact(tmp_path: Path, mb: int) -> Path:
+    """An incompressible artifact big enough that uploading it takes a moment."""
+    payload = tmp_path / "blob.bin"
+    with open(payload, "wb") as fh:
+        for _ in range(mb):
+            fh.write(os.urandom(1 << 20))
+    path = tmp_path / f"big-{mb}.tar.gz"
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|") as tf:
+        info = tf.gettarinfo(str(payload), arcname="blob.bin")
+        info.uid = info.gid = 0
+        with open(payload, "rb") as fh:
+            tf.addfile(info, fh)
+        rev = tarfile.TarInfo("REVISION")
+        rev.size = 4
+        tf.addfile(rev, __import__("io").BytesIO(b"abc\n"))
+    payload.unlink()
+    return path
+
+
+def test_ctrl_c_mid_upload_cleans_up_everywhere(sandbox, tmp_path):
+    sb = sandbox(3)
+    artifact = _big_artifact(tmp_path, 300)
+    proc = cli_popen(sb, "deploy", "--artifact", str(artifact))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:     # wait until bytes are landing on a host
+        code, out = sb.exec(1, "ls /srv/app/.deployer/cache/ 2>/dev/null | grep -c '^.part-' ; "
+                               "ls -A /srv/app/.deployer/cache")
+        if ".part-" in out:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("upload never started")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 5, "abort took too long"
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr and "host-2" in stderr
+    for h in sb.hosts:
+        assert current(sb, h) == ""
+        assert release_dirs(sb, h) == []
+        code, out = sb.exec(h, "ls -A /srv/app/.deployer /srv/app/.deployer/cache 2>/dev/null")
+        assert "lock" not in out.split() and ".part-" not in out
+    # and the next run needs no manual cleanup
+    assert cli(sb, "deploy").returncode == 0
+
+
+@pytest.mark.slow
+def test_current_never_missing_during_200_swaps(sandbox):
+    sb = sandbox(1)
+    assert cli(sb, "deploy").returncode == 0
+    assert cli(sb, "deploy").returncode == 0
+    # a reader inside the host resolves current as fast as it can while we swap it
+    sb.exec(0, "nohup sh -c 'end=$(($(date +%s)+120)); n=0; bad=0; "
+               "while [ ! -f /tmp/stop ] && [ $(date +%s) -lt $end ]; do "
+               "t=$(readlink -e /srv/app/current) || bad=$((bad+1)); "
+               "[ -f \"$t/.deployer/complete\" ] || bad=$((bad+1)); n=$((n+1)); done; "
+               "echo $n $bad > /tmp/reader' >/dev/null 2>&1 &")
+    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[0]
+    conn = Connection(host).open()
+    try:
+        for i in range(200):
+            result = conn.run(commands.switch(Paths("/srv/app"), 1 + i % 2, "swap"))
+            assert result.ok, result.stderr
+    finally:
+        conn.close()
+    sb.exec(0, "touch /tmp/stop")
+    deadline = time.monotonic() + 10
+    out = ""
+    while time.monotonic() < deadline and not out.strip():
+        _, out = sb.exec(0, "cat /tmp/reader 2>/dev/null")
+        time.sleep(0.1)
+    reads, bad = map(int, out.split())
+    assert reads > 200 and bad == 0
+
+
+def test_check_green_and_changed_host_key(sandbox):
+    from deployer import sandbox as sandbox_mod
+    sb = sandbox(3)
+    proc = cli(sb, "check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok ") >= 3
+    known_before = sb.known_hosts_path.read_text()
+    sandbox_mod.regenerate_host_key(sb.hosts[1])
+    proc = cli(sb, "check")
+    assert proc.returncode == 1
+    assert "host-2" in proc.stderr and "host key CHANGED" in proc.stderr and "SHA256:" in proc.stderr
+    assert sb.known_hosts_path.read_text() == known_before

@@ -1,0 +1,152 @@
+"""The sandbox hosts behave like the real servers the deployer targets."""
+
+from __future__ import annotations
+
+import time
+
+import paramiko
+import pytest
+import toml
+
+from deployer import sandbox as sandbox_mod
+
+from conftest import TEST_LABEL, git
+
+
+def connect(sb, which, username: str = "deploy", known_hosts=None) -> paramiko.SSHClient:
+    """SSH in with the pinned known_hosts file; unknown or changed host keys are refused."""
+    h = sb.host(which)
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts or sb.known_hosts_path))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(h.host, port=h.port, username=username, key_filename=str(sb.key_path),
+                   look_for_keys=False, allow_agent=False, timeout=10)
+    return client
+
+
+def run(client: paramiko.SSHClient, cmd: str) -> tuple[int, str, str]:
+    _, out, err = client.exec_command(cmd, timeout=20)
+    code = out.channel.recv_exit_status()
+    return code, out.read().decode(), err.read().decode()
+
+
+# --- without containers ------------------------------------------------------
+
+
+def test_image_tag_hashes_the_definition(monkeypatch):
+    tag = sandbox_mod.image_tag()
+    name, digest = tag.split(":")
+    assert name == "deployer-sandbox" and len(digest) == 12 and int(digest, 16) >= 0
+    monkeypatch.setattr(sandbox_mod, "PACKAGES", [*sandbox_mod.PACKAGES, "git"])
+    assert sandbox_mod.image_tag() != tag
+
+
+def test_client_key_is_created_once(tmp_path):
+    key = sandbox_mod.ensure_client_key(tmp_path / "keys")
+    pub = key.with_suffix(".pub").read_text()
+    assert key.name == "id_ed25519" and pub.startswith("ssh-ed25519 ")
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert sandbox_mod.ensure_client_key(tmp_path / "keys") == key
+    assert key.with_suffix(".pub").read_text() == pub
+
+
+def test_write_config_layout_and_deep_merge(tmp_path):
+    hosts = [sandbox_mod.SandboxHost(f"host-{i}", "127.0.0.1", 40000 + i, f"id{i}") for i in (1, 2, 3)]
+    path = sandbox_mod.write_config(tmp_path / "hosts.toml", hosts, tmp_path / "k", tmp_path / "kh",
+                                    source="/src", extra={"app": {"keep_releases": 2}, "hooks": {"x": 1}})
+    doc = toml.loads(path.read_text())
+    assert doc["app"] == {"name": "sample", "deploy_to": "/srv/app", "keep_releases": 2,
+                          "shared_dirs": ["log"], "shared_files": []}
+    assert doc["build"] == {"source": "/src"}
+    assert doc["ssh"] == {"user": "deploy", "key": str(tmp_path / "k"), "known_hosts": str(tmp_path / "kh"),
+                          "host_key_policy": "strict", "connect_timeout": 10}
+    assert doc["hooks"] == {"x": 1}
+    assert doc["stages"]["sandbox"]["hosts"] == [
+        {"host": "127.0.0.1", "port": 40001, "name": "host-1", "roles": ["web", "migrate"]},
+        {"host": "127.0.0.1", "port": 40002, "name": "host-2", "roles": ["web"]},
+        {"host": "127.0.0.1", "port": 40003, "name": "host-3", "roles": ["web"]},
+    ]
+
+
+def test_app_repo_is_committed_deterministically(app_repo):
+    assert git(app_repo, "status", "--porcelain") == ""
+    assert set(git(app_repo, "ls-files").split()) == {".gitignore", "README", "app.py", "bin/run"}
+    assert (app_repo / "log").is_dir()
+    assert git(app_repo, "ls-files", "-s", "bin/run").startswith("100755")
+    assert git(app_repo, "rev-parse", "HEAD") == "a5ef8dea8224327531ec3398b3f60d9064e31c39"  # fixed content, identity and dates
+
+
+# --- real containers ---------------------------------------------------------
+
+
+def test_hosts_accept_pinned_ssh_and_have_the_tools(sandbox):
+    sb = sandbox(3)
+    assert [h.name for h in sb.hosts] == ["host-1", "host-2", "host-3"]
+    assert len({h.port for h in sb.hosts}) == 3
+    for h in sb.hosts:
+        with connect(sb, h) as client:
+            assert run(client, "id -un") == (0, "deploy\n", "")
+            code, out, _ = run(client, "mkdir -p /srv/app && touch /srv/app/x && command -v tar sha256sum python3")
+            assert code == 0 and out.split() == ["/usr/bin/tar", "/usr/bin/sha256sum", "/usr/bin/python3"]
+            assert run(client, "sudo -n -u app id -un") == (0, "app\n", "")
+    # Every container has its own host key, and the pinned lines are what sshd serves.
+    lines = sb.known_hosts_path.read_text().splitlines()
+    assert len({line.split()[2] for line in lines}) == 3
+    for h, line in zip(sb.hosts, lines):
+        assert line.startswith(f"[127.0.0.1]:{h.port} ssh-ed25519 AAAA")
+        assert line.endswith(" " + sandbox_mod.served_host_key(h))
+    assert sb.exec(0, "stat -c %U /srv") == (0, "deploy\n")
+
+
+def test_sshd_log_counts_exec_commands(sandbox):
+    sb = sandbox(1)
+    before = sb.command_count(0)
+    with connect(sb, 0) as client:
+        for _ in range(3):
+            assert run(client, "true")[0] == 0
+    assert sb.command_count(0) == before + 3
+
+
+def test_changed_host_key_is_refused(sandbox):
+    sb = sandbox(1)
+    old_line = sb.known_hosts_path.read_text().strip()
+    new_line = sandbox_mod.regenerate_host_key(sb.hosts[0])
+    assert new_line != old_line
+    with pytest.raises(paramiko.BadHostKeyException):
+        connect(sb, 0)
+    # Pinning the new key works again.
+    sandbox_mod.write_known_hosts(sb.known_hosts_path, sb.hosts)
+    with connect(sb, 0) as client:
+        assert run(client, "true")[0] == 0
+
+
+def test_sudo_needing_a_password_fails_fast(sandbox):
+    sb = sandbox(1)
+    with connect(sb, 0, username="needpw") as client:
+        started = time.monotonic()
+        code, _, err = run(client, "sudo -n true")
+        assert code != 0 and "password is required" in err
+        code, _, err = run(client, "sudo true </dev/null")
+        assert code != 0
+        assert time.monotonic() - started < 5
+
+
+def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
+    label = TEST_LABEL + "-updown"
+    try:
+        hosts = sandbox_mod.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path),
+                               label=label)
+        assert [h.name for h in hosts] == ["host-1", "host-2"]
+        doc = toml.loads((tmp_path / "hosts.sandbox.toml").read_text())
+        assert [h["port"] for h in doc["stages"]["sandbox"]["hosts"]] == [h.port for h in hosts]
+        assert (tmp_path / ".sandbox" / "known_hosts").read_text().count("ssh-ed25519") == 2
+        tmpfs_host, = sandbox_mod.start_hosts(1, (tmp_path / ".sandbox" / "id_ed25519.pub").read_text(),
+                                              label=label, prefix="tiny",
+                                              tmpfs={"/srv": "size=1m,uid=1000,gid=1000"})
+        assert tmpfs_host.name == "tiny-1"
+        code, out = sandbox_mod.exec_root(tmpfs_host, "df -k /srv | tail -1; stat -c %U /srv")
+        assert code == 0 and out.split()[0] == "tmpfs" and out.split()[-1] == "deploy"
+        removed = sandbox_mod.down(label=label)
+    finally:
+        sandbox_mod.down(label=label)
+    assert removed == 3
