@@ -61,9 +61,9 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         'for r in "$D"/releases/* "$D"/releases/.tmp-*; do',
         '  [ -d "$r" ] || continue; n=${r##*/}',
         '  case $n in ""|*[!0-9]*) ' + _emit("stray", '"$n"') + "; continue;; esac",
-        '  s="$r/.deployer"; c=0; b=0; rb=0',
-        '  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1',
-        "  printf 'release\\t%s %s %s %s\\t' \"$n\" $c $b $rb",
+        '  s="$r/.deployer"; c=0; b=0; rb=0; m=0',
+        '  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1; [ -f "$s/migrated" ] && m=1',
+        "  printf 'release\\t%s %s %s %s %s\\t' \"$n\" $c $b $rb $m",
         '  head -c 65536 "$s/release.json" 2>/dev/null | tr -d "\\n" || true; echo',
         "done",
         f'if [ -d {lock} ]; then printf \'lock\\t\'; head -c 4096 {q(paths.lock + "/info")} 2>/dev/null | tr -d "\\n" || true; echo; fi',
@@ -214,3 +214,73 @@ def unlock(paths: Paths, token: str | None = None) -> str:
     info = q(paths.lock + "/info")
     return _lines(f"if [ -d {q(paths.lock)} ]; then printf 'removed\\t'; cat {info} 2>/dev/null | tr -d '\\n' || true; "
                   f"echo; rm -rf {q(paths.lock)}; fi")
+
+
+# -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------
+
+def _exports(env: dict[str, str]) -> str:
+    return "; ".join(f"export {k}={q(str(v))}" for k, v in sorted(env.items()))
+
+
+def in_release(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+    """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the deploy's env."""
+    parts = [f"cd {q(paths.release(number))}"]
+    if env:
+        parts.append(_exports(env))
+    parts.append(f"exec sh -c {q(command)}")
+    return _lines(*parts)
+
+
+def migrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+    """Run the migration in releases/N; on success record it (digest of its output) in the release."""
+    record = q(paths.release_state(number) + "/migrated")
+    return _lines(
+        f"cd {q(paths.release(number))}",
+        _exports(env) if env else "",
+        "out=$(mktemp)",
+        f"st=0; sh -c {q(command)} > \"$out\" 2>&1 || st=$?",
+        'cat "$out"; d=$(sha256sum < "$out" | cut -d" " -f1); rm -f "$out"',
+        'if [ $st -ne 0 ]; then echo "migration failed (exit $st)" >&2; exit $st; fi',
+        f"printf '{{\"digest\": \"%s\", \"at\": \"%s\"}}\\n' \"$d\" \"$(date -u +%FT%TZ)\" > {record}",
+        _emit("migrated", '"$d"'),
+    )
+
+
+def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+    """Run the down-migration with release N's code; then its record is removed."""
+    return _lines(
+        f"cd {q(paths.release(number))}",
+        _exports(env) if env else "",
+        f"sh -c {q(command)}",
+        f"rm -f {q(paths.release_state(number) + '/migrated')}",
+    )
+
+
+def verify_http(url: str, *, status: int, body: str, timeout: int, retries: int, interval: float) -> str:
+    """Fetch url from the host itself (curl, else python3) until it answers `status` (and has `body`)."""
+    fetch_py = ("import sys,urllib.request as u,urllib.error as e\n"
+                "try:\n r=u.urlopen(sys.argv[1],timeout=float(sys.argv[2])); c=r.status; b=r.read()\n"
+                "except e.HTTPError as x: c=x.code; b=x.read()\n"
+                "except Exception as x: print(0); sys.stderr.write(str(x)); sys.exit(0)\n"
+                "open(sys.argv[3],'wb').write(b); print(c)")
+    return _lines(
+        'f=$(mktemp); trap \'rm -f "$f"\' EXIT; i=0',
+        "while :; do",
+        "  i=$((i+1))",
+        f"  if command -v curl >/dev/null 2>&1; then code=$(curl -s -o \"$f\" -w '%{{http_code}}' --max-time {int(timeout)} {q(url)} || true)",
+        f"  else code=$(python3 -c {q(fetch_py)} {q(url)} {int(timeout)} \"$f\" 2>/dev/null || echo 0); fi",
+        f"  if [ \"$code\" = {int(status)} ] && grep -qF -- {q(body)} \"$f\"; then echo \"HTTP $code after $i attempt(s)\"; exit 0; fi"
+        if body else
+        f"  if [ \"$code\" = {int(status)} ]; then echo \"HTTP $code after $i attempt(s)\"; exit 0; fi",
+        f"  if [ $i -ge {int(retries)} ]; then echo \"health check failed: {url} answered HTTP $code"
+        f"{' without ' + repr(body) if body else ''} (expected {int(status)}) after $i attempt(s)\" >&2; "
+        "head -c 300 \"$f\" >&2; exit 1; fi",
+        f"  sleep {float(interval):g}",
+        "done",
+    )
+
+
+def mark_bad(paths: Paths, number: int, reason: str) -> str:
+    """Mark release N bad: never a rollback target again, purged first by cleanup."""
+    state_dir = q(paths.release_state(number))
+    return _lines(f"if [ -d {state_dir} ]; then printf '%s\\n' {q(reason)} > {state_dir}/bad; fi")

@@ -65,11 +65,82 @@ class Host:
         return self.ssh.user
 
 
+HOOK_POINTS = tuple(f"{when}_{step}" for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish",
+                                                    "rollback") for when in ("before", "after"))
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One hook: a remote command (in the release dir), a local command, or a Python callable."""
+
+    point: str
+    command: str = ""
+    local: str = ""
+    python: str = ""
+    roles: tuple[str, ...] = ()
+    once: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.command or self.local or self.python
+
+
+@dataclass(frozen=True)
+class MigrateSettings:
+    command: str = ""
+    role: str = "migrate"
+    rollback_command: str = ""
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    url: str = ""
+    status: int = 200
+    body: str = ""
+    timeout: int = 5
+    retries: int = 3
+    interval: float = 2.0
+    command: str = ""
+    run_from: str = "host"          # host: curl on the host itself; local: from this machine
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url or self.command)
+
+
+@dataclass(frozen=True)
+class RestartSettings:
+    command: str = ""
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhooks: tuple[str, ...] = ()
+    command: str = ""
+    events: tuple[str, ...] = ("started", "succeeded", "failed", "rolled back")
+    timeout: int = 5
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    hooks: tuple[Hook, ...] = ()
+    migrate: MigrateSettings = MigrateSettings()
+    smoke: str = ""
+    verify: VerifySettings = VerifySettings()
+    restart: RestartSettings = RestartSettings()
+    notify: NotifySettings = NotifySettings()
+
+    def hooks_at(self, point: str) -> tuple[Hook, ...]:
+        return tuple(h for h in self.hooks if h.point == point)
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
     app: AppSettings
     hosts: tuple[Host, ...]
+    pipeline: Pipeline = Pipeline()
 
     def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
         """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
@@ -95,6 +166,7 @@ class Config:
     build: BuildSettings
     ssh: SSHSettings
     stages: dict[str, Stage] = field(default_factory=dict)
+    pipeline: Pipeline = Pipeline()
 
     def stage(self, name: str | None) -> Stage:
         if not name:
@@ -132,11 +204,44 @@ _SSH = {
     "keepalive": (int, "seconds, an integer >= 1"),
     "command_timeout": (int, "seconds, an integer >= 1"),
 }
+_PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 _STAGE = {
     "hosts": (list, "a list of host names or host tables"),
     "app": (dict, "a table of [app] keys to override"),
     "ssh": (dict, "a table of [ssh] keys to override"),
+    **{name: (dict, f"a [{name}] table replacing the global one for this stage") for name in _PIPELINE_TABLES},
 }
+_HOOK = {
+    "command": (str, "a shell command run on the hosts in the release dir"),
+    "local": (str, "a shell command run on this machine"),
+    "python": (str, "module:function"),
+    "roles": (list, "a list of role names"),
+    "once": (bool, "true or false"),
+}
+_MIGRATE = {
+    "command": (str, "a shell command"),
+    "role": (str, "a role name"),
+    "rollback_command": (str, "a shell command"),
+}
+_SMOKE = {"command": (str, "a shell command")}
+_VERIFY = {
+    "url": (str, "an http(s) URL"),
+    "status": (int, "an HTTP status code"),
+    "body": (str, "a substring the body must contain"),
+    "timeout": (int, "seconds, an integer >= 1"),
+    "retries": (int, "an integer >= 1"),
+    "interval": ((int, float), "seconds"),
+    "command": (str, "a shell command"),
+    "from": (str, "host or local"),
+}
+_RESTART = {"command": (str, "a shell command"), "roles": (list, "a list of role names")}
+_NOTIFY = {
+    "webhooks": (list, "a list of URLs"),
+    "command": (str, "a shell command"),
+    "events": (list, "a list of: started, succeeded, failed, rolled back"),
+    "timeout": (int, "seconds, an integer >= 1"),
+}
+EVENTS = ("started", "succeeded", "failed", "rolled back")
 _HOST = {
     "host": (str, "a host name or address"),
     "name": (str, "a display name"),
@@ -145,7 +250,7 @@ _HOST = {
     "key": (str, "a path to a private key"),
     "roles": (list, "a list of role names"),
 }
-_TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict}
+_TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict, **{name: dict for name in _PIPELINE_TABLES}}
 
 
 class _Reader:
@@ -165,7 +270,7 @@ class _Reader:
             if key not in schema:
                 raise self.fail(f"{where}.{key}", f"unknown key (expected one of: {', '.join(schema)})")
             kind, expected = schema[key]
-            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
             if not ok:
                 raise self.fail(f"{where}.{key}", f"expected {expected}, got {value!r}")
         return data
@@ -245,7 +350,79 @@ class _Reader:
         default_name = address if host_ssh.port == 22 else f"{address}:{host_ssh.port}"
         return Host(name=data.get("name", default_name), address=address, ssh=host_ssh, roles=tuple(roles))
 
-    def stage(self, name: str, data: Any, app: AppSettings, ssh: SSHSettings) -> Stage:
+    def pipeline(self, data: dict, where: str, base: Pipeline) -> Pipeline:
+        """The [hooks] [migrate] [smoke] [verify] [restart] [notify] tables; each replaces base's."""
+        values: dict[str, Any] = {}
+        if "hooks" in data:
+            values["hooks"] = self.hooks(data["hooks"], f"{where}hooks")
+        if "migrate" in data:
+            m = self.table(data["migrate"], f"{where}migrate", _MIGRATE)
+            if not m.get("command"):
+                raise self.fail(f"{where}migrate.command", "missing (expected a shell command)")
+            values["migrate"] = MigrateSettings(**m)
+        if "smoke" in data:
+            values["smoke"] = self.table(data["smoke"], f"{where}smoke", _SMOKE).get("command", "")
+        if "verify" in data:
+            v = dict(self.table(data["verify"], f"{where}verify", _VERIFY))
+            run_from = v.pop("from", "host")
+            if run_from not in ("host", "local"):
+                raise self.fail(f"{where}verify.from", f"expected host or local, got {run_from!r}")
+            url = v.get("url", "")
+            if url and not url.startswith(("http://", "https://")):
+                raise self.fail(f"{where}verify.url", f"expected an http(s) URL, got {url!r}")
+            for key in ("timeout", "retries"):
+                if key in v and v[key] < 1:
+                    raise self.fail(f"{where}verify.{key}", f"expected an integer >= 1, got {v[key]}")
+            values["verify"] = VerifySettings(run_from=run_from, **v)
+        if "restart" in data:
+            r = self.table(data["restart"], f"{where}restart", _RESTART)
+            values["restart"] = RestartSettings(command=r.get("command", ""), roles=self.names(r.get("roles", []),
+                                                                                              f"{where}restart.roles"))
+        if "notify" in data:
+            n = self.table(data["notify"], f"{where}notify", _NOTIFY)
+            events = tuple(n.get("events", EVENTS))
+            for e in events:
+                if e not in EVENTS:
+                    raise self.fail(f"{where}notify.events", f"unknown event {e!r} (expected: {', '.join(EVENTS)})")
+            hooks = tuple(n.get("webhooks", ()))
+            for url in hooks:
+                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                    raise self.fail(f"{where}notify.webhooks", f"expected http(s) URLs, got {url!r}")
+            values["notify"] = NotifySettings(webhooks=hooks, command=n.get("command", ""), events=events,
+                                              timeout=n.get("timeout", 5))
+        return replace(base, **values)
+
+    def hooks(self, data: Any, where: str) -> tuple[Hook, ...]:
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a table of hook points")
+        out = []
+        for point, entries in data.items():
+            if point not in HOOK_POINTS:
+                raise self.fail(f"{where}.{point}", f"unknown hook point (expected one of: {', '.join(HOOK_POINTS)})")
+            if isinstance(entries, dict):
+                entries = [entries]
+            if not isinstance(entries, list):
+                raise self.fail(f"{where}.{point}", "expected a list of hook tables")
+            for i, entry in enumerate(entries):
+                at = f"{where}.{point}[{i}]"
+                h = self.table(entry, at, _HOOK)
+                kinds = [k for k in ("command", "local", "python") if h.get(k)]
+                if len(kinds) != 1:
+                    raise self.fail(at, "expected exactly one of command, local, python")
+                if h.get("python") and ":" not in h["python"]:
+                    raise self.fail(f"{at}.python", f"expected module:function, got {h['python']!r}")
+                out.append(Hook(point=point, command=h.get("command", ""), local=h.get("local", ""),
+                                python=h.get("python", ""), roles=self.names(h.get("roles", []), f"{at}.roles"),
+                                once=h.get("once", False)))
+        return tuple(out)
+
+    def names(self, values: list, where: str) -> tuple[str, ...]:
+        if not all(isinstance(v, str) and v for v in values):
+            raise self.fail(where, f"expected a list of names, got {values!r}")
+        return tuple(values)
+
+    def stage(self, name: str, data: Any, app: AppSettings, ssh: SSHSettings,
+              pipeline: Pipeline = Pipeline()) -> Stage:
         where = f"stages.{name}"
         data = self.table(data, where, _STAGE)
         stage_app = self.app(data["app"], f"{where}.app", app) if "app" in data else app
@@ -259,7 +436,8 @@ class _Reader:
             if h.name in seen:
                 raise self.fail(f"{where}.hosts", f"host {h.name!r} listed twice")
             seen.add(h.name)
-        return Stage(name=name, app=stage_app, hosts=hosts)
+        stage_pipeline = self.pipeline(data, f"{where}.", pipeline)
+        return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline)
 
 
 def _parse_host_string(text: str, fail) -> dict:
@@ -309,10 +487,11 @@ def parse(text: str, path: Path) -> Config:
         output=Path(reader.resolve(build_data.get("output", "artifacts"))),
     )
     ssh = reader.ssh(data.get("ssh", {}), "ssh", SSHSettings())
-    stages = {name: reader.stage(name, body, app, ssh) for name, body in data.get("stages", {}).items()}
+    pipeline = reader.pipeline(data, "", Pipeline())
+    stages = {name: reader.stage(name, body, app, ssh, pipeline) for name, body in data.get("stages", {}).items()}
     if not stages:
         raise reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")
-    return Config(path=path, app=app, build=build, ssh=ssh, stages=stages)
+    return Config(path=path, app=app, build=build, ssh=ssh, stages=stages, pipeline=pipeline)
 
 
 def load(explicit: str | None = None) -> Config:

@@ -1,398 +1,365 @@
-"""The release flows: deploy, rollback, cleanup, status, unlock.
+"""The deploy pipeline, read top to bottom as its fixed steps:
 
-Deploy reads top to bottom as its fixed steps:
-    connect+lock → check → prepare (upload, verify, extract, link) → switch (all or none) → finish
-Any failure before the switch aborts every host (partials removed, locks released); a failed
-switch puts the switched hosts back. Ctrl-C aborts the same way and exits 130.
+    lock → check → prepare → migrate → smoke → [per batch: switch → restart → verify] → finish
+
+with before_*/after_* hooks at each step. Before the first switch, any failure aborts every host
+(partial releases removed, locks released). After a switch, a failed switch, hook or health
+check puts every switched host back on its previous release, runs the restart again and marks
+the new release bad. Ctrl-C aborts the same way and exits 130.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import secrets
-import signal
-import socket
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+import time
+from pathlib import Path
 
-from . import commands, planning
-from . import state as host_state
+from . import commands, hooks, notify, planning
 from .config import Host, Stage
-from .errors import DeployerError, HostError, Interrupted, LockHeld
-from .fleet import Fleet, HostRun
+from .errors import PARTIAL, DeployerError, HostError, Interrupted
+from .fleet import HostRun
 from .output import Output, UploadProgress
-from .paths import Paths
-from .transport import Cancelled, Connection, TransportError
+from .plan import Batch, Options, batches
+from .session import RunFailed, Session, names, steps, utc_now, who
+from .transport import Cancelled
 
 
-def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+class Pipeline:
+    """One deploy of one artifact to a stage; `run()` is the whole flow."""
 
+    def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options,
+                 config_dir: Path = Path(".")):
+        self.stage = stage
+        self.pipeline = stage.pipeline
+        self.artifact = artifact
+        self.out = out
+        self.options = options
+        self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir)
+        self.number: int | None = None
+        self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
+                                     version=artifact.version, git_sha=artifact.git_sha,
+                                     artifact_sha256=artifact.sha256, hosts=[h.name for h in hosts],
+                                     session=self.session)
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # -- the flow -------------------------------------------------------------------------------
 
-
-class RunFailed(DeployerError):
-    """A multi-host run failed; carries every host's row for the report."""
-
-    def __init__(self, message: str, runs: list[HostRun], exit_code: int = 1):
-        super().__init__(message)
-        self.runs = runs
-        self.exit_code = exit_code
-
-
-@dataclass
-class Session:
-    """One run against a stage's hosts: connections, lock token, per-host records."""
-
-    stage: Stage
-    hosts: tuple[Host, ...]
-    out: Output
-    parallel: int = 10
-    action: str = "deploy"
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
-
-    def __post_init__(self):
-        self.paths = Paths(self.stage.app.deploy_to)
-        self.runs = [HostRun(h) for h in self.hosts]
-        self.fleet = Fleet(self.runs, self.parallel)
-
-    # -- connecting and locking ---------------------------------------------------------------
-
-    def connect(self, run: HostRun) -> None:
+    def run(self) -> list[HostRun]:
+        s = self.session
+        self.notify("started")
         try:
-            run.conn = Connection(run.host).open()
-        except TransportError as exc:
-            raise HostError(run.name, "connect", str(exc)) from None
-
-    def run(self, run: HostRun, step: str, script: str, **kwargs):
-        try:
-            result = run.conn.run(script, cancel=self.fleet.cancel, **kwargs)
-        except Cancelled:
-            raise
-        except TransportError as exc:
-            raise HostError(run.name, step, str(exc)) from None
-        if not result.ok:
-            raise HostError(run.name, step, result.tail())
-        return result
-
-    def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None) -> None:
-        if run.conn is None:
-            self.connect(run)
-        info = json.dumps({"who": who(), "pid": os.getpid(), "stage": self.stage.name, "action": self.action,
-                           "started": utc_now()}) if lock else None
-        script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha)
-        result = self.run(run, "lock" if lock else "inspect", script)
-        run.state = host_state.parse(result.stdout)
-        run.locked = run.state.lock_acquired
-        if lock and not run.locked:
-            holder = run.state.lock.describe() if run.state.lock else "unknown holder"
-            raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}; if that run is gone, "
-                           f"clear it with: inv unlock --stage {self.stage.name} --yes")
-        if run.state.current_problem() and lock:
-            raise HostError(run.name, "check", run.state.current_problem())
-
-    def lock_all(self, artifact_sha: str | None = None) -> None:
-        """Lock the first host alone (the tie-breaker between racing runs), then the rest in parallel."""
-        first, rest = self.runs[:1], self.runs[1:]
-        failures = self.fleet.each("lock", lambda r: self.inspect(r, lock=True, artifact_sha=artifact_sha), first)
-        if not failures:
-            failures = self.fleet.each("lock", lambda r: self.inspect(r, lock=True, artifact_sha=artifact_sha), rest)
-        if failures:
-            self.abort()
-            held = [e for e in failures.values() if isinstance(e, LockHeld)]
-            if held:
-                raise LockHeld(str(held[0]))
-            raise RunFailed(f"{self.action} failed before any change: {_names(failures)}", self.runs)
-
-    def inspect_all(self) -> dict[str, BaseException]:
-        return self.fleet.each("inspect", lambda r: self.inspect(r, lock=False))
-
-    # -- undoing ------------------------------------------------------------------------------
-
-    def abort(self, number: int | None = None) -> None:
-        """Remove this run's partial work and release its locks on every host it locked."""
-        def undo(run: HostRun):
-            if not run.locked:
-                return
-            if run.conn is None or not run.conn.alive:
-                self.connect(run)
-            run.conn.run(commands.abort(self.paths, number, self.token), timeout=60)
-            run.locked = False
-        with _no_interrupts():
-            self.fleet.cancel.clear()
-            errors = self.fleet.each("abort", undo, [r for r in self.runs if r.locked])
-        for name, exc in errors.items():
-            self.out.line(name, "abort", f"could not clean up: {exc} (the next run purges leftovers; "
-                          f"the lock may need: inv unlock --stage {self.stage.name} --yes)")
-
-    def restore(self, runs: list[HostRun], number: int) -> None:
-        """Put hosts that switched to `number` back on the release they had before."""
-        def back(run: HostRun):
-            if run.conn is None or not run.conn.alive:
-                self.connect(run)
-            if run.previous is None:
-                script = commands.unswitch(self.paths, number)
-            else:
-                script = commands.switch(self.paths, run.previous, self.token)
-            self.run(run, "restore", script, timeout=60)
-            run.switched = False
-            run.result = "restored"
-            self.out.line(run.name, "restore", f"current -> {run.previous or 'none'} again")
-        with _no_interrupts():
-            self.fleet.cancel.clear()
-            failures = self.fleet.each("restore", back, runs)
-        for name, exc in failures.items():
-            self.out.line(name, "restore", f"FAILED to restore: {exc}")
-
-    def close(self) -> None:
-        for run in self.runs:
-            if run.conn is not None:
-                run.conn.close()
-
-
-@contextmanager
-def _no_interrupts():
-    """Cleanup must finish: a second Ctrl-C during it is ignored (it is bounded by timeouts)."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:          # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _names(failures: dict) -> str:
-    return ", ".join(sorted(failures))
-
-
-def _release_json(session: Session, run: HostRun, number: int, artifact) -> str:
-    meta = {
-        "release": number,
-        "app": session.stage.app.name,
-        "stage": session.stage.name,
-        "version": artifact.version,
-        "git_sha": artifact.git_sha,
-        "artifact_sha256": artifact.sha256,
-        "deployed_by": who(),
-        "deployed_at": utc_now(),
-        "previous": run.previous,
-        "deploy_id": session.token,
-    }
-    return json.dumps(meta, sort_keys=True)
-
-
-def _check_host(run: HostRun, artifact) -> None:
-    state = run.state
-    if state.missing_tools:
-        raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
-    need = int((artifact.meta.get("unpacked_size") or 3 * artifact.size) * 1.1)
-    if not state.cached:
-        need += artifact.size
-    if state.free_kb is not None and state.free_kb * 1024 < need:
-        raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, have {state.free_kb} KB")
-
-
-# -- deploy -------------------------------------------------------------------------------------
-
-def deploy(stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, parallel: int = 10) -> list[HostRun]:
-    """Deploy one artifact to the hosts; returns every host's record, or raises RunFailed."""
-    session = Session(stage, hosts, out, parallel, action="deploy")
-    number = None
-    try:
-        session.lock_all(artifact.sha256)
-        for run in session.runs:
-            run.previous = run.state.current
-        failures = session.fleet.each("check", lambda r: _check_host(r, artifact))
-        if failures:
-            session.abort()
-            raise RunFailed(f"deploy aborted, nothing changed: {_names(failures)} failed checks", session.runs)
-        number = planning.next_release_number({r.name: r.state for r in session.runs})
-        out.say(f"release {number}: {artifact.version} ({artifact.sha256[:12]}) to {len(hosts)} host(s)")
-
-        def prepare(run: HostRun):
-            upload = not run.state.cached
-            script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=upload,
-                                      release_json=_release_json(session, run, number, artifact),
-                                      shared_dirs=stage.app.shared_dirs, shared_files=stage.app.shared_files)
-            if upload:
-                progress = UploadProgress(out, run.name, artifact.size)
-                with open(artifact.path, "rb") as fh:
-                    session.run(run, "prepare", script, stdin=fh, progress=progress)
-                out.line(run.name, "prepare", f"{progress.done()}; release {number} ready")
-            else:
-                session.run(run, "prepare", script)
-                out.line(run.name, "prepare", f"artifact already on host, release {number} ready")
-
-        failures = session.fleet.each("prepare", prepare)
-        if failures:
-            session.abort(number)
-            raise RunFailed(f"deploy aborted before any switch: {_names(failures)} failed to prepare; "
-                            "no host switched, partial releases removed", session.runs)
-
-        def switch(run: HostRun):
-            session.run(run, "switch", commands.switch(session.paths, number, session.token), timeout=60)
-            run.switched = True
-            out.line(run.name, "switch", f"current -> releases/{number}")
-
-        failures = session.fleet.each("switch", switch)
-        if failures:
-            session.restore([r for r in session.runs if r.switched], number)
-            session.abort(number)
-            raise RunFailed(f"switch failed on {_names(failures)}; switched hosts put back on their previous "
-                            "release", session.runs)
-
-        def finish(run: HostRun):
-            doomed = planning.cleanup(run.state, stage.app.keep_releases, number, run.previous)
-            keep = planning.kept_artifacts(run.state, doomed, artifact.sha256)
-            session.run(run, "finish", commands.finish(session.paths, session.token, delete=doomed, keep_artifacts=keep))
-            run.locked = False
-            run.result = "ok"
-            if doomed:
-                out.line(run.name, "finish", f"cleaned up {', '.join(doomed)}")
-
-        failures = session.fleet.each("finish", finish)
-        if failures:
-            session.abort()
-            raise RunFailed(f"release {number} is live everywhere, but cleanup failed on {_names(failures)}",
-                            session.runs)
-        for run in session.runs:
-            run.target = number
-        return session.runs
-    except (KeyboardInterrupt, Cancelled):
-        session.fleet.cancel.set()
-        switched = [r for r in session.runs if r.switched]
-        if switched and number is not None:
-            session.restore(switched, number)
-        session.abort(number)
-        for run in session.runs:
-            if run.result == "pending" or run.result == "failed":
-                run.result = "interrupted"
-        raise RunFailed(f"interrupted during {_steps(session.runs)}; no host left switched to the new "
-                        f"release, partial work removed, locks released", session.runs, Interrupted.exit_code) from None
-    finally:
-        session.close()
-
-
-def _steps(runs: list[HostRun]) -> str:
-    return ", ".join(f"{r.name} ({r.step})" for r in runs)
-
-
-# -- rollback -----------------------------------------------------------------------------------
-
-def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None = None,
-             parallel: int = 10) -> list[HostRun]:
-    """Switch back to an earlier complete release on every host: verify all first, then switch."""
-    session = Session(stage, hosts, out, parallel, action="rollback")
-    try:
-        session.lock_all()
-
-        def choose(run: HostRun):
-            run.previous = run.state.current
+            s.lock_all(self.artifact.sha256, self.options.max_fail)
+            self.undo_skipped()
+            for run in s.active:
+                run.previous = run.state.current
+            self.each("check", self.check_host, tolerate=True)
+            self.number = planning.next_release_number({r.name: r.state for r in s.active})
+            self.ctx.release = self.number
+            self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
+                         f"to {len(s.active)} host(s)")
             try:
-                run.target = planning.rollback_target(run.state, to)
-            except DeployerError as exc:
-                raise HostError(run.name, "check", str(exc)) from None
+                self.step("prepare", self.prepare, tolerate=True)
+                self.migrate()
+                if self.pipeline.smoke:
+                    self.step("smoke", lambda r: self.remote(r, "smoke", self.pipeline.smoke))
+            except HookError as exc:
+                self.fail_before_switch(str(exc))
+            self.switch_in_batches()
+            self.finish_all()
+        except (KeyboardInterrupt, Cancelled):
+            self.interrupted()
+        except RunFailed as exc:
+            self.notify("failed", error=str(exc))
+            raise
+        finally:
+            s.close()
+        for run in s.active:
+            run.target = self.number
+        skipped = [r.name for r in s.runs if r.result == "skipped"]
+        if skipped:
+            self.notify("failed", error=f"skipped hosts: {', '.join(skipped)}")
+            raise RunFailed(f"release {self.number} is live on {len(s.active)} host(s) but SKIPPED "
+                            f"{', '.join(skipped)} (--max-fail)", s.runs, PARTIAL)
+        self.notify("succeeded")
+        return s.runs
 
-        failures = session.fleet.each("check", choose)
-        if failures:
-            session.abort()
-            raise RunFailed(f"rollback refused, nothing changed: {_names(failures)} cannot roll back", session.runs)
+    # -- steps ----------------------------------------------------------------------------------
+
+    def step(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+        """before_<name> hooks → body on every host → after_<name> hooks."""
+        runs = self.session.active if runs is None else runs
+        self.hooks(f"before_{name}", runs)
+        self.each(name, body, runs, tolerate)
+        self.hooks(f"after_{name}", self.session.active if runs is None else runs)
+
+    def each(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+        s = self.session
+        self.ctx.step = name
+        failures = s.fleet.each(name, body, s.active if runs is None else runs)
+        if not failures:
+            return
+        if tolerate and s.tolerate(failures, self.options.max_fail):
+            self.undo_skipped()
+            return
+        self.fail_before_switch(f"{names(failures)} failed to {name}")
+
+    def fail_before_switch(self, why: str) -> None:
+        self.session.abort(self.number)
+        raise RunFailed(f"deploy aborted before any switch: {why}; no host switched, partial releases "
+                        "removed, locks released", self.session.runs)
+
+    def undo_skipped(self) -> None:
+        skipped = [r for r in self.session.runs if r.result == "skipped" and r.locked]
+        if skipped:
+            self.session.abort(self.number, skipped)
+
+    def check_host(self, run: HostRun) -> None:
+        state, art = run.state, self.artifact
+        if state.missing_tools:
+            raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
+        need = int((art.meta.get("unpacked_size") or 3 * art.size) * 1.1)
+        if not state.cached:
+            need += art.size
+        if state.free_kb is not None and state.free_kb * 1024 < need:
+            raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, "
+                            f"have {state.free_kb} KB")
+
+    def release_json(self, run: HostRun) -> str:
+        art = self.artifact
+        return json.dumps({
+            "release": self.number, "app": self.stage.app.name, "stage": self.stage.name,
+            "version": art.version, "git_sha": art.git_sha, "artifact_sha256": art.sha256,
+            "manifest_sha256": art.meta.get("manifest_sha256", ""),
+            "deployed_by": who(), "deployed_at": utc_now(), "previous": run.previous,
+            "deploy_id": self.session.token,
+        }, sort_keys=True)
+
+    def prepare(self, run: HostRun) -> None:
+        s, app = self.session, self.stage.app
+        upload = not run.state.cached
+        script = commands.prepare(s.paths, self.number, s.token, self.artifact.sha256, upload=upload,
+                                  release_json=self.release_json(run),
+                                  shared_dirs=app.shared_dirs, shared_files=app.shared_files)
+        if not upload:
+            s.run(run, "prepare", script)
+            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} ready")
+            return
+        progress = UploadProgress(self.out, run.name, self.artifact.size)
+        with open(self.artifact.path, "rb") as fh:
+            s.run(run, "prepare", script, stdin=fh, progress=progress)
+        self.out.line(run.name, "prepare", f"{progress.done()}; release {self.number} ready")
+
+    def migrate(self) -> None:
+        m = self.pipeline.migrate
+        if not m.command:
+            return
+        hosts = [r for r in self.session.active if m.role in r.host.roles]
+        if not hosts:
+            self.fail_before_switch(f"no host with role {m.role!r} to run migrations on")
+        run = hosts[0]
+
+        def body(r: HostRun):
+            result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.number, m.command,
+                                                                     self.ctx.env(r.host, r.previous)))
+            digest = next((line.split("\t")[1] for line in result.stdout.splitlines()
+                           if line.startswith("migrated\t")), "")
+            self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
+        self.step("migrate", body, [run])
+
+    def remote(self, run: HostRun, step: str, command: str) -> str:
+        env = self.ctx.env(run.host, run.previous)
+        result = self.session.run(run, step, commands.in_release(self.session.paths, self.number, command, env))
+        self.out.line(run.name, step, "ok")
+        return result.stdout
+
+    def hooks(self, point: str, runs: list[HostRun]) -> None:
+        for hook in self.pipeline.hooks_at(point):
+            self.ctx.step = point
+            if self.options.dry_run and not hook.command:
+                self.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}")
+                continue
+            try:
+                if hook.local:
+                    hooks.run_local(hook, self.ctx, str(self.session.config_dir), self.stage.hosts[0].ssh.command_timeout)
+                    self.out.line("local", point, f"hook ok: {hook.local}")
+                elif hook.python:
+                    hooks.run_python(hook, self.ctx)
+                    self.out.line("local", point, f"hook ok: {hook.python}")
+            except hooks.HookFailed as exc:
+                raise HookError(point, str(exc)) from None
+            if hook.command:
+                failures = self.session.fleet.each(point, lambda r: self.remote(r, point, hook.command),
+                                                   hooks.targets(hook, runs))
+                if failures:
+                    raise HookError(point, f"hook failed on {names(failures)}: " +
+                                    "; ".join(str(e) for e in failures.values()))
+
+    # -- switching --------------------------------------------------------------------------------
+
+    def switch_in_batches(self) -> None:
+        plan = batches(self.session.active, self.options)
+        switched: list[HostRun] = []
+        for batch in plan:
+            runs = list(batch.hosts)
+            if len(plan) > 1:
+                self.out.say(f"{batch.label}: {', '.join(r.name for r in runs)}")
+            try:
+                self.switch_batch(batch, runs, switched)
+            except HookError as exc:
+                if not switched:
+                    self.fail_before_switch(str(exc))
+                self.roll_back_switched(switched, str(exc))
+            if batch.pause_after:
+                self.out.say(f"pausing {batch.pause_after:g}s before the next batch")
+                time.sleep(batch.pause_after)
+
+    def switch_batch(self, batch: Batch, runs: list[HostRun], switched: list[HostRun]) -> None:
+        s = self.session
+        self.hooks("before_switch", runs)
 
         def switch(run: HostRun):
-            script = commands.switch(session.paths, run.target, session.token,
-                                     mark_rolled_back=run.previous, release_lock=True)
-            session.run(run, "switch", script, timeout=60)
-            run.switched, run.locked, run.result = True, False, "ok"
-            out.line(run.name, "switch", f"current -> releases/{run.target} (was {run.previous})")
+            s.run(run, "switch", commands.switch(s.paths, self.number, s.token), timeout=60)
+            run.switched = True
+            switched.append(run)
+            self.out.line(run.name, "switch", f"current -> releases/{self.number}")
 
-        failures = session.fleet.each("switch", switch)
+        self.ctx.step = "switch"
+        failures = s.fleet.each("switch", switch, runs)
         if failures:
-            _restore_rollback(session)
-            raise RunFailed(f"rollback switch failed on {_names(failures)}; switched hosts put back", session.runs)
-        return session.runs
-    except (KeyboardInterrupt, Cancelled):
-        _restore_rollback(session)
-        raise RunFailed("rollback interrupted; hosts left as they were", session.runs, Interrupted.exit_code) from None
-    finally:
-        session.close()
+            self.roll_back_switched(switched, f"switch failed on {names(failures)}", mark_bad=False)
+        self.hooks("after_switch", runs)
+        self.restart(runs)
+        self.verify(runs)
+        if batch.bake:
+            deadline = time.monotonic() + batch.bake
+            self.out.say(f"baking canary for {batch.bake:g}s, re-checking health")
+            while time.monotonic() < deadline:
+                time.sleep(min(self.pipeline.verify.interval, max(deadline - time.monotonic(), 0)))
+                self.verify(runs, quiet=True)
 
-
-def _restore_rollback(session: Session) -> None:
-    switched = [r for r in session.runs if r.switched]
-    for run in switched:
-        run.locked = True       # the switch released it; abort re-checks the token harmlessly
-    if switched:
-        with _no_interrupts():
-            session.fleet.cancel.clear()
-            session.fleet.each("restore", lambda r: session.run(
-                r, "restore", commands.switch(session.paths, r.previous, session.token), timeout=60), switched)
-    session.abort()
-
-
-# -- read-only and maintenance ------------------------------------------------------------------
-
-def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
-    """Every host's state, read-only (status, releases, check)."""
-    session = Session(stage, hosts, out, parallel, action="status")
-    try:
-        session.inspect_all()
-        for run in session.runs:
-            if run.state is not None and run.result == "pending":
-                run.result = "ok"
-        return session.runs
-    finally:
-        session.close()
-
-
-def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
-    session = Session(stage, hosts, out, parallel, action="cleanup")
-    try:
-        session.lock_all()
-
-        def clean(run: HostRun):
-            current = run.state.current
-            previous = (run.state.release(current).meta.get("previous") if run.state.release(current) else None)
-            doomed = planning.cleanup(run.state, stage.app.keep_releases, current,
-                                      previous if isinstance(previous, int) else None)
-            keep = planning.kept_artifacts(run.state, doomed)
-            session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed, keep_artifacts=keep))
-            run.locked, run.result = False, "ok"
-            out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
-
-        failures = session.fleet.each("cleanup", clean)
+    def restart(self, runs: list[HostRun]) -> None:
+        r = self.pipeline.restart
+        if not r.command:
+            return
+        targets = [run for run in runs if not r.roles or set(r.roles) & set(run.host.roles)]
+        failures = self.session.fleet.each("restart", lambda run: self.remote(run, "restart", r.command), targets)
         if failures:
-            session.abort()
-            raise RunFailed(f"cleanup failed on {_names(failures)}", session.runs)
-        return session.runs
-    finally:
-        session.close()
+            raise HookError("restart", f"restart failed on {names(failures)}: " +
+                            "; ".join(str(e) for e in failures.values()))
 
+    def verify(self, runs: list[HostRun], quiet: bool = False) -> None:
+        v = self.pipeline.verify
+        if not v.enabled:
+            return
+        self.hooks("before_verify", runs)
+        s = self.session
 
-def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
-    """Remove the lock by force, printing who held it."""
-    session = Session(stage, hosts, out, parallel, action="unlock")
+        def check(run: HostRun):
+            if v.command:
+                self.remote(run, "verify", v.command)
+            if v.url and v.run_from == "local":
+                if s.dry_run:
+                    self.out.say(f"--- local · verify {v.url.replace('{host}', run.host.address)}")
+                    return
+                try:
+                    said = hooks.check_url_locally(v, run.host.address)
+                except hooks.HookFailed as exc:
+                    raise HostError(run.name, "verify", str(exc)) from None
+                quiet or self.out.line(run.name, "verify", said)
+            elif v.url:
+                result = s.run(run, "verify", commands.verify_http(v.url, status=v.status, body=v.body,
+                                                                   timeout=v.timeout, retries=v.retries,
+                                                                   interval=v.interval))
+                quiet or self.out.line(run.name, "verify", result.stdout.strip() or "ok")
 
-    def force(run: HostRun):
-        session.connect(run)
-        result = session.run(run, "unlock", commands.unlock(session.paths))
-        held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
+        self.ctx.step = "verify"
+        failures = s.fleet.each("verify", check, runs)
+        if failures:
+            raise HookError("verify", f"health check failed on {names(failures)}: " +
+                            "; ".join(str(e) for e in failures.values()))
+        self.hooks("after_verify", runs)
+
+    def roll_back_switched(self, switched: list[HostRun], why: str, mark_bad: bool = True) -> None:
+        """After a switch: every switched host back to its previous release, restart, mark bad, exit 1."""
+        s = self.session
+        self.out.say(f"ROLLING BACK: {why}")
+        restored = s.restore(list(switched), self.number)
+        try:
+            self.restart(restored)
+        except HookError as exc:
+            self.out.say(f"warning: restart after rollback failed: {exc}")
+        if mark_bad:
+            reason = f"{utc_now()} {why}"
+            with_state = [r for r in s.active if r.locked]
+            s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.number, reason)),
+                         with_state)
+            s.abort(None)
+        else:
+            s.abort(self.number)
+        self.notify("rolled back", error=why)
+        raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
+                        f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
+
+    def finish_all(self) -> None:
+        """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
+        s = self.session
+        try:
+            self.hooks("before_finish", s.active)
+            failures = s.fleet.each("finish", self.finish, s.active)
+            if failures:
+                raise HookError("finish", f"cleanup failed on {names(failures)}")
+            self.hooks("after_finish", s.active)
+        except HookError as exc:
+            s.abort(None)
+            raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
+
+    def finish(self, run: HostRun) -> None:
+        s = self.session
+        doomed = planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
+        keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
+        s.run(run, "finish", commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep))
+        run.locked = False
         run.result = "ok"
-        run.error = ""
-        out.line(run.name, "unlock", f"removed lock held by {host_state.LockInfo.parse(held[0]).describe()}"
-                 if held else "no lock")
+        if doomed:
+            self.out.line(run.name, "finish", f"cleaned up {', '.join(doomed)}")
 
-    try:
-        failures = session.fleet.each("unlock", force)
-        if failures:
-            raise RunFailed(f"unlock failed on {_names(failures)}", session.runs)
-        return session.runs
-    finally:
-        session.close()
+    # -- interruption and notification ------------------------------------------------------------
+
+    def interrupted(self) -> None:
+        s = self.session
+        s.fleet.cancel.set()
+        switched = [r for r in s.runs if r.switched]
+        if switched and self.number is not None:
+            s.restore(switched, self.number)
+        s.abort(self.number)
+        for run in s.runs:
+            if run.result in ("pending", "failed"):
+                run.result = "interrupted"
+        self.notify("failed", error="interrupted")
+        raise RunFailed(f"interrupted during {steps(s.runs)}; no host left switched to the new release, "
+                        "partial work removed, locks released", s.runs, Interrupted.exit_code) from None
+
+    def notify(self, event: str, error: str = "") -> None:
+        settings = self.pipeline.notify
+        if not (settings.webhooks or settings.command):
+            return
+        data = {"action": "deploy", "app": self.stage.app.name, "stage": self.stage.name,
+                "version": self.artifact.version, "git_sha": self.artifact.git_sha, "release": self.number,
+                "hosts": [r.name for r in self.session.runs], "by": who(), "error": error,
+                "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")]}
+        if self.options.dry_run:
+            self.out.say(f"--- notify · {event} → {len(settings.webhooks)} webhook(s)"
+                         f"{' + command' if settings.command else ''}")
+            return
+        notify.send(settings, event, data)
+
+
+class HookError(DeployerError):
+    def __init__(self, step: str, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step
+
+
+def deploy(stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options | None = None,
+           config_dir: Path = Path(".")) -> list[HostRun]:
+    """Deploy one artifact to the hosts; returns every host's record, or raises RunFailed."""
+    return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir).run()

@@ -16,6 +16,7 @@ class Release:
     complete: bool
     bad: bool = False
     rolled_back: bool = False
+    migrated: bool = False
     meta: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -115,13 +116,13 @@ def parse(output: str) -> HostState:
             values["current_kind"], values["current_target"] = kind, target
         elif key == "release":
             flags, _, raw = value.partition("\t")
-            number, complete, bad, rolled = (flags.split() + ["0"] * 4)[:4]
+            number, complete, bad, rolled, migrated = (flags.split() + ["0"] * 5)[:5]
             try:
                 meta = json.loads(raw) if raw else {}
             except ValueError:
                 meta = {}
             values["releases"].append(Release(int(number), complete == "1", bad == "1", rolled == "1",
-                                              meta if isinstance(meta, dict) else {}))
+                                              migrated == "1", meta if isinstance(meta, dict) else {}))
         elif key == "stray":
             values["strays"].append(value)
         elif key == "lock":

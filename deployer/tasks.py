@@ -13,10 +13,13 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from . import config as config_mod
-from . import deploy as flows
-from . import report
-from .errors import UsageError, DeployerError, BAD_INPUT
+from . import maintenance, report
+from .deploy import deploy as run_deploy
+from .errors import BAD_INPUT, DeployerError, UsageError
 from .output import Output
+from .plan import Options
+from .rollback import rollback as run_rollback
+from .session import RunFailed
 
 
 def _boundary(fn):
@@ -26,7 +29,7 @@ def _boundary(fn):
         from .artifact import ArtifactError
         try:
             return fn(c, *args, **kwargs)
-        except flows.RunFailed as exc:
+        except RunFailed as exc:
             out = Output()
             rows = report.run_rows(exc.runs)
             out.table(rows, report.run_headers(rows))
@@ -56,6 +59,20 @@ def _parallel(value) -> int:
     if n < 1:
         raise UsageError(f"--parallel must be at least 1, got {n}")
     return n
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} expects a whole number, got {value!r}") from None
+
+
+def _num(value, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
 
 
 def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output):
@@ -108,7 +125,7 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
     """Connect to every host and check it can take a deploy."""
     _, st, selected = _target(config, stage, hosts, roles)
     out = Output(quiet=json)
-    runs = flows.inspect(st, selected, out, _parallel(parallel))
+    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
     rows = report.check_rows(runs)
     out.json(rows) if json else out.table(rows)
     bad = report.check_failures(runs)
@@ -117,33 +134,54 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
 
 
 @command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
-                 allow_dirty="When building, allow a dirty work tree.")
+         allow_dirty="When building, allow a dirty work tree.",
+         strategy="all (default: every host switches together), rolling, or canary.",
+         batch="rolling: hosts switched per batch (default 1).",
+         pause="rolling: seconds to wait between batches.",
+         canary="canary: hosts switched and verified first (default 1).",
+         bake="canary: seconds to keep re-checking the canaries' health before the rest.",
+         max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
+         dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
 def deploy(c, stage=None, config=None, artifact=None, hosts=None, roles=None, parallel=10, allow_dirty=False,
-           json=False):
-    """Deploy: build (or take) the artifact, prepare every host, switch all at once, clean up."""
+           strategy="all", batch=1, pause="0", canary=1, bake="0", max_fail=0, dry_run=False, json=False):
+    """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     cfg, st, selected = _target(config, stage, hosts, roles)
-    out = Output(quiet=json)
+    options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
+                      canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
+                      parallel=_parallel(parallel), dry_run=dry_run)
+    out = Output(quiet=json and not dry_run)
     art = _artifact(cfg, artifact, allow_dirty, out)
-    runs = flows.deploy(st, selected, art, out, _parallel(parallel))
+    if dry_run:
+        out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
+                f"to {st.name}, strategy {options.strategy}")
+    runs = run_deploy(st, selected, art, out, options, cfg.path.parent)
     rows = report.run_rows(runs)
-    if json:
+    if json and not dry_run:
         out.json({"result": "ok", "stage": st.name, "version": art.version, "sha256": art.sha256, "hosts": rows})
+    elif dry_run:
+        out.say(f"DRY RUN complete: release {runs[0].target} would go to {', '.join(r.name for r in runs)}")
     else:
         out.table(rows, report.run_headers(rows))
         out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
 
 
-@command(to="Release number to switch to (default: the newest complete one before current).")
-def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, json=False):
+@command(to="Release number to switch to (default: the newest complete one before current).",
+         with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
+         ignore_migrations="Roll back across migrations without running down migrations.")
+def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
+             ignore_migrations=False, json=False):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
-    _, st, selected = _target(config, stage, hosts, roles)
+    cfg, st, selected = _target(config, stage, hosts, roles)
     out = Output(quiet=json)
     target = None
     if to is not None:
         if not str(to).isdigit():
             raise UsageError(f"--to expects a release number, got {to!r}")
         target = int(to)
-    runs = flows.rollback(st, selected, out, target, _parallel(parallel))
+    if with_migrations and ignore_migrations:
+        raise UsageError("--with-migrations and --ignore-migrations exclude each other")
+    migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
+    runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent)
     rows = report.run_rows(runs)
     out.json({"result": "ok", "stage": st.name, "hosts": rows}) if json else out.table(rows, report.run_headers(rows))
 
@@ -151,7 +189,7 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
 def _read_only(config, stage, hosts, roles, parallel, json, rows_of):
     _, st, selected = _target(config, stage, hosts, roles)
     out = Output(quiet=json)
-    runs = flows.inspect(st, selected, out, _parallel(parallel))
+    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
     rows = rows_of(runs)
     out.json(rows) if json else out.table(rows)
     failed = [r for r in runs if r.state is None]
@@ -175,7 +213,7 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
 def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
     _, st, selected = _target(config, stage, hosts, roles)
-    flows.cleanup(st, selected, Output(), _parallel(parallel))
+    maintenance.cleanup(st, selected, Output(), _parallel(parallel))
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")
@@ -184,7 +222,7 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     if not yes:
         raise UsageError("unlock removes another run's lock by force: add --yes once you know it is gone")
     _, st, selected = _target(config, stage, hosts, roles)
-    flows.unlock(st, selected, Output())
+    maintenance.unlock(st, selected, Output())
 
 
 @command(name="up", hosts="How many hosts (default 3).", config="Where to write the config "

@@ -1,0 +1,149 @@
+"""Rollback: switch back to an earlier complete release on every host. No upload, no extraction.
+
+Every host's target is checked before anything switches. Releases between the target and current
+that ran migrations make the rollback refuse unless --with-migrations (run the down command with
+each such release's code, newest first, on the migrate host) or --ignore-migrations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import commands, hooks, notify, planning
+from .config import Host, Stage
+from .errors import DeployerError, HostError, Interrupted
+from .fleet import HostRun
+from .output import Output
+from .session import RunFailed, Session, names, no_interrupts, who
+from .transport import Cancelled
+
+
+def migrated_between(run: HostRun) -> list[int]:
+    """Releases above the target up to current that ran migrations, newest first."""
+    st = run.state
+    return sorted((r.number for r in st.releases if r.migrated and run.target < r.number <= (st.current or 0)),
+                  reverse=True)
+
+
+def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None = None, parallel: int = 10,
+             migrations: str = "refuse", config_dir: Path = Path(".")) -> list[HostRun]:
+    """migrations: refuse | run | ignore."""
+    session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir)
+    pipeline = stage.pipeline
+    ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
+                            hosts=[h.name for h in hosts])
+    try:
+        session.lock_all()
+
+        def choose(run: HostRun):
+            run.previous = run.state.current
+            try:
+                run.target = planning.rollback_target(run.state, to)
+            except DeployerError as exc:
+                raise HostError(run.name, "check", str(exc)) from None
+
+        failures = session.fleet.each("check", choose)
+        if failures:
+            session.abort()
+            raise RunFailed(f"rollback refused, nothing changed: {names(failures)} cannot roll back", session.runs)
+
+        ran = sorted({n for run in session.runs for n in migrated_between(run)}, reverse=True)
+        if ran and migrations == "refuse":
+            session.abort()
+            raise RunFailed(f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
+                            "migrations; pass --with-migrations to run the down migrations first, or "
+                            "--ignore-migrations", session.runs)
+        first = session.runs[0]
+        ctx.release, ctx.previous = first.target, first.previous
+        ctx.step = "before_rollback"
+        _hooks(session, ctx, "before_rollback")
+        if ran and migrations == "run":
+            _down_migrations(session, ctx, ran)
+
+        def switch(run: HostRun):
+            script = commands.switch(session.paths, run.target, session.token,
+                                     mark_rolled_back=run.previous, release_lock=True)
+            session.run(run, "switch", script, timeout=60)
+            run.switched, run.locked, run.result = True, False, "ok"
+            out.line(run.name, "switch", f"current -> releases/{run.target} (was {run.previous})")
+
+        failures = session.fleet.each("switch", switch)
+        if failures:
+            _restore(session)
+            raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
+        _restart(session, ctx)
+        ctx.step = "after_rollback"
+        _hooks(session, ctx, "after_rollback")
+        _notify(stage, session, "rolled back", f"manual rollback to release {first.target}")
+        return session.runs
+    except (KeyboardInterrupt, Cancelled):
+        _restore(session)
+        raise RunFailed("rollback interrupted; hosts left as they were", session.runs, Interrupted.exit_code) from None
+    except hooks.HookFailed as exc:
+        session.abort()
+        raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
+    finally:
+        session.close()
+
+
+def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
+    for hook in session.stage.pipeline.hooks_at(point):
+        if hook.local:
+            hooks.run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
+        elif hook.python:
+            hooks.run_python(hook, ctx)
+        else:
+            failures = session.fleet.each(point, lambda r: session.run(
+                r, point, commands.in_release(session.paths, r.target, hook.command, ctx.env(r.host, r.previous))),
+                hooks.targets(hook, session.runs))
+            if failures:
+                raise hooks.HookFailed(f"{point} hook failed on {names(failures)}: "
+                                       + "; ".join(str(e) for e in failures.values()))
+
+
+def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[int]) -> None:
+    m = session.stage.pipeline.migrate
+    if not m.rollback_command:
+        raise hooks.HookFailed("--with-migrations needs [migrate] rollback_command")
+    hosts = [r for r in session.runs if m.role in r.host.roles]
+    if not hosts:
+        raise hooks.HookFailed(f"no host with role {m.role!r} to run down migrations on")
+    run = hosts[0]
+    for number in releases:
+        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command,
+                                                        ctx.env(run.host, number)))
+        session.out.line(run.name, "migrate", f"down migration of release {number} ran")
+
+
+def _restart(session: Session, ctx: hooks.HookContext) -> None:
+    r = session.stage.pipeline.restart
+    if not r.command:
+        return
+    targets = [run for run in session.runs if run.switched and (not r.roles or set(r.roles) & set(run.host.roles))]
+    failures = session.fleet.each("restart", lambda run: session.run(
+        run, "restart", commands.in_release(session.paths, run.target, r.command, ctx.env(run.host, run.previous))),
+        targets)
+    for name, exc in failures.items():
+        session.out.line(name, "restart", f"FAILED after rollback: {exc}")
+
+
+def _restore(session: Session) -> None:
+    """Put hosts a failed rollback already switched back where they were."""
+    switched = [r for r in session.runs if r.switched]
+    for run in switched:
+        run.locked = True       # the switch released it; abort re-checks the token harmlessly
+    if switched:
+        with no_interrupts():
+            session.fleet.cancel.clear()
+            session.fleet.each("restore", lambda r: session.run(
+                r, "restore", commands.switch(session.paths, r.previous, session.token), timeout=60), switched)
+    session.abort()
+
+
+def _notify(stage: Stage, session: Session, event: str, error: str = "") -> None:
+    settings = stage.pipeline.notify
+    if settings.webhooks or settings.command:
+        first = session.runs[0]
+        notify.send(settings, event, {"action": "rollback", "app": stage.app.name, "stage": stage.name,
+                                      "release": first.target, "hosts": [r.name for r in session.runs],
+                                      "by": who(), "error": error, "version": ""})

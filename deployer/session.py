@@ -1,0 +1,212 @@
+"""One run against a stage's hosts: connections, the lock token, per-host records, undo.
+
+The flows (deploy, rollback, maintenance) are written against this; it is the only place that
+turns a remote failure into a HostError naming host and step. In dry-run mode the same calls
+read state for real but print every changing command instead of running it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import signal
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import commands
+from . import state as host_state
+from .config import Host, Stage
+from .errors import DeployerError, HostError, LockHeld
+from .fleet import Fleet, HostRun
+from .output import Output
+from .paths import Paths
+from .transport import Cancelled, Connection, Result, TransportError
+
+
+def who() -> str:
+    """user@machine, plus the CI job when the usual CI variables say there is one."""
+    base = f"{getpass.getuser()}@{socket.gethostname()}"
+    env = os.environ
+    if env.get("GITHUB_ACTIONS") == "true":
+        return f"{base} (github {env.get('GITHUB_REPOSITORY', '')} run {env.get('GITHUB_RUN_ID', '')} "\
+               f"by {env.get('GITHUB_ACTOR', '?')})"
+    if env.get("GITLAB_CI"):
+        return f"{base} (gitlab job {env.get('CI_JOB_ID', '')} by {env.get('GITLAB_USER_LOGIN', '?')})"
+    if env.get("BUILD_URL"):
+        return f"{base} (ci {env['BUILD_URL']})"
+    return base
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RunFailed(DeployerError):
+    """A multi-host run failed; carries every host's row for the report."""
+
+    def __init__(self, message: str, runs: list[HostRun], exit_code: int = 1):
+        super().__init__(message)
+        self.runs = runs
+        self.exit_code = exit_code
+
+
+READ_ONLY_STEPS = ("inspect",)
+
+
+@dataclass
+class Session:
+    stage: Stage
+    hosts: tuple[Host, ...]
+    out: Output
+    parallel: int = 10
+    action: str = "deploy"
+    dry_run: bool = False
+    config_dir: Path = Path(".")
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def __post_init__(self):
+        self.paths = Paths(self.stage.app.deploy_to)
+        self.runs = [HostRun(h) for h in self.hosts]
+        self.fleet = Fleet(self.runs, self.parallel)
+
+    @property
+    def active(self) -> list[HostRun]:
+        """Hosts still taking part (not skipped under --max-fail)."""
+        return [r for r in self.runs if r.result != "skipped"]
+
+    # -- running commands ---------------------------------------------------------------------
+
+    def connect(self, run: HostRun) -> None:
+        try:
+            run.conn = Connection(run.host).open()
+        except TransportError as exc:
+            raise HostError(run.name, "connect", str(exc)) from None
+
+    def run(self, run: HostRun, step: str, script: str, **kwargs) -> Result:
+        """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail)."""
+        if self.dry_run and step not in READ_ONLY_STEPS:
+            self.out.say(f"--- {run.name} · {step}{' (artifact on stdin)' if kwargs.get('stdin') else ''}\n"
+                         f"{script.rstrip()}")
+            return Result(0, "", "")
+        if run.conn is None or not run.conn.alive:
+            self.connect(run)
+        try:
+            result = run.conn.run(script, cancel=self.fleet.cancel, **kwargs)
+        except Cancelled:
+            raise
+        except TransportError as exc:
+            raise HostError(run.name, step, str(exc)) from None
+        if not result.ok:
+            raise HostError(run.name, step, result.tail())
+        return result
+
+    def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None) -> None:
+        """Read the host's state; with lock, take the lock in the same command."""
+        info = json.dumps({"who": who(), "pid": os.getpid(), "stage": self.stage.name, "action": self.action,
+                           "started": utc_now()}) if lock else None
+        if self.dry_run and lock:
+            self.run(run, "lock", commands.inspect(self.paths, lock_info=info, lock_token=self.token,
+                                                   artifact_sha=artifact_sha))
+            info = None
+        script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha)
+        result = self.run(run, "lock" if info else "inspect", script)
+        run.state = host_state.parse(result.stdout)
+        run.locked = run.state.lock_acquired or (self.dry_run and lock)
+        if lock and not run.locked:
+            holder = run.state.lock.describe() if run.state.lock else "unknown holder"
+            raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}; if that run is gone, "
+                           f"clear it with: inv unlock --stage {self.stage.name} --yes")
+        if lock and run.state.current_problem():
+            raise HostError(run.name, "check", run.state.current_problem())
+
+    def lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
+        """Lock the first host alone (the tie-breaker between racing runs), then the rest in parallel."""
+        def lock(r):
+            self.inspect(r, lock=True, artifact_sha=artifact_sha)
+        first, rest = self.runs[:1], self.runs[1:]
+        failures = self.fleet.each("lock", lock, first)
+        if not failures:
+            failures.update(self.fleet.each("lock", lock, rest))
+        held = [e for e in failures.values() if isinstance(e, LockHeld)]
+        if held or (failures and not self.tolerate(failures, max_fail)):
+            self.abort()
+            if held:
+                raise LockHeld(str(held[0]))
+            raise RunFailed(f"{self.action} failed before any change: {names(failures)}", self.runs)
+
+    def tolerate(self, failures: dict, max_fail: int) -> bool:
+        """Skip failed hosts when --max-fail allows it (their partial work is undone); else False."""
+        skipped = [r for r in self.runs if r.result == "skipped"]
+        if not failures or len(skipped) + len(failures) > max_fail or len(failures) >= len(self.active):
+            return not failures
+        for run in self.runs:
+            if run.name in failures:
+                run.result = "skipped"
+                self.out.line(run.name, "SKIPPED", f"{run.error} (allowed by --max-fail {max_fail})")
+        return True
+
+    # -- undoing ------------------------------------------------------------------------------
+
+    def abort(self, number: int | None = None, runs: list[HostRun] | None = None) -> None:
+        """Remove this run's partial work and release its locks on every host it locked."""
+        def undo(run: HostRun):
+            if not run.locked:
+                return
+            self.run(run, "abort", commands.abort(self.paths, number, self.token), timeout=60)
+            run.locked = False
+        with no_interrupts():
+            self.fleet.cancel.clear()
+            errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked])
+        for name, exc in errors.items():
+            self.out.line(name, "abort", f"could not clean up: {exc} (the next run purges leftovers; "
+                          f"the lock may need: inv unlock --stage {self.stage.name} --yes)")
+
+    def restore(self, runs: list[HostRun], number: int) -> list[HostRun]:
+        """Put hosts that switched to `number` back on the release they had before."""
+        def back(run: HostRun):
+            if run.previous is None:
+                script = commands.unswitch(self.paths, number)
+            else:
+                script = commands.switch(self.paths, run.previous, self.token)
+            self.run(run, "restore", script, timeout=60)
+            run.switched = False
+            run.result = "restored"
+            self.out.line(run.name, "restore", f"current -> {run.previous or 'none'} again")
+        with no_interrupts():
+            self.fleet.cancel.clear()
+            failures = self.fleet.each("restore", back, runs)
+        for name, exc in failures.items():
+            self.out.line(name, "restore", f"FAILED to restore: {exc}")
+        return [r for r in runs if r.name not in failures]
+
+    def close(self) -> None:
+        for run in self.runs:
+            if run.conn is not None:
+                run.conn.close()
+
+
+@contextmanager
+def no_interrupts():
+    """Cleanup must finish: a second Ctrl-C during it is ignored (it is bounded by timeouts)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:          # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def names(failures: dict) -> str:
+    return ", ".join(sorted(failures))
+
+
+def steps(runs: list[HostRun]) -> str:
+    return ", ".join(f"{r.name} ({r.step})" for r in runs)
