@@ -239,8 +239,8 @@ def migrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str
         _exports(env) if env else "",
         "out=$(mktemp)",
         f"st=0; sh -c {q(command)} > \"$out\" 2>&1 || st=$?",
+        'if [ $st -ne 0 ]; then tail -c 2000 "$out" >&2; rm -f "$out"; echo "migration failed (exit $st)" >&2; exit $st; fi',
         'cat "$out"; d=$(sha256sum < "$out" | cut -d" " -f1); rm -f "$out"',
-        'if [ $st -ne 0 ]; then echo "migration failed (exit $st)" >&2; exit $st; fi',
         f"printf '{{\"digest\": \"%s\", \"at\": \"%s\"}}\\n' \"$d\" \"$(date -u +%FT%TZ)\" > {record}",
         _emit("migrated", '"$d"'),
     )

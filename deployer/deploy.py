@@ -327,13 +327,13 @@ class Pipeline:
     def interrupted(self) -> None:
         s = self.session
         s.fleet.cancel.set()
+        for run in s.runs:
+            if run.result in ("pending", "failed"):
+                run.result = "interrupted"
         switched = [r for r in s.runs if r.switched]
         if switched and self.number is not None:
             s.restore(switched, self.number)
         s.abort(self.number)
-        for run in s.runs:
-            if run.result in ("pending", "failed"):
-                run.result = "interrupted"
         self.notify("failed", error="interrupted")
         raise RunFailed(f"interrupted during {steps(s.runs)}; no host left switched to the new release, "
                         "partial work removed, locks released", s.runs, Interrupted.exit_code) from None

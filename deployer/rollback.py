@@ -110,8 +110,9 @@ def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[in
         raise hooks.HookFailed(f"no host with role {m.role!r} to run down migrations on")
     run = hosts[0]
     for number in releases:
-        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command,
-                                                        ctx.env(run.host, number)))
+        env = {**ctx.env(run.host), "DEPLOY_RELEASE": str(number),
+               "DEPLOY_RELEASE_PATH": session.paths.release(number), "DEPLOY_ROLLBACK_TO": str(ctx.release)}
+        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env))
         session.out.line(run.name, "migrate", f"down migration of release {number} ran")
 
 

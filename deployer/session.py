@@ -159,6 +159,9 @@ class Session:
                 return
             self.run(run, "abort", commands.abort(self.paths, number, self.token), timeout=60)
             run.locked = False
+        for run in runs or self.runs:
+            if run.result == "pending":
+                run.result = "aborted"
         with no_interrupts():
             self.fleet.cancel.clear()
             errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked])

@@ -1,0 +1,211 @@
+"""The safe pipeline against real hosts: smoke, verify + automatic rollback, migrations, hooks,
+rolling and canary strategies, notifications, dry run, --max-fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from helpers import cli, commit_change, current, release_dirs, releases, tree
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP receiver collecting JSON posts (loopback only)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+
+
+def events(received):
+    return [r["event"] for r in received]
+
+
+def test_failing_smoke_on_one_host_switches_none(sandbox, app_repo):
+    sb = sandbox(3, smoke={"command": 'test "$DEPLOY_HOST" != host-2 || { echo "selftest broke" >&2; exit 3; }'})
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host-2" in proc.stderr and "selftest broke" in proc.stdout
+    for h in sb.hosts:
+        assert current(sb, h) == "" and release_dirs(sb, h) == []
+
+
+def _serve_current(sb):
+    """A tiny web server on each host serving files through the current symlink."""
+    for h in sb.hosts:
+        sb.exec(h, "su deploy -s /bin/sh -c 'nohup python3 -m http.server 8080 --bind 127.0.0.1 "
+                   "--directory /srv/app/current >/dev/null 2>&1 &'")
+
+
+def test_failing_http_verify_rolls_back_marks_bad_and_notifies(sandbox, app_repo, webhook):
+    url, received = webhook
+    sb = sandbox(3, verify={"url": "http://127.0.0.1:8080/health.txt", "body": "healthy", "retries": 3,
+                            "interval": 0.3, "timeout": 2},
+                 notify={"webhooks": [url]})
+    _serve_current(sb)
+    # a first deploy that fails its health check leaves no current at all
+    commit_change(app_repo, "health.txt", "sick\n")
+    proc = cli(sb, "deploy", "--hosts", "host-1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert current(sb, 0) == ""
+    assert events(received) == ["started", "rolled back", "failed"]
+
+    received.clear()
+    commit_change(app_repo, "health.txt", "healthy\n")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    good = current(sb, 0)
+    assert good == "releases/2" and all(current(sb, h) == good for h in sb.hosts)
+    assert events(received) == ["started", "succeeded"]
+
+    received.clear()
+    commit_change(app_repo, "health.txt", "sick\n")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "ROLLING BACK" in proc.stdout and "health check failed" in proc.stderr
+    assert all(current(sb, h) == good for h in sb.hosts)
+    bad = [r for r in releases(sb) if "bad" in r["state"] and r["N"] == 3]
+    assert {r["host"] for r in bad} == {"host-1", "host-2", "host-3"}
+    assert events(received) == ["started", "rolled back", "failed"]
+    assert received[-1]["text"].startswith("✖ deploy failed") and received[-1]["stage"] == "sandbox"
+    # a bad release is never a rollback target
+    proc = cli(sb, "rollback", "--to", "3")
+    assert proc.returncode == 1 and "marked bad" in proc.stdout
+
+
+def test_migration_runs_once_and_rollback_guard(sandbox, app_repo):
+    sb = sandbox(3, migrate={"command": "echo up $DEPLOY_RELEASE >> /srv/app/shared/migrations.log; echo migrated",
+                             "role": "migrate",
+                             "rollback_command": "echo down $DEPLOY_RELEASE >> /srv/app/shared/migrations.log"})
+    for i in range(2):
+        commit_change(app_repo, "m.txt", str(i))
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, log = sb.exec(0, "cat /srv/app/shared/migrations.log")
+    assert log.split() == ["up", "1", "up", "2"]
+    for h in (1, 2):
+        code, out = sb.exec(h, "cat /srv/app/shared/migrations.log")
+        assert code != 0
+    code, out = sb.exec(0, "cat /srv/app/releases/2/.deployer/migrated")
+    assert json.loads(out)["digest"]
+
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 1 and "release(s) 2 ran migrations" in proc.stderr
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+    proc = cli(sb, "rollback", "--with-migrations")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, log = sb.exec(0, "cat /srv/app/shared/migrations.log")
+    assert log.splitlines() == ["up 1", "up 2", "down 2"]
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+
+def test_failed_migration_switches_nothing(sandbox, app_repo):
+    sb = sandbox(2, migrate={"command": "echo boom >&2; exit 9"})
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1 and "boom" in proc.stdout
+    for h in sb.hosts:
+        assert current(sb, h) == "" and release_dirs(sb, h) == []
+
+
+def test_rolling_batch_one_switches_one_at_a_time(sandbox, app_repo):
+    sb = sandbox(3, hooks={"after_switch": [{"command": "date +%s.%N > /srv/app/shared/switched_at"}]})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "x.txt", "2")
+    proc = cli(sb, "deploy", "--strategy", "rolling", "--batch", "1", "--pause", "0.5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "batch 1/3: host-1" in proc.stdout and "batch 3/3: host-3" in proc.stdout
+    stamps = [float(sb.exec(h, "cat /srv/app/shared/switched_at")[1]) for h in sb.hosts]
+    assert stamps[0] < stamps[1] < stamps[2]
+    assert stamps[1] - stamps[0] >= 0.5 and stamps[2] - stamps[1] >= 0.5
+
+
+def test_canary_stops_after_canary_fails_health(sandbox, app_repo):
+    sb = sandbox(3, verify={"command": 'test "$DEPLOY_HOST" != host-1 || test "$DEPLOY_RELEASE" = 1'})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "x.txt", "2")
+    proc = cli(sb, "deploy", "--strategy", "canary", "--canary", "1")
+    assert proc.returncode == 1
+    assert "canary: host-1" in proc.stdout and "rest:" not in proc.stdout
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+    assert "switch" not in [line.split()[2] for line in proc.stdout.splitlines()
+                            if line.strip() and "host-2" in line and len(line.split()) > 2]
+
+
+def test_dry_run_changes_nothing_and_prints_commands(sandbox, app_repo):
+    sb = sandbox(3, smoke={"command": "bin/run"}, hooks={"after_prepare": [{"command": "echo hi", "roles": ["web"]}]})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "y.txt", "2")
+    before = [tree(sb, h) for h in sb.hosts]
+    proc = cli(sb, "deploy", "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [tree(sb, h) for h in sb.hosts] == before
+    out = proc.stdout
+    assert "DRY RUN" in out and "release 2 would go to host-1, host-2, host-3" in out
+    assert "--- host-2 · prepare (artifact on stdin)" in out and "mv -T" in out and "exec sh -c bin/run" in out
+
+
+def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):
+    local_file = tmp_path / "local-env"
+    sb = sandbox(2, hooks={
+        "after_prepare": [{"command": "env | grep ^DEPLOY_ | sort > /srv/app/shared/env-$DEPLOY_RELEASE; pwd -P >> "
+                                      "/srv/app/shared/env-$DEPLOY_RELEASE"}],
+        "after_finish": [{"local": f"env | grep ^DEPLOY_ | sort > {local_file}"}],
+    })
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "z.txt", "2")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, out = sb.exec(1, "cat /srv/app/shared/env-2")
+    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert env["DEPLOY_STAGE"] == "sandbox" and env["DEPLOY_RELEASE"] == "2"
+    assert env["DEPLOY_PREVIOUS_RELEASE"] == "1" and env["DEPLOY_TO"] == "/srv/app"
+    assert env["DEPLOY_RELEASE_PATH"] == "/srv/app/releases/2" and env["DEPLOY_HOST"] == "host-2"
+    assert len(env["DEPLOY_GIT_SHA"]) == 40 and env["DEPLOY_VERSION"].endswith(env["DEPLOY_GIT_SHA"][:7])
+    assert out.splitlines()[-1] == "/srv/app/releases/2"
+    local = dict(line.split("=", 1) for line in local_file.read_text().splitlines())
+    assert local["DEPLOY_RELEASE"] == "2" and local["DEPLOY_STEP"] == "after_finish"
+
+
+def test_failing_hook_fails_its_step_with_output(sandbox):
+    sb = sandbox(2, hooks={"before_switch": [{"command": "echo 'cache warmup failed: no redis' >&2; exit 4"}]})
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "cache warmup failed: no redis" in proc.stderr
+    for h in sb.hosts:
+        assert current(sb, h) == "" and release_dirs(sb, h) == []
+
+
+def test_max_fail_skips_dead_host_loudly_exit_5(sandbox):
+    sb = sandbox(3, ssh={"connect_timeout": 3})
+    sb.container(2).stop(timeout=1)
+    proc = cli(sb, "deploy", "--max-fail", "1")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "SKIPPED" in proc.stdout and "host-3" in proc.stderr
+    assert current(sb, 0) == "releases/1" and current(sb, 1) == "releases/1"
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1 and "host-3" in proc.stdout
+
+
+def test_undeliverable_webhook_is_reported_not_fatal(sandbox):
+    sb = sandbox(1, notify={"webhooks": ["http://127.0.0.1:9/hook"]})
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0
+    assert "notification 'started' not delivered" in proc.stderr
+    assert "notification 'succeeded' not delivered" in proc.stderr
