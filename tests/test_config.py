@@ -132,3 +132,30 @@ def test_cli_unknown_stage_and_missing_file_exit_2(tmp_path):
     proc = _cli(tmp_path, "status", "--stage", "nope")
     assert proc.returncode == 2 and "no stage 'nope'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_example_config_parses_and_documents_every_key():
+    """hosts.example.toml is the reference: it must stay valid and mention every schema key."""
+    path = Path(__file__).resolve().parent.parent / "hosts.example.toml"
+    cfg = config.parse(path.read_text(), path)
+    assert list(cfg.stages) == ["staging", "production"]
+    prod = cfg.stage("production")
+    assert prod.pipeline.verify.retries == 5 and prod.pipeline.migrate.role == "migrate"
+    assert [h.point for h in prod.pipeline.hooks] == ["after_prepare", "before_switch", "after_verify"]
+    text = path.read_text()
+    for schema in (config._APP, config._BUILD, config._SSH, config._HOST, config._HOOK, config._MIGRATE,
+                   config._VERIFY, config._RESTART, config._NOTIFY):
+        for key in schema:
+            assert f"{key} =" in text or f"{key} = " in text or f" {key} =" in text, key
+
+
+def test_pipeline_tables_validate(tmp_path):
+    base = GOOD + '\n[verify]\nurl = "ftp://x"\n'
+    with pytest.raises(ConfigError, match="verify.url: expected an http"):
+        config.parse(base, tmp_path / "hosts.toml")
+    with pytest.raises(ConfigError, match="unknown hook point"):
+        config.parse(GOOD + '\n[[hooks.after_lunch]]\ncommand = "x"\n', tmp_path / "hosts.toml")
+    with pytest.raises(ConfigError, match="exactly one of command, local, python"):
+        config.parse(GOOD + '\n[[hooks.after_prepare]]\ncommand = "x"\nlocal = "y"\n', tmp_path / "hosts.toml")
+    with pytest.raises(ConfigError, match="unknown event"):
+        config.parse(GOOD + '\n[notify]\nevents = ["lunch"]\n', tmp_path / "hosts.toml")

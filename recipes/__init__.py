@@ -1,0 +1,1 @@
+"""App recipes (installed as deployer.recipes): defaults and hooks for kinds of apps."""
