@@ -27,6 +27,7 @@ class AppSettings:
     keep_releases: int = 5
     shared_dirs: tuple[str, ...] = ()
     shared_files: tuple[str, ...] = ()
+    recipe: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ _APP = {
     "keep_releases": (int, "an integer >= 1"),
     "shared_dirs": (list, "a list of relative paths"),
     "shared_files": (list, "a list of relative paths"),
+    "recipe": (str, "a recipe name (deployer.recipes.<name>)"),
 }
 _BUILD = {
     "source": (str, "a path to a git work tree"),
@@ -313,6 +315,8 @@ class _Reader:
             if data["keep_releases"] < 1:
                 raise self.fail(f"{where}.keep_releases", f"expected an integer >= 1, got {data['keep_releases']}")
             values["keep_releases"] = data["keep_releases"]
+        if "recipe" in data:
+            values["recipe"] = data["recipe"]
         for key in ("shared_dirs", "shared_files"):
             if key in data:
                 values[key] = self.rel_paths(data[key], f"{where}.{key}")
@@ -454,6 +458,31 @@ def _parse_host_string(text: str, fail) -> dict:
     return out
 
 
+def with_recipe(data: dict, name: Any, reader: _Reader) -> dict:
+    """The recipe's DEFAULTS under the user's document: user keys win, hook lists are appended to."""
+    import importlib
+    import pkgutil
+
+    from . import recipes
+    known = sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
+    if not isinstance(name, str) or name not in known:
+        raise reader.fail("app.recipe", f"unknown recipe {name!r} (recipes: {', '.join(known)})")
+    defaults = getattr(importlib.import_module(f"deployer.recipes.{name}"), "DEFAULTS", {})
+    return _merge(defaults, data)
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if path == "hooks" and isinstance(out.get(key), list) and isinstance(value, list):
+            out[key] = out[key] + value
+        elif isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = _merge(out[key], value, key if not path else f"{path}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
 def find_config_path(explicit: str | None = None) -> Path:
     """--config PATH, else $DEPLOYER_CONFIG, else ./hosts.toml."""
     chosen = explicit or os.environ.get(ENV_VAR) or DEFAULT_FILE
@@ -478,6 +507,9 @@ def parse(text: str, path: Path) -> Config:
             raise reader.fail(key, "expected a table")
     if "app" not in data:
         raise reader.fail("app", "missing table (needs at least deploy_to)")
+    recipe = data["app"].get("recipe")
+    if recipe:
+        data = with_recipe(data, recipe, reader)
     app = reader.app(data["app"], "app", None)
     build_data = reader.table(data.get("build", {}), "build", _BUILD)
     build = BuildSettings(

@@ -159,3 +159,24 @@ def test_pipeline_tables_validate(tmp_path):
         config.parse(GOOD + '\n[[hooks.after_prepare]]\ncommand = "x"\nlocal = "y"\n', tmp_path / "hosts.toml")
     with pytest.raises(ConfigError, match="unknown event"):
         config.parse(GOOD + '\n[notify]\nevents = ["lunch"]\n', tmp_path / "hosts.toml")
+
+
+def test_recipe_defaults_under_user_keys(tmp_path, monkeypatch):
+    import sys
+    import types
+    fake = types.ModuleType("deployer.recipes.fake_for_test")
+    fake.DEFAULTS = {"app": {"shared_dirs": ["venv-cache"], "keep_releases": 9},
+                     "restart": {"command": "kill -HUP 1"},
+                     "hooks": {"after_prepare": [{"command": "recipe-step"}]}}
+    monkeypatch.setitem(sys.modules, "deployer.recipes.fake_for_test", fake)
+    import pkgutil
+    real = pkgutil.iter_modules
+    monkeypatch.setattr(pkgutil, "iter_modules", lambda path=None: [*real(path), types.SimpleNamespace(name="fake_for_test")])
+    text = GOOD.replace('name = "shop"', 'name = "shop"\nrecipe = "fake_for_test"') + \
+        '\n[[hooks.after_prepare]]\ncommand = "user-step"\n'
+    cfg = config.parse(text, tmp_path / "hosts.toml")
+    assert cfg.app.keep_releases == 3 and cfg.app.shared_dirs == ("log", "tmp/pids")
+    assert cfg.pipeline.restart.command == "kill -HUP 1"
+    assert [h.command for h in cfg.pipeline.hooks] == ["recipe-step", "user-step"]
+    with pytest.raises(ConfigError, match="unknown recipe 'nope' .recipes: .*generic"):
+        config.parse(GOOD.replace('name = "shop"', 'name = "shop"\nrecipe = "nope"'), tmp_path / "hosts.toml")
