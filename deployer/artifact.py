@@ -88,6 +88,9 @@ __all__ = [
 
 RESERVED_DIR = ".deployer"
 REVISION_FILE = "REVISION"
+# The one reserved path the builder itself writes: "<sha256>  <path>" per regular file, sorted by
+# path (sha256sum format). It travels with the release, so drift can be checked on the host.
+MANIFEST_MEMBER = ".deployer/manifest.sha256"
 TAR_FORMAT = tarfile.PAX_FORMAT
 GZIP_LEVEL = 9
 _CHUNK = 1024 * 1024
@@ -178,8 +181,8 @@ def _json_path_for(path: Path) -> Path:
 
 
 def _manifest_sha256(manifest: dict) -> str:
-    lines = "".join(f"{manifest[p]}  {p}\n" for p in sorted(manifest))
-    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
+    """sha256 of the manifest file's bytes (MANIFEST_MEMBER)."""
+    return hashlib.sha256(_manifest_text(manifest).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _utc_iso(ts: float) -> str:
@@ -354,7 +357,8 @@ def _find_problem(members: Iterable[tarfile.TarInfo]) -> tuple[str, str] | None:
                 continue  # "." / "./" root entry
             return name, "member names the archive root"
         key = "/".join(parts)
-        if parts[0] == RESERVED_DIR:
+        if parts[0] == RESERVED_DIR and not (key == RESERVED_DIR and m.isdir()) \
+                and not (key == MANIFEST_MEMBER and m.isreg()):
             return name, f"'{RESERVED_DIR}/' is reserved for the deployer"
         if m.ischr() or m.isblk():
             return name, "device file"
@@ -633,6 +637,20 @@ def _collect(root: Path, roots: Sequence[str] | None) -> list[_Entry]:
     return [entries[k] for k in sorted(entries)]
 
 
+def _manifest_text(manifest: dict) -> str:
+    return "".join(f"{manifest[p]}  {p}\n" for p in sorted(manifest))
+
+
+def _with_manifest(root: Path, entries: list[_Entry], manifest: dict) -> list[_Entry]:
+    """Write MANIFEST_MEMBER into the export and add it (and its dir) to the sorted entries."""
+    path = root / MANIFEST_MEMBER
+    path.parent.mkdir(exist_ok=True)
+    data = _manifest_text(manifest).encode("utf-8", "surrogateescape")
+    path.write_bytes(data)
+    extra = [_Entry(RESERVED_DIR, "dir", path.parent), _Entry(MANIFEST_MEMBER, "file", path, size=len(data), mode=0o644)]
+    return sorted(entries + extra, key=lambda e: e.rel)
+
+
 def _tarinfo(e: _Entry, mtime: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(e.rel)
     ti.mtime = mtime
@@ -683,7 +701,7 @@ def _pack(entries: list[_Entry], mtime: int, dest_fh) -> tuple[dict, int]:
                     except OSError as exc:
                         raise ArtifactError(f"'{e.rel}' changed while packing: {exc}") from None
                 manifest[e.rel] = reader.hash.hexdigest()
-                unpacked += e.size
+                unpacked += e.size if e.rel != MANIFEST_MEMBER else 0
     return manifest, unpacked
 
 
@@ -803,11 +821,17 @@ def build_artifact(
             bad, reason = problem
             raise ArtifactError(f"refusing to pack '{bad}': {reason}")
 
+        manifest = {e.rel: sha256_file(e.path) for e in entries if e.kind == "file"}
+        entries = _with_manifest(export, entries, manifest)
         fd, tmp_tar = tempfile.mkstemp(dir=out_dir, prefix=f".{base}.", suffix=".tar.gz.tmp")
         with os.fdopen(fd, "wb") as fh:
-            manifest, unpacked = _pack(entries, commit_ts, fh)
+            packed, unpacked = _pack(entries, commit_ts, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        packed.pop(MANIFEST_MEMBER, None)
+        if packed != manifest:
+            changed = sorted(p for p in packed if packed[p] != manifest.get(p))
+            raise ArtifactError(f"'{changed[0] if changed else '?'}' changed while packing; build again")
         os.chmod(tmp_tar, 0o644)
         digest = sha256_file(Path(tmp_tar))
         size = os.path.getsize(tmp_tar)
@@ -882,7 +906,7 @@ def load_artifact(path: Path) -> Artifact:
             break
     m = _VERSION_IN_NAME.match(stem)
     name, version = (m.group("name"), m.group("version")) if m else (stem, stem)
-    files = [mb for mb in members if mb.isreg()]
+    files = [mb for mb in members if mb.isreg() and mb.name != MANIFEST_MEMBER]
     meta = {
         "name": name,
         "version": version,

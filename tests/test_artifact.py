@@ -106,8 +106,8 @@ def test_tarball_normalisation(repo, tmp_path):
         ms = tf.getmembers()
     names = [m.name for m in ms]
     assert names == sorted(names)
-    assert names == [".gitignore", "REVISION", "app.py", "bin", "bin/run", "lib", "lib/deep",
-                     "lib/deep/mod.py", "main.py"]
+    assert names == [".deployer", ".deployer/manifest.sha256", ".gitignore", "REVISION", "app.py", "bin",
+                     "bin/run", "lib", "lib/deep", "lib/deep/mod.py", "main.py"]
     by = {m.name: m for m in ms}
     for m in ms:
         assert m.mtime == COMMIT_TS
@@ -180,7 +180,7 @@ def test_subdirectory_source(repo, tmp_path):
     write(repo / "elsewhere.txt", "dirty outside the subdir\n")  # does not make lib/ dirty
     art = build(repo / "lib", tmp_path / "out")
     names = sorted(members(art.path))
-    assert names == ["REVISION", "deep", "deep/mod.py", "other.txt"]
+    assert names == [".deployer", ".deployer/manifest.sha256", "REVISION", "deep", "deep/mod.py", "other.txt"]
     assert set(art.meta["manifest"]) == {"REVISION", "deep/mod.py", "other.txt"}
 
 
@@ -246,7 +246,7 @@ def test_metadata(repo, tmp_path):
     expected = {}
     with tarfile.open(art.path, "r:gz") as tf:
         for m in tf.getmembers():
-            if m.isreg():
+            if m.isreg() and m.name != ".deployer/manifest.sha256":
                 expected[m.name] = hashlib.sha256(tf.extractfile(m).read()).hexdigest()
     assert meta["manifest"] == expected
     assert list(meta["manifest"]) == sorted(expected)
@@ -254,6 +254,7 @@ def test_metadata(repo, tmp_path):
     assert meta["unpacked_size"] == sum(
         len(read_member(art.path, n)) for n in expected)
     lines = "".join(f"{expected[p]}  {p}\n" for p in sorted(expected))
+    assert read_member(art.path, ".deployer/manifest.sha256").decode() == lines
     assert meta["manifest_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
     # built_at/built_by are not in the tarball
     assert "built_at" not in art.path.read_bytes().decode("latin-1")
@@ -284,7 +285,7 @@ def test_build_refuses_symlink_outside(repo, tmp_path):
 def test_build_refuses_reserved_dir(repo, tmp_path):
     write(repo / ".deployer" / "complete", "x\n")
     commit_all(repo)
-    with pytest.raises(ArtifactError, match=r"refusing to pack '\.deployer'"):
+    with pytest.raises(ArtifactError, match=r"refusing to pack '\.deployer/complete'"):
         build(repo, tmp_path / "out")
 
 
@@ -359,7 +360,7 @@ def test_check_members_accepts_normal(tmp_path, repo):
     ([("pipe", "fifo", None)], "pipe", "fifo"),
     ([("suid", "file", 0o4755)], "suid", "setuid"),
     ([("sgid", "file", 0o2755)], "sgid", "setgid"),
-    ([(".deployer", "dir", None), (".deployer/complete", "file", "x")], ".deployer", "reserved"),
+    ([(".deployer", "dir", None), (".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
     ([(".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
     ([("ok", "file", "x"), ("ok", "sym", "elsewhere")], "ok", "duplicate"),
 ])
