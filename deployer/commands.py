@@ -141,7 +141,7 @@ def _link_shared(paths: Paths, tmp: str, rel: str, *, is_dir: bool) -> str:
 
 
 def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | None = None,
-           release_lock: bool = False) -> str:
+           release_lock: bool = False, ledger: str | None = None) -> str:
     """Point current at releases/N atomically: a temp link renamed over it (rename(2))."""
     current = q(paths.current)
     link = q(paths.tmp_current(token))
@@ -159,6 +159,8 @@ def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | Non
     if mark_rolled_back is not None:
         marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")
         parts.append(f"if [ -d {q(paths.release_state(mark_rolled_back))} ]; then date -u +%FT%TZ > {marker}; fi")
+    if ledger:
+        parts.append(_append_ledger(paths, ledger))
     if release_lock:
         parts.append(_unlock(paths, token))
     parts.append(_emit("current", f'"$(readlink {current})"'))
@@ -177,7 +179,7 @@ def _unlock(paths: Paths, token: str) -> str:
     return (f"if [ \"$(cat {token_file} 2>/dev/null)\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
 
 
-def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str]) -> str:
+def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str], ledger: str | None = None) -> str:
     """Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock."""
     parts = []
     if delete:
@@ -187,12 +189,13 @@ def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[
         f"for f in {q(paths.cache)}/*.tar.gz {q(paths.cache)}/.part-*; do",
         f'  [ -e "$f" ] || continue; case "${{f##*/}}" in {keep}) ;; *) rm -f "$f";; esac',
         "done",
+        _append_ledger(paths, ledger) if ledger else "",
         _unlock(paths, token),
     ]
     return _lines(*parts)
 
 
-def abort(paths: Paths, number: int | None, token: str) -> str:
+def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:
     """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
     parts = [f"rm -rf {q(paths.partial_artifact(token))} {q(paths.tmp_current(token))}"]
     if number is not None:
@@ -203,17 +206,63 @@ def abort(paths: Paths, number: int | None, token: str) -> str:
             f"[ \"$(readlink {q(paths.current)} 2>/dev/null)\" != {q(paths.release_target(number))} ]; "
             f"then rm -rf {release}; fi",
         ]
+    if ledger:
+        parts.append(_append_ledger(paths, ledger))
     parts.append(_unlock(paths, token))
     return _lines(*parts)
 
 
-def unlock(paths: Paths, token: str | None = None) -> str:
+def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) -> str:
     """Release the lock: only with the holder's token, or by force when token is None."""
     if token is not None:
         return _lines(_unlock(paths, token))
     info = q(paths.lock + "/info")
     return _lines(f"if [ -d {q(paths.lock)} ]; then printf 'removed\\t'; cat {info} 2>/dev/null | tr -d '\\n' || true; "
-                  f"echo; rm -rf {q(paths.lock)}; fi")
+                  f"echo; rm -rf {q(paths.lock)}; {_append_ledger(paths, ledger) if ledger else ':'}; fi")
+
+
+def _append_ledger(paths: Paths, line: str) -> str:
+    """One O_APPEND write of one line (< PIPE_BUF): never torn, never interleaved."""
+    return f"mkdir -p {q(paths.state)} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
+
+
+def read_ledger(paths: Paths, match: str | None = None) -> str:
+    """The ledger's lines (only those containing `match`, when given)."""
+    ledger = q(paths.ledger)
+    pick = f"grep -F -- {q(match)} {ledger} || true" if match else f"cat {ledger}"
+    return _lines(f"if [ -f {ledger} ]; then {pick}; fi")
+
+
+def drift(paths: Paths, shared: tuple[str, ...] = ()) -> str:
+    """Compare current's files with the manifest that came in the artifact.
+
+    Prints `modified|removed|added<TAB>path` lines, or `no_manifest`. Shared paths are skipped.
+    """
+    current = q(paths.current)
+    parts = [
+        f"cd {current}/ 2>/dev/null || {{ echo 'no current release' >&2; exit 1; }}",
+        "m=.deployer/manifest.sha256",
+        "[ -f $m ] || { echo no_manifest; exit 0; }",
+        "t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT",
+    ]
+    if shared:
+        # drop manifest entries at or under a shared path: those live in shared/, not in the release
+        parts.append("awk -v list=" + q("\n".join(shared)) + " 'BEGIN{n=split(list,s,\"\\n\")} "
+                     "{p=substr($0,67); keep=1; for(i=1;i<=n;i++) if(p==s[i] || index(p, s[i] \"/\")==1) keep=0; "
+                     "if(keep) print}' $m > \"$t/m\"")
+    else:
+        parts.append("cp $m \"$t/m\"")
+    parts += [
+        "sha256sum -c \"$t/m\" 2>/dev/null | while IFS= read -r l; do case $l in "
+        "*': OK') ;; *': FAILED open or read') printf 'removed\\t%s\\n' \"${l%: FAILED open or read}\";; "
+        "*': FAILED') printf 'modified\\t%s\\n' \"${l%: FAILED}\";; esac; done",
+        "cut -c67- \"$t/m\" | LC_ALL=C sort > \"$t/want\"",
+        "find . \\( -path ./.deployer" + "".join(f" -o -path {q('./' + rel)}" for rel in shared) +
+        " \\) -prune -o -type f -printf '%P\\n' | LC_ALL=C sort > \"$t/have\"",
+        "LC_ALL=C comm -13 \"$t/want\" \"$t/have\" | while IFS= read -r f; do printf 'added\\t%s\\n' \"$f\"; done",
+        _emit("checked", '"$(wc -l < "$t/m" | tr -d " ")"'),
+    ]
+    return _lines(*parts)
 
 
 # -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------

@@ -142,6 +142,7 @@ class Stage:
     app: AppSettings
     hosts: tuple[Host, ...]
     pipeline: Pipeline = Pipeline()
+    requires: tuple[str, ...] = ()      # stages an artifact must have passed first (promotion gate)
 
     def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
         """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
@@ -209,6 +210,7 @@ _SSH = {
 _PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 _STAGE = {
     "hosts": (list, "a list of host names or host tables"),
+    "requires": ((str, list), "a stage name or a list of stage names"),
     "app": (dict, "a table of [app] keys to override"),
     "ssh": (dict, "a table of [ssh] keys to override"),
     **{name: (dict, f"a [{name}] table replacing the global one for this stage") for name in _PIPELINE_TABLES},
@@ -441,7 +443,9 @@ class _Reader:
                 raise self.fail(f"{where}.hosts", f"host {h.name!r} listed twice")
             seen.add(h.name)
         stage_pipeline = self.pipeline(data, f"{where}.", pipeline)
-        return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline)
+        requires = data.get("requires", [])
+        requires = (requires,) if isinstance(requires, str) else tuple(self.names(requires, f"{where}.requires"))
+        return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline, requires=requires)
 
 
 def _parse_host_string(text: str, fail) -> dict:
@@ -523,6 +527,11 @@ def parse(text: str, path: Path) -> Config:
     stages = {name: reader.stage(name, body, app, ssh, pipeline) for name, body in data.get("stages", {}).items()}
     if not stages:
         raise reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")
+    for stage in stages.values():
+        for req in stage.requires:
+            if req not in stages or req == stage.name:
+                raise reader.fail(f"stages.{stage.name}.requires",
+                                  f"{req!r} is not another stage (stages: {', '.join(stages)})")
     return Config(path=path, app=app, build=build, ssh=ssh, stages=stages, pipeline=pipeline)
 
 

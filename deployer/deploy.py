@@ -34,7 +34,8 @@ class Pipeline:
         self.artifact = artifact
         self.out = out
         self.options = options
-        self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir)
+        self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
+                               artifact=artifact, reason=options.reason, forced=options.forced)
         self.number: int | None = None
         self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
                                      version=artifact.version, git_sha=artifact.git_sha,
@@ -292,9 +293,9 @@ class Pipeline:
             with_state = [r for r in s.active if r.locked]
             s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.number, reason)),
                          with_state)
-            s.abort(None)
+            s.abort(None, result="rolled back", error=why)
         else:
-            s.abort(self.number)
+            s.abort(self.number, error=why)
         self.notify("rolled back", error=why)
         raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
                         f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
@@ -316,7 +317,9 @@ class Pipeline:
         s = self.session
         doomed = planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
         keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
-        s.run(run, "finish", commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep))
+        checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
+        line = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed)
+        s.run(run, "finish", commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, ledger=line))
         run.locked = False
         run.result = "ok"
         if doomed:
@@ -333,7 +336,7 @@ class Pipeline:
         switched = [r for r in s.runs if r.switched]
         if switched and self.number is not None:
             s.restore(switched, self.number)
-        s.abort(self.number)
+        s.abort(self.number, result="interrupted", error="interrupted (Ctrl-C)")
         self.notify("failed", error="interrupted")
         raise RunFailed(f"interrupted during {steps(s.runs)}; no host left switched to the new release, "
                         "partial work removed, locks released", s.runs, Interrupted.exit_code) from None

@@ -36,8 +36,9 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
             doomed = planning.cleanup(run.state, stage.app.keep_releases, current,
                                       previous if isinstance(previous, int) else None)
             keep = planning.kept_artifacts(run.state, doomed)
+            line = session.ledger(run, "ok", release=current, cleaned=doomed)
             session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
-                                                        keep_artifacts=keep))
+                                                        keep_artifacts=keep, ledger=line))
             run.locked, run.result = False, "ok"
             out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
 
@@ -55,7 +56,7 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
     session = Session(stage, hosts, out, parallel, action="unlock")
 
     def force(run: HostRun):
-        result = session.run(run, "unlock", commands.unlock(session.paths))
+        result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
         held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
         run.result = "ok"
         out.line(run.name, "unlock", f"removed lock held by {host_state.LockInfo.parse(held[0]).describe()}"

@@ -32,6 +32,10 @@ class Paths:
         return posixpath.join(self.state, "lock")
 
     @property
+    def ledger(self) -> str:
+        return posixpath.join(self.state, "ledger.jsonl")
+
+    @property
     def cache(self) -> str:
         return posixpath.join(self.state, "cache")
 

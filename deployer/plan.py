@@ -21,6 +21,8 @@ class Options:
     max_fail: int = 0       # hosts that may fail before switch and be skipped (exit 5)
     parallel: int = 10
     dry_run: bool = False
+    forced: bool = False    # --force: past the promotion gate
+    reason: str = ""        # why (required with --force; recorded in the ledger)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -28,6 +30,8 @@ class Options:
         for name in ("batch", "canary", "parallel"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.forced and not self.reason.strip():
+            raise UsageError('--force needs --reason "why" (it is recorded in the ledger)')
         for name in ("pause", "bake", "max_fail"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")

@@ -18,6 +18,11 @@ from .session import RunFailed, Session, names, no_interrupts, who
 from .transport import Cancelled
 
 
+def _meta(run: HostRun, key: str) -> str:
+    release = run.state.release(run.target)
+    return str(release.meta.get(key, "")) if release else ""
+
+
 def migrated_between(run: HostRun) -> list[int]:
     """Releases above the target up to current that ran migrations, newest first."""
     st = run.state
@@ -61,8 +66,11 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
             _down_migrations(session, ctx, ran)
 
         def switch(run: HostRun):
+            line = session.ledger(run, "ok", release=run.target, previous=run.previous,
+                                  version=_meta(run, "version"), git_sha=_meta(run, "git_sha"),
+                                  artifact_sha256=_meta(run, "artifact_sha256"))
             script = commands.switch(session.paths, run.target, session.token,
-                                     mark_rolled_back=run.previous, release_lock=True)
+                                     mark_rolled_back=run.previous, release_lock=True, ledger=line)
             session.run(run, "switch", script, timeout=60)
             run.switched, run.locked, run.result = True, False, "ok"
             out.line(run.name, "switch", f"current -> releases/{run.target} (was {run.previous})")

@@ -13,12 +13,13 @@ import os
 import secrets
 import signal
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import commands
+from . import commands, ledger
 from . import state as host_state
 from .config import Host, Stage
 from .errors import DeployerError, HostError, LockHeld
@@ -68,11 +69,24 @@ class Session:
     dry_run: bool = False
     config_dir: Path = Path(".")
     token: str = field(default_factory=lambda: secrets.token_hex(8))
+    artifact: object = None             # what is being deployed, for ledger lines
+    reason: str = ""                    # --force --reason, recorded in the ledger
+    forced: bool = False
 
     def __post_init__(self):
         self.paths = Paths(self.stage.app.deploy_to)
         self.runs = [HostRun(h) for h in self.hosts]
         self.fleet = Fleet(self.runs, self.parallel)
+        self.started = time.monotonic()
+
+    def ledger(self, run: HostRun, result: str, *, release: int | None = None, error: str = "", **extra) -> str:
+        """This run's ledger line for one host."""
+        art = self.artifact
+        fields = {"version": getattr(art, "version", "") or "", "git_sha": getattr(art, "git_sha", "") or "",
+                  "artifact_sha256": getattr(art, "sha256", "") or "", **extra}
+        return ledger.entry(self.action, self.stage.name, result, who=who(), host=run.name,
+                            duration=time.monotonic() - self.started, release=release, reason=self.reason,
+                            forced=self.forced, error=error, **fields)
 
     @property
     def active(self) -> list[HostRun]:
@@ -152,12 +166,15 @@ class Session:
 
     # -- undoing ------------------------------------------------------------------------------
 
-    def abort(self, number: int | None = None, runs: list[HostRun] | None = None) -> None:
-        """Remove this run's partial work and release its locks on every host it locked."""
+    def abort(self, number: int | None = None, runs: list[HostRun] | None = None, result: str = "failed",
+              error: str = "") -> None:
+        """Remove this run's partial work, record the outcome and release the lock on every host it locked."""
         def undo(run: HostRun):
             if not run.locked:
                 return
-            self.run(run, "abort", commands.abort(self.paths, number, self.token), timeout=60)
+            line = self.ledger(run, run.result if run.result in ("skipped", "interrupted") else result,
+                               release=number, error=run.error or error)
+            self.run(run, "abort", commands.abort(self.paths, number, self.token, ledger=line), timeout=60)
             run.locked = False
         for run in runs or self.runs:
             if run.result == "pending":

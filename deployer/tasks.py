@@ -13,13 +13,14 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from . import config as config_mod
-from . import maintenance, report
+from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
 from .errors import BAD_INPUT, DeployerError, UsageError
 from .output import Output
 from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
+from .store import LocalStore
 
 
 def _boundary(fn):
@@ -75,9 +76,13 @@ def _num(value, name: str) -> float:
         raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
 
 
-def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output):
+def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None):
     from .artifact import build_artifact, check_members, load_artifact
-    if artifact_path:
+    if artifact_path and version:
+        raise UsageError("--artifact and --version exclude each other")
+    if version:
+        art = LocalStore(cfg.build.output).get(version)
+    elif artifact_path:
         art = load_artifact(Path(artifact_path))
     else:
         art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
@@ -134,6 +139,9 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
 
 
 @command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
+         version="Deploy this stored artifact (version, or a sha256/git sha prefix; see `artifacts`).",
+         force="Deploy past the promotion gate (needs --reason; recorded in the ledger).",
+         reason="Why --force was needed.",
          allow_dirty="When building, allow a dirty work tree.",
          strategy="all (default: every host switches together), rolling, or canary.",
          batch="rolling: hosts switched per batch (default 1).",
@@ -142,15 +150,17 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
          bake="canary: seconds to keep re-checking the canaries' health before the rest.",
          max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
          dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
-def deploy(c, stage=None, config=None, artifact=None, hosts=None, roles=None, parallel=10, allow_dirty=False,
-           strategy="all", batch=1, pause="0", canary=1, bake="0", max_fail=0, dry_run=False, json=False):
+def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
+           allow_dirty=False, strategy="all", batch=1, pause="0", canary=1, bake="0", max_fail=0, dry_run=False,
+           force=False, reason="", json=False):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     cfg, st, selected = _target(config, stage, hosts, roles)
     options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
                       canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
-                      parallel=_parallel(parallel), dry_run=dry_run)
+                      parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "")
     out = Output(quiet=json and not dry_run)
-    art = _artifact(cfg, artifact, allow_dirty, out)
+    art = _artifact(cfg, artifact, allow_dirty, out, version)
+    provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
         out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
                 f"to {st.name}, strategy {options.strategy}")
@@ -197,10 +207,72 @@ def _read_only(config, stage, hosts, roles, parallel, json, rows_of):
         raise Exit("error: unreachable: " + "; ".join(f"{r.name}: {r.error}" for r in failed), code=1)
 
 
-@command()
-def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+@command(all="Every stage, in declared order, in one table (marks stages whose hosts disagree).",
+         drift="With --all: also check every host's files against its release manifest.")
+def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=False, drift=False, json=False):
     """What runs where: current release, version, git sha, who deployed it, lock."""
-    _read_only(config, stage, hosts, roles, parallel, json, report.status_rows)
+    if not all:
+        _read_only(config, stage, hosts, roles, parallel, json, report.status_rows)
+        return
+    cfg = config_mod.load(config)
+    out = Output(quiet=json)
+    rows, unreachable = [], []
+    for st in cfg.stages.values():
+        runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
+        drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
+        stage_rows = report.status_rows(runs)
+        versions = {r.get("version") for r in stage_rows}
+        for row in stage_rows:
+            row = {"stage": st.name, **row}
+            row.pop("lock", None)
+            if drift:
+                row["drift"] = drifted.get(row["host"], "?")
+            row["agree"] = "" if len(versions) == 1 else "DIFFERS"
+            rows.append(row)
+        unreachable += [f"{st.name}/{r.name}: {r.error}" for r in runs if r.state is None]
+    out.json(rows) if json else out.table(rows)
+    if unreachable:
+        raise Exit("error: unreachable: " + "; ".join(unreachable), code=1)
+
+
+@command(json="Print JSON instead of a table.")
+def artifacts(c, config=None, json=False):
+    """Stored artifacts: version, git sha, sha256, size, built."""
+    cfg = config_mod.load(config)
+    items = LocalStore(cfg.build.output).list()
+    rows = [{"version": a.version, "git sha": a.git_sha[:8], "sha256": a.sha256[:12], "size": a.size,
+             "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
+             "by": a.meta.get("built_by", "")} for a in items]
+    out = Output()
+    out.json(rows) if json else (out.table(rows) if rows else out.say(f"no artifacts in {cfg.build.output}"))
+
+
+@command(since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).",
+         host="Only this host.")
+def audit(c, stage=None, config=None, since=None, host=None, json=False):
+    """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    out = Output(quiet=json)
+    entries = provenance.audit(st, out, since=since, host=host)
+    if json:
+        out.json(entries)
+    else:
+        out.table(provenance.audit_rows(entries)) if entries else out.say("no ledger entries")
+
+
+@command()
+def verify(c, stage=None, config=None, parallel=10, json=False):
+    """Check each host's live files against its release's manifest: modified, added, removed."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    out = Output(quiet=json)
+    runs = provenance.drift(st, out, _parallel(parallel))
+    rows = provenance.drift_rows(runs)
+    out.json(rows) if json else out.table(rows)
+    bad = [r for r in rows if r["state"] != "ok"]
+    if bad:
+        raise Exit("error: drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad), code=1)
 
 
 @command()
@@ -248,4 +320,5 @@ def sandbox_down(c):
 
 
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
-ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, sandbox_ns)
+ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
+                sandbox_ns)

@@ -169,3 +169,28 @@ def test_abort_removes_only_this_runs_release(tmp_path):
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["1"]
     assert sh(commands.abort(paths, 1, "mine")).returncode == 0
     assert (tmp_path / "releases" / "1").is_dir()
+
+
+def test_drift_reports_modified_removed_added_and_skips_shared(tmp_path):
+    paths = Paths(str(tmp_path))
+    rel = tmp_path / "releases" / "1"
+    (rel / ".deployer").mkdir(parents=True)
+    (rel / "log").mkdir()
+    files = {"app.py": b"print(1)\n", "a dir/x y.txt": b"x\n", "gone.txt": b"g\n", "log/keep": b"k\n"}
+    lines = []
+    for name, data in sorted(files.items()):
+        (rel / name).parent.mkdir(parents=True, exist_ok=True)
+        (rel / name).write_bytes(data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    (rel / ".deployer" / "manifest.sha256").write_text("".join(lines))
+    (tmp_path / "current").symlink_to("releases/1")
+    clean = sh(commands.drift(paths, ("log",)))
+    assert clean.returncode == 0 and clean.stdout.decode().splitlines() == ["checked\t3"]
+    (rel / "app.py").write_text("print('hacked')\n")
+    (rel / "gone.txt").unlink()
+    (rel / "new file.sh").write_text("evil\n")
+    import shutil
+    shutil.rmtree(rel / "log")
+    (rel / "log").symlink_to(tmp_path)          # the shared link: never reported
+    out = sh(commands.drift(paths, ("log",))).stdout.decode().splitlines()
+    assert sorted(out) == ["added\tnew file.sh", "checked\t3", "modified\tapp.py", "removed\tgone.txt"]

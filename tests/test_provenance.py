@@ -1,0 +1,140 @@
+"""Provenance against real hosts: promotion gate, ledger + audit, drift verification, status --all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import toml
+
+from deployer import ledger
+from helpers import cli, cli_popen, commit_change, current, release_dirs
+
+
+def two_stages(sandbox, app_repo, **extra):
+    """4 hosts: staging = host-1, host-2; production = host-3, host-4 (requires staging)."""
+    sb = sandbox(4, **extra)
+    doc = toml.loads(sb.config_path.read_text())
+    hosts = doc["stages"].pop("sandbox")["hosts"]
+    doc["stages"]["staging"] = {"hosts": hosts[:2]}
+    doc["stages"]["production"] = {"hosts": hosts[2:], "requires": "staging"}
+    sb.config_path.write_text(toml.dumps(doc))
+    return sb
+
+
+def audit(sb, stage):
+    proc = cli(sb, "audit", "--stage", stage, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_promotion_gate(sandbox, app_repo):
+    commit_change(app_repo, "ok.txt", "fine\n")
+    sb = two_stages(sandbox, app_repo, verify={"command": "test -f ok.txt"})
+    assert cli(sb, "build").returncode == 0
+    d = json.loads(cli(sb, "artifacts", "--json").stdout)[0]
+
+    # production before staging: refused, nothing uploaded
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d["version"])
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "must pass staging first" in proc.stderr
+    for h in (2, 3):
+        assert release_dirs(sb, h) == []
+        assert sb.exec(h, "ls /srv/app/.deployer/cache")[0] != 0
+
+    # staging deploys and verifies D → production allowed
+    assert cli(sb, "deploy", "--stage", "staging", "--version", d["version"]).returncode == 0
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d["sha256"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed staging" in proc.stdout
+    assert current(sb, 2) == "releases/1"
+
+    # D2 fails verify on staging → refused for production
+    (app_repo / "ok.txt").unlink()
+    commit_change(app_repo, "other.txt", "d2\n")
+    assert cli(sb, "deploy", "--stage", "staging").returncode == 1
+    d2 = json.loads(cli(sb, "artifacts", "--json").stdout)[0]
+    assert d2["version"] != d["version"]
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d2["version"])
+    assert proc.returncode == 4 and "no successful, verified deploy" in proc.stderr
+
+    # --force needs a reason; with one it passes (verify disabled for production) and audit shows it
+    assert cli(sb, "deploy", "--stage", "production", "--version", d2["version"], "--force").returncode == 2
+    doc = toml.loads(sb.config_path.read_text())
+    doc["stages"]["production"]["verify"] = {"command": "true"}
+    sb.config_path.write_text(toml.dumps(doc))
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d2["version"], "--force",
+               "--reason", "hotfix INC-42 approved by ops lead")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    entries = audit(sb, "production")
+    forced = [e for e in entries if e.get("forced")]
+    assert {e["host"] for e in forced} == {"host-3", "host-4"}
+    assert all(e["reason"] == "hotfix INC-42 approved by ops lead" for e in forced)
+    table = cli(sb, "audit", "--stage", "production").stdout
+    assert "FORCED: hotfix INC-42 approved by ops lead" in table
+
+    # staging's audit: one ok deploy of D, one rolled-back attempt of D2, on both hosts
+    staging = audit(sb, "staging")
+    assert [(e["result"], e["artifact_sha256"][:12]) for e in staging if e["host"] == "host-1"] == \
+        [("ok", d["sha256"]), ("rolled back", d2["sha256"])]
+    assert all(e["who"] and e["time"].endswith("Z") for e in staging)
+    assert cli(sb, "audit", "--stage", "staging", "--host", "host-2", "--since", "2000-01-01").returncode == 0
+    assert cli(sb, "audit", "--stage", "staging", "--since", "yesterday").returncode == 2
+
+    # one table of what runs where, stages in declared order
+    proc = cli(sb, "status", "--all", "--json")
+    rows = json.loads(proc.stdout)
+    assert [(r["stage"], r["host"]) for r in rows] == [("staging", "host-1"), ("staging", "host-2"),
+                                                      ("production", "host-3"), ("production", "host-4")]
+    assert {r["version"] for r in rows if r["stage"] == "staging"} == {d["version"]}
+    assert {r["version"] for r in rows if r["stage"] == "production"} == {d2["version"]}
+    assert all(r["agree"] == "" for r in rows)
+
+
+def test_drift_verification_names_host_and_file(sandbox, app_repo):
+    sb = sandbox(3, app={"shared_dirs": ["log"]})
+    assert cli(sb, "deploy").returncode == 0
+    proc = cli(sb, "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sb.exec(1, "echo hacked >> /srv/app/current/app.py; touch /srv/app/current/backdoor.sh; "
+               "echo fine > /srv/app/shared/log/app.log")
+    proc = cli(sb, "verify", "--json")
+    assert proc.returncode == 1
+    rows = {r["host"]: r for r in json.loads(proc.stdout)}
+    assert rows["host-1"]["state"] == "ok" and rows["host-3"]["state"] == "ok"
+    assert rows["host-2"]["state"] == "DRIFT"
+    assert rows["host-2"]["modified"] == "app.py" and rows["host-2"]["added"] == "backdoor.sh"
+    assert "host-2" in proc.stderr
+    proc = cli(sb, "status", "--all", "--drift")
+    assert "DRIFT" in proc.stdout
+
+
+def test_ledger_survives_sigkill_mid_run(sandbox, app_repo, tmp_path):
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "big.bin", "x" * 5_000_000)
+    proc = cli_popen(sb, "deploy")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sb.exec(0, "ls -A /srv/app/.deployer/cache /srv/app/releases")[1].count(".") > 3 \
+                or ".part-" in sb.exec(0, "ls -A /srv/app/.deployer/cache")[1] \
+                or ".tmp-" in sb.exec(0, "ls -A /srv/app/releases")[1]:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for h in sb.hosts:
+        code, text = sb.exec(h, "cat /srv/app/.deployer/ledger.jsonl")
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines and all(json.loads(line)["action"] for line in lines)
+        assert len(ledger.parse(text)) == len(lines)
+    # the stale lock is reported, cleared, and the next deploy records itself too
+    proc = cli(sb, "deploy")
+    assert proc.returncode in (0, 3)
+    if proc.returncode == 3:
+        assert cli(sb, "unlock", "--yes").returncode == 0
+        assert cli(sb, "deploy").returncode == 0
+    entries = json.loads(cli(sb, "audit", "--json").stdout)
+    assert [e["action"] for e in entries if e["host"] == "host-1"][-1] == "deploy"
+    assert entries[-1]["result"] == "ok"
