@@ -78,18 +78,26 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
 
 
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
-            shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = ()) -> str:
+            shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
+            env_file: str | None = None, env_size: int = 0) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
-    paths, mark complete, then rename into releases/N. Any failure removes the temp dir."""
+    paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
+
+    With env_file, stdin starts with exactly env_size bytes of it (written 0600 into shared/,
+    atomically), then the artifact when uploading: values never appear on a command line."""
     tmp = q(paths.tmp_release(number, token))
     part = q(paths.partial_artifact(token))
     cached = q(paths.cached_artifact(sha256))
     final = q(paths.release(number))
+    env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}") if env_file else ""
     parts = [
-        f"trap {q(f'rm -rf {tmp} {part}')} EXIT",
+        f"trap {q(f'rm -rf {tmp} {part} {env_tmp}'.rstrip())} EXIT",
         f"trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
         f"mkdir -p {q(paths.releases)} {q(paths.shared)} {q(paths.cache)}",
     ]
+    if env_file:
+        parts += _receive_env(paths, env_file, env_tmp, f"head -c {int(env_size)}", int(env_size))
+        shared_files = tuple(shared_files) + (env_file,)
     mismatch = (f"echo \"artifact sha256 mismatch on host: expected {sha256}, got $got"
                 f" (truncated or corrupted in transit)\" >&2; exit {SHA_MISMATCH}")
     if upload:
@@ -122,6 +130,31 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         _emit("prepared", q(paths.release(number))),
     ]
     return _lines(*parts)
+
+
+def _receive_env(paths: Paths, env_file: str, env_tmp: str, reader: str, size: int | None) -> list[str]:
+    target = q(paths.shared_path(env_file))
+    parent = posixpath.dirname(paths.shared_path(env_file))
+    steps = [f"mkdir -p {q(parent)}", f"(umask 077; {reader} > {env_tmp})"]
+    if size is not None:
+        steps.append(f"[ \"$(wc -c < {env_tmp})\" -eq {size} ] || "
+                     f"{{ echo 'env file truncated in transit' >&2; exit {SHA_MISMATCH}; }}")
+    steps.append(f"mv -f {env_tmp} {target}")
+    return steps
+
+
+def write_env(paths: Paths, env_file: str, token: str, ledger: str | None = None) -> str:
+    """config.push: stdin → shared/<env_file> (0600, atomic), record it, release the lock."""
+    env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}")
+    return _lines(f"trap {q('rm -f ' + env_tmp)} EXIT", *_receive_env(paths, env_file, env_tmp, "cat", None),
+                  _append_ledger(paths, ledger) if ledger else "", _unlock(paths, token),
+                  _emit("written", q(paths.shared_path(env_file))))
+
+
+def read_env(paths: Paths, env_file: str) -> str:
+    """The env file as it is on the host (for config.diff; never printed as is)."""
+    path = q(paths.shared_path(env_file))
+    return _lines(f"if [ -f {path} ]; then cat {path}; fi")
 
 
 def _link_shared(paths: Paths, tmp: str, rel: str, *, is_dir: bool) -> str:
@@ -271,23 +304,28 @@ def _exports(env: dict[str, str]) -> str:
     return "; ".join(f"export {k}={q(str(v))}" for k, v in sorted(env.items()))
 
 
-def in_release(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+def _as(run_as: str, env: dict[str, str], command: str) -> str:
+    """sh -c COMMAND with env, as the deploy user or via `sudo -n -u RUN_AS` (never prompts)."""
+    if not run_as:
+        return (_exports(env) + "; " if env else "") + f"sh -c {q(command)}"
+    assigns = " ".join(f"{k}={q(str(v))}" for k, v in sorted(env.items()))
+    return f"sudo -n -u {q(run_as)} -- env {assigns} sh -c {q(command)}".replace("env  sh", "env sh")
+
+
+def in_release(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
     """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the deploy's env."""
-    parts = [f"cd {q(paths.release(number))}"]
-    if env:
-        parts.append(_exports(env))
-    parts.append(f"exec sh -c {q(command)}")
-    return _lines(*parts)
+    if run_as:
+        return _lines(f"cd {q(paths.release(number))}", "exec " + _as(run_as, env, command))
+    return _lines(f"cd {q(paths.release(number))}", _exports(env) if env else "", f"exec sh -c {q(command)}")
 
 
-def migrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
     """Run the migration in releases/N; on success record it (digest of its output) in the release."""
     record = q(paths.release_state(number) + "/migrated")
     return _lines(
         f"cd {q(paths.release(number))}",
-        _exports(env) if env else "",
         "out=$(mktemp)",
-        f"st=0; sh -c {q(command)} > \"$out\" 2>&1 || st=$?",
+        f"st=0; {_as(run_as, env, command)} > \"$out\" 2>&1 || st=$?",
         'if [ $st -ne 0 ]; then tail -c 2000 "$out" >&2; rm -f "$out"; echo "migration failed (exit $st)" >&2; exit $st; fi',
         'cat "$out"; d=$(sha256sum < "$out" | cut -d" " -f1); rm -f "$out"',
         f"printf '{{\"digest\": \"%s\", \"at\": \"%s\"}}\\n' \"$d\" \"$(date -u +%FT%TZ)\" > {record}",
@@ -295,12 +333,11 @@ def migrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str
     )
 
 
-def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str]) -> str:
+def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
     """Run the down-migration with release N's code; then its record is removed."""
     return _lines(
         f"cd {q(paths.release(number))}",
-        _exports(env) if env else "",
-        f"sh -c {q(command)}",
+        _as(run_as, env, command),
         f"rm -f {q(paths.release_state(number) + '/migrated')}",
     )
 

@@ -5,8 +5,11 @@ Every problem becomes one ConfigError line naming the file, the key and what is 
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import re
+import subprocess
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +31,8 @@ class AppSettings:
     shared_dirs: tuple[str, ...] = ()
     shared_files: tuple[str, ...] = ()
     recipe: str = ""
+    env_file: str = ".env"          # rendered from [env] into shared/, linked into every release
+    run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,21 @@ class SSHSettings:
 
 
 @dataclass(frozen=True)
+class EnvValue:
+    """One [env] value: plain text from hosts.toml, or a reference to a secret kept elsewhere."""
+
+    value: str = ""
+    secret: str = ""                # env:NAME | file:PATH | cmd:COMMAND
+    roles: tuple[str, ...] = ()     # only hosts with one of these roles receive it
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     address: str
     ssh: SSHSettings
     roles: tuple[str, ...] = ()
+    env: tuple[tuple[str, EnvValue], ...] = ()     # merged: global < stage < role < host; role-filtered
 
     @property
     def port(self) -> int:
@@ -65,6 +80,10 @@ class Host:
     def user(self) -> str | None:
         return self.ssh.user
 
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_SOURCES = ("env", "file", "cmd")
 
 HOOK_POINTS = tuple(f"{when}_{step}" for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish",
                                                     "rollback") for when in ("before", "after"))
@@ -143,6 +162,8 @@ class Stage:
     hosts: tuple[Host, ...]
     pipeline: Pipeline = Pipeline()
     requires: tuple[str, ...] = ()      # stages an artifact must have passed first (promotion gate)
+    hosts_command: str = ""             # hosts come from this local command, run when the stage is used
+    discover: Any = field(default=None, compare=False, repr=False)
 
     def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
         """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
@@ -171,14 +192,18 @@ class Config:
     pipeline: Pipeline = Pipeline()
 
     def stage(self, name: str | None) -> Stage:
+        if not name and len(self.stages) == 1:
+            name = next(iter(self.stages))
         if not name:
-            if len(self.stages) == 1:
-                return next(iter(self.stages.values()))
             raise ConfigError(f"{self.path}: say which stage with --stage "
                               f"(stages: {', '.join(self.stages)})")
         if name not in self.stages:
             raise ConfigError(f"{self.path}: no stage {name!r} (stages: {', '.join(self.stages) or 'none'})")
-        return self.stages[name]
+        stage = self.stages[name]
+        if stage.discover is not None:
+            stage = replace(stage, hosts=stage.discover(), discover=None)
+            self.stages[name] = stage
+        return stage
 
 
 # ---- schema: key -> (python type, description for messages) --------------------------------
@@ -190,6 +215,8 @@ _APP = {
     "shared_dirs": (list, "a list of relative paths"),
     "shared_files": (list, "a list of relative paths"),
     "recipe": (str, "a recipe name (deployer.recipes.<name>)"),
+    "env_file": (str, "a relative path in shared/"),
+    "run_as": (str, "a user name"),
 }
 _BUILD = {
     "source": (str, "a path to a git work tree"),
@@ -211,6 +238,9 @@ _PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 _STAGE = {
     "hosts": (list, "a list of host names or host tables"),
     "requires": ((str, list), "a stage name or a list of stage names"),
+    "hosts_command": (str, "a local command printing the hosts as JSON"),
+    "env": (dict, "a table of KEY = value or KEY = { secret = \"env:NAME\" }"),
+    "role_env": (dict, "a table of role = { KEY = value }"),
     "app": (dict, "a table of [app] keys to override"),
     "ssh": (dict, "a table of [ssh] keys to override"),
     **{name: (dict, f"a [{name}] table replacing the global one for this stage") for name in _PIPELINE_TABLES},
@@ -253,8 +283,9 @@ _HOST = {
     "user": (str, "a user name"),
     "key": (str, "a path to a private key"),
     "roles": (list, "a list of role names"),
+    "env": (dict, "a table of KEY = value"),
 }
-_TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict, **{name: dict for name in _PIPELINE_TABLES}}
+_TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict, "env": dict, **{name: dict for name in _PIPELINE_TABLES}}
 
 
 class _Reader:
@@ -319,6 +350,12 @@ class _Reader:
             values["keep_releases"] = data["keep_releases"]
         if "recipe" in data:
             values["recipe"] = data["recipe"]
+        if "env_file" in data:
+            values["env_file"] = self.rel_paths([data["env_file"]], f"{where}.env_file")[0]
+        if "run_as" in data:
+            if data["run_as"] and not _NAME.match(data["run_as"]):
+                raise self.fail(f"{where}.run_as", f"expected a user name, got {data['run_as']!r}")
+            values["run_as"] = data["run_as"]
         for key in ("shared_dirs", "shared_files"):
             if key in data:
                 values[key] = self.rel_paths(data[key], f"{where}.{key}")
@@ -341,7 +378,33 @@ class _Reader:
                 values[key] = self.resolve(values[key])
         return replace(base, **values)
 
-    def host(self, entry: Any, where: str, ssh: SSHSettings) -> Host:
+    def env(self, data: Any, where: str) -> dict[str, EnvValue]:
+        """KEY = "value" | KEY = { secret = "env:NAME" | "file:PATH" | "cmd:COMMAND", roles = [...] }."""
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a table of KEY = value")
+        out = {}
+        for key, value in data.items():
+            at = f"{where}.{key}"
+            if not _ENV_KEY.match(key):
+                raise self.fail(at, "expected a variable name (letters, digits, _)")
+            if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                out[key] = EnvValue(value=str(value))
+                continue
+            if not isinstance(value, dict):
+                raise self.fail(at, f"expected a string or {{ secret = \"env:NAME\" }}, got {value!r}")
+            self.table(value, at, {"secret": (str, "env:NAME, file:PATH or cmd:COMMAND"),
+                                   "roles": (list, "a list of role names")})
+            ref = value.get("secret", "")
+            kind, _, rest = ref.partition(":")
+            if kind not in SECRET_SOURCES or not rest:
+                raise self.fail(f"{at}.secret", f"expected env:NAME, file:PATH or cmd:COMMAND, got {ref!r}")
+            if kind == "file":
+                ref = "file:" + self.resolve(rest)
+            out[key] = EnvValue(secret=ref, roles=self.names(value.get("roles", []), f"{at}.roles"))
+        return out
+
+    def host(self, entry: Any, where: str, ssh: SSHSettings, env: dict | None = None,
+             role_env: dict | None = None) -> Host:
         if isinstance(entry, str):
             entry = _parse_host_string(entry, lambda m: self.fail(where, m))
         data = self.table(entry, where, _HOST)
@@ -354,7 +417,13 @@ class _Reader:
         if not all(isinstance(r, str) and r for r in roles):
             raise self.fail(f"{where}.roles", f"expected a list of role names, got {roles!r}")
         default_name = address if host_ssh.port == 22 else f"{address}:{host_ssh.port}"
-        return Host(name=data.get("name", default_name), address=address, ssh=host_ssh, roles=tuple(roles))
+        merged = dict(env or {})
+        for role in roles:
+            merged.update((role_env or {}).get(role, {}))
+        merged.update(self.env(data.get("env", {}), f"{where}.env"))
+        merged = {k: v for k, v in merged.items() if not v.roles or set(v.roles) & set(roles)}
+        return Host(name=data.get("name", default_name), address=address, ssh=host_ssh, roles=tuple(roles),
+                    env=tuple(sorted(merged.items())))
 
     def pipeline(self, data: dict, where: str, base: Pipeline) -> Pipeline:
         """The [hooks] [migrate] [smoke] [verify] [restart] [notify] tables; each replaces base's."""
@@ -422,30 +491,68 @@ class _Reader:
                                 once=h.get("once", False)))
         return tuple(out)
 
+    def discover(self, command: str, where: str) -> list:
+        """Hosts from a local command printing JSON: a list of host entries, or {"hosts": [...]}."""
+        try:
+            proc = subprocess.run(command, shell=True, cwd=self.base, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise self.fail(where, f"{command!r} did not finish within 60s") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise self.fail(where, f"{command!r} exited {proc.returncode}: {tail}")
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError as exc:
+            raise self.fail(where, f"{command!r} did not print JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = data.get("hosts")
+        if not isinstance(data, list):
+            raise self.fail(where, f"{command!r} must print a JSON list of hosts (or {{\"hosts\": [...]}})")
+        return data
+
     def names(self, values: list, where: str) -> tuple[str, ...]:
         if not all(isinstance(v, str) and v for v in values):
             raise self.fail(where, f"expected a list of names, got {values!r}")
         return tuple(values)
 
     def stage(self, name: str, data: Any, app: AppSettings, ssh: SSHSettings,
-              pipeline: Pipeline = Pipeline()) -> Stage:
+              pipeline: Pipeline = Pipeline(), env: dict | None = None) -> Stage:
         where = f"stages.{name}"
         data = self.table(data, where, _STAGE)
         stage_app = self.app(data["app"], f"{where}.app", app) if "app" in data else app
         stage_ssh = self.ssh(data["ssh"], f"{where}.ssh", ssh) if "ssh" in data else ssh
+        stage_env = {**(env or {}), **self.env(data.get("env", {}), f"{where}.env")}
+        role_env = data.get("role_env", {})
+        role_env = {role: self.env(body, f"{where}.role_env.{role}") for role, body in role_env.items()}
         entries = data.get("hosts")
-        if not entries:
-            raise self.fail(f"{where}.hosts", "missing or empty (expected a list of hosts)")
-        hosts = tuple(self.host(e, f"{where}.hosts[{i}]", stage_ssh) for i, e in enumerate(entries))
-        seen: set[str] = set()
-        for h in hosts:
-            if h.name in seen:
-                raise self.fail(f"{where}.hosts", f"host {h.name!r} listed twice")
-            seen.add(h.name)
+
+        def build(items: list) -> tuple[Host, ...]:
+            if not items:
+                raise self.fail(f"{where}.hosts", "missing or empty (expected a list of hosts)")
+            hosts = tuple(self.host(e, f"{where}.hosts[{i}]", stage_ssh, stage_env, role_env)
+                          for i, e in enumerate(items))
+            seen: set[str] = set()
+            for h in hosts:
+                if h.name in seen:
+                    raise self.fail(f"{where}.hosts", f"host {h.name!r} listed twice")
+                seen.add(h.name)
+            return hosts
+
+        command = data.get("hosts_command", "")
+        discover = None
+        if command:
+            if entries:
+                raise self.fail(f"{where}.hosts_command", "give either hosts or hosts_command, not both")
+            hosts: tuple[Host, ...] = ()
+            discover = lambda: build(self.discover(command, f"{where}.hosts_command"))  # noqa: E731
+        else:
+            hosts = build(entries)
         stage_pipeline = self.pipeline(data, f"{where}.", pipeline)
         requires = data.get("requires", [])
         requires = (requires,) if isinstance(requires, str) else tuple(self.names(requires, f"{where}.requires"))
-        return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline, requires=requires)
+        return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline, requires=requires,
+                     hosts_command=command, discover=discover)
 
 
 def _parse_host_string(text: str, fail) -> dict:
@@ -524,7 +631,8 @@ def parse(text: str, path: Path) -> Config:
     )
     ssh = reader.ssh(data.get("ssh", {}), "ssh", SSHSettings())
     pipeline = reader.pipeline(data, "", Pipeline())
-    stages = {name: reader.stage(name, body, app, ssh, pipeline) for name, body in data.get("stages", {}).items()}
+    env = reader.env(data.get("env", {}), "env")
+    stages = {name: reader.stage(name, body, app, ssh, pipeline, env) for name, body in data.get("stages", {}).items()}
     if not stages:
         raise reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")
     for stage in stages.values():

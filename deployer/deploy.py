@@ -10,11 +10,13 @@ the new release bad. Ctrl-C aborts the same way and exits 130.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 from pathlib import Path
 
-from . import commands, hooks, notify, planning
+from . import commands, envfile, hooks, notify, planning
 from .config import Host, Stage
 from .errors import PARTIAL, DeployerError, HostError, Interrupted
 from .fleet import HostRun
@@ -37,6 +39,7 @@ class Pipeline:
         self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
                                artifact=artifact, reason=options.reason, forced=options.forced)
         self.number: int | None = None
+        self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
         self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
                                      version=artifact.version, git_sha=artifact.git_sha,
                                      artifact_sha256=artifact.sha256, hosts=[h.name for h in hosts],
@@ -88,6 +91,7 @@ class Pipeline:
     def step(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
         """before_<name> hooks → body on every host → after_<name> hooks."""
         runs = self.session.active if runs is None else runs
+        _test_pause(name)
         self.hooks(f"before_{name}", runs)
         self.each(name, body, runs, tolerate)
         self.hooks(f"after_{name}", self.session.active if runs is None else runs)
@@ -113,6 +117,11 @@ class Pipeline:
         if skipped:
             self.session.abort(self.number, skipped)
 
+    def reachable(self, run: HostRun) -> None:
+        """One round trip that runs nothing (an SSH global request), bounded by connect_timeout."""
+        if run.conn is not None and not run.conn.ping():
+            raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
+
     def check_host(self, run: HostRun) -> None:
         state, art = run.state, self.artifact
         if state.missing_tools:
@@ -137,17 +146,22 @@ class Pipeline:
     def prepare(self, run: HostRun) -> None:
         s, app = self.session, self.stage.app
         upload = not run.state.cached
+        env = self.envs[run.name].render() if self.envs else None
         script = commands.prepare(s.paths, self.number, s.token, self.artifact.sha256, upload=upload,
                                   release_json=self.release_json(run),
-                                  shared_dirs=app.shared_dirs, shared_files=app.shared_files)
+                                  shared_dirs=app.shared_dirs, shared_files=app.shared_files,
+                                  env_file=app.env_file if env is not None else None,
+                                  env_size=len(env or b""))
+        note = f"; {app.env_file} written" if env is not None else ""
         if not upload:
-            s.run(run, "prepare", script)
-            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} ready")
+            s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
+            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} ready{note}")
             return
         progress = UploadProgress(self.out, run.name, self.artifact.size)
         with open(self.artifact.path, "rb") as fh:
-            s.run(run, "prepare", script, stdin=fh, progress=progress)
-        self.out.line(run.name, "prepare", f"{progress.done()}; release {self.number} ready")
+            stream = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
+            s.run(run, "prepare", script, stdin=stream, progress=progress)
+        self.out.line(run.name, "prepare", f"{progress.done()}; release {self.number} ready{note}")
 
     def migrate(self) -> None:
         m = self.pipeline.migrate
@@ -160,7 +174,8 @@ class Pipeline:
 
         def body(r: HostRun):
             result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.number, m.command,
-                                                                     self.ctx.env(r.host, r.previous)))
+                                                                     self.ctx.env(r.host, r.previous),
+                                                                     self.stage.app.run_as))
             digest = next((line.split("\t")[1] for line in result.stdout.splitlines()
                            if line.startswith("migrated\t")), "")
             self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
@@ -168,7 +183,8 @@ class Pipeline:
 
     def remote(self, run: HostRun, step: str, command: str) -> str:
         env = self.ctx.env(run.host, run.previous)
-        result = self.session.run(run, step, commands.in_release(self.session.paths, self.number, command, env))
+        result = self.session.run(run, step, commands.in_release(self.session.paths, self.number, command, env,
+                                                                 self.stage.app.run_as))
         self.out.line(run.name, step, "ok")
         return result.stdout
 
@@ -197,6 +213,12 @@ class Pipeline:
     # -- switching --------------------------------------------------------------------------------
 
     def switch_in_batches(self) -> None:
+        _test_pause("switch")
+        # every host must still answer before the first switch: a host lost after prepare aborts
+        # the deploy with nobody switched, instead of switching the others and putting them back
+        failures = self.session.fleet.each("switch", self.reachable, self.session.active)
+        if failures:
+            self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
         plan = batches(self.session.active, self.options)
         switched: list[HostRun] = []
         for batch in plan:
@@ -356,10 +378,39 @@ class Pipeline:
         notify.send(settings, event, data)
 
 
+class ChainReader:
+    """Several binary streams read as one (env file bytes, then the artifact)."""
+
+    def __init__(self, streams):
+        self.streams = list(streams)
+
+    def read(self, n: int = -1) -> bytes:
+        while self.streams:
+            data = self.streams[0].read(n)
+            if data:
+                return data
+            self.streams.pop(0)
+        return b""
+
+
 class HookError(DeployerError):
     def __init__(self, step: str, message: str):
         super().__init__(f"{step}: {message}")
         self.step = step
+
+
+def _test_pause(step: str) -> None:
+    """Test-only fault window (tests/test_faults.py). With DEPLOYER_TEST_PAUSE_BEFORE=<step>:<file>
+    the deploy creates <file> before <step> and waits (at most 120 s) until the test removes it;
+    the test injects its fault meanwhile (kill the deployer, kill a host, fill a disk...).
+    Unset, this is one environment lookup."""
+    name, _, flag = os.environ.get("DEPLOYER_TEST_PAUSE_BEFORE", "").partition(":")
+    if name != step or not flag:
+        return
+    Path(flag).touch()
+    deadline = time.monotonic() + 120
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def deploy(stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options | None = None,

@@ -1,10 +1,13 @@
-"""Read-only and maintenance flows: inspect (status, releases, check), cleanup, unlock."""
+"""Read-only and maintenance flows: inspect (status, releases, check), cleanup, unlock, config."""
 
 from __future__ import annotations
 
-from . import commands, planning
+import io
+
+from . import commands, envfile, planning
 from . import state as host_state
 from .config import Host, Stage
+from .errors import UsageError
 from .fleet import HostRun
 from .output import Output
 from .session import RunFailed, Session, names
@@ -67,5 +70,67 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
         if failures:
             raise RunFailed(f"unlock failed on {names(failures)}", session.runs)
         return session.runs
+    finally:
+        session.close()
+
+
+def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+                config_dir: str = ".") -> list[HostRun]:
+    """Write each host's env file (no new artifact), record its digest, then run the restart."""
+    envs = envfile.resolve(hosts, config_dir)
+    if not envs:
+        raise UsageError(f"stage {stage.name} has no [env] to push")
+    session = Session(stage, hosts, out, parallel, action="config")
+    try:
+        session.lock_all()
+
+        def write(run: HostRun):
+            env = envs[run.name]
+            line = session.ledger(run, "ok", release=run.state.current, env_file=stage.app.env_file,
+                                  env_sha256=env.digest, keys=sorted(env.values))
+            session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, line),
+                        stdin=io.BytesIO(env.render()))
+            run.locked, run.result = False, "ok"
+            out.line(run.name, "config", f"{stage.app.env_file} written ({len(env.values)} keys, "
+                                         f"sha256 {env.digest[:12]})")
+
+        failures = session.fleet.each("config", write)
+        if failures:
+            session.abort()
+            raise RunFailed(f"config push failed on {names(failures)}", session.runs)
+        restart = stage.pipeline.restart
+        if restart.command:
+            targets = [r for r in session.runs if r.state.current is not None
+                       and (not restart.roles or set(restart.roles) & set(r.host.roles))]
+            failures = session.fleet.each("restart", lambda r: session.run(r, "restart", commands.in_release(
+                session.paths, r.state.current, restart.command, {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"},
+                stage.app.run_as)), targets)
+            if failures:
+                raise RunFailed(f"config written, but restart failed on {names(failures)}", session.runs)
+        return session.runs
+    finally:
+        session.close()
+
+
+def diff_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+                config_dir: str = ".") -> list[dict]:
+    """Keys that differ between each host's env file and what would be written (secrets masked)."""
+    envs = envfile.resolve(hosts, config_dir)
+    session = Session(stage, hosts, out, parallel, action="config")
+    rows: list[dict] = []
+
+    def read(run: HostRun):
+        result = session.run(run, "inspect", commands.read_env(session.paths, stage.app.env_file))
+        want = envs.get(run.name, envfile.HostEnv({}, frozenset()))
+        for key, change, old, new in envfile.diff(envfile.parse(result.stdout), want):
+            rows.append({"host": run.name, "key": key, "change": change, "on host": old, "would write": new})
+        run.result = "ok"
+
+    try:
+        failures = session.fleet.each("inspect", read)
+        if failures:
+            raise RunFailed(f"cannot read the env file on {names(failures)}", session.runs)
+        order = {h.name: i for i, h in enumerate(hosts)}
+        return sorted(rows, key=lambda r: (order[r["host"]], r["key"]))
     finally:
         session.close()

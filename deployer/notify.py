@@ -12,6 +12,7 @@ import sys
 import urllib.request
 
 from .config import NotifySettings
+from .output import redact as output_redact
 
 ALWAYS = ("failed", "rolled back")
 
@@ -27,7 +28,7 @@ def message(event: str, data: dict) -> str:
     return head.strip()
 
 
-def send(settings: NotifySettings, event: str, data: dict, redact=lambda s: s) -> list[str]:
+def send(settings: NotifySettings, event: str, data: dict, redact=output_redact) -> list[str]:
     """Deliver one event; returns the delivery errors (also printed to stderr)."""
     if event not in settings.events and event not in ALWAYS:
         return []

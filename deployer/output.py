@@ -10,6 +10,27 @@ import time
 from tabulate import tabulate
 
 
+_SECRETS: set[str] = set()
+MASK = "••••••"
+
+
+def add_secret(value: str) -> None:
+    """Register a secret value: every line this process prints has it masked."""
+    if value and len(value) >= 3:
+        _SECRETS.add(value)
+        for line in value.splitlines():
+            if len(line) >= 3:
+                _SECRETS.add(line)
+
+
+def redact(text):
+    if not isinstance(text, str) or not _SECRETS:
+        return text
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
 class Output:
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
@@ -22,22 +43,22 @@ class Output:
             return
         stamp = time.monotonic() - self._started
         with self._lock:
-            print(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}", file=self.stream, flush=True)
+            print(redact(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}"), file=self.stream, flush=True)
 
     def say(self, text: str) -> None:
         if not self.quiet:
             with self._lock:
-                print(text, file=self.stream, flush=True)
+                print(redact(text), file=self.stream, flush=True)
 
     def table(self, rows: list[dict], headers: list[str] | None = None) -> None:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[row.get(h, "") for h in headers] for row in rows]
         with self._lock:
-            print(tabulate(body, headers=headers, tablefmt="simple"), file=self.stream, flush=True)
+            print(redact(tabulate(body, headers=headers, tablefmt="simple")), file=self.stream, flush=True)
 
     def json(self, data) -> None:
         with self._lock:
-            print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.stream, flush=True)
+            print(redact(json.dumps(data, indent=2, sort_keys=True, default=str)), file=self.stream, flush=True)
 
 
 def human_bytes(n: float) -> str:

@@ -102,7 +102,8 @@ def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
             hooks.run_python(hook, ctx)
         else:
             failures = session.fleet.each(point, lambda r: session.run(
-                r, point, commands.in_release(session.paths, r.target, hook.command, ctx.env(r.host, r.previous))),
+                r, point, commands.in_release(session.paths, r.target, hook.command, ctx.env(r.host, r.previous),
+                                              session.stage.app.run_as)),
                 hooks.targets(hook, session.runs))
             if failures:
                 raise hooks.HookFailed(f"{point} hook failed on {names(failures)}: "
@@ -120,7 +121,8 @@ def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[in
     for number in releases:
         env = {**ctx.env(run.host), "DEPLOY_RELEASE": str(number),
                "DEPLOY_RELEASE_PATH": session.paths.release(number), "DEPLOY_ROLLBACK_TO": str(ctx.release)}
-        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env))
+        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env,
+                                                        session.stage.app.run_as))
         session.out.line(run.name, "migrate", f"down migration of release {number} ran")
 
 
@@ -130,7 +132,8 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
         return
     targets = [run for run in session.runs if run.switched and (not r.roles or set(r.roles) & set(run.host.roles))]
     failures = session.fleet.each("restart", lambda run: session.run(
-        run, "restart", commands.in_release(session.paths, run.target, r.command, ctx.env(run.host, run.previous))),
+        run, "restart", commands.in_release(session.paths, run.target, r.command, ctx.env(run.host, run.previous),
+                                            session.stage.app.run_as)),
         targets)
     for name, exc in failures.items():
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")

@@ -16,7 +16,7 @@ from . import config as config_mod
 from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
 from .errors import BAD_INPUT, DeployerError, UsageError
-from .output import Output
+from .output import Output, redact
 from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
@@ -34,11 +34,11 @@ def _boundary(fn):
             out = Output()
             rows = report.run_rows(exc.runs)
             out.table(rows, report.run_headers(rows))
-            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            raise Exit(redact(f"error: {exc}"), code=exc.exit_code) from None
         except DeployerError as exc:
-            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            raise Exit(redact(f"error: {exc}"), code=exc.exit_code) from None
         except ArtifactError as exc:
-            raise Exit(f"error: {exc}", code=getattr(exc, "exit_code", BAD_INPUT)) from None
+            raise Exit(redact(f"error: {exc}"), code=getattr(exc, "exit_code", BAD_INPUT)) from None
     return wrapper
 
 
@@ -217,7 +217,7 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
     cfg = config_mod.load(config)
     out = Output(quiet=json)
     rows, unreachable = [], []
-    for st in cfg.stages.values():
+    for st in [cfg.stage(name) for name in cfg.stages]:
         runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
         drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
         stage_rows = report.status_rows(runs)
@@ -319,6 +319,38 @@ def sandbox_down(c):
     Output().say("sandbox hosts removed")
 
 
+@command(name="push")
+def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10):
+    """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    runs = maintenance.push_config(st, selected, Output(), _parallel(parallel), str(cfg.path.parent))
+    Output().say(f"config pushed to {len(runs)} host(s) of {st.name}")
+
+
+@command(name="diff")
+def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Keys that differ between the hosts' env files and what push would write (secrets masked)."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    out = Output(quiet=json)
+    rows = maintenance.diff_config(st, selected, out, _parallel(parallel), str(cfg.path.parent))
+    if json:
+        out.json(rows)
+    else:
+        out.table(rows) if rows else out.say("no differences")
+
+
+@command(name="hosts")
+def hosts_(c, stage=None, config=None, json=False):
+    """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    rows = [{"name": h.name, "host": h.address, "port": h.port, "user": h.user or "", "roles": ",".join(h.roles),
+             "env keys": ",".join(k for k, _ in h.env)} for h in st.hosts]
+    out = Output()
+    out.json(rows) if json else out.table(rows)
+
+
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
+config_ns = Collection("config", config_push, config_diff)
 ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
-                sandbox_ns)
+                hosts_, sandbox_ns, config_ns)

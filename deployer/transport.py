@@ -3,6 +3,17 @@
 Fabric's Connection opens the session (its defaults are tightened: host keys are checked against
 known_hosts, connect timeout and keepalive set, agent forwarding off); commands run on raw exec
 channels so stdin can stream a large artifact with bounded memory.
+
+Every command's shell first prints its process id on stderr (a marker line the transport strips).
+OpenSSH starts each exec session in a new session and process group led by that shell, so the
+pid is the group id: on a timeout or a cancel, a second channel kills the whole group (TERM, then
+KILL after a grace period), and no remote process outlives the command that started it.
+
+How long until a dead host is noticed (defaults in brackets, see `dead_link_window`):
+after `keepalive` seconds [10] with no traffic either way, the transport asks the server for a
+reply (a global request every SSH server answers without running anything); no reply within
+2 x keepalive more [20] and the host is declared gone: 3 x keepalive [30 s] after the last byte.
+A slow command or slow disk is not a dead host: the server still answers the probe.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import select
 import socket
 import threading
@@ -21,11 +33,16 @@ from typing import BinaryIO
 import fabric
 import paramiko
 
-from .config import Host
+from .config import Host, SSHSettings
 from .errors import DeployerError
 
 CHUNK = 256 * 1024
+PACKET = 32 * 1024              # one channel send at most (the SSH maximum packet size)
 OUTPUT_TAIL = 64 * 1024
+SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
+KILL_GRACE = 2.0                # seconds between TERM and KILL of a remote process group
+_MARK_LINE = re.compile(rb"^deployer-pgid (\d+)\n", re.MULTILINE)
+_HEAD_MAX = 4096                # stderr bytes searched for the marker
 
 
 class TransportError(DeployerError):
@@ -54,6 +71,27 @@ class Result:
 def fingerprint(key: paramiko.PKey) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def dead_link_window(ssh: SSHSettings) -> float:
+    """Seconds from the last byte heard to "host stopped answering": keepalive of silence, then a
+    probe that gets 2 x keepalive to be answered. 30 s with the defaults."""
+    interval = max(ssh.keepalive, 1)
+    return 3.0 * interval
+
+
+def wrap(script: str) -> str:
+    """The command as sent: the marker line first, then the script unchanged."""
+    return "printf 'deployer-pgid %s\\n' \"$$\" >&2\n" + script
+
+
+def kill_script(pgid: int, grace: float = KILL_GRACE) -> str:
+    """TERM the process group (the shell's traps clean up), wait up to `grace`, then KILL what is left."""
+    steps = max(int(grace / 0.1), 1)
+    return (f"p={int(pgid)}\n"
+            "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null || exit 0\n"
+            f"i=0; while [ $i -lt {steps} ] && kill -0 -$p 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
+            "kill -KILL -$p 2>/dev/null; exit 0\n")
 
 
 class _StrictPolicy(paramiko.MissingHostKeyPolicy):
@@ -123,77 +161,174 @@ class Connection:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except Exception:       # closing a dead link must not hide why it died
+                pass
 
     @property
     def alive(self) -> bool:
         return self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active()
 
+    def ping(self, timeout: float | None = None) -> bool:
+        """One round trip that runs nothing on the host: True when the server answers in time."""
+        if not self.alive:
+            return False
+        answered = self._probe()
+        return answered.wait(timeout or self.host.ssh.connect_timeout) and self.alive
+
     def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
             progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
-        """Run one remote command; stream `stdin` to it in chunks. Never raises on a non-zero exit."""
+        """Run one remote command; stream `stdin` to it in chunks. Never raises on a non-zero exit.
+
+        Raises TransportError when the host stops answering or `timeout` passes (the remote process
+        group is killed first), Cancelled when `cancel` is set (same). Output is read while stdin is
+        sent, so a command flooding stdout/stderr cannot deadlock it; only the tails are kept.
+        """
         if not self.alive:
             raise TransportError("connection lost")
-        timeout = timeout or self.host.ssh.command_timeout
+        ssh = self.host.ssh
+        timeout = timeout or ssh.command_timeout
         deadline = time.monotonic() + timeout
-        stall = max(self.host.ssh.keepalive * 3, 15)
         try:
-            chan = self._conn.transport.open_session(timeout=self.host.ssh.connect_timeout)
+            chan = self._conn.transport.open_session(timeout=ssh.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise TransportError(f"cannot open a session: {exc}") from None
+            raise TransportError(f"cannot open a session: {exc or type(exc).__name__}") from None
         self.commands_run += 1
-        out, err = _Tail(), _Tail()
+        out, err = _Tail(), _Stderr()
+        watch = _Watch(self, ssh.keepalive)
+
+        def check() -> None:
+            if cancel is not None and cancel.is_set():
+                self._kill(chan, out, err)
+                raise Cancelled("cancelled")
+            if time.monotonic() > deadline:
+                self._kill(chan, out, err)
+                raise TransportError(f"command timed out after {timeout:g}s (remote processes killed)")
+            if not self.alive:
+                raise TransportError("connection lost while the command ran")
+            if watch.dead():
+                self.close()
+                raise TransportError(f"host stopped answering (nothing heard for {watch.window:g}s)")
+
         try:
-            chan.settimeout(stall)
-            chan.exec_command(script)
+            chan.settimeout(SLICE)
+            chan.exec_command(wrap(script))
             if stdin is not None:
-                sent = 0
-                while chunk := stdin.read(CHUNK):
-                    _check(cancel, deadline, timeout)
-                    chan.sendall(chunk)
-                    sent += len(chunk)
-                    _drain(chan, out, err)
-                    if progress:
-                        progress(sent)
+                _upload(chan, stdin, out, err, watch, check, progress)
+            if not chan.closed:
                 chan.shutdown_write()
-            else:
-                chan.shutdown_write()
-            last = time.monotonic()
-            while True:
-                _check(cancel, deadline, timeout)
-                readable, _, _ = select.select([chan], [], [], 0.5)
-                got = _drain(chan, out, err)
-                if got:
-                    last = time.monotonic()
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                if not self.alive:
-                    raise TransportError("connection lost while the command ran")
-                if not readable and not got and time.monotonic() - last > stall and not self._responsive():
-                    raise TransportError(f"host stopped answering (no reply to keepalive for {stall}s)")
+            while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                check()
+                select.select([chan], [], [], SLICE)
+                if _drain(chan, out, err):
+                    watch.traffic()
             code = chan.recv_exit_status()
         except socket.timeout:
-            raise TransportError(f"host stopped answering (stalled for {stall}s)") from None
+            raise TransportError("host stopped answering (timed out)") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"connection lost: {exc or type(exc).__name__}") from None
         finally:
-            chan.close()
+            try:
+                chan.close()
+            except Exception:
+                pass
         return Result(code, out.text(), err.text())
 
-    def _responsive(self, wait: float = 10.0) -> bool:
-        """A global request the server must answer: tells a slow command from a dead link."""
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _probe(self) -> threading.Event:
+        """Send a global request every server answers; the event is set when the answer arrives."""
         answered = threading.Event()
+        conn = self._conn
 
         def probe():
             try:
-                self._conn.transport.global_request("keepalive@openssh.com", wait=True)
+                conn.transport.global_request("keepalive@openssh.com", wait=True)
             except Exception:
                 return
-            answered.set()
+            if conn.transport is not None and conn.transport.is_active():
+                answered.set()
 
-        threading.Thread(target=probe, daemon=True).start()
-        return answered.wait(wait) and self.alive
+        threading.Thread(target=probe, daemon=True, name="ssh-probe").start()
+        return answered
+
+    def _kill(self, chan: paramiko.Channel, out: "_Tail", err: "_Stderr") -> None:
+        """Kill the command's remote process group over a second channel. Bounded; never raises."""
+        try:
+            until = time.monotonic() + KILL_GRACE
+            while err.pgid is None and time.monotonic() < until and self.alive and not chan.exit_status_ready():
+                select.select([chan], [], [], 0.1)
+                _drain(chan, out, err)
+            if err.pgid is None or chan.exit_status_ready() or not self.alive:
+                return
+            killer = self._conn.transport.open_session(timeout=min(self.host.ssh.connect_timeout, 5))
+            self.commands_run += 1
+            try:
+                killer.exec_command(kill_script(err.pgid))
+                killer.shutdown_write()
+                until = time.monotonic() + KILL_GRACE + 5
+                while not killer.exit_status_ready() and time.monotonic() < until and self.alive:
+                    time.sleep(0.05)
+            finally:
+                killer.close()
+        except Exception:
+            pass
+
+
+def _upload(chan, stdin: BinaryIO, out: "_Tail", err: "_Stderr", watch: "_Watch", check, progress) -> None:
+    """Send stdin in packets, reading output in between; stop early if the command exits."""
+    sent = 0
+    while chunk := stdin.read(CHUNK):
+        offset = 0
+        while offset < len(chunk):
+            check()
+            if chan.exit_status_ready() or chan.closed:
+                return                      # the command stopped reading: its exit status says why
+            try:
+                n = chan.send(chunk[offset:offset + PACKET])
+            except socket.timeout:
+                n = 0                       # no window yet: the remote is still consuming
+            except OSError:
+                if chan.closed or chan.exit_status_ready():
+                    return
+                raise
+            if n:
+                offset += n
+                sent += n
+                watch.traffic()
+            if _drain(chan, out, err):
+                watch.traffic()
+        if progress:
+            progress(sent)
+
+
+class _Watch:
+    """Tells a slow command from a dead link (see the module docstring for the timing)."""
+
+    def __init__(self, conn: Connection, keepalive: int, clock: Callable[[], float] = time.monotonic):
+        self.conn = conn
+        self.clock = clock
+        self.interval = max(keepalive, 1)
+        self.window = 3.0 * self.interval
+        self.last = clock()
+        self.probe: tuple[float, threading.Event] | None = None
+
+    def traffic(self) -> None:
+        self.last = self.clock()
+
+    def dead(self) -> bool:
+        now = self.clock()
+        if self.probe is not None:
+            started, answered = self.probe
+            if answered.is_set():
+                self.probe, self.last = None, now
+                return False
+            return self.last < started and now - started > 2 * self.interval
+        if now - self.last >= self.interval:
+            self.probe = (now, self.conn._probe())
+        return False
 
 
 class _Tail:
@@ -211,6 +346,31 @@ class _Tail:
         return self.buf.decode("utf-8", "replace")
 
 
+class _Stderr(_Tail):
+    """stderr's tail, minus the marker line that carries the remote process group id."""
+
+    def __init__(self):
+        super().__init__()
+        self.pgid: int | None = None
+        self._head: bytearray | None = bytearray()     # None once the marker was found or given up
+
+    def add(self, data: bytes) -> None:
+        if self._head is None:
+            return super().add(data)
+        self._head += data
+        match = _MARK_LINE.search(self._head)
+        if match:
+            self.pgid = int(match.group(1))
+            del self._head[match.start():match.end()]
+        elif len(self._head) < _HEAD_MAX:
+            return                  # the marker comes first; wait for the rest of its line
+        head, self._head = self._head, None
+        super().add(bytes(head))
+
+    def text(self) -> str:
+        return (self.buf + (self._head or b"")).decode("utf-8", "replace")
+
+
 def _drain(chan: paramiko.Channel, out: _Tail, err: _Tail) -> bool:
     got = False
     while chan.recv_ready():
@@ -226,10 +386,3 @@ def _drain(chan: paramiko.Channel, out: _Tail, err: _Tail) -> bool:
         err.add(data)
         got = True
     return got
-
-
-def _check(cancel: threading.Event | None, deadline: float, timeout: float) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
-    if time.monotonic() > deadline:
-        raise TransportError(f"command timed out after {int(timeout)}s")

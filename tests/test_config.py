@@ -138,7 +138,7 @@ def test_example_config_parses_and_documents_every_key():
     """hosts.example.toml is the reference: it must stay valid and mention every schema key."""
     path = Path(__file__).resolve().parent.parent / "hosts.example.toml"
     cfg = config.parse(path.read_text(), path)
-    assert list(cfg.stages) == ["staging", "production"]
+    assert list(cfg.stages) == ["staging", "canary", "production"]
     prod = cfg.stage("production")
     assert prod.pipeline.verify.retries == 5 and prod.pipeline.migrate.role == "migrate"
     assert [h.point for h in prod.pipeline.hooks] == ["after_prepare", "before_switch", "after_verify"]
