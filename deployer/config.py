@@ -46,13 +46,17 @@ class BuildSettings:
 @dataclass(frozen=True)
 class SSHSettings:
     user: str | None = None
-    port: int = 22
+    port: int | None = None            # None: ~/.ssh/config's Port, else 22
     key: str | None = None
     known_hosts: str = "~/.ssh/known_hosts"
     host_key_policy: str = "strict"
     connect_timeout: int = 10
     keepalive: int = 10
     command_timeout: int = 900
+    config: bool = True                # honour ~/.ssh/config (Host aliases, User, Port, IdentityFile, ProxyJump)
+    config_file: str = "~/.ssh/config"
+    gateway: str = ""                  # jump host: [user@]host[:port]
+    forward_agent: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Host:
 
     @property
     def port(self) -> int:
-        return self.ssh.port
+        return self.ssh.port or 22
 
     @property
     def user(self) -> str | None:
@@ -233,6 +237,10 @@ _SSH = {
     "connect_timeout": (int, "seconds, an integer >= 1"),
     "keepalive": (int, "seconds, an integer >= 1"),
     "command_timeout": (int, "seconds, an integer >= 1"),
+    "config": (bool, "true or false"),
+    "config_file": (str, "a path to an ssh config file"),
+    "gateway": (str, "[user@]host[:port] of a jump host"),
+    "forward_agent": (bool, "true or false"),
 }
 _PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 _STAGE = {
@@ -373,9 +381,11 @@ class _Reader:
         for key in ("connect_timeout", "keepalive", "command_timeout"):
             if key in values and values[key] < 1:
                 raise self.fail(f"{where}.{key}", f"expected seconds >= 1, got {values[key]}")
-        for key in ("key", "known_hosts"):
+        for key in ("key", "known_hosts", "config_file"):
             if key in values:
                 values[key] = self.resolve(values[key])
+        if values.get("gateway") and any(c.isspace() for c in values["gateway"]):
+            raise self.fail(f"{where}.gateway", f"expected [user@]host[:port], got {values['gateway']!r}")
         return replace(base, **values)
 
     def env(self, data: Any, where: str) -> dict[str, EnvValue]:
@@ -416,7 +426,7 @@ class _Reader:
         roles = data.get("roles", [])
         if not all(isinstance(r, str) and r for r in roles):
             raise self.fail(f"{where}.roles", f"expected a list of role names, got {roles!r}")
-        default_name = address if host_ssh.port == 22 else f"{address}:{host_ssh.port}"
+        default_name = address if host_ssh.port in (None, 22) else f"{address}:{host_ssh.port}"
         merged = dict(env or {})
         for role in roles:
             merged.update((role_env or {}).get(role, {}))

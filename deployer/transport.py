@@ -116,6 +116,54 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
                 fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+def _fabric_config(ssh: SSHSettings) -> fabric.Config:
+    """Fabric's config: ~/.ssh/config honoured unless `ssh.config = false`."""
+    path = os.path.expanduser(ssh.config_file) if ssh.config_file else None
+    if ssh.config and path and os.path.exists(path):
+        return fabric.Config(runtime_ssh_path=path)
+    return fabric.Config(overrides={"load_ssh_configs": ssh.config})
+
+
+def _harden(conn: fabric.Connection, ssh: SSHSettings) -> fabric.Connection:
+    """Fabric auto-adds unknown host keys: replace that, on this hop and every gateway hop."""
+    known_hosts = os.path.expanduser(ssh.known_hosts)
+    if os.path.exists(known_hosts):
+        conn.client.load_host_keys(known_hosts)
+    policy = _AcceptNewPolicy(known_hosts) if ssh.host_key_policy == "accept-new" else _StrictPolicy()
+    conn.client.set_missing_host_key_policy(policy)
+    if isinstance(conn.gateway, fabric.Connection):
+        _harden(conn.gateway, ssh)
+        if conn.gateway.connect_timeout is None:
+            conn.gateway.connect_timeout = ssh.connect_timeout
+    return conn
+
+
+def _fabric_connection(address: str, user: str | None, port: int | None, ssh: SSHSettings,
+                       gateway: fabric.Connection | None = None) -> fabric.Connection:
+    connect_kwargs = {"banner_timeout": ssh.connect_timeout, "auth_timeout": ssh.connect_timeout}
+    if ssh.key:
+        connect_kwargs.update(key_filename=[ssh.key], look_for_keys=False, allow_agent=False)
+    kwargs = {"user": user, "port": port, "connect_timeout": ssh.connect_timeout, "forward_agent": ssh.forward_agent,
+              "connect_kwargs": connect_kwargs, "config": _fabric_config(ssh)}
+    if gateway is not None:
+        kwargs["gateway"] = gateway
+    return _harden(fabric.Connection(address, **kwargs), ssh)
+
+
+def _gateway(ssh: SSHSettings) -> fabric.Connection | None:
+    """`ssh.gateway = "[user@]host[:port]"`: a jump host, itself host-key checked (ProxyJump in
+    ~/.ssh/config works too, through Fabric)."""
+    if not ssh.gateway:
+        return None
+    text, user, port = ssh.gateway, None, None
+    if "@" in text:
+        user, text = text.rsplit("@", 1)
+    if text.count(":") == 1:
+        text, port_text = text.split(":")
+        port = int(port_text)
+    return _fabric_connection(text, user or ssh.user, port, ssh)
+
+
 class Connection:
     """An open SSH connection to one host, counting the commands it runs."""
 
@@ -125,34 +173,25 @@ class Connection:
         self._conn: fabric.Connection | None = None
 
     def open(self) -> "Connection":
+        """Connect (through the gateway, if any) with strict host keys, timeouts and keepalive."""
         ssh = self.host.ssh
-        connect_kwargs = {"look_for_keys": ssh.key is None, "allow_agent": ssh.key is None,
-                          "banner_timeout": ssh.connect_timeout, "auth_timeout": ssh.connect_timeout}
-        if ssh.key:
-            connect_kwargs["key_filename"] = [ssh.key]
-        conn = fabric.Connection(self.host.address, user=ssh.user, port=ssh.port,
-                                 connect_timeout=ssh.connect_timeout, connect_kwargs=connect_kwargs,
-                                 forward_agent=False)
-        known_hosts = os.path.expanduser(ssh.known_hosts)
-        if os.path.exists(known_hosts):
-            conn.client.load_host_keys(known_hosts)
-        policy = _AcceptNewPolicy(known_hosts) if ssh.host_key_policy == "accept-new" else _StrictPolicy()
-        conn.client.set_missing_host_key_policy(policy)
+        conn = _fabric_connection(self.host.address, ssh.user, ssh.port, ssh, gateway=_gateway(ssh))
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
             raise TransportError(
-                f"host key CHANGED for {self.host.address}:{ssh.port}: expected {fingerprint(exc.expected_key)}, "
-                f"got {fingerprint(exc.key)}; refusing (possible man-in-the-middle; check and fix {known_hosts})"
+                f"host key CHANGED for {exc.hostname}: expected {fingerprint(exc.expected_key)}, "
+                f"got {fingerprint(exc.key)}; refusing (possible man-in-the-middle; check and fix "
+                f"{os.path.expanduser(ssh.known_hosts)})"
             ) from None
         except TransportError:
             raise
         except paramiko.AuthenticationException as exc:
-            raise TransportError(f"authentication failed as {ssh.user or 'default user'}: {exc}") from None
+            raise TransportError(f"authentication failed as {conn.user}: {exc}") from None
         except (socket.timeout, TimeoutError):
             raise TransportError(f"connect timed out after {ssh.connect_timeout}s") from None
         except ConnectionRefusedError:
-            raise TransportError(f"connection refused on port {ssh.port}") from None
+            raise TransportError(f"connection refused on port {conn.port}") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise TransportError(f"cannot connect: {exc or type(exc).__name__}") from None
         conn.transport.set_keepalive(ssh.keepalive)

@@ -1,0 +1,156 @@
+"""SSH the way ops run it: a bastion in front of hosts only it can reach, ~/.ssh/config aliases and
+ProxyJump, host key policies (strict, accept-new), agent forwarding off."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import toml
+
+from conftest import TEST_LABEL
+from deployer import config as config_mod
+from deployer import sandbox as sandbox_mod
+from deployer.transport import Connection
+from helpers import cli
+
+
+@pytest.fixture
+def hidden_hosts(sandbox_image, client_key):
+    """Two hosts on an internal docker network (no published port), known only by name, plus a
+    bastion reachable on 127.0.0.1 that is attached to that network."""
+    import docker
+    client = docker.from_env()
+    net = client.networks.create(f"deployer-internal-{uuid.uuid4().hex[:8]}", internal=True,
+                                 labels={TEST_LABEL: "net"})
+    pubkey = client_key.with_suffix(".pub").read_text().strip()
+    targets, bastion = [], None
+    try:
+        for i in (1, 2):
+            name = f"hidden-{uuid.uuid4().hex[:6]}-{i}"
+            targets.append(client.containers.run(sandbox_image, detach=True, name=name, network=net.name,
+                                                 environment={"AUTHORIZED_KEY": pubkey},
+                                                 labels={TEST_LABEL: name}))
+        bastion = sandbox_mod.start_hosts(1, pubkey, label=TEST_LABEL, prefix="bastion")[0]
+        net.connect(bastion.container_id)
+        lines = []
+        for c in targets:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                code, out = c.exec_run(["sh", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub && "
+                                        "(echo > /dev/tcp/127.0.0.1/22) 2>/dev/null || "
+                                        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 22), 1)'"])
+                if code == 0 and out.startswith(b"ssh-ed25519"):
+                    break
+                time.sleep(0.1)
+            key = out.decode().split()[:2]
+            lines.append(f"{c.name} {key[0]} {key[1]}")
+        lines.append(sandbox_mod.host_key_line(bastion))
+        yield {"targets": targets, "bastion": bastion, "known_hosts": "\n".join(lines) + "\n", "key": client_key}
+    finally:
+        for c in targets:
+            c.remove(force=True)
+        if bastion:
+            sandbox_mod.stop_hosts([bastion])
+        net.remove()
+        client.close()
+
+
+def write_config(tmp_path, hosts: list, ssh: dict, known_hosts: str, source) -> str:
+    kh = tmp_path / "known_hosts"
+    kh.write_text(known_hosts)
+    doc = {"app": {"name": "sample", "deploy_to": "/srv/app"}, "build": {"source": str(source)},
+           "ssh": {"known_hosts": str(kh), "connect_timeout": 10, **ssh},
+           "stages": {"prod": {"hosts": hosts}}}
+    path = tmp_path / "hosts.toml"
+    path.write_text(toml.dumps(doc))
+    return str(path)
+
+
+class Cfg:
+    def __init__(self, path):
+        from pathlib import Path
+        self.config_path = Path(path)
+
+
+def target_current(c) -> str:
+    code, out = c.exec_run(["readlink", "/srv/app/current"])
+    return out.decode().strip() if code == 0 else ""
+
+
+def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_repo, tmp_path):
+    b = hidden_hosts["bastion"]
+    names = [c.name for c in hidden_hosts["targets"]]
+    common = {"user": "deploy", "key": str(hidden_hosts["key"])}
+    direct = Cfg(write_config(tmp_path, names, {**common, "connect_timeout": 3}, hidden_hosts["known_hosts"], app_repo))
+    proc = cli(direct, "check")
+    assert proc.returncode == 1 and names[0] in proc.stderr      # unreachable from here
+
+    via = Cfg(write_config(tmp_path, names, {**common, "gateway": f"deploy@127.0.0.1:{b.port}"},
+                           hidden_hosts["known_hosts"], app_repo))
+    proc = cli(via, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
+    assert cli(via, "rollback").returncode == 1        # nothing earlier: refused, but reached them
+
+    # the same through ProxyJump in an ssh config file, with a Host alias for the bastion
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(f"Host jump\n  HostName 127.0.0.1\n  Port {b.port}\n  User deploy\n"
+                          f"  IdentityFile {hidden_hosts['key']}\n\n"
+                          f"Host hidden-*\n  ProxyJump jump\n  User deploy\n  IdentityFile {hidden_hosts['key']}\n")
+    jump = Cfg(write_config(tmp_path, names, {"config_file": str(ssh_config)}, hidden_hosts["known_hosts"], app_repo))
+    proc = cli(jump, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(target_current(c) == "releases/2" for c in hidden_hosts["targets"])
+
+
+def test_ssh_config_alias_user_port_identity(sandbox, app_repo, tmp_path):
+    sb = sandbox(1)
+    h = sb.hosts[0]
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(f"Host web-alias\n  HostName 127.0.0.1\n  Port {h.port}\n  User deploy\n"
+                          f"  IdentityFile {sb.key_path}\n")
+    kh = sb.known_hosts_path.read_text()
+    cfg = Cfg(write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config)}, kh, app_repo))
+    proc = cli(cfg, "check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "web-alias" in proc.stdout and "deploy" in proc.stdout
+    off = Cfg(write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config), "config": False,
+                                                      "connect_timeout": 3}, kh, app_repo))
+    proc = cli(off, "check")
+    assert proc.returncode == 1 and "web-alias" in proc.stderr
+
+
+def test_host_key_policies(sandbox, app_repo, tmp_path):
+    sb = sandbox(2)
+    # strict + unknown key: refused with the fingerprint, known_hosts untouched
+    sb.known_hosts_path.write_text("")
+    proc = cli(sb, "check")
+    assert proc.returncode == 1 and "unknown host key" in proc.stderr and "SHA256:" in proc.stderr
+    assert sb.known_hosts_path.read_text() == ""
+    # accept-new: unknown keys recorded
+    doc = toml.loads(sb.config_path.read_text())
+    doc["ssh"]["host_key_policy"] = "accept-new"
+    sb.config_path.write_text(toml.dumps(doc))
+    assert cli(sb, "check").returncode == 0
+    recorded = sb.known_hosts_path.read_text()
+    assert recorded.count("ssh-ed25519") == 2
+    # ... but a changed key is refused even then, and known_hosts stays as it was
+    sandbox_mod.regenerate_host_key(sb.hosts[0])
+    proc = cli(sb, "check")
+    assert proc.returncode == 1 and "host key CHANGED" in proc.stderr and "host-1" in proc.stderr
+    assert sb.known_hosts_path.read_text() == recorded
+
+
+def test_agent_forwarding_off_unless_asked(sandbox):
+    sb = sandbox(1)
+    cfg = config_mod.load(str(sb.config_path))
+    host = cfg.stage("sandbox").hosts[0]
+    conn = Connection(host).open()
+    try:
+        assert conn._conn.forward_agent is False
+        assert conn._conn.connect_timeout == host.ssh.connect_timeout == 10
+        assert conn._conn.transport.packetizer._Packetizer__keepalive_interval == host.ssh.keepalive
+    finally:
+        conn.close()
