@@ -1,0 +1,159 @@
+"""Pure decisions, no SSH: release numbers, rollback targets, cleanup, batches, env rendering,
+ledger lines, notification payloads."""
+
+import json
+
+import pytest
+
+from deployer import envfile, ledger, notify, planning
+from deployer.config import EnvValue, Host, NotifySettings, SSHSettings
+from deployer.errors import DeployerError, UsageError
+from deployer.plan import Options, batches
+from deployer.state import HostState, LockInfo, Release, parse
+
+
+def state(*releases, current=None, strays=()):
+    return HostState(current_kind="link" if current else "absent",
+                     current_target=f"releases/{current}" if current else "",
+                     releases=tuple(releases), strays=tuple(strays))
+
+
+def rel(n, complete=True, bad=False, rolled=False, **meta):
+    return Release(n, complete, bad, rolled, meta=meta)
+
+
+def test_next_release_number_is_one_above_the_highest_anywhere():
+    states = {"a": state(rel(1), rel(2), current=2), "b": state(rel(1), rel(5, complete=False), current=1),
+              "c": state()}
+    assert planning.next_release_number(states) == 6
+    assert planning.next_release_number({"a": state()}) == 1
+
+
+def test_rollback_target_skips_incomplete_bad_and_rolled_back():
+    st = state(rel(1), rel(2, bad=True), rel(3, complete=False), rel(4, rolled=True), rel(5), current=5)
+    assert planning.rollback_target(st) == 1
+    assert planning.rollback_target(st, to=4) == 4
+    for to, why in ((2, "marked bad"), (3, "incomplete"), (9, "does not exist"), (5, "already current")):
+        with pytest.raises(DeployerError, match=why):
+            planning.rollback_target(st, to=to)
+    with pytest.raises(DeployerError, match="no earlier complete release"):
+        planning.rollback_target(state(rel(1), current=1))
+    with pytest.raises(DeployerError, match="no current release"):
+        planning.rollback_target(state(rel(1)))
+
+
+def test_cleanup_by_number_never_current_or_previous():
+    st = state(*(rel(n) for n in range(1, 7)), current=5)
+    # 6 is an orphan (newer than current, never switched): purged; keep 3 = 5, 4 (previous), 3
+    assert sorted(planning.cleanup(st, 3, 5, 4), key=int) == ["1", "2", "6"]
+    st = state(rel(1), rel(2, bad=True), rel(3, complete=False), rel(4), rel(5), rel(6), current=6,
+               strays=(".tmp-7-abc", "junk"))
+    doomed = planning.cleanup(st, 3, 6, 5)
+    assert set(doomed) == {".tmp-7-abc", "2", "3", "1"}
+    # keep_releases=1 still keeps current and the release it replaced
+    assert planning.cleanup(state(rel(1), rel(2), rel(3), current=3), 1, 3, 2) == ["1"]
+    # a rolled-back release newer than current is not an orphan
+    assert planning.cleanup(state(rel(1), rel(2, rolled=True), current=1), 5, 1, None) == []
+
+
+def test_kept_artifacts_follow_surviving_releases():
+    st = state(rel(1, artifact_sha256="aa"), rel(2, artifact_sha256="bb"), current=2)
+    assert planning.kept_artifacts(st, ["1"], "cc") == ["bb", "cc"]
+
+
+def test_batches_per_strategy():
+    hosts = ["h1", "h2", "h3", "h4", "h5"]
+    assert [b.hosts for b in batches(hosts, Options())] == [tuple(hosts)]
+    rolling = batches(hosts, Options(strategy="rolling", batch=2, pause=1.5))
+    assert [b.hosts for b in rolling] == [("h1", "h2"), ("h3", "h4"), ("h5",)]
+    assert [b.pause_after for b in rolling] == [1.5, 1.5, 0.0]
+    canary = batches(hosts, Options(strategy="canary", canary=1, bake=30))
+    assert [b.hosts for b in canary] == [("h1",), ("h2", "h3", "h4", "h5")] and canary[0].bake == 30
+    assert [b.label for b in canary] == ["canary", "rest"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"strategy": "yolo"}, "--strategy"), ({"batch": 0}, "--batch"), ({"pause": -1}, "--pause"),
+    ({"max_fail": -1}, "--max-fail"), ({"forced": True}, "--force needs --reason"),
+])
+def test_bad_options_are_usage_errors(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        Options(**kwargs)
+
+
+def test_state_parse_reads_inspect_output():
+    out = ("user\tdeploy\ndeploy_to\tpresent 1\ncurrent\tlink releases/2\n"
+           'release\t1 1 0 0 1\t{"version": "v1"}\nrelease\t2 1 0 0 0\t{"version": "v2"}\n'
+           "release\t3 0 0 0 0\t\nstray\t.tmp-4-x\n"
+           'lock\t{"who": "a@b", "pid": 7, "stage": "prod", "started": "2026-01-01T00:00:00Z"}\n'
+           "free_kb\t12345\nmissing_tools\t\ncached\t1\n")
+    st = parse(out)
+    assert st.current == 2 and st.highest == 3 and st.cached and st.free_kb == 12345
+    assert st.release(1).migrated and st.release(2).meta["version"] == "v2" and not st.release(3).complete
+    assert st.lock.who == "a@b" and st.lock.pid == 7 and "pid 7" in st.lock.describe()
+    assert parse("current\tdangling releases/9\n").current is None
+    assert "dangling" in parse("current\tdangling releases/9\n").current_problem()
+    assert LockInfo.parse("garbage").who == "?"
+
+
+def test_env_render_quotes_and_round_trips():
+    values = {"PLAIN": "abc-1.2:3", "SPACES": "a b", "QUOTE": 'say "hi"', "DOLLAR": "$HOME `x`",
+              "NEWLINE": "a\nb", "EMPTY": ""}
+    text = envfile.render(values).decode()
+    assert "PLAIN=abc-1.2:3\n" in text and 'SPACES="a b"\n' in text and 'DOLLAR="\\$HOME \\`x\\`"' in text
+    assert envfile.parse(text) == values
+
+
+def test_env_resolution_and_diff(monkeypatch, tmp_path):
+    monkeypatch.setenv("TOKEN_X", "tok-123456")
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("from-file\n")
+    ssh = SSHSettings()
+    web = Host("web", "w", ssh, ("web",), env=(("A", EnvValue("1")), ("T", EnvValue(secret="env:TOKEN_X")),
+                                               ("F", EnvValue(secret=f"file:{secret_file}")),
+                                               ("C", EnvValue(secret="cmd:echo from-cmd"))))
+    envs = envfile.resolve((web,))
+    assert envs["web"].values == {"A": "1", "T": "tok-123456", "F": "from-file", "C": "from-cmd"}
+    assert envs["web"].secret_keys == {"T", "F", "C"}
+    rows = envfile.diff({"A": "0", "T": "old-secret", "GONE": "x"}, envs["web"])
+    assert ("A", "changed", "0", "1") in rows and ("T", "changed", "(secret)", "(secret)") in rows
+    assert ("GONE", "removed", "(secret)", "") in rows
+    from deployer.output import redact
+    assert redact("value tok-123456 here") == "value •••••• here"
+    monkeypatch.delenv("TOKEN_X")
+    from deployer.errors import ConfigError
+    with pytest.raises(ConfigError, match="TOKEN_X is not set"):
+        envfile.resolve((web,))
+
+
+def test_ledger_lines_are_single_short_json_lines():
+    line = ledger.entry("deploy", "prod", "failed", who="a@b", release=3, error="x" * 10000, reason="why\nnot")
+    assert "\n" not in line and len(line) <= ledger.MAX_LINE
+    data = json.loads(line)
+    assert data["action"] == "deploy" and data["error"].endswith("...") and data["reason"] == "why\nnot"
+    text = line + "\n" + line[:40] + "\n" + "not json\n" + line + "\n"
+    assert len(ledger.parse(text, "h1")) == 2
+
+
+def test_notification_payload_and_failure_always_sent(monkeypatch):
+    sent = []
+
+    class Resp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self, n):
+            return b""
+
+    monkeypatch.setattr(notify.urllib.request, "urlopen", lambda req, timeout: sent.append(req) or Resp())
+    settings = NotifySettings(webhooks=("https://hooks.example.com/T/B/XYZ",), events=("succeeded",))
+    notify.send(settings, "started", {"stage": "prod"})
+    assert sent == []                                   # not subscribed
+    notify.send(settings, "failed", {"stage": "prod", "app": "shop", "version": "v2", "release": 4,
+                                     "error": "verify failed"})
+    body = json.loads(sent[0].data)
+    assert body["event"] == "failed" and body["text"] == "✖ deploy failed: shop v2 to prod (release 4): verify failed"
+    assert notify._safe_url("https://hooks.example.com/T/B/XYZ") == "https://hooks.example.com/…"
