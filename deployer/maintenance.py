@@ -10,7 +10,7 @@ from .config import Host, Stage
 from .errors import UsageError
 from .fleet import HostRun
 from .output import Output
-from .session import RunFailed, Session, names
+from .session import Session
 
 
 def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
@@ -45,10 +45,7 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
             run.locked, run.result = False, "ok"
             out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
 
-        failures = session.fleet.each("cleanup", clean)
-        if failures:
-            session.abort()
-            raise RunFailed(f"cleanup failed on {names(failures)}", session.runs)
+        session.must("cleanup", clean, undo=True)
         return session.runs
     finally:
         session.close()
@@ -66,9 +63,7 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
                  if held else "no lock")
 
     try:
-        failures = session.fleet.each("unlock", force)
-        if failures:
-            raise RunFailed(f"unlock failed on {names(failures)}", session.runs)
+        session.must("unlock", force)
         return session.runs
     finally:
         session.close()
@@ -94,19 +89,14 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
             out.line(run.name, "config", f"{stage.app.env_file} written ({len(env.values)} keys, "
                                          f"sha256 {env.digest[:12]})")
 
-        failures = session.fleet.each("config", write)
-        if failures:
-            session.abort()
-            raise RunFailed(f"config push failed on {names(failures)}", session.runs)
+        session.must("config", write, failed="config push failed", undo=True)
         restart = stage.pipeline.restart
         if restart.command:
             targets = [r for r in session.runs if r.state.current is not None
                        and (not restart.roles or set(restart.roles) & set(r.host.roles))]
-            failures = session.fleet.each("restart", lambda r: session.run(r, "restart", commands.in_release(
+            session.must("restart", lambda r: session.run(r, "restart", commands.in_release(
                 session.paths, r.state.current, restart.command, {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"},
-                stage.app.run_as)), targets)
-            if failures:
-                raise RunFailed(f"config written, but restart failed on {names(failures)}", session.runs)
+                stage.app.run_as)), targets, failed="config written, but restart failed")
         return session.runs
     finally:
         session.close()
@@ -127,9 +117,7 @@ def diff_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
         run.result = "ok"
 
     try:
-        failures = session.fleet.each("inspect", read)
-        if failures:
-            raise RunFailed(f"cannot read the env file on {names(failures)}", session.runs)
+        session.must("inspect", read, failed="cannot read the env file")
         order = {h.name: i for i, h in enumerate(hosts)}
         return sorted(rows, key=lambda r: (order[r["host"]], r["key"]))
     finally:

@@ -34,7 +34,6 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
              migrations: str = "refuse", config_dir: Path = Path(".")) -> list[HostRun]:
     """migrations: refuse | run | ignore."""
     session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir)
-    pipeline = stage.pipeline
     ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
                             hosts=[h.name for h in hosts])
     try:

@@ -164,6 +164,14 @@ class Session:
                 self.out.line(run.name, "SKIPPED", f"{run.error} (allowed by --max-fail {max_fail})")
         return True
 
+    def must(self, step: str, fn, runs: list[HostRun] | None = None, *, failed: str = "", undo: bool = False) -> None:
+        """fn on every host; any failure raises RunFailed "<failed> on <hosts>" (after abort, with undo)."""
+        failures = self.fleet.each(step, fn, runs)
+        if failures:
+            if undo:
+                self.abort()
+            raise RunFailed(f"{failed or step + ' failed'} on {names(failures)}", self.runs)
+
     # -- undoing ------------------------------------------------------------------------------
 
     def abort(self, number: int | None = None, runs: list[HostRun] | None = None, result: str = "failed",

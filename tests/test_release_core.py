@@ -6,7 +6,6 @@ import gzip
 import os
 import signal
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from deployer import commands
 from deployer import config as config_mod
 from deployer.paths import Paths
 from deployer.transport import Connection
-from helpers import cli, cli_popen, commit_change, current, release_dirs, releases, status, tree
+from helpers import cli, cli_popen, commit_change, current, release_dirs, status, tree
 
 
 def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
