@@ -455,6 +455,10 @@ def _export_head(top: Path, prefix: str, sha: str, dest: Path) -> None:
                 with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
                     for m in tf:
                         _extract_one(tf, m, dest, symlinks)
+                # git pads the archive past the end marker, possibly in a later write: read it all,
+                # or closing the pipe early kills git with SIGPIPE (exit -13) now and then
+                while proc.stdout.read(65536):
+                    pass
             except (tarfile.TarError, EOFError) as exc:
                 read_error = exc  # git's own error (if any) is the better message
         finally:

@@ -92,7 +92,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}") if env_file else ""
     parts = [
         f"trap {q(f'rm -rf {tmp} {part} {env_tmp}'.rstrip())} EXIT",
-        f"trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
+        "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
         f"mkdir -p {q(paths.releases)} {q(paths.shared)} {q(paths.cache)}",
     ]
     if env_file:
@@ -114,7 +114,11 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         ]
     parts += [
         f"mkdir {tmp}",
-        f"tar -xzf {cached} -C {tmp} --no-same-owner",
+        # GNU tar reports a full disk only as "Wrote only N of M bytes": probe, and say it plainly
+        f"tar -xzf {cached} -C {tmp} --no-same-owner || {{ rc=$?; "
+        f"if ! head -c 65536 /dev/zero > {tmp}/.space-probe 2>/dev/null; then "
+        f"echo {q(f'no space left on device: extracting release {number} into {paths.releases} failed')} >&2; fi; "
+        f"exit $rc; }}",
         f"mkdir -p {tmp}/.deployer",
         f"printf '%s\\n' {q(release_json)} > {tmp}/.deployer/release.json",
         f"printf '%s\\n' {q(token)} > {tmp}/.deployer/deploy_id",
@@ -222,6 +226,8 @@ def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[
         f"for f in {q(paths.cache)}/*.tar.gz {q(paths.cache)}/.part-*; do",
         f'  [ -e "$f" ] || continue; case "${{f##*/}}" in {keep}) ;; *) rm -f "$f";; esac',
         "done",
+        # temp links of runs that died mid-switch: no run uses one while we hold the lock
+        f'for l in {q(paths.deploy_to)}/.current-*; do if [ -L "$l" ]; then rm -f "$l"; fi; done',
         _append_ledger(paths, ledger) if ledger else "",
         _unlock(paths, token),
     ]
@@ -266,10 +272,11 @@ def read_ledger(paths: Paths, match: str | None = None) -> str:
     return _lines(f"if [ -f {ledger} ]; then {pick}; fi")
 
 
-def drift(paths: Paths, shared: tuple[str, ...] = ()) -> str:
+def drift(paths: Paths, shared: tuple[str, ...] = (), generated: tuple[str, ...] = ()) -> str:
     """Compare current's files with the manifest that came in the artifact.
 
-    Prints `modified|removed|added<TAB>path` lines, or `no_manifest`. Shared paths are skipped.
+    Prints `modified|removed|added<TAB>path` lines, or `no_manifest`. Shared paths are skipped;
+    so are paths hooks generate in the release (`generated`) and __pycache__ directories.
     """
     current = q(paths.current)
     parts = [
@@ -290,7 +297,8 @@ def drift(paths: Paths, shared: tuple[str, ...] = ()) -> str:
         "*': OK') ;; *': FAILED open or read') printf 'removed\\t%s\\n' \"${l%: FAILED open or read}\";; "
         "*': FAILED') printf 'modified\\t%s\\n' \"${l%: FAILED}\";; esac; done",
         "cut -c67- \"$t/m\" | LC_ALL=C sort > \"$t/want\"",
-        "find . \\( -path ./.deployer" + "".join(f" -o -path {q('./' + rel)}" for rel in shared) +
+        "find . \\( -path ./.deployer -o -name __pycache__" +
+        "".join(f" -o -path {q('./' + rel)}" for rel in shared + generated) +
         " \\) -prune -o -type f -printf '%P\\n' | LC_ALL=C sort > \"$t/have\"",
         "LC_ALL=C comm -13 \"$t/want\" \"$t/have\" | while IFS= read -r f; do printf 'added\\t%s\\n' \"$f\"; done",
         _emit("checked", '"$(wc -l < "$t/m" | tr -d " ")"'),

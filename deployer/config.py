@@ -33,6 +33,7 @@ class AppSettings:
     recipe: str = ""
     env_file: str = ".env"          # rendered from [env] into shared/, linked into every release
     run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
+    generated: tuple[str, ...] = ()  # paths hooks create in the release (e.g. venv): not drift
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ _APP = {
     "recipe": (str, "a recipe name (deployer.recipes.<name>)"),
     "env_file": (str, "a relative path in shared/"),
     "run_as": (str, "a user name"),
+    "generated": (list, "a list of relative paths created in the release by hooks"),
 }
 _BUILD = {
     "source": (str, "a path to a git work tree"),
@@ -364,7 +366,7 @@ class _Reader:
             if data["run_as"] and not _NAME.match(data["run_as"]):
                 raise self.fail(f"{where}.run_as", f"expected a user name, got {data['run_as']!r}")
             values["run_as"] = data["run_as"]
-        for key in ("shared_dirs", "shared_files"):
+        for key in ("shared_dirs", "shared_files", "generated"):
             if key in data:
                 values[key] = self.rel_paths(data[key], f"{where}.{key}")
         return replace(base, **values)

@@ -99,7 +99,9 @@ def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
     session = Session(stage, stage.hosts, out, parallel, action="verify")
 
     def check(run: HostRun):
-        result = session.run(run, "inspect", commands.drift(session.paths, stage.app.shared_dirs + stage.app.shared_files))
+        app = stage.app
+        result = session.run(run, "inspect", commands.drift(session.paths, app.shared_dirs + app.shared_files,
+                                                            app.generated))
         lines = [line.split("\t", 1) for line in result.stdout.splitlines()]
         found = {"modified": [], "removed": [], "added": []}
         checked = 0

@@ -14,6 +14,12 @@ only that key, so a known_hosts file pinning it is unambiguous. sshd logs to
 the container's stderr with ``LogLevel VERBOSE``: every exec'd remote command
 shows up in ``docker logs`` as a line containing ``Starting session: command``
 (the command text itself is not logged).
+
+For the recipes, hosts can publish port 80 on 127.0.0.1 (``ports={"80/tcp": None}``;
+``up()`` always does): ``serve_nginx`` installs a recipe's server block and starts nginx,
+``Traffic`` sends a steady, bounded request stream to them and records every answer.
+``python -m deployer.sandbox`` builds the image; ``... serve|probe|traffic`` do the same for
+the hosts ``up()`` started (scripts/demo uses them).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -40,7 +46,7 @@ import toml
 # --- image definition: everything here goes into the tag's hash -------------
 
 SUITE = "bookworm"
-PACKAGES = ["openssh-server", "python3", "sudo", "procps", "nginx-light", "gunicorn", "curl"]
+PACKAGES = ["openssh-server", "python3", "python3-venv", "sudo", "procps", "nginx-light", "gunicorn", "curl"]
 ENTRYPOINT = "/usr/local/sbin/sandbox-init"
 NEEDPW_PASSWORD = "needpw-secret"
 
@@ -214,13 +220,22 @@ def ensure_client_key(directory: Path) -> Path:
 
 @dataclass
 class SandboxHost:
-    """One running sandbox container, reachable over SSH at host:port."""
+    """One running sandbox container, reachable over SSH at host:port.
+
+    ``ports`` maps each published container port (``"80/tcp"``) to its port on 127.0.0.1.
+    """
 
     name: str
     host: str
     port: int
     container_id: str
     label: str = DEFAULT_LABEL
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def http_port(self) -> int | None:
+        """The loopback port of the container's port 80 (nginx), when published."""
+        return self.ports.get("80/tcp")
 
 
 def _docker_client():
@@ -321,14 +336,17 @@ def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: di
     c = DockerContainer(image)
     c.tmpfs.update(kwargs.pop("tmpfs", {}))  # testcontainers passes these two to docker itself
     c.with_envs(**kwargs.pop("environment", {}), AUTHORIZED_KEY=pubkey.strip())
+    for inside, outside in kwargs.pop("ports", {}).items():  # testcontainers passes ports itself too
+        c.ports[inside] = _loopback_only(inside, outside)
     c.with_kwargs(**kwargs)
     c.ports["22/tcp"] = ("127.0.0.1", None)  # a random port, on loopback only
     c.start()
     wrapped = c.get_wrapped_container()
     try:
         wrapped.reload()
-        port = int(wrapped.attrs["NetworkSettings"]["Ports"]["22/tcp"][0]["HostPort"])
-        h = SandboxHost(name=name, host="127.0.0.1", port=port, container_id=wrapped.id, label=label)
+        ports = _published(wrapped)
+        h = SandboxHost(name=name, host="127.0.0.1", port=ports["22/tcp"], container_id=wrapped.id, label=label,
+                        ports=ports)
         _wait_ready(h)
     except BaseException:
         wrapped.remove(force=True)
@@ -336,12 +354,31 @@ def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: di
     return h
 
 
+def _loopback_only(inside: str, outside: Any) -> tuple[str, int | None]:
+    """A published port is always bound to 127.0.0.1: ``None``, a port or ``("127.0.0.1", port)``."""
+    if outside is None or isinstance(outside, int):
+        return ("127.0.0.1", outside)
+    if isinstance(outside, tuple) and len(outside) == 2 and outside[0] == "127.0.0.1":
+        return outside
+    raise SandboxError(f"port {inside}: sandbox ports are published on 127.0.0.1 only, got {outside!r}")
+
+
+def _published(wrapped) -> dict[str, int]:
+    """{"22/tcp": 32771, "80/tcp": 32772}: the container's ports published on the host."""
+    found = {}
+    for inside, bindings in (wrapped.attrs["NetworkSettings"]["Ports"] or {}).items():
+        if bindings:
+            found[inside] = int(bindings[0]["HostPort"])
+    return found
+
+
 def start_hosts(n: int, pubkey: str, *, label: str = DEFAULT_LABEL, prefix: str = "host",
                 **docker_kwargs: Any) -> list[SandboxHost]:
     """Start n hosts in parallel (``host-1``..``host-n``), each accepting SSH when this returns.
 
     docker_kwargs go to ``docker run``, e.g. a tiny /srv for disk-full tests:
-    ``tmpfs={"/srv": "size=1m,uid=1000,gid=1000"}``.
+    ``tmpfs={"/srv": "size=1m,uid=1000,gid=1000"}``, or nginx reachable from this machine:
+    ``ports={"80/tcp": None}`` (published on 127.0.0.1 only; read it as ``host.http_port``).
     """
     image = ensure_image()
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(n, 16) or 1) as pool:
@@ -449,11 +486,15 @@ def write_config(path: Path, hosts: list[SandboxHost], key_path: Path, known_hos
 
 def up(n: int, workdir: Path = Path(".sandbox"), config_path: Path = Path("hosts.sandbox.toml"),
        source: str = ".", *, label: str = DEFAULT_LABEL) -> list[SandboxHost]:
-    """Replace any running sandbox with n fresh hosts; write the key, known_hosts and config."""
+    """Replace any running sandbox with n fresh hosts; write the key, known_hosts and config.
+
+    Each host's port 80 is published on 127.0.0.1 as well (see ``running()`` / ``http_port``).
+    """
     stop_all(label)
     ensure_image()
     key = ensure_client_key(workdir)
-    hosts = start_hosts(n, key.with_suffix(".pub").read_text(), label=label)
+    # port 80 is published too (loopback only), for `python -m deployer.sandbox serve` / `traffic`
+    hosts = start_hosts(n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None})
     known_hosts = write_known_hosts(Path(workdir) / "known_hosts", hosts)
     write_config(config_path, hosts, key, known_hosts, source=source)
     return hosts
@@ -464,8 +505,257 @@ def down(label: str = DEFAULT_LABEL) -> int:
     return stop_all(label)
 
 
+def running(label: str = DEFAULT_LABEL) -> list[SandboxHost]:
+    """The running hosts carrying the label (as started by ``up()``), ordered host-1, host-2, ..."""
+    hosts = []
+    for c in _docker_client().containers.list(filters={"label": label}):
+        ports = _published(c)
+        if "22/tcp" in ports:
+            hosts.append(SandboxHost(name=c.labels[label], host="127.0.0.1", port=ports["22/tcp"],
+                                     container_id=c.id, label=label, ports=ports))
+    return sorted(hosts, key=lambda h: (len(h.name), h.name))
+
+
+# --- web serving and traffic --------------------------------------------------
+# Sandbox hosts have no systemd: nginx is started directly, as root, by docker exec. The app server
+# (gunicorn) is started by the python_wsgi recipe's restart command on the first deploy.
+
+
+def serve_nginx(h: SandboxHost, site: str) -> None:
+    """Make ``site`` nginx's only server block in the container, then start (or reload) nginx."""
+    import shlex
+
+    code, out = exec_root(h, "rm -f /etc/nginx/sites-enabled/* && "
+                             f"printf '%s' {shlex.quote(site)} > /etc/nginx/sites-enabled/app && nginx -t -q && "
+                             "if [ -s /run/nginx.pid ] && kill -0 \"$(cat /run/nginx.pid)\" 2>/dev/null; "
+                             "then nginx -s reload; else nginx; fi")
+    if code != 0:
+        raise SandboxError(f"{h.name}: nginx did not start: {out.strip()}")
+
+
+@dataclass
+class Sample:
+    """One request of a Traffic run: which host, when sent and answered (time.time()), what came back."""
+
+    host: str
+    sent: float
+    done: float
+    status: int          # 0: no HTTP answer (see error)
+    body: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and not self.error
+
+    @property
+    def version(self) -> str:
+        """The sample app's answer is ``sample <version> <sha>``: its version word."""
+        words = self.body.split()
+        return words[1] if len(words) >= 2 and words[0] == "sample" else ""
+
+
+class Traffic:
+    """A steady, bounded stream of HTTP GETs to sandbox hosts' published port 80 (127.0.0.1 only).
+
+    ``threads`` workers per host share ``rate`` requests/s in total; half of them keep one
+    connection alive, the other half open a new connection per request. The run ends at
+    ``stop()``, after ``max_seconds`` or after ``max_requests``, whichever comes first.
+    Every request is recorded as a ``Sample``; nothing is retried.
+    """
+
+    def __init__(self, targets: dict[str, int], *, rate: float = 150, threads: int = 2, path: str = "/",
+                 max_seconds: float = 120, max_requests: int = 40000, timeout: float = 10):
+        import threading
+
+        if not targets:
+            raise SandboxError("traffic: no target ports")
+        self.targets = dict(targets)
+        self.path = path
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests
+        self.timeout = timeout
+        self.workers = [(name, port, i % 2 == 0) for name, port in self.targets.items() for i in range(threads)]
+        self.interval = len(self.workers) / rate
+        self._stop = threading.Event()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._threads: list = []
+        self._samples: list[list[Sample]] = []
+        self.started = self.ended = 0.0
+
+    def __enter__(self) -> "Traffic":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "Traffic":
+        import threading
+
+        self.started = time.time()
+        for n, (name, port, keepalive) in enumerate(self.workers):
+            out: list[Sample] = []
+            self._samples.append(out)
+            t = threading.Thread(target=self._run, args=(name, port, keepalive, n, out), daemon=True,
+                                 name=f"traffic-{name}-{n}")
+            self._threads.append(t)
+            t.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+        if not self.ended:
+            self.ended = time.time()
+        return self.samples
+
+    @property
+    def samples(self) -> list[Sample]:
+        return sorted((s for out in self._samples for s in out), key=lambda s: s.sent)
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._count >= self.max_requests:
+                return False
+            self._count += 1
+            return True
+
+    def _run(self, name: str, port: int, keepalive: bool, n: int, out: list[Sample]) -> None:
+        import http.client
+
+        deadline = time.monotonic() + self.max_seconds
+        next_at = time.monotonic() + self.interval * n / len(self.workers)  # spread the first requests
+        conn = None
+        while not self._stop.is_set() and time.monotonic() < deadline and self._take():
+            pause = next_at - time.monotonic()
+            if pause > 0 and self._stop.wait(pause):
+                break
+            next_at = max(next_at + self.interval, time.monotonic() - 1.0)  # catch up at most 1 s
+            sent = time.time()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout)
+                conn.request("GET", self.path, headers={} if keepalive else {"Connection": "close"})
+                response = conn.getresponse()
+                body = response.read(4096).decode(errors="replace")
+                out.append(Sample(name, sent, time.time(), response.status, body))
+                if not keepalive or response.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as exc:  # refused, reset, timeout: exactly what must never happen
+                out.append(Sample(name, sent, time.time(), 0, "", f"{type(exc).__name__}: {exc}"))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+        self.ended = max(self.ended, time.time())
+
+    def summary(self, samples: list[Sample] | None = None) -> dict:
+        """Counts: total, ok, failed (non-2xx), errors (no answer), rate, and per host the versions seen."""
+        samples = self.samples if samples is None else samples
+        seconds = max((self.ended or time.time()) - self.started, 1e-9)
+        per_host: dict[str, dict[str, int]] = {name: {} for name in self.targets}
+        for s in samples:
+            if s.ok:
+                per_host[s.host][s.version or "?"] = per_host[s.host].get(s.version or "?", 0) + 1
+        return {
+            "requests": len(samples),
+            "ok": sum(s.ok for s in samples),
+            "failed": sum(1 for s in samples if not s.error and not s.ok),
+            "errors": sum(1 for s in samples if s.error),
+            "seconds": round(seconds, 2),
+            "rate": round(len(samples) / seconds, 1),
+            "versions": per_host,
+            "first_errors": [f"{s.host}: {s.error or s.status}" for s in samples if not s.ok][:5],
+        }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{summary['requests']} requests in {summary['seconds']:g}s ({summary['rate']:g}/s): "
+             f"{summary['ok']} ok, {summary['failed']} failed (non-2xx), {summary['errors']} connection errors"]
+    for host, versions in summary["versions"].items():
+        seen = ", ".join(f"{v}: {n}" for v, n in sorted(versions.items())) or "nothing"
+        lines.append(f"  {host}: {seen}")
+    for e in summary["first_errors"]:
+        lines.append(f"  ! {e}")
+    return "\n".join(lines)
+
+
+# --- python -m deployer.sandbox ----------------------------------------------
+
+
+def _cli(argv: list[str]) -> None:
+    """No arguments: build the image (scripts/setup). ``serve``: make the running sandbox hosts web
+    servers for a recipe. ``traffic``: a bounded request stream against them, then its counts."""
+    import argparse
+    import importlib
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m deployer.sandbox")
+    sub = parser.add_subparsers(dest="cmd")
+    serve = sub.add_parser("serve", help="nginx on every running sandbox host for a recipe; "
+                                         "sets [app] recipe in the config")
+    serve.add_argument("--config", required=True, help="the config sandbox.up wrote")
+    serve.add_argument("--recipe", required=True, help="python_wsgi, django or static_site")
+    sub.add_parser("probe", help="GET / once on every running sandbox host, print the answers")
+    traffic = sub.add_parser("traffic", help="GET / on every running sandbox host until stopped")
+    traffic.add_argument("--rate", type=float, default=150, help="requests/s in total (default 150)")
+    traffic.add_argument("--max-seconds", type=float, default=120, help="hard time limit (default 120)")
+    traffic.add_argument("--max-requests", type=int, default=40000, help="hard count limit (default 40000)")
+    traffic.add_argument("--stop-file", help="stop as soon as this file exists")
+    traffic.add_argument("--json", help="also write the counts to this file")
+    args = parser.parse_args(argv)
+
+    if args.cmd is None:
+        print(ensure_image(log=lambda msg: print(msg, file=sys.stderr, flush=True)))
+        return
+    hosts = [h for h in running() if h.http_port]
+    if not hosts:
+        raise SandboxError("no running sandbox host with port 80 published (run: deployer sandbox.up)")
+    if args.cmd == "serve":
+        recipe = importlib.import_module(f"deployer.recipes.{args.recipe}")
+        doc = toml.loads(Path(args.config).read_text())
+        doc["app"]["recipe"] = args.recipe
+        Path(args.config).write_text(toml.dumps(doc))
+        ports = {h["port"] for h in doc["stages"]["sandbox"]["hosts"]}
+        for h in hosts:
+            if h.port in ports:
+                serve_nginx(h, recipe.nginx_site(doc["app"]["deploy_to"]))
+                print(f"{h.name}: nginx serves http://127.0.0.1:{h.http_port}/ ({args.recipe})")
+        return
+    if args.cmd == "probe":
+        import urllib.request
+        for h in hosts:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{h.http_port}/", timeout=5) as r:
+                    print(f"{h.name}: {r.status} {r.read(200).decode(errors='replace').strip()}")
+            except Exception as exc:
+                print(f"{h.name}: {exc}")
+        return
+    run = Traffic({h.name: h.http_port for h in hosts}, rate=args.rate, max_seconds=args.max_seconds,
+                  max_requests=args.max_requests)
+    signal.signal(signal.SIGTERM, lambda *_: run._stop.set())
+    run.start()
+    deadline = time.monotonic() + args.max_seconds
+    try:
+        while time.monotonic() < deadline and any(t.is_alive() for t in run._threads):
+            if args.stop_file and os.path.exists(args.stop_file):
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    run.stop()
+    summary = run.summary()
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    print(format_summary(summary), flush=True)
+
+
 if __name__ == "__main__":
     try:
-        print(ensure_image(log=lambda msg: print(msg, file=sys.stderr, flush=True)))
+        _cli(sys.argv[1:])
     except SandboxError as e:
         sys.exit(f"sandbox: {e}")
