@@ -29,6 +29,9 @@ def rollback_target(state: HostState, to: int | None = None) -> int:
             raise DeployerError(f"release {to} is marked bad")
         if to == current:
             raise DeployerError(f"release {to} is already current")
+        if current is not None and to > current and not release.rolled_back:
+            raise DeployerError(f"release {to} was never live (left by an interrupted deploy); "
+                                "`cleanup` removes it")
         return to
     if current is None:
         raise DeployerError("no current release to roll back from")
@@ -49,11 +52,14 @@ def cleanup(state: HostState, keep: int, current: int | None, previous: int | No
     protected = {n for n in (current, previous, in_progress) if n is not None}
     doomed: list[str] = [name for name in state.strays if name.startswith(".tmp-")]
     kept: list[int] = []
+    # orphans are judged against what was live when the host was inspected: during a deploy,
+    # `current` is already the new release, and an orphan below it must not become its rollback target
+    live = state.current if state.current is not None else current
     for release in sorted(state.releases, key=lambda r: r.number, reverse=True):
         n = release.number
         if n in protected:
             continue
-        orphan = current is not None and n > current and not release.rolled_back
+        orphan = live is not None and n > live and not release.rolled_back
         if not release.complete or release.bad or orphan:
             doomed.append(str(n))
         else:

@@ -13,7 +13,9 @@ How long until a dead host is noticed (defaults in brackets, see `dead_link_wind
 after `keepalive` seconds [10] with no traffic either way, the transport asks the server for a
 reply (a global request every SSH server answers without running anything); no reply within
 2 x keepalive more [20] and the host is declared gone: 3 x keepalive [30 s] after the last byte.
-A slow command or slow disk is not a dead host: the server still answers the probe.
+The connection is then closed, and the deploy's abort makes one reconnect attempt bounded by
+connect_timeout [10]: a run whose link stalls ends within 40 s of the stall. A slow command or a
+slow disk is not a dead host: the server still answers the probe.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CHUNK = 256 * 1024
 PACKET = 32 * 1024              # one channel send at most (the SSH maximum packet size)
 OUTPUT_TAIL = 64 * 1024
 SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
+EOF_GRACE = 2.0                 # seconds to wait for output still in flight after the exit status
 KILL_GRACE = 2.0                # seconds between TERM and KILL of a remote process group
 _MARK_LINE = re.compile(rb"^deployer-pgid (\d+)\n", re.MULTILINE)
 _HEAD_MAX = 4096                # stderr bytes searched for the marker
@@ -211,11 +214,15 @@ class Connection:
         return self._conn is not None and self._conn.transport is not None and self._conn.transport.is_active()
 
     def ping(self, timeout: float | None = None) -> bool:
-        """One round trip that runs nothing on the host: True when the server answers in time."""
+        """One round trip that runs nothing on the host: True when the server answers in time
+        (default connect_timeout). A connection that does not answer is closed."""
         if not self.alive:
             return False
         answered = self._probe()
-        return answered.wait(timeout or self.host.ssh.connect_timeout) and self.alive
+        if answered.wait(timeout or self.host.ssh.connect_timeout) and self.alive:
+            return True
+        self.close()
+        return False
 
     def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
             progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
@@ -253,16 +260,30 @@ class Connection:
 
         try:
             chan.settimeout(SLICE)
-            chan.exec_command(wrap(script))
+            self._exec(chan, wrap(script), watch.window)
             if stdin is not None:
                 _upload(chan, stdin, out, err, watch, check, progress)
             if not chan.closed:
                 chan.shutdown_write()
-            while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+            exited_at = None
+            while True:
                 check()
-                select.select([chan], [], [], SLICE)
+                if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    chan.status_event.wait(SLICE)        # only the exit status is still to come
+                else:
+                    select.select([chan], [], [], SLICE)   # output or EOF wakes this
                 if _drain(chan, out, err):
                     watch.traffic()
+                if not chan.exit_status_ready() or chan.recv_ready() or chan.recv_stderr_ready():
+                    continue
+                # sshd may send the exit status before the last output: wait for EOF too, but not
+                # forever (a daemon the command started may hold its stdout open)
+                if chan.eof_received or chan.closed:
+                    break
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > EOF_GRACE:
+                    break
+            _drain(chan, out, err)
             code = chan.recv_exit_status()
         except socket.timeout:
             raise TransportError("host stopped answering (timed out)") from None
@@ -276,6 +297,31 @@ class Connection:
         return Result(code, out.text(), err.text())
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _exec(self, chan: paramiko.Channel, command: str, within: float) -> None:
+        """exec_command waits for the server's reply with no timeout of its own: if the link stalls
+        right then it would wait forever, so a watchdog closes the connection after `within` s."""
+        done, expired = threading.Event(), threading.Event()
+        conn = self._conn
+
+        def watchdog():
+            if not done.wait(within):
+                expired.set()
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+        threading.Thread(target=watchdog, daemon=True, name="ssh-exec-watchdog").start()
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError):
+            if expired.is_set():
+                self.close()
+                raise TransportError(f"host stopped answering (no reply to a command for {within:g}s)") from None
+            raise
+        finally:
+            done.set()
 
     def _probe(self) -> threading.Event:
         """Send a global request every server answers; the event is set when the answer arrives."""
@@ -305,7 +351,7 @@ class Connection:
             killer = self._conn.transport.open_session(timeout=min(self.host.ssh.connect_timeout, 5))
             self.commands_run += 1
             try:
-                killer.exec_command(kill_script(err.pgid))
+                self._exec(killer, kill_script(err.pgid), min(self.host.ssh.connect_timeout, 5))
                 killer.shutdown_write()
                 until = time.monotonic() + KILL_GRACE + 5
                 while not killer.exit_status_ready() and time.monotonic() < until and self.alive:

@@ -1,0 +1,936 @@
+"""Fault injection against real sshd hosts (issue #9): one named test per row of the matrix.
+
+Each test breaks something at a chosen moment and checks what the deployer promises: which hosts
+switched, what is left on disk, the exit code and message, and that the next run works without
+manual cleanup (except the documented `unlock --yes` after a stale lock).
+
+Windows between steps are hit deterministically with the test-only pause in deploy.py:
+DEPLOYER_TEST_PAUSE_BEFORE=<step>:<file> makes the deploy create <file> before <step> and wait
+until the test removes it. Slow links and stalls use deployer.netproxy.NetProxy (loopback only).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import getpass
+import gzip
+import hashlib
+import io
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import paramiko
+import pytest
+import toml
+
+from deployer import commands
+from deployer import config as config_mod
+from deployer import planning
+from deployer import sandbox as sandbox_mod
+from deployer import state as host_state
+from deployer.config import SSHSettings
+from deployer.errors import DeployerError
+from deployer.netproxy import NetProxy
+from deployer.paths import Paths
+from deployer.transport import Cancelled, Connection, TransportError, _Watch, dead_link_window
+from helpers import cli, cli_env, commit_change, current, release_dirs
+
+D = "/srv/app"
+PATHS = Paths(D)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def procs():
+    """Deployer processes started by a test; any still running at teardown is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def popen(procs, sb, *args: str, env: dict | None = None) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**cli_env(), **(env or {})}, cwd=sb.config_path.parent)
+    procs.append(p)
+    return p
+
+
+def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
+    """Poll predicate until it returns something truthy (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+class Pause:
+    """The test-only pause before one deploy step (see deploy._test_pause)."""
+
+    def __init__(self, tmp_path: Path, step: str):
+        self.flag = tmp_path / f"pause-{step}-{secrets.token_hex(4)}"
+        self.env = {"DEPLOYER_TEST_PAUSE_BEFORE": f"{step}:{self.flag}"}
+
+    def wait(self, p: subprocess.Popen, timeout: float = 90) -> None:
+        wait_until(lambda: self.flag.exists() or p.poll() is not None, timeout, f"pause {self.flag.name}")
+        if not self.flag.exists():
+            out, err = p.communicate()
+            pytest.fail(f"deploy ended (exit {p.returncode}) before the pause:\n{out}\n{err}")
+
+    def release(self) -> None:
+        self.flag.unlink(missing_ok=True)
+
+
+def edit_config(sb, change) -> None:
+    doc = toml.loads(sb.config_path.read_text())
+    change(doc)
+    sb.config_path.write_text(toml.dumps(doc))
+
+
+def via_proxy(sb, index: int, proxy: NetProxy) -> None:
+    """Route one host through a NetProxy: its port in the config, its key pinned for that port."""
+    def change(doc):
+        doc["stages"]["sandbox"]["hosts"][index]["port"] = proxy.port
+    edit_config(sb, change)
+    line = sandbox_mod.host_key_line(sb.hosts[index]).split(" ", 1)[1]
+    with open(sb.known_hosts_path, "a") as fh:
+        fh.write(f"[127.0.0.1]:{proxy.port} {line}\n")
+
+
+def direct(sb, index: int) -> None:
+    """Undo via_proxy: the host's own port again."""
+    def change(doc):
+        doc["stages"]["sandbox"]["hosts"][index]["port"] = sb.hosts[index].port
+    edit_config(sb, change)
+
+
+def host_conn(sb, index: int = 0, **ssh_changes) -> Connection:
+    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[index]
+    if ssh_changes:
+        host = dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, **ssh_changes))
+    return Connection(host).open()
+
+
+def files(sb, h, deploy_to: str = D) -> str:
+    """Everything under deploy_to except the deployer's own .deployer/ (lock, cache, ledger)."""
+    code, out = sb.exec(h, f"cd '{deploy_to}' 2>/dev/null && "
+                           "find . -path ./.deployer -prune -o -printf '%p %y %l %m\\n' | sort")
+    return out
+
+
+def leftovers(sb, h, deploy_to: str = D) -> list[str]:
+    """Temp releases, partial uploads, temp links and the lock: what an aborted run must not leave."""
+    code, out = sb.exec(h, f"cd '{deploy_to}' 2>/dev/null || exit 0; "
+                           "ls -A releases .deployer .deployer/cache . 2>/dev/null")
+    return sorted({name for name in out.split()
+                   if name.startswith((".tmp-", ".part-", ".current-")) or name == "lock"})
+
+
+def lock_info(sb, h) -> dict | None:
+    code, out = sb.exec(h, f"cat {D}/.deployer/lock/info 2>/dev/null")
+    return json.loads(out) if code == 0 and out.strip() else None
+
+
+def write_tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], level: int = 6) -> Path:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def member(name: str, data: bytes = b"", **attrs) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    info.mtime = 0
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    if info.isreg():
+        info.size = len(data)
+        return info, data
+    return info, None
+
+
+def big_artifact(tmp_path: Path, mb: int) -> Path:
+    """Incompressible payload in stored (level 0) gzip: quick to make, `mb` MB on the wire."""
+    path = tmp_path / f"big-{mb}.tar.gz"
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=0, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|") as tf:
+        info = tarfile.TarInfo("blob.bin")
+        info.size = mb << 20
+        info.mode = 0o644
+        tf.addfile(info, io.BytesIO(os.urandom(mb << 20)))
+        rev = tarfile.TarInfo("REVISION")
+        rev.size = 4
+        tf.addfile(rev, io.BytesIO(b"big\n"))
+    return path
+
+
+def built_artifact(sb) -> Path:
+    assert cli(sb, "build").returncode == 0
+    return max((sb.config_path.parent / "artifacts").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+
+
+def restart_host(sb, index: int) -> None:
+    """Start a killed host again (new port, new host key) and point the config and known_hosts at it."""
+    old = sb.hosts[index]
+    container = sb.container(index)
+    container.start()
+    port = wait_until(lambda: _published_port(container), 30, "a published port")
+    sb.hosts[index] = dataclasses.replace(old, port=port)
+    sandbox_mod._wait_ready(sb.hosts[index])
+    sandbox_mod.write_known_hosts(sb.known_hosts_path, sb.hosts)
+
+    def change(doc):
+        doc["stages"]["sandbox"]["hosts"][index]["port"] = port
+    edit_config(sb, change)
+
+
+def _published_port(container) -> int | None:
+    container.reload()
+    ports = (container.attrs["NetworkSettings"]["Ports"] or {}).get("22/tcp")
+    return int(ports[0]["HostPort"]) if ports else None
+
+
+# --- 1. SIGINT during upload -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
+    """Host 2's link hiccups (held by a NetProxy) until the other four have extracted release 2;
+    it flows again and Ctrl-C comes while host 2 is mid-upload."""
+    sb = sandbox(5)
+    assert cli(sb, "deploy").returncode == 0
+    proxy = NetProxy(("127.0.0.1", sb.hosts[1].port)).start()
+    try:
+        via_proxy(sb, 1, proxy)
+        artifact = big_artifact(tmp_path, 40)
+        p = popen(procs, sb, "deploy", "--artifact", str(artifact))
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+        reader.start()
+
+        def ready(name: str) -> bool:
+            return any(f" {name} " in line and "release 2 ready" in line for line in list(lines))
+
+        start = proxy.bytes_forwarded
+        wait_until(lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None, 60,
+                   "host-2's upload to start", 0.005)
+        proxy.stall()
+        wait_until(lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3, 4, 5)), 25,
+                   "the other four hosts to prepare", 0.02)
+        flowing = proxy.bytes_forwarded
+        proxy.resume()
+        wait_until(lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None, 10,
+                   "host-2's upload to flow again", 0.002)
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        assert not ready("host-2"), "".join(lines)
+        p.wait(timeout=30)
+        took = time.monotonic() - sent
+        reader.join(timeout=10)
+        code, out, err = p.returncode, "".join(lines), p.stderr.read()
+    finally:
+        proxy.stop()
+    assert took < 5, f"abort took {took:.1f}s"
+    assert code == 130, out + err
+    assert "interrupted" in err and "host-2 (prepare)" in err
+    assert all(f"host-{i}" in err for i in range(1, 6))
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1"
+        assert release_dirs(sb, h) == ["1"]
+        assert leftovers(sb, h) == []
+    # the next run needs no cleanup (host-2 straight this time)
+    direct(sb, 1)
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- 2. SIGKILL between extraction and switch --------------------------------------------------
+
+
+def test_sigkill_before_switch_leaves_stale_lock_and_orphan(sandbox, app_repo, procs, tmp_path):
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    pause = Pause(tmp_path, "switch")
+    p = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(p)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    pause.release()
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/2"
+        assert release_dirs(sb, h) == ["1", "2", "3"]         # 3: complete, never switched
+        assert lock_info(sb, h)["pid"] == p.pid
+
+    # the next run names the stale lock: who, pid, age, and how to clear it
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 3
+    assert f"{getpass.getuser()}@{socket.gethostname()} pid {p.pid}" in proc.stderr
+    assert "ago" in proc.stderr and "started" in proc.stderr
+    assert "inv unlock --stage sandbox --yes" in proc.stderr
+    assert cli(sb, "rollback").returncode == 3
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+    unlock = cli(sb, "unlock", "--yes")
+    assert unlock.returncode == 0 and f"pid {p.pid}" in unlock.stdout
+
+    # the orphan is never a rollback target
+    before = [files(sb, h) for h in sb.hosts]
+    proc = cli(sb, "rollback", "--to", "3")
+    assert proc.returncode == 1 and "never" in proc.stdout + proc.stderr
+    assert [files(sb, h) for h in sb.hosts] == before
+    # and cleanup purges it
+    proc = cli(sb, "cleanup")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for h in sb.hosts:
+        assert release_dirs(sb, h) == ["1", "2"] and leftovers(sb, h) == []
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 0 and all(current(sb, h) == "releases/1" for h in sb.hosts)
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_orphans_are_never_kept_or_chosen():
+    """Planning: a complete release above the live one that was never switched to."""
+    state = host_state.parse("current\tlink releases/1\n"
+                             "release\t1 1 0 0 0\t{}\nrelease\t2 1 0 0 0\t{}\n")
+    # the next deploy (3) purges the orphan 2 instead of keeping it as 3's rollback target
+    assert planning.cleanup(state, 5, 3, 1) == ["2"]
+    assert planning.cleanup(state, 5, 1) == ["2"]
+    with pytest.raises(DeployerError, match="never"):
+        planning.rollback_target(state, 2)
+    # a release rolled back from is not an orphan: it may be rolled forward to
+    state = host_state.parse("current\tlink releases/1\n"
+                             "release\t1 1 0 0 0\t{}\nrelease\t2 1 0 1 0\t{}\n")
+    assert planning.cleanup(state, 5, 3, 1) == []
+    assert planning.rollback_target(state, 2) == 2
+
+
+# --- 3. sshd killed on one host after upload ---------------------------------------------------
+
+
+def test_host_3_of_5_dies_before_switch(sandbox, app_repo, procs, tmp_path):
+    sb = sandbox(5, ssh={"connect_timeout": 3})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    pause = Pause(tmp_path, "switch")
+    p = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(p)
+    sb.container(2).kill()
+    pause.release()
+    code, out, err = finish(p, 60)
+    assert code == 1, out + err
+    assert "host-3" in err and "before any switch" in err
+    assert "current -> releases/2" not in out            # nobody switched, not even briefly
+    for i, h in enumerate(sb.hosts):
+        if i == 2:
+            continue
+        assert current(sb, h) == "releases/1"
+        assert release_dirs(sb, h) == ["1"]
+        assert leftovers(sb, h) == []
+
+    # host-3 comes back: its stale lock is reported, cleared as documented, and the deploy works
+    restart_host(sb, 2)
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 3 and "host-3" in proc.stderr and f"pid {p.pid}" in proc.stderr
+    assert cli(sb, "unlock", "--yes").returncode == 0
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/3"
+        assert release_dirs(sb, h) == ["1", "3"]           # host-3's orphan 2 purged
+        assert leftovers(sb, h) == []
+
+
+# --- 4. network stalled mid-transfer -----------------------------------------------------------
+
+
+def test_default_dead_link_window_is_at_most_45s():
+    """With the defaults a stalled host is declared gone 3 x keepalive (30 s) after the last byte;
+    the abort then tries one reconnect bounded by connect_timeout (10 s): 40 s <= 45 s."""
+    ssh = SSHSettings()
+    assert dead_link_window(ssh) == 3 * ssh.keepalive == 30
+    assert dead_link_window(ssh) + ssh.connect_timeout <= 45
+
+
+def test_watch_declares_a_silent_link_dead_after_three_keepalives():
+    """The liveness rule itself, on a fake clock: silence → probe → no answer → dead at 3 x keepalive;
+    an answered probe (a slow command on a live link) never is."""
+    clock = [1000.0]
+
+    class Conn:
+        def __init__(self, answers):
+            self.answers = answers
+
+        def _probe(self):
+            event = threading.Event()
+            if self.answers:
+                event.set()
+            return event
+
+    silent = _Watch(Conn(answers=False), keepalive=10, clock=lambda: clock[0])
+    dead_at = None
+    for tick in range(0, 600):                  # 60 s in 0.1 s steps
+        clock[0] = 1000.0 + tick / 10
+        if silent.dead():
+            dead_at = tick / 10
+            break
+    assert dead_at is not None and 30 <= dead_at <= 30.2
+
+    slow = _Watch(Conn(answers=True), keepalive=10, clock=lambda: clock[0])
+    for tick in range(0, 6000):                 # 10 minutes without a byte of output
+        clock[0] = 1000.0 + tick / 10
+        assert not slow.dead()
+
+
+def test_stalled_link_mid_upload_is_noticed_and_aborted(sandbox, procs, tmp_path):
+    sb = sandbox(3, ssh={"keepalive": 3, "connect_timeout": 3})
+    assert cli(sb, "deploy").returncode == 0
+    proxy = NetProxy(("127.0.0.1", sb.hosts[1].port)).start()
+    try:
+        via_proxy(sb, 1, proxy)
+        artifact = big_artifact(tmp_path, 60)
+        before = proxy.bytes_forwarded
+        p = popen(procs, sb, "deploy", "--artifact", str(artifact))
+        wait_until(lambda: proxy.bytes_forwarded - before > (8 << 20) or p.poll() is not None, 60,
+                   "upload under way", 0.005)
+        proxy.stall()
+        stalled = time.monotonic()
+        code, out, err = finish(p, 60)
+        took = time.monotonic() - stalled
+        # expected: 3 x keepalive to notice + one reconnect attempt (connect_timeout) in the abort
+        assert took <= 3 * 3 + 3 + 10, f"took {took:.1f}s"
+        assert took <= 45
+        assert code == 1, out + err
+        assert "host-2" in err and "before any switch" in err
+        assert "stopped answering" in out
+        for h in (0, 2):
+            assert current(sb, sb.hosts[h]) == "releases/1"
+            assert release_dirs(sb, h) == ["1"] and leftovers(sb, h) == []
+        proxy.resume()
+        # host-2 could not be cleaned up while unreachable: its lock is the documented stale lock
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 3 and "host-2" in proc.stderr
+        assert cli(sb, "unlock", "--yes").returncode == 0
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for h in sb.hosts:
+            assert current(sb, h) == "releases/2" and leftovers(sb, h) == []
+    finally:
+        proxy.stop()
+
+
+def test_stall_while_a_command_runs_or_at_exec_is_bounded(sandbox, monkeypatch):
+    """The same rule on a bare connection: a link stalling while a command runs, or right when the
+    command is sent (paramiko waits for that reply without a timeout of its own)."""
+    sb = sandbox(1)
+    proxy = NetProxy(("127.0.0.1", sb.hosts[0].port)).start()
+    try:
+        via_proxy(sb, 0, proxy)
+        conn = host_conn(sb, 0, keepalive=1, connect_timeout=2)
+        threading.Timer(0.5, proxy.stall).start()
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="stopped answering"):
+            conn.run("sleep 30")
+        assert time.monotonic() - started < 0.5 + 3 + 2
+        assert not conn.alive
+
+        proxy.resume()
+        conn = host_conn(sb, 0, keepalive=1, connect_timeout=2)
+        original = paramiko.Channel.exec_command
+
+        def exec_on_a_stalling_link(chan, command):
+            proxy.stall()
+            return original(chan, command)
+        monkeypatch.setattr(paramiko.Channel, "exec_command", exec_on_a_stalling_link)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="stopped answering"):
+            conn.run("true")
+        assert time.monotonic() - started < 3 + 2
+    finally:
+        proxy.stop()
+
+
+# --- 5. switch fails on one host after others switched ------------------------------------------
+
+
+def test_switch_fails_on_host_3_after_others_switched(sandbox, app_repo, procs, tmp_path):
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    pause = Pause(tmp_path, "switch")
+    p = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(p)
+    sb.exec(2, f"chmod 555 {D}")                # host-3 cannot create its temp link any more
+    pause.release()
+    code, out, err = finish(p)
+    assert code == 1, out + err
+    assert "switch failed on host-3" in err
+    lines = out.splitlines()
+    for name in ("host-1", "host-2"):
+        assert any(name in line and "switch" in line and "current -> releases/2" in line for line in lines), out
+        assert any(name in line and "restore" in line and "current -> 1 again" in line for line in lines), out
+    # the final table reports every host's state
+    table = {line.split()[0]: line for line in lines if line.startswith("host-")}
+    assert "restored" in table["host-1"] and "restored" in table["host-2"]
+    assert "failed" in table["host-3"] and "switch" in table["host-3"] and "Permission denied" in table["host-3"]
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1"
+        assert release_dirs(sb, h) == ["1"] and leftovers(sb, h) == []
+    sb.exec(2, f"chmod 755 {D}")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+
+
+# --- 6. disk full during extraction ------------------------------------------------------------
+
+
+def test_disk_full_during_extraction(sandbox, app_repo, procs, tmp_path):
+    sb = sandbox(2, docker_kwargs={"tmpfs": {"/srv": "size=2m,uid=1000,gid=1000"}})
+    assert cli(sb, "deploy").returncode == 0
+    # 1 MB unpacked, a few KB packed: passes the free-space check, then the disk fills up
+    commit_change(app_repo, "data.txt", "0" * (1 << 20))
+    pause = Pause(tmp_path, "prepare")
+    p = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(p)
+    sb.exec(0, "avail=$(df -Pk /srv | awk 'NR==2{print $4}'); "
+               "head -c $(( (avail - 200) * 1024 )) /dev/zero > /srv/filler")
+    before = files(sb, 0)
+    pause.release()
+    code, out, err = finish(p)
+    assert code == 1, out + err
+    assert "host-1" in err and "failed to prepare" in err
+    assert "no space left" in out.lower(), out
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1"
+        assert release_dirs(sb, h) == ["1"] and leftovers(sb, h) == []
+    assert files(sb, 0) == before
+    sb.exec(0, "rm -f /srv/filler")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+
+
+# --- 7. artifact corrupted in transit ----------------------------------------------------------
+
+
+def test_corrupted_or_truncated_artifact_is_caught_before_extraction(sandbox, procs, tmp_path):
+    sb = sandbox(2)
+    artifact = built_artifact(sb)
+    good = artifact.read_bytes()
+
+    def deploy_with(damage) -> tuple[int, str, str]:
+        """Damage the file after it was verified locally, while the deploy waits before prepare."""
+        pause = Pause(tmp_path, "prepare")
+        p = popen(procs, sb, "deploy", "--artifact", str(artifact), env=pause.env)
+        pause.wait(p)
+        damage()
+        pause.release()
+        result = finish(p)
+        artifact.write_bytes(good)
+        return result
+
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01
+    for damage in (lambda: artifact.write_bytes(bytes(flipped)),
+                   lambda: artifact.write_bytes(good[: len(good) // 2])):
+        code, out, err = deploy_with(damage)
+        assert code == 1, out + err
+        assert "failed to prepare" in err
+        assert "sha256 mismatch" in out and "truncated or corrupted in transit" in out
+        for h in sb.hosts:
+            code, listing = sb.exec(h, f"ls -A {D}/releases {D}/.deployer/cache")
+            assert release_dirs(sb, h) == [] and ".tar.gz" not in listing and leftovers(sb, h) == []
+
+    # a cached artifact damaged on the host is caught on the redeploy that reuses it
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sha = hashlib.sha256(good).hexdigest()
+    sb.exec(1, f"printf 'X' | dd of={D}/.deployer/cache/{sha}.tar.gz bs=1 seek=100 conv=notrunc 2>/dev/null")
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 1
+    assert "host-2" in proc.stderr and "sha256 mismatch" in proc.stdout
+    assert release_dirs(sb, 1) == ["1"] and leftovers(sb, 1) == []
+    code, _ = sb.exec(1, f"test -e {D}/.deployer/cache/{sha}.tar.gz")
+    assert code != 0                                      # the bad copy is gone: the next run uploads
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+
+
+# --- 8. two deploys 10 ms apart ----------------------------------------------------------------
+
+
+def test_racing_deploys_loser_leaves_winners_lock_alone(sandbox, procs, tmp_path):
+    sb = sandbox(3)
+    artifact = built_artifact(sb)
+    pause = Pause(tmp_path, "switch")
+    a = popen(procs, sb, "deploy", "--artifact", str(artifact), env=pause.env)
+    time.sleep(0.01)
+    b = popen(procs, sb, "deploy", "--artifact", str(artifact), env=pause.env)
+    loser = wait_until(lambda: next((p for p in (a, b) if p.poll() is not None), None), 60, "one deploy to end")
+    winner = b if loser is a else a
+    code, out, err = finish(loser)
+    assert code == 3, out + err
+    pause.wait(winner)
+    assert "held by" in err and f"pid {winner.pid}" in err and "inv unlock" in err
+    # the winner's lock is intact on every host, with one token
+    tokens = set()
+    for h in sb.hosts:
+        assert lock_info(sb, h)["pid"] == winner.pid
+        tokens.add(sb.exec(h, f"cat {D}/.deployer/lock/token")[1])
+    assert len(tokens) == 1
+    # a wrong token does not unlock
+    conn = host_conn(sb, 0)
+    try:
+        assert conn.run(commands.unlock(PATHS, "0" * 16)).ok
+    finally:
+        conn.close()
+    assert lock_info(sb, 0)["pid"] == winner.pid
+    pause.release()
+    code, out, err = finish(winner)
+    assert code == 0, out + err
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1" and lock_info(sb, h) is None
+
+
+# --- 9. failed releases, misleading mtimes, keep_releases --------------------------------------
+
+
+def test_cleanup_orders_by_number_not_mtime(sandbox, app_repo):
+    sb = sandbox(2, app={"keep_releases": 10})
+    for i in range(4):
+        commit_change(app_repo, "n.txt", str(i))
+        assert cli(sb, "deploy").returncode == 0
+    for h in sb.hosts:
+        code, out = sb.exec(h, f"""set -e; cd {D}/releases
+            cp -a 4 5; rm 5/.deployer/complete                      # extraction never finished
+            cp -a 4 6; touch 6/.deployer/bad                         # failed its health check
+            cp -a 4 7                                                # complete, never switched to
+            cp -a 4 8; rm 8/.deployer/complete
+            mkdir -p 9 .tmp-10-dead                                  # empty, and a temp dir
+            touch -d '2030-01-01' 1 2; touch -d '2001-01-01' 3 4 5 6 7 8 9
+            chown -R deploy:deploy .""")
+        assert code == 0, out
+    edit_config(sb, lambda doc: doc["app"].update(keep_releases=3))
+    commit_change(app_repo, "n.txt", "new")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/10"
+        assert sorted(release_dirs(sb, h), key=int) == ["3", "4", "10"]
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 0 and all(current(sb, h) == "releases/4" for h in sb.hosts)
+    proc = cli(sb, "cleanup")
+    assert proc.returncode == 0
+    assert all(sorted(release_dirs(sb, h), key=int) == ["3", "4", "10"] for h in sb.hosts)
+
+
+# --- 10. current is not a sane link ------------------------------------------------------------
+
+
+def test_broken_current_refused_before_any_change(sandbox, app_repo):
+    sb = sandbox(5)
+    assert cli(sb, "deploy").returncode == 0
+    broken = {
+        1: (f"rm {D}/current && mkdir {D}/current && echo mine > {D}/current/keep", "real directory"),
+        2: (f"ln -sfn releases/99 {D}/current", "dangling"),
+        3: (f"ln -sfn /tmp {D}/current", "outside releases"),
+        4: (f"rm {D}/current && echo x > {D}/current", "real file"),
+    }
+    for i, (cmd, _) in broken.items():
+        assert sb.exec(i, f"{cmd} && chown -hR deploy:deploy {D}")[0] == 0
+    before = [files(sb, h) for h in sb.hosts]
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host-2, host-3, host-4, host-5" in proc.stderr
+    for i, (_, said) in broken.items():
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(f"host-{i + 1} "))
+        assert said in row, row
+    assert [files(sb, h) for h in sb.hosts] == before
+    assert all(leftovers(sb, h) == [] for h in sb.hosts)
+    assert sb.exec(1, f"ls -A {D}/current")[1].split() == ["keep"]      # nothing moved into it
+
+    # repaired by hand, plus stale temp links of dead runs: the deploy works and removes those
+    for i in broken:
+        sb.exec(i, f"rm -rf {D}/current && ln -s releases/1 {D}/current && chown -h deploy:deploy {D}/current")
+    sb.exec(0, f"ln -s releases/1 {D}/.current-0123456789abcdef && chown -h deploy {D}/.current-0123456789abcdef")
+    sb.exec(1, f"ln -s releases/77 {D}/.current-fedcba9876543210 && chown -h deploy {D}/.current-fedcba9876543210")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/2" and leftovers(sb, h) == []
+
+
+# --- 11. readers never see a missing or incomplete current ------------------------------------
+
+
+@pytest.mark.slow
+def test_current_never_missing_during_1000_switches(sandbox):
+    sb = sandbox(1)
+    assert cli(sb, "deploy").returncode == 0
+    assert cli(sb, "deploy").returncode == 0
+    sb.exec(0, "nohup sh -c 'end=$(($(date +%s)+300)); n=0; bad=0; "
+               "while [ ! -f /tmp/stop ] && [ $(date +%s) -lt $end ]; do "
+               f"t=$(readlink -e {D}/current) || bad=$((bad+1)); "
+               "[ -f \"$t/.deployer/complete\" ] && [ -f \"$t/REVISION\" ] || bad=$((bad+1)); n=$((n+1)); done; "
+               "echo $n $bad > /tmp/reader' >/dev/null 2>&1 &")
+    # the deployer's own switch script, 1000 times: 25 per remote command (each in its own
+    # subshell) so the test spends its time switching rather than opening SSH sessions
+    conn = host_conn(sb)
+    try:
+        for batch in range(40):
+            script = "\n".join(f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1"
+                                for i in range(25))
+            result = conn.run(script)
+            assert result.ok, result.stderr
+    finally:
+        conn.close()
+    sb.exec(0, "touch /tmp/stop")
+    out = wait_until(lambda: sb.exec(0, "cat /tmp/reader 2>/dev/null")[1].strip(), 10, "the reader's tally")
+    reads, bad = map(int, out.split())
+    assert reads > 1000 and bad == 0
+
+
+# --- 12. rollback without a usable target ------------------------------------------------------
+
+
+def test_rollback_without_usable_target_changes_nothing(sandbox, app_repo):
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    before = [files(sb, h) for h in sb.hosts]
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 1 and "no earlier complete release" in proc.stdout
+    assert [files(sb, h) for h in sb.hosts] == before
+
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    sb.exec(0, f"rm -rf {D}/releases/1")                         # target deleted
+    sb.exec(1, f"rm {D}/releases/1/.deployer/complete")         # target incomplete
+    sb.exec(2, f"touch {D}/releases/1/.deployer/bad")           # target marked bad
+    before = [files(sb, h) for h in sb.hosts]
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 1 and "host-1, host-2, host-3" in proc.stderr
+    proc = cli(sb, "rollback", "--to", "1")
+    assert proc.returncode == 1
+    for name, said in (("host-1", "does not exist"), ("host-2", "is incomplete"), ("host-3", "is marked bad")):
+        row = next(line for line in proc.stdout.splitlines() if line.startswith(name + " "))
+        assert said in row, row
+    assert [files(sb, h) for h in sb.hosts] == before
+    assert all(current(sb, h) == "releases/2" and leftovers(sb, h) == [] for h in sb.hosts)
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- 13. unsafe tarballs -----------------------------------------------------------------------
+
+
+def test_unsafe_tarballs_rejected_before_upload(sandbox, tmp_path):
+    sb = sandbox(2)
+    evil = {
+        "dotdot": [member("../x", b"x")],
+        "absolute": [member("/etc/x", b"x")],
+        "symlink-escape": [member("a", type=tarfile.SYMTYPE, linkname="/etc"), member("a/passwd", b"root::0:0")],
+        "hardlink-outside": [member("h", type=tarfile.LNKTYPE, linkname="../../etc/passwd")],
+        "device": [member("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)],
+        "setuid": [member("suid", b"#!/bin/sh\n", mode=0o4755)],
+    }
+    counts = [sb.command_count(h) for h in sb.hosts]
+    for name, members in evil.items():
+        path = write_tar_gz(tmp_path / f"evil-{name}.tar.gz", [member("REVISION", b"x\n"), *members])
+        proc = cli(sb, "deploy", "--artifact", str(path))
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "unsafe member" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    # with a matching .json beside it the members are still checked
+    path = tmp_path / "evil-symlink-escape.tar.gz"
+    data = path.read_bytes()
+    path.with_suffix("").with_suffix(".json").write_text(json.dumps(
+        {"name": "evil", "version": "1", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    proc = cli(sb, "deploy", "--artifact", str(path))
+    assert proc.returncode == 2 and "unsafe member 'a'" in proc.stderr, proc.stderr
+    assert [sb.command_count(h) for h in sb.hosts] == counts      # no host was even contacted
+    for h in sb.hosts:
+        assert sb.exec(h, "ls -A /srv")[1].strip() == ""
+    assert cli(sb, "deploy").returncode == 0
+
+
+# --- 14. hostile values in config and metadata --------------------------------------------------
+
+
+def test_hostile_config_values_are_never_executed(sandbox, tmp_path):
+    pwn = f"/tmp/pwn-{secrets.token_hex(4)}"
+    payloads = [f"; touch {pwn}", f"$(touch {pwn})", f"`touch {pwn}`", f"' ; touch {pwn} ; '", f'" ; touch {pwn}"']
+    deploy_to = "/srv/a b" + "".join(payloads)
+    shared = [f"log{p}" for p in payloads] + [f"line\nbreak; touch {pwn}"]
+    sb = sandbox(2, app={"deploy_to": deploy_to, "shared_dirs": shared})
+    artifact = built_artifact(sb)
+    edit_config(sb, lambda doc: doc["app"].update(name=f"app$(touch {pwn})"))
+    meta = json.loads(artifact.with_suffix("").with_suffix(".json").read_text())
+    meta["version"] = f"v1\n$(touch {pwn})`touch {pwn}`; touch {pwn}"
+    artifact.with_suffix("").with_suffix(".json").write_text(json.dumps(meta))
+
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cli(sb, "status").returncode == 0 and cli(sb, "releases").returncode == 0
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cli(sb, "rollback").returncode == 0
+    assert cli(sb, "cleanup").returncode == 0
+    assert cli(sb, "unlock", "--yes").returncode == 0
+    for h in sb.hosts:
+        code, out = sb.exec(h, f"test -e {pwn} || test -e /tmp/pwn; echo $?")
+        assert out.strip() == "1", f"{pwn} appeared on {h.name}"
+        # the odd paths exist literally
+        quoted = "'" + deploy_to.replace("'", "'\\''") + "'"
+        code, out = sb.exec(h, f"readlink {quoted}/current")
+        assert out.strip() == "releases/1", out
+        code, out = sb.exec(h, f"ls -Ab {quoted}/shared | wc -l")
+        assert int(out) == len(shared)
+    # newlines in deploy_to are refused as bad input, before any host is contacted
+    edit_config(sb, lambda doc: doc["app"].update(deploy_to=f"/srv/x\n$(touch {pwn})"))
+    proc = cli(sb, "deploy", "--artifact", str(artifact))
+    assert proc.returncode == 2 and "newline" in proc.stderr
+    assert not os.path.exists(pwn)
+
+
+# --- 15. unknown or changed host key -----------------------------------------------------------
+
+
+def _fp(key_line: str) -> str:
+    blob = base64.b64decode(key_line.split()[2])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def test_unknown_or_changed_host_key_refused(sandbox):
+    sb = sandbox(2)
+    full = sb.known_hosts_path.read_text()
+    # unknown: host-2's key is not pinned (strict policy)
+    sb.known_hosts_path.write_text(full.splitlines()[0] + "\n")
+    pinned = sb.known_hosts_path.read_text()
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host-2" in proc.stderr and "unknown host key" in proc.stdout
+    assert _fp(sandbox_mod.host_key_line(sb.hosts[1])) in proc.stdout
+    assert sb.known_hosts_path.read_text() == pinned
+    assert sb.exec(1, "ls -A /srv")[1].strip() == ""
+    assert release_dirs(sb, 0) == [] and leftovers(sb, 0) == []
+
+    # changed: refused even under accept-new, both fingerprints shown
+    sb.known_hosts_path.write_text(full)
+    edit_config(sb, lambda doc: doc["ssh"].update(host_key_policy="accept-new"))
+    old = sandbox_mod.host_key_line(sb.hosts[0])
+    new = sandbox_mod.regenerate_host_key(sb.hosts[0])
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1
+    assert "host key CHANGED" in proc.stdout + proc.stderr
+    assert _fp(old) in proc.stdout and _fp(new) in proc.stdout
+    assert sb.known_hosts_path.read_text() == full
+    assert all(release_dirs(sb, h) == [] for h in sb.hosts)
+    # once known_hosts is fixed by a person, the deploy works
+    sandbox_mod.write_known_hosts(sb.known_hosts_path, sb.hosts)
+    assert cli(sb, "deploy").returncode == 0
+
+
+# --- 16. sudo wants a password, no TTY ---------------------------------------------------------
+
+
+def test_sudo_password_prompt_fails_fast_without_tty(sandbox):
+    sb = sandbox(1)
+    conn = host_conn(sb, 0, user="needpw")
+    try:
+        for cmd in ("sudo -n true", "sudo true", "sudo -S true"):
+            started = time.monotonic()
+            result = conn.run(cmd, timeout=30)
+            took = time.monotonic() - started
+            assert took < 10 and result.exit_code != 0, (cmd, result)
+            said = result.tail().lower()
+            assert "password" in said and ("required" in said or "no password" in said), said
+            assert sandbox_mod.NEEDPW_PASSWORD not in result.stdout + result.stderr
+    finally:
+        conn.close()
+
+
+# --- 17. hung and flooding remote commands -----------------------------------------------------
+
+
+def test_hung_command_times_out_and_its_process_group_is_killed(sandbox):
+    sb = sandbox(1)
+    conn = host_conn(sb)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="timed out after 2s"):
+            conn.run("sleep 1000 & sleep 1001; echo never", timeout=2)
+        assert time.monotonic() - started < 8
+        assert conn.run("true").ok                              # the connection is still usable
+    finally:
+        conn.close()
+    gone = wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[01]' || echo none")[1].strip() == "none",
+                      5, "the remote sleeps to be killed")
+    assert gone
+
+    # the same on cancel (Ctrl-C in a deploy sets it)
+    conn = host_conn(sb)
+    cancel = threading.Event()
+    threading.Timer(1, cancel.set).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(Cancelled):
+            conn.run("sleep 1002", cancel=cancel)
+        assert time.monotonic() - started < 5
+    finally:
+        conn.close()
+    assert wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[2]' || echo none")[1].strip() == "none",
+                      5, "the cancelled sleep to be killed")
+
+
+def test_flood_on_stdout_and_stderr_does_not_deadlock(sandbox):
+    """10 MB on each of stdout and stderr, written before the command reads its 8 MB of stdin."""
+    sb = sandbox(1)
+    conn = host_conn(sb)
+    stdin = io.BytesIO(os.urandom(8 << 20))
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        result = conn.run("head -c 10485760 /dev/zero | tr '\\0' o; head -c 10485760 /dev/zero | tr '\\0' e >&2; "
+                          "wc -c", stdin=stdin, timeout=120)
+        took = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        conn.close()
+    assert result.ok and took < 60
+    assert result.stdout.endswith(f"{8 << 20}\n")               # every stdin byte arrived
+    assert set(result.stderr) == {"e"}                           # the pgid marker is not in the output
+    assert len(result.stdout) <= 2 * 64 * 1024 and len(result.stderr) <= 2 * 64 * 1024
+    assert peak < 8 << 20, f"peak {peak / 1e6:.1f} MB"             # bounded: far below the 20 MB received
