@@ -1,0 +1,159 @@
+"""The benchmark harness (benchmarks/) in the suite: round-trip COUNTS, never times, plus the
+report produced end to end with tiny parameters. The full benchmark: python -m benchmarks.run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from deployer import sandbox as sandbox_mod
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds benchmarks/
+from benchmarks import harness  # noqa: E402
+from benchmarks import run as bench_run  # noqa: E402
+from benchmarks.workload import Spec, generate_tree, git_artifact  # noqa: E402
+from conftest import TEST_LABEL  # noqa: E402
+
+TINY = Spec(target_mb=1, text_files=150, binary_files=4)
+
+
+@pytest.fixture(scope="module")
+def bench(sandbox_image, client_key, tmp_path_factory):
+    """Three sandbox hosts behind a harness Bench, and a small generated artifact."""
+    work = tmp_path_factory.mktemp("bench")
+    artifact = git_artifact(TINY, work / "artifact")
+    hosts = harness.start_hosts(3, client_key, label=TEST_LABEL, log=lambda msg: None)
+    b = harness.Bench(work / "bench", client_key, hosts, log=lambda msg: None)
+    try:
+        yield b, artifact
+    finally:
+        b.close()
+        sandbox_mod.stop_hosts(hosts)
+
+
+def test_workload_is_deterministic_and_mostly_text():
+    first = [(f.path, f.mode, f.link, len(f.data)) for f in generate_tree(TINY)]
+    again = [(f.path, f.mode, f.link, len(f.data)) for f in generate_tree(TINY)]
+    assert first == again
+    text = sum(1 for path, *_ in first if not path.endswith((".png", ".woff2", ".so", ".bin")))
+    assert text >= 150 and text > 0.9 * len(first)
+    assert len({path for path, *_ in first}) == len(first)
+
+
+@pytest.mark.slow
+def test_round_trips_per_host(bench):
+    """N=3, one repetition: deploy <= 4 remote commands per host, rollback <= 2, a redeploy of
+    the same artifact uploads nothing; the floor is exactly one session per host."""
+    b, artifact = bench
+    result = harness.run_config(b, artifact, 3, 0, 1)
+
+    assert len(result.cmds_deploy) == len(result.cmds_redeploy) == len(result.cmds_rollback) == 3
+    assert all(0 < c <= 4 for c in result.cmds_deploy), result.cmds_deploy
+    assert all(0 < c <= 4 for c in result.cmds_redeploy), result.cmds_redeploy
+    assert all(0 < c <= 2 for c in result.cmds_rollback), result.cmds_rollback
+    assert result.cmds_floor == [1, 1, 1]
+
+    assert result.uploads == [3]
+    assert result.redeploy_uploads == [0]
+    assert result.cached == [3]
+    assert result.outputs["redeploy"].count("artifact already on host") == 3
+    assert "uploaded " not in result.outputs["redeploy"]
+    for rss in result.rss_deploy + result.rss_rollback:
+        assert 10 < rss < 1000      # measured at all, and the process's own (not ours)
+
+
+@pytest.mark.slow
+def test_rollback_puts_every_host_back(bench):
+    """The release the harness deploys is complete and correct on every host (checked the way the
+    scale run checks it)."""
+    b, artifact = bench
+    targets = b.targets(3)
+    deploy_to = b.deploy_dir("bench", "verify")
+    config = b.config(targets, deploy_to)
+    b.cli(config, "deploy", "--artifact", str(artifact.path))
+    assert harness.verify_hosts(targets, deploy_to, artifact, release=1) == []
+    b.cli(config, "deploy", "--artifact", str(artifact.path))
+    assert harness.verify_hosts(targets, deploy_to, artifact, release=2) == []
+    b.cli(config, "rollback")
+    assert harness.verify_hosts(targets, deploy_to, artifact, release=1) == []
+    b.clean(targets)
+
+
+@pytest.mark.slow
+def test_report_end_to_end(sandbox_image, tmp_path, capsys):
+    """The documented command with tiny parameters: every section and the expected rows/columns."""
+    out = tmp_path / "results.md"
+    code = bench_run.main(["--hosts", "2", "--reps", "1", "--latency-ms", "0", "--artifact-mb", "1",
+                           "--files", "150", "--big-mb", "2", "--mem-hosts", "2", "--scale-hosts", "3",
+                           "--out", str(out), "--workdir", str(tmp_path / "work"), "--label", TEST_LABEL])
+    assert code == 0
+    report = out.read_text()
+    assert report in capsys.readouterr().out
+    for heading in ("# Deployer performance against the floor", "## Side by side", "## Peak memory by artifact size",
+                    "## Scale run", "## Targets"):
+        assert heading in report
+    for machine in ("- date: ", "CPUs", "RAM", "Python "):
+        assert machine in report
+
+    main = _table(report, "## Side by side")
+    assert main[0] == harness.MAIN_COLUMNS
+    assert len(main) == 2
+    row = dict(zip(main[0], main[1]))
+    assert row["hosts"] == "2" and row["added RTT ms"] == "0"
+    for column in ("floor s", "deploy s", "redeploy s", "rollback s", "deploy/floor", "redeploy/deploy"):
+        assert float(row[column]) > 0
+    assert 0 < int(row["cmds/host deploy"].split("-")[-1]) <= 4
+    assert 0 < int(row["cmds/host rollback"].split("-")[-1]) <= 2
+
+    memory = _table(report, "## Peak memory by artifact size")
+    assert [r[0] for r in memory[1:]] == ["1 MB", "2 MB"]
+    assert "3/3 hosts verified" in report
+
+    targets = _table(report, "## Targets")
+    assert targets[0] == ["target", "measured", "verdict"]
+    verdicts = {r[0]: r[2] for r in targets[1:]}
+    assert verdicts["<= 4 remote commands per host per deploy"] == "pass"
+    assert verdicts["<= 2 remote commands per host per rollback"] == "pass"
+    assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "not measured"
+    assert all(v in ("pass", "MISS", "not measured") for v in verdicts.values())
+
+
+def test_phase_times_and_targets_from_synthetic_results():
+    stdout = ("host    result    step      release    lock s    check s    prepare s    switch s    finish s  error\n"
+              "------  --------  ------  ---------  --------  ---------  -----------  ----------  ----------  -------\n"
+              "host-1  ok        finish          1      0.2           0         1.5         0.05        0.04\n"
+              "host-2  ok        finish          1      0.3           0         1.25        0.07        0.02\n")
+    assert harness.phase_times(stdout, ["host-1", "host-2"]) == {"lock": 0.3, "check": 0.0, "prepare": 1.5,
+                                                                "switch": 0.07, "finish": 0.04}
+    r5 = harness.ConfigResult(hosts=5, latency_ms=0, reps=1, floor=[2.0], deploy=[2.2], redeploy=[0.5],
+                              rollback=[0.4], cmds_deploy=[4] * 5, cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5,
+                              rss_deploy=[60.0], rss_rollback=[50.0])
+    r20 = harness.ConfigResult(hosts=20, latency_ms=0, reps=1, floor=[10.0], deploy=[12.0], redeploy=[2.0],
+                               rollback=[1.5], cmds_deploy=[5] * 20, cmds_redeploy=[4] * 20,
+                               cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
+    verdicts = {t.name: t.verdict for t in harness.evaluate([r5, r20], [], None)}
+    assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
+    assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "MISS"      # 1.20
+    assert verdicts["<= 4 remote commands per host per deploy"] == "MISS"
+    assert verdicts["<= 2 remote commands per host per rollback"] == "pass"
+    assert verdicts["rollback of 20 hosts <= 1 s, loopback"] == "MISS"
+    assert verdicts["redeploy <= 0.3 x first deploy (every configuration)"] == "pass"
+    assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
+    table = harness.markdown_table(harness.MAIN_COLUMNS, harness.main_rows([r5, r20]))
+    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 1.50 | 1.20 | 0.17 |" in table
+
+
+def _table(report: str, heading: str) -> list[list[str]]:
+    """The first Markdown table after a heading, as rows of cells (header first, separator dropped)."""
+    lines = report.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if line.startswith("|---"):
+            continue
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
