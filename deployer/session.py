@@ -140,11 +140,18 @@ class Session:
 
     def lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
         """Lock the first host alone (the tie-breaker between racing runs), then the rest in parallel."""
+        def connect(r):
+            if r.conn is None and not self.dry_run:
+                self.connect(r)
+
         def lock(r):
             self.inspect(r, lock=True, artifact_sha=artifact_sha)
-        first, rest = self.runs[:1], self.runs[1:]
-        failures = self.fleet.each("lock", lock, first)
-        if not failures:
+        # connecting is not locking: all hosts connect at once, only the lock mkdirs are ordered
+        failures = self.fleet.each("lock", connect)
+        ready = [r for r in self.runs if r.name not in failures]
+        first, rest = ready[:1], ready[1:]
+        failures.update(self.fleet.each("lock", lock, first))
+        if not failures or (len(failures) <= max_fail and first and first[0].locked):
             failures.update(self.fleet.each("lock", lock, rest))
         held = [e for e in failures.values() if isinstance(e, LockHeld)]
         if held or (failures and not self.tolerate(failures, max_fail)):

@@ -87,7 +87,8 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
     else:
         art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
                              include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
-    check_members(art.path)
+    if artifact_path or version:
+        check_members(art.path)     # a fresh build checked its members before packing
     return art
 
 
