@@ -1,4 +1,4 @@
-"""Fault injection against real sshd hosts (issue #9): one named test per row of the matrix.
+"""Fault injection against real sshd hosts: one named test per row of the fault matrix.
 
 Each test breaks something at a chosen moment and checks what the deployer promises: which hosts
 switched, what is left on disk, the exit code and message, and that the next run works without
