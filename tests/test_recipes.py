@@ -8,7 +8,6 @@ import importlib
 import pkgutil
 import shutil
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
