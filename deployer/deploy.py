@@ -183,32 +183,15 @@ class Pipeline:
 
     def remote(self, run: HostRun, step: str, command: str) -> str:
         env = self.ctx.env(run.host, run.previous)
-        result = self.session.run(run, step, commands.in_release(self.session.paths, self.number, command, env,
-                                                                 self.stage.app.run_as))
+        result = self.session.in_release(run, step, self.number, command, env)
         self.out.line(run.name, step, "ok")
         return result.stdout
 
     def hooks(self, point: str, runs: list[HostRun]) -> None:
-        for hook in self.pipeline.hooks_at(point):
-            self.ctx.step = point
-            if self.options.dry_run and not hook.command:
-                self.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}")
-                continue
-            try:
-                if hook.local:
-                    hooks.run_local(hook, self.ctx, str(self.session.config_dir), self.stage.hosts[0].ssh.command_timeout)
-                    self.out.line("local", point, f"hook ok: {hook.local}")
-                elif hook.python:
-                    hooks.run_python(hook, self.ctx)
-                    self.out.line("local", point, f"hook ok: {hook.python}")
-            except hooks.HookFailed as exc:
-                raise HookError(point, str(exc)) from None
-            if hook.command:
-                failures = self.session.fleet.each(point, lambda r: self.remote(r, point, hook.command),
-                                                   hooks.targets(hook, runs))
-                if failures:
-                    raise HookError(point, f"hook failed on {names(failures)}: " +
-                                    "; ".join(str(e) for e in failures.values()))
+        try:
+            hooks.run_point(self.session, self.ctx, point, runs, lambda run: self.number)
+        except hooks.HookFailed as exc:
+            raise HookError(point, str(exc)) from None
 
     # -- switching --------------------------------------------------------------------------------
 
@@ -263,8 +246,8 @@ class Pipeline:
         r = self.pipeline.restart
         if not r.command:
             return
-        targets = [run for run in runs if not r.roles or set(r.roles) & set(run.host.roles)]
-        failures = self.session.fleet.each("restart", lambda run: self.remote(run, "restart", r.command), targets)
+        failures = self.session.fleet.each("restart", lambda run: self.remote(run, "restart", r.command),
+                                           hooks.with_roles(r.roles, runs))
         if failures:
             raise HookError("restart", f"restart failed on {names(failures)}: " +
                             "; ".join(str(e) for e in failures.values()))

@@ -59,10 +59,38 @@ class HookFailed(DeployerError):
     pass
 
 
+def with_roles(roles: tuple[str, ...], runs: list) -> list:
+    """The runs whose host has one of `roles` (all of them when no roles are given)."""
+    return [r for r in runs if not roles or set(roles) & set(r.host.roles)]
+
+
 def targets(hook: Hook, runs: list) -> list:
     """The runs a remote hook applies to."""
-    chosen = [r for r in runs if not hook.roles or set(hook.roles) & set(r.host.roles)]
+    chosen = with_roles(hook.roles, runs)
     return chosen[:1] if hook.once else chosen
+
+
+def run_point(session, ctx: HookContext, point: str, runs: list, release_of) -> None:
+    """Every hook declared at `point`, in order: remote ones on their hosts (in parallel, in
+    releases/<release_of(run)>), local and python ones here. HookFailed on the first failure."""
+    for hook in session.stage.pipeline.hooks_at(point):
+        ctx.step = point
+        if hook.command:
+            def remote(run):
+                session.in_release(run, point, release_of(run), hook.command, ctx.env(run.host, run.previous))
+                session.out.line(run.name, point, "ok")
+            failures = session.fleet.each(point, remote, targets(hook, runs))
+            if failures:
+                raise HookFailed(f"hook failed on {', '.join(sorted(failures))}: "
+                                 + "; ".join(str(e) for e in failures.values()))
+        elif session.dry_run:
+            session.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}")
+        elif hook.local:
+            run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
+            session.out.line("local", point, f"hook ok: {hook.local}")
+        else:
+            run_python(hook, ctx)
+            session.out.line("local", point, f"hook ok: {hook.python}")
 
 
 def run_local(hook: Hook, ctx: HookContext, cwd: str, timeout: int) -> str:

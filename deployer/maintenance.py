@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from . import commands, envfile, planning
+from . import commands, envfile, hooks, planning
 from . import state as host_state
 from .config import Host, Stage
 from .errors import UsageError
@@ -92,11 +92,10 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
         session.must("config", write, failed="config push failed", undo=True)
         restart = stage.pipeline.restart
         if restart.command:
-            targets = [r for r in session.runs if r.state.current is not None
-                       and (not restart.roles or set(restart.roles) & set(r.host.roles))]
-            session.must("restart", lambda r: session.run(r, "restart", commands.in_release(
-                session.paths, r.state.current, restart.command, {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"},
-                stage.app.run_as)), targets, failed="config written, but restart failed")
+            live = [r for r in session.runs if r.state.current is not None]
+            env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
+            session.must("restart", lambda r: session.in_release(r, "restart", r.state.current, restart.command, env),
+                         hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
         return session.runs
     finally:
         session.close()

@@ -59,7 +59,6 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
                             "--ignore-migrations", session.runs)
         first = session.runs[0]
         ctx.release, ctx.previous = first.target, first.previous
-        ctx.step = "before_rollback"
         _hooks(session, ctx, "before_rollback")
         if ran and migrations == "run":
             _down_migrations(session, ctx, ran)
@@ -79,7 +78,6 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
             _restore(session)
             raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
         _restart(session, ctx)
-        ctx.step = "after_rollback"
         _hooks(session, ctx, "after_rollback")
         _notify(stage, session, "rolled back", f"manual rollback to release {first.target}")
         return session.runs
@@ -94,19 +92,10 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
 
 
 def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
-    for hook in session.stage.pipeline.hooks_at(point):
-        if hook.local:
-            hooks.run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
-        elif hook.python:
-            hooks.run_python(hook, ctx)
-        else:
-            failures = session.fleet.each(point, lambda r: session.run(
-                r, point, commands.in_release(session.paths, r.target, hook.command, ctx.env(r.host, r.previous),
-                                              session.stage.app.run_as)),
-                hooks.targets(hook, session.runs))
-            if failures:
-                raise hooks.HookFailed(f"{point} hook failed on {names(failures)}: "
-                                       + "; ".join(str(e) for e in failures.values()))
+    try:
+        hooks.run_point(session, ctx, point, session.runs, lambda run: run.target)
+    except hooks.HookFailed as exc:
+        raise hooks.HookFailed(f"{point}: {exc}") from None
 
 
 def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[int]) -> None:
@@ -129,11 +118,9 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
     r = session.stage.pipeline.restart
     if not r.command:
         return
-    targets = [run for run in session.runs if run.switched and (not r.roles or set(r.roles) & set(run.host.roles))]
-    failures = session.fleet.each("restart", lambda run: session.run(
-        run, "restart", commands.in_release(session.paths, run.target, r.command, ctx.env(run.host, run.previous),
-                                            session.stage.app.run_as)),
-        targets)
+    switched = [run for run in session.runs if run.switched]
+    failures = session.fleet.each("restart", lambda run: session.in_release(
+        run, "restart", run.target, r.command, ctx.env(run.host, run.previous)), hooks.with_roles(r.roles, switched))
     for name, exc in failures.items():
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 

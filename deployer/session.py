@@ -119,6 +119,10 @@ class Session:
             raise HostError(run.name, step, result.tail())
         return result
 
+    def in_release(self, run: HostRun, step: str, number: int, command: str, env: dict[str, str]) -> Result:
+        """A user command (hook, restart, smoke, verify) in releases/N, as [app] run_as when set."""
+        return self.run(run, step, commands.in_release(self.paths, number, command, env, self.stage.app.run_as))
+
     def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None) -> None:
         """Read the host's state; with lock, take the lock in the same command."""
         info = json.dumps({"who": who(), "pid": os.getpid(), "stage": self.stage.name, "action": self.action,

@@ -166,6 +166,7 @@ def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):
         "after_prepare": [{"command": "env | grep ^DEPLOY_ | sort > /srv/app/shared/env-$DEPLOY_RELEASE; pwd -P >> "
                                       "/srv/app/shared/env-$DEPLOY_RELEASE"}],
         "after_finish": [{"local": f"env | grep ^DEPLOY_ | sort > {local_file}"}],
+        "after_rollback": [{"command": "echo $DEPLOY_RELEASE $DEPLOY_PREVIOUS_RELEASE > /srv/app/shared/rolled"}],
     })
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "z.txt", "2")
@@ -180,6 +181,8 @@ def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):
     assert out.splitlines()[-1] == "/srv/app/releases/2"
     local = dict(line.split("=", 1) for line in local_file.read_text().splitlines())
     assert local["DEPLOY_RELEASE"] == "2" and local["DEPLOY_STEP"] == "after_finish"
+    assert cli(sb, "rollback").returncode == 0
+    assert all(sb.exec(h, "cat /srv/app/shared/rolled")[1].split() == ["1", "2"] for h in sb.hosts)
 
 
 def test_failing_hook_fails_its_step_with_output(sandbox):
