@@ -41,15 +41,14 @@ def rollback_target(state: HostState, to: int | None = None) -> int:
     return older[-1].number
 
 
-def cleanup(state: HostState, keep: int, current: int | None, previous: int | None = None,
-            in_progress: int | None = None) -> list[str]:
+def cleanup(state: HostState, keep: int, current: int | None, previous: int | None = None) -> list[str]:
     """Names under releases/ to delete, by release number (never by mtime).
 
     Deleted: leftover temp dirs, incomplete and bad releases, never-switched releases newer than
     current (orphans of an interrupted run), then complete releases beyond the newest `keep`.
-    Never deleted: current, the release current replaced, the release being deployed.
+    Never deleted: current (during a deploy, the release being deployed) and the release it replaced.
     """
-    protected = {n for n in (current, previous, in_progress) if n is not None}
+    protected = {n for n in (current, previous) if n is not None}
     doomed: list[str] = [name for name in state.strays if name.startswith(".tmp-")]
     kept: list[int] = []
     # orphans are judged against what was live when the host was inspected: during a deploy,
