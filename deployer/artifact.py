@@ -414,14 +414,42 @@ def _scan_tarball(path: Path, want_revision: bool = False) -> tuple[list[tarfile
     return members, revision
 
 
-def check_members(path: Path) -> None:
-    """Raise ArtifactError naming the first unsafe member of an existing tarball."""
+# Bump when the member rules change: earlier "checked" records then no longer count.
+MEMBER_RULES = "1"
+
+
+def checked_record(sha256: str) -> Path:
+    """Where this user's deployer records "these exact bytes passed the member check"
+    ($XDG_CACHE_HOME/deployer/checked/, default ~/.cache). Only a local run writes it, keyed by a
+    digest taken from the file itself, so a tarball shipped with any sidecar is still checked."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "deployer" / "checked" / f"{sha256}.rules-{MEMBER_RULES}"
+
+
+def _record_checked(sha256: str) -> None:
+    record = checked_record(sha256)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.touch()
+    except OSError:
+        pass            # a read-only home only costs the check again next time
+
+
+def check_members(path: Path, sha256: str | None = None) -> None:
+    """Raise ArtifactError naming the first unsafe member of an existing tarball.
+
+    With `sha256` (computed from the file by the caller, e.g. load_artifact), a tarball with
+    those exact bytes that already passed under the current rules is not scanned again."""
     path = Path(path)
+    if sha256 and checked_record(sha256).is_file():
+        return
     members, _ = _scan_tarball(path)
     problem = _find_problem(members)
     if problem:
         name, reason = problem
         raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
+    if sha256:
+        _record_checked(sha256)
 
 
 # --------------------------------------------------------------------------
@@ -863,6 +891,7 @@ def build_artifact(
             Path(tmp_tar).unlink(missing_ok=True)
         _rmtree(export)
 
+    _record_checked(digest)         # its members passed the rules before packing
     log(f"built {tar_path.name}: {len(manifest)} files, {size} bytes, sha256 {digest[:12]}")
     return Artifact(path=tar_path, meta=meta)
 
@@ -903,6 +932,7 @@ def load_artifact(path: Path) -> Artifact:
     if problem:
         bad, reason = problem
         raise ArtifactError(f"{path.name}: unsafe member '{bad}': {reason}")
+    _record_checked(digest)
     stem = path.name
     for suffix in (".tar.gz", ".tgz"):
         if stem.endswith(suffix):

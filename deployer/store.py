@@ -7,9 +7,10 @@ downloads into a local cache) fits behind the same three calls.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .artifact import Artifact, ArtifactError, load_artifact
+from .artifact import Artifact, load_artifact
 from .errors import UsageError
 
 
@@ -18,27 +19,29 @@ class LocalStore:
         self.root = Path(root)
 
     def list(self) -> list[Artifact]:
-        """Every stored artifact that has its metadata, newest build first."""
+        """Every stored artifact by its metadata, newest build first. Nothing is hashed here:
+        `get` verifies the one artifact a deploy takes."""
         found = []
         for meta_path in sorted(self.root.glob("*.json")):
-            tarball = meta_path.with_suffix(".tar.gz")
-            if not tarball.is_file():
-                continue
+            tarball = meta_path.with_name(meta_path.name[: -len(".json")] + ".tar.gz")
             try:
-                found.append(load_artifact(tarball))
-            except ArtifactError:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
                 continue
+            if tarball.is_file() and isinstance(meta, dict) and meta.get("sha256") and "size" in meta:
+                found.append(Artifact(path=tarball, meta=meta))
         return sorted(found, key=lambda a: (a.meta.get("built_at", ""), a.version), reverse=True)
 
     def get(self, ref: str) -> Artifact:
-        """By exact version, or by a prefix (>= 7 chars) of its sha256 or git sha."""
+        """By exact version, or by a prefix (>= 7 chars) of its sha256 or git sha; its sha256 is
+        checked against the file (load_artifact)."""
         items = self.list()
         exact = [a for a in items if a.version == ref]
         if exact:
-            return exact[0]
-        matches = [a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref) or a.git_sha.startswith(ref))]
+            return load_artifact(exact[0].path)
+        matches = [a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))]
         if len({a.sha256 for a in matches}) == 1:
-            return matches[0]
+            return load_artifact(matches[0].path)
         if matches:
             raise UsageError(f"{ref!r} matches several artifacts in {self.root}: "
                              + ", ".join(sorted({a.version for a in matches})))

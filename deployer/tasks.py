@@ -88,7 +88,7 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
         art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
                              include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
     if artifact_path or version:
-        check_members(art.path)     # a fresh build checked its members before packing
+        check_members(art.path, art.sha256)     # a fresh build checked its members before packing
     return art
 
 
@@ -241,7 +241,7 @@ def artifacts(c, config=None, json=False):
     """Stored artifacts: version, git sha, sha256, size, built."""
     cfg = config_mod.load(config)
     items = LocalStore(cfg.build.output).list()
-    rows = [{"version": a.version, "git sha": a.git_sha[:8], "sha256": a.sha256[:12], "size": a.size,
+    rows = [{"version": a.version, "git sha": (a.git_sha or "")[:8], "sha256": a.sha256[:12], "size": a.size,
              "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
              "by": a.meta.get("built_by", "")} for a in items]
     out = Output()

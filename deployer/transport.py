@@ -260,7 +260,7 @@ class Connection:
 
         try:
             chan.settimeout(SLICE)
-            self._exec(chan, wrap(script), watch.window)
+            _start(chan, wrap(script))
             if stdin is not None:
                 _upload(chan, stdin, out, err, watch, check, progress)
             if not chan.closed:
@@ -285,6 +285,8 @@ class Connection:
                     break
             _drain(chan, out, err)
             code = chan.recv_exit_status()
+            if code == -1:          # no exit status: the command was killed by a signal, or refused
+                err.add(b"\n(no exit status: the command was killed by a signal or the host refused it)\n")
         except socket.timeout:
             raise TransportError("host stopped answering (timed out)") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -360,6 +362,20 @@ class Connection:
                 killer.close()
         except Exception:
             pass
+
+
+def _start(chan: paramiko.Channel, command: str) -> None:
+    """Send the exec request without waiting for the server's reply, as OpenSSH's own client
+    does: stdin can follow at once, which saves a round trip per command. A refused request
+    closes the channel (paramiko does that on the failure reply); the read loop then sees a
+    closed channel without an exit status."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    chan.transport._send_user_message(m)
 
 
 def _upload(chan, stdin: BinaryIO, out: "_Tail", err: "_Stderr", watch: "_Watch", check, progress) -> None:

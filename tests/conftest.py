@@ -26,6 +26,13 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory):
+    """The deployer's per-user cache (member-check records) lives in this test run's temp dir,
+    for every test and every CLI run the tests start."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+
+
 # --- sandbox hosts -----------------------------------------------------------
 
 

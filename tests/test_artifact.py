@@ -16,6 +16,7 @@ from deployer.artifact import (
     ArtifactError,
     build_artifact,
     check_members,
+    checked_record,
     load_artifact,
     sha256_file,
 )
@@ -376,6 +377,40 @@ def test_check_members_not_a_tarball(tmp_path):
     p.write_bytes(b"not a tarball at all")
     with pytest.raises(ArtifactError, match="not a readable tar archive"):
         check_members(p)
+
+
+def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
+    import deployer.artifact as artifact_mod
+    good = make_tar(tmp_path / "good.tar.gz", [("app/x.py", "file", "x")])
+    evil = make_tar(tmp_path / "evil.tar.gz", [("../x", "file", "x")])
+    good_sha, evil_sha = sha256_file(good), sha256_file(evil)
+    assert not checked_record(good_sha).exists()
+    check_members(good, good_sha)
+    assert checked_record(good_sha).is_file()
+    assert str(checked_record(good_sha)).startswith(os.environ["XDG_CACHE_HOME"])
+    with pytest.raises(ArtifactError):
+        check_members(evil, evil_sha)
+    assert not checked_record(evil_sha).exists()        # a failed check is never recorded
+
+    scans = []
+    real_scan = artifact_mod._scan_tarball
+    monkeypatch.setattr(artifact_mod, "_scan_tarball", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+    check_members(good, good_sha)
+    assert scans == []                                  # same bytes, same rules: not scanned again
+    with pytest.raises(ArtifactError):
+        check_members(evil, evil_sha)                   # still scanned, still refused
+    monkeypatch.setattr(artifact_mod, "MEMBER_RULES", "test-next")
+    check_members(good, good_sha)
+    assert len(scans) == 2                              # new rules: earlier records do not count
+
+
+def test_build_and_load_record_the_check(repo, tmp_path):
+    art = build(repo, tmp_path / "out")
+    assert checked_record(art.sha256).is_file()         # packing checked the members
+    checked_record(art.sha256).unlink()
+    art.json_path.unlink()
+    load_artifact(art.path)                             # without JSON it scans, and records
+    assert checked_record(art.sha256).is_file()
 
 
 # ---------------------------------------------------------------- load_artifact

@@ -4,6 +4,7 @@ POSIX shell against a scratch directory (hostile values included) to prove quoti
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -108,6 +109,35 @@ def test_prepare_rejects_corrupt_upload_and_leaves_nothing(tmp_path):
     assert b"sha256 mismatch" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "app" / "releases").iterdir()) == []
     assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
+
+
+def test_prepare_names_a_damaged_stream_by_its_sha256_even_when_tar_stops_first(tmp_path):
+    """Extraction runs while the stream arrives; a flipped byte makes gzip fail mid-way, yet the
+    whole stream is still checksummed and reported as damaged, and nothing is left behind."""
+    paths = Paths(str(tmp_path / "app"))
+    payload = make_tarball({f"f{i}": os.urandom(2048) for i in range(200)})
+    sha = hashlib.sha256(payload).hexdigest()
+    flipped = bytearray(payload)
+    flipped[len(payload) // 3] ^= 0x01
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), bytes(flipped))
+    assert proc.returncode == commands.SHA_MISMATCH, proc.stderr
+    assert b"sha256 mismatch" in proc.stderr
+    assert list((tmp_path / "app" / "releases").iterdir()) == []
+    assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
+
+    # intact stream: extracted and cached in the same pass
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "app" / "releases" / "1" / "f7").stat().st_size == 2048
+    cached = tmp_path / "app" / ".deployer" / "cache" / f"{sha}.tar.gz"
+    assert cached.read_bytes() == payload
+
+    # a damaged cached copy is found while it is extracted again, and removed
+    cached.write_bytes(bytes(flipped))
+    proc = sh(commands.prepare(paths, 2, "tok2", sha, upload=False, release_json="{}"))
+    assert proc.returncode == commands.SHA_MISMATCH and b"sha256 mismatch" in proc.stderr
+    assert not cached.exists()
+    assert sorted(p.name for p in (tmp_path / "app" / "releases").iterdir()) == ["1"]
 
 
 def test_prepare_missing_shared_file_names_it(tmp_path):

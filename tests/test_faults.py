@@ -542,7 +542,7 @@ def test_disk_full_during_extraction(sandbox, app_repo, procs, tmp_path):
 # --- 7. artifact corrupted in transit ----------------------------------------------------------
 
 
-def test_corrupted_or_truncated_artifact_is_caught_before_extraction(sandbox, procs, tmp_path):
+def test_corrupted_or_truncated_artifact_never_becomes_a_release(sandbox, procs, tmp_path):
     sb = sandbox(2)
     artifact = built_artifact(sb)
     good = artifact.read_bytes()
