@@ -111,9 +111,9 @@ def test_prepare_rejects_corrupt_upload_and_leaves_nothing(tmp_path):
     assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
 
 
-def test_prepare_names_a_damaged_stream_by_its_sha256_even_when_tar_stops_first(tmp_path):
-    """Extraction runs while the stream arrives; a flipped byte makes gzip fail mid-way, yet the
-    whole stream is still checksummed and reported as damaged, and nothing is left behind."""
+def test_prepare_names_a_damaged_artifact_by_its_sha256_and_leaves_nothing(tmp_path):
+    """A flipped byte in the upload, then in the cached copy a redeploy extracts (checksummed
+    while it is extracted): both reported as damaged, nothing left behind, the bad copy removed."""
     paths = Paths(str(tmp_path / "app"))
     payload = make_tarball({f"f{i}": os.urandom(2048) for i in range(200)})
     sha = hashlib.sha256(payload).hexdigest()
@@ -125,7 +125,7 @@ def test_prepare_names_a_damaged_stream_by_its_sha256_even_when_tar_stops_first(
     assert list((tmp_path / "app" / "releases").iterdir()) == []
     assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
 
-    # intact stream: extracted and cached in the same pass
+    # intact: extracted and cached
     proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "app" / "releases" / "1" / "f7").stat().st_size == 2048
