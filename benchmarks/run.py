@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         src = sha = None
         if args.deployer_ref:
             src, sha = harness.snapshot(args.deployer_ref, work / "deployer-src")
+        harness.compile_source(src)
         measured = harness.describe_source(src, args.deployer_ref, sha)
         log(f"measuring {measured}")
 
