@@ -30,7 +30,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import paramiko
 import pytest
 import toml
 
@@ -39,6 +38,7 @@ from deployer import config as config_mod
 from deployer import planning
 from deployer import sandbox as sandbox_mod
 from deployer import state as host_state
+from deployer import transport as transport_mod
 from deployer.config import SSHSettings
 from deployer.errors import DeployerError
 from deployer.netproxy import NetProxy
@@ -449,7 +449,7 @@ def test_stalled_link_mid_upload_is_noticed_and_aborted(sandbox, procs, tmp_path
 
 def test_stall_while_a_command_runs_or_at_exec_is_bounded(sandbox, monkeypatch):
     """The same rule on a bare connection: a link stalling while a command runs, or right when the
-    command is sent (paramiko waits for that reply without a timeout of its own)."""
+    command is sent (the exec request is not waited for; the silence watch still ends it)."""
     sb = sandbox(1)
     proxy = NetProxy(("127.0.0.1", sb.hosts[0].port)).start()
     try:
@@ -464,12 +464,12 @@ def test_stall_while_a_command_runs_or_at_exec_is_bounded(sandbox, monkeypatch):
 
         proxy.resume()
         conn = host_conn(sb, 0, keepalive=1, connect_timeout=2)
-        original = paramiko.Channel.exec_command
+        original = transport_mod._start
 
         def exec_on_a_stalling_link(chan, command):
             proxy.stall()
             return original(chan, command)
-        monkeypatch.setattr(paramiko.Channel, "exec_command", exec_on_a_stalling_link)
+        monkeypatch.setattr(transport_mod, "_start", exec_on_a_stalling_link)
         started = time.monotonic()
         with pytest.raises(TransportError, match="stopped answering"):
             conn.run("true")
