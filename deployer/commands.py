@@ -116,7 +116,8 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
     else:
-        # checked when it was stored, checksummed again while it is extracted; a bad copy is removed
+        # checked when it was stored, checksummed again while it is extracted (the sum goes to
+        # this run's unused upload file, which the trap removes); a bad copy is removed
         parts += [
             f"sha256sum {cached} > {part} 2>/dev/null &",
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",

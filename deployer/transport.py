@@ -300,31 +300,6 @@ class Connection:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _exec(self, chan: paramiko.Channel, command: str, within: float) -> None:
-        """exec_command waits for the server's reply with no timeout of its own: if the link stalls
-        right then it would wait forever, so a watchdog closes the connection after `within` s."""
-        done, expired = threading.Event(), threading.Event()
-        conn = self._conn
-
-        def watchdog():
-            if not done.wait(within):
-                expired.set()
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-
-        threading.Thread(target=watchdog, daemon=True, name="ssh-exec-watchdog").start()
-        try:
-            chan.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError):
-            if expired.is_set():
-                self.close()
-                raise TransportError(f"host stopped answering (no reply to a command for {within:g}s)") from None
-            raise
-        finally:
-            done.set()
-
     def _probe(self) -> threading.Event:
         """Send a global request every server answers; the event is set when the answer arrives."""
         answered = threading.Event()
@@ -353,7 +328,7 @@ class Connection:
             killer = self._conn.transport.open_session(timeout=min(self.host.ssh.connect_timeout, 5))
             self.commands_run += 1
             try:
-                self._exec(killer, kill_script(err.pgid), min(self.host.ssh.connect_timeout, 5))
+                _start(killer, kill_script(err.pgid))
                 killer.shutdown_write()
                 until = time.monotonic() + KILL_GRACE + 5
                 while not killer.exit_status_ready() and time.monotonic() < until and self.alive:
