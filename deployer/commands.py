@@ -34,11 +34,14 @@ def _emit(key: str, value_expr: str) -> str:
 
 
 def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | None = None,
-            artifact_sha: str | None = None) -> str:
-    """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once)."""
+            artifact_sha: str | None = None, free_space: bool = True) -> str:
+    """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
+
+    Run before every action, so it forks little: every release's metadata and the lock's owner
+    are read by one awk, whatever the number of releases."""
     d = q(paths.deploy_to)
     lock = q(paths.lock)
-    parts = [f"D={d}"]
+    parts = [f"D={d}", "set --"]
     if lock_info is not None:
         parts.append(
             f"mkdir -p {q(paths.state)} 2>/dev/null || "
@@ -51,7 +54,7 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
             f"{_emit('lock_acquired', '1')}; fi"
         )
     parts += [
-        _emit("user", '"$(id -un)"'),
+        _emit("user", '"${LOGNAME:-$(id -un)}"'),
         'p="$D"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1',
         'if [ -d "$D" ]; then ' + _emit("deploy_to", '"present $w"') + "; else " +
         _emit("deploy_to", '"absent $w"') + "; fi",
@@ -63,11 +66,12 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         '  case $n in ""|*[!0-9]*) ' + _emit("stray", '"$n"') + "; continue;; esac",
         '  s="$r/.deployer"; c=0; b=0; rb=0; m=0',
         '  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1; [ -f "$s/migrated" ] && m=1',
-        "  printf 'release\\t%s %s %s %s %s\\t' \"$n\" $c $b $rb $m",
-        '  head -c 65536 "$s/release.json" 2>/dev/null | tr -d "\\n" || true; echo',
+        "  printf 'release\\t%s %s %s %s %s\\n' \"$n\" $c $b $rb $m",
+        '  [ ! -f "$s/release.json" ] || set -- "$@" "$s/release.json"',
         "done",
-        f'if [ -d {lock} ]; then printf \'lock\\t\'; head -c 4096 {q(paths.lock + "/info")} 2>/dev/null | tr -d "\\n" || true; echo; fi',
-        _emit("free_kb", '"$(df -Pk "$p" | awk \'NR==2{print $4}\')"'),
+        f"if [ -d {lock} ]; then printf 'lock\\t\\n'; [ ! -f {q(paths.lock + '/info')} ] || set -- \"$@\" {q(paths.lock + '/info')}; fi",
+        f"[ $# -eq 0 ] || awk {q(_META_AWK)} \"$@\" 2>/dev/null || true",
+        _emit("free_kb", '"$(df -Pk "$p" | awk \'NR==2{print $4}\')"') if free_space else "",
         "m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m=\"$m $t\"; done",
         _emit("missing_tools", '"$m"'),
     ]
@@ -75,6 +79,18 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         cached = q(paths.cached_artifact(artifact_sha))
         parts.append(f"c=0; [ -f {cached} ] && c=1; " + _emit("cached", '"$c"'))
     return _lines(*parts)
+
+
+# Each file given: "meta<TAB>N<TAB>" + a release's release.json, or "lockinfo<TAB>" + the lock's
+# info; newlines dropped, at most 64 KiB (4 KiB for the lock) kept.
+_META_AWK = (
+    'function flush() { if (out != "") print out; out = "" }\n'
+    'FNR == 1 { flush(); cap = 65536; n = split(FILENAME, p, "/")\n'
+    '  if (FILENAME ~ /\\/lock\\/info$/) { out = "lockinfo\\t"; cap = 4096 } else out = "meta\\t" p[n - 2] "\\t"\n'
+    '  len = 0 }\n'
+    '{ if (len < cap) { out = out substr($0, 1, cap - len); len += length($0) } }\n'
+    'END { flush() }\n'
+)
 
 
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
@@ -196,10 +212,9 @@ def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | Non
         f"exit {CURRENT_NOT_LINK}; fi",
         f"[ -f {q(paths.release_state(number) + '/complete')} ] || "
         f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}",
-        f"rm -f {link}",
-        f"ln -s {q(paths.release_target(number))} {link}",
+        f"ln -sfn {q(paths.release_target(number))} {link}",
         f"mv -T {link} {current}",
-        f"rm -f {q(paths.release_state(number) + '/rolled_back')}",
+        f"[ ! -e {q(paths.release_state(number) + '/rolled_back')} ] || rm -f {q(paths.release_state(number) + '/rolled_back')}",
     ]
     if mark_rolled_back is not None:
         marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")
@@ -208,7 +223,7 @@ def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | Non
         parts.append(_append_ledger(paths, ledger))
     if release_lock:
         parts.append(_unlock(paths, token))
-    parts.append(_emit("current", f'"$(readlink {current})"'))
+    parts.append(_emit("current", q(paths.release_target(number))))      # mv -T succeeded (set -e)
     return _lines(*parts)
 
 
@@ -221,7 +236,8 @@ def unswitch(paths: Paths, number: int) -> str:
 
 def _unlock(paths: Paths, token: str) -> str:
     token_file = q(paths.lock + "/token")
-    return (f"if [ \"$(cat {token_file} 2>/dev/null)\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
+    return (f"t=; {{ read -r t < {token_file}; }} 2>/dev/null || :; "
+            f"if [ \"$t\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
 
 
 def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str], ledger: str | None = None) -> str:
@@ -270,7 +286,7 @@ def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) ->
 
 def _append_ledger(paths: Paths, line: str) -> str:
     """One O_APPEND write of one line (< PIPE_BUF): never torn, never interleaved."""
-    return f"mkdir -p {q(paths.state)} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
+    return f"{{ [ -d {q(paths.state)} ] || mkdir -p {q(paths.state)}; }} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
 
 
 def read_ledger(paths: Paths, match: str | None = None) -> str:

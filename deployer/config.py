@@ -58,6 +58,7 @@ class SSHSettings:
     config_file: str = "~/.ssh/config"
     gateway: str = ""                  # jump host: [user@]host[:port]
     forward_agent: bool = False
+    persist: int = 0                   # keep connections open this long after a run, via the agent (0: off)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ _BUILD = {
     "include": (list, "a list of relative paths"),
     "output": (str, "a directory path"),
 }
+MAX_PERSIST = 86400
 _SSH = {
     "user": (str, "a user name"),
     "port": (int, "a port number 1-65535"),
@@ -243,6 +245,7 @@ _SSH = {
     "config_file": (str, "a path to an ssh config file"),
     "gateway": (str, "[user@]host[:port] of a jump host"),
     "forward_agent": (bool, "true or false"),
+    "persist": (int, "seconds, an integer >= 0 (0: off)"),
 }
 _PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 _STAGE = {
@@ -383,6 +386,8 @@ class _Reader:
         for key in ("connect_timeout", "keepalive", "command_timeout"):
             if key in values and values[key] < 1:
                 raise self.fail(f"{where}.{key}", f"expected seconds >= 1, got {values[key]}")
+        if "persist" in values and not 0 <= values["persist"] <= MAX_PERSIST:
+            raise self.fail(f"{where}.persist", f"expected seconds 0-{MAX_PERSIST} (0: off), got {values['persist']}")
         for key in ("key", "known_hosts", "config_file"):
             if key in values:
                 values[key] = self.resolve(values[key])

@@ -23,7 +23,7 @@ from .fleet import HostRun
 from .output import Output, UploadProgress
 from .plan import Batch, Options, batches
 from .session import RunFailed, Session, names, steps, utc_now, who
-from .transport import Cancelled
+from .remote import Cancelled
 
 
 class Pipeline:

@@ -15,7 +15,6 @@ from typing import Any
 
 from .config import Host
 from .errors import DeployerError, HostError
-from .transport import Connection
 
 
 HOUSEKEEPING = ("abort", "restore")   # undo steps: they never hide the step a host failed in
@@ -26,7 +25,7 @@ class HostRun:
     """Everything one run knows about one host: its connection, where it got to, how long each step took."""
 
     host: Host
-    conn: Connection | None = None
+    conn: Any = None                    # remote.connection(): direct or through the agent
     state: Any = None
     step: str = "pending"
     result: str = "pending"

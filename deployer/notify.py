@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 
 from .config import NotifySettings
 from .output import redact as output_redact
@@ -35,6 +34,8 @@ def send(settings: NotifySettings, event: str, data: dict, redact=output_redact)
     payload = {"text": redact(message(event, data)), "event": event,
                **{k: redact(v) if isinstance(v, str) else v for k, v in data.items()}}
     body = json.dumps(payload, sort_keys=True, default=str).encode()
+    import urllib.request        # loaded only when something is sent (~20 ms)
+
     errors = []
     for url in settings.webhooks:
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-from tabulate import tabulate
 
 
 _SECRETS: set[str] = set()
@@ -54,6 +53,7 @@ class Output:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[row.get(h, "") for h in headers] for row in rows]
         with self._lock:
+            from tabulate import tabulate     # loaded when a table is printed (~25 ms)
             print(redact(tabulate(body, headers=headers, tablefmt="simple")), file=self.stream, flush=True)
 
     def json(self, data) -> None:

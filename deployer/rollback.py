@@ -15,7 +15,7 @@ from .errors import DeployerError, HostError, Interrupted
 from .fleet import HostRun
 from .output import Output
 from .session import RunFailed, Session, names, no_interrupts, who
-from .transport import Cancelled
+from .remote import Cancelled
 
 
 def _meta(run: HostRun, key: str) -> str:

@@ -26,7 +26,7 @@ from .errors import DeployerError, HostError, LockHeld
 from .fleet import Fleet, HostRun
 from .output import Output
 from .paths import Paths
-from .transport import Cancelled, Connection, Result, TransportError
+from .remote import Cancelled, Result, TransportError, connection
 
 
 def who() -> str:
@@ -97,7 +97,7 @@ class Session:
 
     def connect(self, run: HostRun) -> None:
         try:
-            run.conn = Connection(run.host).open()
+            run.conn = connection(run.host).open()
         except TransportError as exc:
             raise HostError(run.name, "connect", str(exc)) from None
 
@@ -127,11 +127,14 @@ class Session:
         """Read the host's state; with lock, take the lock in the same command."""
         info = json.dumps({"who": who(), "pid": os.getpid(), "stage": self.stage.name, "action": self.action,
                            "started": utc_now()}) if lock else None
+        # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
+        space = artifact_sha is not None or not lock
         if self.dry_run and lock:
             self.run(run, "lock", commands.inspect(self.paths, lock_info=info, lock_token=self.token,
-                                                   artifact_sha=artifact_sha))
+                                                   artifact_sha=artifact_sha, free_space=space))
             info = None
-        script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha)
+        script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha,
+                                  free_space=space)
         result = self.run(run, "lock" if info else "inspect", script)
         run.state = host_state.parse(result.stdout)
         run.locked = run.state.lock_acquired or (self.dry_run and lock)

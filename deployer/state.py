@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 _TARGET = re.compile(r"^releases/(\d+)$")
@@ -103,6 +103,7 @@ class HostState:
 def parse(output: str) -> HostState:
     """Read the tab-separated lines of commands.inspect."""
     values: dict = {"releases": [], "strays": []}
+    metas: dict[str, dict] = {}
     for line in output.splitlines():
         key, _, value = line.partition("\t")
         if key == "user":
@@ -117,15 +118,14 @@ def parse(output: str) -> HostState:
         elif key == "release":
             flags, _, raw = value.partition("\t")
             number, complete, bad, rolled, migrated = (flags.split() + ["0"] * 5)[:5]
-            try:
-                meta = json.loads(raw) if raw else {}
-            except ValueError:
-                meta = {}
             values["releases"].append(Release(int(number), complete == "1", bad == "1", rolled == "1",
-                                              migrated == "1", meta if isinstance(meta, dict) else {}))
+                                              migrated == "1", _json_object(raw)))
+        elif key == "meta":
+            number, _, raw = value.partition("\t")
+            metas[number] = _json_object(raw)
         elif key == "stray":
             values["strays"].append(value)
-        elif key == "lock":
+        elif key in ("lock", "lockinfo"):
             values["lock"] = LockInfo.parse(value)
         elif key == "lock_acquired":
             values["lock_acquired"] = True
@@ -135,6 +135,15 @@ def parse(output: str) -> HostState:
             values["missing_tools"] = tuple(value.split())
         elif key == "cached":
             values["cached"] = value == "1"
-    values["releases"] = tuple(sorted(values["releases"], key=lambda r: r.number))
+    values["releases"] = tuple(sorted((replace(r, meta=metas[str(r.number)]) if str(r.number) in metas else r
+                                       for r in values["releases"]), key=lambda r: r.number))
     values["strays"] = tuple(values["strays"])
     return HostState(**values)
+
+
+def _json_object(raw: str) -> dict:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

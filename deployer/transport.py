@@ -29,46 +29,20 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import fabric
 import paramiko
 
 from .config import Host, SSHSettings
-from .errors import DeployerError
+from .remote import CHUNK, SLICE, Cancelled, Result, TransportError  # noqa: F401 (re-exported)
 
-CHUNK = 256 * 1024
 PACKET = 32 * 1024              # one channel send at most (the SSH maximum packet size)
 OUTPUT_TAIL = 64 * 1024
-SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
 EOF_GRACE = 2.0                 # seconds to wait for output still in flight after the exit status
 KILL_GRACE = 2.0                # seconds between TERM and KILL of a remote process group
 _MARK_LINE = re.compile(rb"^deployer-pgid (\d+)\n", re.MULTILINE)
 _HEAD_MAX = 4096                # stderr bytes searched for the marker
-
-
-class TransportError(DeployerError):
-    """The host could not be reached or stopped answering."""
-
-
-class Cancelled(DeployerError):
-    pass
-
-
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    def tail(self, lines: int = 5) -> str:
-        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        return " | ".join(text[-lines:]) or f"exit {self.exit_code}"
 
 
 def fingerprint(key: paramiko.PKey) -> str:

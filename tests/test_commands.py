@@ -33,8 +33,8 @@ def test_unlock_exact_string():
     paths = Paths("/srv/my app")
     assert commands.unlock(paths, "abc") == (
         "set -e\numask 022\n"
-        "if [ \"$(cat '/srv/my app/.deployer/lock/token' 2>/dev/null)\" = abc ]; "
-        "then rm -rf '/srv/my app/.deployer/lock'; fi\n")
+        "t=; { read -r t < '/srv/my app/.deployer/lock/token'; } 2>/dev/null || :; "
+        "if [ \"$t\" = abc ]; then rm -rf '/srv/my app/.deployer/lock'; fi\n")
 
 
 def test_switch_exact_string():
@@ -45,11 +45,10 @@ def test_switch_exact_string():
         "echo '/srv/app/current is a real directory or file, not a symlink: refusing to replace it' >&2; exit 30; fi\n"
         "[ -f /srv/app/releases/7/.deployer/complete ] || "
         "{ echo 'release 7 is not complete on this host' >&2; exit 31; }\n"
-        "rm -f /srv/app/.current-tok\n"
-        "ln -s releases/7 /srv/app/.current-tok\n"
+        "ln -sfn releases/7 /srv/app/.current-tok\n"
         "mv -T /srv/app/.current-tok /srv/app/current\n"
-        "rm -f /srv/app/releases/7/.deployer/rolled_back\n"
-        "printf '%s\\t%s\\n' current \"$(readlink /srv/app/current)\"\n")
+        "[ ! -e /srv/app/releases/7/.deployer/rolled_back ] || rm -f /srv/app/releases/7/.deployer/rolled_back\n"
+        "printf '%s\\t%s\\n' current releases/7\n")
 
 
 HOSTILE = "/tmp/dx; touch /tmp/pwn-$(id -u) `touch /tmp/pwn2` $HOME\nx"

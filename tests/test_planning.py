@@ -2,6 +2,7 @@
 ledger lines, notification payloads."""
 
 import json
+import urllib.request
 
 import pytest
 
@@ -148,7 +149,7 @@ def test_notification_payload_and_failure_always_sent(monkeypatch):
         def read(self, n):
             return b""
 
-    monkeypatch.setattr(notify.urllib.request, "urlopen", lambda req, timeout: sent.append(req) or Resp())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda req, timeout: sent.append(req) or Resp())
     settings = NotifySettings(webhooks=("https://hooks.example.com/T/B/XYZ",), events=("succeeded",))
     notify.send(settings, "started", {"stage": "prod"})
     assert sent == []                                   # not subscribed
