@@ -96,6 +96,7 @@ class Agent:
         self.lock = threading.Lock()
         self.active = 0
         self.last = time.monotonic()
+        self.stopping = False
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -130,6 +131,8 @@ class Agent:
                 return
             request = json.loads(got[1])
             op = request.get("op")
+            if self.stopping:
+                return
             try:
                 if op == "open":
                     self.connection(request["host"])
@@ -140,6 +143,9 @@ class Agent:
                     sock.sendall(frame_json(b"K", {"ok": ok}))
                 elif op == "run":
                     self.run(sock, request)
+                elif op == "stop":
+                    self.stopping = True
+                    sock.sendall(frame_json(b"K", {"connections": sum(c.alive for c in self.conns.values())}))
             except TransportError as exc:
                 sock.sendall(frame_json(b"X", {"kind": "transport", "message": str(exc), "lost": True}))
         except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
@@ -199,7 +205,7 @@ class Agent:
                     sock, _ = server.accept()
                 except socket.timeout:
                     with self.lock:
-                        if self.active == 0 and time.monotonic() - self.last > self.idle:
+                        if self.stopping or (self.active == 0 and time.monotonic() - self.last > self.idle):
                             self._unlink(inode)     # new clients start a new agent from here on
                             return
                     continue

@@ -160,6 +160,24 @@ def _spawn(idle: int, path: Path) -> Path:
     raise AgentGone(f"the connection agent did not start within {START_TIMEOUT:g}s (see {path.with_suffix('.log')})")
 
 
+def stop_agents() -> int:
+    """`inv disconnect`: every agent of this user closes its connections and exits; how many
+    connections were open."""
+    closed = 0
+    for path in sorted(agent_dir().glob("*.sock")):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(str(path))
+                s.sendall(frame_json(b"Q", {"op": "stop"}))
+                got = read_frame(s)
+        except (OSError, EOFError):
+            continue
+        if got and got[0] == b"K":
+            closed += int(json.loads(got[1]).get("connections", 0))
+    return closed
+
+
 def answers(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -351,7 +351,14 @@ def hosts_(c, stage=None, config=None, json=False):
     out.json(rows) if json else out.table(rows)
 
 
+@command(config="Accepted for symmetry: the agent serves every config of this user, all are closed.")
+def disconnect(c, config=None):
+    """Close the connections `ssh.persist` keeps open, for every host (the connection agent exits)."""
+    from .mux import stop_agents
+    Output().say(f"closed {stop_agents()} kept-open connection(s)")
+
+
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
 config_ns = Collection("config", config_push, config_diff)
 ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
-                hosts_, sandbox_ns, config_ns)
+                hosts_, disconnect, sandbox_ns, config_ns)

@@ -188,6 +188,17 @@ def test_the_agent_exits_when_idle_and_its_socket_is_private(sandbox):
     wait_until(lambda: "Connection closed by" in sb.logs(0), 5, "sshd to see the connection closed")
 
 
+def test_disconnect_closes_kept_connections(sandbox):
+    sb = sandbox(2, **PERSIST)
+    assert cli(sb, "status").returncode == 0
+    assert len(agent_pids()) == 1
+    proc = cli(sb, "disconnect")
+    assert proc.returncode == 0 and "closed 2 kept-open connection(s)" in proc.stdout, proc.stdout + proc.stderr
+    wait_until(lambda: not agent_pids(), 5, "the agent to exit")
+    assert cli(sb, "status").returncode == 0                      # a new agent, new connections
+    assert [logins(sb, h) for h in sb.hosts] == [2, 2]
+
+
 def test_without_persist_no_agent_is_started(sandbox):
     sb = sandbox(1)
     assert cli(sb, "status").returncode == 0
