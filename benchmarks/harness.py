@@ -494,7 +494,8 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
             # the same rollback with ssh.persist, its connections left open by an earlier run
             warm = bench.config(targets, bench.deploy_dir("bench", tag), persist=120)
             bench.cli(warm, "rollback", "--to", "2")            # untimed: back to 2, connections opened
-            proc, cmds = bench.measured(targets, lambda: bench.cli(warm, "rollback"))
+            # --to: the rollback that left release 1 marked it "rolled back", not a default target
+            proc, cmds = bench.measured(targets, lambda: bench.cli(warm, "rollback", "--to", "1"))
             result.rollback_warm.append(proc.seconds)
             result.cmds_rollback_warm += cmds
             bench.cli(warm, "disconnect")
