@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,3 +67,14 @@ def commit_change(repo: Path, name: str, content: str) -> None:
     (repo / name).write_text(content)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", f"change {name}")
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
+    """Poll predicate until it returns something truthy (bounded in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")

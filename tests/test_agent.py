@@ -24,7 +24,7 @@ import pytest
 from deployer import config as config_mod
 from deployer import mux
 from deployer.remote import Cancelled, TransportError, connection
-from helpers import cli, commit_change, current
+from helpers import cli, commit_change, current, wait_until
 
 PERSIST = {"ssh": {"persist": 30}}
 
@@ -60,15 +60,6 @@ def no_agent_left():
     yield
     kill_agents()
 
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def logins(sb, which) -> int:

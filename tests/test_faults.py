@@ -44,7 +44,7 @@ from deployer.errors import DeployerError
 from deployer.netproxy import NetProxy
 from deployer.paths import Paths
 from deployer.transport import Cancelled, Connection, TransportError, _Watch, dead_link_window
-from helpers import cli, cli_env, commit_change, current, release_dirs
+from helpers import cli, cli_env, commit_change, current, release_dirs, wait_until
 
 D = "/srv/app"
 PATHS = Paths(D)
@@ -76,16 +76,6 @@ def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = p.communicate(timeout=timeout)
     return p.returncode, out, err
 
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
-    """Poll predicate until it returns something truthy (bounded in time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 class Pause:
