@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .mux import START_TIMEOUT, answers, connection_key, frame, frame_json, host_from_spec, read_frame
+from .mux import START_TIMEOUT, answers, connection_key, frame_json, host_from_spec, read_frame
 from .remote import Cancelled, TransportError
 from .transport import Connection
 
@@ -101,6 +101,8 @@ class Agent:
     # -- connections ----------------------------------------------------------------------------
 
     def connection(self, spec: dict, reopen: bool = True) -> Connection | None:
+        """The host's connection; without `reopen`, None when there is no live one (and no probe:
+        the caller pings it anyway)."""
         key = connection_key(spec)
         with self.lock:
             key_lock = self.key_locks.setdefault(key, threading.Lock())
@@ -108,7 +110,7 @@ class Agent:
             host = host_from_spec(spec)
             conn = self.conns.get(key)
             quiet = time.monotonic() - self.used.get(key, 0.0)
-            if conn is not None and conn.alive and quiet > host.ssh.keepalive:
+            if reopen and conn is not None and conn.alive and quiet > host.ssh.keepalive:
                 conn.ping(timeout=host.ssh.connect_timeout)      # closes it when unanswered
             if conn is None or not conn.alive:
                 if not reopen:
@@ -162,7 +164,6 @@ class Agent:
         conn = self.connection(request["host"])
         cancel = threading.Event()
         stdin = _Stdin(sock, cancel)
-        before = conn.commands_run
 
         def progress(sent: int) -> None:
             sock.sendall(frame_json(b"P", {"sent": sent}))
@@ -171,7 +172,6 @@ class Agent:
             result = conn.run(request["script"], stdin=stdin, timeout=float(request["timeout"]),
                               progress=progress, cancel=cancel)
             answer = frame_json(b"R", {"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
-                                       "extra_commands": max(conn.commands_run - before - 1, 0),
                                        "lost": not conn.alive})
         except Cancelled as exc:
             answer = frame_json(b"X", {"kind": "cancelled", "message": str(exc), "lost": not conn.alive})

@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .paths import user_cache
+
 __all__ = [
     "ArtifactError",
     "Artifact",
@@ -422,8 +424,7 @@ def checked_record(sha256: str) -> Path:
     """Where this user's deployer records "these exact bytes passed the member check"
     ($XDG_CACHE_HOME/deployer/checked/, default ~/.cache). Only a local run writes it, keyed by a
     digest taken from the file itself, so a tarball shipped with any sidecar is still checked."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "deployer" / "checked" / f"{sha256}.rules-{MEMBER_RULES}"
+    return user_cache() / "checked" / f"{sha256}.rules-{MEMBER_RULES}"
 
 
 def _record_checked(sha256: str) -> None:

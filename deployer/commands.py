@@ -206,6 +206,7 @@ def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | Non
     """Point current at releases/N atomically: a temp link renamed over it (rename(2))."""
     current = q(paths.current)
     link = q(paths.tmp_current(token))
+    rolled_back = q(paths.release_state(number) + "/rolled_back")
     parts = [
         f"if [ -e {current} ] && [ ! -L {current} ]; then "
         f"echo {q(paths.current + ' is a real directory or file, not a symlink: refusing to replace it')} >&2; "
@@ -214,7 +215,7 @@ def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | Non
         f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}",
         f"ln -sfn {q(paths.release_target(number))} {link}",
         f"mv -T {link} {current}",
-        f"[ ! -e {q(paths.release_state(number) + '/rolled_back')} ] || rm -f {q(paths.release_state(number) + '/rolled_back')}",
+        f"[ ! -e {rolled_back} ] || rm -f {rolled_back}",
     ]
     if mark_rolled_back is not None:
         marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")

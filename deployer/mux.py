@@ -16,7 +16,9 @@ version is never spoken to. Secrets in an env file pass through as stdin bytes, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .config import Host, SSHSettings
+from .paths import user_cache
 from .remote import CHUNK, SLICE, Cancelled, Result, TransportError
 
 _HEAD = struct.Struct(">cI")
@@ -104,6 +107,7 @@ def connection_key(spec: dict) -> str:
 
 # -- where the agent listens ----------------------------------------------------------------------
 
+@functools.cache
 def _code_digest() -> str:
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
@@ -113,8 +117,7 @@ def _code_digest() -> str:
 
 
 def agent_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "deployer" / "agent"
+    return user_cache() / "agent"
 
 
 def socket_path() -> Path:
@@ -195,12 +198,13 @@ class AgentConnection:
 
     def __init__(self, host: Host, path: Path | None = None):
         self.host = host
-        self.commands_run = 0
         self.path = path
         self._open = False
 
     def open(self) -> "AgentConnection":
-        self.path = start_agent(self.host.ssh.persist, self.path)
+        """The agent opens (or reuses) the connection; no agent yet: _socket starts one."""
+        self.path = self.path or socket_path()
+        _private_dir(self.path.parent)
         self._ask({"op": "open"})
         self._open = True
         return self
@@ -227,22 +231,17 @@ class AgentConnection:
         if not self._open:
             raise TransportError("connection lost")
         timeout = timeout or self.host.ssh.command_timeout
-        self.commands_run += 1
-        try:
-            with self._socket() as s:
-                s.sendall(frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script,
-                                            "timeout": timeout}))
-                replies = _Replies(s, progress)
-                ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
-                if ended is None:
-                    s.sendall(frame(b"E"))
-                if ended is None or ended == "cancelled":
-                    ended = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
-                                         cancel_sent=ended == "cancelled")
-                return self._outcome(ended)
-        except (OSError, EOFError) as exc:
-            self._open = False
-            raise AgentGone(f"the connection agent stopped answering: {exc or type(exc).__name__}") from None
+        with self._talking(), self._socket() as s:
+            s.sendall(frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script,
+                                        "timeout": timeout}))
+            replies = _Replies(s, progress)
+            ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
+            if ended is None:
+                s.sendall(frame(b"E"))
+            if ended is None or ended == "cancelled":
+                ended = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
+                                     cancel_sent=ended == "cancelled")
+        return self._outcome(ended)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -260,15 +259,20 @@ class AgentConnection:
                 self.path = start_agent(self.host.ssh.persist, self.path)
         raise AssertionError("unreachable")
 
-    def _ask(self, request: dict) -> dict:
-        """A request without stdin; K's answer, or the agent's error raised."""
+    @contextlib.contextmanager
+    def _talking(self):
+        """A broken conversation with the agent is a lost connection."""
         try:
-            with self._socket() as s:
-                s.sendall(frame_json(b"Q", {**request, "host": host_spec(self.host)}))
-                got = read_frame(s)
+            yield
         except (OSError, EOFError) as exc:
             self._open = False
             raise AgentGone(f"the connection agent stopped answering: {exc or type(exc).__name__}") from None
+
+    def _ask(self, request: dict) -> dict:
+        """A request without stdin; K's answer, or the agent's error raised."""
+        with self._talking(), self._socket() as s:
+            s.sendall(frame_json(b"Q", {**request, "host": host_spec(self.host)}))
+            got = read_frame(s)
         return self._outcome(got)
 
     def _outcome(self, got: tuple[bytes, bytes] | None):
@@ -278,7 +282,6 @@ class AgentConnection:
         kind, payload = got
         body = json.loads(payload or b"{}")
         if kind == b"R":
-            self.commands_run += int(body.get("extra_commands", 0))
             if body.get("lost"):
                 self._open = False
             return Result(int(body["code"]), body["stdout"], body["stderr"])

@@ -1,9 +1,18 @@
-"""Every on-host path, derived in one place. Nobody else joins deploy paths."""
+"""Every on-host path, derived in one place. Nobody else joins deploy paths. Also the one local
+directory the deployer keeps per user (its cache)."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
+
+
+def user_cache() -> Path:
+    """$XDG_CACHE_HOME/deployer (default ~/.cache/deployer): member-check records, the agent's socket."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "deployer"
 
 
 @dataclass(frozen=True)
