@@ -269,10 +269,21 @@ class AgentConnection:
             raise AgentGone(f"the connection agent stopped answering: {exc or type(exc).__name__}") from None
 
     def _ask(self, request: dict) -> dict:
-        """A request without stdin; K's answer, or the agent's error raised."""
-        with self._talking(), self._socket() as s:
-            s.sendall(frame_json(b"Q", {**request, "host": host_spec(self.host)}))
-            got = read_frame(s)
+        """A request without stdin (open, ping: safe to repeat); K's answer, or the agent's error
+        raised. An agent that dies as the request reaches it is replaced and asked again, once."""
+        message = frame_json(b"Q", {**request, "host": host_spec(self.host)})
+        try:
+            with self._socket() as s:
+                s.sendall(message)
+                got = read_frame(s)
+        except (OSError, EOFError):
+            got = None
+        if got is None:
+            with self._talking():
+                self.path = start_agent(self.host.ssh.persist, self.path)
+                with self._socket() as s:
+                    s.sendall(message)
+                    got = read_frame(s)
         return self._outcome(got)
 
     def _outcome(self, got: tuple[bytes, bytes] | None):
