@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from dataclasses import dataclass
 
 from .paths import Paths
 
@@ -95,12 +96,16 @@ _META_AWK = (
 
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
             shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
-            env_file: str | None = None, env_size: int = 0) -> str:
+            env_file: str | None = None, env_size: int = 0, link_from: LinkSource | None = None,
+            generated: tuple[str, ...] = ()) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
     With env_file, stdin starts with exactly env_size bytes of it (written 0600 into shared/,
-    atomically), then the artifact when uploading: values never appear on a command line."""
+    atomically), then the artifact when uploading: values never appear on a command line.
+    With link_from (reusing the cached artifact only), the release is first made of hard links to
+    that earlier release of the same artifact, kept only if it still matches (see _link_release);
+    otherwise the cached artifact is extracted as usual."""
     tmp = q(paths.tmp_release(number, token))
     part = q(paths.partial_artifact(token))
     cached = q(paths.cached_artifact(sha256))
@@ -134,7 +139,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     else:
         # checked when it was stored, checksummed again while it is extracted (the sum goes to
         # this run's unused upload file, which the trap removes); a bad copy is removed
-        parts += [
+        extract = [
             f"sha256sum {cached} > {part} 2>/dev/null &",
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
             "wait $! || :",
@@ -142,6 +147,11 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"if [ \"$got\" != {q(sha256)} ]; then rm -f {cached}; {mismatch}; fi",
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
+        if link_from:
+            shared = tuple(shared_dirs) + tuple(shared_files)
+            extract = [_link_release(paths, link_from, tmp, shared, generated), "if [ $linked = 0 ]; then",
+                       *extract, "fi"]
+        parts += extract
     parts += [
         f"mkdir -p {tmp}/.deployer",
         f"printf '%s\\n' {q(release_json)} > {tmp}/.deployer/release.json",
@@ -155,9 +165,44 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         f": > {tmp}/.deployer/complete",
         f"mv -T {tmp} {final}",
         "trap - EXIT",
+        f"[ $linked = 0 ] || {_emit('linked', str(link_from.number))}" if link_from else "",
         _emit("prepared", q(paths.release(number))),
     ]
     return _lines(*parts)
+
+
+@dataclass(frozen=True)
+class LinkSource:
+    """An earlier release of the artifact being deployed, and the sha256 of its manifest."""
+    number: int
+    manifest_sha256: str
+
+
+def _link_release(paths: Paths, source: LinkSource, tmp: str, shared: tuple[str, ...],
+                  generated: tuple[str, ...]) -> str:
+    """Fill the empty temp dir with hard links to the source release's files; set linked=1 only
+    if what was linked is exactly the artifact as extracted: its manifest is the artifact's, its
+    regular files are the manifest's paths, and none changed since the source was prepared (no
+    file newer than its `complete` marker). Otherwise empty the temp dir again, linked=0.
+
+    Not linked: the source's markers, hook-generated paths and __pycache__ (made anew, like after
+    an extraction); shared paths are linked to shared/ again afterwards."""
+    src = q(paths.release(source.number))
+    want, have = f"{tmp}/.deployer/want", f"{tmp}/.deployer/have"
+    manifest = '"$s/.deployer/manifest.sha256"'
+    return "\n".join([
+        f"linked=0; s={src}",
+        'if [ -f "$s/.deployer/complete" ] && '
+        f'[ "$(sha256sum < {manifest} 2>/dev/null)" = {q(source.manifest_sha256 + "  -")} ] && '
+        f'cp -al "$s/." {tmp}/ 2>/dev/null && rm -rf {tmp}/.deployer{"".join(f" {tmp}/{q(rel)}" for rel in generated)} && '
+        f'find {tmp} -name __pycache__ -prune -exec rm -rf {{}} + && '
+        f'[ -z "$(find {tmp} ! -type d -newer "$s/.deployer/complete" -print -quit)" ] && '
+        f'mkdir {tmp}/.deployer && ln {manifest} {tmp}/.deployer/ && '
+        f'{_without_shared(manifest, shared)} | cut -c67- | LC_ALL=C sort > {want} && '
+        f'(cd {tmp} && {_release_files(shared, ())}) > {have} && cmp -s {want} {have}; then',
+        f"  linked=1; rm -f {want} {have}",
+        f"else rm -rf {tmp}; mkdir {tmp}; fi",
+    ])
 
 
 def _receive_env(paths: Paths, env_file: str, env_tmp: str, reader: str, size: int | None) -> list[str]:
@@ -309,26 +354,33 @@ def drift(paths: Paths, shared: tuple[str, ...] = (), generated: tuple[str, ...]
         "m=.deployer/manifest.sha256",
         "[ -f $m ] || { echo no_manifest; exit 0; }",
         "t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT",
-    ]
-    if shared:
-        # drop manifest entries at or under a shared path: those live in shared/, not in the release
-        parts.append("awk -v list=" + q("\n".join(shared)) + " 'BEGIN{n=split(list,s,\"\\n\")} "
-                     "{p=substr($0,67); keep=1; for(i=1;i<=n;i++) if(p==s[i] || index(p, s[i] \"/\")==1) keep=0; "
-                     "if(keep) print}' $m > \"$t/m\"")
-    else:
-        parts.append("cp $m \"$t/m\"")
-    parts += [
+        _without_shared("$m", shared) + " > \"$t/m\"",
         "sha256sum -c \"$t/m\" 2>/dev/null | while IFS= read -r l; do case $l in "
         "*': OK') ;; *': FAILED open or read') printf 'removed\\t%s\\n' \"${l%: FAILED open or read}\";; "
         "*': FAILED') printf 'modified\\t%s\\n' \"${l%: FAILED}\";; esac; done",
         "cut -c67- \"$t/m\" | LC_ALL=C sort > \"$t/want\"",
-        "find . \\( -path ./.deployer -o -name __pycache__" +
-        "".join(f" -o -path {q('./' + rel)}" for rel in shared + generated) +
-        " \\) -prune -o -type f -printf '%P\\n' | LC_ALL=C sort > \"$t/have\"",
+        _release_files(shared, generated) + " > \"$t/have\"",
         "LC_ALL=C comm -13 \"$t/want\" \"$t/have\" | while IFS= read -r f; do printf 'added\\t%s\\n' \"$f\"; done",
         _emit("checked", '"$(wc -l < "$t/m" | tr -d " ")"'),
     ]
     return _lines(*parts)
+
+
+def _without_shared(manifest: str, shared: tuple[str, ...]) -> str:
+    """The manifest's lines, minus entries at or under a shared path (those live in shared/)."""
+    if not shared:
+        return f"cat {manifest}"
+    return ("awk -v list=" + q("\n".join(shared)) + " 'BEGIN{n=split(list,s,\"\\n\")} "
+            "{p=substr($0,67); keep=1; for(i=1;i<=n;i++) if(p==s[i] || index(p, s[i] \"/\")==1) keep=0; "
+            f"if(keep) print}}' {manifest}")
+
+
+def _release_files(shared: tuple[str, ...], generated: tuple[str, ...]) -> str:
+    """The regular files of the release in the working directory that should match the manifest,
+    sorted: not the deployer's own, shared, hook-generated or __pycache__ paths."""
+    return ("find . \\( -path ./.deployer -o -name __pycache__" +
+            "".join(f" -o -path {q('./' + rel)}" for rel in shared + generated) +
+            " \\) -prune -o -type f -printf '%P\\n' | LC_ALL=C sort")
 
 
 # -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------

@@ -34,6 +34,7 @@ class AppSettings:
     env_file: str = ".env"          # rendered from [env] into shared/, linked into every release
     run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
     generated: tuple[str, ...] = ()  # paths hooks create in the release (e.g. venv): not drift
+    hardlink_releases: bool = False  # a redeploy links an unchanged earlier release of the artifact
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ _APP = {
     "env_file": (str, "a relative path in shared/"),
     "run_as": (str, "a user name"),
     "generated": (list, "a list of relative paths created in the release by hooks"),
+    "hardlink_releases": (bool, "true or false"),
 }
 _BUILD = {
     "source": (str, "a path to a git work tree"),
@@ -372,6 +374,8 @@ class _Reader:
         for key in ("shared_dirs", "shared_files", "generated"):
             if key in data:
                 values[key] = self.rel_paths(data[key], f"{where}.{key}")
+        if "hardlink_releases" in data:
+            values["hardlink_releases"] = data["hardlink_releases"]
         return replace(base, **values)
 
     def ssh(self, data: dict, where: str, base: SSHSettings) -> SSHSettings:

@@ -151,17 +151,28 @@ class Pipeline:
                                   release_json=self.release_json(run),
                                   shared_dirs=app.shared_dirs, shared_files=app.shared_files,
                                   env_file=app.env_file if env is not None else None,
-                                  env_size=len(env or b""))
+                                  env_size=len(env or b""), link_from=None if upload else self.link_source(run),
+                                  generated=app.generated)
         note = f"; {app.env_file} written" if env is not None else ""
         if not upload:
-            s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
-            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} ready{note}")
+            result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
+            linked = next((line.split("\t")[1] for line in result.stdout.splitlines()
+                           if line.startswith("linked\t")), None)
+            how = f"linked from release {linked}" if linked else "extracted"
+            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} {how}{note}")
             return
         progress = UploadProgress(self.out, run.name, self.artifact.size)
         with open(self.artifact.path, "rb") as fh:
             stream = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
             s.run(run, "prepare", script, stdin=stream, progress=progress)
         self.out.line(run.name, "prepare", f"{progress.done()}; release {self.number} ready{note}")
+
+    def link_source(self, run: HostRun) -> commands.LinkSource | None:
+        manifest = self.artifact.meta.get("manifest_sha256")
+        if not (self.stage.app.hardlink_releases and manifest):
+            return None
+        number = planning.link_source(run.state, self.artifact.sha256)
+        return commands.LinkSource(number, manifest) if number else None
 
     def migrate(self) -> None:
         m = self.pipeline.migrate

@@ -41,6 +41,12 @@ def rollback_target(state: HostState, to: int | None = None) -> int:
     return older[-1].number
 
 
+def link_source(state: HostState, sha256: str) -> int | None:
+    """The newest usable release of this artifact on the host, to hard-link a redeploy from."""
+    same = [r.number for r in state.releases if r.usable and r.meta.get("artifact_sha256") == sha256]
+    return max(same, default=None)
+
+
 def cleanup(state: HostState, keep: int, current: int | None, previous: int | None = None) -> list[str]:
     """Names under releases/ to delete, by release number (never by mtime).
 

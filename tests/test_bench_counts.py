@@ -53,6 +53,8 @@ def test_round_trips_per_host(bench):
     assert all(0 < c <= 4 for c in result.cmds_deploy), result.cmds_deploy
     assert all(0 < c <= 4 for c in result.cmds_redeploy), result.cmds_redeploy
     assert all(0 < c <= 2 for c in result.cmds_rollback), result.cmds_rollback
+    assert len(result.cmds_redeploy_linked) == 3 and all(0 < c <= 4 for c in result.cmds_redeploy_linked)
+    assert result.linked == [3], result.outputs["redeploy_linked"]
     assert len(result.cmds_rollback_warm) == 3 and all(0 < c <= 2 for c in result.cmds_rollback_warm)
     assert len(result.rollback_warm) == 1
     assert result.cmds_floor == [1, 1, 1]
@@ -78,8 +80,11 @@ def test_rollback_puts_every_host_back(bench):
     assert harness.verify_hosts(targets, deploy_to, artifact, release=1) == []
     b.cli(config, "deploy", "--artifact", str(artifact.path))
     assert harness.verify_hosts(targets, deploy_to, artifact, release=2) == []
+    proc = b.cli(b.config(targets, deploy_to, hardlink=True), "deploy", "--artifact", str(artifact.path))
+    assert proc.stdout.count("release 3 linked from release 2") == 3
+    assert harness.verify_hosts(targets, deploy_to, artifact, release=3) == []
     b.cli(config, "rollback")
-    assert harness.verify_hosts(targets, deploy_to, artifact, release=1) == []
+    assert harness.verify_hosts(targets, deploy_to, artifact, release=2) == []
     b.clean(targets)
 
 
@@ -130,10 +135,10 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert harness.phase_times(stdout, ["host-1", "host-2"]) == {"lock": 0.3, "check": 0.0, "prepare": 1.5,
                                                                 "switch": 0.07, "finish": 0.04}
     r5 = harness.ConfigResult(hosts=5, latency_ms=0, reps=1, floor=[2.0], deploy=[2.2], redeploy=[0.5],
-                              rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5, cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5,
+                              redeploy_linked=[0.4], rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5, cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5,
                               rss_deploy=[60.0], rss_rollback=[50.0])
     r20 = harness.ConfigResult(hosts=20, latency_ms=0, reps=1, floor=[10.0], deploy=[12.0], redeploy=[2.0],
-                               rollback=[1.5], rollback_warm=[0.9], cmds_deploy=[5] * 20, cmds_redeploy=[4] * 20,
+                               redeploy_linked=[4.0], rollback=[1.5], rollback_warm=[0.9], cmds_deploy=[5] * 20, cmds_redeploy=[4] * 20,
                                cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
     verdicts = {t.name: t.verdict for t in harness.evaluate([r5, r20], [], None)}
     assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
@@ -142,10 +147,11 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert verdicts["<= 2 remote commands per host per rollback"] == "pass"
     assert verdicts["rollback of 20 hosts <= 1 s, loopback, new connections"] == "MISS"
     assert verdicts["rollback of 20 hosts <= 1 s, loopback, connections kept open (ssh.persist)"] == "pass"
-    assert verdicts["redeploy <= 0.3 x first deploy (every configuration)"] == "pass"
+    assert verdicts["redeploy <= 0.3 x first deploy, extracted again (default), every configuration"] == "pass"
+    assert verdicts["redeploy <= 0.3 x first deploy, linked (app.hardlink_releases), every configuration"] == "MISS"
     assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
     table = harness.markdown_table(harness.MAIN_COLUMNS, harness.main_rows([r5, r20]))
-    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 1.50 | 0.90 | 1.20 | 0.17 |" in table
+    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 |" in table
 
 
 def _table(report: str, heading: str) -> list[list[str]]:

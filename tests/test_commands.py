@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,69 @@ def test_prepare_names_a_damaged_artifact_by_its_sha256_and_leaves_nothing(tmp_p
     assert proc.returncode == commands.SHA_MISMATCH and b"sha256 mismatch" in proc.stderr
     assert not cached.exists()
     assert sorted(p.name for p in (tmp_path / "app" / "releases").iterdir()) == ["1"]
+
+
+def with_manifest(files: dict[str, bytes]) -> tuple[dict[str, bytes], str]:
+    """files plus the artifact's manifest member, and the manifest's sha256."""
+    text = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(files.items()))
+    return {**files, ".deployer/manifest.sha256": text.encode()}, hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_path):
+    """Hard links from release 1 only while release 1 is the artifact as extracted; hook output,
+    __pycache__ and markers never carried over; any change → extracted again, and still correct."""
+    paths = Paths(str(tmp_path / "app"))
+    app = tmp_path / "app"
+    files, manifest_sha = with_manifest({"REVISION": b"abc\n", "src/a.py": b"A = 1\n", "src/b.txt": b"b",
+                                         "log/keep": b"shipped", "etc/conf": b"c"})
+    payload = make_tarball(files)
+    sha = hashlib.sha256(payload).hexdigest()
+    (app / "shared" / "etc").mkdir(parents=True)
+    (app / "shared" / "etc" / "conf").write_text("from shared")
+    kw = dict(shared_dirs=("log",), shared_files=("etc/conf",), generated=("venv",))
+
+    def prepare(number, source=1, **extra):
+        link = commands.LinkSource(source, manifest_sha)
+        proc = sh(commands.prepare(paths, number, f"t{number}", sha, upload=False, release_json="{}",
+                                   link_from=link, **kw, **extra))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.decode()
+
+    assert sh(commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", **kw), payload).returncode == 0
+    r1, r2 = app / "releases" / "1", app / "releases" / "2"
+    (r1 / "venv").mkdir(); (r1 / "venv" / "python").write_text("made by a hook")
+    (r1 / "src" / "__pycache__").mkdir(); (r1 / "src" / "__pycache__" / "a.pyc").write_text("pyc")
+    (r1 / ".deployer" / "migrated").touch()
+
+    assert "linked\t1" in prepare(2)
+    assert (r2 / "src" / "a.py").stat().st_ino == (r1 / "src" / "a.py").stat().st_ino
+    assert not (r2 / "venv").exists() and not (r2 / "src" / "__pycache__").exists()
+    assert sorted(p.name for p in (r2 / ".deployer").iterdir()) == ["complete", "deploy_id", "manifest.sha256",
+                                                                    "release.json"]
+    assert (r2 / "log").is_symlink() and (r2 / "etc" / "conf").read_text() == "from shared"
+
+    # a file changed in place since release 1 was prepared (shared inode: release 2 sees it too)
+    time.sleep(0.01)
+    (r1 / "src" / "b.txt").write_bytes(b"hand edit")
+    out = prepare(3)
+    assert "linked" not in out and (app / "releases" / "3" / "src" / "b.txt").read_bytes() == b"b"
+    assert "linked\t3" in prepare(4, source=3)                       # the re-extracted one is a good source
+
+    # a file removed, a file added, a manifest that is not the artifact's: each → extracted
+    (app / "releases" / "4" / "src" / "a.py").unlink()
+    assert "linked" not in prepare(5, source=4)
+    (app / "releases" / "5" / "stray").write_bytes(b"")
+    os.utime(app / "releases" / "5" / "stray", (0, 0))                # even with an old time
+    assert "linked" not in prepare(6, source=5)
+    (app / "releases" / "6" / ".deployer" / "manifest.sha256").write_text("")
+    assert "linked" not in prepare(7, source=6)
+    assert "linked" not in prepare(8, source=99)
+    assert not (app / "releases" / "6" / "stray").exists()
+    for n in (3, 7, 8):                                                 # not changed after their prepare
+        release = app / "releases" / str(n)
+        assert (release / "src" / "a.py").read_bytes() == b"A = 1\n" and (release / "src" / "b.txt").read_bytes() == b"b"
+        assert (release / ".deployer" / "complete").exists()
+    assert sorted(p.name for p in (app / "releases").iterdir()) == [str(n) for n in range(1, 9)]
 
 
 def test_prepare_missing_shared_file_names_it(tmp_path):

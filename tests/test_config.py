@@ -61,6 +61,7 @@ def test_good_config_parses_with_overrides(tmp_path):
     (("keep_releases = 3", "keep_releases = 3\ncolour = 1"), "app.colour: unknown key"),
     (("keep_releases = 3", 'keep_releases = "five"'), "app.keep_releases: expected an integer"),
     (("keep_releases = 3", "keep_releases = 0"), "app.keep_releases: expected an integer >= 1"),
+    (("keep_releases = 3", 'keep_releases = 3\nhardlink_releases = "yes"'), "app.hardlink_releases: expected true or false"),
     (('deploy_to = "/srv/shop"\n', ""), "app.deploy_to: missing"),
     (('deploy_to = "/srv/shop"', 'deploy_to = "srv/shop"'), "app.deploy_to: expected an absolute"),
     (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/../etc"'), "app.deploy_to: expected an absolute"),

@@ -62,6 +62,13 @@ def test_kept_artifacts_follow_surviving_releases():
     assert planning.kept_artifacts(st, ["1"], "cc") == ["bb", "cc"]
 
 
+def test_link_source_is_the_newest_usable_release_of_the_same_artifact():
+    st = state(rel(1, artifact_sha256="aa"), rel(2, artifact_sha256="aa"), rel(3, artifact_sha256="aa", bad=True),
+               rel(4, complete=False, artifact_sha256="aa"), rel(5, artifact_sha256="bb"), current=5)
+    assert planning.link_source(st, "aa") == 2
+    assert planning.link_source(st, "cc") is None
+
+
 def test_batches_per_strategy():
     hosts = ["h1", "h2", "h3", "h4", "h5"]
     assert [b.hosts for b in batches(hosts, Options())] == [tuple(hosts)]

@@ -64,6 +64,34 @@ def test_round_trips_per_host(sandbox, app_repo):
     assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [2, 2, 2]
 
 
+def test_redeploy_with_hardlink_releases_links_unchanged_files(sandbox, app_repo):
+    """hardlink_releases: a redeploy shares the earlier release's inodes, in the same 4 commands; a
+    host whose release was edited by hand extracts the cached artifact again instead."""
+    sb = sandbox(2, app={"hardlink_releases": True})
+    assert cli(sb, "deploy").returncode == 0
+    counts = [sb.command_count(h) for h in sb.hosts]
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [4, 4]
+    assert proc.stdout.count("release 2 linked from release 1") == 2
+    inode = "stat -c %i /srv/app/releases/{}/app.py"
+    for h in sb.hosts:
+        assert sb.exec(h, inode.format(1))[1] == sb.exec(h, inode.format(2))[1]
+    assert cli(sb, "verify").returncode == 0
+
+    edited, untouched = sb.hosts
+    original = sb.exec(edited, "cat /srv/app/current/app.py")[1]
+    sb.exec(edited, "echo 'HOTFIX = 1' >> /srv/app/current/app.py")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{edited.name}" in proc.stdout and proc.stdout.count("release 3 extracted") == 1
+    assert proc.stdout.count("release 3 linked from release 2") == 1
+    assert sb.exec(edited, "cat /srv/app/releases/3/app.py")[1] == original
+    assert sb.exec(edited, inode.format(3))[1] != sb.exec(edited, inode.format(2))[1]
+    assert sb.exec(untouched, inode.format(3))[1] == sb.exec(untouched, inode.format(1))[1]
+    assert cli(sb, "verify").returncode == 0
+
+
 def test_keep_releases_after_six_deploys(sandbox, app_repo):
     sb = sandbox(3, app={"keep_releases": 3})
     for i in range(6):
