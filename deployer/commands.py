@@ -190,11 +190,12 @@ def _link_release(paths: Paths, source: LinkSource, tmp: str, shared: tuple[str,
     src = q(paths.release(source.number))
     want, have = f"{tmp}/.deployer/want", f"{tmp}/.deployer/have"
     manifest = '"$s/.deployer/manifest.sha256"'
+    not_linked = " ".join(f"{tmp}/{q(rel)}" for rel in (".deployer", *generated))
     return "\n".join([
         f"linked=0; s={src}",
         'if [ -f "$s/.deployer/complete" ] && '
         f'[ "$(sha256sum < {manifest} 2>/dev/null)" = {q(source.manifest_sha256 + "  -")} ] && '
-        f'cp -al "$s/." {tmp}/ 2>/dev/null && rm -rf {tmp}/.deployer{"".join(f" {tmp}/{q(rel)}" for rel in generated)} && '
+        f'cp -al "$s/." {tmp}/ 2>/dev/null && rm -rf {not_linked} && '
         f'find {tmp} -name __pycache__ -prune -exec rm -rf {{}} + && '
         f'[ -z "$(find {tmp} ! -type d -newer "$s/.deployer/complete" -print -quit)" ] && '
         f'mkdir {tmp}/.deployer && ln {manifest} {tmp}/.deployer/ && '
