@@ -156,9 +156,8 @@ class Pipeline:
         note = f"; {app.env_file} written" if env is not None else ""
         if not upload:
             result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
-            linked = next((line.split("\t")[1] for line in result.stdout.splitlines()
-                           if line.startswith("linked\t")), None)
-            how = f"linked from release {linked}" if linked else "extracted"
+            linked = result.field("linked")
+            how = "ready" if s.dry_run else f"linked from release {linked}" if linked else "extracted"
             self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} {how}{note}")
             return
         progress = UploadProgress(self.out, run.name, self.artifact.size)
@@ -187,8 +186,7 @@ class Pipeline:
             result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.number, m.command,
                                                                      self.ctx.env(r.host, r.previous),
                                                                      self.stage.app.run_as))
-            digest = next((line.split("\t")[1] for line in result.stdout.splitlines()
-                           if line.startswith("migrated\t")), "")
+            digest = result.field("migrated") or ""
             self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
         self.step("migrate", body, [run])
 

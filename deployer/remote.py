@@ -31,6 +31,11 @@ class Result:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    def field(self, key: str) -> str | None:
+        """The value of the first `key<TAB>value` line a script emitted, or None."""
+        prefix = key + "\t"
+        return next((line[len(prefix):] for line in self.stdout.splitlines() if line.startswith(prefix)), None)
+
     def tail(self, lines: int = 5) -> str:
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()
         return " | ".join(text[-lines:]) or f"exit {self.exit_code}"
