@@ -614,8 +614,7 @@ MAIN_COLUMNS = ["hosts", "added RTT ms", "floor s", "deploy s", "redeploy s", "r
                 "peak RSS deploy MB", "peak RSS rollback MB"]
 PHASE_COLUMNS = ["hosts", "added RTT ms", "deploy s", *[f"{p} s" for p in PHASES]]
 CPU_COLUMNS = ["hosts", "added RTT ms", "floor CPU s", "deploy CPU s", "redeploy CPU s", "redeploy linked CPU s",
-               "rollback CPU s",
-               "deploy/floor CPU", "client CPU floor s", "client CPU deploy s", "load avg"]
+               "rollback CPU s", "deploy/floor CPU", "client CPU floor s", "client CPU deploy s", "load avg"]
 
 
 def _f(value: float | None, digits: int = 2) -> str:
@@ -649,8 +648,8 @@ def phase_rows(results: list[ConfigResult]) -> list[list[str]]:
 def cpu_rows(results: list[ConfigResult]) -> list[list[str]]:
     return [[str(r.hosts), str(r.rtt_ms), _f(r.med("cpu_floor")), _f(r.med("cpu_deploy")), _f(r.med("cpu_redeploy")),
              _f(r.med("cpu_redeploy_linked")), _f(r.med("cpu_rollback")), _f(r.ratio("cpu_deploy", "cpu_floor")),
-             _f(r.med("client_cpu_floor")),
-             _f(r.med("client_cpu_deploy")), _f(max(r.load, default=None), 1)] for r in results]
+             _f(r.med("client_cpu_floor")), _f(r.med("client_cpu_deploy")), _f(max(r.load, default=None), 1)]
+            for r in results]
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:

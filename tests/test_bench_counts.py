@@ -135,11 +135,11 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert harness.phase_times(stdout, ["host-1", "host-2"]) == {"lock": 0.3, "check": 0.0, "prepare": 1.5,
                                                                 "switch": 0.07, "finish": 0.04}
     r5 = harness.ConfigResult(hosts=5, latency_ms=0, reps=1, floor=[2.0], deploy=[2.2], redeploy=[0.5],
-                              redeploy_linked=[0.4], rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5, cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5,
-                              rss_deploy=[60.0], rss_rollback=[50.0])
+                              redeploy_linked=[0.4], rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5,
+                              cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5, rss_deploy=[60.0], rss_rollback=[50.0])
     r20 = harness.ConfigResult(hosts=20, latency_ms=0, reps=1, floor=[10.0], deploy=[12.0], redeploy=[2.0],
-                               redeploy_linked=[4.0], rollback=[1.5], rollback_warm=[0.9], cmds_deploy=[5] * 20, cmds_redeploy=[4] * 20,
-                               cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
+                               redeploy_linked=[4.0], rollback=[1.5], rollback_warm=[0.9], cmds_deploy=[5] * 20,
+                               cmds_redeploy=[4] * 20, cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
     verdicts = {t.name: t.verdict for t in harness.evaluate([r5, r20], [], None)}
     assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
     assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "MISS"      # 1.20

@@ -168,8 +168,9 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
 
     assert sh(commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", **kw), payload).returncode == 0
     r1, r2 = app / "releases" / "1", app / "releases" / "2"
-    (r1 / "venv").mkdir(); (r1 / "venv" / "python").write_text("made by a hook")
-    (r1 / "src" / "__pycache__").mkdir(); (r1 / "src" / "__pycache__" / "a.pyc").write_text("pyc")
+    for made_later in (r1 / "venv" / "python", r1 / "src" / "__pycache__" / "a.pyc"):   # by hooks, Python
+        made_later.parent.mkdir()
+        made_later.write_text("not from the artifact")
     (r1 / ".deployer" / "migrated").touch()
 
     assert "linked\t1" in prepare(2)
