@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .paths import user_cache
+from .paths import MANIFEST as MANIFEST_MEMBER, user_cache
 
 __all__ = [
     "ArtifactError",
@@ -92,7 +92,6 @@ RESERVED_DIR = ".deployer"
 REVISION_FILE = "REVISION"
 # The one reserved path the builder itself writes: "<sha256>  <path>" per regular file, sorted by
 # path (sha256sum format). It travels with the release, so drift can be checked on the host.
-MANIFEST_MEMBER = ".deployer/manifest.sha256"
 TAR_FORMAT = tarfile.PAX_FORMAT
 GZIP_LEVEL = 9
 _CHUNK = 1024 * 1024

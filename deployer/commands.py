@@ -11,7 +11,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from .paths import Paths
+from .paths import MANIFEST, Paths
 
 q = shlex.quote
 
@@ -188,16 +188,17 @@ def _link_release(paths: Paths, source: LinkSource, tmp: str, shared: tuple[str,
     Not linked: the source's markers, hook-generated paths and __pycache__ (made anew, like after
     an extraction); shared paths are linked to shared/ again afterwards."""
     src = q(paths.release(source.number))
+    complete = q(paths.release_state(source.number) + "/complete")
+    manifest = q(posixpath.join(paths.release(source.number), MANIFEST))
     want, have = f"{tmp}/.deployer/want", f"{tmp}/.deployer/have"
-    manifest = '"$s/.deployer/manifest.sha256"'
     not_linked = " ".join(f"{tmp}/{q(rel)}" for rel in (".deployer", *generated))
     return "\n".join([
-        f"linked=0; s={src}",
-        'if [ -f "$s/.deployer/complete" ] && '
+        "linked=0",
+        f'if [ -f {complete} ] && '
         f'[ "$(sha256sum < {manifest} 2>/dev/null)" = {q(source.manifest_sha256 + "  -")} ] && '
-        f'cp -al "$s/." {tmp}/ 2>/dev/null && rm -rf {not_linked} && '
+        f'cp -al {src}/. {tmp}/ 2>/dev/null && rm -rf {not_linked} && '
         f'find {tmp} -name __pycache__ -prune -exec rm -rf {{}} + && '
-        f'[ -z "$(find {tmp} ! -type d -newer "$s/.deployer/complete" -print -quit)" ] && '
+        f'[ -z "$(find {tmp} ! -type d -newer {complete} -print -quit)" ] && '
         f'mkdir {tmp}/.deployer && ln {manifest} {tmp}/.deployer/ && '
         f'{_without_shared(manifest, shared)} | cut -c67- | LC_ALL=C sort > {want} && '
         f'(cd {tmp} && {_release_files(shared, ())}) > {have} && cmp -s {want} {have}; then',
@@ -352,7 +353,7 @@ def drift(paths: Paths, shared: tuple[str, ...] = (), generated: tuple[str, ...]
     current = q(paths.current)
     parts = [
         f"cd {current}/ 2>/dev/null || {{ echo 'no current release' >&2; exit 1; }}",
-        "m=.deployer/manifest.sha256",
+        f"m={MANIFEST}",
         "[ -f $m ] || { echo no_manifest; exit 0; }",
         "t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT",
         _without_shared("$m", shared) + " > \"$t/m\"",

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+MANIFEST = ".deployer/manifest.sha256"     # in every artifact (and so every release): sha256  path
+
+
 def user_cache() -> Path:
     """$XDG_CACHE_HOME/deployer (default ~/.cache/deployer): member-check records, the agent's socket."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
