@@ -414,6 +414,7 @@ class ConfigResult:
     rss_rollback: list[float] = field(default_factory=list)
     rss_floor: list[float] = field(default_factory=list)
     uploads: list[int] = field(default_factory=list)          # "uploaded" lines per first deploy
+    streamed: list[int] = field(default_factory=list)         # of those, "extracted as it arrived"
     cached: list[int] = field(default_factory=list)           # "artifact already on host" per redeploy
     linked: list[int] = field(default_factory=list)           # "linked from release" per linked redeploy
     redeploy_uploads: list[int] = field(default_factory=list)
@@ -476,6 +477,7 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
             result.cmds_deploy += cmds
             result.rss_deploy.append(proc.max_rss_mb)
             result.uploads.append(proc.stdout.count("uploaded "))
+            result.streamed.append(proc.stdout.count("extracted as it arrived"))
             result.phases.append(phase_times(proc.stdout, names))
             result.client_cpu_deploy.append(proc.cpu_seconds)
             cpu(result.cpu_deploy, proc)
@@ -612,7 +614,7 @@ MAIN_COLUMNS = ["hosts", "added RTT ms", "floor s", "deploy s", "redeploy s", "r
                 "rollback warm s", "deploy/floor", "redeploy/deploy", "linked/deploy", "floor rollback s",
                 "cmds/host deploy", "cmds/host redeploy", "cmds/host rollback",
                 "peak RSS deploy MB", "peak RSS rollback MB"]
-PHASE_COLUMNS = ["hosts", "added RTT ms", "deploy s", *[f"{p} s" for p in PHASES]]
+PHASE_COLUMNS = ["hosts", "added RTT ms", "deploy s", *[f"{p} s" for p in PHASES], "hosts extracting as it arrived"]
 CPU_COLUMNS = ["hosts", "added RTT ms", "floor CPU s", "deploy CPU s", "redeploy CPU s", "redeploy linked CPU s",
                "rollback CPU s", "deploy/floor CPU", "client CPU floor s", "client CPU deploy s", "load avg"]
 
@@ -641,8 +643,8 @@ def main_rows(results: list[ConfigResult]) -> list[list[str]]:
 
 
 def phase_rows(results: list[ConfigResult]) -> list[list[str]]:
-    return [[str(r.hosts), str(r.rtt_ms), _f(r.med("deploy")), *[_f(r.phase_median(p)) for p in PHASES]]
-            for r in results]
+    return [[str(r.hosts), str(r.rtt_ms), _f(r.med("deploy")), *[_f(r.phase_median(p)) for p in PHASES],
+             _span(r.streamed)] for r in results]
 
 
 def cpu_rows(results: list[ConfigResult]) -> list[list[str]]:
@@ -798,7 +800,8 @@ def render(results: list[ConfigResult], memory: list[MemoryResult], scale: Scale
         out += ["", "### Where a first deploy spends its time", "",
                 "The deployer's own per-phase seconds, from the CLI's result table: the slowest host per phase, "
                 "median over repetitions. With more hosts than `--parallel`, hosts run in waves and a phase "
-                "takes longer than its slowest host.",
+                "takes longer than its slowest host. The last column: hosts whose link measured slow enough "
+                "for the upload to be extracted as it arrived (range over repetitions).",
                 "", markdown_table(PHASE_COLUMNS, phase_rows(results))]
     if memory:
         out += ["", "## Peak memory by artifact size", "",

@@ -143,6 +143,9 @@ class Agent:
                     conn = self.connection(request["host"], reopen=False)
                     ok = conn is not None and conn.ping(timeout=float(request.get("timeout") or 10))
                     sock.sendall(frame_json(b"K", {"ok": ok}))
+                elif op == "rtt":
+                    conn = self.connection(request["host"], reopen=False)
+                    sock.sendall(frame_json(b"K", {"rtt": conn.rtt() if conn is not None else None}))
                 elif op == "run":
                     self.run(sock, request)
                 elif op == "stop":

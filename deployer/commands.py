@@ -97,7 +97,7 @@ _META_AWK = (
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
             shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
             env_file: str | None = None, env_size: int = 0, link_from: LinkSource | None = None,
-            generated: tuple[str, ...] = ()) -> str:
+            generated: tuple[str, ...] = (), stream: bool = False) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
@@ -105,14 +105,16 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     atomically), then the artifact when uploading: values never appear on a command line.
     With link_from (reusing the cached artifact only), the release is first made of hard links to
     that earlier release of the same artifact, kept only if it still matches (see _link_release);
-    otherwise the cached artifact is extracted as usual."""
+    otherwise the cached artifact is extracted as usual. With stream (uploads only), tar extracts
+    the upload as it arrives (see _streamed): for links where the upload is the slow part."""
     tmp = q(paths.tmp_release(number, token))
     part = q(paths.partial_artifact(token))
     cached = q(paths.cached_artifact(sha256))
     final = q(paths.release(number))
     env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}") if env_file else ""
+    leftovers = " ".join(filter(None, [tmp, part, f"{part}.sum" if stream else "", env_tmp]))
     parts = [
-        f"trap {q(f'rm -rf {tmp} {part} {env_tmp}'.rstrip())} EXIT",
+        f"trap {q(f'rm -rf {leftovers}')} EXIT",
         "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
         f"mkdir -p {q(paths.releases)} {q(paths.shared)} {q(paths.cache)}",
     ]
@@ -126,9 +128,9 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"echo {q(f'no space left on device: extracting release {number} into {paths.releases} failed')} >&2; fi")
     parts.append(f"mkdir {tmp}")
     if upload:
-        # received whole and checked before tar reads it: streaming into tar through tee, and
-        # checksumming while extracting, both measured slower on hosts short of CPU
-        parts += [
+        # received whole and checked before tar reads it: on a fast link (hosts short of CPU)
+        # that measured faster than streaming into tar
+        received = [
             f"cat > {part}",
             f"got=$(sha256sum {part} | cut -d' ' -f1)",
             f"if [ \"$got\" != {q(sha256)} ]; then {mismatch}; fi",
@@ -136,6 +138,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
+        parts += _streamed(part, cached, tmp, sha256, mismatch, full, received) if stream else received
     else:
         # checked when it was stored, checksummed again while it is extracted (the sum goes to
         # this run's unused upload file, which the trap removes); a bad copy is removed
@@ -169,6 +172,31 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         _emit("prepared", q(paths.release(number))),
     ]
     return _lines(*parts)
+
+
+def _streamed(part: str, cached: str, tmp: str, sha256: str, mismatch: str, full: str,
+              received: list[str]) -> list[str]:
+    """The upload stored at the link's pace while tar and the checksum read the growing file as
+    fast as the host's CPU allows: a busy tar never holds up the upload (through a pipe it would,
+    the SSH window staying shut until the pipe drains). tail ends once the writer did and all is
+    read. A tail without --pid (busybox) takes the `received` steps instead."""
+    follow = f"tail -s 0.05 --pid=$w -c +1 -f {part}"
+    return [
+        "if tail --pid=$$ -c 0 /dev/null 2>/dev/null; then",
+        f": > {part}; exec 3<&0",
+        f"cat <&3 >> {part} & w=$!",
+        f"{follow} | sha256sum > {part}.sum &",
+        f"rc=0; {follow} | tar -xzf - -C {tmp} --no-same-owner || rc=$?",
+        "wait $w || rc=$?; wait $! || :",
+        f"got=$(cut -d' ' -f1 {part}.sum)",
+        f"if [ $rc -ne 0 ] || [ \"$got\" != {q(sha256)} ]; then {full}; fi",
+        f"if [ \"$got\" != {q(sha256)} ]; then {mismatch}; fi",
+        "[ $rc -eq 0 ] || exit $rc",
+        f"mv -f {part} {cached}; rm -f {part}.sum",
+        "else",
+        *received,
+        "fi",
+    ]
 
 
 @dataclass(frozen=True)

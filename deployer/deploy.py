@@ -146,13 +146,14 @@ class Pipeline:
     def prepare(self, run: HostRun) -> None:
         s, app = self.session, self.stage.app
         upload = not run.state.cached
+        stream = upload and run.conn is not None and planning.stream_upload(run.conn.rtt())
         env = self.envs[run.name].render() if self.envs else None
         script = commands.prepare(s.paths, self.number, s.token, self.artifact.sha256, upload=upload,
                                   release_json=self.release_json(run),
                                   shared_dirs=app.shared_dirs, shared_files=app.shared_files,
                                   env_file=app.env_file if env is not None else None,
                                   env_size=len(env or b""), link_from=None if upload else self.link_source(run),
-                                  generated=app.generated)
+                                  generated=app.generated, stream=stream)
         note = f"; {app.env_file} written" if env is not None else ""
         if not upload:
             result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
@@ -164,7 +165,8 @@ class Pipeline:
         with open(self.artifact.path, "rb") as fh:
             stream = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
             s.run(run, "prepare", script, stdin=stream, progress=progress)
-        self.out.line(run.name, "prepare", f"{progress.done()}; release {self.number} ready{note}")
+        how = ", extracted as it arrived" if stream else ""
+        self.out.line(run.name, "prepare", f"{progress.done()}{how}; release {self.number} ready{note}")
 
     def link_source(self, run: HostRun) -> commands.LinkSource | None:
         manifest = self.artifact.meta.get("manifest_sha256")
@@ -208,7 +210,9 @@ class Pipeline:
         _test_pause("switch")
         # every host must still answer before the first switch: a host lost after prepare aborts
         # the deploy with nobody switched, instead of switching the others and putting them back
-        failures = self.session.fleet.each("switch", self.reachable, self.session.active)
+        # (with one host there are no others: its switch itself tells)
+        active = self.session.active
+        failures = self.session.fleet.each("switch", self.reachable, active) if len(active) > 1 else {}
         if failures:
             self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
         plan = batches(self.session.active, self.options)

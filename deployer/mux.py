@@ -226,6 +226,13 @@ class AgentConnection:
             self._open = False
         return bool(answer.get("ok"))
 
+    def rtt(self) -> float | None:
+        """The round trip the agent's connection measured (transport.Connection.rtt)."""
+        try:
+            return self._ask({"op": "rtt"}).get("rtt") if self._open else None
+        except TransportError:
+            return None
+
     def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
             progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
         if not self._open:

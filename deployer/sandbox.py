@@ -265,11 +265,15 @@ def logs(h: SandboxHost) -> str:
 
 def host_key_line(h: SandboxHost) -> str:
     """A known_hosts line pinning the host key the container generated, e.g. ``[127.0.0.1]:32771 ssh-ed25519 AAAA...``."""
-    code, out = exec_root(h, "cat /etc/ssh/ssh_host_ed25519_key.pub")
-    if code != 0:
-        raise SandboxError(f"{h.name}: cannot read host key: {out.strip()}")
-    keytype, blob = out.split()[:2]
-    return f"[{h.host}]:{h.port} {keytype} {blob}"
+    for _ in range(5):          # docker exec now and then hands back no output under load
+        code, out = exec_root(h, "cat /etc/ssh/ssh_host_ed25519_key.pub")
+        if code != 0:
+            raise SandboxError(f"{h.name}: cannot read host key: {out.strip()}")
+        if len(out.split()) >= 2:
+            keytype, blob = out.split()[:2]
+            return f"[{h.host}]:{h.port} {keytype} {blob}"
+        time.sleep(0.2)
+    raise SandboxError(f"{h.name}: cannot read host key: docker exec returned no output")
 
 
 def served_host_key(h: SandboxHost, timeout: float = 5.0) -> str:

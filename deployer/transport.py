@@ -142,12 +142,19 @@ def _gateway(ssh: SSHSettings) -> fabric.Connection | None:
 
 
 class Connection:
-    """An open SSH connection to one host, counting the commands it runs."""
+    """An open SSH connection to one host, counting the commands it runs.
+
+    The session channel of the next command is opened while the current one runs (a spare), so
+    a command costs one round trip instead of two. Opening a channel runs nothing on the host, so
+    the quickest open seen since login is the link's round trip (`rtt()`)."""
 
     def __init__(self, host: Host):
         self.host = host
         self.commands_run = 0
         self._conn: fabric.Connection | None = None
+        self._spare: _Spare | None = None
+        self._spare_lock = threading.Lock()
+        self._rtt: float | None = None
 
     def open(self) -> "Connection":
         """Connect (through the gateway, if any) with strict host keys, timeouts and keepalive."""
@@ -172,8 +179,22 @@ class Connection:
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise TransportError(f"cannot connect: {exc or type(exc).__name__}") from None
         conn.transport.set_keepalive(ssh.keepalive)
+        _no_delay(conn.transport.sock)
         self._conn = conn
+        # not timed: a server still setting up the session just after login answers it late
+        self._spare = _Spare(conn.transport, ssh.connect_timeout, None)
         return self
+
+    def rtt(self) -> float | None:
+        """Seconds of one round trip to the host: the quickest channel open since login, waiting
+        for the one under way if none has been timed yet; None if none could be."""
+        spare = self._spare
+        if self._rtt is None and spare is not None:
+            spare.take(self.host.ssh.connect_timeout)
+        return self._rtt
+
+    def _timed(self, seconds: float) -> None:
+        self._rtt = seconds if self._rtt is None else min(self._rtt, seconds)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -192,7 +213,7 @@ class Connection:
         (default connect_timeout). A connection that does not answer is closed."""
         if not self.alive:
             return False
-        answered = self._probe()
+        answered = self._probe().answered
         if answered.wait(timeout or self.host.ssh.connect_timeout) and self.alive:
             return True
         self.close()
@@ -212,7 +233,7 @@ class Connection:
         timeout = timeout or ssh.command_timeout
         deadline = time.monotonic() + timeout
         try:
-            chan = self._conn.transport.open_session(timeout=ssh.connect_timeout)
+            chan = self._channel(ssh.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"cannot open a session: {exc or type(exc).__name__}") from None
         self.commands_run += 1
@@ -274,21 +295,23 @@ class Connection:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _probe(self) -> threading.Event:
-        """Send a global request every server answers; the event is set when the answer arrives."""
-        answered = threading.Event()
-        conn = self._conn
+    def _channel(self, timeout: float) -> paramiko.Channel:
+        """The spare channel if it opened, else a new one; then the next spare starts opening
+        (after this one, so that it is timed on a server done setting up the login)."""
+        transport = self._conn.transport
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        chan = spare.take(timeout) if spare is not None else None
+        chan = chan if chan is not None else transport.open_session(timeout=timeout)
+        with self._spare_lock:
+            if self._spare is None:
+                self._spare = _Spare(transport, timeout, self._timed)
+        return chan
 
-        def probe():
-            try:
-                conn.transport.global_request("keepalive@openssh.com", wait=True)
-            except Exception:
-                return
-            if conn.transport is not None and conn.transport.is_active():
-                answered.set()
-
-        threading.Thread(target=probe, daemon=True, name="ssh-probe").start()
-        return answered
+    def _probe(self) -> "_Probe":
+        """A global request every server answers, without running anything: `answered` is set
+        when the answer arrives."""
+        return _Probe(self._conn)
 
     def _kill(self, chan: paramiko.Channel, out: "_Tail", err: "_Stderr") -> None:
         """Kill the command's remote process group over a second channel. Bounded; never raises."""
@@ -311,6 +334,56 @@ class Connection:
                 killer.close()
         except Exception:
             pass
+
+
+def _no_delay(sock) -> None:
+    """Small messages (an exec request, the next spare's open) leave at once instead of waiting
+    for the previous one's ACK (Nagle): a round trip per command otherwise. Through a gateway the
+    "socket" is a channel, which has no such option."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+
+
+class _Probe:
+    def __init__(self, conn: fabric.Connection):
+        self.answered = threading.Event()
+
+        def probe():
+            try:
+                conn.transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                return
+            if conn.transport is not None and conn.transport.is_active():
+                self.answered.set()
+
+        threading.Thread(target=probe, daemon=True, name="ssh-probe").start()
+
+
+class _Spare:
+    """A session channel being opened in the background for the next command."""
+
+    def __init__(self, transport: paramiko.Transport, timeout: float, timed: Callable[[float], None] | None):
+        self._opened = threading.Event()
+        self._chan: paramiko.Channel | None = None
+        threading.Thread(target=self._open, args=(transport, timeout, timed), daemon=True, name="ssh-spare").start()
+
+    def _open(self, transport: paramiko.Transport, timeout: float, timed: Callable[[float], None] | None) -> None:
+        started = time.monotonic()
+        try:
+            self._chan = transport.open_session(timeout=timeout)
+            if timed is not None:
+                timed(time.monotonic() - started)
+        except Exception:
+            pass                    # the command that wanted it opens its own and reports why
+        finally:
+            self._opened.set()
+
+    def take(self, timeout: float) -> paramiko.Channel | None:
+        """The open channel, or None when opening it failed, timed out or the server closed it."""
+        chan = self._chan if self._opened.wait(timeout) else None
+        return chan if chan is not None and chan.active and not chan.closed else None
 
 
 def _start(chan: paramiko.Channel, command: str) -> None:
@@ -371,8 +444,8 @@ class _Watch:
     def dead(self) -> bool:
         now = self.clock()
         if self.probe is not None:
-            started, answered = self.probe
-            if answered.is_set():
+            started, probe = self.probe
+            if probe.answered.is_set():
                 self.probe, self.last = None, now
                 return False
             return self.last < started and now - started > 2 * self.interval

@@ -118,6 +118,8 @@ def test_streams_stdin_and_stops_early_like_a_direct_connection(sandbox):
     assert (result.exit_code, result.stderr.strip()) == (3, "done")
     assert time.monotonic() - started < 20
     assert conn.run("echo still; exit 0").stdout == "still\n"
+    rtt = conn.rtt()                            # the agent's connection timed the link
+    assert isinstance(rtt, float) and 0 < rtt < 30
 
 
 def test_timeout_and_cancel_kill_the_remote_process_group(sandbox):

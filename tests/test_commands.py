@@ -76,14 +76,19 @@ def full_cycle(paths: Paths, number: int, token: str, payload: bytes, release_js
     return sha
 
 
-def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch):
+STREAM = pytest.mark.parametrize("stream", [False, True], ids=["received-then-extracted", "streamed"])
+
+
+@STREAM
+def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch, stream):
     monkeypatch.chdir(tmp_path)
     paths = Paths(str(root))
     payload = make_tarball({"app.txt": b"v1", "REVISION": b"abc\n"})
     meta = json.dumps({"version": HOSTILE, "note": "'quote' \"dq\" `bt`"})
     (root / "shared" / "conf; rm -rf x").mkdir(parents=True)
     (root / "shared" / "conf; rm -rf x" / "f $(id)").write_text("secret-ish")
-    full_cycle(paths, 1, "t1", payload, meta, shared_dirs=("log dir",), shared_files=("conf; rm -rf x/f $(id)",))
+    full_cycle(paths, 1, "t1", payload, meta, shared_dirs=("log dir",), shared_files=("conf; rm -rf x/f $(id)",),
+               stream=stream)
     release = root / "releases" / "1"
     assert (root / "current").resolve() == release.resolve()
     assert (release / "app.txt").read_bytes() == b"v1"
@@ -100,18 +105,20 @@ def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch):
     assert all(r.complete for r in st.releases) and st.lock is None
 
 
-def test_prepare_rejects_corrupt_upload_and_leaves_nothing(tmp_path):
+@STREAM
+def test_prepare_rejects_corrupt_upload_and_leaves_nothing(tmp_path, stream):
     paths = Paths(str(tmp_path / "app"))
     payload = make_tarball({"a": b"1"})
     sha = hashlib.sha256(payload).hexdigest()
-    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload[:-7])
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=stream), payload[:-7])
     assert proc.returncode == commands.SHA_MISMATCH
     assert b"sha256 mismatch" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "app" / "releases").iterdir()) == []
     assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
 
 
-def test_prepare_names_a_damaged_artifact_by_its_sha256_and_leaves_nothing(tmp_path):
+@STREAM
+def test_prepare_names_a_damaged_artifact_by_its_sha256_and_leaves_nothing(tmp_path, stream):
     """A flipped byte in the upload, then in the cached copy a redeploy extracts (checksummed
     while it is extracted): both reported as damaged, nothing left behind, the bad copy removed."""
     paths = Paths(str(tmp_path / "app"))
@@ -119,14 +126,14 @@ def test_prepare_names_a_damaged_artifact_by_its_sha256_and_leaves_nothing(tmp_p
     sha = hashlib.sha256(payload).hexdigest()
     flipped = bytearray(payload)
     flipped[len(payload) // 3] ^= 0x01
-    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), bytes(flipped))
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=stream), bytes(flipped))
     assert proc.returncode == commands.SHA_MISMATCH, proc.stderr
     assert b"sha256 mismatch" in proc.stderr
     assert list((tmp_path / "app" / "releases").iterdir()) == []
     assert list((tmp_path / "app" / ".deployer" / "cache").iterdir()) == []
 
     # intact: extracted and cached
-    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=stream), payload)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "app" / "releases" / "1" / "f7").stat().st_size == 2048
     cached = tmp_path / "app" / ".deployer" / "cache" / f"{sha}.tar.gz"
@@ -202,6 +209,31 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
         assert (release / "src" / "a.py").read_bytes() == b"A = 1\n" and (release / "src" / "b.txt").read_bytes() == b"b"
         assert (release / ".deployer" / "complete").exists()
     assert sorted(p.name for p in (app / "releases").iterdir()) == [str(n) for n in range(1, 9)]
+
+
+def test_streamed_upload_with_env_file_and_without_tail_pid(tmp_path):
+    """The env file's bytes come first on stdin, the artifact after them; a tail that has no
+    --pid (busybox) receives the upload whole, then extracts it, as on a fast link."""
+    payload = make_tarball({f"d/f{i}": os.urandom(4096) for i in range(100)})
+    sha = hashlib.sha256(payload).hexdigest()
+    env = b"SECRET=1\n"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "tail").write_text("#!/bin/sh\necho 'tail: unrecognized option' >&2; exit 1\n")
+    (fake / "tail").chmod(0o755)
+    assert subprocess.run(["tail", "--pid=1", "-c", "0", "/dev/null"]).returncode == 0    # GNU tail here
+    for name, path_env in (("with-pid", os.environ["PATH"]), ("no-pid", f"{fake}:{os.environ['PATH']}")):
+        paths = Paths(str(tmp_path / name))
+        script = commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=True,
+                                  env_file=".env", env_size=len(env))
+        proc = subprocess.run(["sh", "-c", script], input=env + payload, capture_output=True, timeout=30,
+                              env={**os.environ, "PATH": path_env})
+        assert proc.returncode == 0, (name, proc.stderr)
+        release = tmp_path / name / "releases" / "1"
+        assert (release / "d" / "f42").stat().st_size == 4096 and (release / ".env").read_bytes() == env
+        cache = tmp_path / name / ".deployer" / "cache"
+        assert [p.name for p in cache.iterdir()] == [f"{sha}.tar.gz"]
+        assert (cache / f"{sha}.tar.gz").read_bytes() == payload
 
 
 def test_prepare_missing_shared_file_names_it(tmp_path):

@@ -28,6 +28,7 @@ import tarfile
 import threading
 import time
 import tracemalloc
+import types
 from pathlib import Path
 
 import pytest
@@ -380,10 +381,10 @@ def test_watch_declares_a_silent_link_dead_after_three_keepalives():
             self.answers = answers
 
         def _probe(self):
-            event = threading.Event()
+            probe = types.SimpleNamespace(answered=threading.Event())
             if self.answers:
-                event.set()
-            return event
+                probe.answered.set()
+            return probe
 
     silent = _Watch(Conn(answers=False), keepalive=10, clock=lambda: clock[0])
     dead_at = None
@@ -398,6 +399,45 @@ def test_watch_declares_a_silent_link_dead_after_three_keepalives():
     for tick in range(0, 6000):                 # 10 minutes without a byte of output
         clock[0] = 1000.0 + tick / 10
         assert not slow.dead()
+
+
+def test_a_slow_link_is_timed_and_each_command_runs_on_a_channel_opened_ahead(sandbox, app_repo, monkeypatch):
+    """Behind 80 ms of round trip: the connection measures at least that, sends small messages at
+    once (no Nagle), and every command after the first starts on the channel opened while the one
+    before it ran (one round trip per command, not two). The deploy through that link extracts
+    the upload as it arrives, and ends up with the same release as the host reached directly."""
+    sb = sandbox(2)
+    proxy = NetProxy(("127.0.0.1", sb.hosts[0].port), delay=0.04).start()
+    try:
+        via_proxy(sb, 0, proxy)
+        conn = host_conn(sb, 0)
+        started = []
+        real_start = transport_mod._start
+        monkeypatch.setattr(transport_mod, "_start", lambda chan, command: (started.append(chan),
+                                                                           real_start(chan, command)))
+        try:
+            assert conn._conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert conn.run("true").ok
+            for _ in range(3):
+                spare = conn._spare
+                assert conn.run("true").ok
+                assert started[-1] is spare._chan           # the channel opened during the run before
+            assert len({id(c) for c in started}) == 4
+            assert conn.rtt() >= 0.08
+        finally:
+            conn.close()
+        monkeypatch.undo()
+
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        streamed = [line.split()[1] for line in proc.stdout.splitlines() if "extracted as it arrived" in line]
+        assert "host-1" in streamed, proc.stdout
+        proc = cli(sb, "verify")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert files(sb, 0) == files(sb, 1)
+        assert "artifact already on host" in cli(sb, "deploy").stdout        # cached by the streamed upload
+    finally:
+        proxy.stop()
 
 
 def test_stalled_link_mid_upload_is_noticed_and_aborted(sandbox, procs, tmp_path):

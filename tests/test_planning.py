@@ -69,6 +69,13 @@ def test_link_source_is_the_newest_usable_release_of_the_same_artifact():
     assert planning.link_source(st, "cc") is None
 
 
+def test_uploads_are_extracted_as_they_arrive_only_on_slow_links():
+    assert not planning.stream_upload(None)                 # not measured: one after the other
+    assert not planning.stream_upload(0.002)                # loopback, LAN, same region
+    assert planning.stream_upload(planning.STREAM_RTT)
+    assert planning.stream_upload(0.08)                     # across the world
+
+
 def test_batches_per_strategy():
     hosts = ["h1", "h2", "h3", "h4", "h5"]
     assert [b.hosts for b in batches(hosts, Options())] == [tuple(hosts)]
