@@ -163,8 +163,8 @@ class Pipeline:
             return
         progress = UploadProgress(self.out, run.name, self.artifact.size)
         with open(self.artifact.path, "rb") as fh:
-            stream = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
-            s.run(run, "prepare", script, stdin=stream, progress=progress)
+            data = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
+            s.run(run, "prepare", script, stdin=data, progress=progress)
         how = ", extracted as it arrived" if stream else ""
         self.out.line(run.name, "prepare", f"{progress.done()}{how}; release {self.number} ready{note}")
 

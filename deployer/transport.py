@@ -213,7 +213,7 @@ class Connection:
         (default connect_timeout). A connection that does not answer is closed."""
         if not self.alive:
             return False
-        answered = self._probe().answered
+        answered = self._probe()
         if answered.wait(timeout or self.host.ssh.connect_timeout) and self.alive:
             return True
         self.close()
@@ -308,10 +308,21 @@ class Connection:
                 self._spare = _Spare(transport, timeout, self._timed)
         return chan
 
-    def _probe(self) -> "_Probe":
-        """A global request every server answers, without running anything: `answered` is set
-        when the answer arrives."""
-        return _Probe(self._conn)
+    def _probe(self) -> threading.Event:
+        """Send a global request every server answers; the event is set when the answer arrives."""
+        answered = threading.Event()
+        conn = self._conn
+
+        def probe():
+            try:
+                conn.transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                return
+            if conn.transport is not None and conn.transport.is_active():
+                answered.set()
+
+        threading.Thread(target=probe, daemon=True, name="ssh-probe").start()
+        return answered
 
     def _kill(self, chan: paramiko.Channel, out: "_Tail", err: "_Stderr") -> None:
         """Kill the command's remote process group over a second channel. Bounded; never raises."""
@@ -344,21 +355,6 @@ def _no_delay(sock) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
         pass
-
-
-class _Probe:
-    def __init__(self, conn: fabric.Connection):
-        self.answered = threading.Event()
-
-        def probe():
-            try:
-                conn.transport.global_request("keepalive@openssh.com", wait=True)
-            except Exception:
-                return
-            if conn.transport is not None and conn.transport.is_active():
-                self.answered.set()
-
-        threading.Thread(target=probe, daemon=True, name="ssh-probe").start()
 
 
 class _Spare:
@@ -444,8 +440,8 @@ class _Watch:
     def dead(self) -> bool:
         now = self.clock()
         if self.probe is not None:
-            started, probe = self.probe
-            if probe.answered.is_set():
+            started, answered = self.probe
+            if answered.is_set():
                 self.probe, self.last = None, now
                 return False
             return self.last < started and now - started > 2 * self.interval

@@ -28,7 +28,6 @@ import tarfile
 import threading
 import time
 import tracemalloc
-import types
 from pathlib import Path
 
 import pytest
@@ -381,10 +380,10 @@ def test_watch_declares_a_silent_link_dead_after_three_keepalives():
             self.answers = answers
 
         def _probe(self):
-            probe = types.SimpleNamespace(answered=threading.Event())
+            event = threading.Event()
             if self.answers:
-                probe.answered.set()
-            return probe
+                event.set()
+            return event
 
     silent = _Watch(Conn(answers=False), keepalive=10, clock=lambda: clock[0])
     dead_at = None
