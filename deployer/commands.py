@@ -121,6 +121,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     if env_file:
         parts += _receive_env(paths, env_file, env_tmp, f"head -c {int(env_size)}", int(env_size))
         shared_files = tuple(shared_files) + (env_file,)
+    differs = f"[ \"$got\" != {q(sha256)} ]"
     mismatch = (f"echo \"artifact sha256 mismatch on host: expected {sha256}, got $got"
                 f" (truncated or corrupted in transit)\" >&2; exit {SHA_MISMATCH}")
     # GNU tar reports a full disk only as "Wrote only N of M bytes": probe, and say it plainly
@@ -133,12 +134,12 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         received = [
             f"cat > {part}",
             f"got=$(sha256sum {part} | cut -d' ' -f1)",
-            f"if [ \"$got\" != {q(sha256)} ]; then {mismatch}; fi",
+            f"if {differs}; then {mismatch}; fi",
             f"mv -f {part} {cached}",
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
-        parts += _streamed(part, cached, tmp, sha256, mismatch, full, received) if stream else received
+        parts += _streamed(part, cached, tmp, differs, mismatch, full, received) if stream else received
     else:
         # checked when it was stored, checksummed again while it is extracted (the sum goes to
         # this run's unused upload file, which the trap removes); a bad copy is removed
@@ -147,7 +148,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
             "wait $! || :",
             f"got=$(cut -d' ' -f1 {part})",
-            f"if [ \"$got\" != {q(sha256)} ]; then rm -f {cached}; {mismatch}; fi",
+            f"if {differs}; then rm -f {cached}; {mismatch}; fi",
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
         if link_from:
@@ -174,7 +175,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     return _lines(*parts)
 
 
-def _streamed(part: str, cached: str, tmp: str, sha256: str, mismatch: str, full: str,
+def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, full: str,
               received: list[str]) -> list[str]:
     """The upload stored at the link's pace while tar and the checksum read the growing file as
     fast as the host's CPU allows: a busy tar never holds up the upload (through a pipe it would,
@@ -189,8 +190,8 @@ def _streamed(part: str, cached: str, tmp: str, sha256: str, mismatch: str, full
         f"rc=0; {follow} | tar -xzf - -C {tmp} --no-same-owner || rc=$?",
         "wait $w || rc=$?; wait $! || :",
         f"got=$(cut -d' ' -f1 {part}.sum)",
-        f"if [ $rc -ne 0 ] || [ \"$got\" != {q(sha256)} ]; then {full}; fi",
-        f"if [ \"$got\" != {q(sha256)} ]; then {mismatch}; fi",
+        f"if [ $rc -ne 0 ] || {differs}; then {full}; fi",
+        f"if {differs}; then {mismatch}; fi",
         "[ $rc -eq 0 ] || exit $rc",
         f"mv -f {part} {cached}; rm -f {part}.sum",
         "else",

@@ -190,7 +190,7 @@ class Connection:
         for the one under way if none has been timed yet; None if none could be."""
         spare = self._spare
         if self._rtt is None and spare is not None:
-            spare.take(self.host.ssh.connect_timeout)
+            spare.wait(self.host.ssh.connect_timeout)
         return self._rtt
 
     def _timed(self, seconds: float) -> None:
@@ -376,9 +376,13 @@ class _Spare:
         finally:
             self._opened.set()
 
+    def wait(self, timeout: float) -> bool:
+        """True once the open has ended, whichever way."""
+        return self._opened.wait(timeout)
+
     def take(self, timeout: float) -> paramiko.Channel | None:
         """The open channel, or None when opening it failed, timed out or the server closed it."""
-        chan = self._chan if self._opened.wait(timeout) else None
+        chan = self._chan if self.wait(timeout) else None
         return chan if chan is not None and chan.active and not chan.closed else None
 
 
