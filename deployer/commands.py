@@ -121,6 +121,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     if env_file:
         parts += _receive_env(paths, env_file, env_tmp, f"head -c {int(env_size)}", int(env_size))
         shared_files = tuple(shared_files) + (env_file,)
+    parts.append(_DIGEST)
     differs = f"[ \"$got\" != {q(sha256)} ]"
     mismatch = (f"echo \"artifact sha256 mismatch on host: expected {sha256}, got $got"
                 f" (truncated or corrupted in transit)\" >&2; exit {SHA_MISMATCH}")
@@ -133,7 +134,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         # that measured faster than streaming into tar
         received = [
             f"cat > {part}",
-            f"got=$(sha256sum {part} | cut -d' ' -f1)",
+            f"got=$(digest {part} | cut -d' ' -f1)",
             f"if {differs}; then {mismatch}; fi",
             f"mv -f {part} {cached}",
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
@@ -144,7 +145,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         # checked when it was stored, checksummed again while it is extracted (the sum goes to
         # this run's unused upload file, which the trap removes); a bad copy is removed
         extract = [
-            f"sha256sum {cached} > {part} 2>/dev/null &",
+            f"digest {cached} > {part} 2>/dev/null &",
             f"rc=0; tar -xzf {cached} -C {tmp} --no-same-owner || rc=$?",
             "wait $! || :",
             f"got=$(cut -d' ' -f1 {part})",
@@ -175,6 +176,12 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     return _lines(*parts)
 
 
+# `digest [FILE]`: its sha256 first on the line. OpenSSL's when it works (it uses the CPU's SHA
+# instructions: ~4x less CPU than coreutils on 21 MB), else sha256sum.
+_DIGEST = ("if openssl dgst -sha256 -r </dev/null >/dev/null 2>&1; then digest() { openssl dgst -sha256 -r \"$@\"; }; "
+           "else digest() { sha256sum \"$@\"; }; fi")
+
+
 def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, full: str,
               received: list[str]) -> list[str]:
     """The upload stored at the link's pace while tar and the checksum read the growing file as
@@ -186,7 +193,7 @@ def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, ful
         "if tail --pid=$$ -c 0 /dev/null 2>/dev/null; then",
         f": > {part}; exec 3<&0",
         f"cat <&3 >> {part} & w=$!",
-        f"{follow} | sha256sum > {part}.sum &",
+        f"{follow} | digest > {part}.sum &",
         f"rc=0; {follow} | tar -xzf - -C {tmp} --no-same-owner || rc=$?",
         "wait $w || rc=$?; wait $! || :",
         f"got=$(cut -d' ' -f1 {part}.sum)",

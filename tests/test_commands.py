@@ -236,6 +236,33 @@ def test_streamed_upload_with_env_file_and_without_tail_pid(tmp_path):
         assert (cache / f"{sha}.tar.gz").read_bytes() == payload
 
 
+@pytest.mark.parametrize("openssl", ["openssl", "no-openssl"])
+def test_prepare_checksums_with_openssl_when_it_works_else_sha256sum(tmp_path, openssl):
+    """Uploads (received, streamed) and a redeploy of the cached copy: checked with OpenSSL's sha256
+    when it answers, with sha256sum when it is missing or broken; a damaged upload caught by either."""
+    payload = make_tarball({f"f{i}": os.urandom(1024) for i in range(50)})
+    sha = hashlib.sha256(payload).hexdigest()
+    fake, calls = tmp_path / "bin", tmp_path / "openssl-calls"
+    fake.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v openssl"], capture_output=True, text=True).stdout.strip()
+    body = f'echo "$@" >> {calls}; exec {real} "$@"' if openssl == "openssl" else "exit 127"
+    (fake / "openssl").write_text(f"#!/bin/sh\n{body}\n")
+    (fake / "openssl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    for n, (upload, stream) in enumerate([(True, False), (True, True), (False, False)], start=1):
+        paths = Paths(str(tmp_path / ("app1" if not upload else f"app{n}")))    # the redeploy: app1's cache
+        script = commands.prepare(paths, n, f"t{n}", sha, upload=upload, release_json="{}", stream=stream)
+        if upload:
+            bad = subprocess.run(["sh", "-c", script], input=payload[:-9], capture_output=True, timeout=30, env=env)
+            assert bad.returncode == commands.SHA_MISMATCH, bad.stderr
+        proc = subprocess.run(["sh", "-c", script], input=payload if upload else b"", capture_output=True,
+                              timeout=30, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert (Path(paths.release(n)) / "f7").stat().st_size == 1024
+    used = calls.read_text().count("dgst -sha256 -r") if calls.exists() else 0
+    assert used == (10 if openssl == "openssl" else 0)    # 5 runs (2 refused): a probe and a sum each
+
+
 def test_prepare_missing_shared_file_names_it(tmp_path):
     paths = Paths(str(tmp_path / "app"))
     payload = make_tarball({"a": b"1"})
