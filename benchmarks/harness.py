@@ -791,7 +791,7 @@ def render(results: list[ConfigResult], memory: list[MemoryResult], scale: Scale
     if any(r.cpu_deploy for r in results):
         out += ["", "### CPU used (client + every host)", "",
                 "CPU seconds consumed by one run: the client process (rusage) plus every target container "
-                "(cgroup accounting: sshd, shells, tar, sha256sum...), median. Unlike wall time this does not "
+                "(cgroup accounting: sshd, shells, tar, the checksum...), median. Unlike wall time this does not "
                 "depend on what else the machine runs, and once a run is CPU-bound (20+ hosts on 2 cores) "
                 "deploy/floor CPU is roughly the wall-time ratio to expect. `load avg`: the highest 1-minute "
                 "load average seen before a repetition (other work on the machine).",

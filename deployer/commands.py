@@ -187,8 +187,9 @@ def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, ful
     """The upload stored at the link's pace while tar and the checksum read the growing file as
     fast as the host's CPU allows: a busy tar never holds up the upload (through a pipe it would,
     the SSH window staying shut until the pipe drains). tail ends once the writer did and all is
-    read. A tail without --pid (busybox) takes the `received` steps instead."""
-    follow = f"tail -s 0.05 --pid=$w -c +1 -f {part}"
+    read: new data wakes it at once (inotify), the writer's exit within `-s` (it polls the pid).
+    A tail without --pid (busybox) takes the `received` steps instead."""
+    follow = f"tail -s 0.01 --pid=$w -c +1 -f {part}"
     return [
         "if tail --pid=$$ -c 0 /dev/null 2>/dev/null; then",
         f": > {part}; exec 3<&0",
@@ -340,6 +341,12 @@ def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[
         _unlock(paths, token),
     ]
     return _lines(*parts)
+
+
+def switch_then_finish(switch_script: str, finish_script: str) -> str:
+    """The switch, then the finish in a subshell of its own once the switch succeeded; the finish's
+    exit status is emitted as `finished`, so a failed cleanup is never taken for a failed switch."""
+    return f"{switch_script}set +e\n(\n{finish_script})\nf=$?\nset -e\n{_emit('finished', '$f')}\n"
 
 
 def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:

@@ -23,7 +23,7 @@ from .fleet import HostRun
 from .output import Output, UploadProgress
 from .plan import Batch, Options, batches
 from .session import RunFailed, Session, names, steps, utc_now, who
-from .remote import Cancelled
+from .remote import Cancelled, Result
 
 
 class Pipeline:
@@ -39,6 +39,7 @@ class Pipeline:
         self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
                                artifact=artifact, reason=options.reason, forced=options.forced)
         self.number: int | None = None
+        self.finished: dict[str, Result] = {}     # hosts whose finish ran with their switch
         self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
         self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
                                      version=artifact.version, git_sha=artifact.git_sha,
@@ -235,11 +236,18 @@ class Pipeline:
         s = self.session
         self.hooks("before_switch", runs)
 
+        finish_too = self.finish_rides_switch(batch)
+
         def switch(run: HostRun):
-            s.run(run, "switch", commands.switch(s.paths, self.number, s.token), timeout=60)
+            script = commands.switch(s.paths, self.number, s.token)
+            if finish_too:
+                script = commands.switch_then_finish(script, self.finish_script(run))
+            result = s.run(run, "switch", script, timeout=60)
             run.switched = True
             switched.append(run)
             self.out.line(run.name, "switch", f"current -> releases/{self.number}")
+            if finish_too:
+                self.finished[run.name] = result
 
         self.ctx.step = "switch"
         failures = s.fleet.each("switch", switch, runs)
@@ -331,15 +339,36 @@ class Pipeline:
             s.abort(None)
             raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
 
-    def finish(self, run: HostRun) -> None:
+    def finish_rides_switch(self, batch: Batch) -> bool:
+        """One host, one batch and nothing to run between its switch and its finish (no hook,
+        restart, health check or bake): the finish goes in the switch's command, one round trip
+        less. With more hosts the lock is kept until every one switched (a late failure puts the
+        others back)."""
+        p = self.pipeline
+        return (len(self.session.active) == 1 and batch.hosts == tuple(self.session.active) and not batch.bake
+                and not self.options.dry_run and not p.restart.command and not p.verify.enabled
+                and not any(p.hooks_at(point) for point in ("after_switch", "before_finish")))
+
+    def doomed(self, run: HostRun) -> list[str]:
+        return planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
+
+    def finish_script(self, run: HostRun) -> str:
         s = self.session
-        doomed = planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
+        doomed = self.doomed(run)
         keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
         checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
         line = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed)
-        s.run(run, "finish", commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, ledger=line))
+        return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, ledger=line)
+
+    def finish(self, run: HostRun) -> None:
+        with_switch = self.finished.get(run.name)
+        if with_switch is None:
+            self.session.run(run, "finish", self.finish_script(run))
+        elif with_switch.field("finished") != "0":
+            raise HostError(run.name, "finish", with_switch.tail())
         run.locked = False
         run.result = "ok"
+        doomed = self.doomed(run)
         if doomed:
             self.out.line(run.name, "finish", f"cleaned up {', '.join(doomed)}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import tarfile
@@ -62,6 +63,42 @@ def test_round_trips_per_host(sandbox, app_repo):
     proc = cli(sb, "rollback")
     assert proc.returncode == 0, proc.stderr
     assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [2, 2, 2]
+
+
+def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cleanup_failure(sandbox, app_repo):
+    """One host and nothing between switch and finish: 3 commands, the finish riding with the
+    switch (lock released, ledger written, old releases pruned). A cleanup that fails there leaves
+    the new release live and is reported as the cleanup failing, lock released. With a health
+    check configured, the finish waits for it: 4 commands."""
+    sb = sandbox(1, app={"keep_releases": 2})
+    host = sb.hosts[0]
+    for i in range(3):
+        commit_change(app_repo, "n.txt", str(i))
+        before = sb.command_count(host)
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert sb.command_count(host) - before == 3
+    assert "cleaned up 1" in proc.stdout
+    assert release_dirs(sb, host) == ["2", "3"] and current(sb, host) == "releases/3"
+    assert status(sb)[0]["lock"] == ""
+    audit = cli(sb, "audit", "--json")
+    assert [e["release"] for e in json.loads(audit.stdout) if e["action"] == "deploy" and e["result"] == "ok"] == [1, 2, 3]
+
+    # release 2 is pruned by the next deploy; a root-owned file in it makes that rm fail
+    sb.exec(host, "mkdir /srv/app/releases/2/stuck && touch /srv/app/releases/2/stuck/f && chmod 555 /srv/app/releases/2/stuck")
+    commit_change(app_repo, "n.txt", "3")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "release 4 is live everywhere, but finish: cleanup failed on host-1" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ROLLING BACK" not in proc.stdout
+    assert current(sb, host) == "releases/4" and status(sb)[0]["lock"] == ""
+
+    sb2 = sandbox(1, verify={"command": "test -f REVISION"})
+    assert cli(sb2, "deploy").returncode == 0
+    before = sb2.command_count(sb2.hosts[0])
+    proc = cli(sb2, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sb2.command_count(sb2.hosts[0]) - before == 5          # lock, prepare, switch, verify, finish
 
 
 def test_redeploy_with_hardlink_releases_links_unchanged_files(sandbox, app_repo):
