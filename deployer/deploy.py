@@ -240,9 +240,9 @@ class Pipeline:
 
         def switch(run: HostRun):
             script = commands.switch(s.paths, self.number, s.token)
-            if finish_too:
+            if finish_too:      # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
-            result = s.run(run, "switch", script, timeout=60)
+            result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             run.switched = True
             switched.append(run)
             self.out.line(run.name, "switch", f"current -> releases/{self.number}")
