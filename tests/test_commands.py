@@ -298,6 +298,34 @@ def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     assert not (tmp_path / ".deployer" / "lock").exists()
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_apart(tmp_path, shell):
+    """The finish runs only once the switch succeeded; a finish that fails stops there (its own
+    set -e) and is reported as `finished`, the command itself still succeeding (switched)."""
+    paths = Paths(str(tmp_path))
+    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
+    for n in (1, 2):
+        (tmp_path / "releases" / str(n) / ".deployer").mkdir(parents=True)
+    (tmp_path / "releases" / "2" / ".deployer" / "complete").touch()
+
+    def run(number: int, finish: str) -> subprocess.CompletedProcess:
+        script = commands.switch_then_finish(commands.switch(paths, number, "T"), finish)
+        return subprocess.run([shell, "-c", script], capture_output=True, text=True, timeout=30)
+
+    refused = run(1, commands.finish(paths, "T", delete=[], keep_artifacts=[]))    # release 1 incomplete
+    assert refused.returncode == 31 and "finished" not in refused.stdout
+    assert (tmp_path / ".deployer" / "lock").is_dir() and not (tmp_path / "current").exists()
+
+    failing = commands._lines("echo cleaning", "false", f"touch {tmp_path}/never")
+    done = run(2, failing)
+    assert done.returncode == 0 and "current\treleases/2" in done.stdout and "finished\t1" in done.stdout
+    assert not (tmp_path / "never").exists() and (tmp_path / ".deployer" / "lock").is_dir()
+
+    done = run(2, commands.finish(paths, "T", delete=["1"], keep_artifacts=[]))
+    assert done.returncode == 0 and "finished\t0" in done.stdout
+    assert not (tmp_path / ".deployer" / "lock").exists() and not (tmp_path / "releases" / "1").exists()
+
+
 def test_inspect_reports_current_kinds(tmp_path):
     paths = Paths(str(tmp_path))
     assert state.parse(sh(commands.inspect(paths)).stdout.decode()).current_kind == "absent"
