@@ -150,6 +150,9 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert verdicts["redeploy <= 0.3 x first deploy, extracted again (default), every configuration"] == "pass"
     assert verdicts["redeploy <= 0.3 x first deploy, linked (app.hardlink_releases), every configuration"] == "MISS"
     assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
+    r50 = harness.ConfigResult(hosts=5, latency_ms=25, reps=3, floor=[2.0, 2.0, 2.5], deploy=[2.2, 2.6, 2.5])
+    measured = {t.name: t.measured for t in harness.evaluate([r50], [], None)}
+    assert measured["deploy/floor <= 1.25 with 50 ms RTT, 5 host(s)"] == "1.25 (repetitions 1.00-1.30)"
     table = harness.markdown_table(harness.MAIN_COLUMNS, harness.main_rows([r5, r20]))
     assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 |" in table
 
