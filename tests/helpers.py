@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +13,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal leaves it. A shell's background job (as a
+    CI runner may start the suite) has it ignored, Python then never raises KeyboardInterrupt,
+    and a Ctrl-C test would measure nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_env() -> dict:
@@ -30,7 +38,7 @@ def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None) -> subpro
 def cli_popen(sb, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-                            cwd=sb.config_path.parent)
+                            cwd=sb.config_path.parent, preexec_fn=default_sigint)
 
 
 def status(sb) -> list[dict]:

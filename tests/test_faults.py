@@ -44,7 +44,7 @@ from deployer.errors import DeployerError
 from deployer.netproxy import NetProxy
 from deployer.paths import Paths
 from deployer.transport import Cancelled, Connection, TransportError, _Watch, dead_link_window
-from helpers import cli, cli_env, commit_change, current, release_dirs, wait_until
+from helpers import cli, cli_env, commit_change, default_sigint, current, release_dirs, wait_until
 
 D = "/srv/app"
 PATHS = Paths(D)
@@ -67,7 +67,8 @@ def procs():
 def popen(procs, sb, *args: str, env: dict | None = None) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**cli_env(), **(env or {})}, cwd=sb.config_path.parent)
+                         env={**cli_env(), **(env or {})}, cwd=sb.config_path.parent,
+                         preexec_fn=default_sigint)
     procs.append(p)
     return p
 
