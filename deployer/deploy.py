@@ -340,13 +340,13 @@ class Pipeline:
             raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
 
     def finish_rides_switch(self, batch: Batch) -> bool:
-        """One host, one batch and nothing to run between its switch and its finish (no hook,
+        """One host (so one batch) and nothing to run between its switch and its finish (no hook,
         restart, health check or bake): the finish goes in the switch's command, one round trip
         less. With more hosts the lock is kept until every one switched (a late failure puts the
         others back)."""
         p = self.pipeline
-        return (len(self.session.active) == 1 and batch.hosts == tuple(self.session.active) and not batch.bake
-                and not self.options.dry_run and not p.restart.command and not p.verify.enabled
+        return (len(self.session.active) == 1 and not batch.bake and not self.options.dry_run
+                and not p.restart.command and not p.verify.enabled
                 and not any(p.hooks_at(point) for point in ("after_switch", "before_finish")))
 
     def doomed(self, run: HostRun) -> list[str]:
