@@ -161,7 +161,7 @@ class Connection:
         ssh = self.host.ssh
         conn = _fabric_connection(self.host.address, ssh.user, ssh.port, ssh, gateway=_gateway(ssh))
         try:
-            conn.open()
+            _open(conn, ssh)
         except paramiko.BadHostKeyException as exc:
             raise TransportError(
                 f"host key CHANGED for {exc.hostname}: expected {fingerprint(exc.expected_key)}, "
@@ -179,7 +179,7 @@ class Connection:
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise TransportError(f"cannot connect: {exc or type(exc).__name__}") from None
         conn.transport.set_keepalive(ssh.keepalive)
-        _no_delay(conn.transport.sock)
+        _no_delay(conn.transport.sock)      # already set on our own socket; a gateway's has none
         self._conn = conn
         # not timed: a server still setting up the session just after login answers it late
         self._spare = _Spare(conn.transport, ssh.connect_timeout, None)
@@ -345,6 +345,30 @@ class Connection:
                 killer.close()
         except Exception:
             pass
+
+
+def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
+    """Log in; directly, over a TCP connection of our own (see _tcp). Through a gateway (ours or
+    ~/.ssh/config's ProxyJump/ProxyCommand) Fabric opens the way itself."""
+    if conn.gateway:
+        conn.open()
+        return
+    sock = conn.connect_kwargs["sock"] = _tcp(conn.host, conn.port, ssh.connect_timeout)
+    try:
+        conn.open()
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """The TCP connection to the host, opened here rather than by paramiko so that TCP_NODELAY is
+    on from the first byte: during the handshake the client sends two small messages in a row
+    (NEWKEYS, then the auth service request), and with Nagle the second waits for the server's
+    delayed ACK, 40 ms on Linux (measured: login 68 ms -> 28 ms on loopback)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    _no_delay(sock)
+    return sock
 
 
 def _no_delay(sock) -> None:

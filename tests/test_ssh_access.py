@@ -3,6 +3,8 @@ ProxyJump, host key policies (strict, accept-new), agent forwarding off."""
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import time
 import uuid
 
@@ -12,6 +14,8 @@ import toml
 from conftest import TEST_LABEL
 from deployer import config as config_mod
 from deployer import sandbox as sandbox_mod
+from deployer import transport as transport_mod
+from deployer.remote import TransportError
 from deployer.transport import Connection
 from helpers import cli
 
@@ -154,3 +158,42 @@ def test_agent_forwarding_off_unless_asked(sandbox):
         assert conn._conn.transport.packetizer._Packetizer__keepalive_interval == host.ssh.keepalive
     finally:
         conn.close()
+
+
+def test_a_direct_login_is_on_our_own_socket_with_nagle_off_from_the_first_byte(sandbox, monkeypatch, tmp_path):
+    """Without a gateway the TCP connection is opened by the transport with TCP_NODELAY already on
+    (with Nagle, the handshake's second small message waited for the server's delayed ACK: 40 ms a
+    login). It is closed with the connection, and when the login fails; a closed port is named."""
+    sb = sandbox(1)
+    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[0]
+    made = []
+    real_tcp = transport_mod._tcp
+
+    def recording(*args):
+        sock = real_tcp(*args)
+        made.append((sock, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        return sock
+
+    monkeypatch.setattr(transport_mod, "_tcp", recording)
+    conn = Connection(host).open()
+    try:
+        assert len(made) == 1 and made[0][1]
+        assert conn._conn.transport.sock is made[0][0]
+        assert conn.run("true").ok
+    finally:
+        conn.close()
+    assert made[0][0].fileno() == -1
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    unknown = dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, known_hosts=str(empty)))
+    with pytest.raises(TransportError, match="unknown host key"):
+        Connection(unknown).open()
+    assert len(made) == 2 and made[1][0].fileno() == -1
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, port=port))
+    with pytest.raises(TransportError, match=f"connection refused on port {port}"):
+        Connection(closed).open()
