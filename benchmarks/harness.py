@@ -229,7 +229,7 @@ def _cgroup_cpu_file(container_id: str) -> tuple[Path, str] | None:
 
 def containers_cpu(hosts: list[SandboxHost]) -> float | None:
     """CPU seconds the hosts' containers have used so far (sshd, shells, tar...), or None when the
-    cgroup files cannot be read. Unlike wall time, this does not depend on what else the machine runs."""
+    cgroup files cannot be read. Less sensitive than wall time to what else the machine runs, not immune."""
     total = 0.0
     for h in hosts:
         found = _cgroup_cpu_file(h.container_id)
@@ -797,8 +797,9 @@ def render(results: list[ConfigResult], memory: list[MemoryResult], scale: Scale
     if any(r.cpu_deploy for r in results):
         out += ["", "### CPU used (client + every host)", "",
                 "CPU seconds consumed by one run: the client process (rusage) plus every target container "
-                "(cgroup accounting: sshd, shells, tar, the checksum...), median. Unlike wall time this does not "
-                "depend on what else the machine runs, and once a run is CPU-bound (20+ hosts on 2 cores) "
+                "(cgroup accounting: sshd, shells, tar, the checksum...), median. It moves less than wall time "
+                "with what else the machine runs, but it does move (contention costs cycles: on one day, "
+                "1.00-1.19 for the same code at 20 hosts); once a run is CPU-bound (20+ hosts on 2 cores) "
                 "deploy/floor CPU is roughly the wall-time ratio to expect. `load avg`: the highest 1-minute "
                 "load average seen before a repetition (other work on the machine).",
                 "", markdown_table(CPU_COLUMNS, cpu_rows(results))]
