@@ -798,8 +798,8 @@ def render(results: list[ConfigResult], memory: list[MemoryResult], scale: Scale
         out += ["", "### CPU used (client + every host)", "",
                 "CPU seconds consumed by one run: the client process (rusage) plus every target container "
                 "(cgroup accounting: sshd, shells, tar, the checksum...), median. It moves less than wall time "
-                "with what else the machine runs, but it does move (contention costs cycles: on one day, "
-                "1.00-1.19 for the same code at 20 hosts); once a run is CPU-bound (20+ hosts on 2 cores) "
+                "with what else the machine runs, but it does move (contention costs cycles); once a run is "
+                "CPU-bound (20+ hosts on 2 cores) "
                 "deploy/floor CPU is roughly the wall-time ratio to expect. `load avg`: the highest 1-minute "
                 "load average seen before a repetition (other work on the machine).",
                 "", markdown_table(CPU_COLUMNS, cpu_rows(results))]
