@@ -347,12 +347,16 @@ class Connection:
 
 
 def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
-    """Log in; directly, over a TCP connection of our own (see _tcp). Through a gateway (ours or
-    ~/.ssh/config's ProxyJump/ProxyCommand) Fabric opens the way itself."""
-    if conn.gateway:
+    """Log in, the first hop over a TCP connection of our own (see _tcp): the host itself, or the
+    gateway (ours or ~/.ssh/config's ProxyJump) that the host is reached through. A ProxyCommand
+    carries the first hop in a subprocess: Fabric opens that."""
+    hop = conn
+    while isinstance(hop.gateway, fabric.Connection):
+        hop = hop.gateway
+    if hop.gateway or hop.is_connected:
         conn.open()
         return
-    sock = conn.connect_kwargs["sock"] = _tcp(conn.host, conn.port, ssh.connect_timeout)
+    sock = hop.connect_kwargs["sock"] = _tcp(hop.host, hop.port, ssh.connect_timeout)
     try:
         conn.open()
     except BaseException:
@@ -365,7 +369,7 @@ def _tcp(host: str, port: int, timeout: float) -> socket.socket:
     on from the first byte. With Nagle, a small message waits for the previous one's ACK: in the
     handshake (NEWKEYS, then the auth service request) that is the server's delayed ACK, 40 ms
     on Linux (login 68 -> 28 ms on loopback); later, a round trip per command (an exec request
-    behind the next spare's open). Through a gateway the "socket" is a channel: no such option."""
+    behind the next spare's open). Hops after the first run inside it, as channels."""
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

@@ -83,7 +83,7 @@ def target_current(c) -> str:
     return out.decode().strip() if code == 0 else ""
 
 
-def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_repo, tmp_path):
+def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_repo, tmp_path, monkeypatch):
     b = hidden_hosts["bastion"]
     names = [c.name for c in hidden_hosts["targets"]]
     common = {"user": "deploy", "key": str(hidden_hosts["key"])}
@@ -97,6 +97,19 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
     assert cli(via, "rollback").returncode == 1        # nothing earlier: refused, but reached them
+
+    # the one TCP connection made is the bastion's, opened by the transport with Nagle off
+    made = []
+    real_tcp = transport_mod._tcp
+    monkeypatch.setattr(transport_mod, "_tcp", lambda *args: made.append(real_tcp(*args)) or made[-1])
+    conn = Connection(config_mod.load(via.config_path).stage("prod").hosts[0]).open()
+    try:
+        assert len(made) == 1 and made[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert conn._conn.gateway.transport.sock is made[0]
+        assert conn.run("true").ok
+    finally:
+        conn.close()
+    monkeypatch.undo()
 
     # the same through ProxyJump in an ssh config file, with a Host alias for the bastion
     ssh_config = tmp_path / "ssh_config"
