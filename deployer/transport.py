@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 import fabric
 import paramiko
+from paramiko.common import cMSG_IGNORE
 
 from .config import Host, SSHSettings
 from .remote import CHUNK, SLICE, Cancelled, Result, TransportError  # noqa: F401 (re-exported)
@@ -347,16 +348,18 @@ class Connection:
 
 
 def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
-    """Log in, the first hop over a TCP connection of our own (see _tcp): the host itself, or the
-    gateway (ours or ~/.ssh/config's ProxyJump) that the host is reached through. A ProxyCommand
-    carries the first hop in a subprocess: Fabric opens that."""
+    """Log in, every hop on our _Transport, the first over a TCP connection of our own (see _tcp):
+    the host itself, or the gateway (ours or ~/.ssh/config's ProxyJump) that the host is reached
+    through. A ProxyCommand carries the first hop in a subprocess: Fabric opens that."""
     hop = conn
+    hop.connect_kwargs.setdefault("transport_factory", _Transport)
     while isinstance(hop.gateway, fabric.Connection):
         hop = hop.gateway
+        hop.connect_kwargs.setdefault("transport_factory", _Transport)
     if hop.gateway or hop.is_connected:
         conn.open()
         return
-    sock = hop.connect_kwargs["sock"] = _tcp(hop.host, hop.port, ssh.connect_timeout)
+    sock = hop.connect_kwargs["sock"] = _tcp(hop.host, hop.port, ssh.connect_timeout, relay=hop is not conn)
     try:
         conn.open()
     except BaseException:
@@ -364,15 +367,51 @@ def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
         raise
 
 
-def _tcp(host: str, port: int, timeout: float) -> socket.socket:
+def _tcp(host: str, port: int, timeout: float, relay: bool = False) -> socket.socket:
     """The TCP connection to the host, opened here rather than by paramiko so that TCP_NODELAY is
     on from the first byte. With Nagle, a small message waits for the previous one's ACK: in the
     handshake (NEWKEYS, then the auth service request) that is the server's delayed ACK, 40 ms
     on Linux (login 68 -> 28 ms on loopback); later, a round trip per command (an exec request
-    behind the next spare's open). Hops after the first run inside it, as channels."""
+    behind the next spare's open). Hops after the first run inside it, as channels; with relay
+    (the first hop is a bastion) the socket also ACKs at once (_QuickAckSocket)."""
     sock = socket.create_connection((host, port), timeout=timeout)
+    if relay and hasattr(socket, "TCP_QUICKACK"):
+        sock = _QuickAckSocket(fileno=sock.detach())
+        sock.settimeout(timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+class _QuickAckSocket(socket.socket):
+    """A bastion's socket that ACKs what it reads at once. The bastion's sshd relays the target's
+    replies with Nagle on (a session without a terminal), so each reply after the first waits for
+    our ACK, which Linux delays up to 40 ms while we have nothing to send: a command through a
+    bastion took 44 ms on loopback, 3.5 ms with this (3 ms direct). TCP_QUICKACK does not stick,
+    so it is set again after every read (Linux only)."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return data
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's Transport, answering the server's notices so its next reply is not held up.
+
+    Right after login, OpenSSH's sshd sends its host keys (a `hostkeys-00@openssh.com` global
+    request, no reply wanted), then its reply to the first channel open. sshd keeps Nagle on for
+    sessions without a terminal, so that reply waits for the first message's ACK, and a peer with
+    nothing to send delays its ACK (40 ms on Linux, longer elsewhere), as does every relay on the
+    way (a bastion, a proxy). An SSH_MSG_IGNORE in answer carries the ACK at once, on every hop:
+    the first command after login starts 40 ms sooner on loopback (measured: open 50 -> 8 ms)."""
+
+    def _parse_global_request(self, m):
+        super()._parse_global_request(m)
+        if not self.server_mode:
+            ignore = paramiko.Message()
+            ignore.add_byte(cMSG_IGNORE)
+            ignore.add_string(b"")
+            self._send_message(ignore)      # not _send_user_message: this is the reading thread
 
 
 class _Spare:

@@ -78,6 +78,26 @@ class Cfg:
         self.config_path = Path(path)
 
 
+def record_ignores(monkeypatch) -> dict:
+    """Per transport (by id), how many SSH_MSG_IGNORE it sent after a global request from the server."""
+    sent: dict[int, int] = {}
+    real_parse, real_send = transport_mod._Transport._parse_global_request, transport_mod._Transport._send_message
+
+    def parse(self, m):
+        self._after_request = True
+        real_parse(self, m)
+        self._after_request = False
+
+    def send(self, msg):
+        if getattr(self, "_after_request", False) and msg.asbytes()[:1] == b"\x02":
+            sent[id(self)] = sent.get(id(self), 0) + 1
+        real_send(self, msg)
+
+    monkeypatch.setattr(transport_mod._Transport, "_parse_global_request", parse)
+    monkeypatch.setattr(transport_mod._Transport, "_send_message", send)
+    return sent
+
+
 def target_current(c) -> str:
     code, out = c.exec_run(["readlink", "/srv/app/current"])
     return out.decode().strip() if code == 0 else ""
@@ -98,15 +118,20 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
     assert cli(via, "rollback").returncode == 1        # nothing earlier: refused, but reached them
 
-    # the one TCP connection made is the bastion's, opened by the transport with Nagle off
+    # the one TCP connection made is the bastion's, opened by the transport with Nagle off; both
+    # hops answer their sshd's host-key notice, so its next reply is not held for a delayed ACK
     made = []
     real_tcp = transport_mod._tcp
-    monkeypatch.setattr(transport_mod, "_tcp", lambda *args: made.append(real_tcp(*args)) or made[-1])
+    monkeypatch.setattr(transport_mod, "_tcp", lambda *args, **kw: made.append(real_tcp(*args, **kw)) or made[-1])
+    ignores = record_ignores(monkeypatch)
     conn = Connection(config_mod.load(via.config_path).stage("prod").hosts[0]).open()
     try:
         assert len(made) == 1 and made[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert conn._conn.gateway.transport.sock is made[0]
+        assert isinstance(made[0], transport_mod._QuickAckSocket)      # it relays: ACKs at once
         assert conn.run("true").ok
+        hops = (conn._conn.transport, conn._conn.gateway.transport)
+        assert all(type(t) is transport_mod._Transport and ignores.get(id(t)) for t in hops), ignores
     finally:
         conn.close()
     monkeypatch.undo()
@@ -176,23 +201,29 @@ def test_agent_forwarding_off_unless_asked(sandbox):
 def test_a_direct_login_is_on_our_own_socket_with_nagle_off_from_the_first_byte(sandbox, monkeypatch, tmp_path):
     """Without a gateway the TCP connection is opened by the transport with TCP_NODELAY already on
     (with Nagle, the handshake's second small message waited for the server's delayed ACK: 40 ms a
-    login). It is closed with the connection, and when the login fails; a closed port is named."""
+    login), and the server's host-key notice is answered (else sshd's reply to the first channel
+    open waits for our delayed ACK: 40 ms more). The socket is closed with the connection, and
+    when the login fails; a closed port is named."""
     sb = sandbox(1)
     host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[0]
     made = []
     real_tcp = transport_mod._tcp
 
-    def recording(*args):
-        sock = real_tcp(*args)
+    def recording(*args, **kw):
+        sock = real_tcp(*args, **kw)
         made.append((sock, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
         return sock
 
     monkeypatch.setattr(transport_mod, "_tcp", recording)
+    ignores = record_ignores(monkeypatch)
     conn = Connection(host).open()
     try:
         assert len(made) == 1 and made[0][1]
         assert conn._conn.transport.sock is made[0][0]
+        assert type(made[0][0]) is socket.socket               # not a relay: ACKs as the kernel likes
         assert conn.run("true").ok
+        # sshd's host-key notice after login was answered (see transport._Transport)
+        assert ignores == {id(conn._conn.transport): 1}
     finally:
         conn.close()
     assert made[0][0].fileno() == -1
