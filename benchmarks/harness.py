@@ -86,6 +86,10 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
     child spawned straight from this (large) Python process inherits our resident pages in its
     ru_maxrss until it execs; time's own footprint is about 2 MB. Without /usr/bin/time the
     process's VmHWM is polled from /proc instead (every 10 ms, the last reading before it exits).
+
+    The wait blocks in waitpid(); a timer kills the process group at the timeout. (Popen.wait
+    with a timeout polls, every 50 ms after the first 0.1 s: each time would be rounded up to
+    the next poll, +25 ms on average.)
     """
     use_time = os.access(TIME, os.X_OK)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
@@ -95,15 +99,21 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
         p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
                              start_new_session=True)
         hwm = _HwmPoller(p.pid) if not use_time else None
+        expired = threading.Event()
+        timer = threading.Timer(timeout, lambda: (expired.set(), _kill_group(p, wait=False)))
+        timer.start()
         try:
-            p.wait(timeout)
-        except BaseException:       # timeout or Ctrl-C: the whole process group goes
+            p.wait()
+        except BaseException:       # Ctrl-C: the whole process group goes
             _kill_group(p)
             raise
         finally:
+            timer.cancel()
             if hwm:
                 hwm.stop()
         seconds = time.perf_counter() - started
+        if expired.is_set():
+            raise subprocess.TimeoutExpired(argv, timeout)
         code = p.returncode
         rss_kb, cpu = (hwm.kb if hwm else 0), 0.0
         if use_time:
@@ -116,12 +126,13 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
                     err.read().decode(errors="replace"), cpu)
 
 
-def _kill_group(p: subprocess.Popen) -> None:
+def _kill_group(p: subprocess.Popen, wait: bool = True) -> None:
     try:
         os.killpg(p.pid, 9)
     except ProcessLookupError:
         pass
-    p.wait()
+    if wait:
+        p.wait()
 
 
 class _HwmPoller:

@@ -1,6 +1,6 @@
 """Run the benchmark and write benchmarks/results.md.
 
-    .venv/bin/python -m benchmarks.run [--hosts 1,5,20] [--reps 3] [--latency-ms 0,25] [--artifact-mb 20]
+    .venv/bin/python -m benchmarks.run [--hosts 1,5,20] [--reps 5] [--latency-ms 0,25] [--artifact-mb 20]
                                        [--big-mb 500] [--mem-hosts 5] [--scale-hosts 50] [--parallel N]
 
 Starts sandbox hosts (sshd containers, removed at the end), generates the artifact, measures every
@@ -43,7 +43,7 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", type=_ints, default=[1, 5, 20], help="host counts (default 1,5,20)")
-    p.add_argument("--reps", type=int, default=3, help="repetitions per configuration (default 3)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per configuration (default 5)")
     p.add_argument("--latency-ms", type=_ints, default=[0, 25],
                    help="latency added to EACH direction per host, ms (default 0,25: loopback and 50 ms RTT)")
     p.add_argument("--artifact-mb", type=float, default=20, help="compressed artifact size (default 20)")
