@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "included)",
             "redeploy = a second `deployer deploy` of the same artifact: the host already has it cached, so "
             "nothing is uploaded, but a new release is still extracted from the cache",
-            "rollback = `deployer rollback` right after the redeploy (back to release 1)",
+            "rollback = `deployer rollback` right after the linked redeploy (release 3 back to release 2)",
             "peak RSS = ru_maxrss of the deployer process itself, through /usr/bin/time (its VmHWM)",
             "every repetition deploys into a fresh deploy_to; /srv on the hosts is a tmpfs",
             "hosts, proxies and both clients share the same 2-core machine: at 20+ hosts the run is CPU-bound "
