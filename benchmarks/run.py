@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             "rollback = `deployer rollback` right after the linked redeploy (release 3 back to release 2)",
             "peak RSS = ru_maxrss of the deployer process itself, through /usr/bin/time (its VmHWM)",
             "every repetition deploys into a fresh deploy_to; /srv on the hosts is a tmpfs",
+            ("every host reached at its container address, port 22: no docker-proxy between a client and sshd"
+             if bench.direct == len(bench.hosts) else
+             f"{bench.direct} of {len(bench.hosts)} hosts reached at their container address; the rest on "
+             "127.0.0.1 through docker-proxy (a relay: its CPU and ACKs count in both contenders' times)"),
             "hosts, proxies and both clients share the same 2-core machine: at 20+ hosts the run is CPU-bound "
             "for both contenders",
         ]

@@ -117,6 +117,8 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     memory = _table(report, "## Peak memory by artifact size")
     assert [r[0] for r in memory[1:]] == ["1 MB", "2 MB"]
     assert "3/3 hosts verified" in report
+    # both clients talk to sshd itself, scale hosts included, not through docker-proxy
+    assert "every host reached at its container address, port 22" in report
 
     targets = _table(report, "## Targets")
     assert targets[0] == ["target", "measured", "verdict"]
