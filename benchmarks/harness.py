@@ -563,12 +563,12 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
 
         for step in ((floor, deployer) if rep % 2 == 0 else (deployer, floor)):
             step()
+        bench.clean(targets)          # every repetition starts from the same hosts: ~140 MB less each
         bench.log(f"  {n:>3} host(s), +{latency_ms} ms each way, rep {rep + 1}/{reps}: floor {result.floor[-1]:.2f}s  "
                   f"deploy {result.deploy[-1]:.2f}s  redeploy {result.redeploy[-1]:.2f}s "
                   f"(linked {result.redeploy_linked[-1]:.2f}s)  "
                   f"rollback {result.rollback[-1]:.2f}s (warm {result.rollback_warm[-1]:.2f}s)  "
                   f"rss {result.rss_deploy[-1]:.0f} MB")
-    bench.clean(targets)
     return result
 
 

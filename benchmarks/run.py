@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "nothing is uploaded, but a new release is still extracted from the cache",
             "rollback = `deployer rollback` right after the linked redeploy (release 3 back to release 2)",
             "peak RSS = ru_maxrss of the deployer process itself, through /usr/bin/time (its VmHWM)",
-            "every repetition deploys into a fresh deploy_to; /srv on the hosts is a tmpfs",
+            "every repetition deploys into a fresh deploy_to, removed from the hosts after it; /srv on the hosts "
+            "is a tmpfs",
             ("every host reached at its container address, port 22: no docker-proxy between a client and sshd"
              if bench.direct == len(bench.hosts) else
              f"{bench.direct} of {len(bench.hosts)} hosts reached at their container address; the rest on "
