@@ -48,11 +48,18 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
             f"mkdir -p {q(paths.state)} 2>/dev/null || "
             f"{{ echo \"cannot create {paths.state}: deploy_to is not writable by $(id -un)\" >&2; exit {NOT_WRITABLE}; }}"
         )
+        # mkdir wins once. A lost race reads the holder at once (the holder may be done a moment
+        # later); one that has just released means try again, one between its mkdir and its info
+        # write is waited for: at most 20 more tries, 1 s in all
+        info_file = q(paths.lock + "/info")
         parts.append(
-            f"if mkdir {lock} 2>/dev/null; then "
-            f"printf '%s\\n' {q(lock_info)} > {q(paths.lock + '/info')}; "
+            f"i=0; while :; do if mkdir {lock} 2>/dev/null; then "
+            f"printf '%s\\n' {q(lock_info)} > {info_file}; "
             f"printf '%s' {q(lock_token or '')} > {q(paths.lock + '/token')}; "
-            f"{_emit('lock_acquired', '1')}; fi"
+            f"{_emit('lock_acquired', '1')}; break; fi; "
+            f"h=$(head -c 4096 {info_file} 2>/dev/null | tr -d '\\n'); "
+            f"if [ -n \"$h\" ]; then printf 'lockinfo\\t%s\\n' \"$h\"; break; fi; "
+            f"[ $i -lt 20 ] || break; i=$((i+1)); [ -d {lock} ] || continue; sleep 0.05; done"
         )
     parts += [
         _emit("user", '"${LOGNAME:-$(id -un)}"'),

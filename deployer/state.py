@@ -125,7 +125,9 @@ def parse(output: str) -> HostState:
             metas[number] = _json_object(raw)
         elif key == "stray":
             values["strays"].append(value)
-        elif key in ("lock", "lockinfo"):
+        elif key == "lock":             # the lock is there; who holds it follows, if known
+            values.setdefault("lock", LockInfo.parse(value))
+        elif key == "lockinfo":
             values["lock"] = LockInfo.parse(value)
         elif key == "lock_acquired":
             values["lock_acquired"] = True

@@ -35,9 +35,9 @@ def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None) -> subpro
                           cwd=cwd or sb.config_path.parent)
 
 
-def cli_popen(sb, *args: str) -> subprocess.Popen:
+def cli_popen(sb, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**cli_env(), **(env or {})},
                             cwd=sb.config_path.parent, preexec_fn=default_sigint)
 
 

@@ -286,6 +286,24 @@ def test_switch_refuses_real_directory_and_incomplete_release(tmp_path):
     assert list((tmp_path / "current").iterdir()) == []
 
 
+def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
+    """Two runs a moment apart: the loser of the mkdir reads the holder's info even if the holder
+    writes it a little later, and if the holder leaves in between, the loser takes the lock."""
+    paths = Paths(str(tmp_path))
+    lock = tmp_path / ".deployer" / "lock"
+    lock.mkdir(parents=True)                       # a holder between its mkdir and its info write
+    writer = subprocess.Popen(["sh", "-c", f"sleep 0.3; printf '%s\\n' '{{\"who\": \"a@x\", \"pid\": 7}}' > {lock}/info"])
+    late = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    writer.wait()
+    assert not late.lock_acquired and late.lock.who == "a@x" and late.lock.pid == 7
+
+    (lock / "info").unlink()                       # a holder that leaves without ever saying who
+    remover = subprocess.Popen(["sh", "-c", f"sleep 0.3; rm -rf {lock}"])
+    taken = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    remover.wait()
+    assert taken.lock_acquired and (lock / "token").read_text() == "B"
+
+
 def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     paths = Paths(str(tmp_path))
     first = state.parse(sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode())

@@ -172,13 +172,26 @@ def test_deploy_to_not_writable_fails_before_any_change(sandbox):
         assert "lock" not in out.split()
 
 
-def test_concurrent_deploys_one_wins(sandbox):
+def test_concurrent_deploys_one_wins(sandbox, tmp_path):
+    """Two deploys started 10 ms apart race for the locks; each would pause before its switch, so
+    the winner still holds them whenever the loser tries (a quick winner could otherwise finish
+    first, and both would rightly succeed one after the other)."""
     sb = sandbox(3)
     assert cli(sb, "build").returncode == 0
     artifact = next((sb.config_path.parent / "artifacts").glob("*.tar.gz"))
-    a = cli_popen(sb, "deploy", "--artifact", str(artifact))
+    flags = [tmp_path / "a.pause", tmp_path / "b.pause"]
+    a = cli_popen(sb, "deploy", "--artifact", str(artifact), env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flags[0]}"})
     time.sleep(0.01)
-    b = cli_popen(sb, "deploy", "--artifact", str(artifact))
+    b = cli_popen(sb, "deploy", "--artifact", str(artifact), env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flags[1]}"})
+    deadline = time.monotonic() + 60
+    while a.poll() is None and b.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)                              # the loser exits while the winner waits
+    for _ in range(1200):
+        if any(f.exists() for f in flags) or (a.poll() is not None and b.poll() is not None):
+            break
+        time.sleep(0.05)
+    for f in flags:
+        f.unlink(missing_ok=True)                     # let the winner switch
     results = [(p.wait(timeout=120), *p.communicate()) for p in (a, b)]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 3], results
