@@ -101,7 +101,12 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
                              start_new_session=True)
         hwm = _HwmPoller(p.pid) if not use_time else None
         expired = threading.Event()
-        timer = threading.Timer(timeout, lambda: (expired.set(), _kill_group(p, wait=False)))
+
+        def expire() -> None:
+            expired.set()
+            _kill_group(p, wait=False)          # the waitpid() below then returns
+
+        timer = threading.Timer(timeout, expire)
         timer.start()
         try:
             p.wait()
@@ -271,10 +276,6 @@ def load_average() -> float | None:
 
 # --- the hosts, their proxies and configs -----------------------------------------------------------
 
-def _known_hosts_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
 class Bench:
     """Sandbox hosts plus what both contenders need to reach them, directly or through a proxy."""
 
@@ -297,9 +298,8 @@ class Bench:
         self.add_hosts(hosts)
 
     def add_hosts(self, hosts: list[SandboxHost]) -> None:
-        known = {h.container_id for h in self.hosts}
         with ThreadPoolExecutor(max_workers=8) as pool:
-            new = list(pool.map(self._direct, [h for h in hosts if h.container_id not in known]))
+            new = list(pool.map(self._direct, [h for h in hosts if h.container_id not in self._keys]))
         with ThreadPoolExecutor(max_workers=8) as pool:
             lines = list(pool.map(sandbox.host_key_line, new))
         for h, line in zip(new, lines):
@@ -331,9 +331,9 @@ class Bench:
     def _write_known_hosts(self) -> None:
         lines = []
         for h in self.hosts:
-            lines.append(f"{_known_hosts_name(h.host, h.port)} {self._keys[h.container_id]}")
+            lines.append(f"{sandbox.known_hosts_name(h.host, h.port)} {self._keys[h.container_id]}")
         for (cid, _), proxy in self._proxies.items():
-            lines.append(f"[127.0.0.1]:{proxy.port} {self._keys[cid]}")
+            lines.append(f"{sandbox.known_hosts_name('127.0.0.1', proxy.port)} {self._keys[cid]}")
         self.known_hosts.write_text("".join(line + "\n" for line in lines))
 
     def targets(self, n: int, latency_ms: int = 0) -> list[SandboxHost]:

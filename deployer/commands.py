@@ -41,7 +41,7 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
     Run before every action, so it forks little: every release's metadata and the lock's owner
     are read by one awk, whatever the number of releases."""
     d = q(paths.deploy_to)
-    lock = q(paths.lock)
+    lock, info_file = q(paths.lock), q(paths.lock + "/info")
     parts = [f"D={d}", "set --"]
     if lock_info is not None:
         parts.append(
@@ -51,7 +51,6 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         # mkdir wins once. A lost race reads the holder at once (the holder may be done a moment
         # later); one that has just released means try again, one between its mkdir and its info
         # write is waited for: at most 20 more tries, 1 s in all
-        info_file = q(paths.lock + "/info")
         parts.append(
             f"i=0; while :; do if mkdir {lock} 2>/dev/null; then "
             f"printf '%s\\n' {q(lock_info)} > {info_file}; "
@@ -77,7 +76,7 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         "  printf 'release\\t%s %s %s %s %s\\n' \"$n\" $c $b $rb $m",
         '  [ ! -f "$s/release.json" ] || set -- "$@" "$s/release.json"',
         "done",
-        f"if [ -d {lock} ]; then printf 'lock\\t\\n'; [ ! -f {q(paths.lock + '/info')} ] || set -- \"$@\" {q(paths.lock + '/info')}; fi",
+        f"if [ -d {lock} ]; then printf 'lock\\t\\n'; [ ! -f {info_file} ] || set -- \"$@\" {info_file}; fi",
         f"[ $# -eq 0 ] || awk {q(_META_AWK)} \"$@\" 2>/dev/null || true",
         _emit("free_kb", '"$(df -Pk "$p" | awk \'NR==2{print $4}\')"') if free_space else "",
         "m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m=\"$m $t\"; done",

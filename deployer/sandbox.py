@@ -263,6 +263,11 @@ def logs(h: SandboxHost) -> str:
     return container(h).logs().decode(errors="replace")
 
 
+def known_hosts_name(host: str, port: int) -> str:
+    """How known_hosts names a host: bare on port 22, ``[host]:port`` otherwise (as OpenSSH looks it up)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
 def host_key_line(h: SandboxHost) -> str:
     """A known_hosts line pinning the host key the container generated, e.g. ``[127.0.0.1]:32771 ssh-ed25519 AAAA...``."""
     for _ in range(5):          # docker exec now and then hands back no output under load
@@ -271,7 +276,7 @@ def host_key_line(h: SandboxHost) -> str:
             raise SandboxError(f"{h.name}: cannot read host key: {out.strip()}")
         if len(out.split()) >= 2:
             keytype, blob = out.split()[:2]
-            return f"[{h.host}]:{h.port} {keytype} {blob}"
+            return f"{known_hosts_name(h.host, h.port)} {keytype} {blob}"
         time.sleep(0.2)
     raise SandboxError(f"{h.name}: cannot read host key: docker exec returned no output")
 

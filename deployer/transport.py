@@ -351,15 +351,16 @@ def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
     """Log in, every hop on our _Transport, the first over a TCP connection of our own (see _tcp):
     the host itself, or the gateway (ours or ~/.ssh/config's ProxyJump) that the host is reached
     through. A ProxyCommand carries the first hop in a subprocess: Fabric opens that."""
-    hop = conn
-    hop.connect_kwargs.setdefault("transport_factory", _Transport)
-    while isinstance(hop.gateway, fabric.Connection):
-        hop = hop.gateway
+    hops = [conn]
+    while isinstance(hops[-1].gateway, fabric.Connection):
+        hops.append(hops[-1].gateway)
+    for hop in hops:
         hop.connect_kwargs.setdefault("transport_factory", _Transport)
-    if hop.gateway or hop.is_connected:
+    first = hops[-1]
+    if first.gateway or first.is_connected:
         conn.open()
         return
-    sock = hop.connect_kwargs["sock"] = _tcp(hop.host, hop.port, ssh.connect_timeout, relay=hop is not conn)
+    sock = first.connect_kwargs["sock"] = _tcp(first.host, first.port, ssh.connect_timeout, relay=first is not conn)
     try:
         conn.open()
     except BaseException:

@@ -183,11 +183,10 @@ def test_concurrent_deploys_one_wins(sandbox, tmp_path):
     a = cli_popen(sb, "deploy", "--artifact", str(artifact), env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flags[0]}"})
     time.sleep(0.01)
     b = cli_popen(sb, "deploy", "--artifact", str(artifact), env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flags[1]}"})
-    deadline = time.monotonic() + 60
-    while a.poll() is None and b.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)                              # the loser exits while the winner waits
-    for _ in range(1200):
-        if any(f.exists() for f in flags) or (a.poll() is not None and b.poll() is not None):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:                # until the loser is out and the winner waits
+        done = [p.poll() is not None for p in (a, b)]
+        if all(done) or (any(done) and any(f.exists() for f in flags)):
             break
         time.sleep(0.05)
     for f in flags:
