@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
-
-
 
 _SECRETS: set[str] = set()
 MASK = "••••••"
@@ -41,24 +40,40 @@ class Output:
         if self.quiet:
             return
         stamp = time.monotonic() - self._started
-        with self._lock:
-            print(redact(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}"), file=self.stream, flush=True)
+        self._print(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}")
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            with self._lock:
-                print(redact(text), file=self.stream, flush=True)
+            self._print(text)
 
     def table(self, rows: list[dict], headers: list[str] | None = None) -> None:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[row.get(h, "") for h in headers] for row in rows]
-        with self._lock:
-            from tabulate import tabulate     # loaded when a table is printed (~25 ms)
-            print(redact(tabulate(body, headers=headers, tablefmt="simple")), file=self.stream, flush=True)
+        from tabulate import tabulate     # loaded when a table is printed (~25 ms)
+        self._print(tabulate(body, headers=headers, tablefmt="simple"))
 
     def json(self, data) -> None:
+        self._print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+    def _print(self, text: str) -> None:
+        """A reader that went away (`| head`, a closed terminal pipe) never stops a run halfway:
+        what is printed after that goes nowhere, the work and the exit code stay the same."""
         with self._lock:
-            print(redact(json.dumps(data, indent=2, sort_keys=True, default=str)), file=self.stream, flush=True)
+            try:
+                print(redact(text), file=self.stream, flush=True)
+            except BrokenPipeError:
+                self.stream = discard(self.stream)
+
+
+def discard(stream):
+    """Point a stream whose reader left at /dev/null, file descriptor included (so that whatever
+    else writes to it, and the flush at exit, find a sink); returns what to write to now."""
+    sink = open(os.devnull, "w")
+    try:
+        os.dup2(sink.fileno(), stream.fileno())
+    except (OSError, ValueError, AttributeError):     # no descriptor of its own (a test's StringIO)
+        return sink
+    return stream
 
 
 def human_bytes(n: float) -> str:

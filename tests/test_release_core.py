@@ -6,13 +6,15 @@ import gzip
 import json
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import cli, cli_popen, commit_change, current, release_dirs, status, tree
+from helpers import cli, cli_env, cli_popen, commit_change, current, release_dirs, status, tree
 
 
 def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
@@ -63,6 +65,23 @@ def test_round_trips_per_host(sandbox, app_repo):
     proc = cli(sb, "rollback")
     assert proc.returncode == 0, proc.stderr
     assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts)] == [2, 2, 2]
+
+
+def test_deploy_whose_output_reader_left_still_completes(sandbox, app_repo):
+    """stdout a pipe nobody reads (`| head` that exited, a log shipper that died): the deploy
+    neither stops halfway nor tracebacks; it finishes, releases its lock, keeps its exit code."""
+    sb = sandbox(2)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deployer", "deploy", "--config", str(sb.config_path)],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=180, env=cli_env(),
+                              cwd=sb.config_path.parent)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+    assert [(r["current"], r["lock"]) for r in status(sb)] == [(1, ""), (1, "")]
 
 
 def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cleanup_failure(sandbox, app_repo):

@@ -1,0 +1,68 @@
+"""How the console script leaves: at once after flushing, and quietly when its reader went away."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from deployer.output import Output
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, unbuffered: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}    # block-buffered, as in a pipe
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, timeout=60, **kwargs)
+
+
+def test_leave_flushes_what_is_still_buffered_and_keeps_the_code():
+    proc = _python("from deployer.cli import leave; print('no newline yet', end=''); leave(3)",
+                   capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (3, "no newline yet")
+    proc = _python("from deployer.cli import leave; leave(None)", capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    proc = _python("from deployer.cli import leave; leave('a message instead of a code')",
+                   capture_output=True, text=True)
+    assert (proc.returncode, proc.stderr) == (1, "a message instead of a code\n")
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe nobody reads any more."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
+
+
+def _list_to_closed_pipe(unbuffered: bool) -> subprocess.CompletedProcess:
+    w = _closed_pipe()
+    try:
+        return _python("import sys; sys.argv = ['deployer', '--list']; from deployer.cli import main; main()",
+                       unbuffered, stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+
+
+def test_help_to_a_reader_that_left_has_no_traceback():
+    # the write fails inside invoke's printing: cut short, as a closed pipe stops a shell tool
+    proc = _list_to_closed_pipe(unbuffered=True)
+    assert (proc.returncode, proc.stderr) == (141, "")
+    # the output sat in the buffer until the exit's flush: the listing was done, its code stands
+    proc = _list_to_closed_pipe(unbuffered=False)
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_output_whose_reader_left_goes_to_dev_null_and_the_caller_goes_on():
+    w = _closed_pipe()
+    stream = os.fdopen(w, "w")
+    try:
+        out = Output(stream=stream)
+        out.say("nobody reads this")          # EPIPE: must not raise
+        out.line("host-1", "prepare", "nor this")
+        out.table([{"host": "host-1", "result": "ok"}])
+        assert os.readlink(f"/proc/self/fd/{w}") == "/dev/null"
+        assert out.stream is stream
+    finally:
+        stream.close()
