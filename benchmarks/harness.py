@@ -440,12 +440,14 @@ class ConfigResult:
     deploy: list[float] = field(default_factory=list)
     redeploy: list[float] = field(default_factory=list)
     redeploy_linked: list[float] = field(default_factory=list)  # app.hardlink_releases: links, no extraction
+    redeploy_linked_warm: list[float] = field(default_factory=list)   # the same over kept-open connections
     rollback: list[float] = field(default_factory=list)
     rollback_warm: list[float] = field(default_factory=list)   # ssh.persist: the connections already open
     cmds_floor: list[int] = field(default_factory=list)       # per host per run, flattened
     cmds_deploy: list[int] = field(default_factory=list)
     cmds_redeploy: list[int] = field(default_factory=list)
     cmds_redeploy_linked: list[int] = field(default_factory=list)
+    cmds_redeploy_linked_warm: list[int] = field(default_factory=list)
     cmds_rollback: list[int] = field(default_factory=list)
     cmds_rollback_warm: list[int] = field(default_factory=list)
     rss_deploy: list[float] = field(default_factory=list)
@@ -456,6 +458,7 @@ class ConfigResult:
     streamed: list[int] = field(default_factory=list)         # of those, "extracted as it arrived"
     cached: list[int] = field(default_factory=list)           # "artifact already on host" per redeploy
     linked: list[int] = field(default_factory=list)           # "linked from release" per linked redeploy
+    linked_warm: list[int] = field(default_factory=list)      # the same, kept-open connections
     redeploy_uploads: list[int] = field(default_factory=list)
     cpu_floor: list[float] = field(default_factory=list)      # CPU seconds, client + every host
     cpu_deploy: list[float] = field(default_factory=list)
@@ -559,6 +562,15 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
             proc, cmds = bench.measured(targets, lambda: bench.cli(warm, "rollback", "--to", "2"))
             result.rollback_warm.append(proc.seconds)
             result.cmds_rollback_warm += cmds
+
+            # a linked redeploy over the connections still open: release 4, linked
+            warm_linked = bench.config(targets, bench.deploy_dir("bench", tag), persist=120, hardlink=True)
+            proc, cmds = bench.measured(targets, lambda: bench.cli(warm_linked, "deploy", "--artifact",
+                                                                   str(artifact.path)))
+            result.redeploy_linked_warm.append(proc.seconds)
+            result.cmds_redeploy_linked_warm += cmds
+            result.linked_warm.append(proc.stdout.count("linked from release"))
+            result.outputs["redeploy_linked_warm"] = proc.stdout
             bench.cli(warm, "disconnect")
 
         for step in ((floor, deployer) if rep % 2 == 0 else (deployer, floor)):
@@ -566,7 +578,7 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
         bench.clean(targets)          # every repetition starts from the same hosts: ~140 MB less each
         bench.log(f"  {n:>3} host(s), +{latency_ms} ms each way, rep {rep + 1}/{reps}: floor {result.floor[-1]:.2f}s  "
                   f"deploy {result.deploy[-1]:.2f}s  redeploy {result.redeploy[-1]:.2f}s "
-                  f"(linked {result.redeploy_linked[-1]:.2f}s)  "
+                  f"(linked {result.redeploy_linked[-1]:.2f}s, warm {result.redeploy_linked_warm[-1]:.2f}s)  "
                   f"rollback {result.rollback[-1]:.2f}s (warm {result.rollback_warm[-1]:.2f}s)  "
                   f"rss {result.rss_deploy[-1]:.0f} MB")
     return result
@@ -653,8 +665,9 @@ def run_scale(bench: Bench, artifact, n: int) -> ScaleResult:
 
 # --- the report ------------------------------------------------------------------------------------
 
-MAIN_COLUMNS = ["hosts", "added RTT ms", "floor s", "deploy s", "redeploy s", "redeploy linked s", "rollback s",
-                "rollback warm s", "deploy/floor", "redeploy/deploy", "linked/deploy", "floor rollback s",
+MAIN_COLUMNS = ["hosts", "added RTT ms", "floor s", "deploy s", "redeploy s", "redeploy linked s",
+                "redeploy linked warm s", "rollback s", "rollback warm s", "deploy/floor", "redeploy/deploy",
+                "linked/deploy", "linked warm/deploy", "floor rollback s",
                 "cmds/host deploy", "cmds/host redeploy", "cmds/host rollback",
                 "peak RSS deploy MB", "peak RSS rollback MB"]
 PHASE_COLUMNS = ["hosts", "added RTT ms", "deploy s", *[f"{p} s" for p in PHASES], "hosts extracting as it arrived"]
@@ -677,10 +690,12 @@ def main_rows(results: list[ConfigResult]) -> list[list[str]]:
     rows = []
     for r in results:
         rows.append([str(r.hosts), str(r.rtt_ms), _f(r.med("floor")), _f(r.med("deploy")), _f(r.med("redeploy")),
-                     _f(r.med("redeploy_linked")), _f(r.med("rollback")), _f(r.med("rollback_warm")),
-                     _f(r.ratio("deploy", "floor")), _f(r.ratio("redeploy", "deploy")),
-                     _f(r.ratio("redeploy_linked", "deploy")), _f(r.med("floor_rollback")), _span(r.cmds_deploy),
-                     _span(r.cmds_redeploy + r.cmds_redeploy_linked), _span(r.cmds_rollback + r.cmds_rollback_warm),
+                     _f(r.med("redeploy_linked")), _f(r.med("redeploy_linked_warm")), _f(r.med("rollback")),
+                     _f(r.med("rollback_warm")), _f(r.ratio("deploy", "floor")), _f(r.ratio("redeploy", "deploy")),
+                     _f(r.ratio("redeploy_linked", "deploy")), _f(r.ratio("redeploy_linked_warm", "deploy")),
+                     _f(r.med("floor_rollback")), _span(r.cmds_deploy),
+                     _span(r.cmds_redeploy + r.cmds_redeploy_linked + r.cmds_redeploy_linked_warm),
+                     _span(r.cmds_rollback + r.cmds_rollback_warm),
                      _f(max(r.rss_deploy, default=None), 0), _f(max(r.rss_rollback, default=None), 0)])
     return rows
 
@@ -734,7 +749,8 @@ def evaluate(results: list[ConfigResult], memory: list[MemoryResult], scale: Sca
     if not any(r.rtt_ms == 50 for r in results):
         targets.append(Target("deploy/floor <= 1.25 with 50 ms RTT", "n/a", None))
 
-    deploy_cmds = [c for r in results for c in r.cmds_deploy + r.cmds_redeploy + r.cmds_redeploy_linked]
+    deploy_cmds = [c for r in results
+                   for c in r.cmds_deploy + r.cmds_redeploy + r.cmds_redeploy_linked + r.cmds_redeploy_linked_warm]
     targets.append(Target("<= 4 remote commands per host per deploy", f"max {max(deploy_cmds, default=0)}",
                           max(deploy_cmds) <= 4 if deploy_cmds else None))
     rollback_cmds = [c for r in results for c in r.cmds_rollback + r.cmds_rollback_warm]
@@ -750,7 +766,8 @@ def evaluate(results: list[ConfigResult], memory: list[MemoryResult], scale: Sca
     targets.append(Target("rollback of 20 hosts <= 1 s, loopback, connections kept open (ssh.persist)",
                           _f(warm) + " s" if warm else "n/a", None if warm is None else warm <= 1.0))
     for kind, label in (("redeploy", "extracted again (default)"),
-                        ("redeploy_linked", "linked (app.hardlink_releases)")):
+                        ("redeploy_linked", "linked (app.hardlink_releases)"),
+                        ("redeploy_linked_warm", "linked, connections kept open (ssh.persist)")):
         ratios = [(r.ratio(kind, "deploy"), r) for r in results if r.ratio(kind, "deploy") is not None]
         if ratios:
             worst, where = max(ratios, key=lambda x: x[0])
@@ -830,8 +847,9 @@ def render(results: list[ConfigResult], memory: list[MemoryResult], scale: Scale
             "already on the hosts, extracted again (the default); `redeploy linked`: once more with "
             "`app.hardlink_releases`, the new release made of hard links to the previous one after "
             "checking it is unchanged. `rollback warm`: the same rollback with "
-            "`ssh.persist` set, its connections opened by the run before (the agent's); not comparable "
-            "to the floor, which always connects.",
+            "`ssh.persist` set, its connections opened by the run before (the agent's); `redeploy linked "
+            "warm`: a linked redeploy right after it, over the same open connections. Neither warm run is "
+            "comparable to the floor, which always connects.",
             "", markdown_table(MAIN_COLUMNS, main_rows(results))]
     if any(r.cpu_deploy for r in results):
         out += ["", "### CPU used (client + every host)", "",

@@ -57,6 +57,9 @@ def test_round_trips_per_host(bench):
     assert result.linked == [3], result.outputs["redeploy_linked"]
     assert len(result.cmds_rollback_warm) == 3 and all(0 < c <= 2 for c in result.cmds_rollback_warm)
     assert len(result.rollback_warm) == 1
+    assert len(result.cmds_redeploy_linked_warm) == 3 and all(0 < c <= 4 for c in result.cmds_redeploy_linked_warm)
+    assert result.linked_warm == [3], result.outputs["redeploy_linked_warm"]
+    assert "uploaded " not in result.outputs["redeploy_linked_warm"]
     assert result.cmds_floor == [1, 1, 1]
 
     assert result.uploads == [3]
@@ -109,7 +112,8 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     assert len(main) == 2
     row = dict(zip(main[0], main[1]))
     assert row["hosts"] == "2" and row["added RTT ms"] == "0"
-    for column in ("floor s", "deploy s", "redeploy s", "rollback s", "deploy/floor", "redeploy/deploy"):
+    for column in ("floor s", "deploy s", "redeploy s", "redeploy linked warm s", "rollback s", "deploy/floor",
+                   "redeploy/deploy", "linked warm/deploy"):
         assert float(row[column]) > 0
     assert 0 < int(row["cmds/host deploy"].split("-")[-1]) <= 4
     assert 0 < int(row["cmds/host rollback"].split("-")[-1]) <= 2
@@ -140,7 +144,8 @@ def test_phase_times_and_targets_from_synthetic_results():
                               redeploy_linked=[0.4], rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5,
                               cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5, rss_deploy=[60.0], rss_rollback=[50.0])
     r20 = harness.ConfigResult(hosts=20, latency_ms=0, reps=1, floor=[10.0], deploy=[12.0], redeploy=[2.0],
-                               redeploy_linked=[4.0], rollback=[1.5], rollback_warm=[0.9], cmds_deploy=[5] * 20,
+                               redeploy_linked=[4.0], redeploy_linked_warm=[3.0], rollback=[1.5], rollback_warm=[0.9],
+                               cmds_deploy=[5] * 20,
                                cmds_redeploy=[4] * 20, cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
     verdicts = {t.name: t.verdict for t in harness.evaluate([r5, r20], [], None)}
     assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
@@ -151,12 +156,14 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert verdicts["rollback of 20 hosts <= 1 s, loopback, connections kept open (ssh.persist)"] == "pass"
     assert verdicts["redeploy <= 0.3 x first deploy, extracted again (default), every configuration"] == "pass"
     assert verdicts["redeploy <= 0.3 x first deploy, linked (app.hardlink_releases), every configuration"] == "MISS"
+    assert verdicts["redeploy <= 0.3 x first deploy, linked, connections kept open (ssh.persist), every "
+                    "configuration"] == "pass"             # 0.25, only measured at 20 hosts here
     assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
     r50 = harness.ConfigResult(hosts=5, latency_ms=25, reps=3, floor=[2.0, 2.0, 2.5], deploy=[2.2, 2.6, 2.5])
     measured = {t.name: t.measured for t in harness.evaluate([r50], [], None)}
     assert measured["deploy/floor <= 1.25 with 50 ms RTT, 5 host(s)"] == "1.25 (repetitions 1.00-1.30)"
     table = harness.markdown_table(harness.MAIN_COLUMNS, harness.main_rows([r5, r20]))
-    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 |" in table
+    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 3.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 | 0.25 |" in table
 
 
 def _table(report: str, heading: str) -> list[list[str]]:
