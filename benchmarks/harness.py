@@ -517,60 +517,51 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
             proc = bench.floor(targets, floor_to, 1, None)
             result.floor_rollback.append(proc.seconds)
 
+        def timed(kind: str, cfg: Path, *args: str) -> Proc:
+            """One measured CLI run recorded as `kind`: its seconds, its commands per host, its stdout."""
+            proc, cmds = bench.measured(targets, lambda: bench.cli(cfg, *args))
+            getattr(result, kind).append(proc.seconds)
+            getattr(result, f"cmds_{kind}").extend(cmds)
+            result.outputs[kind] = proc.stdout
+            return proc
+
         def deployer():
-            proc, cmds = bench.measured(targets, lambda: bench.cli(config, "deploy", "--artifact", str(artifact.path)))
-            result.deploy.append(proc.seconds)
-            result.cmds_deploy += cmds
+            deploy = ("deploy", "--artifact", str(artifact.path))
+            proc = timed("deploy", config, *deploy)
             result.rss_deploy.append(proc.max_rss_mb)
             result.uploads.append(proc.stdout.count("uploaded "))
             result.streamed.append(proc.stdout.count("extracted as it arrived"))
             result.phases.append(phase_times(proc.stdout, names))
             result.client_cpu_deploy.append(proc.cpu_seconds)
             cpu(result.cpu_deploy, proc)
-            result.outputs["deploy"] = proc.stdout
 
-            proc, cmds = bench.measured(targets, lambda: bench.cli(config, "deploy", "--artifact", str(artifact.path)))
-            result.redeploy.append(proc.seconds)
-            result.cmds_redeploy += cmds
+            proc = timed("redeploy", config, *deploy)
             result.rss_redeploy.append(proc.max_rss_mb)
             result.cached.append(proc.stdout.count("artifact already on host"))
             result.redeploy_uploads.append(proc.stdout.count("uploaded "))
             cpu(result.cpu_redeploy, proc)
-            result.outputs["redeploy"] = proc.stdout
 
             # the same redeploy with app.hardlink_releases: release 3 linked from release 2
             linked = bench.config(targets, bench.deploy_dir("bench", tag), hardlink=True)
-            proc, cmds = bench.measured(targets, lambda: bench.cli(linked, "deploy", "--artifact", str(artifact.path)))
-            result.redeploy_linked.append(proc.seconds)
-            result.cmds_redeploy_linked += cmds
+            proc = timed("redeploy_linked", linked, *deploy)
             result.rss_redeploy.append(proc.max_rss_mb)
             result.linked.append(proc.stdout.count("linked from release"))
             cpu(result.cpu_redeploy_linked, proc)
-            result.outputs["redeploy_linked"] = proc.stdout
 
-            proc, cmds = bench.measured(targets, lambda: bench.cli(config, "rollback"))
-            result.rollback.append(proc.seconds)
-            result.cmds_rollback += cmds
+            proc = timed("rollback", config, "rollback")
             result.rss_rollback.append(proc.max_rss_mb)
-            result.outputs["rollback"] = proc.stdout
             cpu(result.cpu_rollback, proc)
 
             # the same rollback with ssh.persist, its connections left open by an earlier run
             warm = bench.config(targets, bench.deploy_dir("bench", tag), persist=120)
             bench.cli(warm, "rollback", "--to", "3")            # untimed: back to 3, connections opened
             # --to: the rollback that left release 2 marked it "rolled back", not a default target
-            proc, cmds = bench.measured(targets, lambda: bench.cli(warm, "rollback", "--to", "2"))
-            result.rollback_warm.append(proc.seconds)
-            result.cmds_rollback_warm += cmds
+            timed("rollback_warm", warm, "rollback", "--to", "2")
 
             # a linked redeploy over the connections still open: release 4, linked
             warm_linked = bench.config(targets, bench.deploy_dir("bench", tag), persist=120, hardlink=True)
-            proc, cmds = bench.measured(targets, lambda: bench.cli(warm_linked, "deploy", "--artifact",
-                                                                   str(artifact.path)))
-            result.redeploy_linked_warm.append(proc.seconds)
-            result.cmds_redeploy_linked_warm += cmds
+            proc = timed("redeploy_linked_warm", warm_linked, *deploy)
             result.linked_warm.append(proc.stdout.count("linked from release"))
-            result.outputs["redeploy_linked_warm"] = proc.stdout
             bench.cli(warm, "disconnect")
 
         for step in ((floor, deployer) if rep % 2 == 0 else (deployer, floor)):

@@ -41,7 +41,7 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
     Run before every action, so it forks little: every release's metadata and the lock's owner
     are read by one awk, whatever the number of releases."""
     d = q(paths.deploy_to)
-    lock, info_file = q(paths.lock), q(paths.lock + "/info")
+    lock, info_file = q(paths.lock), q(paths.lock_info)
     parts = [f"D={d}", "set --"]
     if lock_info is not None:
         parts.append(
@@ -54,7 +54,7 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         parts.append(
             f"i=0; while :; do if mkdir {lock} 2>/dev/null; then "
             f"printf '%s\\n' {q(lock_info)} > {info_file}; "
-            f"printf '%s' {q(lock_token or '')} > {q(paths.lock + '/token')}; "
+            f"printf '%s' {q(lock_token or '')} > {q(paths.lock_token)}; "
             f"{_emit('lock_acquired', '1')}; break; fi; "
             f"h=$(head -c 4096 {info_file} 2>/dev/null | tr -d '\\n'); "
             f"if [ -n \"$h\" ]; then printf 'lockinfo\\t%s\\n' \"$h\"; break; fi; "
@@ -326,7 +326,7 @@ def unswitch(paths: Paths, number: int) -> str:
 
 
 def _unlock(paths: Paths, token: str) -> str:
-    token_file = q(paths.lock + "/token")
+    token_file = q(paths.lock_token)
     return (f"t=; {{ read -r t < {token_file}; }} 2>/dev/null || :; "
             f"if [ \"$t\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
 
@@ -376,7 +376,7 @@ def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) ->
     """Release the lock: only with the holder's token, or by force when token is None."""
     if token is not None:
         return _lines(_unlock(paths, token))
-    info = q(paths.lock + "/info")
+    info = q(paths.lock_info)
     return _lines(f"if [ -d {q(paths.lock)} ]; then printf 'removed\\t'; cat {info} 2>/dev/null | tr -d '\\n' || true; "
                   f"echo; rm -rf {q(paths.lock)}; {_append_ledger(paths, ledger) if ledger else ':'}; fi")
 

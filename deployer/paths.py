@@ -44,6 +44,16 @@ class Paths:
         return posixpath.join(self.state, "lock")
 
     @property
+    def lock_info(self) -> str:
+        """Who holds the lock (JSON, one line)."""
+        return posixpath.join(self.lock, "info")
+
+    @property
+    def lock_token(self) -> str:
+        """The holding run's token: only it releases the lock."""
+        return posixpath.join(self.lock, "token")
+
+    @property
     def ledger(self) -> str:
         return posixpath.join(self.state, "ledger.jsonl")
 

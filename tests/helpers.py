@@ -28,11 +28,20 @@ def cli_env() -> dict:
     return env
 
 
-def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `deployer ARGS --config <sandbox config>` as ops would, capturing output."""
+def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None,
+        stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run `deployer ARGS --config <sandbox config>` as ops would, capturing output (stdout: or
+    into that file descriptor)."""
     return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                          capture_output=True, text=True, timeout=timeout, env=cli_env(),
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout, env=cli_env(),
                           cwd=cwd or sb.config_path.parent)
+
+
+def closed_pipe() -> int:
+    """The write end of a pipe nobody reads any more (a `| head` that exited); the caller closes it."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
 
 
 def cli_popen(sb, *args: str, env: dict | None = None) -> subprocess.Popen:

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 from deployer.output import Output
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO, closed_pipe
 
 
 def _python(code: str, unbuffered: bool = False, **kwargs) -> subprocess.CompletedProcess:
@@ -29,15 +28,8 @@ def test_leave_flushes_what_is_still_buffered_and_keeps_the_code():
     assert (proc.returncode, proc.stderr) == (1, "a message instead of a code\n")
 
 
-def _closed_pipe() -> int:
-    """The write end of a pipe nobody reads any more."""
-    r, w = os.pipe()
-    os.close(r)
-    return w
-
-
 def _list_to_closed_pipe(unbuffered: bool) -> subprocess.CompletedProcess:
-    w = _closed_pipe()
+    w = closed_pipe()
     try:
         return _python("import sys; sys.argv = ['deployer', '--list']; from deployer.cli import main; main()",
                        unbuffered, stdout=w, stderr=subprocess.PIPE, text=True)
@@ -55,7 +47,7 @@ def test_help_to_a_reader_that_left_has_no_traceback():
 
 
 def test_output_whose_reader_left_goes_to_dev_null_and_the_caller_goes_on():
-    w = _closed_pipe()
+    w = closed_pipe()
     stream = os.fdopen(w, "w")
     try:
         out = Output(stream=stream)

@@ -6,15 +6,13 @@ import gzip
 import json
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import cli, cli_env, cli_popen, commit_change, current, release_dirs, status, tree
+from helpers import cli, cli_popen, closed_pipe, commit_change, current, release_dirs, status, tree
 
 
 def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
@@ -71,12 +69,9 @@ def test_deploy_whose_output_reader_left_still_completes(sandbox, app_repo):
     """stdout a pipe nobody reads (`| head` that exited, a log shipper that died): the deploy
     neither stops halfway nor tracebacks; it finishes, releases its lock, keeps its exit code."""
     sb = sandbox(2)
-    r, w = os.pipe()
-    os.close(r)
+    w = closed_pipe()
     try:
-        proc = subprocess.run([sys.executable, "-m", "deployer", "deploy", "--config", str(sb.config_path)],
-                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=180, env=cli_env(),
-                              cwd=sb.config_path.parent)
+        proc = cli(sb, "deploy", stdout=w)
     finally:
         os.close(w)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
