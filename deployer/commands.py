@@ -11,6 +11,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
+from .output import redact
 from .paths import MANIFEST, Paths
 
 q = shlex.quote
@@ -503,6 +504,7 @@ def verify_http(url: str, *, status: int, body: str, timeout: int, retries: int,
 
 
 def mark_bad(paths: Paths, number: int, reason: str) -> str:
-    """Mark release N bad: never a rollback target again, purged first by cleanup."""
+    """Mark release N bad: never a rollback target again, purged first by cleanup. The reason
+    (a failed step's output) is written with every secret value masked."""
     state_dir = q(paths.release_state(number))
-    return _lines(f"if [ -d {state_dir} ]; then printf '%s\\n' {q(reason)} > {state_dir}/bad; fi")
+    return _lines(f"if [ -d {state_dir} ]; then printf '%s\\n' {q(redact(reason))} > {state_dir}/bad; fi")

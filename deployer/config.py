@@ -406,7 +406,7 @@ class _Reader:
         out = {}
         for key, value in data.items():
             at = f"{where}.{key}"
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise self.fail(at, "expected a variable name (letters, digits, _)")
             if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
                 out[key] = EnvValue(value=str(value))
@@ -483,7 +483,8 @@ class _Reader:
             hooks = tuple(n.get("webhooks", ()))
             for url in hooks:
                 if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                    raise self.fail(f"{where}notify.webhooks", f"expected http(s) URLs, got {url!r}")
+                    shown = url.split(":", 1)[0] + ":…" if isinstance(url, str) else repr(url)   # may hold a token
+                    raise self.fail(f"{where}notify.webhooks", f"expected http(s) URLs, got {shown}")
             values["notify"] = NotifySettings(webhooks=hooks, command=n.get("command", ""), events=events,
                                               timeout=n.get("timeout", 5))
         return replace(base, **values)

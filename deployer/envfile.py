@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 from .config import EnvValue, Host
 from .errors import ConfigError
-from .output import add_secret
+from .output import MIN_SECRET, add_secret
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+,=-]*$")
+_PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]*")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what neither a dotenv reader nor sh's `.` can be trusted to read back: NUL and the control
+# characters but tab and newline, DEL, C1 controls (NEL), and Unicode's line/paragraph separators
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -35,27 +39,31 @@ class HostEnv:
         return hashlib.sha256(self.render()).hexdigest()
 
 
+def check(key: str, value: str, secret: bool = False) -> None:
+    """Bad input (exit 2) for what the env file cannot carry exactly; never shows the value."""
+    what = "secret" if secret else "env"
+    if not _KEY.fullmatch(key):
+        raise ConfigError(f"{what} {key!r}: expected a variable name (letters, digits, _)")
+    bad = _UNSAFE.search(value)
+    if bad:
+        raise ConfigError(f"{what} {key}: its value contains the control character U+{ord(bad.group()):04X} "
+                          f"at position {bad.start()}, which an env file cannot carry safely")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {key}: its value is not valid UTF-8") from None
+    if secret and 0 < len(value) < MIN_SECRET:
+        raise ConfigError(f"secret {key}: its value has {len(value)} character(s); secrets shorter than "
+                          f"{MIN_SECRET} cannot be masked in output without masking unrelated text")
+
+
 def quote(value: str) -> str:
-    """dotenv quoting: plain words as is, anything else double-quoted with \\ " $ ` and newlines escaped."""
-    if _PLAIN.match(value):
+    """Plain words as is, anything else in double quotes with \\ " $ ` escaped (newlines and
+    tabs as they are): read back the same by `parse` and by a POSIX shell's `.`."""
+    if _PLAIN.fullmatch(value):
         return value
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
-               .replace("\n", "\\n"))
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
     return f'"{escaped}"'
-
-
-def unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        out, i, body = [], 0, value[1:-1]
-        while i < len(body):
-            if body[i] == "\\" and i + 1 < len(body):
-                out.append("\n" if body[i + 1] == "n" else body[i + 1])
-                i += 2
-            else:
-                out.append(body[i])
-                i += 1
-        return "".join(out)
-    return value
 
 
 def render(values: dict[str, str]) -> bytes:
@@ -63,13 +71,59 @@ def render(values: dict[str, str]) -> bytes:
 
 
 def parse(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
+    """KEY=value lines as a POSIX shell's `.` reads those `render` writes: double quotes (which
+    may span lines; \\ escapes \\ " $ ` and a newline), single quotes, backslashes outside
+    quotes. Blank lines, comments and lines that are no assignment are skipped."""
+    out, i, n = {}, 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t":
+            i += 1
+        if text.startswith("export ", i):
+            i += 7
+        key = _KEY.match(text, i)
+        if not key or not text.startswith("=", key.end()):
+            i = _next_line(text, i)
             continue
-        key, _, value = line.partition("=")
-        out[key.strip()] = unquote(value.strip())
+        value, i = _word(text, key.end() + 1)
+        out[key.group()] = value
+        i = _next_line(text, i)
     return out
+
+
+def _word(text: str, i: int) -> tuple[str, int]:
+    """The shell word at text[i:] (up to unquoted blank or newline) and where it ends."""
+    out, n = [], len(text)
+    while i < n and text[i] not in " \t\n":
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n and text[i + 1] in '\\"$`\n':
+                    if text[i + 1] != "\n":
+                        out.append(text[i + 1])
+                    i += 2
+                else:
+                    out.append(text[i])
+                    i += 1
+            i += 1
+        elif c == "'":
+            end = text.find("'", i + 1)
+            end = n if end == -1 else end
+            out.append(text[i + 1:end])
+            i = end + 1
+        elif c == "\\" and i + 1 < n:
+            if text[i + 1] != "\n":
+                out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), i
+
+
+def _next_line(text: str, i: int) -> int:
+    end = text.find("\n", i)
+    return len(text) if end == -1 else end + 1
 
 
 def resolve_secret(key: str, ref: str, cwd: str | None = None) -> str:
@@ -112,9 +166,11 @@ def resolve(hosts: tuple[Host, ...], cwd: str | None = None) -> dict[str, HostEn
 
 def _value(key: str, item: EnvValue, cache: dict, cwd: str | None) -> str:
     if not item.secret:
+        check(key, item.value)
         return item.value
     if (key, item.secret) not in cache:
         value = resolve_secret(key, item.secret, cwd)
+        check(key, value, secret=True)
         add_secret(value)
         cache[(key, item.secret)] = value
     return cache[(key, item.secret)]

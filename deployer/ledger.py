@@ -1,6 +1,6 @@
 """The audit ledger: one JSON line per action per host, appended on the host itself.
 
-Lines are built here (pure) and appended by the remote command that does the action, with one
+Lines are built here (pure, every secret value masked) and appended by the remote command that does the action, with one
 write(2) of less than PIPE_BUF bytes in O_APPEND mode, so concurrent or interrupted runs never
 interleave or tear a line. Reading skips any line that does not parse, just in case.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+
+from .output import redact_data
 
 MAX_LINE = 3500          # well under PIPE_BUF (4096): one atomic append
 ACTIONS = ("deploy", "rollback", "unlock", "cleanup", "config")
@@ -30,8 +32,10 @@ def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0
     if error:
         data["error"] = error
     data.update(extra)
+    data = redact_data(data)        # before any cut: a line on a host never holds a secret, whole or in part
     line = json.dumps(data, sort_keys=True, ensure_ascii=True)
     if len(line) > MAX_LINE and error:
+        error = data["error"]
         data["error"] = error[: max(0, len(error) - (len(line) - MAX_LINE)) - 3] + "..."
         line = json.dumps(data, sort_keys=True, ensure_ascii=True)
     return line[:MAX_LINE] if len(line) > MAX_LINE else line

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from .config import NotifySettings
-from .output import redact as output_redact
+from .output import MASK, redact_data
 
 ALWAYS = ("failed", "rolled back")
 
@@ -27,23 +27,24 @@ def message(event: str, data: dict) -> str:
     return head.strip()
 
 
-def send(settings: NotifySettings, event: str, data: dict, redact=output_redact) -> list[str]:
-    """Deliver one event; returns the delivery errors (also printed to stderr)."""
+def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
+    """Deliver one event; returns the delivery errors (also printed to stderr). Every string in
+    the payload has the run's secret values masked before it is serialised."""
     if event not in settings.events and event not in ALWAYS:
         return []
-    payload = {"text": redact(message(event, data)), "event": event,
-               **{k: redact(v) if isinstance(v, str) else v for k, v in data.items()}}
+    payload = redact_data({"text": message(event, data), "event": event, **data})
     body = json.dumps(payload, sort_keys=True, default=str).encode()
     import urllib.request        # loaded only when something is sent (~20 ms)
 
     errors = []
     for url in settings.webhooks:
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        bare, headers = _credentials(url)
+        request = urllib.request.Request(bare, data=body, headers={"Content-Type": "application/json", **headers})
         try:
             with urllib.request.urlopen(request, timeout=settings.timeout) as response:
                 response.read(1024)
         except Exception as exc:     # any failure to deliver is reported, never raised
-            errors.append(f"webhook {_safe_url(url)}: {exc}")
+            errors.append(f"webhook {_safe_url(url)}: {_scrub(str(exc), url)}")
     if settings.command:
         try:
             proc = subprocess.run(settings.command, shell=True, input=body, capture_output=True,
@@ -54,15 +55,50 @@ def send(settings: NotifySettings, event: str, data: dict, redact=output_redact)
                               f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
             errors.append(f"notify command: {exc}")
+    errors = redact_data(errors)
     for err in errors:
-        print(f"warning: notification '{event}' not delivered: {redact(err)}", file=sys.stderr, flush=True)
+        print(f"warning: notification '{event}' not delivered: {err}", file=sys.stderr, flush=True)
     return errors
 
 
+def _credentials(url: str) -> tuple[str, dict]:
+    """A URL's user:password@ taken out of it and sent as HTTP basic auth instead."""
+    from base64 import b64encode
+    from urllib.parse import unquote, urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return urlunsplit(parts._replace(netloc=host)), {"Authorization": "Basic " + b64encode(pair).decode()}
+
+
 def _safe_url(url: str) -> str:
-    """Webhook URLs often carry a token in the path: show only scheme and host."""
-    parts = url.split("/")
-    return "/".join(parts[:3]) + "/…" if len(parts) > 3 else url
+    """Webhook URLs carry tokens (in user:password@, the path or the query): only scheme, host
+    and port are shown."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "(webhook URL)"
+    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{rest}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """An error message with the webhook URL's secret parts masked (some errors quote the URL)."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return text.replace(url, MASK)
+    userinfo = parts.netloc.rpartition("@")[0]
+    secret_parts = [url, userinfo, parts.password or "", parts.path.lstrip("/") if parts.path.strip("/") else "",
+                    parts.query]
+    for part in sorted(filter(None, secret_parts), key=len, reverse=True):
+        text = text.replace(part, MASK)
+    return text
 
 
 def _env_base() -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .config import Host
 from .errors import DeployerError
+from .output import redact
 
 CHUNK = 256 * 1024              # stdin is read and sent in pieces of this size
 SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
@@ -37,8 +38,10 @@ class Result:
         return next((line[len(prefix):] for line in self.stdout.splitlines() if line.startswith(prefix)), None)
 
     def tail(self, lines: int = 5) -> str:
+        """The last lines of the output, secrets masked line by line (a kept tail may start
+        mid-secret), for error messages that go to hosts, notifications and the terminal."""
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        return " | ".join(text[-lines:]) or f"exit {self.exit_code}"
+        return " | ".join(redact(line) for line in text[-lines:]) or f"exit {self.exit_code}"
 
 
 def connection(host: Host):

@@ -152,3 +152,82 @@ def test_run_as_and_sudo_needing_a_password_fails_fast(sandbox):
     assert time.monotonic() - started < 10
     assert proc.returncode == 1 and "a password is required" in proc.stdout + proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+
+LEAKY = 'L3ak"y$ecret-9b8c7d'       # a quote and a $: its form in the env file differs from the value
+# prints the secret whole, as the env file has it, and cut at both ends (a tail cut short, a tail
+# starting mid-way), then fails
+PRINT_AND_FAIL = ('. ./.env; { grep API_KEY .env; echo "key=$API_KEY"; printf "%s\\n" "$API_KEY" | cut -c1-9; '
+                  'printf "%s\\n" "$API_KEY" | cut -c6-; } >&2; exit 1')
+PIECES = (LEAKY, 'L3ak\\"y\\$ecret-9b8c7d', 'L3ak\\"y$ecret-9b8c7d', LEAKY[:9], LEAKY[5:], "ecret-9b8c")
+
+
+class Webhook:
+    """A tiny HTTP server on 127.0.0.1 that keeps every request's body and Authorization header."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((self.headers.get("Authorization", ""), body.decode()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sandbox, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_API_KEY", LEAKY)
+    hook = Webhook()
+    sink = tmp_path / "notify.jsonl"
+    sb = sandbox(2)
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"] = {"LOG_LEVEL": "info", "API_KEY": {"secret": "env:TEST_API_KEY"}}
+    doc["notify"] = {"webhooks": [f"http://hook:pw-W3bh00k@127.0.0.1:{hook.port}/hook/PATH-T0KEN"],
+                     "command": f"cat >> {sink}; echo >> {sink}"}
+    sb.config_path.write_text(toml.dumps(doc))
+    try:
+        outputs = []
+        first = cli(sb, "deploy", "--json")
+        assert first.returncode == 0, first.stdout + first.stderr
+        outputs += [first.stdout, first.stderr]
+        for table, body in (("smoke", {"command": PRINT_AND_FAIL}), ("verify", {"command": PRINT_AND_FAIL})):
+            doc.pop("smoke", None)
+            doc[table] = body
+            sb.config_path.write_text(toml.dumps(doc))
+            proc = cli(sb, "deploy", "--json")
+            assert proc.returncode == 1, proc.stdout + proc.stderr
+            outputs += [proc.stdout, proc.stderr]
+        assert "rolled back" in outputs[-1] and "release marked bad" in outputs[-1]    # verify: after the switch
+        for args in (("audit",), ("audit", "--json"), ("releases", "--json"), ("status",)):
+            proc = cli(sb, *args)
+            assert proc.returncode == 0, proc.stderr
+            outputs += [proc.stdout, proc.stderr]
+    finally:
+        hook.close()
+    audit = json.loads(cli(sb, "audit", "--json").stdout)
+    failed = [e for e in audit if e["result"] != "ok"]
+    assert len(failed) == 4 and all("••••••" in e["error"] for e in failed)     # the errors are kept, masked
+    payloads = sink.read_text().splitlines()
+    assert len(payloads) >= 4 and any("••••••" in json.loads(p)["error"] for p in payloads)
+    assert len(hook.received) == len(payloads) and all(a.startswith("Basic ") for a, _ in hook.received)
+    for piece in PIECES:
+        for text in outputs + payloads + [body for _, body in hook.received]:
+            assert piece not in text
+    for h in sb.hosts:       # as root: every file under deploy_to, the env file itself aside
+        code, found = sb.exec(h, "cd /srv/app && grep -rlF -e 'ecret-9b8c' -e 'L3ak' . | sort")
+        env_files = [f for f in found.split() if f.endswith(("/.env", "/.deployer/env"))]
+        assert found.split() == env_files and env_files, found
+        assert "••••••" in sb.exec(h, "cat /srv/app/releases/2/.deployer/bad")[1]
+    assert "pw-W3bh00k" not in "".join(outputs) and "PATH-T0KEN" not in "".join(outputs)
