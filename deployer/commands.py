@@ -69,16 +69,30 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         'if [ -L "$D/current" ]; then k=link; [ -e "$D/current" ] || k=dangling; '
         'elif [ -d "$D/current" ]; then k=dir; elif [ -e "$D/current" ]; then k=file; else k=absent; fi',
         _emit("current", '"$k $(readlink "$D/current" 2>/dev/null || true)"'),
+        # names are printed only when made of [A-Za-z0-9._-] (so no line can be forged); others are
+        # counted. A directory without .deployer/ is another tool's release (foreign)
+        "o=0; f=",
         'for r in "$D"/releases/* "$D"/releases/.tmp-*; do',
         '  [ -d "$r" ] || continue; n=${r##*/}',
-        '  case $n in ""|*[!0-9]*) ' + _emit("stray", '"$n"') + "; continue;; esac",
-        '  s="$r/.deployer"; c=0; b=0; rb=0; m=0',
+        '  case $n in ""|-*|*[!A-Za-z0-9._-]*) o=$((o+1)); continue;; esac',
+        '  [ ${#n} -le 128 ] || { o=$((o+1)); continue; }',
+        '  case $n in .tmp-*) ' + _emit("stray", '"$n"') + "; continue;; .*) continue;; esac",
+        '  s="$r/.deployer"',
+        '  if [ ! -d "$s" ]; then ' + _emit("foreign", '"$n"') +
+        '; f="$f $n"; [ ! -f "$r/REVISION" ] || set -- "$@" "$r/REVISION"; continue; fi',
+        '  c=0; b=0; rb=0; m=0',
         '  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1; [ -f "$s/migrated" ] && m=1',
         "  printf 'release\\t%s %s %s %s %s\\n' \"$n\" $c $b $rb $m",
         '  [ ! -f "$s/release.json" ] || set -- "$@" "$s/release.json"',
         "done",
+        _emit("odd", "$o"),
+        'if [ -n "$f" ]; then',
+        "  (cd \"$D/releases\" && stat -c '%Y %n' -- $f 2>/dev/null) | "
+        "while read -r t n; do printf 'fmtime\\t%s\\t%s\\n' \"$n\" \"$t\"; done",
+        '  for l in "$D/revisions.log" "$D/.dep/releases_log"; do [ ! -f "$l" ] || set -- "$@" "$l"; done',
+        "fi",
         f"if [ -d {lock} ]; then printf 'lock\\t\\n'; [ ! -f {info_file} ] || set -- \"$@\" {info_file}; fi",
-        f"[ $# -eq 0 ] || awk {q(_META_AWK)} \"$@\" 2>/dev/null || true",
+        f"[ $# -eq 0 ] || awk -v f=\"$f\" {q(_META_AWK)} \"$@\" 2>/dev/null || true",
         _emit("free_kb", '"$(df -Pk "$p" | awk \'NR==2{print $4}\')"') if free_space else "",
         "m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m=\"$m $t\"; done",
         _emit("missing_tools", '"$m"'),
@@ -90,14 +104,26 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
 
 
 # Each file given: "meta<TAB>N<TAB>" + a release's release.json, or "lockinfo<TAB>" + the lock's
-# info; newlines dropped, at most 64 KiB (4 KiB for the lock) kept.
+# info; newlines dropped, at most 64 KiB (4 KiB for the lock) kept. For the foreign releases named
+# in f: "frev<TAB>NAME<TAB>" + the first line of its REVISION, and the last line about it in
+# Capistrano's revisions.log ("fcap") or Deployer's .dep/releases_log ("fdep").
 _META_AWK = (
     'function flush() { if (out != "") print out; out = "" }\n'
-    'FNR == 1 { flush(); cap = 65536; n = split(FILENAME, p, "/")\n'
-    '  if (FILENAME ~ /\\/lock\\/info$/) { out = "lockinfo\\t"; cap = 4096 } else out = "meta\\t" p[n - 2] "\\t"\n'
+    'BEGIN { k = split(f, names, " "); for (i = 1; i <= k; i++) foreign[names[i]] = 1 }\n'
+    'FNR == 1 { flush(); cap = 65536; kind = ""; n = split(FILENAME, p, "/")\n'
+    '  if (FILENAME ~ /\\/lock\\/info$/) { out = "lockinfo\\t"; cap = 4096 }\n'
+    '  else if (FILENAME ~ /\\/REVISION$/) { kind = "rev"; out = "frev\\t" p[n - 1] "\\t" substr($0, 1, 200) }\n'
+    '  else if (FILENAME ~ /\\/revisions\\.log$/) kind = "cap"\n'
+    '  else if (FILENAME ~ /\\/releases_log$/) kind = "dep"\n'
+    '  else out = "meta\\t" p[n - 2] "\\t"\n'
     '  len = 0 }\n'
+    'kind == "rev" { next }\n'
+    'kind == "cap" { if (match($0, /deployed as release [^ ]+/)) { r = substr($0, RSTART + 20, RLENGTH - 20)\n'
+    '  if (r in foreign) capl[r] = substr($0, 1, 512) } next }\n'
+    'kind == "dep" { if (match($0, /"release_name": *"[^"]*"/)) { r = substr($0, RSTART, RLENGTH)\n'
+    '  sub(/^"release_name": *"/, "", r); sub(/"$/, "", r); if (r in foreign) depl[r] = substr($0, 1, 1024) } next }\n'
     '{ if (len < cap) { out = out substr($0, 1, cap - len); len += length($0) } }\n'
-    'END { flush() }\n'
+    'END { flush(); for (r in capl) print "fcap\\t" r "\\t" capl[r]; for (r in depl) print "fdep\\t" r "\\t" depl[r] }\n'
 )
 
 
@@ -292,23 +318,32 @@ def _link_shared(paths: Paths, tmp: str, rel: str, *, is_dir: bool) -> str:
     return "; ".join(steps)
 
 
-def switch(paths: Paths, number: int, token: str, *, mark_rolled_back: int | None = None,
+def switch(paths: Paths, number: int | str, token: str, *, mark_rolled_back: int | str | None = None,
            release_lock: bool = False, ledger: str | None = None) -> str:
-    """Point current at releases/N atomically: a temp link renamed over it (rename(2))."""
+    """Point current at releases/N atomically: a temp link renamed over it (rename(2)).
+
+    A str names a foreign release (another tool's directory): it only has to be a directory, and
+    nothing is written into it; mark_rolled_back marks only a release of ours."""
     current = q(paths.current)
     link = q(paths.tmp_current(token))
-    rolled_back = q(paths.release_state(number) + "/rolled_back")
+    if isinstance(number, str):
+        ready = (f"[ -d {q(paths.release(number))} ] || "
+                 f"{{ echo {q(f'release {number} is not on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}")
+    else:
+        ready = (f"[ -f {q(paths.release_state(number) + '/complete')} ] || "
+                 f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}")
     parts = [
         f"if [ -e {current} ] && [ ! -L {current} ]; then "
         f"echo {q(paths.current + ' is a real directory or file, not a symlink: refusing to replace it')} >&2; "
         f"exit {CURRENT_NOT_LINK}; fi",
-        f"[ -f {q(paths.release_state(number) + '/complete')} ] || "
-        f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}",
+        ready,
         f"ln -sfn {q(paths.release_target(number))} {link}",
         f"mv -T {link} {current}",
-        f"[ ! -e {rolled_back} ] || rm -f {rolled_back}",
     ]
-    if mark_rolled_back is not None:
+    if not isinstance(number, str):
+        rolled_back = q(paths.release_state(number) + "/rolled_back")
+        parts.append(f"[ ! -e {rolled_back} ] || rm -f {rolled_back}")
+    if isinstance(mark_rolled_back, int):
         marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")
         parts.append(f"if [ -d {q(paths.release_state(mark_rolled_back))} ]; then date -u +%FT%TZ > {marker}; fi")
     if ledger:

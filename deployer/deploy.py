@@ -55,7 +55,7 @@ class Pipeline:
             s.lock_all(self.artifact.sha256, self.options.max_fail)
             self.undo_skipped()
             for run in s.active:
-                run.previous = run.state.current
+                run.previous = run.state.live
             self.each("check", self.check_host, tolerate=True)
             self.number = planning.next_release_number({r.name: r.state for r in s.active})
             self.ctx.release = self.number

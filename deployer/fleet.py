@@ -32,8 +32,8 @@ class HostRun:
     error: str = ""
     locked: bool = False
     switched: bool = False
-    previous: int | None = None
-    target: int | None = None
+    previous: int | str | None = None       # str: a foreign release (another tool's)
+    target: int | str | None = None         # str: a foreign release (rollback only)
     times: dict[str, float] = field(default_factory=dict)
 
     @property

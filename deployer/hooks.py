@@ -29,11 +29,11 @@ class HookContext:
     version: str = ""
     git_sha: str = ""
     artifact_sha256: str = ""
-    previous: int | None = None
+    previous: int | str | None = None
     hosts: list[str] = field(default_factory=list)
     session: object = None
 
-    def env(self, host=None, previous: int | None = None) -> dict[str, str]:
+    def env(self, host=None, previous: int | str | None = None) -> dict[str, str]:
         prev = previous if previous is not None else self.previous
         env = {
             "DEPLOY_STAGE": self.stage,

@@ -26,8 +26,10 @@ def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
         session.close()
 
 
-def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
-    """Remove old, failed and leftover releases under the lock."""
+def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+            foreign: bool = False) -> list[HostRun]:
+    """Remove old, failed and leftover releases under the lock; with foreign, other tools' releases
+    too (never the live one, nor the one current replaced)."""
     session = Session(stage, hosts, out, parallel, action="cleanup")
     try:
         session.lock_all()
@@ -37,7 +39,7 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
             release = run.state.release(current)
             previous = release.meta.get("previous") if release else None
             doomed = planning.cleanup(run.state, stage.app.keep_releases, current,
-                                      previous if isinstance(previous, int) else None)
+                                      previous if isinstance(previous, (int, str)) else None, foreign=foreign)
             keep = planning.kept_artifacts(run.state, doomed)
             line = session.ledger(run, "ok", release=current, cleaned=doomed)
             session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,

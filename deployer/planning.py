@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import DeployerError
-from .state import HostState
+from .state import HostState, release_number
 
 
 def next_release_number(states: Mapping[str, HostState]) -> int:
@@ -13,32 +13,56 @@ def next_release_number(states: Mapping[str, HostState]) -> int:
     return 1 + max((s.highest for s in states.values()), default=0)
 
 
-def rollback_target(state: HostState, to: int | None = None) -> int:
-    """The release to roll back to on one host, or DeployerError saying why there is none.
+def rollback_target(state: HostState, to: int | str | None = None) -> int | str:
+    """The release to roll back to on one host, or DeployerError saying why there is none: our
+    release's number, or a foreign release's name (str).
 
-    Default: the newest complete, never-bad, not-rolled-back release older than current.
+    Default: the newest complete, never-bad, not-rolled-back release of ours older than current;
+    failing that, the way back: the foreign release that was live before our first release.
     """
-    current = state.current
+    current, live = state.current, state.live
     if to is not None:
-        release = state.release(to)
+        name = str(to)
+        number = release_number(name)
+        release = state.release(number) if number is not None else None
         if release is None:
-            raise DeployerError(f"release {to} does not exist")
+            if state.foreign_release(name) is None:
+                raise DeployerError(f"release {name} does not exist")
+            if name == live:
+                raise DeployerError(f"release {name} is already current")
+            return name
         if not release.complete:
-            raise DeployerError(f"release {to} is incomplete")
+            raise DeployerError(f"release {number} is incomplete")
         if release.bad:
-            raise DeployerError(f"release {to} is marked bad")
-        if to == current:
-            raise DeployerError(f"release {to} is already current")
-        if current is not None and to > current and not release.rolled_back:
-            raise DeployerError(f"release {to} was never live (left by an interrupted deploy); "
+            raise DeployerError(f"release {number} is marked bad")
+        if number == current:
+            raise DeployerError(f"release {number} is already current")
+        if current is not None and number > current and not release.rolled_back:
+            raise DeployerError(f"release {number} was never live (left by an interrupted deploy); "
                                 "`cleanup` removes it")
-        return to
-    if current is None:
+        return number
+    if live is None:
         raise DeployerError("no current release to roll back from")
+    if current is None:
+        raise DeployerError(f"current is release {live}, which another tool made: name the release to go to "
+                            "with --to")
     older = [r for r in state.releases if r.number < current and r.usable and not r.rolled_back]
-    if not older:
+    if older:
+        return older[-1].number
+    back = way_back(state)
+    if back is None:
         raise DeployerError(f"no earlier complete release to roll back to (current is {current})")
-    return older[-1].number
+    return back
+
+
+def way_back(state: HostState) -> str | None:
+    """The foreign release to go back to from our releases: the one our oldest release replaced
+    (its release.json `previous`), else the newest foreign release; None when there is none."""
+    for release in state.releases:
+        previous = release.meta.get("previous")
+        if isinstance(previous, str) and state.foreign_release(previous):
+            return previous
+    return state.foreign[-1].name if state.foreign else None
 
 
 def link_source(state: HostState, sha256: str) -> int | None:
@@ -47,12 +71,15 @@ def link_source(state: HostState, sha256: str) -> int | None:
     return max(same, default=None)
 
 
-def cleanup(state: HostState, keep: int, current: int | None, previous: int | None = None) -> list[str]:
+def cleanup(state: HostState, keep: int, current: int | None, previous: int | str | None = None,
+            foreign: bool = False) -> list[str]:
     """Names under releases/ to delete, by release number (never by mtime).
 
     Deleted: leftover temp dirs, incomplete and bad releases, never-switched releases newer than
     current (orphans of an interrupted run), then complete releases beyond the newest `keep`.
     Never deleted: current (during a deploy, the release being deployed) and the release it replaced.
+    Foreign releases (another tool's) never count toward `keep` and are deleted only with
+    foreign=True, and then never the live one or the one being replaced.
     """
     protected = {n for n in (current, previous) if n is not None}
     doomed: list[str] = [name for name in state.strays if name.startswith(".tmp-")]
@@ -69,8 +96,10 @@ def cleanup(state: HostState, keep: int, current: int | None, previous: int | No
             doomed.append(str(n))
         else:
             kept.append(n)
-    room = max(keep - len(protected), 0)
+    room = max(keep - sum(1 for n in protected if isinstance(n, int)), 0)
     doomed += [str(n) for n in kept[room:]]
+    if foreign:
+        doomed += [f.name for f in state.foreign if f.name not in protected and f.name != state.live]
     return doomed
 
 

@@ -39,16 +39,18 @@ def status_rows(runs: list[HostRun]) -> list[dict]:
             continue
         release = st.release(st.current)
         meta = release.meta if release else {}
-        current = st.current if st.current is not None else ("none" if st.current_kind == "absent"
-                                                             else f"BROKEN ({st.current_kind})")
+        foreign = st.foreign_release(st.live) if isinstance(st.live, str) else None
+        current = st.live if st.live is not None else ("none" if st.current_kind == "absent"
+                                                       else f"BROKEN ({st.current_kind})")
         rows.append({
             "host": run.name,
-            "current": current,
+            "current": f"{current} (foreign)" if foreign else current,
             "version": meta.get("version", ""),
-            "git sha": _short(meta.get("git_sha")),
-            "deployed at": meta.get("deployed_at", ""),
-            "by": meta.get("deployed_by", ""),
+            "git sha": _short(foreign.revision if foreign else meta.get("git_sha")),
+            "deployed at": foreign.time if foreign else meta.get("deployed_at", ""),
+            "by": "another tool" if foreign else meta.get("deployed_by", ""),
             "releases": sum(1 for r in st.releases if r.complete),
+            "foreign": len(st.foreign),
             "lock": st.lock.describe() if st.lock else "",
         })
     return rows
@@ -75,8 +77,16 @@ def releases_rows(runs: list[HostRun]) -> list[dict]:
                 "state": ", ".join(flags) or "ok",
                 "current": "<- current" if rel.number == st.current else "",
             })
+        for rel in st.foreign:
+            rows.append({"host": run.name, "N": rel.name, "git sha": _short(rel.revision), "deployed at": rel.time,
+                         "complete": "?", "state": "foreign", "current": "<- current" if rel.name == st.live else ""})
         for stray in st.strays:
             rows.append({"host": run.name, "N": stray, "complete": "no", "state": "leftover temp dir"})
+        for name in st.ignored:
+            rows.append({"host": run.name, "N": name, "complete": "?", "state": "ignored: not a release number"})
+        if st.odd_names:
+            rows.append({"host": run.name, "N": "?", "complete": "?",
+                         "state": f"ignored: {st.odd_names} name(s) with characters outside A-Z a-z 0-9 . _ -"})
     return rows
 
 
@@ -95,10 +105,23 @@ def check_rows(runs: list[HostRun]) -> list[dict]:
             "deploy_to writable": writable,
             "free disk": f"{(st.free_kb or 0) / 1048576:.1f} GB" if st.free_kb is not None else "?",
             "tools": "ok" if not st.missing_tools else "missing " + " ".join(st.missing_tools),
-            "current": st.current if st.current is not None else (st.current_problem() or "none"),
+            "current": _current(st),
+            "ignored": _ignored(st),
             "error": run.error,
         })
     return rows
+
+
+def _current(st) -> str | int:
+    if isinstance(st.live, str):
+        return f"{st.live} (foreign)"
+    return st.live if st.live is not None else (st.current_problem() or "none")
+
+
+def _ignored(st) -> str:
+    """Names under releases/ read as no release at all, said once (they never change a decision)."""
+    names = [*st.ignored, *([f"{st.odd_names} odd name(s)"] if st.odd_names else [])]
+    return ", ".join(names)
 
 
 def check_failures(runs: list[HostRun]) -> list[str]:

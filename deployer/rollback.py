@@ -26,11 +26,12 @@ def _meta(run: HostRun, key: str) -> str:
 def migrated_between(run: HostRun) -> list[int]:
     """Releases above the target up to current that ran migrations, newest first."""
     st = run.state
-    return sorted((r.number for r in st.releases if r.migrated and run.target < r.number <= (st.current or 0)),
+    floor = 0 if isinstance(run.target, str) else run.target     # a foreign target is below all of ours
+    return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)),
                   reverse=True)
 
 
-def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None = None, parallel: int = 10,
+def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str | None = None, parallel: int = 10,
              migrations: str = "refuse", config_dir: Path = Path(".")) -> list[HostRun]:
     """migrations: refuse | run | ignore."""
     session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir)
@@ -40,7 +41,7 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | None 
         session.lock_all()
 
         def choose(run: HostRun):
-            run.previous = run.state.current
+            run.previous = run.state.live
             try:
                 run.target = planning.rollback_target(run.state, to)
             except DeployerError as exc:

@@ -136,7 +136,7 @@ class Session:
         script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha,
                                   free_space=space)
         result = self.run(run, "lock" if info else "inspect", script)
-        run.state = host_state.parse(result.stdout)
+        run.state = host_state.parse(result.stdout, self.paths.deploy_to)
         run.locked = run.state.lock_acquired or (self.dry_run and lock)
         if lock and not run.locked:
             holder = run.state.lock.describe() if run.state.lock else "unknown holder"

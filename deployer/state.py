@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-_TARGET = re.compile(r"^releases/(\d+)$")
+MAX_RELEASE = 10**9
+# The only names under releases/ the inspect script prints; anything else is counted, never printed.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z?\Z")     # Capistrano, Ansistrano
+
+
+def release_number(name: str) -> int | None:
+    """The number a directory name stands for when it is a plain release number (1..10^9, no
+    leading zero, ASCII digits only), else None."""
+    if not (name.isascii() and name.isdigit()) or name.startswith("0") or len(name) > 10:
+        return None
+    number = int(name)
+    return number if number <= MAX_RELEASE else None
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,38 @@ class Release:
     def usable(self) -> bool:
         """May be switched to: complete and never marked bad."""
         return self.complete and not self.bad
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A directory under releases/ that another deploy tool made (no .deployer/ inside).
+
+    Its time is what that tool recorded (Deployer's .dep/releases_log), else the timestamp in its
+    name (Capistrano, Ansistrano), else the directory's mtime; releases are ordered by it, then name."""
+    name: str
+    mtime: int = 0
+    revision: str = ""
+    recorded: str = ""
+
+    @property
+    def time(self) -> str:
+        if self.recorded:
+            return self.recorded
+        m = _STAMP.match(self.name)
+        if m:
+            y, mo, d, h, mi, s = m.groups()
+            return f"{y}-{mo}-{d}T{h}:{mi}:{s}Z"
+        if self.mtime:
+            return datetime.fromtimestamp(self.mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return ""
+
+    @property
+    def order(self) -> tuple:
+        try:
+            when = datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            when = float(self.mtime)
+        return (when, self.name)
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,9 @@ class HostState:
     current_kind: str = "absent"        # link | dangling | dir | file | absent
     current_target: str = ""
     releases: tuple[Release, ...] = ()
+    foreign: tuple[Foreign, ...] = ()   # oldest first
+    ignored: tuple[str, ...] = ()       # names under releases/ read as neither kind (see parse)
+    odd_names: int = 0                  # names with bytes the inspect script never prints
     strays: tuple[str, ...] = ()
     lock: LockInfo | None = None
     lock_acquired: bool = False
@@ -76,18 +124,50 @@ class HostState:
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
 
+    deploy_to: str = ""
+
+    @property
+    def current_name(self) -> str | None:
+        """The name under releases/ that current points at: a link to releases/NAME, or to
+        <deploy_to>/releases/NAME (absolute, as Capistrano and Deployer write it)."""
+        if self.current_kind != "link":
+            return None
+        target = self.current_target
+        if target.startswith("/") and self.deploy_to:
+            base = posixpath.normpath(posixpath.join(self.deploy_to, "releases")) + "/"
+            target = "releases/" + target[len(base):] if target.startswith(base) else ""
+        head, _, name = target.rstrip("/").partition("/")
+        return name if head == "releases" and NAME.match(name) else None
+
+    @property
+    def live(self) -> int | str | None:
+        """What current points at: our release's number, a foreign release's name (str), or None."""
+        name = self.current_name
+        if name is None:
+            return None
+        number = release_number(name)
+        if number is not None and self.release(number) is not None:
+            return number
+        return name if self.foreign_release(name) else None
+
     @property
     def current(self) -> int | None:
-        """The release number current points at, when it is a sane link."""
-        m = _TARGET.match(self.current_target.rstrip("/"))
-        return int(m.group(1)) if m and self.current_kind == "link" else None
+        """The number of our release current points at, or None (none, foreign, or not a release)."""
+        live = self.live
+        return live if isinstance(live, int) else None
 
     def release(self, number: int | None) -> Release | None:
         return next((r for r in self.releases if r.number == number), None)
 
+    def foreign_release(self, name: str | None) -> Foreign | None:
+        return next((f for f in self.foreign if f.name == name), None)
+
     @property
     def highest(self) -> int:
-        return max((r.number for r in self.releases), default=0)
+        """The highest release number taken under releases/: ours, or a foreign directory whose name
+        is a plain number (Deployer's 1..n), so a new release never lands in another tool's directory."""
+        foreign = (release_number(f.name) for f in self.foreign)
+        return max([r.number for r in self.releases] + [n for n in foreign if n is not None], default=0)
 
     def current_problem(self) -> str | None:
         """Why current cannot be safely replaced, or None."""
@@ -95,16 +175,23 @@ class HostState:
             return f"current is a real {'directory' if self.current_kind == 'dir' else 'file'}, not a symlink; move it away by hand"
         if self.current_kind == "dangling":
             return f"current is a dangling link (-> {self.current_target}); point it at a release or remove it"
-        if self.current_kind == "link" and self.current is None:
+        if self.current_kind == "link" and self.current_name is None:
             return f"current points outside releases/ (-> {self.current_target})"
+        if self.current_kind == "link" and self.live is None:
+            return f"current points at releases/{self.current_name}, which is not a release directory"
         return None
 
 
-def parse(output: str) -> HostState:
-    """Read the tab-separated lines of commands.inspect."""
-    values: dict = {"releases": [], "strays": []}
+def parse(output: str, deploy_to: str = "") -> HostState:
+    """Read the tab-separated lines of commands.inspect.
+
+    A release line counts only with a plain release number (release_number); any other name is
+    kept in `ignored`, so a forged or absurd name (releases/999999999999999999999) never becomes a
+    release or decides the next number. Lines that do not parse are skipped."""
+    values: dict = {"releases": [], "strays": [], "foreign": [], "ignored": [], "deploy_to": deploy_to}
     metas: dict[str, dict] = {}
-    for line in output.splitlines():
+    foreign_info: dict[str, dict] = {}
+    for line in output.split("\n"):        # "\n" only: str.splitlines would also split on \r, \x1c...
         key, _, value = line.partition("\t")
         if key == "user":
             values["user"] = value
@@ -117,9 +204,28 @@ def parse(output: str) -> HostState:
             values["current_kind"], values["current_target"] = kind, target
         elif key == "release":
             flags, _, raw = value.partition("\t")
-            number, complete, bad, rolled, migrated = (flags.split() + ["0"] * 5)[:5]
-            values["releases"].append(Release(int(number), complete == "1", bad == "1", rolled == "1",
-                                              migrated == "1", _json_object(raw)))
+            name, complete, bad, rolled, migrated = (flags.split(" ") + ["0"] * 5)[:5]
+            number = release_number(name)
+            if number is None:
+                if NAME.match(name):
+                    values["ignored"].append(name)
+                continue
+            values["releases"].append(Release(number, complete == "1", bad == "1", rolled == "1", migrated == "1",
+                                              _json_object(raw)))
+        elif key == "foreign":
+            if NAME.match(value):
+                values["foreign"].append(Foreign(value))
+        elif key == "fmtime":
+            name, _, mtime = value.partition("\t")
+            if mtime.isascii() and mtime.isdigit():
+                foreign_info.setdefault(name, {})["mtime"] = int(mtime)
+        elif key in ("frev", "fcap", "fdep"):
+            name, _, raw = value.partition("\t")
+            info = foreign_info.setdefault(name, {})
+            for k, v in _foreign_record(key, raw).items():
+                info.setdefault(k, v)       # the release's own REVISION file first
+        elif key == "odd" and value.isdigit():
+            values["odd_names"] = int(value)
         elif key == "meta":
             number, _, raw = value.partition("\t")
             metas[number] = _json_object(raw)
@@ -138,9 +244,35 @@ def parse(output: str) -> HostState:
         elif key == "cached":
             values["cached"] = value == "1"
     values["releases"] = tuple(sorted((replace(r, meta=metas[str(r.number)]) if str(r.number) in metas else r
-                                       for r in values["releases"]), key=lambda r: r.number))
+                                       for r in {r.number: r for r in values["releases"]}.values()),
+                                      key=lambda r: r.number))
+    foreign = {f.name: replace(f, **foreign_info.get(f.name, {})) for f in values["foreign"]}
+    values["foreign"] = tuple(sorted(foreign.values(), key=lambda f: f.order))
     values["strays"] = tuple(values["strays"])
+    values["ignored"] = tuple(values["ignored"])
     return HostState(**values)
+
+
+_CAP_REVISION = re.compile(r"\(at ([^)\s]+)\)")
+
+
+def _foreign_record(kind: str, raw: str) -> dict:
+    """What another tool recorded about one of its releases: its REVISION file's first line,
+    Capistrano's revisions.log line ("Branch B (at REV) deployed as release NAME by USER"), or
+    Deployer's .dep/releases_log entry ({"created_at": ..., "release_name": ...})."""
+    raw = raw.strip()
+    if kind == "frev":
+        return {"revision": raw[:64]} if raw else {}
+    if kind == "fcap":
+        m = _CAP_REVISION.search(raw)
+        return {"revision": m.group(1)[:64]} if m else {}
+    entry = _json_object(raw)
+    created = entry.get("created_at")
+    try:
+        when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z") if isinstance(created, str) else None
+    except ValueError:
+        when = None
+    return {"recorded": when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")} if when else {}
 
 
 def _json_object(raw: str) -> dict:

@@ -20,6 +20,7 @@ from .output import Output, redact
 from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
+from .state import NAME
 from .store import LocalStore
 
 
@@ -176,7 +177,8 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
         out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
 
 
-@command(to="Release number to switch to (default: the newest complete one before current).",
+@command(to="Release to switch to: a number, or the name of another tool's release (default: the newest "
+            "complete one before current; from our first release, the release it replaced).",
          with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
          ignore_migrations="Roll back across migrations without running down migrations.")
 def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
@@ -186,9 +188,9 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
     out = Output(quiet=json)
     target = None
     if to is not None:
-        if not str(to).isdigit():
-            raise UsageError(f"--to expects a release number, got {to!r}")
-        target = int(to)
+        if not NAME.match(str(to)):
+            raise UsageError(f"--to expects a release number or a foreign release's name, got {to!r}")
+        target = str(to)
     if with_migrations and ignore_migrations:
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
@@ -282,11 +284,11 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
     _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows)
 
 
-@command()
-def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10):
+@command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
+def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
     _, st, selected = _target(config, stage, hosts, roles)
-    maintenance.cleanup(st, selected, Output(), _parallel(parallel))
+    maintenance.cleanup(st, selected, Output(), _parallel(parallel), foreign=foreign)
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")

@@ -172,3 +172,42 @@ def test_notification_payload_and_failure_always_sent(monkeypatch):
     body = json.loads(sent[0].data)
     assert body["event"] == "failed" and body["text"] == "✖ deploy failed: shop v2 to prod (release 4): verify failed"
     assert notify._safe_url("https://hooks.example.com/T/B/XYZ") == "https://hooks.example.com/…"
+
+
+def test_state_parse_never_takes_an_odd_name_for_a_release():
+    out = ("current\tlink releases/1\nrelease\t1 1 0 0 0\nrelease\t999999999999999999999 1 0 0 0\n"
+           "release\t0007 1 0 0 0\nrelease\t\u0661 1 0 0 0\nodd\t2\n"
+           "foreign\t20261202072912\nforeign\tbad name\n"
+           "meta\t1\t{\"previous\": \"x\"}\rrelease\t77 1 0 0 0\n")       # \r is no line break here
+    st = parse(out)
+    assert [r.number for r in st.releases] == [1] and st.highest == 1
+    assert st.ignored == ("999999999999999999999", "0007") and st.odd_names == 2
+    assert [f.name for f in st.foreign] == ["20261202072912"]
+
+
+def test_foreign_releases_absolute_current_and_the_way_back():
+    out = ("current\tlink /srv/benchapp/releases/20261202072918\n"
+           "foreign\t20261202072912\nforeign\t20261202072918\nforeign\t3\n"
+           "fmtime\t3\t1700000000\nfrev\t20261202072918\tabc123\n"
+           "fcap\t20261202072912\tBranch main (at deadbeef) deployed as release 20261202072912 by me\n"
+           "fdep\t3\t{\"created_at\": \"2021-11-06T20:51:45+0000\", \"release_name\": \"3\"}\n")
+    st = parse(out, "/srv/benchapp/")
+    assert st.current_problem() is None and st.live == "20261202072918" and st.current is None
+    assert parse(out, "/srv/other").current_problem().startswith("current points outside releases/")
+    # ordered by the time each tool recorded; Deployer's numeric name takes its number, timestamps do not
+    assert [f.name for f in st.foreign] == ["3", "20261202072912", "20261202072918"]
+    assert st.foreign_release("3").time == "2021-11-06T20:51:45Z"
+    assert st.foreign_release("20261202072912").revision == "deadbeef"
+    assert planning.next_release_number({"a": st}) == 4
+    with pytest.raises(DeployerError, match="another tool made"):
+        planning.rollback_target(st)
+    assert planning.rollback_target(st, to="20261202072912") == "20261202072912"
+    # our first release replaced 20261202072918: rolling back from it goes there
+    ours = HostState(current_kind="link", current_target="releases/4", releases=(rel(4, previous="20261202072918"),),
+                     foreign=st.foreign)
+    assert planning.rollback_target(ours) == "20261202072918"
+    assert planning.rollback_target(ours, to="3") == "3"
+    # foreign releases never count toward keep and go only when asked, never the live one
+    assert planning.cleanup(ours, 1, 4, "20261202072918") == []
+    assert planning.cleanup(ours, 1, 4, "20261202072918", foreign=True) == ["3", "20261202072912"]
+    assert planning.cleanup(st, 1, None, None, foreign=True) == ["3", "20261202072912"]
