@@ -276,6 +276,16 @@ def _dirty_entries(source: Path) -> list[str]:
     return [ln for ln in out.decode("utf-8", "surrogateescape").splitlines() if ln.strip()]
 
 
+def _dirty_summary(lines: list[str], shown: int = 3) -> str:
+    """'hosts.toml (untracked), app.py (modified) and 2 more' from `git status --porcelain` lines."""
+    def one(line: str) -> str:
+        code, path = line[:2], line[3:]
+        what = "untracked" if code == "??" else "deleted" if "D" in code else "added" if "A" in code else "modified"
+        return f"{path} ({what})"
+    names = ", ".join(one(ln) for ln in lines[:shown])
+    return names + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
+
+
 # --------------------------------------------------------------------------
 # member safety rules (shared by build-time check and check_members)
 
@@ -789,10 +799,9 @@ def build_artifact(
     dirty_lines = _dirty_entries(source)
     dirty = bool(dirty_lines)
     if dirty and not allow_dirty:
-        n = len(dirty_lines)
-        raise ArtifactError(
-            f"work tree {source} is dirty ({n} file{'s' if n != 1 else ''} changed); commit or pass --allow-dirty"
-        )
+        raise ArtifactError(f"work tree {source} is dirty: {_dirty_summary(dirty_lines)}; commit"
+                            f"{', or ignore (.gitignore) what is untracked' if any(ln.startswith('??') for ln in dirty_lines) else ''}"
+                            ", or pass --allow-dirty")
 
     if version is None:
         stamp = _dt.datetime.fromtimestamp(commit_ts, _dt.timezone.utc).strftime("%Y%m%d%H%M%S")

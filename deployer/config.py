@@ -1,6 +1,7 @@
 """hosts.toml → frozen, validated settings. Read once; nothing downstream reads the file.
 
-Every problem becomes one ConfigError line naming the file, the key and what is expected.
+Every problem becomes one line naming the file (and line, where it can be found), the key and what is
+expected; a file's problems are all reported in one run (one ConfigError, one line each).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 DEFAULT_FILE = "hosts.toml"
 ENV_VAR = "DEPLOYER_CONFIG"
@@ -205,7 +206,8 @@ class Config:
             raise ConfigError(f"{self.path}: say which stage with --stage "
                               f"(stages: {', '.join(self.stages)})")
         if name not in self.stages:
-            raise ConfigError(f"{self.path}: no stage {name!r} (stages: {', '.join(self.stages) or 'none'})")
+            raise ConfigError(f"{self.path}: no stage {name!r}{did_you_mean(name, self.stages)} "
+                              f"(stages: {', '.join(self.stages) or 'none'})")
         stage = self.stages[name]
         if stage.discover is not None:
             stage = replace(stage, hosts=stage.discover(), discover=None)
@@ -303,26 +305,60 @@ _HOST = {
 _TOP = {"app": dict, "build": dict, "ssh": dict, "stages": dict, "env": dict, **{name: dict for name in _PIPELINE_TABLES}}
 
 
-class _Reader:
-    """Validates one file's tables, every message prefixed with the file name."""
+class _Reported(ConfigError):
+    """A section whose problems are already in the reader's list: stop reading that section."""
 
-    def __init__(self, path: Path):
+
+class _Reader:
+    """Validates one file's tables, every message prefixed with the file name (and line).
+
+    A problem stops the section it is in (a table, a host, a stage); `section` records it and
+    the other sections are still read, so one run reports every problem of the file."""
+
+    def __init__(self, path: Path, text: str = ""):
         self.path = path
         self.base = path.parent
+        self.text = text
+        self.problems: list[str] = []
 
     def fail(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {where}: {message}")
+        line = locate(self.text, where)
+        return ConfigError(f"{self.path}:{line}: {where}: {message}" if line else f"{self.path}: {where}: {message}")
+
+    def section(self, read, *args, default=None):
+        """read(*args), or default once its problem is recorded."""
+        try:
+            return read(*args)
+        except _Reported:
+            return default
+        except ConfigError as exc:
+            self.problems.append(str(exc))
+            return default
+
+    def reported(self, read, *args):
+        """read(*args) outside parse (hosts_command runs when its stage is used): its problems raised."""
+        self.problems = []
+        try:
+            return read(*args)
+        except _Reported:
+            raise ConfigError("\n".join(self.problems)) from None
 
     def table(self, data: Any, where: str, schema: dict) -> dict:
         if not isinstance(data, dict):
             raise self.fail(where, "expected a table")
+        bad = []
         for key, value in data.items():
             if key not in schema:
-                raise self.fail(f"{where}.{key}", f"unknown key (expected one of: {', '.join(schema)})")
+                hint = did_you_mean(key, schema) or f" (expected one of: {', '.join(schema)})"
+                bad.append(self.fail(f"{where}.{key}", "unknown key" + hint))
+                continue
             kind, expected = schema[key]
             ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
             if not ok:
-                raise self.fail(f"{where}.{key}", f"expected {expected}, got {value!r}")
+                bad.append(self.fail(f"{where}.{key}", f"expected {expected}, got {value!r}"))
+        if bad:
+            self.problems += [str(e) for e in bad]
+            raise _Reported("")
         return data
 
     def resolve(self, value: str) -> str:
@@ -430,6 +466,8 @@ class _Reader:
             entry = _parse_host_string(entry, lambda m: self.fail(where, m))
         data = self.table(entry, where, _HOST)
         address = data.get("host")
+        if isinstance(address, str) and address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]
         if not address or any(c.isspace() for c in address) or address.startswith("-"):
             raise self.fail(f"{where}.host", f"expected a host name or address, got {address!r}")
         overrides = {k: data[k] for k in ("port", "user", "key") if k in data}
@@ -437,7 +475,8 @@ class _Reader:
         roles = data.get("roles", [])
         if not all(isinstance(r, str) and r for r in roles):
             raise self.fail(f"{where}.roles", f"expected a list of role names, got {roles!r}")
-        default_name = address if host_ssh.port in (None, 22) else f"{address}:{host_ssh.port}"
+        shown = f"[{address}]" if ":" in address else address
+        default_name = address if host_ssh.port in (None, 22) else f"{shown}:{host_ssh.port}"
         merged = dict(env or {})
         for role in roles:
             merged.update((role_env or {}).get(role, {}))
@@ -542,18 +581,22 @@ class _Reader:
               pipeline: Pipeline = Pipeline(), env: dict | None = None) -> Stage:
         where = f"stages.{name}"
         data = self.table(data, where, _STAGE)
-        stage_app = self.app(data["app"], f"{where}.app", app) if "app" in data else app
-        stage_ssh = self.ssh(data["ssh"], f"{where}.ssh", ssh) if "ssh" in data else ssh
-        stage_env = {**(env or {}), **self.env(data.get("env", {}), f"{where}.env")}
+        known = len(self.problems)
+        stage_app = self.section(self.app, data["app"], f"{where}.app", app, default=app) if "app" in data else app
+        stage_ssh = self.section(self.ssh, data["ssh"], f"{where}.ssh", ssh, default=ssh) if "ssh" in data else ssh
+        stage_env = {**(env or {}), **self.section(self.env, data.get("env", {}), f"{where}.env", default={})}
         role_env = data.get("role_env", {})
-        role_env = {role: self.env(body, f"{where}.role_env.{role}") for role, body in role_env.items()}
+        role_env = {role: self.section(self.env, body, f"{where}.role_env.{role}", default={})
+                    for role, body in role_env.items()}
         entries = data.get("hosts")
 
         def build(items: list) -> tuple[Host, ...]:
             if not items:
                 raise self.fail(f"{where}.hosts", "missing or empty (expected a list of hosts)")
-            hosts = tuple(self.host(e, f"{where}.hosts[{i}]", stage_ssh, stage_env, role_env)
+            hosts = tuple(self.section(self.host, e, f"{where}.hosts[{i}]", stage_ssh, stage_env, role_env)
                           for i, e in enumerate(items))
+            if None in hosts:
+                raise _Reported("")
             seen: set[str] = set()
             for h in hosts:
                 if h.name in seen:
@@ -567,10 +610,16 @@ class _Reader:
             if entries:
                 raise self.fail(f"{where}.hosts_command", "give either hosts or hosts_command, not both")
             hosts: tuple[Host, ...] = ()
-            discover = lambda: build(self.discover(command, f"{where}.hosts_command"))  # noqa: E731
+            discover = lambda: self.reported(build, self.discover(command, f"{where}.hosts_command"))  # noqa: E731
         else:
-            hosts = build(entries)
-        stage_pipeline = self.pipeline(data, f"{where}.", pipeline)
+            hosts = self.section(build, entries, default=())
+        stage_pipeline = pipeline
+        for table in _PIPELINE_TABLES:
+            if table in data:
+                stage_pipeline = self.section(self.pipeline, {table: data[table]}, f"{where}.", stage_pipeline,
+                                              default=stage_pipeline)
+        if len(self.problems) > known:
+            raise _Reported("")
         requires = data.get("requires", [])
         requires = (requires,) if isinstance(requires, str) else tuple(self.names(requires, f"{where}.requires"))
         return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline, requires=requires,
@@ -578,17 +627,55 @@ class _Reader:
 
 
 def _parse_host_string(text: str, fail) -> dict:
-    """'user@host:port' → host table."""
+    """'[user@]host[:port]' → host table. An IPv6 address takes brackets to carry a port
+    ('[::1]:2200', 'deploy@[2001:db8::1]:22'); without them ('::1') it is the whole address."""
     out: dict[str, Any] = {}
+    given = text
     if "@" in text:
         out["user"], text = text.rsplit("@", 1)
-    if text.count(":") == 1:
+    port = None
+    if text.startswith("["):
+        text, bracket, rest = text[1:].partition("]")
+        if not bracket or not text or (rest and not rest.startswith(":")):
+            raise fail(f"expected [user@]host[:port] or [user@][ipv6]:port, got {given!r}")
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
         text, port = text.split(":")
+    if port is not None:
         if not port.isdigit():
-            raise fail(f"bad port in host {text}:{port!r}")
+            raise fail(f"bad port {port!r} in host {given!r}")
         out["port"] = int(port)
     out["host"] = text
     return out
+
+
+def locate(text: str, where: str) -> int | None:
+    """Best effort: the line of `where` (e.g. stages.prod.hosts[1].port) in a TOML text: the line
+    that sets that key, else the closest enclosing table or key. tomllib gives no positions."""
+    parts = [p for p in re.sub(r"\[\d+\]", "", where).split(".") if p]
+    header: list[str] = []
+    last_key: list[str] = []
+    best, best_line = 0, None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        table = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        key = re.match(r"^([A-Za-z0-9_.\"' -]+?)\s*=", line)
+        if table:
+            path = header = _keys(table.group(1))
+        elif key:
+            path = last_key = header + _keys(key.group(1))
+        else:
+            path = last_key
+        score = len(path) if path == parts[:len(path)] else 0
+        if 0 < score < len(parts) and re.search(r"[{,]\s*" + re.escape(parts[-1]) + r"\s*=", line):
+            score = len(parts)         # set in an inline table on this line
+        if (table or key or score == len(parts)) and score > best:
+            best, best_line = score, number
+    return best_line
+
+
+def _keys(dotted: str) -> list[str]:
+    return [k.strip().strip("\"'") for k in dotted.split(".")]
 
 
 def with_recipe(data: dict, name: Any, reader: _Reader) -> dict:
@@ -628,41 +715,62 @@ def find_config_path(explicit: str | None = None) -> Path:
 
 def parse(text: str, path: Path) -> Config:
     """Validate a hosts.toml document's text."""
-    reader = _Reader(path)
+    reader = _Reader(path, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    for key, value in data.items():
+        at = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        raise ConfigError(f"{path}:{at.group(1) + ':' if at else ''} invalid TOML: {exc}") from None
+    for key, value in list(data.items()):
         if key not in _TOP:
-            raise reader.fail(key, f"unknown table (expected one of: {', '.join(_TOP)})")
-        if not isinstance(value, dict):
-            raise reader.fail(key, "expected a table")
+            hint = did_you_mean(key, _TOP) or f" (expected one of: {', '.join(_TOP)})"
+            reader.problems.append(str(reader.fail(key, "unknown table" + hint)))
+            del data[key]
+        elif not isinstance(value, dict):
+            reader.problems.append(str(reader.fail(key, "expected a table")))
+            del data[key]
     if "app" not in data:
-        raise reader.fail("app", "missing table (needs at least deploy_to)")
+        reader.problems.append(str(reader.fail("app", "missing table (needs at least deploy_to)")))
+        data["app"] = {"deploy_to": "/unset"}      # read on, to report the other problems too
     recipe = data["app"].get("recipe")
     if recipe:
-        data = with_recipe(data, recipe, reader)
-    app = reader.app(data["app"], "app", None)
-    build_data = reader.table(data.get("build", {}), "build", _BUILD)
-    build = BuildSettings(
-        source=Path(reader.resolve(build_data.get("source", "."))),
-        command=build_data.get("command", ""),
-        include=reader.rel_paths(build_data.get("include", []), "build.include"),
-        output=Path(reader.resolve(build_data.get("output", "artifacts"))),
-    )
-    ssh = reader.ssh(data.get("ssh", {}), "ssh", SSHSettings())
-    pipeline = reader.pipeline(data, "", Pipeline())
-    env = reader.env(data.get("env", {}), "env")
-    stages = {name: reader.stage(name, body, app, ssh, pipeline, env) for name, body in data.get("stages", {}).items()}
-    if not stages:
-        raise reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")
-    for stage in stages.values():
-        for req in stage.requires:
-            if req not in stages or req == stage.name:
-                raise reader.fail(f"stages.{stage.name}.requires",
-                                  f"{req!r} is not another stage (stages: {', '.join(stages)})")
+        data = reader.section(with_recipe, data, recipe, reader, default=data)
+    app = reader.section(reader.app, data["app"], "app", None, default=AppSettings(name="app", deploy_to="/unset"))
+    build = reader.section(_build, reader, data.get("build", {}), default=BuildSettings(source=Path(".")))
+    ssh = reader.section(reader.ssh, data.get("ssh", {}), "ssh", SSHSettings(), default=SSHSettings())
+    pipeline = Pipeline()
+    for name in _PIPELINE_TABLES:
+        if name in data:
+            pipeline = reader.section(reader.pipeline, {name: data[name]}, "", pipeline, default=pipeline)
+    env = reader.section(reader.env, data.get("env", {}), "env", default={})
+    stages = {}
+    for name, body in data.get("stages", {}).items():
+        stage = reader.section(reader.stage, name, body, app, ssh, pipeline, env)
+        if stage is not None:
+            stages[name] = stage
+    if not data.get("stages"):
+        reader.problems.append(str(reader.fail("stages", "no stage defined (expected [stages.NAME] with hosts)")))
+    declared = data.get("stages", {})
+    for name, body in declared.items():
+        requires = body.get("requires", []) if isinstance(body, dict) else []
+        for req in [requires] if isinstance(requires, str) else requires:
+            if isinstance(req, str) and (req not in declared or req == name):
+                reader.problems.append(str(reader.fail(
+                    f"stages.{name}.requires", f"{req!r} is not another stage{did_you_mean(req, declared)} "
+                                               f"(stages: {', '.join(declared)})")))
+    if reader.problems:
+        raise ConfigError("\n".join(reader.problems))
     return Config(path=path, app=app, build=build, ssh=ssh, stages=stages, pipeline=pipeline)
+
+
+def _build(reader: _Reader, data: dict) -> BuildSettings:
+    data = reader.table(data, "build", _BUILD)
+    return BuildSettings(
+        source=Path(reader.resolve(data.get("source", "."))),
+        command=data.get("command", ""),
+        include=reader.rel_paths(data.get("include", []), "build.include"),
+        output=Path(reader.resolve(data.get("output", "artifacts"))),
+    )
 
 
 def load(explicit: str | None = None) -> Config:

@@ -8,6 +8,28 @@ GATE_REFUSED = 4
 PARTIAL = 5
 INTERRUPTED = 130
 
+import difflib
+
+_program = "inv"       # the console script sets "deployer" (see cli.main)
+
+
+def set_program(name: str) -> None:
+    global _program
+    _program = name
+
+
+def command_line(args: str) -> str:
+    """A command line to suggest in a message, naming the program the user is running."""
+    return f"{_program} {args}"
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' when one of choices is close to word (or starts with it), else ''."""
+    choices = [str(c) for c in choices]
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    found = found or [c for c in choices if len(word) >= 2 and c.startswith(word)][:1]
+    return f" (did you mean {found[0]}?)" if found else ""
+
 
 class DeployerError(Exception):
     """A failure a person can act on: one line, no traceback, a distinct exit code."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import commands, ledger
 from . import state as host_state
 from .config import Host, Stage
-from .errors import DeployerError, HostError, LockHeld
+from .errors import DeployerError, HostError, LockHeld, command_line
 from .fleet import Fleet, HostRun
 from .output import Output
 from .paths import Paths
@@ -141,7 +141,7 @@ class Session:
         if lock and not run.locked:
             holder = run.state.lock.describe() if run.state.lock else "unknown holder"
             raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}; if that run is gone, "
-                           f"clear it with: inv unlock --stage {self.stage.name} --yes")
+                           f"clear it with: {command_line('unlock --stage ' + self.stage.name + ' --yes')}")
         if lock and run.state.current_problem():
             raise HostError(run.name, "check", run.state.current_problem())
 
@@ -206,7 +206,7 @@ class Session:
             errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked])
         for name, exc in errors.items():
             self.out.line(name, "abort", f"could not clean up: {exc} (the next run purges leftovers; "
-                          f"the lock may need: inv unlock --stage {self.stage.name} --yes)")
+                          f"the lock may need: {command_line('unlock --stage ' + self.stage.name + ' --yes')})")
 
     def restore(self, runs: list[HostRun], number: int) -> list[HostRun]:
         """Put hosts that switched to `number` back on the release they had before."""

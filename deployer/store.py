@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .artifact import Artifact, load_artifact
-from .errors import UsageError
+from .errors import UsageError, command_line
 
 
 class LocalStore:
@@ -45,7 +45,7 @@ class LocalStore:
         if matches:
             raise UsageError(f"{ref!r} matches several artifacts in {self.root}: "
                              + ", ".join(sorted({a.version for a in matches})))
-        raise UsageError(f"no artifact {ref!r} in {self.root} (see: inv artifacts)")
+        raise UsageError(f"no artifact {ref!r} in {self.root} (see: {command_line('artifacts')})")
 
     def put(self, artifact: Artifact) -> Artifact:
         """Builds write straight into the store's directory; anything else is refused."""

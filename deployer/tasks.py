@@ -15,7 +15,8 @@ from invoke import Collection, Exit, task
 from . import config as config_mod
 from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
-from .errors import BAD_INPUT, DeployerError, UsageError
+from .errors import BAD_INPUT, DeployerError, UsageError, command_line
+from .options import DeployerTask
 from .output import Output, redact
 from .plan import Options
 from .rollback import rollback as run_rollback
@@ -36,8 +37,9 @@ def _boundary(fn):
             rows = report.run_rows(exc.runs)
             out.table(rows, report.run_headers(rows))
             raise Exit(redact(f"error: {exc}"), code=exc.exit_code) from None
-        except DeployerError as exc:
-            raise Exit(redact(f"error: {exc}"), code=exc.exit_code) from None
+        except DeployerError as exc:         # a config's problems: one line each
+            raise Exit(redact("\n".join(f"error: {line}" for line in str(exc).splitlines() or [""])),
+                       code=exc.exit_code) from None
         except ArtifactError as exc:
             raise Exit(redact(f"error: {exc}"), code=getattr(exc, "exit_code", BAD_INPUT)) from None
     return wrapper
@@ -98,7 +100,7 @@ HELP_COMMON = {
     "config": "Path to hosts.toml (default: $DEPLOYER_CONFIG, then ./hosts.toml).",
     "hosts": "Comma-separated host names: only these hosts.",
     "roles": "Comma-separated roles: only hosts with one of them.",
-    "parallel": "How many hosts to work on at once (default 10).",
+    "parallel": "How many hosts to work on at once.",
     "json": "Print JSON instead of a table.",
 }
 
@@ -108,7 +110,7 @@ def command(name: str | None = None, **extra_help):
     def wrap(fn):
         params = inspect.signature(fn).parameters
         helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
-        kwargs = {"help": helps}
+        kwargs = {"help": helps, "klass": DeployerTask}
         if name:
             kwargs["name"] = name
         return task(**kwargs)(_boundary(fn))
@@ -145,15 +147,15 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
          force="Deploy past the promotion gate (needs --reason; recorded in the ledger).",
          reason="Why --force was needed.",
          allow_dirty="When building, allow a dirty work tree.",
-         strategy="all (default: every host switches together), rolling, or canary.",
-         batch="rolling: hosts switched per batch (default 1).",
+         strategy="all: every host switches together; rolling; or canary.",
+         batch="rolling: hosts switched per batch.",
          pause="rolling: seconds to wait between batches.",
-         canary="canary: hosts switched and verified first (default 1).",
+         canary="canary: hosts switched and verified first.",
          bake="canary: seconds to keep re-checking the canaries' health before the rest.",
          max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
          dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
 def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
-           allow_dirty=False, strategy="all", batch=1, pause="0", canary=1, bake="0", max_fail=0, dry_run=False,
+           allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
            force=False, reason="", json=False):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     cfg, st, selected = _target(config, stage, hosts, roles)
@@ -300,8 +302,7 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     maintenance.unlock(st, selected, Output())
 
 
-@command(name="up", hosts="How many hosts (default 3).", config="Where to write the config "
-         "(default hosts.sandbox.toml).", source="App to deploy (default: the bundled sample_app).")
+@command(name="up", hosts="How many hosts.", config="Where to write the config.", source="App to deploy (default: the bundled sample_app).")
 def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
     from . import sandbox
@@ -311,7 +312,7 @@ def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     src = str(Path(source).resolve()) if source else str(Path(__file__).resolve().parent.parent / "sample_app")
     started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
     Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
-                 f"next: inv deploy --config {config}")
+                 f"next: {command_line('deploy --config ' + config)}")
 
 
 @command(name="down")

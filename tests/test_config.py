@@ -87,7 +87,7 @@ def test_bad_config_is_one_clear_error(tmp_path, change, expected):
 
 def test_unknown_stage_names_the_known_ones(tmp_path):
     cfg = config.parse(GOOD, tmp_path / "hosts.toml")
-    with pytest.raises(ConfigError, match="no stage 'prod' .stages: staging, production"):
+    with pytest.raises(ConfigError, match="no stage 'prod' .did you mean production.. .stages: staging, production"):
         cfg.stage("prod")
 
 
@@ -181,3 +181,60 @@ def test_recipe_defaults_under_user_keys(tmp_path, monkeypatch):
     assert [h.command for h in cfg.pipeline.hooks] == ["recipe-step", "user-step"]
     with pytest.raises(ConfigError, match="unknown recipe 'nope' .recipes: .*generic"):
         config.parse(GOOD.replace('name = "shop"', 'name = "shop"\nrecipe = "nope"'), tmp_path / "hosts.toml")
+
+
+def _hosts(entries: str) -> tuple:
+    text = f'[app]\ndeploy_to = "/srv/a"\n[stages.s]\nhosts = {entries}\n'
+    return config.parse(text, Path("hosts.toml")).stage("s").hosts
+
+
+def test_ipv6_host_strings():
+    a, b, c, d, e = _hosts('["[::1]:2200", "deploy@[2001:db8::1]:22", "::1", "[fe80::2]", '
+                           '{ host = "[::2]", port = 2201 }]')
+    assert (a.address, a.port, a.user, a.name) == ("::1", 2200, None, "[::1]:2200")
+    assert (b.address, b.port, b.user, b.name) == ("2001:db8::1", 22, "deploy", "2001:db8::1")
+    assert (c.address, c.port, c.name) == ("::1", 22, "::1")          # bare: the whole string is the address
+    assert (d.address, d.port) == ("fe80::2", 22)
+    assert (e.address, e.port, e.name) == ("::2", 2201, "[::2]:2201")
+
+
+@pytest.mark.parametrize("entry", ["[::1]:x", "[::1", "[::1]2200", "[]:22", "host:", "u@h:22x"])
+def test_bad_host_strings_are_one_line_each(entry):
+    with pytest.raises(ConfigError) as err:
+        _hosts(f'["{entry}"]')
+    assert len(str(err.value).splitlines()) == 1 and "stages.s.hosts[0]" in str(err.value)
+
+
+def test_every_problem_reported_at_once_with_suggestions_and_lines():
+    text = textwrap.dedent("""\
+        [app]
+        deploy_to = "/srv/a"
+        keep_relases = 2
+        [sssh]
+        user = "x"
+        [verify]
+        retries = "three"
+        [stages.s]
+        hosts = ["a"]
+        ssh = { prot = 22 }
+        [stages.t]
+        hosts = [ { host = "b", rolez = ["web"] } ]
+        """)
+    with pytest.raises(ConfigError) as err:
+        config.parse(text, Path("h.toml"))
+    assert str(err.value).splitlines() == [
+        "h.toml:4: sssh: unknown table (did you mean ssh?)",
+        "h.toml:3: app.keep_relases: unknown key (did you mean keep_releases?)",
+        "h.toml:7: verify.retries: expected an integer >= 1, got 'three'",
+        "h.toml:10: stages.s.ssh.prot: unknown key (did you mean port?)",
+        "h.toml:12: stages.t.hosts[0].rolez: unknown key (did you mean roles?)",
+    ]
+
+
+def test_locate_finds_keys_tables_and_inline_tables():
+    text = '[app]\nname = "x"\n\n[stages."prod"]\nhosts = [\n  { host = "a" },\n  { host = "b", prot = 1 },\n]\n'
+    assert config.locate(text, "app.name") == 2
+    assert config.locate(text, "app.missing") == 1                       # the table it belongs in
+    assert config.locate(text, "stages.prod.hosts[1].prot") == 7
+    assert config.locate(text, "stages.prod") == 4
+    assert config.locate(text, "nowhere") is None

@@ -286,7 +286,7 @@ def test_sigkill_before_switch_leaves_stale_lock_and_orphan(sandbox, app_repo, p
     assert proc.returncode == 3
     assert f"{getpass.getuser()}@{socket.gethostname()} pid {p.pid}" in proc.stderr
     assert "ago" in proc.stderr and "started" in proc.stderr
-    assert "inv unlock --stage sandbox --yes" in proc.stderr
+    assert "deployer unlock --stage sandbox --yes" in proc.stderr
     assert cli(sb, "rollback").returncode == 3
     assert all(current(sb, h) == "releases/2" for h in sb.hosts)
     unlock = cli(sb, "unlock", "--yes")
@@ -631,7 +631,7 @@ def test_racing_deploys_loser_leaves_winners_lock_alone(sandbox, procs, tmp_path
     code, out, err = finish(loser)
     assert code == 3, out + err
     pause.wait(winner)
-    assert "held by" in err and f"pid {winner.pid}" in err and "inv unlock" in err
+    assert "held by" in err and f"pid {winner.pid}" in err and "deployer unlock" in err
     # the winner's lock is intact on every host, with one token
     tokens = set()
     for h in sb.hosts:

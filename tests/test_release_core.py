@@ -209,7 +209,7 @@ def test_concurrent_deploys_one_wins(sandbox, tmp_path):
     codes = sorted(r[0] for r in results)
     assert codes == [0, 3], results
     loser = next(r for r in results if r[0] == 3)
-    assert "held by" in loser[2] and "pid" in loser[2] and "inv unlock" in loser[2]
+    assert "held by" in loser[2] and "pid" in loser[2] and "deployer unlock" in loser[2]
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
     assert all(r["lock"] == "" for r in status(sb))
 
@@ -221,7 +221,7 @@ def test_stale_lock_reported_and_unlock(sandbox):
                "\"started\": \"2026-01-01T00:00:00Z\"}' > /srv/app/.deployer/lock/info && chown -R deploy /srv")
     proc = cli(sb, "deploy")
     assert proc.returncode == 3
-    assert "ops@laptop pid 4242" in proc.stderr and "inv unlock --stage sandbox --yes" in proc.stderr
+    assert "ops@laptop pid 4242" in proc.stderr and "deployer unlock --stage sandbox --yes" in proc.stderr
     assert release_dirs(sb, 1) == []
     assert cli(sb, "unlock").returncode == 2
     proc = cli(sb, "unlock", "--yes")
