@@ -278,7 +278,7 @@ def _ansistrano_deploys(sb, tmp_path: Path, versions: list[str]) -> None:
     sockets = tempfile.mkdtemp(prefix="ans-")       # ssh's control sockets need a short path
     env = {**os.environ, "LC_ALL": "C.UTF-8", "HOME": str(work), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_RETRY_FILES_ENABLED": "0",
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": sockets}
+           "ANSIBLE_SSH_CONTROL_PATH_DIR": sockets, "ANSIBLE_PIPELINING": "1"}
     for i, version in enumerate(versions):
         tarball = _tarball(tmp_path / f"ansi-{i}.tar.gz", version)
         proc = subprocess.run([str(playbook_bin), "-i", "hosts.ini", "deploy.yml", "-e", f"tarball={tarball}",
