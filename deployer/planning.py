@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import DeployerError
-from .state import HostState, release_number
+from .state import MAX_RELEASE, HostState, release_number
 
 
 def next_release_number(states: Mapping[str, HostState]) -> int:
     """1 + the highest release number on any target host: the same N everywhere."""
-    return 1 + max((s.highest for s in states.values()), default=0)
+    number = 1 + max((s.highest for s in states.values()), default=0)
+    if number > MAX_RELEASE:
+        raise DeployerError(f"release numbers are used up (releases/{MAX_RELEASE} exists): rename or remove it")
+    return number
 
 
 def rollback_target(state: HostState, to: int | str | None = None) -> int | str:

@@ -120,12 +120,12 @@ def _prepare_host(sb, deploy_to: str) -> None:
     assert code == 0, out
 
 
-def _capistrano_deploys(sb, tmp_path: Path, versions: list[str]) -> None:
+def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1) -> None:
     """Run Capistrano 3 (Debian's package) for real, one `cap sandbox deploy` per version."""
     cap = shutil.which("cap")
     assert cap, "Capistrano is not installed (scripts/setup installs Debian's capistrano)"
     work = tmp_path / "capistrano"
-    (work / "config" / "deploy").mkdir(parents=True)
+    (work / "config" / "deploy").mkdir(parents=True, exist_ok=True)
     (work / "Capfile").write_text(CAPFILE)
     (work / "config" / "deploy.rb").write_text(DEPLOY_RB)
     host = sb.hosts[0]
@@ -133,9 +133,9 @@ def _capistrano_deploys(sb, tmp_path: Path, versions: list[str]) -> None:
         f'server "{host.host}", port: {host.port}, user: "deploy", roles: %w[app]\n'
         f'set :ssh_options, {{ keys: ["{sb.key_path}"], auth_methods: %w[publickey], '
         f'user_known_hosts_file: "{sb.known_hosts_path}", verify_host_key: :always }}\n')
-    for i, version in enumerate(versions):
+    for i, version in enumerate(versions, first):
         env = {**os.environ, "TARBALL": str(_tarball(tmp_path / f"cap-{i}.tar.gz", version)),
-               "REVISION": f"{i + 1:040x}"}
+               "REVISION": f"{i:040x}"}
         proc = subprocess.run([cap, "sandbox", "deploy"], cwd=work, env=env, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -215,6 +215,13 @@ def test_capistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     rows = {str(r["N"]): r for r in releases(sb)}
     assert rows[names[1]]["git sha"] == f"{2:040x}"[:8] and rows[names[1]]["state"] == "foreign"
     _take_over(sb, "/srv/benchapp", names[1], "cap-2", names, ours=1)
+
+    # and back to Capistrano: its next deploy goes live beside ours, which it leaves alone
+    _capistrano_deploys(sb, tmp_path, ["cap-3"], first=3)
+    assert sb.exec(0, "cat /srv/benchapp/current/VERSION")[1].strip() == "cap-3"
+    assert "1" in release_dirs(sb, 0, "/srv/benchapp")
+    check = cli(sb, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 ANSISTRANO_PLAYBOOK = '''

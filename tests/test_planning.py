@@ -28,6 +28,8 @@ def test_next_release_number_is_one_above_the_highest_anywhere():
               "c": state()}
     assert planning.next_release_number(states) == 6
     assert planning.next_release_number({"a": state()}) == 1
+    with pytest.raises(DeployerError, match="used up"):
+        planning.next_release_number({"a": state(rel(10**9))})
 
 
 def test_rollback_target_skips_incomplete_bad_and_rolled_back():
