@@ -905,6 +905,32 @@ def build_artifact(
     return Artifact(path=tar_path, meta=meta)
 
 
+# The metadata keys the deployer reads, and what each must be. A hand-edited or foreign .json is
+# refused (exit 2, naming the key) rather than failing later with a traceback.
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "version": (str,), "git_sha": (str, type(None)), "sha256": (str,), "size": (int,),
+    "unpacked_size": (int,), "file_count": (int,), "dirty": (bool,), "commit_time": (str,),
+    "built_at": (str,), "built_by": (str,), "manifest": (dict,), "manifest_sha256": (str,),
+}
+_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a table",
+               type(None): "null"}
+
+
+def meta_problem(meta: dict) -> str | None:
+    """Why this metadata cannot be used (a known key of the wrong type), or None."""
+    for key, types in _META_TYPES.items():
+        if key not in meta:
+            continue
+        value = meta[key]
+        wrong = isinstance(value, bool) and bool not in types     # True is an int to Python
+        if wrong or not isinstance(value, types):
+            want = " or ".join(_TYPE_NAMES[t] for t in types)
+            return f"{key!r} must be {want}, got {json.dumps(value)[:60]}"
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            return f"{key!r} must not be negative, got {value}"
+    return None
+
+
 def load_artifact(path: Path) -> Artifact:
     """Load an existing artifact (the .tar.gz; a .json path is mapped to its tarball).
 
@@ -926,6 +952,9 @@ def load_artifact(path: Path) -> Artifact:
             raise ArtifactError(f"cannot read metadata {json_path.name}: {_one_line(str(exc))}") from None
         if not isinstance(meta, dict) or not meta.get("sha256"):
             raise ArtifactError(f"metadata {json_path.name} has no sha256")
+        problem = meta_problem(meta)
+        if problem:
+            raise ArtifactError(f"metadata {json_path.name}: {problem}")
         if meta["sha256"] != digest:
             raise ArtifactError(
                 f"artifact {path.name} sha256 mismatch: metadata says {str(meta['sha256'])[:12]}..., file is {digest[:12]}..."

@@ -8,6 +8,7 @@ handful of round trips per host: inspect+lock, prepare (upload+extract+link), sw
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -47,7 +48,8 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
     if lock_info is not None:
         parts.append(
             f"mkdir -p {q(paths.state)} 2>/dev/null || "
-            f"{{ echo \"cannot create {paths.state}: deploy_to is not writable by $(id -un)\" >&2; exit {NOT_WRITABLE}; }}"
+            f"{{ printf '%s\\n' {q(f'cannot create {paths.state}: deploy_to is not writable by')}\" $(id -un)\" >&2; "
+            f"exit {NOT_WRITABLE}; }}"
         )
         # mkdir wins once. A lost race reads the holder at once (the holder may be done a moment
         # later); one that has just released means try again, one between its mkdir and its info
@@ -156,8 +158,8 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         shared_files = tuple(shared_files) + (env_file,)
     parts.append(_DIGEST)
     differs = f"[ \"$got\" != {q(sha256)} ]"
-    mismatch = (f"echo \"artifact sha256 mismatch on host: expected {sha256}, got $got"
-                f" (truncated or corrupted in transit)\" >&2; exit {SHA_MISMATCH}")
+    mismatch = (f"printf '%s %s %s\\n' {q(f'artifact sha256 mismatch on host: expected {sha256}, got')} \"$got\""
+                f" '(truncated or corrupted in transit)' >&2; exit {SHA_MISMATCH}")
     # GNU tar reports a full disk only as "Wrote only N of M bytes": probe, and say it plainly
     full = (f"if ! head -c 65536 /dev/zero > {tmp}/.space-probe 2>/dev/null; then "
             f"echo {q(f'no space left on device: extracting release {number} into {paths.releases} failed')} >&2; fi")
@@ -367,19 +369,33 @@ def _unlock(paths: Paths, token: str) -> str:
             f"if [ \"$t\" = {q(token)} ]; then rm -rf {q(paths.lock)}; fi")
 
 
-def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str], ledger: str | None = None) -> str:
-    """Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock."""
-    parts = []
+CLEANUP_FAILED = "cleanup_failed"      # the field finish emits (with rm's status) when cleanup failed
+
+
+def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str], ledger: str | None = None,
+           done: str | None = None, failed: str | None = None) -> str:
+    """Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock.
+
+    Ledger lines: `done` first, whatever the cleanup does (a deploy's outcome: its release is
+    live already); then `ledger` if the cleanup succeeded, `failed` if it did not. A failed
+    cleanup still releases the lock and exits 0, emitting `cleanup_failed<TAB>status` (its
+    errors are on stderr), so it is never mistaken for a failure of what came before."""
+    cleanup = []
     if delete:
-        parts.append("rm -rf -- " + " ".join(q(posixpath.join(paths.releases, name)) for name in delete))
+        cleanup.append("rm -rf -- " + " ".join(q(posixpath.join(paths.releases, name)) for name in delete))
     keep = "|".join(q(f"{sha}.tar.gz") for sha in keep_artifacts) or "''"
-    parts += [
+    cleanup += [
         f"for f in {q(paths.cache)}/*.tar.gz {q(paths.cache)}/.part-*; do",
         f'  [ -e "$f" ] || continue; case "${{f##*/}}" in {keep}) ;; *) rm -f "$f";; esac',
         "done",
         # temp links of runs that died mid-switch: no run uses one while we hold the lock
         f'for l in {q(paths.deploy_to)}/.current-*; do if [ -L "$l" ]; then rm -f "$l"; fi; done',
-        _append_ledger(paths, ledger) if ledger else "",
+    ]
+    parts = [
+        _append_ledger(paths, done) if done else "",
+        "set +e", "(", "set -e", *cleanup, ")", "c=$?", "set -e",
+        f"if [ $c -eq 0 ]; then {_append_ledger(paths, ledger) if ledger else ':'}; "
+        f"else {_append_ledger(paths, failed) + '; ' if failed else ''}{_emit(CLEANUP_FAILED, '$c')}; fi",
         _unlock(paths, token),
     ]
     return _lines(*parts)
@@ -472,23 +488,35 @@ def _release_files(shared: tuple[str, ...], generated: tuple[str, ...]) -> str:
 
 # -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------
 
+def _assigns(env: dict[str, str]) -> list[str]:
+    """NAME=value words; a name that is not a shell variable name never reaches the script."""
+    bad = [k for k in env if not _NAME.fullmatch(k)]
+    if bad:
+        raise ValueError(f"not an environment variable name: {bad[0]!r}")
+    return [f"{k}={q(str(v))}" for k, v in sorted(env.items())]
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _exports(env: dict[str, str]) -> str:
-    return "; ".join(f"export {k}={q(str(v))}" for k, v in sorted(env.items()))
+    return "; ".join(f"export {a}" for a in _assigns(env))
 
 
 def _as(run_as: str, env: dict[str, str], command: str) -> str:
     """sh -c COMMAND with env, as the deploy user or via `sudo -n -u RUN_AS` (never prompts)."""
     if not run_as:
         return (_exports(env) + "; " if env else "") + f"sh -c {q(command)}"
-    assigns = " ".join(f"{k}={q(str(v))}" for k, v in sorted(env.items()))
-    return f"sudo -n -u {q(run_as)} -- env {assigns} sh -c {q(command)}".replace("env  sh", "env sh")
+    return " ".join(["sudo -n -u", q(run_as), "-- env", *_assigns(env), "sh -c", q(command)])
 
 
-def in_release(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
-    """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the deploy's env."""
+def in_release(paths: Paths, number: int | None, command: str, env: dict[str, str], run_as: str = "") -> str:
+    """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the
+    deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
+    where = q(paths.deploy_to if number is None else paths.release(number))
     if run_as:
-        return _lines(f"cd {q(paths.release(number))}", "exec " + _as(run_as, env, command))
-    return _lines(f"cd {q(paths.release(number))}", _exports(env) if env else "", f"exec sh -c {q(command)}")
+        return _lines(f"cd {where}", "exec " + _as(run_as, env, command))
+    return _lines(f"cd {where}", _exports(env) if env else "", f"exec sh -c {q(command)}")
 
 
 def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
@@ -530,8 +558,9 @@ def verify_http(url: str, *, status: int, body: str, timeout: int, retries: int,
         f"  if [ \"$code\" = {int(status)} ] && grep -qF -- {q(body)} \"$f\"; then echo \"HTTP $code after $i attempt(s)\"; exit 0; fi"
         if body else
         f"  if [ \"$code\" = {int(status)} ]; then echo \"HTTP $code after $i attempt(s)\"; exit 0; fi",
-        f"  if [ $i -ge {int(retries)} ]; then echo \"health check failed: {url} answered HTTP $code"
-        f"{' without ' + repr(body) if body else ''} (expected {int(status)}) after $i attempt(s)\" >&2; "
+        f"  if [ $i -ge {int(retries)} ]; then printf '%s %s%s (expected %s) after %s attempt(s)\\n' "
+        f"{q(f'health check failed: {url} answered HTTP')} \"$code\" {q(' without ' + repr(body) if body else '')} "
+        f"{int(status)} \"$i\" >&2; "
         "head -c 300 \"$f\" >&2; exit 1; fi",
         f"  sleep {float(interval):g}",
         "done",

@@ -201,7 +201,9 @@ class Pipeline:
 
     def hooks(self, point: str, runs: list[HostRun]) -> None:
         try:
-            hooks.run_point(self.session, self.ctx, point, runs, lambda run: self.number)
+            # before_prepare: releases/N does not exist yet, so remote hooks run in deploy_to
+            number = None if point == "before_prepare" else self.number
+            hooks.run_point(self.session, self.ctx, point, runs, lambda run: number)
         except hooks.HookFailed as exc:
             raise HookError(point, str(exc)) from None
 
@@ -357,16 +359,22 @@ class Pipeline:
         doomed = self.doomed(run)
         keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
         checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
-        line = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed)
-        return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, ledger=line)
+        # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
+        # checks: the promotion gate must see it); a failed cleanup gets a line of its own
+        done = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed)
+        failed = s.ledger(run, "failed", action="cleanup", release=self.number,
+                          error=f"cleanup after the deploy failed (could not remove {', '.join(doomed) or 'cache entries'})")
+        return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, done=done, failed=failed)
 
     def finish(self, run: HostRun) -> None:
-        with_switch = self.finished.get(run.name)
-        if with_switch is None:
-            self.session.run(run, "finish", self.finish_script(run))
-        elif with_switch.field("finished") != "0":
-            raise HostError(run.name, "finish", with_switch.tail())
+        result = self.finished.get(run.name)
+        if result is None:
+            result = self.session.run(run, "finish", self.finish_script(run))
+        elif result.field("finished") != "0":
+            raise HostError(run.name, "finish", result.tail())
         run.locked = False
+        if result.field(commands.CLEANUP_FAILED) is not None:      # recorded and unlocked by the script
+            raise HostError(run.name, "finish", f"cleanup failed: {result.tail()}")
         run.result = "ok"
         doomed = self.doomed(run)
         if doomed:

@@ -70,7 +70,8 @@ def targets(hook: Hook, runs: list) -> list:
 
 def run_point(session, ctx: HookContext, point: str, runs: list, release_of) -> None:
     """Every hook declared at `point`, in order: remote ones on their hosts (in parallel, in
-    releases/<release_of(run)>), local and python ones here. HookFailed on the first failure."""
+    releases/<release_of(run)>, or deploy_to when that is None), local and python ones here.
+    HookFailed on the first failure."""
     for hook in session.stage.pipeline.hooks_at(point):
         ctx.step = point
         if hook.command:
@@ -82,7 +83,7 @@ def run_point(session, ctx: HookContext, point: str, runs: list, release_of) -> 
                 raise HookFailed(f"hook failed on {', '.join(sorted(failures))}: "
                                  + "; ".join(str(e) for e in failures.values()))
         elif session.dry_run:
-            session.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}")
+            session.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}", multiline=True)
         elif hook.local:
             run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
             session.out.line("local", point, f"hook ok: {hook.local}")

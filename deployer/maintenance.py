@@ -7,7 +7,7 @@ import io
 from . import commands, envfile, hooks, planning
 from . import state as host_state
 from .config import Host, Stage
-from .errors import UsageError
+from .errors import HostError, UsageError
 from .fleet import HostRun
 from .output import Output
 from .session import Session
@@ -42,9 +42,13 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
                                       previous if isinstance(previous, (int, str)) else None, foreign=foreign)
             keep = planning.kept_artifacts(run.state, doomed)
             line = session.ledger(run, "ok", release=current, cleaned=doomed)
-            session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
-                                                        keep_artifacts=keep, ledger=line))
-            run.locked, run.result = False, "ok"
+            failed = session.ledger(run, "failed", release=current, error=f"could not remove {', '.join(doomed) or 'cache entries'}")
+            result = session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
+                                                                 keep_artifacts=keep, ledger=line, failed=failed))
+            run.locked = False
+            if result.field(commands.CLEANUP_FAILED) is not None:
+                raise HostError(run.name, "cleanup", result.tail())
+            run.result = "ok"
             out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
 
         session.must("cleanup", clean, undo=True)

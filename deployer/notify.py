@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from .config import NotifySettings
-from .output import MASK, redact_data
+from .output import MASK, redact_data, safe
 
 ALWAYS = ("failed", "rolled back")
 
@@ -57,7 +57,7 @@ def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
             errors.append(f"notify command: {exc}")
     errors = redact_data(errors)
     for err in errors:
-        print(f"warning: notification '{event}' not delivered: {err}", file=sys.stderr, flush=True)
+        print(safe(f"warning: notification '{event}' not delivered: {err}"), file=sys.stderr, flush=True)
     return errors
 
 

@@ -102,6 +102,28 @@ def _cut_edges(text: str, start: int, end: int, secret: str) -> list[tuple[int, 
     return spans
 
 
+# What a terminal would act on rather than show: C0 controls (ESC starts every escape sequence),
+# DEL, C1 controls (0x9b is a one-byte CSI), the line and paragraph separators, and the bidi
+# overrides and isolates that reorder what is shown
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_KEEPING_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text, keep_newlines: bool = False):
+    """Text as it may reach a terminal: every control character shown escaped (\\x1b, \\n,
+    \\u202e), never acted on. Versions, metadata and whatever a host reports pass through it;
+    with keep_newlines, multi-line text keeps its line breaks and tabs."""
+    if not isinstance(text, str):
+        return text
+    pattern = _UNSAFE_KEEPING_LINES if keep_newlines else _UNSAFE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def safe(text, keep_newlines: bool = False):
+    """redact, then printable: what every printed line goes through."""
+    return printable(redact(text), keep_newlines)
+
+
 class Output:
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
@@ -113,15 +135,17 @@ class Output:
         if self.quiet:
             return
         stamp = time.monotonic() - self._started
-        self._print(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}")
+        self._print(safe(f"{stamp:6.2f}s  {host:<16} {step:<9} {text}"))
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, multiline: bool = False) -> None:
+        """One line (a newline in it is shown escaped: a value cannot forge a line), or with
+        multiline, text whose line breaks are its own (dry-run scripts)."""
         if not self.quiet:
-            self._print(text)
+            self._print(text if multiline else safe(text))
 
     def table(self, rows: list[dict], headers: list[str] | None = None) -> None:
         headers = headers or (list(rows[0]) if rows else [])
-        body = [[row.get(h, "") for h in headers] for row in rows]
+        body = [[safe(row.get(h, "")) for h in headers] for row in rows]
         from tabulate import tabulate     # loaded when a table is printed (~25 ms)
         self._print(tabulate(body, headers=headers, tablefmt="simple"))
 
@@ -133,7 +157,7 @@ class Output:
         what is printed after that goes nowhere, the work and the exit code stay the same."""
         with self._lock:
             try:
-                print(redact(text), file=self.stream, flush=True)
+                print(safe(text, keep_newlines=True), file=self.stream, flush=True)
             except BrokenPipeError:
                 self.stream = discard(self.stream)
 

@@ -7,7 +7,8 @@ definition forces a rebuild and unchanged definitions skip it.
 
 Containers are started with testcontainers (an optional extra,
 ``deployer[sandbox]``; imported lazily) without its reaper, so hosts started by
-``up()`` outlive the process until ``down()`` removes them by label.
+``up()`` outlive the process until ``down()`` removes them: only those, by a label naming
+the user and sandbox directory that started them.
 
 Each container generates its own ed25519 host key when it starts and serves
 only that key, so a known_hosts file pinning it is unambiguous. sshd logs to
@@ -421,7 +422,7 @@ def stop_hosts(hosts: Iterable[SandboxHost]) -> None:
 
 
 def stop_all(label: str = DEFAULT_LABEL) -> int:
-    """Force-remove every container carrying the label; return how many."""
+    """Force-remove every container carrying the label (``key`` or ``key=value``); return how many."""
     import docker
 
     client = _docker_client()
@@ -493,31 +494,46 @@ def write_config(path: Path, hosts: list[SandboxHost], key_path: Path, known_hos
 # --- inv sandbox.up / sandbox.down -------------------------------------------
 
 
+def instance(workdir: Path, label: str = DEFAULT_LABEL) -> dict[str, str]:
+    """The label naming the hosts one ``up()`` started: this user's, for this sandbox directory.
+    ``down()`` and ``running()`` see only these, never another checkout's or another user's."""
+    owner = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "")
+    digest = hashlib.sha256(f"{owner}:{Path(workdir).resolve()}".encode()).hexdigest()[:16]
+    return {f"{label}.instance": digest}
+
+
 def up(n: int, workdir: Path = Path(".sandbox"), config_path: Path = Path("hosts.sandbox.toml"),
        source: str = ".", *, label: str = DEFAULT_LABEL) -> list[SandboxHost]:
-    """Replace any running sandbox with n fresh hosts; write the key, known_hosts and config.
+    """Replace the sandbox this directory started with n fresh hosts; write the key, known_hosts
+    and config.
 
     Each host's port 80 is published on 127.0.0.1 as well (see ``running()`` / ``http_port``).
     """
-    stop_all(label)
+    down(workdir, label)
     ensure_image()
     key = ensure_client_key(workdir)
     # port 80 is published too (loopback only), for `python -m deployer.sandbox serve` / `traffic`
-    hosts = start_hosts(n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None})
+    hosts = start_hosts(n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None},
+                        labels=instance(workdir, label))
     known_hosts = write_known_hosts(Path(workdir) / "known_hosts", hosts)
     write_config(config_path, hosts, key, known_hosts, source=source)
     return hosts
 
 
-def down(label: str = DEFAULT_LABEL) -> int:
-    """Remove every sandbox host started by up(); return how many."""
-    return stop_all(label)
+def down(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> int:
+    """Remove the hosts up() started for this directory (and no others); return how many."""
+    return stop_all(_filter(workdir, label))
 
 
-def running(label: str = DEFAULT_LABEL) -> list[SandboxHost]:
-    """The running hosts carrying the label (as started by ``up()``), ordered host-1, host-2, ..."""
+def _filter(workdir: Path, label: str) -> str:
+    (key, value), = instance(workdir, label).items()
+    return f"{key}={value}"
+
+
+def running(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> list[SandboxHost]:
+    """The running hosts up() started for this directory, ordered host-1, host-2, ..."""
     hosts = []
-    for c in _docker_client().containers.list(filters={"label": label}):
+    for c in _docker_client().containers.list(filters={"label": _filter(workdir, label)}):
         ports = _published(c)
         if "22/tcp" in ports:
             hosts.append(SandboxHost(name=c.labels[label], host="127.0.0.1", port=ports["22/tcp"],

@@ -26,7 +26,7 @@ from .errors import DeployerError, HostError, LockHeld, command_line
 from .fleet import Fleet, HostRun
 from .output import Output
 from .paths import Paths
-from .remote import Cancelled, Result, TransportError, connection
+from .remote import Cancelled, Result, TransportError, check_known_hosts, connection
 
 
 def who() -> str:
@@ -74,17 +74,20 @@ class Session:
     forced: bool = False
 
     def __post_init__(self):
+        for path in sorted({h.ssh.known_hosts for h in self.hosts}):
+            check_known_hosts(path)         # bad input: before any host is contacted
         self.paths = Paths(self.stage.app.deploy_to)
         self.runs = [HostRun(h) for h in self.hosts]
         self.fleet = Fleet(self.runs, self.parallel)
         self.started = time.monotonic()
 
-    def ledger(self, run: HostRun, result: str, *, release: int | None = None, error: str = "", **extra) -> str:
-        """This run's ledger line for one host."""
+    def ledger(self, run: HostRun, result: str, *, release: int | None = None, error: str = "",
+               action: str | None = None, **extra) -> str:
+        """This run's ledger line for one host (for this run's action unless told another)."""
         art = self.artifact
         fields = {"version": getattr(art, "version", "") or "", "git_sha": getattr(art, "git_sha", "") or "",
                   "artifact_sha256": getattr(art, "sha256", "") or "", **extra}
-        return ledger.entry(self.action, self.stage.name, result, who=who(), host=run.name,
+        return ledger.entry(action or self.action, self.stage.name, result, who=who(), host=run.name,
                             duration=time.monotonic() - self.started, release=release, reason=self.reason,
                             forced=self.forced, error=error, **fields)
 
@@ -105,7 +108,7 @@ class Session:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail)."""
         if self.dry_run and step not in READ_ONLY_STEPS:
             self.out.say(f"--- {run.name} · {step}{' (artifact on stdin)' if kwargs.get('stdin') else ''}\n"
-                         f"{script.rstrip()}")
+                         f"{script.rstrip()}", multiline=True)
             return Result(0, "", "")
         if run.conn is None or not run.conn.alive:
             self.connect(run)
@@ -119,8 +122,9 @@ class Session:
             raise HostError(run.name, step, result.tail())
         return result
 
-    def in_release(self, run: HostRun, step: str, number: int, command: str, env: dict[str, str]) -> Result:
-        """A user command (hook, restart, smoke, verify) in releases/N, as [app] run_as when set."""
+    def in_release(self, run: HostRun, step: str, number: int | None, command: str, env: dict[str, str]) -> Result:
+        """A user command (hook, restart, smoke, verify) in releases/N (no N: deploy_to), as
+        [app] run_as when set."""
         return self.run(run, step, commands.in_release(self.paths, number, command, env, self.stage.app.run_as))
 
     def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None) -> None:

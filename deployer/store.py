@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .artifact import Artifact, load_artifact
+from .artifact import Artifact, load_artifact, meta_problem
 from .errors import UsageError, command_line
 
 
@@ -28,7 +28,8 @@ class LocalStore:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if tarball.is_file() and isinstance(meta, dict) and meta.get("sha256") and "size" in meta:
+            if (tarball.is_file() and isinstance(meta, dict) and meta.get("sha256") and "size" in meta
+                    and meta_problem(meta) is None):
                 found.append(Artifact(path=tarball, meta=meta))
         return sorted(found, key=lambda a: (a.meta.get("built_at", ""), a.version), reverse=True)
 

@@ -17,7 +17,7 @@ from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
 from .errors import BAD_INPUT, DeployerError, UsageError, command_line
 from .options import DeployerTask
-from .output import Output, redact
+from .output import Output, safe
 from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
@@ -36,12 +36,12 @@ def _boundary(fn):
             out = Output()
             rows = report.run_rows(exc.runs)
             out.table(rows, report.run_headers(rows))
-            raise Exit(redact(f"error: {exc}"), code=exc.exit_code) from None
+            raise Exit(safe(f"error: {exc}"), code=exc.exit_code) from None
         except DeployerError as exc:         # a config's problems: one line each
-            raise Exit(redact("\n".join(f"error: {line}" for line in str(exc).splitlines() or [""])),
+            raise Exit("\n".join(safe(f"error: {line}") for line in str(exc).splitlines() or [""]),
                        code=exc.exit_code) from None
         except ArtifactError as exc:
-            raise Exit(redact(f"error: {exc}"), code=getattr(exc, "exit_code", BAD_INPUT)) from None
+            raise Exit(safe(f"error: {exc}"), code=getattr(exc, "exit_code", BAD_INPUT)) from None
     return wrapper
 
 
@@ -125,8 +125,9 @@ def build(c, config=None, allow_dirty=False):
     out = Output()
     art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
                          include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
-    out.say(f"built {art.path}\n  version {art.version}\n  git sha {art.git_sha}\n  sha256  {art.sha256}\n"
-            f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files")
+    for line in (f"built {art.path}", f"  version {art.version}", f"  git sha {art.git_sha}", f"  sha256  {art.sha256}",
+                 f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files"):
+        out.say(line)
 
 
 @command()
@@ -312,15 +313,15 @@ def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     src = str(Path(source).resolve()) if source else str(Path(__file__).resolve().parent.parent / "sample_app")
     started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
     Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
-                 f"next: {command_line('deploy --config ' + config)}")
+                 f"next: {command_line('deploy --config ' + config)}", multiline=True)
 
 
 @command(name="down")
 def sandbox_down(c):
-    """Stop and remove every sandbox host."""
+    """Stop and remove the hosts sandbox.up started from this directory (no other checkout's or user's)."""
     from . import sandbox
-    sandbox.down()
-    Output().say("sandbox hosts removed")
+    removed = sandbox.down(Path(".sandbox"))
+    Output().say(f"{removed} sandbox host(s) removed")
 
 
 @command(name="push")

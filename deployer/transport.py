@@ -34,6 +34,7 @@ from typing import BinaryIO
 import fabric
 import paramiko
 from paramiko.common import cMSG_IGNORE
+from paramiko.hostkeys import InvalidHostKey
 
 from .config import Host, SSHSettings
 from .remote import CHUNK, SLICE, Cancelled, Result, TransportError  # noqa: F401 (re-exported)
@@ -90,8 +91,14 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         with self._lock:
             client.get_host_keys().add(hostname, key.get_name(), key)
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(self.path, "a") as fh:
-                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            with open(self.path, "a+b") as fh:
+                # a file whose last line has no newline would glue the two entries into one
+                # line that no SSH client can read
+                if fh.seek(0, os.SEEK_END) > 0:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n".encode())
 
 
 def _fabric_config(ssh: SSHSettings) -> fabric.Config:
@@ -160,7 +167,11 @@ class Connection:
     def open(self) -> "Connection":
         """Connect (through the gateway, if any) with strict host keys, timeouts and keepalive."""
         ssh = self.host.ssh
-        conn = _fabric_connection(self.host.address, ssh.user, ssh.port, ssh, gateway=_gateway(ssh))
+        try:
+            conn = _fabric_connection(self.host.address, ssh.user, ssh.port, ssh, gateway=_gateway(ssh))
+        except InvalidHostKey:
+            raise TransportError(f"known_hosts {os.path.expanduser(ssh.known_hosts)} has a corrupt line "
+                                 "(two entries run together?); fix or remove it") from None
         try:
             _open(conn, ssh)
         except paramiko.BadHostKeyException as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,17 +65,17 @@ def releases(sb) -> list[dict]:
 
 def tree(sb, host, deploy_to: str = "/srv/app") -> str:
     """A listing of every path under deploy_to with link targets: compare before/after."""
-    code, out = sb.exec(host, f"cd {deploy_to} 2>/dev/null && find . -printf '%p %y %l\\n' | sort")
+    code, out = sb.exec(host, f"cd {shlex.quote(deploy_to)} 2>/dev/null && find . -printf '%p %y %l\\n' | sort")
     return out
 
 
 def release_dirs(sb, host, deploy_to: str = "/srv/app") -> list[str]:
-    code, out = sb.exec(host, f"ls -A {deploy_to}/releases 2>/dev/null")
+    code, out = sb.exec(host, f"ls -A {shlex.quote(deploy_to + '/releases')} 2>/dev/null")
     return sorted(out.split())
 
 
 def current(sb, host, deploy_to: str = "/srv/app") -> str:
-    code, out = sb.exec(host, f"readlink {deploy_to}/current")
+    code, out = sb.exec(host, f"readlink {shlex.quote(deploy_to + '/current')}")
     return out.strip() if code == 0 else ""
 
 

@@ -460,3 +460,41 @@ def test_load_artifact_without_json_checks_members(tmp_path):
         load_artifact(p)
     with pytest.raises(ArtifactError, match="not found"):
         load_artifact(tmp_path / "nope.tar.gz")
+
+
+@pytest.mark.parametrize("key, value", [("size", "big"), ("size", True), ("size", -1), ("version", 7),
+                                        ("version", ["v1"]), ("git_sha", 1), ("file_count", "3"),
+                                        ("unpacked_size", 1.5), ("dirty", "no"), ("manifest", []),
+                                        ("manifest_sha256", None), ("built_at", {"t": 1})])
+def test_load_artifact_refuses_metadata_of_the_wrong_type_naming_the_key(repo, tmp_path, key, value):
+    art = build(repo, tmp_path / "out")
+    meta = json.loads(art.json_path.read_text())
+    meta[key] = value
+    art.json_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=f"^metadata {re.escape(art.json_path.name)}: '{key}' must (not )?be "):
+        load_artifact(art.path)
+
+
+def test_a_malformed_json_beside_artifact_is_bad_input_in_one_line(repo, tmp_path):
+    """`deploy --artifact` and `artifacts` with a hand-edited .json beside the tarball: exit 2 and
+    one line naming the key (the deploy), a listing without it (artifacts); no traceback, no host
+    contacted (the configured one does not exist)."""
+    out = tmp_path / "out"
+    art = build(repo, out)
+    meta = json.loads(art.json_path.read_text())
+    meta["size"] = "big"
+    art.json_path.write_text(json.dumps(meta))
+    config = write(tmp_path / "hosts.toml", f'[app]\nname = "demo"\ndeploy_to = "/srv/demo"\n'
+                                            f'[build]\noutput = "{out}"\n'
+                                            '[stages.s]\nhosts = [{ host = "127.0.0.1", port = 9 }]\n')
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(config)],
+                              capture_output=True, text=True, env=env, timeout=60)
+    proc = cli("deploy", "--artifact", str(art.path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: metadata {art.json_path.name}: 'size' must be a whole number, "
+                                        'got "big"']
+    listed = cli("artifacts")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr

@@ -393,3 +393,128 @@ def test_drift_reports_modified_removed_added_and_skips_shared(tmp_path):
     (rel / "log").symlink_to(tmp_path)          # the shared link: never reported
     out = sh(commands.drift(paths, ("log",))).stdout.decode().splitlines()
     assert sorted(out) == ["added\tnew file.sh", "checked\t3", "modified\tapp.py", "removed\tgone.txt"]
+
+
+# -- every builder, every string parameter hostile --------------------------------------------
+
+def _payloads(canary: Path) -> list[str]:
+    """Ways a value breaks out of bad quoting, each creating `canary` if it runs."""
+    c = str(canary)
+    return [f"$(touch {c})", f"`touch {c}`", f"x; touch {c}", f"x\ntouch {c}\n", f'odd "quote $(touch {c})',
+            f"it's; touch {c}; '", f'\\"; touch {c}; echo \\', f"-n \\c %s $HOME ${{x:-$(touch {c})}}"]
+
+
+def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
+    """Every public script builder, every string it takes set to `hostile` (a user command, which
+    is meant to run, excepted: it is passed intact and prints a hostile environment value)."""
+    paths = Paths(deploy_to)
+    env = {"DEPLOY_VERSION": hostile, "DEPLOY_TO": hostile}
+    command = 'printf "%s" "$DEPLOY_VERSION" > /dev/null'
+    link = commands.LinkSource(1, hostile)
+    many = (hostile, "log " + hostile)
+    return {
+        "inspect": commands.inspect(paths, lock_info=hostile, lock_token=hostile, artifact_sha=hostile),
+        "prepare-upload": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
+                                           shared_dirs=many, shared_files=many, env_file=hostile, env_size=4),
+        "prepare-stream": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
+                                           stream=True),
+        "prepare-cached": commands.prepare(paths, 3, hostile, hostile, upload=False, release_json=hostile,
+                                           shared_dirs=many, link_from=link, generated=many),
+        "write_env": commands.write_env(paths, hostile, hostile, ledger=hostile),
+        "read_env": commands.read_env(paths, hostile),
+        "switch": commands.switch(paths, 3, hostile, mark_rolled_back=2, release_lock=True, ledger=hostile),
+        "unswitch": commands.unswitch(paths, 3),
+        "finish": commands.finish(paths, hostile, delete=[hostile, "2"], keep_artifacts=[hostile], ledger=hostile),
+        "switch_then_finish": commands.switch_then_finish(
+            commands.switch(paths, 3, hostile), commands.finish(paths, hostile, delete=[hostile], keep_artifacts=[])),
+        "abort": commands.abort(paths, 3, hostile, ledger=hostile),
+        "unlock-token": commands.unlock(paths, hostile),
+        "unlock-force": commands.unlock(paths, None, ledger=hostile),
+        "read_ledger": commands.read_ledger(paths, hostile),
+        "drift": commands.drift(paths, many, many),
+        "in_release": commands.in_release(paths, 3, command, env),
+        "in_release-deploy_to": commands.in_release(paths, None, command, env),
+        "in_release-run_as": commands.in_release(paths, 3, command, env, run_as=hostile),
+        "migrate": commands.migrate(paths, 3, command, env, run_as=hostile),
+        "unmigrate": commands.unmigrate(paths, 3, command, env),
+        "verify_http": commands.verify_http("http://127.0.0.1:9/" + hostile, status=200, body=hostile,
+                                            timeout=1, retries=1, interval=0),
+        "mark_bad": commands.mark_bad(paths, 3, hostile),
+    }
+
+
+@pytest.mark.parametrize("where", ["writable", "unwritable"])
+def test_no_builder_runs_a_hostile_value(tmp_path, where):
+    """Quotes, $(), backticks, newlines and backslashes in deploy_to, tokens, names, ledger lines,
+    URLs, bodies and env values: every script parses (sh -n), and running it in a real sh never
+    runs the value (the canary is never created), on the happy paths and on the failure paths
+    (deploy_to under a regular file: every mkdir fails, so the error messages are printed)."""
+    canary = tmp_path / "CANARY"
+    base = tmp_path / "srv"
+    base.mkdir()
+    if where == "unwritable":
+        base = base / "a-file"
+        base.write_text("")
+    names = set()
+    for i, hostile in enumerate(_payloads(canary)):
+        for name, script in _builders(hostile, f"{base}/app{i} {hostile}").items():
+            names.add(name)
+            parsed = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+            assert parsed.returncode == 0, f"{name} with {hostile!r}: {parsed.stderr}"
+            subprocess.run(["sh", "-c", script], input=b"data", capture_output=True, timeout=30, cwd=tmp_path)
+            assert not canary.exists(), f"{name} ran a value: {hostile!r}"
+    public = {n for n, f in vars(commands).items() if callable(f) and not n.startswith("_")
+              and getattr(f, "__module__", "") == commands.__name__ and n not in ("LinkSource", "q")}
+    assert public <= {n.split("-")[0] for n in names}, "a builder the test does not cover"
+
+
+def test_the_lock_and_health_check_messages_carry_hostile_values_verbatim(tmp_path):
+    """The failure lines that name deploy_to and the health check's URL and body print them as
+    they are: quoted, not expanded, not cut at a quote."""
+    (tmp_path / "file").write_text("")
+    deploy_to = f'{tmp_path}/file/x$(id)"`y`'
+    locked = sh(commands.inspect(Paths(deploy_to), lock_info="{}", lock_token="t"))
+    assert locked.returncode == commands.NOT_WRITABLE
+    assert locked.stderr.decode().startswith(f"cannot create {deploy_to}/.deployer: deploy_to is not writable by ")
+    url, body = 'http://127.0.0.1:9/$(id)"', 'say "hi'
+    failed = sh(commands.verify_http(url, status=200, body=body, timeout=1, retries=1, interval=0))
+    assert failed.returncode == 1
+    assert failed.stderr.decode().splitlines()[0] == (
+        f"health check failed: {url} answered HTTP 000 without {body!r} (expected 200) after 1 attempt(s)")
+
+
+@pytest.mark.parametrize("ride", [False, True], ids=["own-command", "after-the-switch"])
+def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlocks(tmp_path, ride):
+    """The finish's `done` line (the deploy's outcome) is written before the cleanup, `failed`
+    after a cleanup that failed (an `rm` that cannot remove release 1 here), the lock is released
+    either way, and the failure is emitted as its own field with exit 0 (on its own or after the
+    switch), never taken for a failed switch."""
+    paths = Paths(str(tmp_path / "app"))
+    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
+    for n in (1, 2):
+        (tmp_path / "app" / "releases" / str(n) / ".deployer").mkdir(parents=True)
+        (tmp_path / "app" / "releases" / str(n) / ".deployer" / "complete").touch()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "rm").write_text('#!/bin/sh\ncase "$*" in *releases/1*) echo "rm: cannot remove releases/1" >&2; '
+                             'exit 1;; esac\nexec /bin/rm "$@"\n')
+    (fake / "rm").chmod(0o755)
+    script = commands.finish(paths, "T", delete=["1"], keep_artifacts=[], done='{"deploy": "ok"}',
+                             ledger='{"cleanup": "ok"}', failed='{"cleanup": "failed"}')
+    if ride:
+        script = commands.switch_then_finish(commands.switch(paths, 2, "T"), script)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 0 and "cannot remove releases/1" in proc.stderr
+    assert f"{commands.CLEANUP_FAILED}\t1" in proc.stdout and ("finished\t0" in proc.stdout) == ride
+    ledger = (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()
+    assert ledger == ['{"deploy": "ok"}', '{"cleanup": "failed"}']
+    assert not (tmp_path / "app" / ".deployer" / "lock").exists()
+
+    (fake / "rm").unlink()
+    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="U")).stdout.decode()).lock_acquired
+    ok = sh(commands.finish(paths, "U", delete=["1"], keep_artifacts=[], ledger='{"cleanup": "ok"}',
+                            failed='{"cleanup": "failed"}'))
+    assert ok.returncode == 0 and commands.CLEANUP_FAILED not in ok.stdout.decode()
+    assert (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()[-1] == '{"cleanup": "ok"}'
+    assert not (tmp_path / "app" / "releases" / "1").exists()

@@ -213,3 +213,48 @@ def test_foreign_releases_absolute_current_and_the_way_back():
     assert planning.cleanup(ours, 1, 4, "20261202072918") == []
     assert planning.cleanup(ours, 1, 4, "20261202072918", foreign=True) == ["3", "20261202072912"]
     assert planning.cleanup(st, 1, None, None, foreign=True) == ["3", "20261202072912"]
+
+
+TERMINAL_ACTS_ON = ["\x1b", "\x1b[2J", "\x07", "\x08", "\r", "\n", "\x00", "\x7f", "\x85", "\x9b", "\u2028",
+                    "\u2029", *map(chr, range(0x202a, 0x202f)), *map(chr, range(0x2066, 0x206a))]
+
+
+def test_nothing_a_terminal_acts_on_is_printed_raw():
+    """Control characters (C0, DEL, C1, escape sequences), line/paragraph separators and bidi
+    overrides are shown escaped in lines, tables and error lines, never sent as they are."""
+    import io
+
+    from deployer.output import Output, printable
+    shown = {c: printable(f"v{c}1") for c in TERMINAL_ACTS_ON}
+    for c, text in shown.items():
+        assert text.isprintable() and text.startswith("v\\") and text.endswith("1"), (c, text)
+    assert printable("v1.0-é ünïcode ok") == "v1.0-é ünïcode ok"
+    assert printable("a\nb\tc\x1b", keep_newlines=True) == "a\nb\tc\\x1b"
+    stream = io.StringIO()
+    out = Output(stream=stream)
+    version = "1.0\x1b[2J\x1b]0;owned\x07\ninjected line\u202e"
+    out.table([{"host": "h1", "version": version}])
+    out.line("h1", "prepare", version)
+    out.say(f"release 3: {version}")
+    printed = stream.getvalue()
+    assert not any(c in printed for c in TERMINAL_ACTS_ON if c != "\n")
+    assert "injected line" in printed and not any(line.startswith("injected") for line in printed.splitlines())
+
+
+def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
+    """Two entries glued on one line: one line naming the file and the line (exit 2), not every
+    host failing with paramiko's raw InvalidHostKey. Comments, blank and short lines are fine."""
+    from deployer.errors import ConfigError
+    from deployer.remote import check_known_hosts
+    key = "AAAAC3NzaC1lZDI1NTE5AAAAIMDtDMCGoGXM63rJnVJkS+k9z7ySUzY9yj7J0JcNBMjy"
+    good = f"# pinned\n\n[127.0.0.1]:2200 ssh-ed25519 {key}\nshort line\n"
+    path = tmp_path / "known_hosts"
+    path.write_text(good)
+    check_known_hosts(str(path))
+    check_known_hosts(str(tmp_path / "absent"))
+    path.write_text(good + f"[127.0.0.1]:2201 ssh-ed25519 {key}[127.0.0.1]:2202 ssh-ed25519 {key}\n")
+    with pytest.raises(ConfigError, match=f"^known_hosts {path} line 5 is corrupt"):
+        check_known_hosts(str(path))
+    import paramiko     # the same line is one paramiko refuses
+    with pytest.raises(paramiko.hostkeys.InvalidHostKey):
+        paramiko.HostKeys(str(path))

@@ -133,6 +133,7 @@ def test_sudo_needing_a_password_fails_fast(sandbox):
 
 def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
     label = TEST_LABEL + "-updown"
+    extra = []
     try:
         hosts = sandbox_mod.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path),
                                label=label)
@@ -143,10 +144,34 @@ def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
         tmpfs_host, = sandbox_mod.start_hosts(1, (tmp_path / ".sandbox" / "id_ed25519.pub").read_text(),
                                               label=label, prefix="tiny",
                                               tmpfs={"/srv": "size=1m,uid=1000,gid=1000"})
+        extra.append(tmpfs_host)
         assert tmpfs_host.name == "tiny-1"
         code, out = sandbox_mod.exec_root(tmpfs_host, "df -k /srv | tail -1; stat -c %U /srv")
         assert code == 0 and out.split()[0] == "tmpfs" and out.split()[-1] == "deploy"
-        removed = sandbox_mod.down(label=label)
+        removed = sandbox_mod.down(tmp_path / ".sandbox", label=label)
+        assert removed == 2 and sandbox_mod.container(tmpfs_host).status == "running"   # not up()'s
     finally:
-        sandbox_mod.down(label=label)
-    assert removed == 3
+        sandbox_mod.down(tmp_path / ".sandbox", label=label)
+        sandbox_mod.stop_hosts(extra)
+
+
+def test_down_removes_only_the_hosts_its_own_up_started(sandbox_image, tmp_path):
+    """Two checkouts (or two users) with sandboxes under the same label: up() in one and down()
+    in the other leave each other's hosts running; so does a host with the label alone."""
+    label = TEST_LABEL + "-mine"
+    mine, theirs = tmp_path / "mine" / ".sandbox", tmp_path / "theirs" / ".sandbox"
+    other = []
+    try:
+        their_hosts = sandbox_mod.up(1, theirs, tmp_path / "theirs.toml", str(tmp_path), label=label)
+        pub = (theirs / "id_ed25519.pub").read_text()
+        other = their_hosts + sandbox_mod.start_hosts(1, pub, label=label, prefix="bare")
+        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)
+        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)   # replaces mine
+        assert [h.container_id for h in sandbox_mod.running(mine, label)] == [my_hosts[0].container_id]
+        assert [h.container_id for h in sandbox_mod.running(theirs, label)] == [their_hosts[0].container_id]
+        assert sandbox_mod.down(mine, label) == 1
+        assert all(sandbox_mod.container(h).status == "running" for h in other)
+        assert sandbox_mod.running(mine, label) == []
+    finally:
+        sandbox_mod.down(mine, label)
+        sandbox_mod.stop_hosts(other)

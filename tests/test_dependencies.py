@@ -1,0 +1,73 @@
+"""The dependencies as pinned, and the private paramiko surfaces the transport relies on: an
+upgrade that moves one fails here, naming it, instead of failing deploys in odd ways."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import paramiko
+import pytest
+from packaging.requirements import Requirement
+
+from deployer import transport
+
+PYPROJECT = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+RUNTIME = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+
+
+@pytest.mark.parametrize("req", RUNTIME, ids=str)
+def test_runtime_dependencies_are_pinned_to_the_tested_major_and_installed(req):
+    """Every runtime dependency has an upper bound (the next major, or minor for 0.x), and the
+    version these tests run on satisfies its range."""
+    assert any(s.operator == "<" for s in req.specifier), f"{req.name} has no upper bound: {req}"
+    installed = metadata.version(req.name)
+    assert req.specifier.contains(installed), f"{req.name} {installed} is outside the pinned range {req}"
+
+
+# (what, its parameters): each private method transport.py overrides or calls
+PRIVATE_METHODS = [
+    ("paramiko.Transport._parse_global_request", ["self", "m"]),   # overridden by transport._Transport
+    ("paramiko.Transport._send_message", ["self", "data"]),        # called by that override
+    ("paramiko.Transport._send_user_message", ["self", "data"]),   # called by transport._start
+]
+
+
+@pytest.mark.parametrize("name, params", PRIVATE_METHODS, ids=[m[0] for m in PRIVATE_METHODS])
+def test_the_private_paramiko_methods_the_transport_uses_are_there(name, params):
+    _, cls, method = name.split(".")
+    fn = getattr(getattr(paramiko, cls), method, None)
+    assert callable(fn), f"{name} is gone: transport.py relies on it (see its callers)"
+    got = list(inspect.signature(fn).parameters)
+    assert got == params, f"{name} now takes {got}, transport.py expects {params}"
+
+
+def test_the_transport_override_is_what_paramiko_dispatches_global_requests_to():
+    """paramiko routes a server's global request through its per-instance handler table; our
+    override must be the entry there, or the ACK it sends never happens (silently slower)."""
+    ours, theirs = socket.socketpair()
+    try:
+        t = transport._Transport(ours)
+        table = getattr(t, "_handler_table", None)
+        assert isinstance(table, dict), "paramiko.Transport._handler_table is gone"
+        handler = table.get(paramiko.common.MSG_GLOBAL_REQUEST)
+        assert getattr(handler, "__func__", None) is transport._Transport._parse_global_request, \
+            "paramiko.Transport._handler_table[MSG_GLOBAL_REQUEST] no longer calls _parse_global_request"
+        assert t.server_mode is False, "paramiko.Transport.server_mode is gone"
+        t.close()
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_the_private_paramiko_names_the_transport_reads_are_there():
+    assert isinstance(getattr(paramiko.common, "cMSG_IGNORE", None), bytes), "paramiko.common.cMSG_IGNORE"
+    assert isinstance(getattr(paramiko.common, "cMSG_CHANNEL_REQUEST", None), bytes), \
+        "paramiko.common.cMSG_CHANNEL_REQUEST"
+    assert hasattr(paramiko.Channel(0), "remote_chanid"), "paramiko.Channel.remote_chanid (used by transport._start)"
+    assert "transport_factory" in inspect.signature(paramiko.SSHClient.connect).parameters, \
+        "paramiko.SSHClient.connect(transport_factory=) (how transport._open installs _Transport)"
+    assert issubclass(paramiko.hostkeys.InvalidHostKey, Exception), "paramiko.hostkeys.InvalidHostKey"
