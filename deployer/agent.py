@@ -14,12 +14,12 @@ import fcntl
 import json
 import os
 import socket
-import struct
 import sys
 import threading
 import time
 from pathlib import Path
 
+from .agentsock import AgentRefused, check_peer_credentials, peer_uid, private_dir
 from .mux import START_TIMEOUT, answers, connection_key, frame_json, host_from_spec, read_frame
 from .remote import Cancelled, TransportError
 from .transport import Connection
@@ -125,8 +125,7 @@ class Agent:
         with self.lock:
             self.active += 1
         try:
-            uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-            if uid != os.getuid():
+            if peer_uid(sock) != os.getuid():
                 return
             got = read_frame(sock)
             if got is None or got[0] != b"Q":
@@ -153,7 +152,7 @@ class Agent:
                     sock.sendall(frame_json(b"K", {"connections": sum(c.alive for c in self.conns.values())}))
             except TransportError as exc:
                 sock.sendall(frame_json(b"X", {"kind": "transport", "message": str(exc), "lost": True}))
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AgentRefused) as exc:
             print(f"agent: request failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             try:
@@ -236,6 +235,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m deployer.agent SOCKET IDLE_SECONDS", file=sys.stderr)
         return 2
     path, idle = Path(argv[0]), float(argv[1])
+    try:
+        check_peer_credentials()            # it serves only its own user, so it must see who asks
+        private_dir(path.parent)
+    except AgentRefused as exc:
+        print(f"agent: not starting: {exc}", file=sys.stderr, flush=True)
+        return 2
     with open(path.with_suffix(".lock"), "a") as lock:
         until = time.monotonic() + START_TIMEOUT
         while True:

@@ -9,9 +9,10 @@ dead-link detection behave exactly as without it.
 One Unix-socket connection per request. Frames are a type byte, a 4-byte length, a payload.
   client -> agent: Q request (JSON), D stdin bytes, E end of stdin, C cancel
   agent -> client: P bytes of stdin sent (JSON), R result (JSON), X error (JSON), K answer (JSON)
-The socket lives in a 0700 directory under $XDG_CACHE_HOME/deployer/agent/ and the agent serves
-only its own user (SO_PEERCRED). Its name carries a digest of the code, so an agent from another
-version is never spoken to. Secrets in an env file pass through as stdin bytes, never in argv.
+The socket lives in a 0700 directory under $XDG_CACHE_HOME/deployer/agent/; both halves check
+that no other user can reach or replace it and that the other end runs as this user
+(agentsock). Its name carries a digest of the code, so an agent from another version is never
+spoken to. Secrets in an env file pass through as stdin bytes, never in argv or environment.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from . import agentsock
+from .agentsock import AgentRefused, private_dir
 from .config import Host, SSHSettings
-from .paths import user_cache
 from .remote import CHUNK, SLICE, Cancelled, Result, TransportError
 
 _HEAD = struct.Struct(">cI")
@@ -42,6 +44,11 @@ MAX_FRAME = 4 * 1024 * 1024
 START_TIMEOUT = 10.0            # seconds for a new agent to start listening
 ANSWER_MARGIN = 60.0            # beyond the command's own timeout, enforced by the agent itself
 PER_CONNECTION = ("persist", "command_timeout")   # settings that do not make a connection different
+# What the agent keeps of the starting run's environment: what SSH and Python need (ssh config
+# and keys under HOME, the ssh-agent, a ProxyCommand's PATH, the locale). Nothing else: secrets
+# that `env:` sources read, tokens and the like stay out of a process that outlives the run.
+AGENT_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
+             "SSH_AUTH_SOCK", "PYTHONPATH", "PYTHONHOME")
 
 
 class AgentGone(TransportError):
@@ -109,27 +116,52 @@ def connection_key(spec: dict) -> str:
 
 @functools.cache
 def _code_digest() -> str:
-    here = Path(__file__).resolve().parent
+    """Of every module of the package: the agent runs whatever it imports."""
     h = hashlib.sha256()
-    for name in ("mux.py", "agent.py", "transport.py", "config.py", "__init__.py"):
-        h.update((here / name).read_bytes())
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
 
-def agent_dir() -> Path:
-    return user_cache() / "agent"
-
-
 def socket_path() -> Path:
-    return agent_dir() / f"{_code_digest()}.sock"
+    """This code's agent socket, its directory created and checked (agentsock.socket_path)."""
+    return agentsock.socket_path(f"{_code_digest()}.sock")
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise AgentGone(f"{path} belongs to uid {st.st_uid}, not to this user: not using it")
+_refused: list[str] = []
+_refused_lock = threading.Lock()
+
+
+def refusal() -> str | None:
+    """Why this run connects directly although ssh.persist asks for the agent (said once, on
+    stderr), or None: no way to check a socket's peer, a socket directory another user could
+    change, a socket path too long."""
+    with _refused_lock:
+        if not _refused:
+            try:
+                agentsock.check_peer_credentials()
+                socket_path()
+            except AgentRefused as exc:
+                _refuse(str(exc))
+            else:
+                _refused.append("")
+        return _refused[0] or None
+
+
+def _refuse(reason: str) -> None:
+    """From now on this run connects directly; the warning is one line, said once."""
+    if _refused and _refused[0]:
+        return
+    _refused[:] = [reason]
+    print(f"warning: ssh.persist: {reason}; connecting directly", file=sys.stderr, flush=True)
+
+
+def agent_env(environ: dict[str, str]) -> dict[str, str]:
+    """The agent's environment: AGENT_ENV and LC_* of `environ`, this package first on PYTHONPATH."""
+    env = {k: v for k, v in environ.items() if k in AGENT_ENV or k.startswith("LC_")}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 _starting = threading.Lock()
@@ -140,16 +172,14 @@ def start_agent(idle: int, path: Path | None = None) -> Path:
     one run start one agent between them; racing runs settle on one with the agent's own lock."""
     path = path or socket_path()
     with _starting:
-        _private_dir(path.parent)
+        private_dir(path.parent)
         if answers(path):
             return path
         return _spawn(idle, path)
 
 
 def _spawn(idle: int, path: Path) -> Path:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = agent_env(dict(os.environ))
     with open(path.with_suffix(".log"), "ab") as log:
         os.chmod(log.name, 0o600)
         subprocess.Popen([sys.executable, "-m", "deployer.agent", str(path), str(int(idle))],
@@ -167,14 +197,12 @@ def stop_agents() -> int:
     """`inv disconnect`: every agent of this user closes its connections and exits; how many
     connections were open."""
     closed = 0
-    for path in sorted(agent_dir().glob("*.sock")):
+    for path in sorted(p for d in agentsock.agent_dirs() for p in d.glob("*.sock")):
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(str(path))
+            with agentsock.connect(path, timeout=5) as s:
                 s.sendall(frame_json(b"Q", {"op": "stop"}))
                 got = read_frame(s)
-        except (OSError, EOFError):
+        except (OSError, EOFError, AgentRefused):
             continue
         if got and got[0] == b"K":
             closed += int(json.loads(got[1]).get("connections", 0))
@@ -201,11 +229,19 @@ class AgentConnection:
         self.path = path
         self._open = False
 
-    def open(self) -> "AgentConnection":
-        """The agent opens (or reuses) the connection; no agent yet: _socket starts one."""
-        self.path = self.path or socket_path()
-        _private_dir(self.path.parent)
-        self._ask({"op": "open"})
+    def open(self):
+        """The agent opens (or reuses) the connection; no agent yet: _socket starts one. An
+        agent that cannot be trusted (agentsock) is not spoken to: this run says why once and
+        gets a direct connection instead."""
+        try:
+            self.path = self.path or socket_path()
+            private_dir(self.path.parent)
+            self._ask({"op": "open"})
+        except AgentRefused as exc:
+            with _refused_lock:
+                _refuse(str(exc))
+            from .transport import Connection
+            return Connection(self.host).open()
         self._open = True
         return self
 
@@ -255,12 +291,9 @@ class AgentConnection:
     def _socket(self) -> socket.socket:
         """A connection to the agent; one that just exited (idle) is replaced once."""
         for attempt in (1, 2):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s.connect(str(self.path))
-                return s
+                return agentsock.connect(self.path)
             except OSError:
-                s.close()
                 if attempt == 2:
                     raise
                 self.path = start_agent(self.host.ssh.persist, self.path)

@@ -13,8 +13,11 @@ MANIFEST = ".deployer/manifest.sha256"     # in every artifact (and so every rel
 
 
 def user_cache() -> Path:
-    """$XDG_CACHE_HOME/deployer (default ~/.cache/deployer): member-check records, the agent's socket."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """$XDG_CACHE_HOME/deployer (default ~/.cache/deployer, on macOS too): member-check records,
+    the agent's socket. A relative XDG_CACHE_HOME is ignored, as the XDG spec says."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "deployer"
 
 

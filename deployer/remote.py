@@ -50,10 +50,12 @@ class Result:
 
 def connection(host: Host):
     """A new, unopened connection to the host: direct, or through the connection agent when
-    `ssh.persist` asks to keep it open between runs."""
+    `ssh.persist` asks to keep it open between runs and the agent can be used safely here
+    (else mux.refusal says why, once)."""
     if host.ssh.persist > 0:
-        from .mux import AgentConnection
-        return AgentConnection(host)
+        from .mux import AgentConnection, refusal
+        if refusal() is None:
+            return AgentConnection(host)
     from .transport import Connection
     return Connection(host)
 

@@ -30,12 +30,12 @@ def cli_env() -> dict:
 
 
 def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None,
-        stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+        stdout=subprocess.PIPE, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `deployer ARGS --config <sandbox config>` as ops would, capturing output (stdout: or
-    into that file descriptor)."""
+    into that file descriptor); `env` adds to the environment."""
     return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout, env=cli_env(),
-                          cwd=cwd or sb.config_path.parent)
+                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                          env={**cli_env(), **(env or {})}, cwd=cwd or sb.config_path.parent)
 
 
 def closed_pipe() -> int:
@@ -96,3 +96,28 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def agent_pids(under: str) -> list[int]:
+    """Connection agents whose socket is under `under` (those a test started). Read from /proc:
+    the machine that runs the tests is Linux, whatever client it simulates."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"deployer.agent" in argv and any(a.decode(errors="replace").startswith(under) for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def kill_agents(under: str, sig: int = signal.SIGKILL) -> None:
+    for pid in agent_pids(under):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not agent_pids(under), 10, "the agents to exit")

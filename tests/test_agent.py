@@ -12,18 +12,25 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
+import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from deployer import agentsock
 from deployer import config as config_mod
 from deployer import mux
 from deployer.remote import Cancelled, TransportError, connection
+import helpers
 from helpers import cli, commit_change, current, wait_until
 
 PERSIST = {"ssh": {"persist": 30}}
@@ -31,27 +38,11 @@ PERSIST = {"ssh": {"persist": 30}}
 
 def agent_pids() -> list[int]:
     """Agents started from this test run (their socket is under this run's cache dir)."""
-    where = str(mux.agent_dir())
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"deployer.agent" in argv and any(a.decode(errors="replace").startswith(where) for a in argv):
-            pids.append(int(entry))
-    return pids
+    return helpers.agent_pids(str(mux.socket_path().parent))
 
 
 def kill_agents(sig: int = signal.SIGKILL) -> None:
-    for pid in agent_pids():
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    wait_until(lambda: not agent_pids(), 10, "the agents to exit")
+    helpers.kill_agents(str(mux.socket_path().parent), sig)
 
 
 @pytest.fixture(autouse=True)
@@ -172,8 +163,8 @@ def test_an_agent_killed_mid_command_is_an_error_not_a_hang(sandbox):
 def test_the_agent_exits_when_idle_and_its_socket_is_private(sandbox):
     sb = sandbox(1, ssh={"persist": 2})
     assert cli(sb, "status").returncode == 0
-    sock = wait_until(lambda: next(mux.agent_dir().glob("*.sock"), None), 5, "the agent's socket")
-    assert stat.S_IMODE(os.stat(mux.agent_dir()).st_mode) == 0o700
+    sock = wait_until(lambda: next(mux.socket_path().parent.glob("*.sock"), None), 5, "the agent's socket")
+    assert stat.S_IMODE(os.stat(mux.socket_path().parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     assert len(agent_pids()) == 1
     wait_until(lambda: not agent_pids(), 15, "the idle agent to exit")
@@ -196,6 +187,125 @@ def test_without_persist_no_agent_is_started(sandbox):
     sb = sandbox(1)
     assert cli(sb, "status").returncode == 0
     assert agent_pids() == []
+
+
+# --- who may talk to whom -------------------------------------------------------------------------
+
+OTHER_UID = 12345
+OTHER_PYTHON = "/usr/bin/python3"               # the system's: the other uid cannot read ours under /root
+LISTENER = """
+import socket, sys
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1])
+server.listen(8)
+open(sys.argv[2], "wb").close()
+while True:
+    conn, _ = server.accept()
+    conn.settimeout(2)
+    try:
+        while data := conn.recv(65536):
+            with open(sys.argv[2], "ab") as got:
+                got.write(data)
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+def persist_warnings(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if "ssh.persist" in line]
+
+
+def test_the_agent_keeps_none_of_the_secrets_of_the_run_that_started_it(sandbox, monkeypatch):
+    secret = f"agent-env-{os.urandom(8).hex()}"
+    monkeypatch.setenv("AGENT_TEST_SECRET", secret)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret + "-aws")      # anything else a laptop holds
+    sb = sandbox(1, **PERSIST, env={"API_KEY": {"secret": "env:AGENT_TEST_SECRET"}})
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"API_KEY={secret}" in sb.exec(0, "cat /srv/app/current/.env")[1]    # it went where it belongs
+    [pid] = agent_pids()
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert secret.encode() not in environ
+    assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+    assert names and {n for n in names if not n.startswith("LC_")} <= set(mux.AGENT_ENV)
+    commit_change(sb.source, "app.py", "VERSION = 2\n")
+    proc = cli(sb, "deploy")                    # the agent still does its work with what it kept
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert logins(sb, 0) == 1 and agent_pids() == [pid]
+
+
+@pytest.mark.parametrize("unsafe", ["world-writable", "group-writable", "another user's"])
+def test_the_client_refuses_a_socket_directory_another_user_could_change(sandbox, tmp_path, unsafe):
+    """Another user who can rename a directory on the socket's path can put a socket of theirs
+    where the agent's should be and read the scripts and env files sent to it. The client says
+    so in one line and connects directly; it creates nothing there and starts no agent."""
+    sb = sandbox(1, **PERSIST)
+    shared = tmp_path / "s"                     # short: the socket path stays in it
+    shared.mkdir()
+    if unsafe == "another user's":
+        os.chown(shared, OTHER_UID, OTHER_UID)
+        shared.chmod(0o755)
+    else:
+        shared.chmod(0o777 if unsafe == "world-writable" else 0o775)
+    env = {"XDG_CACHE_HOME": str(shared / "c")}
+    for _ in range(2):
+        proc = cli(sb, "status", env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [warning] = persist_warnings(proc)
+        assert warning.startswith(f"warning: ssh.persist: {shared} ") and warning.endswith("; connecting directly")
+        assert ("belongs to uid 12345" if unsafe == "another user's" else "writable by other users") in warning
+    assert list(shared.iterdir()) == []
+    assert helpers.agent_pids(str(shared)) == []
+    assert logins(sb, 0) == 2                   # each run connected by itself
+
+
+def test_the_client_never_talks_to_an_agent_socket_served_by_another_user(sandbox, tmp_path):
+    """A socket in this user's agent directory whose listener is another uid gets no byte: the
+    client checks the peer (SO_PEERCRED / getpeereid), says why in one line, connects directly."""
+    sb = sandbox(1, **PERSIST)
+    theirs = Path(tempfile.mkdtemp(dir="/tmp", prefix="deployer-other-"))
+    theirs.chmod(0o777)
+    listener = subprocess.Popen([OTHER_PYTHON, "-c", LISTENER, str(theirs / "s.sock"), str(theirs / "got")],
+                                user=OTHER_UID, group=OTHER_UID, extra_groups=[], cwd="/")
+    target = mux.socket_path()
+    try:
+        wait_until(lambda: (theirs / "got").exists(), 10, "the other user's listener")
+        os.rename(theirs / "s.sock", target)
+        proc = cli(sb, "status")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [warning] = persist_warnings(proc)
+        assert f"{target} is served by uid {OTHER_UID}, not by this user" in warning
+        assert (theirs / "got").read_bytes() == b""
+        assert agent_pids() == [] and logins(sb, 0) == 1
+    finally:
+        listener.kill()
+        listener.wait()
+        target.unlink(missing_ok=True)
+        shutil.rmtree(theirs)
+
+
+def test_the_agent_answers_only_its_own_user(sandbox):
+    sb = sandbox(1)
+    where = Path(tempfile.mkdtemp(dir="/tmp", prefix="deployer-agent-"))     # a path the other uid can reach
+    try:
+        conn = mux.AgentConnection(host_of(sb), where / "a.sock").open()
+        where.chmod(0o711)
+        conn.path.chmod(0o666)
+        stranger = ("import socket, sys\n"
+                    "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+                    "try:\n    s.sendall(bytes.fromhex(sys.argv[2])); got = s.recv(100)\n"
+                    "except OSError:\n    got = b''\n"         # closed on it before it finished sending
+                    "print(repr(got))\n")
+        stop = mux.frame_json(b"Q", {"op": "stop"}).hex()
+        out = subprocess.run([OTHER_PYTHON, "-c", stranger, str(conn.path), stop], user=OTHER_UID, group=OTHER_UID,
+                             extra_groups=[], capture_output=True, text=True, timeout=30, cwd="/")
+        assert (out.returncode, out.stdout.strip()) == (0, "b''"), out.stderr
+        assert conn.run("echo still serving").stdout == "still serving\n"
+    finally:
+        helpers.kill_agents(str(where))
+        shutil.rmtree(where)
 
 
 # --- pure -----------------------------------------------------------------------------------------
@@ -230,3 +340,55 @@ def test_persist_is_validated():
     with pytest.raises(config_mod.ConfigError, match="persist"):
         config_mod.parse('[app]\nname = "a"\ndeploy_to = "/srv/a"\n[ssh]\npersist = -1\n'
                          '[stages.s]\nhosts = ["h"]\n', Path("hosts.toml"))
+
+
+def test_the_agent_environment_is_what_ssh_needs_and_nothing_else():
+    env = mux.agent_env({"HOME": "/home/ops", "PATH": "/usr/bin", "SSH_AUTH_SOCK": "/run/ssh.sock",
+                         "LC_ALL": "C.UTF-8", "PYTHONPATH": "/extra", "SHOP_SECRET_KEY": "s3cr3t",
+                         "AWS_SECRET_ACCESS_KEY": "aws", "GITHUB_TOKEN": "ghp", "XDG_CACHE_HOME": "/c"})
+    assert sorted(env) == ["HOME", "LC_ALL", "PATH", "PYTHONPATH", "SSH_AUTH_SOCK"]
+    root = str(Path(mux.__file__).resolve().parent.parent)
+    assert env["PYTHONPATH"] == root + os.pathsep + "/extra"
+
+
+def test_private_dir_accepts_only_directories_no_other_user_can_change(tmp_path):
+    sticky = tmp_path / "sticky"                # like /tmp: others may add entries, never move ours
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    made = agentsock.private_dir(sticky / "me" / "agent")
+    assert made == (sticky / "me" / "agent").resolve()
+    assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+    (tmp_path / "loose").mkdir(mode=0o755)
+    (tmp_path / "loose").chmod(0o755)
+    assert agentsock.private_dir(tmp_path / "loose") == tmp_path / "loose"
+    assert stat.S_IMODE(os.stat(tmp_path / "loose").st_mode) == 0o700    # the last one is made private
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (tmp_path / "link").symlink_to(open_dir)   # a link is followed, and where it leads is checked
+    for path, refused in ((open_dir / "agent", f"{open_dir} is writable by other users (mode 0777)"),
+                          (tmp_path / "link" / "agent", f"{open_dir} is writable by other users (mode 0777)"),
+                          (sticky, f"{sticky} is writable by other users (mode 1777)")):
+        with pytest.raises(agentsock.AgentRefused, match=re.escape(refused)):
+            agentsock.private_dir(path)
+    assert list(open_dir.iterdir()) == []       # nothing created below a directory that failed
+    (tmp_path / "file").write_text("")
+    with pytest.raises(agentsock.AgentRefused, match="is not a directory"):
+        agentsock.private_dir(tmp_path / "file" / "agent")
+
+
+def test_a_socket_path_too_long_for_macos_moves_to_the_short_directory(tmp_path, monkeypatch):
+    short = tmp_path / "t"
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
+    name = "0123456789ab.sock"
+    tail = f"/deployer/agent/{name}"
+    fits = tmp_path / ("c" * (agentsock.MAX_SOCKET_PATH - len(str(tmp_path)) - 1 - len(tail)))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fits))
+    assert len(str(fits) + tail) == agentsock.MAX_SOCKET_PATH
+    assert agentsock.socket_path(name) == fits / "deployer" / "agent" / name
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fits) + "c")        # one byte more: not on a Mac
+    assert agentsock.socket_path(name) == short / f"deployer-{os.getuid()}" / "agent" / name
+    assert stat.S_IMODE(os.stat(short / f"deployer-{os.getuid()}" / "agent").st_mode) == 0o700
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 90)))
+    with pytest.raises(agentsock.AgentRefused, match="longer than the 103 bytes a Unix socket allows"):
+        agentsock.socket_path(name)
