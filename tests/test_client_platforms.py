@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,9 +64,18 @@ def long_cache(tmp_path: Path) -> str:
     return str(cache)
 
 
+def only_git(tmp_path: Path) -> str:
+    """A PATH holding nothing but git: the client runs no other local program (no tar,
+    sha256sum, ssh...), so GNU-only flags of local tools cannot matter on a Mac."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    return str(bin_dir)
+
+
 def test_a_macos_client_builds_deploys_rolls_back_and_keeps_connections(sandbox, app_repo, tmp_path, simulated):
     sb = sandbox(2, ssh={"persist": 30})
-    env = {**simulated("getpeereid"), "XDG_CACHE_HOME": long_cache(tmp_path)}
+    env = {**simulated("getpeereid"), "XDG_CACHE_HOME": long_cache(tmp_path), "PATH": only_git(tmp_path)}
     build = cli(sb, "build", env=env)
     assert build.returncode == 0, build.stdout + build.stderr
     for step in ("deploy", "commit", "deploy", "rollback"):
