@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -479,8 +480,9 @@ def test_the_lock_and_health_check_messages_carry_hostile_values_verbatim(tmp_pa
     url, body = 'http://127.0.0.1:9/$(id)"', 'say "hi'
     failed = sh(commands.verify_http(url, status=200, body=body, timeout=1, retries=1, interval=0))
     assert failed.returncode == 1
+    code = "000" if shutil.which("curl") else "0"      # curl's code for no answer, or the python fallback's
     assert failed.stderr.decode().splitlines()[0] == (
-        f"health check failed: {url} answered HTTP 000 without {body!r} (expected 200) after 1 attempt(s)")
+        f"health check failed: {url} answered HTTP {code} without {body!r} (expected 200) after 1 attempt(s)")
 
 
 @pytest.mark.parametrize("ride", [False, True], ids=["own-command", "after-the-switch"])
