@@ -157,3 +157,13 @@ def test_a_cleanup_failing_after_the_switch_leaves_the_deploy_recorded_ok(sandbo
     assert sb.exec(0, "test -d /srv/app/.deployer/lock")[0] == 1
     gate = cli(sb, "deploy", "--stage", "prod", "--dry-run")
     assert "gate:" in gate.stdout and "passed sandbox" in gate.stdout, gate.stdout + gate.stderr
+
+    # the same failure on its own (what is left of release 1 marked as ours again: else it is foreign)
+    assert sb.exec(0, "cd /srv/app/releases/1 && mkdir -p .deployer && touch .deployer/complete && "
+                      "chown -R deploy:deploy .deployer")[0] == 0
+    cleanup = cli(sb, "cleanup", "--stage", "sandbox")
+    assert cleanup.returncode == 1 and "cannot remove" in cleanup.stdout + cleanup.stderr
+    code, text = sb.exec(0, "cat /srv/app/.deployer/ledger.jsonl")
+    entry = json.loads(text.splitlines()[-1])
+    assert (entry["action"], entry["result"], entry["release"]) == ("cleanup", "failed", 3)
+    assert sb.exec(0, "test -d /srv/app/.deployer/lock")[0] == 1
