@@ -41,7 +41,9 @@ only live in the JSON. Output of a build command is reproducible only as far
 as the command itself is (it runs in a random temp dir).
 
 Safety: the same member rules are applied to the file list before packing
-and by ``check_members`` to an existing tarball (before any upload): no
+and by ``check_members`` to an existing tarball (before any upload), read as
+the host's GNU tar will read it (``tarscan``: one gzip member, nothing after
+the end marker, no header construction two readers could disagree on): no
 absolute paths, no ``..``, no symlink resolving outside the tree, no path
 going through a symlink member, hardlinks only to earlier regular files in
 the archive, no devices/fifos, no setuid/setgid, nothing under ``.deployer/``
@@ -70,11 +72,11 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from . import tarscan
 from .paths import MANIFEST as MANIFEST_MEMBER, user_cache
 
 __all__ = [
@@ -406,27 +408,28 @@ def _find_problem(members: Iterable[tarfile.TarInfo]) -> tuple[str, str] | None:
     return None
 
 
-def _scan_tarball(path: Path, want_revision: bool = False) -> tuple[list[tarfile.TarInfo], str | None]:
+def _scan_tarball(path: Path, want_revision: bool = False) -> tarscan.Scan:
+    """The members as the host's GNU tar will extract them (see tarscan), or ArtifactError."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"artifact {path} not found")
-    members: list[tarfile.TarInfo] = []
-    revision = None
     try:
-        with tarfile.open(path, mode="r|*") as tf:
-            for m in tf:
-                members.append(m)
-                if want_revision and m.isreg() and m.name in (REVISION_FILE, "./" + REVISION_FILE):
-                    fh = tf.extractfile(m)
-                    if fh is not None:
-                        revision = fh.read(256).decode("ascii", "replace").strip() or None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise ArtifactError(f"{path.name} is not a readable tar archive: {_one_line(str(exc)) or type(exc).__name__}") from None
-    return members, revision
+        return tarscan.scan(path, keep=(REVISION_FILE,) if want_revision else ())
+    except tarscan.Refused as exc:
+        raise ArtifactError(f"{path.name} refused: {_one_line(str(exc))}") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path.name}: {_one_line(str(exc))}") from None
 
 
 # Bump when the member rules change: earlier "checked" records then no longer count.
-MEMBER_RULES = "1"
+MEMBER_RULES = "2"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the member check learnt about an artifact that passed it."""
+    unpacked_size: int                  # bytes of regular file data: what extraction writes
+    symlinks: tuple[str, ...]           # every symlink member's path, normalised
 
 
 def checked_record(sha256: str) -> Path:
@@ -436,30 +439,64 @@ def checked_record(sha256: str) -> Path:
     return user_cache() / "checked" / f"{sha256}.rules-{MEMBER_RULES}"
 
 
-def _record_checked(sha256: str) -> None:
+def _record_checked(sha256: str, checked: Checked) -> None:
     record = checked_record(sha256)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.touch()
+        _atomic_write_bytes(record, json.dumps({"unpacked_size": checked.unpacked_size,
+                                                "symlinks": list(checked.symlinks)}).encode())
     except OSError:
         pass            # a read-only home only costs the check again next time
 
 
-def check_members(path: Path, sha256: str | None = None) -> None:
-    """Raise ArtifactError naming the first unsafe member of an existing tarball.
+def _read_record(sha256: str) -> Checked | None:
+    try:
+        data = json.loads(checked_record(sha256).read_text(encoding="utf-8"))
+        return Checked(int(data["unpacked_size"]), tuple(str(s) for s in data["symlinks"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _checked(members: Sequence[tarfile.TarInfo], unpacked_size: int) -> Checked:
+    links = ("/".join(_split_name(m.name)) for m in members if m.issym())
+    return Checked(unpacked_size, tuple(sorted(links)))
+
+
+def _shared_problem(symlinks: Iterable[str], shared: Iterable[str]) -> tuple[str, str] | None:
+    """A symlink member at or above a shared path: linking it would follow the artifact's link
+    (`rm -rf` of the shared path then removes whatever the link points at)."""
+    links = set(symlinks)
+    for rel in shared:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            at = "/".join(parts[:i])
+            if at in links:
+                return at, f"a symlink at or above shared path '{rel}' (shared paths are linked by the deployer)"
+    return None
+
+
+def check_members(path: Path, sha256: str | None = None, shared: Sequence[str] = ()) -> Checked:
+    """Raise ArtifactError naming the first unsafe member of an existing tarball, or a symlink
+    member at or above one of the `shared` paths; else return what the check learnt.
 
     With `sha256` (computed from the file by the caller, e.g. load_artifact), a tarball with
     those exact bytes that already passed under the current rules is not scanned again."""
     path = Path(path)
-    if sha256 and checked_record(sha256).is_file():
-        return
-    members, _ = _scan_tarball(path)
-    problem = _find_problem(members)
+    checked = _read_record(sha256) if sha256 else None
+    if checked is None:
+        scanned = _scan_tarball(path)
+        problem = _find_problem(scanned.members)
+        if problem:
+            name, reason = problem
+            raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
+        checked = _checked(scanned.members, scanned.unpacked_size)
+        if sha256:
+            _record_checked(sha256, checked)
+    problem = _shared_problem(checked.symlinks, shared)
     if problem:
         name, reason = problem
         raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
-    if sha256:
-        _record_checked(sha256)
+    return checked
 
 
 # --------------------------------------------------------------------------
@@ -900,7 +937,8 @@ def build_artifact(
             Path(tmp_tar).unlink(missing_ok=True)
         _rmtree(export)
 
-    _record_checked(digest)         # its members passed the rules before packing
+    # its members passed the rules before packing
+    _record_checked(digest, Checked(unpacked, tuple(sorted(e.rel for e in entries if e.kind == "symlink"))))
     log(f"built {tar_path.name}: {len(manifest)} files, {size} bytes, sha256 {digest[:12]}")
     return Artifact(path=tar_path, meta=meta)
 
@@ -965,12 +1003,14 @@ def load_artifact(path: Path) -> Artifact:
         meta.setdefault("size", size)
         return Artifact(path=path, meta=meta)
 
-    members, revision = _scan_tarball(path, want_revision=True)
+    scanned = _scan_tarball(path, want_revision=True)
+    members = scanned.members
     problem = _find_problem(members)
     if problem:
         bad, reason = problem
         raise ArtifactError(f"{path.name}: unsafe member '{bad}': {reason}")
-    _record_checked(digest)
+    _record_checked(digest, _checked(members, scanned.unpacked_size))
+    revision = scanned.contents.get(REVISION_FILE, b"").decode("ascii", "replace").strip() or None
     stem = path.name
     for suffix in (".tar.gz", ".tgz"):
         if stem.endswith(suffix):
@@ -985,7 +1025,7 @@ def load_artifact(path: Path) -> Artifact:
         "git_sha": revision,
         "sha256": digest,
         "size": path.stat().st_size,
-        "unpacked_size": sum(mb.size for mb in files),
+        "unpacked_size": scanned.unpacked_size,
         "file_count": len(files),
         "dirty": version.endswith("-dirty"),
     }

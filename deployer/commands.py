@@ -21,6 +21,7 @@ q = shlex.quote
 NOT_WRITABLE = 20
 SHA_MISMATCH = 23
 MISSING_SHARED = 24
+UNSAFE_TREE = 25
 CURRENT_NOT_LINK = 30
 RELEASE_INCOMPLETE = 31
 
@@ -176,6 +177,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
         ]
         parts += _streamed(part, cached, tmp, differs, mismatch, full, received) if stream else received
+        parts.append(_refuse_unsafe(tmp, number))
     else:
         # checked when it was stored, checksummed again while it is extracted (the sum goes to
         # this run's unused upload file, which the trap removes); a bad copy is removed
@@ -186,6 +188,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             f"got=$(cut -d' ' -f1 {part})",
             f"if {differs}; then rm -f {cached}; {mismatch}; fi",
             f"if [ $rc -ne 0 ]; then {full}; exit $rc; fi",
+            _refuse_unsafe(tmp, number),
         ]
         if link_from:
             shared = tuple(shared_dirs) + tuple(shared_files)
@@ -241,6 +244,21 @@ def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, ful
         *received,
         "fi",
     ]
+
+
+def _refuse_unsafe(tmp: str, number: int) -> str:
+    """One pass over the extracted tree, before it is linked or becomes a release: a device, fifo,
+    socket, setuid/setgid file or a symlink resolving outside it fails the step (and the trap
+    removes it). The client's member check refuses all of these; this holds even if one got past."""
+    why = (f"release {number} refused: unsafe entry in the extracted artifact (device, fifo, socket, "
+           "setuid/setgid file, or a link resolving outside the release): ")
+    return "\n".join([
+        f"T=$(readlink -f {tmp})",
+        f"bad=$(find \"$T\" \\( -type b -o -type c -o -type p -o -type s -o \\( -type f -perm /6000 \\) \\) "
+        "-printf '!%p\\n' -o -type l -exec readlink -m -- {} + | "
+        "T=\"$T\" awk '$0 != ENVIRON[\"T\"] && index($0, ENVIRON[\"T\"] \"/\") != 1 { print; exit }')",
+        f"if [ -n \"$bad\" ]; then echo {q(why)}\"${{bad#!}}\" >&2; exit {UNSAFE_TREE}; fi",
+    ])
 
 
 @dataclass(frozen=True)
@@ -313,6 +331,12 @@ def _link_shared(paths: Paths, tmp: str, rel: str, *, is_dir: bool) -> str:
         steps.append(f"mkdir -p {shared}")
     else:
         steps.append(f"[ -e {shared} ] || {{ echo {q('missing shared file ' + paths.shared_path(rel) + ': create it on the host')} >&2; exit {MISSING_SHARED}; }}")
+    above = [posixpath.join(tmp, q(rel.rsplit("/", n)[0])) for n in range(rel.count("/"), 0, -1)]
+    if above:
+        # a link there (from the artifact) would make rm -rf and ln act wherever it points
+        steps.append(f"for p in {' '.join(above)}; do if [ -L \"$p\" ]; then "
+                     f"echo {q(f'refusing to link shared path {rel}: a parent in the release is a symlink')} >&2; "
+                     f"exit {UNSAFE_TREE}; fi; done")
     steps.append(f"rm -rf {inside}")
     if parent:
         steps.append(f"mkdir -p {tmp}/{q(parent)}")

@@ -412,7 +412,19 @@ class _Reader:
                 values[key] = self.rel_paths(data[key], f"{where}.{key}")
         if "hardlink_releases" in data:
             values["hardlink_releases"] = data["hardlink_releases"]
-        return replace(base, **values)
+        app = replace(base, **values)
+        self.shared_apart(app, where)
+        return app
+
+    def shared_apart(self, app: AppSettings, where: str) -> None:
+        """No shared path at or under another: linking the inner one would go through the outer
+        one's link into shared/ (`log` and `log/app.log` made the file a link to itself)."""
+        paths = [(p, "shared_dirs") for p in app.shared_dirs] + [(p, "shared_files") for p in app.shared_files]
+        for i, (a, key_a) in enumerate(paths):
+            for b, key_b in paths[i + 1:]:
+                if a == b or b.startswith(a + "/") or a.startswith(b + "/"):
+                    raise self.fail(f"{where}.{key_b}", f"{b!r} overlaps {key_a} {a!r} "
+                                    "(shared paths must not contain one another)")
 
     def ssh(self, data: dict, where: str, base: SSHSettings) -> SSHSettings:
         data = self.table(data, where, _SSH)

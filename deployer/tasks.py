@@ -6,6 +6,7 @@ at this boundary (see `_boundary`); nothing below prints a traceback for a known
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from pathlib import Path
@@ -79,7 +80,10 @@ def _num(value, name: str) -> float:
         raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
 
 
-def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None):
+def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
+              shared: tuple[str, ...] = ()):
+    """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
+    unpacked size the one that check measured, never a sidecar's claim."""
     from .artifact import build_artifact, check_members, load_artifact
     if artifact_path and version:
         raise UsageError("--artifact and --version exclude each other")
@@ -90,9 +94,8 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
     else:
         art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
                              include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
-    if artifact_path or version:
-        check_members(art.path, art.sha256)     # a fresh build checked its members before packing
-    return art
+    checked = check_members(art.path, art.sha256, shared)
+    return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
 
 
 HELP_COMMON = {
@@ -164,7 +167,7 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
                       canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
                       parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "")
     out = Output(quiet=json and not dry_run)
-    art = _artifact(cfg, artifact, allow_dirty, out, version)
+    art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
         out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "

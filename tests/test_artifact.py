@@ -377,7 +377,7 @@ def test_check_members_rejects(tmp_path, entries, bad, why):
 def test_check_members_not_a_tarball(tmp_path):
     p = tmp_path / "junk.tar.gz"
     p.write_bytes(b"not a tarball at all")
-    with pytest.raises(ArtifactError, match="not a readable tar archive"):
+    with pytest.raises(ArtifactError, match="refused: not a gzip-compressed tar archive"):
         check_members(p)
 
 
@@ -413,6 +413,32 @@ def test_build_and_load_record_the_check(repo, tmp_path):
     art.json_path.unlink()
     load_artifact(art.path)                             # without JSON it scans, and records
     assert checked_record(art.sha256).is_file()
+
+
+def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
+    """A symlink member at or above a shared path is refused, for a fresh build (from the record
+    its packing wrote) as for any tarball; other shared paths pass."""
+    art = build(repo, tmp_path / "out")                 # main.py -> app.py
+    assert check_members(art.path, art.sha256, ("log", "tmp/pids")).unpacked_size > 0
+    for shared in (("main.py",), ("log", "main.py/x")):
+        with pytest.raises(ArtifactError, match="unsafe member 'main.py': a symlink at or above shared path"):
+            check_members(art.path, art.sha256, shared)
+    p = make_tar(tmp_path / "t.tar.gz", [("data", "dir", None), ("tmp", "sym", "data")])
+    with pytest.raises(ArtifactError, match="unsafe member 'tmp': a symlink at or above shared path 'tmp/pids'"):
+        check_members(p, sha256_file(p), ("tmp/pids",))
+    with pytest.raises(ArtifactError, match="'tmp': a symlink at or above"):
+        check_members(p, sha256_file(p), ("tmp/pids",))     # a second time: from the record
+
+
+def test_unpacked_size_is_measured_never_taken_from_a_sidecar(tmp_path):
+    """The free-disk check's figure comes from the member check's own reading of the stream."""
+    from deployer.output import Output
+    from deployer.tasks import _artifact
+    p = make_tar(tmp_path / "big.tar.gz", [("blob", "file", "x" * 300_000), ("b", "file", "y" * 1000)])
+    p.with_name("big.json").write_text(json.dumps(
+        {"name": "big", "version": "1", "sha256": sha256_file(p), "size": p.stat().st_size, "unpacked_size": 1}))
+    art = _artifact(None, str(p), False, Output())
+    assert art.meta["unpacked_size"] == 301_000
 
 
 # ---------------------------------------------------------------- load_artifact

@@ -520,3 +520,99 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
     assert ok.returncode == 0 and commands.CLEANUP_FAILED not in ok.stdout.decode()
     assert (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()[-1] == '{"cleanup": "ok"}'
     assert not (tmp_path / "app" / "releases" / "1").exists()
+
+
+def unsafe_tarball(kind: str) -> bytes:
+    """A tarball the client's member check refuses, as if one had got past it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        def add(name, type=tarfile.REGTYPE, data=b"", **attrs):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mode = type, len(data), attrs.pop("mode", 0o644)
+            for key, value in attrs.items():
+                setattr(info, key, value)
+            tf.addfile(info, io.BytesIO(data) if data else None)
+        add("REVISION", data=b"abc\n")
+        if kind == "absolute-link":
+            add("www", tarfile.SYMTYPE, linkname="/")
+        elif kind == "link-up-and-out":
+            add("deep", tarfile.DIRTYPE, mode=0o755)
+            add("deep/up", tarfile.SYMTYPE, linkname="../../..")
+        elif kind == "chained-links-out":
+            add("a", tarfile.SYMTYPE, linkname="b/../..")
+            add("b", tarfile.DIRTYPE, mode=0o755)
+        elif kind == "fifo":
+            add("pipe", tarfile.FIFOTYPE)
+        elif kind == "setuid-file":
+            add("suid", data=b"#!/bin/sh\n", mode=0o4755)
+        elif kind == "device":
+            add("null", tarfile.CHRTYPE, devmajor=1, devminor=3)
+    return buf.getvalue()
+
+
+ROOT_ONLY = {"setuid-file", "device"}      # what tar can only make as root (and so the deploy user never gets)
+
+
+@pytest.mark.parametrize("kind", ["absolute-link", "link-up-and-out", "chained-links-out", "fifo", "setuid-file",
+                                  "device"])
+@pytest.mark.parametrize("how", ["received", "streamed", "cached"])
+def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, kind, how):
+    """Defence in depth: one pass over the extracted tree refuses devices, fifos, setuid files and
+    links resolving outside it; the temp dir is removed and no release or shared link is made."""
+    paths = Paths(str(tmp_path / "app"))
+    payload = unsafe_tarball(kind)
+    sha = hashlib.sha256(payload).hexdigest()
+    if how == "cached":
+        cache = tmp_path / "app" / ".deployer" / "cache"
+        cache.mkdir(parents=True)
+        (cache / f"{sha}.tar.gz").write_bytes(payload)
+    script = commands.prepare(paths, 1, "tok", sha, upload=how != "cached", release_json="{}",
+                              stream=how == "streamed", shared_dirs=("log",))
+    proc = sh(script, payload if how != "cached" else b"")
+    if kind in ROOT_ONLY and os.geteuid() != 0:
+        assert proc.returncode == 0, proc.stderr           # tar made neither: nothing to refuse
+        assert not any(p.stat().st_mode & 0o6000 for p in (tmp_path / "app" / "releases" / "1").iterdir())
+        return
+    assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
+    assert b"release 1 refused: unsafe entry in the extracted artifact" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert list((tmp_path / "app" / "releases").iterdir()) == []
+    assert list((tmp_path / "app" / "shared").iterdir()) == []
+
+
+def test_prepare_keeps_links_inside_the_release(tmp_path):
+    """The pass refuses only what leaves the tree: relative links inside it (dangling ones too) stay."""
+    paths = Paths(str(tmp_path / "srv link") + "/app")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "srv link").symlink_to(tmp_path / "real")      # deploy_to reached through a symlink
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, target in (("self", "."), ("d/up", ".."), ("d/loop", "loop"), ("gone", "missing/x")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+    payload = buf.getvalue()
+    sha = hashlib.sha256(payload).hexdigest()
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(tmp_path / "real" / "app" / "releases" / "1" / "d" / "up") == ".."
+
+
+def test_linking_a_shared_path_never_goes_through_a_link_in_the_release(tmp_path):
+    """An artifact link above a shared path, even one resolving inside the release: refused before
+    rm -rf; what it points at stays as it was."""
+    paths = Paths(str(tmp_path / "app"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, type, target in (("data", tarfile.DIRTYPE, ""), ("data/pids", tarfile.DIRTYPE, ""),
+                                   ("tmp", tarfile.SYMTYPE, "data")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode = type, target, 0o755
+            tf.addfile(info)
+    payload = buf.getvalue()
+    sha = hashlib.sha256(payload).hexdigest()
+    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", shared_dirs=("tmp/pids",)),
+              payload)
+    assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
+    assert b"refusing to link shared path tmp/pids: a parent in the release is a symlink" in proc.stderr
+    assert list((tmp_path / "app" / "releases").iterdir()) == []

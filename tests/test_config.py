@@ -70,6 +70,13 @@ def test_good_config_parses_with_overrides(tmp_path):
     (('shared_files = [".env"]', 'shared_files = ["../etc/passwd"]'), "app.shared_files"),
     (('shared_files = [".env"]', 'shared_files = [".deployer/x"]'), "reserved"),
     (('port = 2222', 'port = 70000'), "port"),
+    (('shared_files = [".env"]', 'shared_files = ["log/app.log"]'),
+     "app.shared_files: 'log/app.log' overlaps shared_dirs 'log'"),
+    (('shared_dirs = ["log", "tmp/pids"]', 'shared_dirs = ["tmp", "tmp/pids"]'),
+     "app.shared_dirs: 'tmp/pids' overlaps shared_dirs 'tmp'"),
+    (('shared_files = [".env"]', 'shared_files = ["log"]'), "app.shared_files: 'log' overlaps shared_dirs 'log'"),
+    (('app = { keep_releases = 10 }', 'app = { shared_files = ["tmp/pids/x"] }'),
+     "stages.production.app.shared_files: 'tmp/pids/x' overlaps shared_dirs 'tmp/pids'"),
     (("[build]", "[bild]"), "bild: unknown table"),
     (('hosts = ["stage-1.example.com", "ops@stage-2.example.com:2200"]', "hosts = []"), "stages.staging.hosts"),
     (('"stage-1.example.com"', '"stage-1.example.com:abc"'), "bad port"),
@@ -116,6 +123,7 @@ def _cli(tmp_path, *args):
     (GOOD.replace('deploy_to = "/srv/shop"', 'deploy_to = "relative"'), "deploy_to: expected an absolute"),
     (GOOD.replace("keep_releases = 3", "keep_releases = 3\nbogus = true"), "app.bogus: unknown key"),
     (GOOD.replace("connect_timeout = 5", 'connect_timeout = "soon"'), "ssh.connect_timeout"),
+    (GOOD.replace('shared_files = [".env"]', 'shared_files = ["log/app.log"]'), "'log/app.log' overlaps"),
 ])
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, expected):
     write(tmp_path, text)
