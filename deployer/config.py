@@ -425,6 +425,11 @@ class _Reader:
                 if a == b or b.startswith(a + "/") or a.startswith(b + "/"):
                     raise self.fail(f"{where}.{key_b}", f"{b!r} overlaps {key_a} {a!r} "
                                     "(shared paths must not contain one another)")
+        env = app.env_file          # linked like a shared file; the same path as one is the same file
+        for p, key in paths:
+            if (env == p and key == "shared_dirs") or env.startswith(p + "/") or p.startswith(env + "/"):
+                raise self.fail(f"{where}.env_file", f"{env!r} overlaps {key} {p!r} "
+                                "(the env file is linked into releases like a shared file)")
 
     def ssh(self, data: dict, where: str, base: SSHSettings) -> SSHSettings:
         data = self.table(data, where, _SSH)

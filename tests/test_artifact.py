@@ -415,6 +415,18 @@ def test_build_and_load_record_the_check(repo, tmp_path):
     assert checked_record(art.sha256).is_file()
 
 
+def test_builds_are_one_gzip_member_ending_at_the_end_marker(repo, tmp_path):
+    """What the member check insists on, our own builds always are."""
+    import zlib
+    from deployer import tarscan
+    art = build(repo, tmp_path / "out")
+    z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    tar = z.decompress(art.path.read_bytes())
+    assert z.eof and z.unused_data == b""
+    assert [m.name for m in tarscan.scan(art.path).members] == sorted(members(art.path))
+    assert tar.rstrip(b"\0") and len(tar) % 512 == 0
+
+
 def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
     """A symlink member at or above a shared path is refused, for a fresh build (from the record
     its packing wrote) as for any tarball; other shared paths pass."""

@@ -75,6 +75,8 @@ def test_good_config_parses_with_overrides(tmp_path):
     (('shared_dirs = ["log", "tmp/pids"]', 'shared_dirs = ["tmp", "tmp/pids"]'),
      "app.shared_dirs: 'tmp/pids' overlaps shared_dirs 'tmp'"),
     (('shared_files = [".env"]', 'shared_files = ["log"]'), "app.shared_files: 'log' overlaps shared_dirs 'log'"),
+    (('shared_files = [".env"]', 'env_file = "log/.env"'), "app.env_file: 'log/.env' overlaps shared_dirs 'log'"),
+    (('shared_files = [".env"]', 'shared_files = [".env/x"]'), "app.env_file: '.env' overlaps shared_files '.env/x'"),
     (('app = { keep_releases = 10 }', 'app = { shared_files = ["tmp/pids/x"] }'),
      "stages.production.app.shared_files: 'tmp/pids/x' overlaps shared_dirs 'tmp/pids'"),
     (("[build]", "[bild]"), "bild: unknown table"),
