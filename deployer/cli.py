@@ -172,7 +172,14 @@ class _Usage:
 
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, ParseError):
-            raise Exit(self.program.explain(exc), code=BAD_INPUT) from None
+            message = self.program.explain(exc)
+            if "--json" in self.program.argv:        # the JSON contract holds for a mistaken command line too
+                from .output import Output
+                from .report import document
+                names = self.program.collection.task_names
+                task = next((a for a in self.program.argv[1:] if a in names), None)
+                Output().json(document(task or "", BAD_INPUT, message.removeprefix("error: "), None, []))
+            raise Exit(message, code=BAD_INPUT) from None
         return False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -16,9 +17,10 @@ from invoke import Collection, Exit, task
 from . import config as config_mod
 from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
-from .errors import BAD_INPUT, DeployerError, UsageError, command_line
+from .errors import BAD_INPUT, FAILED, INTERRUPTED, DeployerError, UsageError, command_line
 from .options import DeployerTask
 from .output import Output, safe
+from .report import Outcome
 from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
@@ -26,24 +28,37 @@ from .state import NAME
 from .store import LocalStore
 
 
-def _boundary(fn):
-    """Map DeployerError (and artifact errors) to one stderr line + its exit code."""
+def _boundary(fn, task_name: str):
+    """Every way a task ends becomes one Outcome: with --json one document on stdout (the same
+    shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
+    failure its exit code with one stderr line per problem (DeployerError and artifact errors)."""
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
         from .artifact import ArtifactError
+        as_json = kwargs.get("json", False)
         try:
-            return fn(c, *args, **kwargs)
+            outcome = fn(c, *args, **kwargs) or Outcome()
         except RunFailed as exc:
-            out = Output()
-            rows = report.run_rows(exc.runs)
-            out.table(rows, report.run_headers(rows))
-            raise Exit(safe(f"error: {exc}"), code=exc.exit_code) from None
-        except DeployerError as exc:         # a config's problems: one line each
-            raise Exit("\n".join(safe(f"error: {line}") for line in str(exc).splitlines() or [""]),
-                       code=exc.exit_code) from None
-        except ArtifactError as exc:
-            raise Exit(safe(f"error: {exc}"), code=getattr(exc, "exit_code", BAD_INPUT)) from None
+            if not as_json:
+                rows = report.run_rows(exc.runs)
+                Output().table(rows, report.run_headers(rows))
+            outcome = Outcome(report.run_records(exc.runs), exc.exit_code, str(exc))
+        except (DeployerError, ArtifactError) as exc:
+            outcome = Outcome([], getattr(exc, "exit_code", BAD_INPUT), str(exc))
+        except KeyboardInterrupt:
+            outcome = Outcome([], INTERRUPTED, "interrupted")
+        if as_json:
+            Output().json(report.document(task_name, outcome.exit_code, outcome.error,
+                                          outcome.stage or kwargs.get("stage"), outcome.hosts, **outcome.extra))
+        if outcome.exit_code:
+            lines = (outcome.error or "failed").splitlines()      # a config's problems: one line each
+            raise Exit("\n".join(safe(f"error: {line}") for line in lines), code=outcome.exit_code)
     return wrapper
+
+
+def _out(as_json: bool) -> Output:
+    """Human text: on stdout, or on stderr when stdout carries the JSON document."""
+    return Output(stream=sys.stderr) if as_json else Output()
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -116,7 +131,8 @@ def command(name: str | None = None, **extra_help):
         kwargs = {"help": helps, "klass": DeployerTask}
         if name:
             kwargs["name"] = name
-        return task(**kwargs)(_boundary(fn))
+        dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__   # config_diff: config.diff
+        return task(**kwargs)(_boundary(fn, dotted))
     return wrap
 
 
@@ -137,13 +153,13 @@ def build(c, config=None, allow_dirty=False):
 def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Connect to every host and check it can take a deploy."""
     _, st, selected = _target(config, stage, hosts, roles)
-    out = Output(quiet=json)
+    out = _out(json)
     runs = maintenance.inspect(st, selected, out, _parallel(parallel))
-    rows = report.check_rows(runs)
-    out.json(rows) if json else out.table(rows)
+    if not json:
+        out.table(report.check_rows(runs))
     bad = report.check_failures(runs)
-    if bad:
-        raise Exit("error: check failed: " + "; ".join(bad), code=1)
+    return Outcome(report.check_records(runs), FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None,
+                   st.name)
 
 
 @command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
@@ -166,7 +182,7 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
     options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
                       canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
                       parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "")
-    out = Output(quiet=json and not dry_run)
+    out = _out(json)
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
@@ -174,13 +190,14 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
                 f"to {st.name}, strategy {options.strategy}")
     runs = run_deploy(st, selected, art, out, options, cfg.path.parent)
     rows = report.run_rows(runs)
-    if json and not dry_run:
-        out.json({"result": "ok", "stage": st.name, "version": art.version, "sha256": art.sha256, "hosts": rows})
-    elif dry_run:
+    if dry_run:
         out.say(f"DRY RUN complete: release {runs[0].target} would go to {', '.join(r.name for r in runs)}")
-    else:
+    elif not json:
         out.table(rows, report.run_headers(rows))
         out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
+    return Outcome(report.run_records(runs), 0, None, st.name,
+                   {"version": art.version, "sha256": art.sha256, "git_sha": art.git_sha or None,
+                    "release": runs[0].target if runs else None, "dry_run": dry_run})
 
 
 @command(to="Release to switch to: a number, or the name of another tool's release (default: the newest "
@@ -191,7 +208,7 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
              ignore_migrations=False, json=False):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
     cfg, st, selected = _target(config, stage, hosts, roles)
-    out = Output(quiet=json)
+    out = _out(json)
     target = None
     if to is not None:
         if not NAME.match(str(to)):
@@ -201,19 +218,24 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
     runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent)
-    rows = report.run_rows(runs)
-    out.json({"result": "ok", "stage": st.name, "hosts": rows}) if json else out.table(rows, report.run_headers(rows))
+    if not json:
+        rows = report.run_rows(runs)
+        out.table(rows, report.run_headers(rows))
+    return Outcome(report.run_records(runs), 0, None, st.name)
 
 
-def _read_only(config, stage, hosts, roles, parallel, json, rows_of):
+def _read_only(config, stage, hosts, roles, parallel, json, rows_of, records_of) -> Outcome:
     _, st, selected = _target(config, stage, hosts, roles)
-    out = Output(quiet=json)
+    out = _out(json)
     runs = maintenance.inspect(st, selected, out, _parallel(parallel))
-    rows = rows_of(runs)
-    out.json(rows) if json else out.table(rows)
-    failed = [r for r in runs if r.state is None]
-    if failed:
-        raise Exit("error: unreachable: " + "; ".join(f"{r.name}: {r.error}" for r in failed), code=1)
+    if not json:
+        out.table(rows_of(runs))
+    return Outcome(records_of(runs), *_unreachable([(r.name, r.error) for r in runs if r.state is None]), st.name)
+
+
+def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
+    """(exit code, error) for the hosts that could not be read."""
+    return (FAILED, "unreachable: " + "; ".join(f"{name}: {error}" for name, error in failed)) if failed else (0, None)
 
 
 @command(all="Every stage, in declared order, in one table (marks stages whose hosts disagree).",
@@ -221,27 +243,29 @@ def _read_only(config, stage, hosts, roles, parallel, json, rows_of):
 def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=False, drift=False, json=False):
     """What runs where: current release, version, git sha, who deployed it, lock."""
     if not all:
-        _read_only(config, stage, hosts, roles, parallel, json, report.status_rows)
-        return
+        return _read_only(config, stage, hosts, roles, parallel, json, report.status_rows, report.status_records)
     cfg = config_mod.load(config)
-    out = Output(quiet=json)
-    rows, unreachable = [], []
+    out = _out(json)
+    rows, records, unreachable = [], [], []
     for st in [cfg.stage(name) for name in cfg.stages]:
         runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
         drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
         stage_rows = report.status_rows(runs)
         versions = {r.get("version") for r in stage_rows}
-        for row in stage_rows:
+        for row, record in zip(stage_rows, report.status_records(runs)):
             row = {"stage": st.name, **row}
             row.pop("lock", None)
             if drift:
                 row["drift"] = drifted.get(row["host"], "?")
+                record["drift"] = row["drift"].lower().replace(" ", "_")
             row["agree"] = "" if len(versions) == 1 else "DIFFERS"
+            record["agree"] = len(versions) == 1
             rows.append(row)
-        unreachable += [f"{st.name}/{r.name}: {r.error}" for r in runs if r.state is None]
-    out.json(rows) if json else out.table(rows)
-    if unreachable:
-        raise Exit("error: unreachable: " + "; ".join(unreachable), code=1)
+            records.append({"stage": st.name, **record})
+        unreachable += [(f"{st.name}/{r.name}", r.error) for r in runs if r.state is None]
+    if not json:
+        out.table(rows)
+    return Outcome(records, *_unreachable(unreachable), None)
 
 
 @command(json="Print JSON instead of a table.")
@@ -249,11 +273,13 @@ def artifacts(c, config=None, json=False):
     """Stored artifacts: version, git sha, sha256, size, built."""
     cfg = config_mod.load(config)
     items = LocalStore(cfg.build.output).list()
-    rows = [{"version": a.version, "git sha": (a.git_sha or "")[:8], "sha256": a.sha256[:12], "size": a.size,
-             "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
-             "by": a.meta.get("built_by", "")} for a in items]
-    out = Output()
-    out.json(rows) if json else (out.table(rows) if rows else out.say(f"no artifacts in {cfg.build.output}"))
+    if not json:
+        rows = [{"version": a.version, "git sha": (a.git_sha or "")[:8], "sha256": a.sha256[:12], "size": a.size,
+                 "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
+                 "by": a.meta.get("built_by", "")} for a in items]
+        out = Output()
+        out.table(rows) if rows else out.say(f"no artifacts in {cfg.build.output}")
+    return Outcome([], 0, None, None, {"artifacts": report.artifact_records(items)})
 
 
 @command(since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).",
@@ -262,12 +288,11 @@ def audit(c, stage=None, config=None, since=None, host=None, json=False):
     """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
     cfg = config_mod.load(config)
     st = cfg.stage(stage)
-    out = Output(quiet=json)
+    out = _out(json)
     entries = provenance.audit(st, out, since=since, host=host)
-    if json:
-        out.json(entries)
-    else:
+    if not json:
         out.table(provenance.audit_rows(entries)) if entries else out.say("no ledger entries")
+    return Outcome([], 0, None, st.name, {"entries": entries})
 
 
 @command()
@@ -275,19 +300,20 @@ def verify(c, stage=None, config=None, parallel=10, json=False):
     """Check each host's live files against its release's manifest: modified, added, removed."""
     cfg = config_mod.load(config)
     st = cfg.stage(stage)
-    out = Output(quiet=json)
+    out = _out(json)
     runs = provenance.drift(st, out, _parallel(parallel))
     rows = provenance.drift_rows(runs)
-    out.json(rows) if json else out.table(rows)
+    if not json:
+        out.table(rows)
     bad = [r for r in rows if r["state"] != "ok"]
-    if bad:
-        raise Exit("error: drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad), code=1)
+    error = "drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad) if bad else None
+    return Outcome(report.drift_records(runs), FAILED if bad else 0, error, st.name)
 
 
 @command()
 def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Every release on every host, with its state and the current marker."""
-    _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows)
+    return _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows, report.releases_records)
 
 
 @command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
@@ -339,12 +365,11 @@ def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10)
 def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Keys that differ between the hosts' env files and what push would write (secrets masked)."""
     cfg, st, selected = _target(config, stage, hosts, roles)
-    out = Output(quiet=json)
+    out = _out(json)
     rows = maintenance.diff_config(st, selected, out, _parallel(parallel), str(cfg.path.parent))
-    if json:
-        out.json(rows)
-    else:
+    if not json:
         out.table(rows) if rows else out.say("no differences")
+    return Outcome(report.diff_records(selected, rows), 0, None, st.name)
 
 
 @command(name="hosts")
@@ -352,10 +377,10 @@ def hosts_(c, stage=None, config=None, json=False):
     """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
     cfg = config_mod.load(config)
     st = cfg.stage(stage)
-    rows = [{"name": h.name, "host": h.address, "port": h.port, "user": h.user or "", "roles": ",".join(h.roles),
-             "env keys": ",".join(k for k, _ in h.env)} for h in st.hosts]
-    out = Output()
-    out.json(rows) if json else out.table(rows)
+    if not json:
+        Output().table([{"name": h.name, "host": h.address, "port": h.port, "user": h.user or "",
+                         "roles": ",".join(h.roles), "env keys": ",".join(k for k, _ in h.env)} for h in st.hosts])
+    return Outcome(report.inventory_records(st.hosts), 0, None, st.name)
 
 
 @command(config="Accepted for symmetry: the agent serves every config of this user, all are closed.")

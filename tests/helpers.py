@@ -52,15 +52,17 @@ def cli_popen(sb, *args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def status(sb) -> list[dict]:
+    """status --json: one record per host."""
     proc = cli(sb, "status", "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)["hosts"]
 
 
 def releases(sb) -> list[dict]:
+    """releases --json, flattened: one record per release per host, with its host."""
     proc = cli(sb, "releases", "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return [{"host": h["host"], **r} for h in json.loads(proc.stdout)["hosts"] for r in h["releases"]]
 
 
 def tree(sb, host, deploy_to: str = "/srv/app") -> str:

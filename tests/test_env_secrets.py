@@ -102,11 +102,11 @@ def test_config_push_and_diff(sandbox, monkeypatch, tmp_path):
     monkeypatch.setenv("TEST_API_KEY", SECRET + "-rotated")
     proc = cli(sb, "config.diff", "--stage", "staging", "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
-    changes = {(r["host"], r["key"]): r for r in rows}
-    assert changes[("host-1", "DATABASE_URL")]["would write"] == "postgres://staging-db-2/app"
+    hosts = json.loads(proc.stdout)["hosts"]
+    changes = {(h["host"], r["key"]): r for h in hosts for r in h["changes"]}
+    assert changes[("host-1", "DATABASE_URL")]["would_write"] == "postgres://staging-db-2/app"
     assert changes[("host-1", "FEATURE_X")]["change"] == "added"
-    assert changes[("host-1", "API_KEY")]["on host"] == "(secret)"
+    assert changes[("host-1", "API_KEY")]["on_host"] == "(secret)"
     assert SECRET not in proc.stdout
     before = release_dirs(sb, 0)
     proc = cli(sb, "config.push", "--stage", "staging")
@@ -114,7 +114,7 @@ def test_config_push_and_diff(sandbox, monkeypatch, tmp_path):
     assert release_dirs(sb, 0) == before
     text, mode = env_of(sb, 0)
     assert "postgres://staging-db-2/app" in text and f"API_KEY={SECRET}-rotated" in text and mode == "600"
-    entries = json.loads(cli(sb, "audit", "--stage", "staging", "--json").stdout)
+    entries = json.loads(cli(sb, "audit", "--stage", "staging", "--json").stdout)["entries"]
     pushed = [e for e in entries if e["action"] == "config"]
     assert len(pushed) == 2 and all(len(e["env_sha256"]) == 64 for e in pushed)
     assert SECRET not in json.dumps(entries)
@@ -131,7 +131,7 @@ def test_hosts_command_inventory(sandbox, tmp_path):
     sb.config_path.write_text(toml.dumps(doc))
     proc = cli(sb, "hosts", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [h["name"] for h in json.loads(proc.stdout)] == ["host-1", "host-2"]
+    assert [h["host"] for h in json.loads(proc.stdout)["hosts"]] == ["host-1", "host-2"]
     assert cli(sb, "deploy").returncode == 0
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
     inventory.write_text(json.dumps([{"host": "bad host"}]))
@@ -216,7 +216,7 @@ def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sa
             outputs += [proc.stdout, proc.stderr]
     finally:
         hook.close()
-    audit = json.loads(cli(sb, "audit", "--json").stdout)
+    audit = json.loads(cli(sb, "audit", "--json").stdout)["entries"]
     failed = [e for e in audit if e["result"] != "ok"]
     assert len(failed) == 4 and all("••••••" in e["error"] for e in failed)     # the errors are kept, masked
     payloads = sink.read_text().splitlines()

@@ -30,15 +30,14 @@ def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandb
                         " && touch 999999999999999999999/.deployer/complete 0007/.deployer/complete"
                         " && chown -R deploy: /srv/app/releases")
     assert code == 0, out
-    rows = releases(sb)
-    names = [r["N"] for r in rows]
+    names = [r["release"] for r in releases(sb)]
     assert 1 in names and 999 not in names and "999" not in names
-    states = {str(r["N"]): r["state"] for r in rows}
-    assert states["999999999999999999999"].startswith("ignored") and states["0007"].startswith("ignored")
-    assert any("1 name(s) with characters outside" in r["state"] for r in rows)
+    host = json.loads(cli(sb, "releases", "--json").stdout)["hosts"][0]
+    assert "999999999999999999999" in host["ignored"] and "0007" in host["ignored"] and host["odd_names"] == 1
+    assert "1 name(s) with characters outside" in cli(sb, "releases").stdout
     check = cli(sb, "check", "--json")
     assert check.returncode == 0, check.stderr
-    assert "999999999999999999999" in json.loads(check.stdout)[0]["ignored"]
+    assert "999999999999999999999" in json.loads(check.stdout)["hosts"][0]["ignored"]
 
     second = cli(sb, "deploy")
     assert second.returncode == 0, second.stderr + second.stdout

@@ -80,7 +80,7 @@ def test_failing_http_verify_rolls_back_marks_bad_and_notifies(sandbox, app_repo
     assert proc.returncode == 1
     assert "ROLLING BACK" in proc.stdout and "health check failed" in proc.stderr
     assert all(current(sb, h) == good for h in sb.hosts)
-    bad = [r for r in releases(sb) if "bad" in r["state"] and r["N"] == 3]
+    bad = [r for r in releases(sb) if r["bad"] and r["release"] == 3]
     assert {r["host"] for r in bad} == {"host-1", "host-2", "host-3"}
     assert events(received) == ["started", "rolled back", "failed"]
     assert received[-1]["text"].startswith("✖ deploy failed") and received[-1]["stage"] == "sandbox"

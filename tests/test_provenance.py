@@ -26,14 +26,14 @@ def two_stages(sandbox, app_repo, **extra):
 def audit(sb, stage):
     proc = cli(sb, "audit", "--stage", stage, "--json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)["entries"]
 
 
 def test_promotion_gate(sandbox, app_repo):
     commit_change(app_repo, "ok.txt", "fine\n")
     sb = two_stages(sandbox, app_repo, verify={"command": "test -f ok.txt"})
     assert cli(sb, "build").returncode == 0
-    d = json.loads(cli(sb, "artifacts", "--json").stdout)[0]
+    d = json.loads(cli(sb, "artifacts", "--json").stdout)["artifacts"][0]
 
     # production before staging: refused, nothing uploaded
     proc = cli(sb, "deploy", "--stage", "production", "--version", d["version"])
@@ -54,7 +54,7 @@ def test_promotion_gate(sandbox, app_repo):
     (app_repo / "ok.txt").unlink()
     commit_change(app_repo, "other.txt", "d2\n")
     assert cli(sb, "deploy", "--stage", "staging").returncode == 1
-    d2 = json.loads(cli(sb, "artifacts", "--json").stdout)[0]
+    d2 = json.loads(cli(sb, "artifacts", "--json").stdout)["artifacts"][0]
     assert d2["version"] != d["version"]
     proc = cli(sb, "deploy", "--stage", "production", "--version", d2["version"])
     assert proc.returncode == 4 and "no successful, verified deploy" in proc.stderr
@@ -76,7 +76,7 @@ def test_promotion_gate(sandbox, app_repo):
 
     # staging's audit: one ok deploy of D, one rolled-back attempt of D2, on both hosts
     staging = audit(sb, "staging")
-    assert [(e["result"], e["artifact_sha256"][:12]) for e in staging if e["host"] == "host-1"] == \
+    assert [(e["result"], e["artifact_sha256"]) for e in staging if e["host"] == "host-1"] == \
         [("ok", d["sha256"]), ("rolled back", d2["sha256"])]
     assert all(e["who"] and e["time"].endswith("Z") for e in staging)
     assert cli(sb, "audit", "--stage", "staging", "--host", "host-2", "--since", "2000-01-01").returncode == 0
@@ -84,12 +84,12 @@ def test_promotion_gate(sandbox, app_repo):
 
     # one table of what runs where, stages in declared order
     proc = cli(sb, "status", "--all", "--json")
-    rows = json.loads(proc.stdout)
+    rows = json.loads(proc.stdout)["hosts"]
     assert [(r["stage"], r["host"]) for r in rows] == [("staging", "host-1"), ("staging", "host-2"),
                                                       ("production", "host-3"), ("production", "host-4")]
     assert {r["version"] for r in rows if r["stage"] == "staging"} == {d["version"]}
     assert {r["version"] for r in rows if r["stage"] == "production"} == {d2["version"]}
-    assert all(r["agree"] == "" for r in rows)
+    assert all(r["agree"] is True for r in rows)
 
 
 def test_drift_verification_names_host_and_file(sandbox, app_repo):
@@ -101,10 +101,10 @@ def test_drift_verification_names_host_and_file(sandbox, app_repo):
                "echo fine > /srv/app/shared/log/app.log")
     proc = cli(sb, "verify", "--json")
     assert proc.returncode == 1
-    rows = {r["host"]: r for r in json.loads(proc.stdout)}
-    assert rows["host-1"]["state"] == "ok" and rows["host-3"]["state"] == "ok"
-    assert rows["host-2"]["state"] == "DRIFT"
-    assert rows["host-2"]["modified"] == "app.py" and rows["host-2"]["added"] == "backdoor.sh"
+    rows = {r["host"]: r for r in json.loads(proc.stdout)["hosts"]}
+    assert rows["host-1"]["result"] == "ok" and rows["host-3"]["result"] == "ok"
+    assert rows["host-2"]["result"] == "drift"
+    assert rows["host-2"]["modified"] == ["app.py"] and rows["host-2"]["added"] == ["backdoor.sh"]
     assert "host-2" in proc.stderr
     proc = cli(sb, "status", "--all", "--drift")
     assert "DRIFT" in proc.stdout
@@ -135,6 +135,6 @@ def test_ledger_survives_sigkill_mid_run(sandbox, app_repo, tmp_path):
     if proc.returncode == 3:
         assert cli(sb, "unlock", "--yes").returncode == 0
         assert cli(sb, "deploy").returncode == 0
-    entries = json.loads(cli(sb, "audit", "--json").stdout)
+    entries = json.loads(cli(sb, "audit", "--json").stdout)["entries"]
     assert [e["action"] for e in entries if e["host"] == "host-1"][-1] == "deploy"
     assert entries[-1]["result"] == "ok"

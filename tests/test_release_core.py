@@ -40,7 +40,7 @@ def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
     assert "no earlier complete release" in again.stdout + again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
     assert [tree(sb, h) for h in sb.hosts] == before
-    assert all(r["lock"] == "" for r in status(sb))
+    assert all(r["lock"] is None for r in status(sb))
 
 
 def test_round_trips_per_host(sandbox, app_repo):
@@ -76,7 +76,7 @@ def test_deploy_whose_output_reader_left_still_completes(sandbox, app_repo):
         os.close(w)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert [(r["current"], r["lock"]) for r in status(sb)] == [(1, ""), (1, "")]
+    assert [(r["current"], r["lock"]) for r in status(sb)] == [(1, None), (1, None)]
 
 
 def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cleanup_failure(sandbox, app_repo):
@@ -94,9 +94,9 @@ def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cl
         assert sb.command_count(host) - before == 3
     assert "cleaned up 1" in proc.stdout
     assert release_dirs(sb, host) == ["2", "3"] and current(sb, host) == "releases/3"
-    assert status(sb)[0]["lock"] == ""
+    assert status(sb)[0]["lock"] is None
     audit = cli(sb, "audit", "--json")
-    assert [e["release"] for e in json.loads(audit.stdout) if e["action"] == "deploy" and e["result"] == "ok"] == [1, 2, 3]
+    assert [e["release"] for e in json.loads(audit.stdout)["entries"] if e["action"] == "deploy" and e["result"] == "ok"] == [1, 2, 3]
 
     # release 2 is pruned by the next deploy; a root-owned file in it makes that rm fail
     sb.exec(host, "mkdir /srv/app/releases/2/stuck && touch /srv/app/releases/2/stuck/f && chmod 555 /srv/app/releases/2/stuck")
@@ -105,7 +105,7 @@ def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cl
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "release 4 is live everywhere, but finish: cleanup failed on host-1" in proc.stderr
     assert "Traceback" not in proc.stderr and "ROLLING BACK" not in proc.stdout
-    assert current(sb, host) == "releases/4" and status(sb)[0]["lock"] == ""
+    assert current(sb, host) == "releases/4" and status(sb)[0]["lock"] is None
 
     sb2 = sandbox(1, verify={"command": "test -f REVISION"})
     assert cli(sb2, "deploy").returncode == 0
@@ -211,7 +211,7 @@ def test_concurrent_deploys_one_wins(sandbox, tmp_path):
     loser = next(r for r in results if r[0] == 3)
     assert "held by" in loser[2] and "pid" in loser[2] and "deployer unlock" in loser[2]
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert all(r["lock"] == "" for r in status(sb))
+    assert all(r["lock"] is None for r in status(sb))
 
 
 def test_stale_lock_reported_and_unlock(sandbox):

@@ -100,4 +100,4 @@ def test_no_request_fails_across_deploy_rollback_and_failed_deploy(sandbox, tmp_
         assert s["v2 live"] < s["v1 back"] < s["v3 live"] < s["v3 rolled back"]
     assert "ROLLING BACK" in out
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert {r["host"] for r in releases(sb) if r["N"] == 3 and "bad" in r["state"]} == set(names)
+    assert {r["host"] for r in releases(sb) if r["release"] == 3 and r["bad"]} == set(names)

@@ -1,0 +1,147 @@
+"""The --json contract against real hosts: in every outcome (success, host failure, lock held,
+gate refused, bad config, bad command line, Ctrl-C) stdout holds exactly one JSON document that
+docs/result.schema.json accepts, whose exit_code is the process's; human text goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import toml
+
+from helpers import REPO, cli, cli_env, cli_popen, commit_change, wait_until
+
+SCHEMA = json.loads((REPO / "docs" / "result.schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+FAIL_SMOKE = 'test ! -f /tmp/fail-smoke || { echo "smoke broke" >&2; exit 3; }'
+
+
+def document(proc: subprocess.CompletedProcess, task: str, result: str) -> dict:
+    """The one document on stdout, valid against the schema, matching the process's exit code."""
+    doc = json.loads(proc.stdout)           # the whole of stdout: one document, nothing else
+    VALIDATOR.validate(doc)
+    assert (doc["task"], doc["result"], doc["exit_code"]) == (task, result, proc.returncode), proc.stderr
+    if result != "ok":
+        assert proc.stderr.strip(), "the human error line goes to stderr"
+    return doc
+
+
+def test_schema_is_valid_and_strict():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    good = {"task": "status", "result": "ok", "exit_code": 0, "error": None, "stage": "s", "hosts": []}
+    VALIDATOR.validate(good)
+    for bad in ({**good, "result": "failed"},                     # failed with exit 0 and no error
+                {**good, "hosts": [{"host": "a", "error": None, "git sha": "ab"}]},     # key with a space
+                {**good, "hosts": [{"host": "a", "error": None, "complete_releases": "3"}]},   # number as text
+                {**good, "artifacts": [{"version": "v", "git_sha": None, "sha256": "abc123def456", "size": 1,
+                                        "files": 1, "built_at": None, "built_by": None, "dirty": False}]},
+                {**good, "hosts": [{"host": "a", "error": None, "deployed_at": "2026-01-01 10:00"}]}):
+        assert not VALIDATOR.is_valid(bad), bad
+
+
+def two_stages(sb):
+    """staging = host-1, production = host-2 (requires staging)."""
+    doc = toml.loads(sb.config_path.read_text())
+    hosts = doc["stages"].pop("sandbox")["hosts"]
+    doc["stages"]["staging"] = {"hosts": hosts[:1]}
+    doc["stages"]["production"] = {"hosts": hosts[1:], "requires": "staging"}
+    sb.config_path.write_text(toml.dumps(doc))
+
+
+def test_every_outcome_is_one_valid_document(sandbox, app_repo, tmp_path):
+    sb = sandbox(2, smoke={"command": FAIL_SMOKE}, env={"API_KEY": "plain-value"})
+    two_stages(sb)
+
+    # gate refused: production before staging
+    doc = document(cli(sb, "deploy", "-s", "production", "--json"), "deploy", "refused")
+    assert "must pass staging first" in doc["error"] and doc["exit_code"] == 4
+
+    # success, with full digests, numbers as numbers
+    proc = cli(sb, "deploy", "-s", "staging", "--json")
+    doc = document(proc, "deploy", "ok")
+    assert len(doc["sha256"]) == 64 and len(doc["git_sha"]) == 40 and doc["release"] == 1
+    [host] = doc["hosts"]
+    assert (host["host"], host["result"], host["release"], host["error"]) == ("host-1", "ok", 1, None)
+    assert all(isinstance(v, float) for v in host["seconds"].values()) and "prepare" in host["seconds"]
+    assert "prepare" in proc.stderr           # progress is human text: stderr
+
+    # the read-only tasks
+    doc = document(cli(sb, "status", "-s", "staging", "--json"), "status", "ok")
+    assert doc["hosts"][0]["current"] == 1 and doc["hosts"][0]["lock"] is None
+    assert doc["hosts"][0]["deployed_at"].endswith("Z")
+    doc = document(cli(sb, "releases", "-s", "staging", "--json"), "releases", "ok")
+    assert [r["release"] for r in doc["hosts"][0]["releases"]] == [1]
+    assert doc["hosts"][0]["releases"][0]["current"] is True
+    doc = document(cli(sb, "check", "-s", "staging", "--json"), "check", "ok")
+    assert doc["hosts"][0]["ssh"] is True and doc["hosts"][0]["free_bytes"] > 0
+    document(cli(sb, "verify", "-s", "staging", "--json"), "verify", "ok")
+    doc = document(cli(sb, "audit", "-s", "staging", "--json"), "audit", "ok")
+    assert [e["action"] for e in doc["entries"]] == ["deploy"]
+    doc = document(cli(sb, "artifacts", "--json"), "artifacts", "ok")
+    assert len(doc["artifacts"][0]["sha256"]) == 64 and isinstance(doc["artifacts"][0]["size"], int)
+    doc = document(cli(sb, "hosts", "-s", "production", "--json"), "hosts", "ok")
+    assert doc["hosts"][0]["host"] == "host-2" and isinstance(doc["hosts"][0]["port"], int)
+    doc = document(cli(sb, "config.diff", "-s", "staging", "--json"), "config.diff", "ok")
+    assert doc["hosts"][0]["changes"] == []
+    doc = document(cli(sb, "status", "--all", "--json"), "status", "ok")
+    assert [(r["stage"], r["host"]) for r in doc["hosts"]] == [("staging", "host-1"), ("production", "host-2")]
+
+    # host failure: the smoke test fails on staging's host
+    sb.exec(0, "touch /tmp/fail-smoke")
+    commit_change(app_repo, "two.txt", "2\n")
+    doc = document(cli(sb, "deploy", "-s", "staging", "--json"), "deploy", "failed")
+    [host] = doc["hosts"]
+    assert host["result"] == "failed" and host["step"] == "smoke" and "smoke broke" in host["error"]
+    sb.exec(0, "rm /tmp/fail-smoke")
+    document(cli(sb, "deploy", "-s", "staging", "--json"), "deploy", "ok")
+    doc = document(cli(sb, "rollback", "-s", "staging", "--json"), "rollback", "ok")
+    assert doc["hosts"][0]["release"] == 1
+
+    # bad config, and a bad command line: still one document
+    bad = sb.config_path.with_name("bad.toml")
+    bad.write_text(sb.config_path.read_text().replace("deploy_to", "deploy_too", 1))
+    proc = subprocess.run([sys.executable, "-m", "deployer", "status", "--json", "-c", str(bad)],
+                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    doc = document(proc, "status", "bad_input")
+    assert "deploy_too: unknown key (did you mean deploy_to?)" in doc["error"]
+    doc = document(cli(sb, "deploy", "--json", "--batch", "x"), "deploy", "bad_input")
+    assert doc["error"] == "--batch expects a whole number, got 'x'"
+    doc = document(cli(sb, "status", "--json", "-s", "prod"), "status", "bad_input")
+    assert "did you mean production?" in doc["error"]
+
+
+def test_lock_held_and_interrupt_are_documents(sandbox, tmp_path):
+    sb = sandbox(2)
+    flag = tmp_path / "paused"
+    holder = cli_popen(sb, "deploy", "--json", env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"})
+    try:
+        wait_until(lambda: flag.exists() or holder.poll() is not None, 120, "the first deploy to hold the lock")
+        assert holder.poll() is None, holder.communicate()
+        # lock held: the second run's document names the holder; status shows the lock as an object
+        doc = document(cli(sb, "deploy", "--json"), "deploy", "locked")
+        assert "held by" in doc["error"] and "deployer unlock" in doc["error"]
+        lock = json.loads(cli(sb, "status", "--json").stdout)["hosts"][0]["lock"]
+        assert lock["pid"] == holder.pid and lock["started"].endswith("Z")
+        # Ctrl-C while paused before the switch: a clean abort, still one document
+        holder.send_signal(signal.SIGINT)
+        out, err = holder.communicate(timeout=60)
+    finally:
+        flag.unlink(missing_ok=True)
+        if holder.poll() is None:
+            holder.kill()
+    doc = document(subprocess.CompletedProcess(holder.args, holder.returncode, out, err), "deploy", "interrupted")
+    assert {h["host"] for h in doc["hosts"]} == {"host-1", "host-2"}
+    assert all(h["result"] != "ok" for h in doc["hosts"])
+
+
+@pytest.mark.parametrize("argv", [["deploy", "--json", "--stagee", "x"], ["deploy", "--json", "-j", "0"],
+                                  ["status", "--json", "--config", "missing.toml"]])
+def test_usage_errors_with_json_are_documents(tmp_path, argv):
+    proc = subprocess.run([sys.executable, "-m", "deployer", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    document(proc, argv[0], "bad_input")
+    assert len(proc.stderr.splitlines()) == 1
