@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from .fleet import HostRun
 
@@ -170,6 +172,24 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _sha(value) -> str | None:
+    """A full git sha, or None (another tool's revision may be anything)."""
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value) else None
+
+
+def _time(value) -> str | None:
+    """ISO 8601 UTC (…Z), or None when value is no time (another tool may record any text)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def run_records(runs: list[HostRun]) -> list[dict]:
     return [{"host": run.name, "result": run.result, "step": run.step, "release": run.target,
              "seconds": {p: round(run.times[p], 3) for p in PHASES if p in run.times},
@@ -180,7 +200,7 @@ def _lock(lock) -> dict | None:
     if lock is None:
         return None
     return {"who": lock.who, "pid": lock.pid if isinstance(lock.pid, int) else None, "stage": lock.stage,
-            "started": _text(lock.started)}
+            "started": _time(lock.started)}
 
 
 def status_records(runs: list[HostRun]) -> list[dict]:
@@ -199,8 +219,8 @@ def status_records(runs: list[HostRun]) -> list[dict]:
             "current_state": "ok" if st.live is not None else st.current_kind,
             "foreign": foreign is not None,
             "version": _text(meta.get("version")),
-            "git_sha": _text(foreign.revision if foreign else meta.get("git_sha")),
-            "deployed_at": _text(foreign.time if foreign else meta.get("deployed_at")),
+            "git_sha": _sha(foreign.revision if foreign else meta.get("git_sha")),
+            "deployed_at": _time(foreign.time if foreign else meta.get("deployed_at")),
             "deployed_by": None if foreign else _text(meta.get("deployed_by")),
             "complete_releases": sum(1 for r in st.releases if r.complete),
             "foreign_releases": len(st.foreign),
@@ -218,10 +238,10 @@ def releases_records(runs: list[HostRun]) -> list[dict]:
             records.append({"host": run.name, "error": run.error or "unreachable"})
             continue
         rels = [{"release": r.number, "version": _text(r.meta.get("version")),
-                 "git_sha": _text(r.meta.get("git_sha")), "deployed_at": _text(r.meta.get("deployed_at")),
+                 "git_sha": _sha(r.meta.get("git_sha")), "deployed_at": _time(r.meta.get("deployed_at")),
                  "complete": r.complete, "bad": r.bad, "rolled_back": r.rolled_back, "foreign": False,
                  "current": r.number == st.current} for r in st.releases]
-        rels += [{"release": f.name, "version": None, "git_sha": _text(f.revision), "deployed_at": _text(f.time),
+        rels += [{"release": f.name, "version": None, "git_sha": _sha(f.revision), "deployed_at": _time(f.time),
                   "complete": None, "bad": False, "rolled_back": False, "foreign": True,
                   "current": f.name == st.live} for f in st.foreign]
         records.append({"host": run.name, "releases": rels, "leftover": list(st.strays),
@@ -262,8 +282,8 @@ def drift_records(runs: list[HostRun]) -> list[dict]:
 def artifact_records(items) -> list[dict]:
     def count(value):
         return value if isinstance(value, int) else None
-    return [{"version": a.version, "git_sha": _text(a.git_sha), "sha256": a.sha256, "size": a.size,
-             "files": count(a.meta.get("file_count")), "built_at": _text(a.meta.get("built_at")),
+    return [{"version": a.version, "git_sha": _sha(a.git_sha), "sha256": a.sha256, "size": a.size,
+             "files": count(a.meta.get("file_count")), "built_at": _time(a.meta.get("built_at")),
              "built_by": _text(a.meta.get("built_by")), "dirty": bool(a.meta.get("dirty", False))} for a in items]
 
 

@@ -162,16 +162,16 @@ def _take_over(sb, deploy_to: str, old_live: str, old_version: str, foreign: lis
     assert sb.exec(0, f"cat {deploy_to}/current/config/app.env")[1].strip() == "SECRET_FROM_OLD_TOOL=1"
 
     rows = releases(sb)
-    kinds = {str(r["N"]): r["state"] for r in rows}
+    kinds = {str(r["release"]): "foreign" if r["foreign"] else "ours" for r in rows}
     assert {name: kinds.get(name) for name in foreign} == {name: "foreign" for name in foreign}
-    assert kinds[str(ours)] == "ok" and [r["N"] for r in rows if r["current"]] == [ours]
+    assert kinds[str(ours)] == "ours" and [r["release"] for r in rows if r["current"]] == [ours]
     assert status(sb)[0]["current"] == ours
 
     back = cli(sb, "rollback")
     assert back.returncode == 0, back.stdout + back.stderr
     assert current(sb, 0, deploy_to) == f"releases/{old_live}"
     assert sb.exec(0, f"cat {deploy_to}/current/VERSION")[1].strip() == old_version
-    assert status(sb)[0]["current"] == f"{old_live} (foreign)"
+    assert (status(sb)[0]["current"], status(sb)[0]["foreign"]) == (old_live, True)
     # nothing written into a foreign release; ours is marked rolled back
     assert {name: _listing(sb, f"{deploy_to}/releases/{name}") for name in foreign} == before
     assert sb.exec(0, f"test -f {deploy_to}/releases/{ours}/.deployer/rolled_back")[0] == 0
@@ -211,8 +211,8 @@ def test_capistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     assert len(names) == 2 and all(len(n) == 14 and n.isdigit() for n in names)
     assert current(sb, 0, "/srv/benchapp") == f"/srv/benchapp/releases/{names[1]}"       # absolute
 
-    rows = {str(r["N"]): r for r in releases(sb)}
-    assert rows[names[1]]["git sha"] == f"{2:040x}"[:8] and rows[names[1]]["state"] == "foreign"
+    rows = {str(r["release"]): r for r in releases(sb)}
+    assert rows[names[1]]["git_sha"] == f"{2:040x}" and rows[names[1]]["foreign"] is True
     _take_over(sb, "/srv/benchapp", names[1], "cap-2", names, ours=1)
 
     # and back to Capistrano: its next deploy goes live beside ours, which it leaves alone
@@ -340,6 +340,6 @@ def test_deployer_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_repo
     _prepare_host(sb, "/srv/depapp")
     _deployer_layout(sb, "/srv/depapp", 3)
     assert current(sb, 0, "/srv/depapp") == "releases/3"
-    rows = {str(r["N"]): r for r in releases(sb)}
-    assert rows["1"]["deployed at"] == "2026-11-01T10:00:00Z" and rows["3"]["git sha"] == f"{3:040x}"[:8]
+    rows = {str(r["release"]): r for r in releases(sb)}
+    assert rows["1"]["deployed_at"] == "2026-11-01T10:00:00Z" and rows["3"]["git_sha"] == f"{3:040x}"
     _take_over(sb, "/srv/depapp", "3", "dep-3", ["1", "2", "3"], ours=4)

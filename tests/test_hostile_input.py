@@ -29,7 +29,7 @@ def test_shell_syntax_in_deploy_to_never_runs_on_the_host(sandbox):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert current(sb, 0, weird) == "releases/1" and release_dirs(sb, 0, weird) == ["1"]
     status = cli(sb, "status", "--json")
-    assert status.returncode == 0 and json.loads(status.stdout)[0]["current"] == 1
+    assert status.returncode == 0 and json.loads(status.stdout)["hosts"][0]["current"] == 1
 
     edit_config(sb, app={"deploy_to": "/proc/x$(touch /tmp/pwned-4)\"`touch /tmp/pwned-5`"})
     refused = cli(sb, "deploy")
@@ -99,7 +99,7 @@ def test_escape_sequences_in_a_version_never_reach_the_terminal(sandbox, app_rep
         assert not any(c in text for c in "\x1b\x07\u202e"), text
         assert "1.0\\x1b[2J\\x1b]0;owned\\x07\\u202e\\nFAKE LINE" in text
         assert not any(line.startswith("FAKE") for line in text.splitlines())
-    assert json.loads(cli(sb, "status", "--json").stdout)[0]["version"] == version
+    assert json.loads(cli(sb, "status", "--json").stdout)["hosts"][0]["version"] == version
 
 
 def test_accept_new_keeps_known_hosts_one_entry_a_line(sandbox):

@@ -145,3 +145,25 @@ def test_usage_errors_with_json_are_documents(tmp_path, argv):
                           env=cli_env(), timeout=60)
     document(proc, argv[0], "bad_input")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_records_of_odd_host_states_stay_in_the_schema():
+    """Another tool's release may record any revision and any time text; a lock file may be torn."""
+    from deployer import report
+    from deployer.config import Host, SSHSettings
+    from deployer.fleet import HostRun
+    from deployer.state import Foreign, HostState, LockInfo, Release
+    state = HostState(user="deploy", writable=True, deploy_to_exists=True, current_kind="link",
+                      current_target="releases/cap-1", free_kb=10,
+                      releases=(Release(3, True, meta={"git_sha": "abc", "deployed_at": "2026-01-02T03:04:05+01:00"}),),
+                      foreign=(Foreign("cap-1", revision="r1234", recorded="yesterday"),),
+                      lock=LockInfo(who="x", pid="not a pid", started="?"))
+    run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
+    down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
+    for task, records in (("status", report.status_records([run, down])),
+                          ("releases", report.releases_records([run, down])),
+                          ("check", report.check_records([run, down]))):
+        VALIDATOR.validate(report.document(task, 1, "unreachable: d", "s", records))
+    [rec, _] = report.releases_records([run, down])
+    assert rec["releases"][0]["deployed_at"] == "2026-01-02T02:04:05Z" and rec["releases"][0]["git_sha"] is None
+    assert rec["releases"][1]["deployed_at"] is None and rec["releases"][1]["release"] == "cap-1"
