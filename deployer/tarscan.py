@@ -12,6 +12,8 @@ reader accepts a small, unambiguous subset and refuses everything else with one 
   returned for the member rules to name), plus pax extended headers ('x', known keywords only),
   a pax global header carrying only a `comment` (git archive), and GNU long names/links ('L', 'K')
   — at most one of each before a member, never a long name and a pax path for the same member;
+* names and link targets valid UTF-8 without control characters; only directories may end in
+  `/` or `.`; files alone carry data (a size on anything else is refused);
 * the archive ends at its first zero block and everything after it is zero bytes.
 
 Python's own tarfile then reads the same stream; a member list that differs is refused too.
@@ -220,10 +222,10 @@ def _strict(stream: _GzipStream, keep: tuple[str, ...]) -> Scan:
         linkname = _pick(pax.get("linkpath"), long.get(b"K")) or _text(_field(block, 157, 100), f"link name ({where})")
         ti = tarfile.TarInfo(name)
         ti.type, ti.linkname, ti.mode = _MEMBER_TYPES[typeflag], linkname, mode & 0o7777
+        if not ti.isdir() and name.endswith("/"):
+            raise Refused(f"{name!r}: a non-directory member named like a directory (GNU tar may make it one)")
         if ti.isreg():
             ti.size = int(pax["size"]) if "size" in pax else size
-            if name.endswith("/"):
-                raise Refused(f"regular file {name!r} named like a directory (GNU tar makes it one)")
         elif size or "size" in pax:
             raise Refused(f"{name!r}: a non-file member with a size ({where})")
         if ti.isdir():

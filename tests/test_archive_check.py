@@ -52,6 +52,14 @@ def header(name, type=b"0", size=0, mode=0o644, linkname=b"", *, magic=POSIX, pr
     return bytes(b)
 
 
+def signed_checksum(block: bytes) -> bytes:
+    """The same header with the checksum old tars wrote: bytes summed as signed chars."""
+    b = bytearray(block)
+    b[148:156] = b" " * 8
+    b[148:156] = b"%06o\0 " % sum(x - 256 if x > 127 else x for x in b)
+    return bytes(b)
+
+
 def pad(data: bytes) -> bytes:
     return data + bytes(-len(data) % 512)
 
@@ -195,6 +203,10 @@ CASES = {
                                 + HIDDEN)),
     "size-in-old-base64": NO(gz(REV + header("p", b"0", size_field=b"+0000000000B") + END)),
     "mode-with-spaces": OK(gz(REV + header("spaced", b"0", 3, mode_field=b"   750 \0") + pad(b"ok\n") + END)),
+    "checksum-as-signed-sum": NO(gz(REV + signed_checksum(header("café", b"0", 0)) + END)),
+    "name-fills-its-field": OK(gz(REV + file("n" * 100) + sym("l" * 100, "n" * 100) + END)),
+    "prefix-fills-its-field": OK(gz(REV + file("f" * 100, prefix="p" * 155) + END)),
+    "hardlink-target-with-dot-slash": OK(gz(REV + file("f") + link("./h", "./f") + END)),
     "checksum-wrong": NO(gz(REV + header("f", b"0", 0, checksum_delta=1) + END)),
     # member types and names
     "hardlink-to-earlier-file": OK(gz(REV + file("f", b"data\n", mode=0o640) + link("h", "f") + END)),
@@ -215,6 +227,7 @@ CASES = {
     "solaris-extended-header": NO(gz(REV + pax(record("path", "x"), type=b"X") + file("f") + END)),
     "regular-file-with-trailing-slash": NO(gz(REV + file("looks-like-dir/", b"") + END)),
     "old-regular-type-with-trailing-slash": NO(gz(REV + header("old/", b"\0", 0) + END)),
+    "symlink-with-trailing-slash": NO(gz(REV + file("f") + sym("s/", "f") + END)),
     "old-regular-type": OK(gz(REV + header("old", b"\0", 3) + pad(b"old") + END)),
     "directory-with-trailing-slashes": OK(gz(REV + dir_("d//") + file("d/x") + END)),
     "root-entry-with-mode": OK(gz(dir_("./", 0o750) + GOOD)),
