@@ -46,7 +46,8 @@ def test_a_health_check_body_with_an_odd_number_of_quotes_passes(sandbox):
     sb = sandbox(1)
     code, out = sb.exec(0, "mkdir -p /srv/www && printf 'status: \"ok\" and \"ready\n' > /srv/www/health && "
                            "cd /srv/www && (setsid python3 -m http.server 8081 --bind 127.0.0.1 "
-                           ">/dev/null 2>&1 &) && sleep 0.5 && curl -s http://127.0.0.1:8081/health")
+                           ">/dev/null 2>&1 &) && for i in $(seq 200); do "      # up within 20 s, even on a busy machine
+                           "curl -sf http://127.0.0.1:8081/health && break; sleep 0.1; done")
     assert code == 0 and "ready" in out, out
     edit_config(sb, verify={"url": "http://127.0.0.1:8081/health", "body": 'and "ready', "retries": 5,
                             "interval": 0.5})
