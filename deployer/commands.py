@@ -249,10 +249,18 @@ def _streamed(part: str, cached: str, tmp: str, differs: str, mismatch: str, ful
 def _refuse_unsafe(tmp: str, number: int) -> str:
     """One pass over the extracted tree, before it is linked or becomes a release: a device, fifo,
     socket, setuid/setgid file or a symlink resolving outside it fails the step (and the trap
-    removes it). The client's member check refuses all of these; this holds even if one got past."""
+    removes it). So does anything in the deployer's own directory but the manifest (a forged
+    `migrated` or `bad` marker). The client's member check refuses all of these; this holds even
+    if one got past."""
     why = (f"release {number} refused: unsafe entry in the extracted artifact (device, fifo, socket, "
            "setuid/setgid file, or a link resolving outside the release): ")
+    state, manifest = posixpath.split(MANIFEST)
+    own = f"{tmp}/{q(state)}"
+    forged = f"release {number} refused: the artifact brings entries of its own into {state}/ (reserved)"
     return "\n".join([
+        f"if [ -L {own} ] || {{ [ -e {own} ] && [ ! -d {own} ]; }} || [ -n \"$(find {own} -mindepth 1 "
+        f"! \\( -name {q(manifest)} -type f \\) -print -quit 2>/dev/null)\" ]; then "
+        f"echo {q(forged)} >&2; exit {UNSAFE_TREE}; fi",
         f"T=$(readlink -f {tmp})",
         f"bad=$(find \"$T\" \\( -type b -o -type c -o -type p -o -type s -o \\( -type f -perm /6000 \\) \\) "
         "-printf '!%p\\n' -o -type l -exec readlink -m -- {} + | "

@@ -547,6 +547,12 @@ def unsafe_tarball(kind: str) -> bytes:
             add("suid", data=b"#!/bin/sh\n", mode=0o4755)
         elif kind == "device":
             add("null", tarfile.CHRTYPE, devmajor=1, devminor=3)
+        elif kind == "forged-marker":
+            add(".deployer/manifest.sha256", data=b"")
+            add(".deployer/migrated", data=b"{}")
+        elif kind == "state-dir-as-link":
+            add("elsewhere", tarfile.DIRTYPE, mode=0o755)
+            add(".deployer", tarfile.SYMTYPE, linkname="elsewhere")
     return buf.getvalue()
 
 
@@ -554,7 +560,7 @@ ROOT_ONLY = {"setuid-file", "device"}      # what tar can only make as root (and
 
 
 @pytest.mark.parametrize("kind", ["absolute-link", "link-up-and-out", "chained-links-out", "fifo", "setuid-file",
-                                  "device"])
+                                  "device", "forged-marker", "state-dir-as-link"])
 @pytest.mark.parametrize("how", ["received", "streamed", "cached"])
 def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, kind, how):
     """Defence in depth: one pass over the extracted tree refuses devices, fifos, setuid files and
@@ -574,7 +580,8 @@ def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, ki
         assert not any(p.stat().st_mode & 0o6000 for p in (tmp_path / "app" / "releases" / "1").iterdir())
         return
     assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
-    assert b"release 1 refused: unsafe entry in the extracted artifact" in proc.stderr
+    why = b"brings entries of its own into .deployer/" if "marker" in kind or "state" in kind else b"unsafe entry"
+    assert b"release 1 refused: " in proc.stderr and why in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert list((tmp_path / "app" / "releases").iterdir()) == []
     assert list((tmp_path / "app" / "shared").iterdir()) == []
