@@ -44,6 +44,8 @@ from typing import Any, Callable, Iterable
 
 import toml
 
+from .errors import DeployerError
+
 # --- image definition: everything here goes into the tag's hash -------------
 
 SUITE = "bookworm"
@@ -110,7 +112,7 @@ DEFAULT_LABEL = "deployer-sandbox"
 READY_TIMEOUT = 30.0
 
 
-class SandboxError(Exception):
+class SandboxError(DeployerError):
     """The sandbox cannot be built or started; the message says why in one line."""
 
 
@@ -240,7 +242,10 @@ class SandboxHost:
 
 
 def _docker_client():
-    import docker  # a dependency of testcontainers
+    try:
+        import docker  # a dependency of testcontainers
+    except ImportError:
+        raise SandboxError("sandbox hosts need the optional extra: pip install 'deployer[sandbox]'") from None
 
     try:
         return docker.from_env()
@@ -450,6 +455,25 @@ def regenerate_host_key(h: SandboxHost) -> str:
 
 
 # --- files for the deployer --------------------------------------------------
+
+
+BUNDLED_APP = Path(__file__).resolve().parent / "sample_app"     # package data: in the wheel too
+
+
+def sample_repo(workdir: Path) -> Path:
+    """The bundled sample app as a git repository of its own under workdir (one commit), made
+    once: a deploy builds from git, and the installed package is no repository."""
+    repo = Path(workdir) / "sample_app"
+    if (repo / ".git").is_dir():
+        return repo
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(BUNDLED_APP, repo, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ident = ["-c", "user.name=deployer sandbox", "-c", "user.email=sandbox@localhost", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*ident, "commit", "-q", "-m", "sample app"]):
+        r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SandboxError(f"cannot make {repo} a git repository: {r.stderr.strip()}")
+    return repo
 
 
 def write_known_hosts(path: Path, hosts: Iterable[SandboxHost]) -> Path:

@@ -339,7 +339,7 @@ def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     n = int(hosts)
     if n < 1:
         raise UsageError(f"--hosts must be at least 1, got {n}")
-    src = str(Path(source).resolve()) if source else str(Path(__file__).resolve().parent.parent / "sample_app")
+    src = str(Path(source).resolve()) if source else str(sandbox.sample_repo(Path(".sandbox")))
     started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
     Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
                  f"next: {command_line('deploy --config ' + config)}", multiline=True)

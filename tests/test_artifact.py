@@ -23,7 +23,7 @@ from deployer.artifact import (
 
 COMMIT_DATE = "2024-01-02T03:04:05+00:00"
 COMMIT_TS = 1704164645
-SAMPLE_APP = Path(__file__).resolve().parent.parent / "sample_app"
+SAMPLE_APP = Path(__file__).resolve().parent.parent / "deployer" / "sample_app"
 
 
 def git(repo, *args, date=COMMIT_DATE):

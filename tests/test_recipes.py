@@ -21,7 +21,7 @@ from deployer import sandbox as sandbox_mod
 from deployer.recipes import django, python_wsgi, static_site
 from helpers import REPO, cli, current
 
-SAMPLE_APP = REPO / "sample_app"
+SAMPLE_APP = REPO / "deployer" / "sample_app"
 WEB = {"ports": {"80/tcp": None}}     # publish each host's nginx on 127.0.0.1
 
 
