@@ -40,6 +40,8 @@ class DeployerProgram(Program):
         super().normalize_argv(argv)
         if self.argv[1:2] == ["help"]:         # `deployer help [TASK]`, as git and most tools take it
             self.argv = [self.argv[0], "--help", *self.argv[2:]]
+        elif len(self.argv) == 3 and self.argv[2] in ("-h", "--help") and not self.argv[1].startswith("-"):
+            self.argv = [self.argv[0], "--help", self.argv[1]]   # `TASK -h` even when TASK takes a positional
 
     def parse_core(self, argv):
         from invoke.completion.complete import print_completion_script

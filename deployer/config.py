@@ -92,6 +92,7 @@ class Host:
 _NAME = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_SOURCES = ("env", "file", "cmd")
+WEBHOOK_REFS = ("env", "file")          # a webhook URL kept in the environment or a file (CI secret stores)
 
 HOOK_POINTS = tuple(f"{when}_{step}" for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish",
                                                     "rollback") for when in ("before", "after"))
@@ -287,7 +288,7 @@ _VERIFY = {
 }
 _RESTART = {"command": (str, "a shell command"), "roles": (list, "a list of role names")}
 _NOTIFY = {
-    "webhooks": (list, "a list of URLs"),
+    "webhooks": (list, "a list of URLs (or env:NAME / file:PATH holding one)"),
     "command": (str, "a shell command"),
     "events": (list, "a list of: started, succeeded, failed, rolled back"),
     "timeout": (int, "seconds, an integer >= 1"),
@@ -536,11 +537,17 @@ class _Reader:
             for e in events:
                 if e not in EVENTS:
                     raise self.fail(f"{where}notify.events", f"unknown event {e!r} (expected: {', '.join(EVENTS)})")
-            hooks = tuple(n.get("webhooks", ()))
-            for url in hooks:
-                if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            hooks = []
+            for url in n.get("webhooks", ()):
+                kind, _, rest = url.partition(":") if isinstance(url, str) else ("", "", "")
+                if kind in WEBHOOK_REFS and rest and not rest.startswith("//"):
+                    url = "file:" + self.resolve(rest) if kind == "file" else url    # env:NAME, file:PATH
+                elif not isinstance(url, str) or not url.startswith(("http://", "https://")):
                     shown = url.split(":", 1)[0] + ":…" if isinstance(url, str) else repr(url)   # may hold a token
-                    raise self.fail(f"{where}notify.webhooks", f"expected http(s) URLs, got {shown}")
+                    raise self.fail(f"{where}notify.webhooks", f"expected http(s) URLs, env:NAME or file:PATH, "
+                                                               f"got {shown}")
+                hooks.append(url)
+            hooks = tuple(hooks)
             values["notify"] = NotifySettings(webhooks=hooks, command=n.get("command", ""), events=events,
                                               timeout=n.get("timeout", 5))
         return replace(base, **values)

@@ -7,13 +7,17 @@ reported on stderr, never silently dropped, and never fails the deploy itself.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 from .config import NotifySettings
-from .output import MASK, redact_data, safe
+from .output import MASK, add_secret, redact_data, safe
 
 ALWAYS = ("failed", "rolled back")
+ATTEMPTS = 2            # a webhook that fails is tried once more, after BACKOFF seconds
+BACKOFF = 1.0
 
 
 def message(event: str, data: dict) -> str:
@@ -37,19 +41,30 @@ def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
     import urllib.request        # loaded only when something is sent (~20 ms)
 
     errors = []
-    for url in settings.webhooks:
+    for ref in settings.webhooks:
+        try:
+            url = webhook_url(ref)
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
         bare, headers = _credentials(url)
         request = urllib.request.Request(bare, data=body, headers={"Content-Type": "application/json", **headers})
-        try:
-            with urllib.request.urlopen(request, timeout=settings.timeout) as response:
-                response.read(1024)
-        except Exception as exc:     # any failure to deliver is reported, never raised
-            errors.append(f"webhook {_safe_url(url)}: {_scrub(str(exc), url)}")
+        for attempt in range(ATTEMPTS):
+            try:
+                with urllib.request.urlopen(request, timeout=settings.timeout) as response:
+                    response.read(1024)
+                break
+            except Exception as exc:     # any failure to deliver is reported, never raised
+                if attempt + 1 < ATTEMPTS and _worth_retrying(exc):
+                    time.sleep(BACKOFF)
+                    continue
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                errors.append(f"webhook {_label(ref, url)}: {_scrub(str(exc), url)}{tries}")
+                break
     if settings.command:
         try:
             proc = subprocess.run(settings.command, shell=True, input=body, capture_output=True,
-                                  timeout=settings.timeout * 2,
-                                  env={"DEPLOY_EVENT": event, **_env_base()})
+                                  timeout=settings.timeout * 2, env=command_env(event, data))
             if proc.returncode != 0:
                 errors.append(f"notify command exited {proc.returncode}: "
                               f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
@@ -101,6 +116,44 @@ def _scrub(text: str, url: str) -> str:
     return text
 
 
-def _env_base() -> dict:
-    import os
-    return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "USER")}
+def command_env(event: str, data: dict) -> dict:
+    """The notify command's environment: the deployer's own (CI variables included, as any CI
+    step sees them), plus DEPLOY_EVENT and what the payload says of the run as DEPLOY_* names."""
+    env = dict(os.environ)
+    env["DEPLOY_EVENT"] = event
+    for key in ("action", "app", "stage", "version", "release", "error"):
+        value = data.get(key)
+        env[f"DEPLOY_{key.upper()}"] = "" if value is None else str(redact_data(str(value)))
+    return env
+
+
+def webhook_url(ref: str) -> str:
+    """A webhook as configured: a URL, or env:NAME / file:PATH holding one (masked in all output
+    from here on). ValueError (naming the reference, never its value) when it cannot be read."""
+    kind, _, rest = ref.partition(":")
+    if kind == "env":
+        url = os.environ.get(rest, "").strip()
+        if not url:
+            raise ValueError(f"webhook {ref}: the variable is not set")
+    elif kind == "file":
+        try:
+            with open(rest, encoding="utf-8") as fh:
+                url = fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"webhook {ref}: cannot read it: {exc.strerror}") from None
+    else:
+        return ref
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhook {ref}: does not hold an http(s) URL")
+    add_secret(url)
+    return url
+
+
+def _label(ref: str, url: str) -> str:
+    return f"{ref} ({_safe_url(url)})" if ref != url else _safe_url(url)
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A refused or reset connection, a timeout, a 5xx or 429: once more. Other 4xx answers will not change."""
+    code = getattr(exc, "code", None)
+    return not isinstance(code, int) or code >= 500 or code == 429

@@ -390,7 +390,9 @@ def disconnect(c, config=None):
     Output().say(f"closed {stop_agents()} kept-open connection(s)")
 
 
+from .ops_tasks import TASKS as OPS_TASKS  # noqa: E402  (they use the helpers above)
+
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
 config_ns = Collection("config", config_push, config_diff)
 ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
-                hosts_, disconnect, sandbox_ns, config_ns)
+                hosts_, disconnect, *OPS_TASKS, sandbox_ns, config_ns)

@@ -231,7 +231,8 @@ class Connection:
         return False
 
     def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
+            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
+            on_output: Callable[[bytes], None] | None = None) -> Result:
         """Run one remote command; stream `stdin` to it in chunks. Never raises on a non-zero exit.
 
         Raises TransportError when the host stops answering or `timeout` passes (the remote process
@@ -248,7 +249,7 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"cannot open a session: {exc or type(exc).__name__}") from None
         self.commands_run += 1
-        out, err = _Tail(), _Stderr()
+        out, err = (_Tail() if on_output is None else _Echo(on_output)), _Stderr()
         watch = _Watch(self, ssh.keepalive)
 
         def check() -> None:
@@ -303,6 +304,20 @@ class Connection:
             except Exception:
                 pass
         return Result(code, out.text(), err.text())
+
+    def interactive(self, command: str, term: str, width: int, height: int) -> paramiko.Channel:
+        """A session with a pseudo-terminal running `command` (a shell for a person at a
+        keyboard): no marker line, no timeout; the caller relays it and closes it."""
+        if not self.alive:
+            raise TransportError("connection lost")
+        try:
+            chan = self._conn.transport.open_session(timeout=self.host.ssh.connect_timeout)
+            chan.get_pty(term=term, width=width, height=height)
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"cannot open a terminal session: {exc or type(exc).__name__}") from None
+        self.commands_run += 1
+        return chan
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -536,6 +551,18 @@ class _Tail:
 
     def text(self) -> str:
         return self.buf.decode("utf-8", "replace")
+
+
+class _Echo(_Tail):
+    """A tail that also hands every chunk of output on as it arrives (`logs --follow`)."""
+
+    def __init__(self, sink: Callable[[bytes], None]):
+        super().__init__()
+        self.sink = sink
+
+    def add(self, data: bytes) -> None:
+        super().add(data)
+        self.sink(data)
 
 
 class _Stderr(_Tail):
