@@ -31,6 +31,7 @@ from pathlib import Path
 BLOCK = 512
 _CHUNK = 1024 * 1024
 _ZERO = bytes(BLOCK)
+_MAX_EXTENDED = 1024 * 1024             # a pax header or GNU long name is read whole: bounded
 _POSIX_MAGIC = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
 _MEMBER_TYPES = {b"0": tarfile.REGTYPE, b"\x00": tarfile.AREGTYPE, b"1": tarfile.LNKTYPE,
@@ -196,6 +197,8 @@ def _strict(stream: _GzipStream, keep: tuple[str, ...]) -> Scan:
             break
         where = f"header at byte {stream.offset - BLOCK}"
         typeflag, raw_name, mode, size = _header(block)
+        if typeflag in (b"x", b"g", b"L", b"K") and size > _MAX_EXTENDED:
+            raise Refused(f"extended header of {size} bytes ({where})")
         if typeflag in (b"x", b"g"):
             if pax is not None or long:
                 raise Refused(f"two extended headers before one member ({where})")

@@ -176,6 +176,7 @@ CASES = {
     "pax-global-comment-like-git-archive": OK(gz(pax(record("comment", "0" * 40), type=b"g") + GOOD)),
     "pax-empty-path": NO(gz(REV + pax(record("path", "")) + file("decoy") + END)),
     "gnu-empty-long-name": NO(gz(REV + gnu_long(b"L", "") + file("decoy", magic=GNU) + END)),
+    "pax-header-of-a-gigabyte": NO(gz(REV + header("PaxHeaders/x", b"x", 1 << 30) + END)),
     "pax-header-with-no-member": NO(gz(GOOD[:-1024] + pax(record("path", "x")) + END)),
     "two-pax-headers-one-member": NO(gz(REV + pax(record("path", "a")) + pax(record("path", "b")) + file("f") + END)),
     "pax-sparse": NO(gz(REV + pax(record("GNU.sparse.major", "1"), record("GNU.sparse.minor", "0"),
