@@ -254,6 +254,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
 
 
 _CAP_REVISION = re.compile(r"\(at ([^)\s]+)\)")
+_REVISION = re.compile(r"[\w.:+/@-]{1,64}\Z", re.ASCII)      # shown in tables: no control bytes
 
 
 def _foreign_record(kind: str, raw: str) -> dict:
@@ -262,10 +263,10 @@ def _foreign_record(kind: str, raw: str) -> dict:
     Deployer's .dep/releases_log entry ({"created_at": ..., "release_name": ...})."""
     raw = raw.strip()
     if kind == "frev":
-        return {"revision": raw[:64]} if raw else {}
+        return {"revision": raw} if _REVISION.match(raw) else {}
     if kind == "fcap":
         m = _CAP_REVISION.search(raw)
-        return {"revision": m.group(1)[:64]} if m else {}
+        return {"revision": m.group(1)} if m and _REVISION.match(m.group(1)) else {}
     entry = _json_object(raw)
     created = entry.get("created_at")
     try:

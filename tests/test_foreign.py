@@ -141,8 +141,8 @@ def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1)
         time.sleep(1.1)         # Capistrano names releases by the second
 
 
-def _listing(sb, path: str) -> str:
-    return sb.exec(0, f"cd {path} && find . -printf '%p %y %s %T@ %l\\n' | sort")[1]
+def _listing(sb, path: str, host: int = 0) -> str:
+    return sb.exec(host, f"cd {path} && find . -printf '%p %y %s %T@ %l\\n' | sort")[1]
 
 
 def _take_over(sb, deploy_to: str, old_live: str, old_version: str, foreign: list[str], ours: int) -> None:
@@ -310,7 +310,7 @@ def test_ansistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     _take_over(sb, "/srv/ansiapp", names[1], "ansi-2", names, ours=1)
 
 
-def _deployer_layout(sb, deploy_to: str, count: int) -> None:
+def _deployer_layout(sb, deploy_to: str, count: int, host: int = 0) -> None:
     """Deployer 7's layout as its documentation describes it (its `dep` comes from Packagist, out of
     reach here): releases/1..n, each with REVISION and its shared_dirs/shared_files linked
     (relative, `ln -nfs --relative`), .dep/releases_log (one JSON object per release),
@@ -329,8 +329,28 @@ def _deployer_layout(sb, deploy_to: str, count: int) -> None:
             f"ln -nfs --relative releases/{n} current",
         ]
     steps.append(f"chown -R deploy: {deploy_to}")
-    code, out = sb.exec(0, " && ".join(steps))
+    code, out = sb.exec(host, " && ".join(steps))
     assert code == 0, out
+
+
+def test_a_failed_first_deploy_puts_the_foreign_release_back(sandbox, ours_repo):
+    """Our first release fails after its switch (a failing after_switch hook): the host goes back
+    to the release the other tool left live, which is never marked or changed."""
+    sb = sandbox(2, hooks={"after_switch": [{"command": "echo \"$DEPLOY_PREVIOUS_RELEASE\" > /srv/depapp/shared/prev;"
+                                                        " exit 3"}]}, **_config("/srv/depapp"))
+    for i in range(2):
+        sb.exec(i, "mkdir -p /srv/depapp/shared/config /srv/depapp/shared/log && "
+                   "echo x > /srv/depapp/shared/config/app.env")
+        _deployer_layout(sb, "/srv/depapp", 3, host=i)
+    before = [_listing(sb, "/srv/depapp/releases/3", host=i) for i in range(2)]
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1 and "rolled back" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    for i in range(2):
+        assert current(sb, i, "/srv/depapp") == "releases/3"
+        assert sb.exec(i, "cat /srv/depapp/current/VERSION")[1].strip() == "dep-3"
+        assert sb.exec(i, "cat /srv/depapp/shared/prev")[1].strip() == "3"
+        assert sb.exec(i, "test -f /srv/depapp/releases/4/.deployer/bad")[0] == 0
+        assert _listing(sb, "/srv/depapp/releases/3", host=i) == before[i]
 
 
 def test_deployer_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_repo):

@@ -200,6 +200,7 @@ def test_foreign_releases_absolute_current_and_the_way_back():
     assert [f.name for f in st.foreign] == ["3", "20261202072912", "20261202072918"]
     assert st.foreign_release("3").time == "2021-11-06T20:51:45Z"
     assert st.foreign_release("20261202072912").revision == "deadbeef"
+    assert parse("foreign\tx\nfrev\tx\t\x1b[2Jgone\n").foreign_release("x").revision == ""
     assert planning.next_release_number({"a": st}) == 4
     with pytest.raises(DeployerError, match="another tool made"):
         planning.rollback_target(st)
