@@ -57,6 +57,9 @@ def status_rows(runs: list[HostRun]) -> list[dict]:
             "foreign": len(st.foreign),
             "lock": st.lock.describe() if st.lock else "",
         })
+    if not any(row.get("foreign") for row in rows):        # a column only where another tool was
+        for row in rows:
+            row.pop("foreign", None)
     return rows
 
 
