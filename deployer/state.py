@@ -54,9 +54,11 @@ class Foreign:
         if self.recorded:
             return self.recorded
         m = _STAMP.match(self.name)
-        if m:
-            y, mo, d, h, mi, s = m.groups()
-            return f"{y}-{mo}-{d}T{h}:{mi}:{s}Z"
+        try:
+            if m:
+                return datetime(*map(int, m.groups()), tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:          # digits that are no date
+            pass
         if self.mtime:
             return datetime.fromtimestamp(self.mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return ""

@@ -666,7 +666,7 @@ def test_cleanup_orders_by_number_not_mtime(sandbox, app_repo):
             cp -a 4 6; touch 6/.deployer/bad                         # failed its health check
             cp -a 4 7                                                # complete, never switched to
             cp -a 4 8; rm 8/.deployer/complete
-            mkdir -p 9 .tmp-10-dead                                  # empty, and a temp dir
+            mkdir -p 9 .tmp-10-dead     # no .deployer/: another tool's (kept), and a temp dir
             touch -d '2030-01-01' 1 2; touch -d '2001-01-01' 3 4 5 6 7 8 9
             chown -R deploy:deploy .""")
         assert code == 0, out
@@ -676,10 +676,13 @@ def test_cleanup_orders_by_number_not_mtime(sandbox, app_repo):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for h in sb.hosts:
         assert current(sb, h) == "releases/10"
-        assert sorted(release_dirs(sb, h), key=int) == ["3", "4", "10"]
+        assert sorted(release_dirs(sb, h), key=int) == ["3", "4", "9", "10"]
     proc = cli(sb, "rollback")
     assert proc.returncode == 0 and all(current(sb, h) == "releases/4" for h in sb.hosts)
     proc = cli(sb, "cleanup")
+    assert proc.returncode == 0
+    assert all(sorted(release_dirs(sb, h), key=int) == ["3", "4", "9", "10"] for h in sb.hosts)
+    proc = cli(sb, "cleanup", "--foreign")
     assert proc.returncode == 0
     assert all(sorted(release_dirs(sb, h), key=int) == ["3", "4", "10"] for h in sb.hosts)
 
