@@ -116,6 +116,9 @@ def check_rows(runs: list[HostRun]) -> list[dict]:
             "ignored": _ignored(st),
             "error": run.error,
         })
+    if not any(row.get("ignored") for row in rows):        # a column only where there is something
+        for row in rows:
+            row.pop("ignored", None)
     return rows
 
 
