@@ -119,10 +119,8 @@ def _prepare_host(sb, deploy_to: str) -> None:
     assert code == 0, out
 
 
-def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1) -> None:
-    """Run Capistrano 3 (Debian's package) for real, one `cap sandbox deploy` per version."""
-    cap = shutil.which("cap")
-    assert cap, "Capistrano is not installed (scripts/setup installs Debian's capistrano)"
+def _capistrano(sb, tmp_path: Path) -> Path:
+    """A Capistrano 3 project (Debian's package) for the sandbox host: Capfile, deploy.rb, stage."""
     work = tmp_path / "capistrano"
     (work / "config" / "deploy").mkdir(parents=True, exist_ok=True)
     (work / "Capfile").write_text(CAPFILE)
@@ -132,13 +130,24 @@ def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1)
         f'server "{host.host}", port: {host.port}, user: "deploy", roles: %w[app]\n'
         f'set :ssh_options, {{ keys: ["{sb.key_path}"], auth_methods: %w[publickey], '
         f'user_known_hosts_file: "{sb.known_hosts_path}", verify_host_key: :always }}\n')
+    return work
+
+
+def _cap(work: Path, *args: str, tarball: Path | None = None, revision: str = "") -> None:
+    cap = shutil.which("cap")
+    assert cap, "Capistrano is not installed (scripts/setup installs Debian's capistrano)"
+    env = {**os.environ, "TARBALL": str(tarball or ""), "REVISION": revision}
+    proc = subprocess.run([cap, "sandbox", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1) -> Path:
+    """Run Capistrano 3 for real, one `cap sandbox deploy` per version."""
+    work = _capistrano(sb, tmp_path)
     for i, version in enumerate(versions, first):
-        env = {**os.environ, "TARBALL": str(_tarball(tmp_path / f"cap-{i}.tar.gz", version)),
-               "REVISION": f"{i:040x}"}
-        proc = subprocess.run([cap, "sandbox", "deploy"], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        _cap(work, "deploy", tarball=_tarball(tmp_path / f"cap-{i}.tar.gz", version), revision=f"{i:040x}")
         time.sleep(1.1)         # Capistrano names releases by the second
+    return work
 
 
 def _listing(sb, path: str, host: int = 0) -> str:
@@ -221,6 +230,21 @@ def test_capistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     assert "1" in release_dirs(sb, 0, "/srv/benchapp")
     check = cli(sb, "check")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_capistrano_way_back_is_the_release_that_was_live_not_the_newest(sandbox, ours_repo, tmp_path):
+    """Three Capistrano deploys, then its own `deploy:rollback` to the first (it removes the third):
+    the live release is older than another foreign one. Rolling back from our first release goes
+    to the one that was live, as recorded when we replaced it, not to the newest."""
+    sb = sandbox(1, **_config("/srv/benchapp"))
+    _prepare_host(sb, "/srv/benchapp")
+    work = _capistrano_deploys(sb, tmp_path, ["cap-1", "cap-2", "cap-3"])
+    first = release_dirs(sb, 0, "/srv/benchapp")[0]
+    _cap(work, "deploy:rollback", f"ROLLBACK_RELEASE={first}")
+    names = release_dirs(sb, 0, "/srv/benchapp")
+    assert len(names) == 2 and names[0] == first
+    assert sb.exec(0, "cat /srv/benchapp/current/VERSION")[1].strip() == "cap-1"
+    _take_over(sb, "/srv/benchapp", first, "cap-1", names, ours=1)
 
 
 ANSISTRANO_PLAYBOOK = '''
