@@ -1,7 +1,8 @@
 """Remote shell scripts, built as strings and never run here.
 
 Every value that reaches the remote shell passes through `q` (shlex.quote). The transport is the
-only place that executes these. One script is one remote command execution, so the deploy is a
+only place that executes these. Scripts that change a host call `held` before each change: the
+session puts the lease check (`lease`) in front of every command of a run that holds the lock. One script is one remote command execution, so the deploy is a
 handful of round trips per host: inspect+lock, prepare (upload+extract+link), switch, finish.
 """
 
@@ -24,6 +25,9 @@ MISSING_SHARED = 24
 UNSAFE_TREE = 25
 CURRENT_NOT_LINK = 30
 RELEASE_INCOMPLETE = 31
+LEASE_LOST = 32
+
+TAKEOVER_MARK = '"@@stale@@"'      # in a takeover's ledger line: replaced by the stale holder, on the host
 
 _HEADER = "set -e\numask 022\n"
 
@@ -38,11 +42,14 @@ def _emit(key: str, value_expr: str) -> str:
 
 
 def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | None = None,
-            artifact_sha: str | None = None, free_space: bool = True) -> str:
+            artifact_sha: str | None = None, free_space: bool = True, lock_ttl: int | None = None,
+            takeover_ledger: str | None = None) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
-    Run before every action, so it forks little: every release's metadata and the lock's owner
-    are read by one awk, whatever the number of releases."""
+    With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
+    the host's own clock, is taken over: see _takeover. Run before every action, so it forks
+    little: every release's metadata and the lock's owner are read by one awk, whatever the
+    number of releases."""
     d = q(paths.deploy_to)
     lock, info_file = q(paths.lock), q(paths.lock_info)
     parts = [f"D={d}", "set --"]
@@ -55,13 +62,17 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         # mkdir wins once. A lost race reads the holder at once (the holder may be done a moment
         # later); one that has just released means try again, one between its mkdir and its info
         # write is waited for: at most 20 more tries, 1 s in all
+        # the heartbeat is written last: a lock without one is never judged stale
+        silent = _emit("lock_silent", '"$s"')
         parts.append(
             f"i=0; while :; do if mkdir {lock} 2>/dev/null; then "
             f"printf '%s\\n' {q(lock_info)} > {info_file}; "
-            f"printf '%s' {q(lock_token or '')} > {q(paths.lock_token)}; "
+            f"printf '%s' {q(lock_token or '')} > {q(paths.lock_token)}; : > {q(paths.lock_beat)}; "
             f"{_emit('lock_acquired', '1')}; break; fi; "
             f"h=$(head -c 4096 {info_file} 2>/dev/null | tr -d '\\n'); "
-            f"if [ -n \"$h\" ]; then printf 'lockinfo\\t%s\\n' \"$h\"; break; fi; "
+            f"if [ -n \"$h\" ]; then "
+            + (_takeover(paths, lock_ttl, lock_token or "", lock_info, takeover_ledger) if lock_ttl else "s=; ") +
+            f"printf 'lockinfo\\t%s\\n' \"$h\"; [ -z \"$s\" ] || {silent}; break; fi; "
             f"[ $i -lt 20 ] || break; i=$((i+1)); [ -d {lock} ] || continue; sleep 0.05; done"
         )
     parts += [
@@ -104,6 +115,52 @@ def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | Non
         cached = q(paths.cached_artifact(artifact_sha))
         parts.append(f"c=0; [ -f {cached} ] && c=1; " + _emit("cached", '"$c"'))
     return _lines(*parts)
+
+
+def _takeover(paths: Paths, ttl: int, token: str, info: str, ledger_line: str | None) -> str:
+    """The lock-taking loop's step for a lock held by another run. `s` is how long ago its holder
+    renewed it, by the host's clock (empty for a lock without a heartbeat: never stale). Past the
+    TTL the lock is claimed (mkdir lock/claim: one claimant per lock), judged again under the
+    claim, and made this run's in place: token, info and heartbeat replaced, so the old holder's
+    next `held` fails. The dead run's temp dirs, partial upload and temp link are removed, the
+    takeover reported and recorded. A claim on a lock that turned out live is withdrawn."""
+    lock, claim = q(paths.lock), q(posixpath.join(paths.lock, "claim"))
+    age = f"b=$(stat -c %Y {q(paths.lock_beat)} 2>/dev/null) && s=$(( $(date +%s) - b )) || s=; "
+    record = ""
+    if ledger_line:
+        pre, _, post = ledger_line.partition(TAKEOVER_MARK)
+        record = (f"case $h in '{{'*'}}') j=$h;; *) j=null;; esac; "
+                  f"{{ printf '%s{{\"holder\": %s, \"silent_s\": %s}}%s\\n' {q(pre)} \"$j\" \"$s\" {q(post)} "
+                  f">> {q(paths.ledger)}; }} 2>/dev/null || :; ")
+    return (
+        age +
+        f"if [ -n \"$s\" ] && [ \"$s\" -gt {int(ttl)} ]; then "
+        f"if mkdir {claim} 2>/dev/null; then {age}"
+        f"if [ -n \"$s\" ] && [ \"$s\" -gt {int(ttl)} ]; then "
+        f"h=$(head -c 4096 {q(paths.lock_info)} 2>/dev/null | tr -d '\\n'); "
+        f"t=; {{ read -r t < {q(paths.lock_token)}; }} 2>/dev/null || :; "
+        f"printf '%s' {q(token)} > {lock}/token.new && mv -f {lock}/token.new {q(paths.lock_token)}; "
+        f"printf '%s\\n' {q(info)} > {q(paths.lock_info)}; : > {q(paths.lock_beat)}; rmdir {claim}; "
+        f"case $t in ''|*[!0-9A-Za-z_-]*) ;; *) rm -rf {q(paths.releases)}/.tmp-*-\"$t\" "
+        f"{q(paths.cache)}/.part-\"$t\" {q(paths.cache)}/.part-\"$t\".sum {q(paths.deploy_to)}/.current-\"$t\";; esac; "
+        f"printf 'takeover\\t%s\\t%s\\n' \"$s\" \"$h\"; {record}{_emit('lock_acquired', '1')}; break; fi; "
+        f"rmdir {claim}; h=$(head -c 4096 {q(paths.lock_info)} 2>/dev/null | tr -d '\\n'); "
+        f"elif [ $i -lt 20 ]; then i=$((i+1)); sleep 0.05; continue; fi; fi; "
+    )
+
+
+def lease(paths: Paths, token: str) -> str:
+    """What every command of a run holding the lock starts with: `held` checks that the lock
+    still holds this run's token and renews the lease (the heartbeat's mtime), else stops the
+    script (LEASE_LOST). The scripts call `held` again right before each change they make (the
+    rename into releases/N, the switch, deletions): a run whose lock was taken over changes
+    nothing. The check and the change are two steps of one shell, microseconds apart; a takeover
+    needs the lease silent for lock_ttl first."""
+    lost = ("this run lost the lock on this host: its lease was not renewed for lock_ttl seconds and "
+            "another run took it over; nothing more is changed here")
+    return (f"held() {{ t=; {{ read -r t < {q(paths.lock_token)}; }} 2>/dev/null || :; "
+            f"[ \"$t\" = {q(token)} ] || {{ echo {q(lost)} >&2; exit {LEASE_LOST}; }}; "
+            f"touch -c {q(paths.lock_beat)} 2>/dev/null || :; }}\nheld\n")
 
 
 # Each file given: "meta<TAB>N<TAB>" + a release's release.json, or "lockinfo<TAB>" + the lock's
@@ -206,7 +263,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         parts.append(_link_shared(paths, tmp, rel, is_dir=False))
     parts += [
         f": > {tmp}/.deployer/complete",
-        f"mv -T {tmp} {final}",
+        f"held; mv -T {tmp} {final}",
         "trap - EXIT",
         f"[ $linked = 0 ] || {_emit('linked', str(link_from.number))}" if link_from else "",
         _emit("prepared", q(paths.release(number))),
@@ -312,7 +369,7 @@ def _receive_env(paths: Paths, env_file: str, env_tmp: str, reader: str, size: i
     if size is not None:
         steps.append(f"[ \"$(wc -c < {env_tmp})\" -eq {size} ] || "
                      f"{{ echo 'env file truncated in transit' >&2; exit {SHA_MISMATCH}; }}")
-    steps.append(f"mv -f {env_tmp} {target}")
+    steps.append(f"held; mv -f {env_tmp} {target}")
     return steps
 
 
@@ -372,7 +429,7 @@ def switch(paths: Paths, number: int | str, token: str, *, mark_rolled_back: int
         f"exit {CURRENT_NOT_LINK}; fi",
         ready,
         f"ln -sfn {q(paths.release_target(number))} {link}",
-        f"mv -T {link} {current}",
+        f"held; mv -T {link} {current}",
     ]
     if not isinstance(number, str):
         rolled_back = q(paths.release_state(number) + "/rolled_back")
@@ -392,7 +449,7 @@ def unswitch(paths: Paths, number: int) -> str:
     """Undo a first deploy's switch: remove current only if it points at releases/N."""
     current = q(paths.current)
     return _lines(f"if [ \"$(readlink {current} 2>/dev/null)\" = {q(paths.release_target(number))} ]; "
-                  f"then rm -f {current}; fi")
+                  f"then held; rm -f {current}; fi")
 
 
 def _unlock(paths: Paths, token: str) -> str:
@@ -424,6 +481,7 @@ def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[
         f'for l in {q(paths.deploy_to)}/.current-*; do if [ -L "$l" ]; then rm -f "$l"; fi; done',
     ]
     parts = [
+        "held",
         _append_ledger(paths, done) if done else "",
         "set +e", "(", "set -e", *cleanup, ")", "c=$?", "set -e",
         f"if [ $c -eq 0 ]; then {_append_ledger(paths, ledger) if ledger else ':'}; "
@@ -448,7 +506,7 @@ def abort(paths: Paths, number: int | None, token: str, ledger: str | None = Non
             f"rm -rf {q(paths.tmp_release(number, token))}",
             f"if [ \"$(cat {release}/.deployer/deploy_id 2>/dev/null)\" = {q(token)} ] && "
             f"[ \"$(readlink {q(paths.current)} 2>/dev/null)\" != {q(paths.release_target(number))} ]; "
-            f"then rm -rf {release}; fi",
+            f"then held; rm -rf {release}; fi",
         ]
     if ledger:
         parts.append(_append_ledger(paths, ledger))
@@ -603,4 +661,4 @@ def mark_bad(paths: Paths, number: int, reason: str) -> str:
     """Mark release N bad: never a rollback target again, purged first by cleanup. The reason
     (a failed step's output) is written with every secret value masked."""
     state_dir = q(paths.release_state(number))
-    return _lines(f"if [ -d {state_dir} ]; then printf '%s\\n' {q(redact(reason))} > {state_dir}/bad; fi")
+    return _lines(f"if [ -d {state_dir} ]; then held; printf '%s\\n' {q(redact(reason))} > {state_dir}/bad; fi")

@@ -36,6 +36,7 @@ class AppSettings:
     run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
     generated: tuple[str, ...] = ()  # paths hooks create in the release (e.g. venv): not drift
     hardlink_releases: bool = False  # a redeploy links an unchanged earlier release of the artifact
+    lock_ttl: int = 120             # seconds without renewal after which a lock is stale (taken over)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ _APP = {
     "run_as": (str, "a user name"),
     "generated": (list, "a list of relative paths created in the release by hooks"),
     "hardlink_releases": (bool, "true or false"),
+    "lock_ttl": (int, "a whole number of seconds >= 1"),
 }
 _BUILD = {
     "source": (str, "a path to a git work tree"),
@@ -400,6 +402,10 @@ class _Reader:
             if data["keep_releases"] < 1:
                 raise self.fail(f"{where}.keep_releases", f"expected an integer >= 1, got {data['keep_releases']}")
             values["keep_releases"] = data["keep_releases"]
+        if "lock_ttl" in data:
+            if data["lock_ttl"] < 1:
+                raise self.fail(f"{where}.lock_ttl", f"expected a whole number of seconds >= 1, got {data['lock_ttl']}")
+            values["lock_ttl"] = data["lock_ttl"]
         if "recipe" in data:
             values["recipe"] = data["recipe"]
         if "env_file" in data:

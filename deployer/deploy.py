@@ -5,7 +5,7 @@
 with before_*/after_* hooks at each step. Before the first switch, any failure aborts every host
 (partial releases removed, locks released). After a switch, a failed switch, hook or health
 check puts every switched host back on its previous release, runs the restart again and marks
-the new release bad. Ctrl-C aborts the same way and exits 130.
+the new release bad. Ctrl-C, SIGTERM and SIGHUP abort the same way (exit 130, 143, 129).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import os
 import time
 from pathlib import Path
 
-from . import commands, envfile, hooks, notify, planning
+from . import commands, envfile, hooks, notify, planning, signals
 from .config import Host, Stage
-from .errors import PARTIAL, DeployerError, HostError, Interrupted
+from .errors import PARTIAL, DeployerError, HostError
 from .fleet import HostRun
 from .output import Output, UploadProgress
 from .plan import Batch, Options, batches
-from .session import RunFailed, Session, names, steps, utc_now, who
+from .session import RunFailed, Session, names, no_interrupts, utc_now, who
 from .remote import Cancelled, Result
 
 
@@ -37,7 +37,8 @@ class Pipeline:
         self.out = out
         self.options = options
         self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
-                               artifact=artifact, reason=options.reason, forced=options.forced)
+                               artifact=artifact, reason=options.reason, forced=options.forced,
+                               lock_wait=options.lock_wait)
         self.number: int | None = None
         self.finished: dict[str, Result] = {}     # hosts whose finish ran with their switch
         self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
@@ -70,8 +71,8 @@ class Pipeline:
                 self.fail_before_switch(str(exc))
             self.switch_in_batches()
             self.finish_all()
-        except (KeyboardInterrupt, Cancelled):
-            self.interrupted()
+        except (KeyboardInterrupt, Cancelled) as exc:
+            self.interrupted(exc)
         except RunFailed as exc:
             self.notify("failed", error=str(exc))
             raise
@@ -110,6 +111,7 @@ class Pipeline:
 
     def fail_before_switch(self, why: str) -> None:
         self.session.abort(self.number)
+        self.session.raise_if_lease_lost()
         raise RunFailed(f"deploy aborted before any switch: {why}; no host switched, partial releases "
                         "removed, locks released", self.session.runs)
 
@@ -325,6 +327,7 @@ class Pipeline:
         else:
             s.abort(self.number, error=why)
         self.notify("rolled back", error=why)
+        s.raise_if_lease_lost()
         raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
                         f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
 
@@ -382,19 +385,17 @@ class Pipeline:
 
     # -- interruption and notification ------------------------------------------------------------
 
-    def interrupted(self) -> None:
+    def interrupted(self, exc: BaseException) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
         s = self.session
-        s.fleet.cancel.set()
-        for run in s.runs:
-            if run.result in ("pending", "failed"):
-                run.result = "interrupted"
-        switched = [r for r in s.runs if r.switched]
-        if switched and self.number is not None:
-            s.restore(switched, self.number)
-        s.abort(self.number, result="interrupted", error="interrupted (Ctrl-C)")
-        self.notify("failed", error="interrupted")
-        raise RunFailed(f"interrupted during {steps(s.runs)}; no host left switched to the new release, "
-                        "partial work removed, locks released", s.runs, Interrupted.exit_code) from None
+        with no_interrupts():
+            s.fleet.cancel.set()
+            switched = [r for r in s.runs if r.switched]
+            if switched and self.number is not None:
+                s.restore(switched, self.number)
+            failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
+            self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
+        raise failed from None
 
     def notify(self, event: str, error: str = "") -> None:
         settings = self.pipeline.notify

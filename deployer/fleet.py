@@ -34,6 +34,7 @@ class HostRun:
     switched: bool = False
     previous: int | str | None = None       # str: a foreign release (another tool's)
     target: int | str | None = None         # str: a foreign release (rollback only)
+    renewed: float = 0.0                # when a command last renewed this run's lease here (monotonic)
     times: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from .output import redact_data
 
 MAX_LINE = 3500          # well under PIPE_BUF (4096): one atomic append
-ACTIONS = ("deploy", "rollback", "unlock", "cleanup", "config")
+ACTIONS = ("deploy", "rollback", "unlock", "takeover", "cleanup", "config")
 
 
 def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0.0, release: int | None = None,

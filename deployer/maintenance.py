@@ -10,7 +10,7 @@ from .config import Host, Stage
 from .errors import HostError, UsageError
 from .fleet import HostRun
 from .output import Output
-from .session import Session
+from .session import Session, no_interrupts
 
 
 def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
@@ -27,10 +27,10 @@ def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
 
 
 def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-            foreign: bool = False) -> list[HostRun]:
+            foreign: bool = False, lock_wait: float = 0.0) -> list[HostRun]:
     """Remove old, failed and leftover releases under the lock; with foreign, other tools' releases
     too (never the live one, nor the one current replaced)."""
-    session = Session(stage, hosts, out, parallel, action="cleanup")
+    session = Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait)
     try:
         session.lock_all()
 
@@ -53,6 +53,10 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
 
         session.must("cleanup", clean, undo=True)
         return session.runs
+    except KeyboardInterrupt as exc:
+        with no_interrupts():
+            failed = session.interrupted(exc, undone="nothing removed past that point")
+        raise failed from None
     finally:
         session.close()
 
@@ -76,12 +80,12 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
 
 
 def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-                config_dir: str = ".") -> list[HostRun]:
+                config_dir: str = ".", lock_wait: float = 0.0) -> list[HostRun]:
     """Write each host's env file (no new artifact), record its digest, then run the restart."""
     envs = envfile.resolve(hosts, config_dir)
     if not envs:
         raise UsageError(f"stage {stage.name} has no [env] to push")
-    session = Session(stage, hosts, out, parallel, action="config")
+    session = Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait)
     try:
         session.lock_all()
 
@@ -103,6 +107,10 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
             session.must("restart", lambda r: session.in_release(r, "restart", r.state.current, restart.command, env),
                          hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
         return session.runs
+    except KeyboardInterrupt as exc:
+        with no_interrupts():
+            failed = session.interrupted(exc, undone="hosts not yet written keep their env file")
+        raise failed from None
     finally:
         session.close()
 

@@ -57,6 +57,11 @@ class Paths:
         return posixpath.join(self.lock, "token")
 
     @property
+    def lock_beat(self) -> str:
+        """The holder's heartbeat: its mtime, by the host's clock, is when the lease was last renewed."""
+        return posixpath.join(self.lock, "beat")
+
+    @property
     def ledger(self) -> str:
         return posixpath.join(self.state, "ledger.jsonl")
 

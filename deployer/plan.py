@@ -23,6 +23,7 @@ class Options:
     dry_run: bool = False
     forced: bool = False    # --force: past the promotion gate
     reason: str = ""        # why (required with --force; recorded in the ledger)
+    lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -32,7 +33,7 @@ class Options:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.forced and not self.reason.strip():
             raise UsageError('--force needs --reason "why" (it is recorded in the ledger)')
-        for name in ("pause", "bake", "max_fail"):
+        for name in ("pause", "bake", "max_fail", "lock_wait"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import commands, hooks, notify, planning
 from .config import Host, Stage
-from .errors import DeployerError, HostError, Interrupted
+from .errors import DeployerError, HostError
 from .fleet import HostRun
 from .output import Output
 from .session import RunFailed, Session, names, no_interrupts, who
@@ -32,9 +32,9 @@ def migrated_between(run: HostRun) -> list[int]:
 
 
 def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str | None = None, parallel: int = 10,
-             migrations: str = "refuse", config_dir: Path = Path(".")) -> list[HostRun]:
-    """migrations: refuse | run | ignore."""
-    session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir)
+             migrations: str = "refuse", config_dir: Path = Path("."), lock_wait: float = 0.0) -> list[HostRun]:
+    """migrations: refuse | run | ignore. lock_wait: seconds to wait for a live lock holder."""
+    session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir, lock_wait=lock_wait)
     ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
                             hosts=[h.name for h in hosts])
     try:
@@ -77,14 +77,17 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str |
         failures = session.fleet.each("switch", switch)
         if failures:
             _restore(session)
+            session.raise_if_lease_lost()
             raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
         _restart(session, ctx)
         _hooks(session, ctx, "after_rollback")
         _notify(stage, session, "rolled back", f"manual rollback to release {first.target}")
         return session.runs
-    except (KeyboardInterrupt, Cancelled):
-        _restore(session)
-        raise RunFailed("rollback interrupted; hosts left as they were", session.runs, Interrupted.exit_code) from None
+    except (KeyboardInterrupt, Cancelled) as exc:
+        with no_interrupts():
+            _restore(session, undo=False)
+            failed = session.interrupted(exc, undone="hosts left as they were")
+        raise failed from None
     except hooks.HookFailed as exc:
         session.abort()
         raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
@@ -126,8 +129,8 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
 
-def _restore(session: Session) -> None:
-    """Put hosts a failed rollback already switched back where they were."""
+def _restore(session: Session, undo: bool = True) -> None:
+    """Put hosts a failed rollback already switched back where they were (then abort, with undo)."""
     switched = [r for r in session.runs if r.switched]
     for run in switched:
         run.locked = True       # the switch released it; abort re-checks the token harmlessly
@@ -136,7 +139,8 @@ def _restore(session: Session) -> None:
             session.fleet.cancel.clear()
             session.fleet.each("restore", lambda r: session.run(
                 r, "restore", commands.switch(session.paths, r.previous, session.token), timeout=60), switched)
-    session.abort()
+    if undo:
+        session.abort()
 
 
 def _notify(stage: Stage, session: Session, event: str, error: str = "") -> None:

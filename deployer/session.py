@@ -11,15 +11,14 @@ import getpass
 import json
 import os
 import secrets
-import signal
 import socket
+import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import commands, ledger
+from . import commands, ledger, signals
 from . import state as host_state
 from .config import Host, Stage
 from .errors import DeployerError, HostError, LockHeld, command_line
@@ -27,6 +26,7 @@ from .fleet import Fleet, HostRun
 from .output import Output
 from .paths import Paths
 from .remote import Cancelled, Result, TransportError, check_known_hosts, connection
+from .signals import no_interrupts  # noqa: F401 (the flows take it from here)
 
 
 def who() -> str:
@@ -72,6 +72,7 @@ class Session:
     artifact: object = None             # what is being deployed, for ledger lines
     reason: str = ""                    # --force --reason, recorded in the ledger
     forced: bool = False
+    lock_wait: float = 0.0              # --lock-wait: seconds to wait for a live holder before exit 3
 
     def __post_init__(self):
         for path in sorted({h.ssh.known_hosts for h in self.hosts}):
@@ -80,6 +81,7 @@ class Session:
         self.runs = [HostRun(h) for h in self.hosts]
         self.fleet = Fleet(self.runs, self.parallel)
         self.started = time.monotonic()
+        self._renewing: threading.Event | None = None
 
     def ledger(self, run: HostRun, result: str, *, release: int | None = None, error: str = "",
                action: str | None = None, **extra) -> str:
@@ -112,6 +114,9 @@ class Session:
             return Result(0, "", "")
         if run.conn is None or not run.conn.alive:
             self.connect(run)
+        if run.locked:                  # every command of the lock's holder checks and renews its lease
+            script = commands.lease(self.paths, self.token) + script
+            run.renewed = time.monotonic()
         try:
             result = run.conn.run(script, cancel=self.fleet.cancel, **kwargs)
         except Cancelled:
@@ -119,6 +124,8 @@ class Session:
         except TransportError as exc:
             raise HostError(run.name, step, str(exc)) from None
         if not result.ok:
+            if lease_lost(result):
+                run.locked = False      # not ours any more: nothing to undo or unlock here
             raise HostError(run.name, step, result.tail())
         return result
 
@@ -137,19 +144,80 @@ class Session:
             self.run(run, "lock", commands.inspect(self.paths, lock_info=info, lock_token=self.token,
                                                    artifact_sha=artifact_sha, free_space=space))
             info = None
+        ttl = self.stage.app.lock_ttl
         script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha,
-                                  free_space=space)
+                                  free_space=space, lock_ttl=ttl if info else None,
+                                  takeover_ledger=self.takeover_line(run) if info else None)
         result = self.run(run, "lock" if info else "inspect", script)
         run.state = host_state.parse(result.stdout, self.paths.deploy_to)
         run.locked = run.state.lock_acquired or (self.dry_run and lock)
+        if run.locked:
+            run.renewed = time.monotonic()
+        if run.state.took_over:
+            silent, holder = run.state.took_over
+            self.out.line(run.name, "lock", f"took over a stale lock: {holder.describe()} had not renewed it "
+                                            f"for {silent}s (lock_ttl {ttl}s); its temp files removed")
         if lock and not run.locked:
             holder = run.state.lock.describe() if run.state.lock else "unknown holder"
-            raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}; if that run is gone, "
+            silent = run.state.lock_silent
+            lease = (f", lease renewed {silent}s ago (taken over after {ttl}s without renewal)"
+                     if silent is not None else "")
+            raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}{lease}; if that run is gone, "
                            f"clear it with: {command_line('unlock --stage ' + self.stage.name + ' --yes')}")
         if lock and run.state.current_problem():
             raise HostError(run.name, "check", run.state.current_problem())
 
+    def takeover_line(self, run: HostRun) -> str:
+        """The ledger line a takeover appends; the host puts the stale holder in place of the mark."""
+        return ledger.entry("takeover", self.stage.name, "ok", who=who(), host=run.name, run=self.action,
+                            lock_ttl=self.stage.app.lock_ttl, stale="@@stale@@")
+
     def lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
+        """Take the lock on every host; with lock_wait, a live holder is waited for (said once,
+        then the lock is tried again every second), else LockHeld at once. Once held, the lease
+        is renewed in the background whenever no command renewed it lately (see _renew_leases)."""
+        deadline = time.monotonic() + self.lock_wait
+        waiting = False
+        while True:
+            try:
+                self._lock_all(artifact_sha, max_fail)
+                break
+            except LockHeld as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if waiting:
+                        raise LockHeld(f"{exc} (still held after waiting {self.lock_wait:g}s)") from None
+                    raise
+                if not waiting:
+                    self.out.say(f"waiting up to {self.lock_wait:g}s for the lock: {exc}")
+                    waiting = True
+                for run in self.runs:
+                    run.result, run.step, run.error, run.state = "pending", "pending", "", None
+                time.sleep(min(1.0, left))
+        if not self.dry_run:
+            self._renewing = threading.Event()
+            threading.Thread(target=self._renew_leases, args=(self._renewing,), daemon=True, name="lease").start()
+
+    def _renew_leases(self, stop: threading.Event) -> None:
+        """Renew the lease on hosts where no command did for a quarter of lock_ttl (a long smoke
+        test, bake, pause, upload or hook): one small command on the open connection. A run whose
+        commands follow each other quickly never sends one."""
+        every = self.stage.app.lock_ttl / 4
+        while not stop.wait(min(every / 2, 5.0)):
+            for run in self.runs:
+                if not (run.locked and run.conn is not None and run.conn.alive) or stop.is_set():
+                    continue
+                if time.monotonic() - run.renewed < every:
+                    continue
+                run.renewed = time.monotonic()
+                try:
+                    result = run.conn.run(commands.lease(self.paths, self.token), timeout=run.host.ssh.connect_timeout)
+                except Exception:       # a dead link is the next command's to report
+                    continue
+                if lease_lost(result) and run.locked:
+                    self.out.line(run.name, "lock", result.tail())
+
+    def _lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
         """Lock the first host alone (the tie-breaker between racing runs), then the rest in parallel."""
         def connect(r):
             if r.conn is None and not self.dry_run:
@@ -212,6 +280,29 @@ class Session:
             self.out.line(name, "abort", f"could not clean up: {exc} (the next run purges leftovers; "
                           f"the lock may need: {command_line('unlock --stage ' + self.stage.name + ' --yes')})")
 
+    def interrupted(self, exc: BaseException, number: int | None = None,
+                    undone: str = "partial work removed") -> "RunFailed":
+        """Ctrl-C, SIGTERM or SIGHUP (or a cancel): undo and record; the RunFailed to raise exits
+        128 + the signal."""
+        how = f"interrupted ({signals.describe(exc)})"
+        self.fleet.cancel.set()
+        for run in self.runs:
+            if run.result in ("pending", "failed"):
+                run.result = "interrupted"
+                if run.error in ("", "cancelled"):
+                    run.error = how
+        self.abort(number, result="interrupted", error=how)
+        return RunFailed(f"{how} during {steps(self.runs)}; {undone}, locks released", self.runs,
+                         signals.exit_code(exc))
+
+    def raise_if_lease_lost(self) -> None:
+        """After the undo: a run that lost its lock on some host says so rather than what it undid."""
+        lost = [r.name for r in self.runs if LEASE_LOST_TEXT in r.error]
+        if lost:
+            raise RunFailed(f"this run lost the lock on {', '.join(lost)}: it stopped renewing its lease for "
+                            f"lock_ttl ({self.stage.app.lock_ttl}s) and another run took the lock over; this run "
+                            "changed nothing there after that", self.runs)
+
     def restore(self, runs: list[HostRun], number: int) -> list[HostRun]:
         """Put hosts that switched to `number` back on the release they had before."""
         def back(run: HostRun):
@@ -231,23 +322,19 @@ class Session:
         return [r for r in runs if r.name not in failures]
 
     def close(self) -> None:
+        if self._renewing is not None:
+            self._renewing.set()
         for run in self.runs:
             if run.conn is not None:
                 run.conn.close()
 
 
-@contextmanager
-def no_interrupts():
-    """Cleanup must finish: a second Ctrl-C during it is ignored (it is bounded by timeouts)."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:          # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+LEASE_LOST_TEXT = "lost the lock"
+
+
+def lease_lost(result: Result) -> bool:
+    """The command stopped because this run's lock was taken over (commands.lease)."""
+    return result.exit_code == commands.LEASE_LOST and LEASE_LOST_TEXT in result.stderr
 
 
 def names(failures: dict) -> str:

@@ -122,6 +122,8 @@ class HostState:
     strays: tuple[str, ...] = ()
     lock: LockInfo | None = None
     lock_acquired: bool = False
+    lock_silent: int | None = None      # seconds since the holder last renewed its lease (host clock)
+    took_over: tuple[int, LockInfo] | None = None   # (seconds silent, holder) of a stale lock replaced
     free_kb: int | None = None
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
@@ -239,6 +241,11 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["lock"] = LockInfo.parse(value)
         elif key == "lock_acquired":
             values["lock_acquired"] = True
+        elif key == "lock_silent" and value.isdigit():
+            values["lock_silent"] = int(value)
+        elif key == "takeover":
+            silent, _, raw = value.partition("\t")
+            values["took_over"] = (int(silent) if silent.isdigit() else 0, LockInfo.parse(raw))
         elif key == "free_kb" and value.isdigit():
             values["free_kb"] = int(value)
         elif key == "missing_tools":

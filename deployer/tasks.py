@@ -17,7 +17,7 @@ from invoke import Collection, Exit, task
 from . import config as config_mod
 from . import maintenance, provenance, report
 from .deploy import deploy as run_deploy
-from .errors import BAD_INPUT, FAILED, INTERRUPTED, DeployerError, UsageError, command_line
+from .errors import BAD_INPUT, FAILED, DeployerError, UsageError, command_line
 from .options import DeployerTask
 from .output import Output, safe
 from .report import Outcome
@@ -25,19 +25,22 @@ from .plan import Options
 from .rollback import rollback as run_rollback
 from .session import RunFailed
 from .state import NAME
+from .signals import describe, exit_code, terminations
 from .store import LocalStore
 
 
 def _boundary(fn, task_name: str):
     """Every way a task ends becomes one Outcome: with --json one document on stdout (the same
     shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
-    failure its exit code with one stderr line per problem (DeployerError and artifact errors)."""
+    failure its exit code with one stderr line per problem (DeployerError and artifact errors).
+    SIGTERM and SIGHUP interrupt the task as Ctrl-C does (see signals.py), exiting 143 and 129."""
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
         from .artifact import ArtifactError
         as_json = kwargs.get("json", False)
         try:
-            outcome = fn(c, *args, **kwargs) or Outcome()
+            with terminations():
+                outcome = fn(c, *args, **kwargs) or Outcome()
         except RunFailed as exc:
             if not as_json:
                 rows = report.run_rows(exc.runs)
@@ -45,8 +48,8 @@ def _boundary(fn, task_name: str):
             outcome = Outcome(report.run_records(exc.runs), exc.exit_code, str(exc))
         except (DeployerError, ArtifactError) as exc:
             outcome = Outcome([], getattr(exc, "exit_code", BAD_INPUT), str(exc))
-        except KeyboardInterrupt:
-            outcome = Outcome([], INTERRUPTED, "interrupted")
+        except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
+            outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
         if as_json:
             Output().json(report.document(task_name, outcome.exit_code, outcome.error,
                                           outcome.stage or kwargs.get("stage"), outcome.hosts, **outcome.extra))
@@ -95,6 +98,13 @@ def _num(value, name: str) -> float:
         raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
 
 
+def _wait(value) -> float:
+    seconds = _num(value, "lock-wait")
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"--lock-wait expects a number of seconds >= 0, got {value}")
+    return seconds
+
+
 def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
               shared: tuple[str, ...] = ()):
     """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
@@ -120,6 +130,7 @@ HELP_COMMON = {
     "roles": "Comma-separated roles: only hosts with one of them.",
     "parallel": "How many hosts to work on at once.",
     "json": "Print JSON instead of a table.",
+    "lock_wait": "Seconds to wait for another run's lock (its holder is shown) instead of exiting 3 at once.",
 }
 
 
@@ -176,12 +187,13 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
          dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
 def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
            allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
-           force=False, reason="", json=False):
+           force=False, reason="", json=False, lock_wait=0.0):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     cfg, st, selected = _target(config, stage, hosts, roles)
     options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
                       canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
-                      parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "")
+                      parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "",
+                      lock_wait=_wait(lock_wait))
     out = _out(json)
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
@@ -205,7 +217,7 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
          with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
          ignore_migrations="Roll back across migrations without running down migrations.")
 def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
-             ignore_migrations=False, json=False):
+             ignore_migrations=False, json=False, lock_wait=0.0):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
     cfg, st, selected = _target(config, stage, hosts, roles)
     out = _out(json)
@@ -217,7 +229,8 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
     if with_migrations and ignore_migrations:
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
-    runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent)
+    runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent,
+                        _wait(lock_wait))
     if not json:
         rows = report.run_rows(runs)
         out.table(rows, report.run_headers(rows))
@@ -317,10 +330,10 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
 
 
 @command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
-def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False):
+def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False, lock_wait=0.0):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
     _, st, selected = _target(config, stage, hosts, roles)
-    maintenance.cleanup(st, selected, Output(), _parallel(parallel), foreign=foreign)
+    maintenance.cleanup(st, selected, Output(), _parallel(parallel), foreign=foreign, lock_wait=_wait(lock_wait))
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")
@@ -354,10 +367,11 @@ def sandbox_down(c):
 
 
 @command(name="push")
-def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10):
+def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10, lock_wait=0.0):
     """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
     cfg, st, selected = _target(config, stage, hosts, roles)
-    runs = maintenance.push_config(st, selected, Output(), _parallel(parallel), str(cfg.path.parent))
+    runs = maintenance.push_config(st, selected, Output(), _parallel(parallel), str(cfg.path.parent),
+                                   _wait(lock_wait))
     Output().say(f"config pushed to {len(runs)} host(s) of {st.name}")
 
 

@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def default_sigint() -> None:
-    """In the child before exec: SIGINT as a terminal leaves it. A shell's background job (as a
-    CI runner may start the suite) has it ignored, Python then never raises KeyboardInterrupt,
-    and a Ctrl-C test would measure nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """In the child before exec: SIGINT (and SIGTERM, SIGHUP) as a terminal leaves them. A
+    shell's background job (as a CI runner may start the suite) has SIGINT ignored, `nohup`
+    SIGHUP; Python then never raises KeyboardInterrupt, and a signal test would measure nothing."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def cli_env() -> dict:

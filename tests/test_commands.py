@@ -17,8 +17,13 @@ from deployer import commands, state
 from deployer.paths import Paths
 
 
+# what a session holding the lock puts in front of a script (commands.lease), for scripts run
+# here without a lock: `held` always passes
+UNFENCED = "held() { :; }\n"
+
+
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", script], input=stdin, capture_output=True, timeout=30)
+    return subprocess.run(["sh", "-c", UNFENCED + script], input=stdin, capture_output=True, timeout=30)
 
 
 def make_tarball(files: dict[str, bytes]) -> bytes:
@@ -48,7 +53,7 @@ def test_switch_exact_string():
         "[ -f /srv/app/releases/7/.deployer/complete ] || "
         "{ echo 'release 7 is not complete on this host' >&2; exit 31; }\n"
         "ln -sfn releases/7 /srv/app/.current-tok\n"
-        "mv -T /srv/app/.current-tok /srv/app/current\n"
+        "held; mv -T /srv/app/.current-tok /srv/app/current\n"
         "[ ! -e /srv/app/releases/7/.deployer/rolled_back ] || rm -f /srv/app/releases/7/.deployer/rolled_back\n"
         "printf '%s\\t%s\\n' current releases/7\n")
 
@@ -227,7 +232,7 @@ def test_streamed_upload_with_env_file_and_without_tail_pid(tmp_path):
         paths = Paths(str(tmp_path / name))
         script = commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=True,
                                   env_file=".env", env_size=len(env))
-        proc = subprocess.run(["sh", "-c", script], input=env + payload, capture_output=True, timeout=30,
+        proc = subprocess.run(["sh", "-c", UNFENCED + script], input=env + payload, capture_output=True, timeout=30,
                               env={**os.environ, "PATH": path_env})
         assert proc.returncode == 0, (name, proc.stderr)
         release = tmp_path / name / "releases" / "1"
@@ -254,9 +259,9 @@ def test_prepare_checksums_with_openssl_when_it_works_else_sha256sum(tmp_path, o
         paths = Paths(str(tmp_path / ("app1" if not upload else f"app{n}")))    # the redeploy: app1's cache
         script = commands.prepare(paths, n, f"t{n}", sha, upload=upload, release_json="{}", stream=stream)
         if upload:
-            bad = subprocess.run(["sh", "-c", script], input=payload[:-9], capture_output=True, timeout=30, env=env)
+            bad = subprocess.run(["sh", "-c", UNFENCED + script], input=payload[:-9], capture_output=True, timeout=30, env=env)
             assert bad.returncode == commands.SHA_MISMATCH, bad.stderr
-        proc = subprocess.run(["sh", "-c", script], input=payload if upload else b"", capture_output=True,
+        proc = subprocess.run(["sh", "-c", UNFENCED + script], input=payload if upload else b"", capture_output=True,
                               timeout=30, env=env)
         assert proc.returncode == 0, proc.stderr
         assert (Path(paths.release(n)) / "f7").stat().st_size == 1024
@@ -329,7 +334,7 @@ def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_a
 
     def run(number: int, finish: str) -> subprocess.CompletedProcess:
         script = commands.switch_then_finish(commands.switch(paths, number, "T"), finish)
-        return subprocess.run([shell, "-c", script], capture_output=True, text=True, timeout=30)
+        return subprocess.run([shell, "-c", UNFENCED + script], capture_output=True, text=True, timeout=30)
 
     refused = run(1, commands.finish(paths, "T", delete=[], keep_artifacts=[]))    # release 1 incomplete
     assert refused.returncode == 31 and "finished" not in refused.stdout
@@ -415,6 +420,9 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
     many = (hostile, "log " + hostile)
     return {
         "inspect": commands.inspect(paths, lock_info=hostile, lock_token=hostile, artifact_sha=hostile),
+        "inspect-lease": commands.inspect(paths, lock_info=hostile, lock_token=hostile, lock_ttl=1,
+                                          takeover_ledger=hostile + commands.TAKEOVER_MARK + hostile),
+        "lease": commands.lease(paths, hostile) + commands.switch(paths, 3, hostile),
         "prepare-upload": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
                                            shared_dirs=many, shared_files=many, env_file=hostile, env_size=4),
         "prepare-stream": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
@@ -506,7 +514,7 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
     if ride:
         script = commands.switch_then_finish(commands.switch(paths, 2, "T"), script)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
-    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    proc = subprocess.run(["sh", "-c", UNFENCED + script], capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 0 and "cannot remove releases/1" in proc.stderr
     assert f"{commands.CLEANUP_FAILED}\t1" in proc.stdout and ("finished\t0" in proc.stdout) == ride
     ledger = (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()
@@ -623,3 +631,135 @@ def test_linking_a_shared_path_never_goes_through_a_link_in_the_release(tmp_path
     assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
     assert b"refusing to link shared path tmp/pids: a parent in the release is a symlink" in proc.stderr
     assert list((tmp_path / "app" / "releases").iterdir()) == []
+
+
+# --- the lock's lease: takeover of a stale lock, fencing of the run that lost it ------------------
+
+TAKEOVER_LINE = '{"action": "takeover", "stale": "@@stale@@"}'
+
+
+def lock(paths: Paths, token: str, ttl: int | None = 3) -> state.HostState:
+    out = sh(commands.inspect(paths, lock_info=json.dumps({"who": token, "pid": 1}), lock_token=token,
+                              lock_ttl=ttl, takeover_ledger=TAKEOVER_LINE))
+    assert out.returncode == 0, out.stderr
+    return state.parse(out.stdout.decode())
+
+
+def leased(paths: Paths, token: str, script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    """A script as a session holding the lock sends it: the lease check in front."""
+    return subprocess.run(["sh", "-c", commands.lease(paths, token) + script], input=stdin, capture_output=True,
+                          timeout=30)
+
+
+def age_heartbeat(paths: Paths, seconds: int) -> None:
+    then = time.time() - seconds
+    os.utime(paths.lock_beat, (then, then))
+
+
+def test_a_live_lease_is_kept_and_a_stale_one_taken_over_with_the_dead_runs_leftovers(tmp_path):
+    paths = Paths(str(tmp_path / "app dir"))
+    assert lock(paths, "A").lock_acquired
+    for name in (".tmp-2-A", ".tmp-2-B"):
+        Path(paths.releases, name).mkdir(parents=True)
+    Path(paths.cache).mkdir(parents=True)
+    Path(paths.partial_artifact("A")).write_bytes(b"half")
+    os.symlink("releases/1", paths.tmp_current("A"))
+    age_heartbeat(paths, 60)
+    assert leased(paths, "A", "echo renewed").stdout == b"renewed\n"       # every command renews
+    held = lock(paths, "B")
+    assert not held.lock_acquired and held.lock.who == "A" and held.lock_silent in (0, 1) and not held.took_over
+
+    age_heartbeat(paths, 60)
+    taken = lock(paths, "B")
+    assert taken.lock_acquired and taken.took_over[1].who == "A" and taken.took_over[0] >= 59
+    assert Path(paths.lock_token).read_text() == "B"
+    assert sorted(os.listdir(paths.releases)) == [".tmp-2-B"]          # only the dead run's leftovers go
+    assert os.listdir(paths.cache) == [] and not os.path.lexists(paths.tmp_current("A"))
+    assert sorted(os.listdir(paths.state)) == ["cache", "ledger.jsonl", "lock"]
+    record = json.loads(Path(paths.ledger).read_text())
+    assert record == {"action": "takeover", "stale": {"holder": {"who": "A", "pid": 1}, "silent_s": taken.took_over[0]}}
+
+
+def test_a_lock_without_heartbeat_or_without_ttl_is_never_taken_over(tmp_path):
+    paths = Paths(str(tmp_path))
+    assert lock(paths, "A", ttl=None).lock_acquired
+    age_heartbeat(paths, 600)
+    assert not lock(paths, "B", ttl=None).lock_acquired                # no lock_ttl: no lease
+    os.unlink(paths.lock_beat)                                          # a lock from before leases
+    assert not lock(paths, "B").lock_acquired
+    assert Path(paths.lock_token).read_text() == "A"
+
+
+def test_racing_takeovers_of_one_stale_lock_make_exactly_one_holder(tmp_path):
+    """Eight runs find the same stale lock at once: one renames it away and holds the lock, the
+    others see the new holder. Repeated, since a race that is lost only sometimes is still lost."""
+    paths = Paths(str(tmp_path))
+    for trial in range(5):
+        if os.path.isdir(paths.lock):
+            commands_ok = sh(commands.unlock(paths))
+            assert commands_ok.returncode == 0
+        assert lock(paths, "dead").lock_acquired
+        age_heartbeat(paths, 60)
+        script = UNFENCED + "\n".join(
+            "(" + commands.inspect(paths, lock_info=json.dumps({"who": f"r{i}"}), lock_token=f"r{i}", lock_ttl=3,
+                                   takeover_ledger=TAKEOVER_LINE) + f") > {tmp_path}/out-{i} &" for i in range(8)
+        ) + "\nwait\n"
+        assert subprocess.run(["sh", "-c", script], capture_output=True, timeout=60).returncode == 0
+        states = [state.parse((tmp_path / f"out-{i}").read_text()) for i in range(8)]
+        winners = [i for i, st in enumerate(states) if st.lock_acquired]
+        assert len(winners) == 1, trial
+        assert Path(paths.lock_token).read_text() == f"r{winners[0]}"
+        assert all(st.lock.who == f"r{winners[0]}" for i, st in enumerate(states) if i != winners[0])
+        assert not [n for n in os.listdir(paths.state) if n.startswith("stale-")]
+
+
+def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
+    """Every step that changes a host checks the lease right before the change: after a takeover,
+    the old holder's prepare, switch, finish, abort, mark-bad, env write and unlock all stop."""
+    paths = Paths(str(tmp_path))
+    payload = make_tarball({"app.txt": b"v", "REVISION": b"r\n"})
+    sha = hashlib.sha256(payload).hexdigest()
+    (tmp_path / "shared").mkdir()
+    assert lock(paths, "A").lock_acquired
+    for n in (1, 2):
+        prep = leased(paths, "A", commands.prepare(paths, n, "A", sha, upload=n == 1, release_json="{}"),
+                      payload if n == 1 else b"")
+        assert prep.returncode == 0, prep.stderr
+    assert leased(paths, "A", commands.switch(paths, 1, "A")).returncode == 0
+    age_heartbeat(paths, 60)
+    assert lock(paths, "B").lock_acquired
+
+    def snapshot():
+        return sorted((str(p.relative_to(tmp_path)), os.path.islink(p) and os.readlink(p))
+                      for p in tmp_path.rglob("*") if "lock" not in p.parts)
+    before = snapshot()
+    lost = [
+        commands.prepare(paths, 3, "A", sha, upload=False, release_json="{}"),
+        commands.switch(paths, 2, "A"),
+        commands.unswitch(paths, 1),
+        commands.finish(paths, "A", delete=["1", "2"], keep_artifacts=[]),
+        commands.abort(paths, 2, "A"),
+        commands.mark_bad(paths, 2, "bad"),
+        commands.write_env(paths, ".env", "A"),
+        commands.in_release(paths, 2, "touch hook-ran", {}),
+    ]
+    for script in lost:
+        proc = leased(paths, "A", script, b"K=v\n")
+        assert proc.returncode == commands.LEASE_LOST and b"lost the lock" in proc.stderr, script
+    assert snapshot() == before and os.readlink(paths.current) == "releases/1"
+    sh(commands.unlock(paths, "A"))
+    assert Path(paths.lock_token).read_text() == "B"
+
+    # and the new holder's own commands pass
+    assert leased(paths, "B", commands.switch(paths, 2, "B")).returncode == 0
+    assert leased(paths, "B", commands.finish(paths, "B", delete=[], keep_artifacts=[sha])).returncode == 0
+    assert os.readlink(paths.current) == "releases/2" and not os.path.exists(paths.lock)
+
+
+def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
+    paths = Paths("/srv/my app")
+    assert commands.lease(paths, "t'x") == (
+        "held() { t=; { read -r t < '/srv/my app/.deployer/lock/token'; } 2>/dev/null || :; "
+        "[ \"$t\" = 't'\"'\"'x' ] || { echo 'this run lost the lock on this host: its lease was not renewed "
+        "for lock_ttl seconds and another run took it over; nothing more is changed here' >&2; exit 32; }; "
+        "touch -c '/srv/my app/.deployer/lock/beat' 2>/dev/null || :; }\nheld\n")

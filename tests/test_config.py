@@ -51,6 +51,7 @@ def test_good_config_parses_with_overrides(tmp_path):
     assert staging.hosts[0].ssh.key == str((tmp_path / "keys/id").resolve())
     prod = cfg.stage("production")
     assert prod.app.keep_releases == 10 and cfg.app.keep_releases == 3
+    assert cfg.app.lock_ttl == 120                      # a lock unrenewed for 2 minutes is stale
     assert prod.hosts[0].user == "prod"
     assert prod.hosts[1].name == "db" and prod.hosts[1].port == 2222 and prod.hosts[1].roles == ("migrate",)
     assert [h.name for h in prod.select(roles=["web"])] == ["web-1.example.com"]
@@ -62,6 +63,10 @@ def test_good_config_parses_with_overrides(tmp_path):
     (("keep_releases = 3", 'keep_releases = "five"'), "app.keep_releases: expected an integer"),
     (("keep_releases = 3", "keep_releases = 0"), "app.keep_releases: expected an integer >= 1"),
     (("keep_releases = 3", 'keep_releases = 3\nhardlink_releases = "yes"'), "app.hardlink_releases: expected true or false"),
+    (("keep_releases = 3", "keep_releases = 3\nlock_ttl = 0"), "app.lock_ttl: expected a whole number of seconds >= 1"),
+    (("keep_releases = 3", "keep_releases = 3\nlock_ttl = -5"), "app.lock_ttl: expected a whole number of seconds >= 1"),
+    (("keep_releases = 3", "keep_releases = 3\nlock_ttl = 1.5"), "app.lock_ttl: expected a whole number"),
+    (("keep_releases = 3", "keep_releases = 3\nlock_ttl = true"), "app.lock_ttl: expected a whole number"),
     (('deploy_to = "/srv/shop"\n', ""), "app.deploy_to: missing"),
     (('deploy_to = "/srv/shop"', 'deploy_to = "srv/shop"'), "app.deploy_to: expected an absolute"),
     (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/../etc"'), "app.deploy_to: expected an absolute"),

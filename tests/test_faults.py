@@ -261,6 +261,95 @@ def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --- 1b. SIGTERM / SIGHUP: a cancelled CI job, a closed terminal --------------------------------
+
+
+def ledger_lines(sb, h) -> list[dict]:
+    code, out = sb.exec(h, f"cat {D}/.deployer/ledger.jsonl 2>/dev/null")
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def signal_mid_upload(sb, procs, artifact: Path, sig: int) -> tuple[int, str, str]:
+    """Host-2's link is held (a NetProxy) until the others have prepared, flows again, and the
+    signal comes while host-2 is mid-upload."""
+    proxy = NetProxy(("127.0.0.1", sb.hosts[1].port)).start()
+    try:
+        via_proxy(sb, 1, proxy)
+        p = popen(procs, sb, "deploy", "--artifact", str(artifact))
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+        reader.start()
+
+        def ready(name: str) -> bool:        # uploaded, or (cached by an earlier case) extracted
+            return any(f" {name} " in line and (" ready" in line or " extracted" in line) for line in list(lines))
+
+        start = proxy.bytes_forwarded
+        wait_until(lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None, 60,
+                   "host-2's upload to start", 0.005)
+        proxy.stall()
+        wait_until(lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3)), 25,
+                   "the other hosts to prepare", 0.02)
+        flowing = proxy.bytes_forwarded
+        proxy.resume()
+        wait_until(lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None, 10,
+                   "host-2's upload to flow again", 0.002)
+        p.send_signal(sig)
+        assert not ready("host-2"), "".join(lines)
+        p.wait(timeout=30)
+        reader.join(timeout=10)
+        return p.returncode, "".join(lines), p.stderr.read()
+    finally:
+        proxy.stop()
+        direct(sb, 1)
+
+
+def signal_mid_switch(sb, procs, sig: int) -> tuple[int, str, str]:
+    """A rolling deploy, one host per batch: the signal comes after host-1 switched, before the others."""
+    p = popen(procs, sb, "deploy", "--strategy", "rolling", "--batch", "1", "--pause", "60")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+    wait_until(lambda: p.poll() is not None or any("pausing" in line for line in list(lines)), 90,
+               "host-1 to switch")
+    assert current(sb, 0) != "releases/1", "".join(lines)         # host-1 switched, the others not yet
+    p.send_signal(sig)
+    p.wait(timeout=30)
+    reader.join(timeout=10)
+    return p.returncode, "".join(lines), p.stderr.read()
+
+
+@pytest.mark.slow
+def test_sigterm_and_sighup_mid_upload_and_mid_switch_abort_like_ctrl_c(sandbox, app_repo, procs, tmp_path):
+    """A cancelled CI job (SIGTERM) or a closed terminal (SIGHUP) at two moments on 3 hosts: the
+    same clean abort as Ctrl-C (remote processes killed, partials removed, switched hosts put
+    back, locks released, a ledger line naming the signal), exit 143 / 129, and the next deploy
+    needs no `unlock`."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    artifact = big_artifact(tmp_path, 40)
+    cases = [(signal.SIGTERM, "upload"), (signal.SIGHUP, "upload"), (signal.SIGTERM, "switch"),
+             (signal.SIGHUP, "switch")]
+    for n, (sig, moment) in enumerate(cases):
+        if moment == "upload":
+            code, out, err = signal_mid_upload(sb, procs, artifact, sig)
+        else:
+            commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+            code, out, err = signal_mid_switch(sb, procs, sig)
+        name = signal.Signals(sig).name
+        assert code == 128 + sig, (name, moment, out + err)
+        assert f"interrupted ({name})" in err and "Traceback" not in err, (moment, err)
+        for h in sb.hosts:
+            assert current(sb, h) == "releases/1", (name, moment, h.name)
+            assert release_dirs(sb, h) == ["1"], (name, moment, h.name)
+            assert leftovers(sb, h) == [], (name, moment, h.name)
+            last = ledger_lines(sb, h)[-1]
+            assert last["result"] == "interrupted" and last["error"] == f"interrupted ({name})", last
+        code, out = sb.exec(1, "pgrep -u deploy -f 'cat|tar|sleep' || true")
+        assert out.strip() == "", out                                   # no remote process left behind
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --- 2. SIGKILL between extraction and switch --------------------------------------------------
 
 
@@ -652,6 +741,89 @@ def test_racing_deploys_loser_leaves_winners_lock_alone(sandbox, procs, tmp_path
         assert current(sb, h) == "releases/1" and lock_info(sb, h) is None
 
 
+# --- 8b. a lock whose holder stopped: the lease, its takeover and fencing -----------------------
+
+
+def heartbeat_age(sb, h) -> int:
+    """Seconds since the lock's holder renewed it, by the host's clock (-1: no lock)."""
+    code, out = sb.exec(h, f"b=$(stat -c %Y {D}/.deployer/lock/beat) && echo $(( $(date +%s) - b )) || echo -1")
+    return int(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_frozen_holder_is_taken_over_after_lock_ttl_and_changes_nothing_when_it_wakes(
+        sandbox, app_repo, procs, tmp_path):
+    """lock_ttl = 3 s. A holder waiting longer than that keeps its lease (renewed in the
+    background); SIGSTOPped past it, the next run takes the lock over by itself, says so, records
+    it and deploys; SIGCONT: the first run fails at its switch and changes nothing."""
+    sb = sandbox(3, app={"lock_ttl": 3})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    pause = Pause(tmp_path, "switch")
+    first = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(first)
+    # alive but idle for 3 x lock_ttl: the lease is renewed, the lock is not taken
+    time.sleep(9)
+    assert max(heartbeat_age(sb, h) for h in sb.hosts) <= 3
+    held = cli(sb, "deploy")
+    assert held.returncode == 3 and f"pid {first.pid}" in held.stderr and "lease renewed" in held.stderr
+
+    first.send_signal(signal.SIGSTOP)
+    wait_until(lambda: min(heartbeat_age(sb, h) for h in sb.hosts) > 3, 20, "the frozen run's lease to expire", 0.2)
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    second = cli(sb, "deploy")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("took over a stale lock") == 3 and f"pid {first.pid}" in second.stdout
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/3"
+        takeover = [e for e in ledger_lines(sb, h) if e["action"] == "takeover"]
+        assert len(takeover) == 1 and takeover[0]["stale"]["holder"]["pid"] == first.pid
+        assert takeover[0]["stale"]["silent_s"] > 3 and takeover[0]["run"] == "deploy"
+    after = [(files(sb, h), ledger_lines(sb, h)) for h in sb.hosts]
+
+    first.send_signal(signal.SIGCONT)
+    pause.release()
+    code, out, err = finish(first, 60)
+    assert code == 1, out + err
+    assert "this run lost the lock on host-1, host-2, host-3" in err and "Traceback" not in err
+    assert [(files(sb, h), ledger_lines(sb, h)) for h in sb.hosts] == after    # nothing changed, not even a record
+    assert all(lock_info(sb, h) is None and current(sb, h) == "releases/3" for h in sb.hosts)
+    assert cli(sb, "deploy").returncode == 0
+
+
+def test_lock_wait_queues_behind_a_live_holder_then_gives_up_with_exit_3(sandbox, procs, tmp_path):
+    sb = sandbox(2)
+    artifact = built_artifact(sb)
+    pause = Pause(tmp_path, "switch")
+    holder = popen(procs, sb, "deploy", "--artifact", str(artifact), env=pause.env)
+    pause.wait(holder)
+    waiter = popen(procs, sb, "deploy", "--artifact", str(artifact), "--lock-wait", "60")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(waiter.stdout), daemon=True)
+    reader.start()
+    said = wait_until(lambda: next((line for line in list(lines) if "waiting up to 60s" in line), None)
+                      or waiter.poll() is not None, 30, "the waiting run to say whom it waits for")
+    assert isinstance(said, str) and f"pid {holder.pid}" in said, "".join(lines)
+    assert waiter.poll() is None
+    pause.release()
+    assert finish(holder)[0] == 0
+    waiter.wait(timeout=60)
+    reader.join(timeout=10)
+    assert waiter.returncode == 0, "".join(lines) + waiter.stderr.read()
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+
+    # the wait has an end: still held after it, exit 3
+    pause = Pause(tmp_path, "switch")
+    holder = popen(procs, sb, "deploy", "--artifact", str(artifact), env=pause.env)
+    pause.wait(holder)
+    late = cli(sb, "rollback", "--lock-wait", "2")
+    assert late.returncode == 3 and "still held after waiting 2s" in late.stderr and f"pid {holder.pid}" in late.stderr
+    bad = cli(sb, "cleanup", "--lock-wait", "soon")
+    assert bad.returncode == 2 and "--lock-wait" in bad.stderr
+    pause.release()
+    assert finish(holder)[0] == 0
+
+
 # --- 9. failed releases, misleading mtimes, keep_releases --------------------------------------
 
 
@@ -742,8 +914,8 @@ def test_current_never_missing_during_1000_switches(sandbox):
     conn = host_conn(sb)
     try:
         for batch in range(40):
-            script = "\n".join(f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1"
-                                for i in range(25))
+            script = "held() { :; }\n" + "\n".join(
+                f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25))
             result = conn.run(script)
             assert result.ok, result.stderr
     finally:

@@ -34,7 +34,10 @@ def test_schema_is_valid_and_strict():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     good = {"task": "status", "result": "ok", "exit_code": 0, "error": None, "stage": "s", "hosts": []}
     VALIDATOR.validate(good)
+    for code in (130, 143, 129):                                # Ctrl-C, SIGTERM, SIGHUP
+        VALIDATOR.validate({**good, "result": "interrupted", "exit_code": code, "error": "interrupted (SIGTERM)"})
     for bad in ({**good, "result": "failed"},                     # failed with exit 0 and no error
+                {**good, "result": "interrupted", "exit_code": 1, "error": "x"},
                 {**good, "hosts": [{"host": "a", "error": None, "git sha": "ab"}]},     # key with a space
                 {**good, "hosts": [{"host": "a", "error": None, "complete_releases": "3"}]},   # number as text
                 {**good, "artifacts": [{"version": "v", "git_sha": None, "sha256": "abc123def456", "size": 1,
