@@ -163,6 +163,12 @@ def lease(paths: Paths, token: str) -> str:
             f"touch -c {q(paths.lock_beat)} 2>/dev/null || :; }}\nheld\n")
 
 
+def unleased(script: str) -> str:
+    """A script run on a host where this run already released the lock (a rollback putting back a
+    host that switched and unlocked before another host failed): `held` has nothing to check."""
+    return "held() { :; }\n" + script
+
+
 # Each file given: "meta<TAB>N<TAB>" + a release's release.json, or "lockinfo<TAB>" + the lock's
 # info; newlines dropped, at most 64 KiB (4 KiB for the lock) kept. For the foreign releases named
 # in f: "frev<TAB>NAME<TAB>" + the first line of its REVISION, and the last line about it in

@@ -130,15 +130,21 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
 
 
 def _restore(session: Session, undo: bool = True) -> None:
-    """Put hosts a failed rollback already switched back where they were (then abort, with undo)."""
+    """Put hosts a failed rollback already switched back where they were (then abort, with undo).
+    Their switch released their lock, so the restore is not fenced; it is recorded in its ledger."""
     switched = [r for r in session.runs if r.switched]
-    for run in switched:
-        run.locked = True       # the switch released it; abort re-checks the token harmlessly
+
+    def back(run: HostRun):
+        line = session.ledger(run, "failed", release=run.previous, previous=run.target,
+                              error=f"put back on release {run.previous}: the rollback failed or was interrupted")
+        script = commands.switch(session.paths, run.previous, session.token, ledger=line)
+        session.run(run, "restore", commands.unleased(script), timeout=60)
+        run.switched = False
+
     if switched:
         with no_interrupts():
             session.fleet.cancel.clear()
-            session.fleet.each("restore", lambda r: session.run(
-                r, "restore", commands.switch(session.paths, r.previous, session.token), timeout=60), switched)
+            session.fleet.each("restore", back, switched)
     if undo:
         session.abort()
 

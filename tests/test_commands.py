@@ -19,7 +19,7 @@ from deployer.paths import Paths
 
 # what a session holding the lock puts in front of a script (commands.lease), for scripts run
 # here without a lock: `held` always passes
-UNFENCED = "held() { :; }\n"
+UNFENCED = commands.unleased("")
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
@@ -423,6 +423,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "inspect-lease": commands.inspect(paths, lock_info=hostile, lock_token=hostile, lock_ttl=1,
                                           takeover_ledger=hostile + commands.TAKEOVER_MARK + hostile),
         "lease": commands.lease(paths, hostile) + commands.switch(paths, 3, hostile),
+        "unleased": commands.unleased(commands.switch(paths, 3, hostile)),
         "prepare-upload": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
                                            shared_dirs=many, shared_files=many, env_file=hostile, env_size=4),
         "prepare-stream": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,

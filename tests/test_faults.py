@@ -914,8 +914,8 @@ def test_current_never_missing_during_1000_switches(sandbox):
     conn = host_conn(sb)
     try:
         for batch in range(40):
-            script = "held() { :; }\n" + "\n".join(
-                f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25))
+            script = commands.unleased("\n".join(
+                f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25)))
             result = conn.run(script)
             assert result.ok, result.stderr
     finally:
@@ -924,6 +924,32 @@ def test_current_never_missing_during_1000_switches(sandbox):
     out = wait_until(lambda: sb.exec(0, "cat /tmp/reader 2>/dev/null")[1].strip(), 10, "the reader's tally")
     reads, bad = map(int, out.split())
     assert reads > 1000 and bad == 0
+
+
+# --- 11b. a rollback whose switch fails on one host ------------------------------------------------
+
+
+def test_rollback_switch_failing_on_one_host_puts_the_others_back(sandbox, app_repo):
+    """Hosts 1-2 switch back (and release their lock in the same command), host-3's switch fails:
+    1-2 are put back on the release they had, though their lock is already gone, and say so in
+    their ledger; nothing is left locked."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    sb.exec(2, f"chmod a-w {D}")                  # host-3 cannot create its temp link next to current
+    try:
+        proc = cli(sb, "rollback")
+    finally:
+        sb.exec(2, f"chmod u+w {D}")
+    assert proc.returncode == 1 and "switched hosts put back" in proc.stderr, proc.stdout + proc.stderr
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/2" and lock_info(sb, h) is None
+    for h in sb.hosts[:2]:
+        last = ledger_lines(sb, h)[-1]
+        assert last["action"] == "rollback" and last["result"] == "failed" and last["release"] == 2, last
+    assert cli(sb, "rollback").returncode == 0
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
 # --- 12. rollback without a usable target ------------------------------------------------------
