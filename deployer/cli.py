@@ -14,7 +14,7 @@ from . import __version__
 from .errors import BAD_INPUT, set_program
 from .errors import did_you_mean as close
 from .options import Number, metavar
-from .output import discard
+from .output import close_group, discard
 from .tasks import ns
 
 SIGPIPE_EXIT = 141      # what a shell reports for a program a closed pipe stopped
@@ -233,6 +233,7 @@ def leave(code) -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    close_group()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
