@@ -66,6 +66,8 @@ MISTAKES = [
     ("deploy --max-fail some", "--max-fail expects a whole number, got 'some'"),
     ("rollback -c hosts.toml -s staging --to ../1", "--to expects a release number or a foreign release's name"),
     ("sandbox.up --hosts lots", "--hosts expects a whole number, got 'lots'"),
+    ("deploy --lock-wait soon", "--lock-wait expects a number of seconds, got 'soon'"),
+    ("cleanup --foriegn", "cleanup: unknown option --foriegn (did you mean --foreign?)"),
     # stages, hosts, roles (the config is read: --config before the task name)
     ("--config hosts.toml status --stage prod", "no stage 'prod' (did you mean production?)"),
     ("-c hosts.toml status -s stagin", "no stage 'stagin' (did you mean staging?)"),

@@ -137,8 +137,20 @@ def test_lock_held_and_interrupt_are_documents(sandbox, tmp_path):
         if holder.poll() is None:
             holder.kill()
     doc = document(subprocess.CompletedProcess(holder.args, holder.returncode, out, err), "deploy", "interrupted")
-    assert {h["host"] for h in doc["hosts"]} == {"host-1", "host-2"}
+    assert doc["exit_code"] == 130 and {h["host"] for h in doc["hosts"]} == {"host-1", "host-2"}
     assert all(h["result"] != "ok" for h in doc["hosts"])
+    # SIGTERM (a CI runner cancelling the job) takes the same path: exit 143, one document
+    blocker = cli_popen(sb, "deploy", "--json", env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"})
+    try:
+        wait_until(lambda: flag.exists() or blocker.poll() is not None, 120, "the deploy to pause before its switch")
+        blocker.send_signal(signal.SIGTERM)
+        out, err = blocker.communicate(timeout=60)
+    finally:
+        flag.unlink(missing_ok=True)
+        if blocker.poll() is None:
+            blocker.kill()
+    doc = document(subprocess.CompletedProcess(blocker.args, blocker.returncode, out, err), "deploy", "interrupted")
+    assert doc["exit_code"] == 143
 
 
 @pytest.mark.parametrize("argv", [["deploy", "--json", "--stagee", "x"], ["deploy", "--json", "-j", "0"],
