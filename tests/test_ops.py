@@ -21,6 +21,7 @@ from deployer.recipes import static_site
 from helpers import cli, cli_env, cli_popen
 from test_json_contract import VALIDATOR
 from test_recipes import WEB, get, make_repo
+from test_ssh_access import hidden_hosts  # noqa: F401  (a fixture)
 
 P = Paths("/srv/app")
 
@@ -265,3 +266,20 @@ def test_the_documented_nginx_snippet_is_the_tested_one():
     from helpers import REPO
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     assert any(ops.nginx_snippet("/srv/shop") in p.read_text() for p in docs)
+
+
+def test_run_and_ssh_reach_hosts_only_a_bastion_can_reach(hidden_hosts, app_repo, tmp_path):
+    """The same SSH settings as a deploy: through the gateway, host keys checked on both hops."""
+    from test_ssh_access import Cfg, write_config
+    names = [c.name for c in hidden_hosts["targets"]]
+    via = Cfg(write_config(tmp_path, names, {"user": "deploy", "key": str(hidden_hosts["key"]),
+                                             "gateway": f"deploy@127.0.0.1:{hidden_hosts['bastion'].port}"},
+                           hidden_hosts["known_hosts"], app_repo))
+    proc = cli(via, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_cli(via, "--", "pwd -P")
+    assert proc.returncode == 0, proc.stderr
+    assert {f"{n} | /srv/app/releases/1" for n in names} <= set(proc.stdout.splitlines())   # names of equal length
+    code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config",
+                          str(via.config_path)], b"pwd -P; exit 3\n")
+    assert code == 3 and "/srv/app/releases/1" in out.decode(errors="replace")
