@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from invoke.vendor import yaml
 
 from conftest import git
-from helpers import REPO
+from helpers import REPO, wait_until
 
 EXAMPLES = REPO / "examples"
 BIN = Path(sys.executable).parent            # `deployer` of the environment under test
@@ -115,8 +116,38 @@ def github_expand(value: str, secrets: dict) -> str:
     return re.sub(r"\$\{\{(.*?)\}\}", one, str(value))
 
 
-def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stages):
+def while_someone_holds_the_lock(sb, repo: Path, step: str, env: dict, tmp_path: Path) -> str:
+    """Run the CI's deploy step while a person's deploy of staging holds the lock (paused before its
+    switch); let that one finish once the step says it waits. Returns the step's stderr."""
+    flag = tmp_path / "pause-switch"
+    person = subprocess.Popen(["deployer", "deploy", "--stage", "staging", "--version", env["GITHUB_SHA"]], cwd=repo,
+                              env={**env, "DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: flag.exists() or person.poll() is not None, 90, "the person's deploy to hold the lock")
+        assert flag.exists(), person.communicate()
+        ci = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(ci.stderr), daemon=True)
+        reader.start()
+        wait_until(lambda: any("waiting up to" in line for line in said) or ci.poll() is not None, 60,
+                   "the CI step to say it waits for the lock")
+        assert ci.poll() is None, "".join(said)
+        flag.unlink()                                   # the person's deploy goes on and unlocks
+        assert person.wait(timeout=120) == 0, person.communicate()
+        assert ci.wait(timeout=120) == 0, "".join(said)
+        reader.join(timeout=10)
+        return "".join(said)
+    finally:
+        for p in (person, locals().get("ci")):
+            if p is not None and p.poll() is None:
+                p.kill()
+
+
+def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stages, tmp_path):
     sb, repo, home = stages
+    install_ssh(sb, home)                         # the person's machine (the CI step writes its own)
     flow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
     secrets = {"DEPLOY_SSH_KEY": sb.key_path.read_text().strip(),
                "DEPLOY_KNOWN_HOSTS": sb.known_hosts_path.read_text().strip()}
@@ -127,6 +158,7 @@ def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stage
     ran, skipped = [], []
     order = github_order(flow["jobs"])
     assert order == ["build", "staging", "production"]
+    waited = ""
     for name in order:
         job = flow["jobs"][name]
         for step in job["steps"]:
@@ -134,12 +166,18 @@ def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stage
                 skipped.append(step.get("uses") or step["run"])
                 continue
             step_env = {**env, **{k: github_expand(v, secrets) for k, v in step.get("env", {}).items()}}
-            sh(step["run"], repo, step_env)
+            if "deployer deploy --stage staging" in step["run"]:
+                waited = while_someone_holds_the_lock(sb, repo, step["run"], step_env, tmp_path)
+            else:
+                sh(step["run"], repo, step_env)
             ran.append((name, step["run"].strip().splitlines()[0]))
     assert [r for r in ran if "deployer" in r[1]] == [
         ("build", "deployer build"),
-        ("staging", 'deployer deploy --stage staging --version "$GITHUB_SHA" --json > deploy-staging.json'),
-        ("production", 'deployer deploy --stage production --version "$GITHUB_SHA" --json > deploy-production.json')]
+        ("staging", 'deployer deploy --stage staging --version "$GITHUB_SHA" --lock-wait 600 --json '
+                    '> deploy-staging.json'),
+        ("production", 'deployer deploy --stage production --version "$GITHUB_SHA" --lock-wait 600 --json '
+                       '> deploy-production.json')]
+    assert "waiting up to 600s" in waited           # the CI job queued behind the person's deploy
     assert result(repo / "deploy-staging.json")["stage"] == "staging"
     prod = result(repo / "deploy-production.json")
     assert prod["sha256"] == result(repo / "deploy-staging.json")["sha256"]      # the same artifact
