@@ -121,8 +121,10 @@ jobs:
         env:
           DEPLOY_SSH_KEY: ${{{{ secrets.DEPLOY_SSH_KEY }}}}
           DEPLOY_KNOWN_HOSTS: ${{{{ secrets.DEPLOY_KNOWN_HOSTS }}}}
-      - name: Deploy
-        run: deployer deploy --stage {stage} --json > deploy.json
+      - name: Build the artifact
+        run: deployer build
+      - name: Deploy it (waits up to 10 min for a lock someone holds)
+        run: deployer deploy --stage {stage} --version "$GITHUB_SHA" --lock-wait 600 --json > deploy.json
       - uses: actions/upload-artifact@v4
         if: always()
         with:
@@ -146,7 +148,8 @@ deploy:
     - install -d -m 700 ~/.ssh
     - install -m 600 "$DEPLOY_SSH_KEY" ~/.ssh/id_ed25519
     - printf '%s\\n' "$DEPLOY_KNOWN_HOSTS" > ~/.ssh/known_hosts
-    - deployer deploy --stage {stage} --json > deploy.json
+    - deployer build
+    - deployer deploy --stage {stage} --version "$CI_COMMIT_SHA" --lock-wait 600 --json > deploy.json
   artifacts:
     when: always
     paths: [deploy.json]

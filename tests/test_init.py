@@ -96,18 +96,19 @@ def test_ci_workflows_parse(tmp_path):
     assert deployer(repo, "init", "--ci", "github", "--stage", "live").returncode == 0
     flow = yaml.safe_load((repo / ".github/workflows/deploy.yml").read_text())
     runs = [s.get("run", "") for s in flow["jobs"]["deploy"]["steps"]]
-    assert any("deployer deploy --stage live --json" in r for r in runs)
+    assert any('deployer deploy --stage live --version "$GITHUB_SHA" --lock-wait 600 --json' in r for r in runs)
     repo2 = repo_with(tmp_path, "shop2")
     assert deployer(repo2, "init", "--ci", "gitlab").returncode == 0
     job = yaml.safe_load((repo2 / ".gitlab-ci.yml").read_text())["deploy"]
-    assert "deployer deploy --stage production --json > deploy.json" in job["script"]
+    assert ('deployer deploy --stage production --version "$CI_COMMIT_SHA" --lock-wait 600 --json > deploy.json'
+            in job["script"])
 
 
 def test_init_check_deploy_on_a_fresh_repository(sandbox, app_repo):
     """A new user's first deploy: init in their repository, point it at the hosts, check, deploy."""
     sb = sandbox(2)
     hosts = ",".join(f"127.0.0.1:{h.port}" for h in sb.hosts)
-    proc = deployer(app_repo, "init", "--hosts", hosts, "--deploy-to", "/srv/app")
+    proc = deployer(app_repo, "init", "--hosts", hosts, "--deploy-to", "/srv/app", "--ci", "github")
     assert proc.returncode == 0, proc.stderr
     assert "next: deployer check" in proc.stdout
     # what the user edits: their key and known_hosts (uncommenting the lines init wrote)
@@ -120,8 +121,17 @@ def test_init_check_deploy_on_a_fresh_repository(sandbox, app_repo):
 
     proc = deployer(app_repo, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = deployer(app_repo, "deploy")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the deploy: the steps of the workflow init wrote, as its CI would run them (from a clean checkout)
+    flow = yaml.safe_load((app_repo / ".github/workflows/deploy.yml").read_text())
+    steps = [s["run"] for s in flow["jobs"]["deploy"]["steps"] if s.get("run", "").startswith("deployer ")]
+    assert len(steps) == 2, steps
+    env = {**cli_env(), "PATH": f"{Path(sys.executable).parent}:{cli_env()['PATH']}",
+           "GITHUB_SHA": git(app_repo, "rev-parse", "HEAD")}
+    for step in steps:
+        proc = subprocess.run(["bash", "-eo", "pipefail", "-c", step], cwd=app_repo, env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0, step + "\n" + proc.stdout + proc.stderr
+    assert json.loads((app_repo / "deploy.json").read_text())["result"] == "ok"
     proc = deployer(app_repo, "status", "--json")
     rows = json.loads(proc.stdout)["hosts"]
     assert [r["current"] for r in rows] == [1, 1], rows
