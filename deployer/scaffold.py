@@ -25,6 +25,7 @@ class Plan:
     files: dict[str, str]
     recipe: str
     reason: str
+    ignore: tuple[str, ...] = ()        # lines to append to .gitignore (the build output)
 
 
 def repository_root(start: Path) -> Path:
@@ -178,7 +179,7 @@ def plan(start: Path, *, stage: str = "production", hosts: list[str] | None = No
     files = {"hosts.toml": hosts_toml(name, deploy_to, stage, hosts or [], user, recipe, why), "tasks.py": TASKS_PY}
     if ci:
         files[CI_FILES[ci]] = github_workflow(stage) if ci == "github" else gitlab_ci(stage)
-    return Plan(root, files, recipe, why)
+    return Plan(root, files, recipe, why, () if _ignored(root, "artifacts/x.tar.gz") else ("artifacts/",))
 
 
 def write(p: Plan, force: bool = False) -> list[str]:
@@ -193,7 +194,18 @@ def write(p: Plan, force: bool = False) -> list[str]:
         if path.is_symlink():
             path.unlink()                   # replace the link itself, never write through it
         path.write_text(text)
+    if p.ignore:        # built artifacts land in the tree: unignored, they make the next build "dirty"
+        gitignore = p.root / ".gitignore"
+        if gitignore.is_symlink():
+            raise UsageError(f"{gitignore} is a link: add {', '.join(p.ignore)} to it yourself")
+        old = gitignore.read_text() if gitignore.exists() else ""
+        gitignore.write_text(old + ("\n" if old and not old.endswith("\n") else "") + "\n".join(p.ignore) + "\n")
+        return [*p.files, ".gitignore"]
     return list(p.files)
+
+
+def _ignored(root: Path, rel: str) -> bool:
+    return subprocess.run(["git", "-C", str(root), "check-ignore", "-q", rel], capture_output=True).returncode == 0
 
 
 def _toml_str(value: str) -> str:

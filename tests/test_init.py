@@ -50,6 +50,20 @@ def test_recipe_is_guessed_from_the_tree(tmp_path, files, recipe):
     assert "next: put your server(s)" in proc.stdout and "deployer check" in proc.stdout
 
 
+def test_built_artifacts_are_ignored_so_the_next_build_is_clean(tmp_path):
+    repo = repo_with(tmp_path, "shop", "app.py")
+    (repo / ".gitignore").write_text("*.pyc")                  # the user's own lines stay
+    assert deployer(repo, "init").returncode == 0
+    assert (repo / ".gitignore").read_text() == "*.pyc\nartifacts/\n"
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "deploy config")
+    for _ in range(2):
+        proc = deployer(repo, "build")
+        assert proc.returncode == 0, proc.stderr
+    assert deployer(repo, "init", "--force").returncode == 0    # already ignored: not added twice
+    assert (repo / ".gitignore").read_text() == "*.pyc\nartifacts/\n"
+
+
 def test_app_name_from_the_repository_directory(tmp_path):
     assert scaffold.app_name(tmp_path / "My Shop.v2") == "my-shop.v2"
     assert scaffold.app_name(tmp_path / "--") == "app"
