@@ -169,7 +169,7 @@ def shell(stage: Stage, host: Host) -> int:
     shell_cmd = 'exec "${SHELL:-/bin/sh}" -l'
     if stage.app.run_as:
         shell_cmd = f"exec sudo -u {q(stage.app.run_as)} -s"
-    command = (f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release yet: in '{q(paths.deploy_to)}; "
+    command = (f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release in '{q(paths.deploy_to)}' yet'; "
                f"cd {q(paths.deploy_to)} 2>/dev/null; }}; {shell_cmd}")
     try:
         conn = Connection(host).open()

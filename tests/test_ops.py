@@ -283,3 +283,12 @@ def test_run_and_ssh_reach_hosts_only_a_bastion_can_reach(hidden_hosts, app_repo
     code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config",
                           str(via.config_path)], b"pwd -P; exit 3\n")
     assert code == 3 and "/srv/app/releases/1" in out.decode(errors="replace")
+
+
+def test_ssh_as_run_as_and_before_any_release(sandbox):
+    sb = sandbox(1, app={"run_as": "app"})
+    code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
+                         b"id -un; pwd -P; exit 0\n")
+    text = out.decode(errors="replace")
+    assert code == 0, text
+    assert "no current release in /srv/app yet" in text and "\rapp\r\n" in text     # the shell runs as app
