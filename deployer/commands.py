@@ -123,7 +123,10 @@ def _takeover(paths: Paths, ttl: int, token: str, info: str, ledger_line: str | 
     TTL the lock is claimed (mkdir lock/claim: one claimant per lock), judged again under the
     claim, and made this run's in place: token, info and heartbeat replaced, so the old holder's
     next `held` fails. The dead run's temp dirs, partial upload and temp link are removed, the
-    takeover reported and recorded. A claim on a lock that turned out live is withdrawn."""
+    takeover reported and recorded. A claim on a lock that turned out live is withdrawn. A
+    claimant killed between its mkdir and its rmdir (microseconds, on the host) would leave the
+    claim behind, and that lock to `unlock`; the old holder waking exactly then would find its
+    token replaced and stop."""
     lock, claim = q(paths.lock), q(posixpath.join(paths.lock, "claim"))
     age = f"b=$(stat -c %Y {q(paths.lock_beat)} 2>/dev/null) && s=$(( $(date +%s) - b )) || s=; "
     record = ""
