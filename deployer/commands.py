@@ -203,8 +203,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
-    With env_file, stdin starts with exactly env_size bytes of it (written 0600 into shared/,
-    atomically), then the artifact when uploading: values never appear on a command line.
+    With env_file, stdin starts with exactly env_size bytes of it, then the artifact when
+    uploading: values never appear on a command line. The env becomes the release's own
+    (releases/N/.deployer/env, 0600, `<env_file>` linking to it): the live env changes only when
+    `current` does, and a rollback brings back the env its release ran with.
     With link_from (reusing the cached artifact only), the release is first made of hard links to
     that earlier release of the same artifact, kept only if it still matches (see _link_release);
     otherwise the cached artifact is extracted as usual. With stream (uploads only), tar extracts
@@ -213,7 +215,7 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     part = q(paths.partial_artifact(token))
     cached = q(paths.cached_artifact(sha256))
     final = q(paths.release(number))
-    env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}") if env_file else ""
+    env_tmp = q(paths.env_upload(token)) if env_file else ""
     leftovers = " ".join(filter(None, [tmp, part, f"{part}.sum" if stream else "", env_tmp]))
     parts = [
         f"trap {q(f'rm -rf {leftovers}')} EXIT",
@@ -221,8 +223,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         f"mkdir -p {q(paths.releases)} {q(paths.shared)} {q(paths.cache)}",
     ]
     if env_file:
-        parts += _receive_env(paths, env_file, env_tmp, f"head -c {int(env_size)}", int(env_size))
-        shared_files = tuple(shared_files) + (env_file,)
+        parts += [f"(umask 077; head -c {int(env_size)} > {env_tmp})",
+                  f"[ \"$(wc -c < {env_tmp})\" -eq {int(env_size)} ] || "
+                  f"{{ echo 'env file truncated in transit' >&2; exit {SHA_MISMATCH}; }}"]
+        shared_files = tuple(f for f in shared_files if f != env_file)     # the release's own, not shared
     parts.append(_DIGEST)
     differs = f"[ \"$got\" != {q(sha256)} ]"
     mismatch = (f"printf '%s %s %s\\n' {q(f'artifact sha256 mismatch on host: expected {sha256}, got')} \"$got\""
@@ -257,9 +261,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
             _refuse_unsafe(tmp, number),
         ]
         if link_from:
-            shared = tuple(shared_dirs) + tuple(shared_files)
-            extract = [_link_release(paths, link_from, tmp, shared, generated), "if [ $linked = 0 ]; then",
-                       *extract, "fi"]
+            own = (env_file,) if env_file else ()
+            shared = tuple(shared_dirs) + tuple(shared_files) + own
+            extract = [_link_release(paths, link_from, tmp, shared, tuple(generated) + own),
+                       "if [ $linked = 0 ]; then", *extract, "fi"]
         parts += extract
     parts += [
         f"mkdir -p {tmp}/.deployer",
@@ -270,6 +275,12 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         parts.append(_link_shared(paths, tmp, rel, is_dir=True))
     for rel in shared_files:
         parts.append(_link_shared(paths, tmp, rel, is_dir=False))
+    if env_file:
+        inside, parent = f"{tmp}/{q(env_file)}", posixpath.dirname(env_file)
+        parts += [f"mv -f {env_tmp} {tmp}/.deployer/env", f"rm -rf {inside}",
+                  f"mkdir -p {tmp}/{q(parent)}" if parent else "",
+                  f"ln -s {q(paths.release_env_link(env_file))} {inside}",
+                  _shared_env(paths, env_file, token)]
     parts += [
         f": > {tmp}/.deployer/complete",
         f"held; mv -T {tmp} {final}",
@@ -371,28 +382,58 @@ def _link_release(paths: Paths, source: LinkSource, tmp: str, shared: tuple[str,
     ])
 
 
-def _receive_env(paths: Paths, env_file: str, env_tmp: str, reader: str, size: int | None) -> list[str]:
-    target = q(paths.shared_path(env_file))
-    parent = posixpath.dirname(paths.shared_path(env_file))
-    steps = [f"mkdir -p {q(parent)}", f"(umask 077; {reader} > {env_tmp})"]
-    if size is not None:
-        steps.append(f"[ \"$(wc -c < {env_tmp})\" -eq {size} ] || "
-                     f"{{ echo 'env file truncated in transit' >&2; exit {SHA_MISMATCH}; }}")
-    steps.append(f"held; mv -f {env_tmp} {target}")
-    return steps
+def _shared_env(paths: Paths, env_file: str, token: str) -> str:
+    """shared/<env_file> as a link to the live release's env (through `current`), for apps that
+    read it there. A regular file there (one env shared by every release, as earlier versions and
+    other tools keep it): each of our releases linked to it first gets its own copy (what it would
+    run with); the file becomes the link only once no other tool's release links to it, which
+    then keeps it as it is. Each step is one rename; the live content never changes."""
+    shared, tmp = paths.shared_path(env_file), q(f".tmp-{token}")
+    return "\n".join([
+        f"s={q(shared)}",
+        'if [ ! -L "$s" ]; then',
+        '  theirs=0',
+        f'  if [ -f "$s" ]; then w=$(readlink -f "$s"); for r in {q(paths.releases)}/*; do',
+        f'    e="$r"/{q(env_file)}; o="$r/.deployer/env"',
+        '    [ -L "$e" ] && [ "$(readlink -f "$e")" = "$w" ] || continue',
+        '    if [ ! -d "$r/.deployer" ]; then theirs=1; continue; fi',
+        f'    (umask 077; cp "$s" "$o"{tmp}); held; mv -f "$o"{tmp} "$o"',
+        f'    ln -s {q(paths.release_env_link(env_file))} "$e"{tmp}; held; mv -Tf "$e"{tmp} "$e"',
+        "  done; fi",
+        '  if [ $theirs = 0 ]; then',
+        f'    mkdir -p {q(posixpath.dirname(shared))}',
+        f'    ln -sfn {q(paths.shared_env_link(env_file))} "$s"{tmp}; held; mv -Tf "$s"{tmp} "$s"',
+        "  fi",
+        "fi",
+    ])
 
 
-def write_env(paths: Paths, env_file: str, token: str, ledger: str | None = None) -> str:
-    """config.push: stdin → shared/<env_file> (0600, atomic), record it, release the lock."""
-    env_tmp = q(paths.shared_path(env_file) + f".tmp-{token}")
-    return _lines(f"trap {q('rm -f ' + env_tmp)} EXIT", *_receive_env(paths, env_file, env_tmp, "cat", None),
-                  _append_ledger(paths, ledger) if ledger else "", _unlock(paths, token),
-                  _emit("written", q(paths.shared_path(env_file))))
+def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str | None = None) -> str:
+    """config.push: stdin → release N's own env (0600, atomic), N being the live release; record
+    it, release the lock. The release's <env_file> links to it (made so on hosts of earlier
+    versions, whose releases shared one file)."""
+    own = paths.release_env(number)
+    env_tmp = q(f"{own}.tmp-{token}")
+    link = q(posixpath.join(paths.release(number), env_file))
+    target = paths.release_env_link(env_file)
+    parent = posixpath.dirname(env_file)
+    return _lines(
+        f"trap {q('rm -f ' + env_tmp)} EXIT",
+        f"[ -f {q(paths.release_state(number) + '/complete')} ] || "
+        f"{{ echo {q(f'release {number} is not complete on this host')} >&2; exit {RELEASE_INCOMPLETE}; }}",
+        _shared_env(paths, env_file, token),
+        f"(umask 077; cat > {env_tmp})",
+        f"held; mv -f {env_tmp} {q(own)}",
+        f"mkdir -p {q(posixpath.join(paths.release(number), parent))}" if parent else "",
+        f"if [ \"$(readlink {link} 2>/dev/null)\" != {q(target)} ]; then "
+        f"ln -sfn {q(target)} {link}.tmp-{q(token)}; held; mv -Tf {link}.tmp-{q(token)} {link}; fi",
+        _append_ledger(paths, ledger) if ledger else "", _unlock(paths, token),
+        _emit("written", q(own)))
 
 
 def read_env(paths: Paths, env_file: str) -> str:
-    """The env file as it is on the host (for config.diff; never printed as is)."""
-    path = q(paths.shared_path(env_file))
+    """The live env file, as the live release has it (for config.diff; never printed as is)."""
+    path = q(posixpath.join(paths.current, env_file))
     return _lines(f"if [ -f {path} ]; then cat {path}; fi")
 
 
@@ -508,7 +549,7 @@ def switch_then_finish(switch_script: str, finish_script: str) -> str:
 
 def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:
     """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
-    parts = [f"rm -rf {q(paths.partial_artifact(token))} {q(paths.tmp_current(token))}"]
+    parts = [f"rm -rf {q(paths.partial_artifact(token))} {q(paths.env_upload(token))} {q(paths.tmp_current(token))}"]
     if number is not None:
         release = q(paths.release(number))
         parts += [

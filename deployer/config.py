@@ -32,7 +32,7 @@ class AppSettings:
     shared_dirs: tuple[str, ...] = ()
     shared_files: tuple[str, ...] = ()
     recipe: str = ""
-    env_file: str = ".env"          # rendered from [env] into shared/, linked into every release
+    env_file: str = ".env"          # where each release (and shared/) links to its env rendered from [env]
     run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
     generated: tuple[str, ...] = ()  # paths hooks create in the release (e.g. venv): not drift
     hardlink_releases: bool = False  # a redeploy links an unchanged earlier release of the artifact
@@ -226,7 +226,7 @@ _APP = {
     "shared_dirs": (list, "a list of relative paths"),
     "shared_files": (list, "a list of relative paths"),
     "recipe": (str, "a recipe name (deployer.recipes.<name>)"),
-    "env_file": (str, "a relative path in shared/"),
+    "env_file": (str, "a relative path"),
     "run_as": (str, "a user name"),
     "generated": (list, "a list of relative paths created in the release by hooks"),
     "hardlink_releases": (bool, "true or false"),

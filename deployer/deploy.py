@@ -157,7 +157,7 @@ class Pipeline:
                                   env_file=app.env_file if env is not None else None,
                                   env_size=len(env or b""), link_from=None if upload else self.link_source(run),
                                   generated=app.generated, stream=stream)
-        note = f"; {app.env_file} written" if env is not None else ""
+        note = f"; its own {app.env_file}" if env is not None else ""
         if not upload:
             result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
             linked = result.field("linked")
@@ -267,12 +267,22 @@ class Pipeline:
                 time.sleep(min(self.pipeline.verify.interval, max(deadline - time.monotonic(), 0)))
                 self.verify(runs, quiet=True)
 
-    def restart(self, runs: list[HostRun]) -> None:
+    def restart(self, runs: list[HostRun], back: bool = False) -> None:
+        """The restart command in the new release; with back, in the release each host was put
+        back on (its code and its env), on hosts that had one."""
         r = self.pipeline.restart
         if not r.command:
             return
-        failures = self.session.fleet.each("restart", lambda run: self.remote(run, "restart", r.command),
-                                           hooks.with_roles(r.roles, runs))
+
+        def one(run: HostRun):
+            if not back:
+                return self.remote(run, "restart", r.command)
+            env = {**self.ctx.env(run.host, run.previous), "DEPLOY_RELEASE": str(run.previous),
+                   "DEPLOY_RELEASE_PATH": self.session.paths.release(run.previous)}
+            self.session.in_release(run, "restart", run.previous, r.command, env)
+            self.out.line(run.name, "restart", f"ok (release {run.previous})")
+        chosen = [run for run in runs if run.previous is not None] if back else runs
+        failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
             raise HookError("restart", f"restart failed on {names(failures)}: " +
                             "; ".join(str(e) for e in failures.values()))
@@ -315,7 +325,7 @@ class Pipeline:
         self.out.say(f"ROLLING BACK: {why}")
         restored = s.restore(list(switched), self.number)
         try:
-            self.restart(restored)
+            self.restart(restored, back=True)
         except HookError as exc:
             self.out.say(f"warning: restart after rollback failed: {exc}")
         if mark_bad:
@@ -364,7 +374,8 @@ class Pipeline:
         checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
         # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
         # checks: the promotion gate must see it); a failed cleanup gets a line of its own
-        done = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed)
+        env = {"env_sha256": self.envs[run.name].digest} if self.envs else {}
+        done = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed, **env)
         failed = s.ledger(run, "failed", action="cleanup", release=self.number,
                           error=f"cleanup after the deploy failed (could not remove {', '.join(doomed) or 'cache entries'})")
         return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, done=done, failed=failed)

@@ -81,7 +81,8 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
 
 def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
                 config_dir: str = ".", lock_wait: float = 0.0) -> list[HostRun]:
-    """Write each host's env file (no new artifact), record its digest, then run the restart."""
+    """Write a new version of the live release's env on each host (no new artifact), record its
+    digest, then run the restart. A rollback later brings back the env of the release it goes to."""
     envs = envfile.resolve(hosts, config_dir)
     if not envs:
         raise UsageError(f"stage {stage.name} has no [env] to push")
@@ -90,13 +91,15 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
         session.lock_all()
 
         def write(run: HostRun):
-            env = envs[run.name]
-            line = session.ledger(run, "ok", release=run.state.current, env_file=stage.app.env_file,
+            env, live = envs[run.name], run.state.current
+            if live is None:
+                raise HostError(run.name, "config", "no release of this deployer is live on this host: deploy first")
+            line = session.ledger(run, "ok", release=live, env_file=stage.app.env_file,
                                   env_sha256=env.digest, keys=sorted(env.values))
-            session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, line),
-                        stdin=io.BytesIO(env.render()))
+            session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, live,
+                                                          line), stdin=io.BytesIO(env.render()))
             run.locked, run.result = False, "ok"
-            out.line(run.name, "config", f"{stage.app.env_file} written ({len(env.values)} keys, "
+            out.line(run.name, "config", f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, "
                                          f"sha256 {env.digest[:12]})")
 
         session.must("config", write, failed="config push failed", undo=True)

@@ -93,3 +93,22 @@ class Paths:
 
     def shared_path(self, rel: str) -> str:
         return posixpath.join(self.shared, rel)
+
+    def release_env(self, number: int) -> str:
+        """Release N's own env file (0600): what its `<env_file>` links to."""
+        return posixpath.join(self.release_state(number), "env")
+
+    @staticmethod
+    def release_env_link(env_file: str) -> str:
+        """What `<release>/<env_file>` points at: the release's own env, relative."""
+        return posixpath.relpath(".deployer/env", posixpath.dirname(env_file) or ".")
+
+    def shared_env_link(self, env_file: str) -> str:
+        """What `shared/<env_file>` points at: the live release's env, through `current`."""
+        return posixpath.relpath(posixpath.join(self.current, env_file),
+                                 posixpath.dirname(self.shared_path(env_file)))
+
+    def env_upload(self, token: str) -> str:
+        """Where prepare receives the env before its release exists: beside the partial upload,
+        so a leftover is removed with it."""
+        return self.partial_artifact(token) + ".env"

@@ -12,8 +12,9 @@ switch, graceful reload, health check through nginx), and:
   release's assets and nginx serves ``/static/`` through ``current`` — never another release's.
 
 ``gunicorn.conf.py`` needs ``wsgi_app = "<project>.wsgi:application"``. Settings the app reads from
-the environment (SECRET_KEY, DATABASE_URL) must be there for ``manage.py`` and for gunicorn: a
-shared ``.env`` read by the settings module, or loaded in ``gunicorn.conf.py``.
+the environment (SECRET_KEY, DATABASE_URL) must be there for ``manage.py`` and for gunicorn: the
+release's ``.env`` (rendered from ``[env]`` for that release) read by the settings module from
+``BASE_DIR / ".env"``, or loaded in ``gunicorn.conf.py``.
 """
 
 from __future__ import annotations

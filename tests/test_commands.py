@@ -430,7 +430,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
                                            stream=True),
         "prepare-cached": commands.prepare(paths, 3, hostile, hostile, upload=False, release_json=hostile,
                                            shared_dirs=many, link_from=link, generated=many),
-        "write_env": commands.write_env(paths, hostile, hostile, ledger=hostile),
+        "write_env": commands.write_env(paths, hostile, hostile, 3, ledger=hostile),
         "read_env": commands.read_env(paths, hostile),
         "switch": commands.switch(paths, 3, hostile, mark_rolled_back=2, release_lock=True, ledger=hostile),
         "unswitch": commands.unswitch(paths, 3),
@@ -741,7 +741,7 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
         commands.finish(paths, "A", delete=["1", "2"], keep_artifacts=[]),
         commands.abort(paths, 2, "A"),
         commands.mark_bad(paths, 2, "bad"),
-        commands.write_env(paths, ".env", "A"),
+        commands.write_env(paths, ".env", "A", 1),
         commands.in_release(paths, 2, "touch hook-ran", {}),
     ]
     for script in lost:
@@ -764,3 +764,75 @@ def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
         "[ \"$t\" = 't'\"'\"'x' ] || { echo 'this run lost the lock on this host: its lease was not renewed "
         "for lock_ttl seconds and another run took it over; nothing more is changed here' >&2; exit 32; }; "
         "touch -c '/srv/my app/.deployer/lock/beat' 2>/dev/null || :; }\nheld\n")
+
+
+def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_the_live_one(tmp_path):
+    """prepare: the env becomes releases/N/.deployer/env (0600), `<env_file>` links to it,
+    shared/<env_file> follows current; a linked redeploy gets its own file; write_env replaces the
+    given release's only. Earlier hosts (one shared file linked into every release) are adopted."""
+    paths = Paths(str(tmp_path / "app"))
+    app = tmp_path / "app"
+    files, manifest_sha = with_manifest({"REVISION": b"abc\n"})
+    payload = make_tarball(files)
+    sha = hashlib.sha256(payload).hexdigest()
+    kw = dict(env_file="conf/app.env", shared_files=("conf/app.env",))
+
+    def prepare(number, env, link=None):
+        script = commands.prepare(paths, number, f"t{number}", sha, upload=link is None, release_json="{}",
+                                  env_size=len(env), link_from=link and commands.LinkSource(link, manifest_sha),
+                                  **kw)
+        proc = sh(script, env + (payload if link is None else b""))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.decode()
+
+    def env_of(n):
+        return (app / "releases" / str(n) / "conf" / "app.env").read_bytes()
+
+    # an earlier version's host: one shared file, linked (absolute) into release 1
+    prepare(1, b"A=one\n")
+    r1 = app / "releases" / "1"
+    (r1 / ".deployer" / "env").unlink()
+    (app / "shared" / "conf" / "app.env").unlink()          # the link the first prepare made
+    (app / "shared" / "conf" / "app.env").write_bytes(b"A=legacy\n")
+    (r1 / "conf" / "app.env").unlink()
+    (r1 / "conf" / "app.env").symlink_to(app / "shared" / "conf" / "app.env")
+    (app / "current").symlink_to("releases/1")
+
+    assert "linked\t1" in prepare(2, b"A=two\n", link=1)
+    assert env_of(1) == b"A=legacy\n" and env_of(2) == b"A=two\n"
+    assert os.readlink(r1 / "conf" / "app.env") == "../.deployer/env"
+    assert os.readlink(app / "shared" / "conf" / "app.env") == "../../current/conf/app.env"
+    assert (app / "shared" / "conf" / "app.env").read_bytes() == b"A=legacy\n"     # live: still release 1's
+    for n in (1, 2):
+        assert (app / "releases" / str(n) / ".deployer" / "env").stat().st_mode & 0o777 == 0o600
+    assert not list((app / ".deployer" / "cache").glob(".part-*"))               # the upload's temp env: gone
+
+    proc = sh(commands.write_env(paths, "conf/app.env", "tok", 1, ledger='{"x": 1}'), b"A=pushed\n")
+    assert proc.returncode == 0, proc.stderr
+    assert env_of(1) == b"A=pushed\n" and env_of(2) == b"A=two\n"
+    assert (app / "shared" / "conf" / "app.env").read_bytes() == b"A=pushed\n"
+    assert (app / ".deployer" / "ledger.jsonl").read_text() == '{"x": 1}\n'
+    assert sh(commands.read_env(paths, "conf/app.env")).stdout == b"A=pushed\n"
+    proc = sh(commands.write_env(paths, "conf/app.env", "tok", 7), b"A=x\n")
+    assert proc.returncode == commands.RELEASE_INCOMPLETE and b"release 7 is not complete" in proc.stderr
+
+
+def test_a_shared_env_another_tools_release_links_to_stays_a_file(tmp_path):
+    """Capistrano-style releases link shared/.env: it stays their file (a rollback to one of them
+    gets its env, never a link loop through current); our releases get their own env."""
+    paths = Paths(str(tmp_path / "app"))
+    app = tmp_path / "app"
+    payload = make_tarball({"REVISION": b"abc\n"})
+    sha = hashlib.sha256(payload).hexdigest()
+    theirs = app / "releases" / "20240101000000"
+    theirs.mkdir(parents=True)
+    (app / "shared").mkdir()
+    (app / "shared" / ".env").write_bytes(b"A=capistrano\n")
+    (theirs / ".env").symlink_to(app / "shared" / ".env")
+    (app / "current").symlink_to(theirs)
+    proc = sh(commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", env_file=".env", env_size=6),
+              b"A=us\n\n" + payload)
+    assert proc.returncode == 0, proc.stderr
+    assert not (app / "shared" / ".env").is_symlink() and (theirs / ".env").read_bytes() == b"A=capistrano\n"
+    assert (app / "releases" / "1" / ".env").read_bytes() == b"A=us\n\n"
+    assert not (theirs / ".deployer").exists()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
 
 import toml
 
-from helpers import cli, current, release_dirs
+from deployer import envfile
+from helpers import cli, cli_popen, current, release_dirs, wait_until
 
 SECRET = "s3cr3t-Value-7f9a"
 
@@ -231,3 +233,108 @@ def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sa
         assert found.split() == env_files and env_files, found
         assert "••••••" in sb.exec(h, "cat /srv/app/releases/2/.deployer/bad")[1]
     assert "pw-W3bh00k" not in "".join(outputs) and "PATH-T0KEN" not in "".join(outputs)
+
+
+def live_env(sb, h) -> tuple[dict, dict]:
+    """The env the live release runs with, read through current/ and through shared/."""
+    through = {}
+    for where in ("current", "shared"):
+        code, text = sb.exec(h, f"cat /srv/app/{where}/.env")
+        assert code == 0, text
+        through[where] = envfile.parse(text)
+    return through["current"], through["shared"]
+
+
+def test_the_env_is_versioned_with_its_release(sandbox, tmp_path):
+    """A failed, a rolled back and a killed deploy leave the live env as it was; a rollback brings
+    back its release's env; config.push writes a new version for the live release only."""
+    sb = sandbox(2)
+
+    def configure(mode, smoke="", verify=""):
+        doc = toml.loads(sb.config_path.read_text())
+        doc["env"] = {"APP_MODE": mode, "NOTE": "two words"}
+        doc["restart"] = {"command": "cp .env /tmp/restarted-with"}
+        for table, command in (("smoke", smoke), ("verify", verify)):
+            doc.pop(table, None)
+            if command:
+                doc[table] = {"command": command}
+        sb.config_path.write_text(toml.dumps(doc))
+
+    def assert_live(mode):
+        for h in sb.hosts:
+            assert live_env(sb, h) == ({"APP_MODE": mode, "NOTE": "two words"},) * 2
+            assert envfile.parse(sb.exec(h, "cat /tmp/restarted-with")[1])["APP_MODE"] == mode
+
+    configure("one")
+    assert cli(sb, "deploy").returncode == 0
+    assert_live("one")
+    for h in sb.hosts:
+        assert sb.exec(h, "stat -c %a /srv/app/releases/1/.deployer/env")[1].strip() == "600"
+        assert sb.exec(h, "readlink /srv/app/shared/.env")[1].strip() == "../current/.env"
+
+    configure("two", smoke="exit 1")                        # fails before the switch
+    assert cli(sb, "deploy").returncode == 1
+    assert_live("one")
+    configure("two", verify="exit 1")                       # fails after it: put back, marked bad
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1 and "rolled back" in proc.stderr
+    assert_live("one")
+
+    configure("three")                                      # killed after prepare, before the switch
+    flag = tmp_path / "paused"
+    p = cli_popen(sb, "deploy", env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"})
+    try:
+        wait_until(lambda: flag.exists() or p.poll() is not None, 90, "the pause before the switch")
+        assert flag.exists(), p.communicate()
+        for h in sb.hosts:                                  # prepared: its own env, not live
+            assert envfile.parse(sb.exec(h, "cat /srv/app/releases/3/.env")[1])["APP_MODE"] == "three"
+        assert_live("one")
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+    finally:
+        flag.unlink(missing_ok=True)
+        if p.poll() is None:
+            p.kill()
+    assert_live("one")
+    assert cli(sb, "unlock", "--yes").returncode == 0
+
+    configure("four")
+    assert cli(sb, "deploy").returncode == 0
+    assert_live("four")
+    proc = cli(sb, "rollback")                             # past bad 2 and never-live 3, to 1
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+    assert_live("one")
+
+    configure("five")
+    proc = cli(sb, "config.push")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_live("five")
+    for h in sb.hosts:
+        assert envfile.parse(sb.exec(h, "cat /srv/app/releases/4/.env")[1])["APP_MODE"] == "four"
+        assert sb.exec(h, "stat -c %a /srv/app/releases/1/.deployer/env")[1].strip() == "600"
+    entries = json.loads(cli(sb, "audit", "--json").stdout)["entries"]
+    pushed = [e for e in entries if e["action"] == "config"]
+    digest = envfile.HostEnv({"APP_MODE": "five", "NOTE": "two words"}, frozenset()).digest
+    assert len(pushed) == 2 and all(e["release"] == 1 and e["env_sha256"] == digest for e in pushed)
+    assert cli(sb, "rollback", "--to", "4").returncode == 0
+    assert_live("four")
+
+
+def test_hosts_with_the_earlier_shared_env_file_keep_each_release_working(sandbox):
+    """Before, one shared/.env was linked into every release. The first deploy after that gives
+    every such release its own copy, so none links to itself through shared/ after a rollback."""
+    sb = sandbox(1)
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"] = {"APP_MODE": "new"}
+    sb.config_path.write_text(toml.dumps(doc))
+    assert cli(sb, "deploy").returncode == 0
+    code, out = sb.exec(0, "cd /srv/app && rm releases/1/.deployer/env shared/.env && "
+                           "printf 'APP_MODE=legacy\\n' > shared/.env && chmod 600 shared/.env && "
+                           "chown deploy shared/.env && ln -sfn /srv/app/shared/.env releases/1/.env")
+    assert code == 0, out
+    assert cli(sb, "deploy").returncode == 0
+    assert live_env(sb, 0) == ({"APP_MODE": "new"},) * 2
+    assert sb.exec(0, "stat -c %a /srv/app/releases/1/.deployer/env")[1].strip() == "600"
+    assert cli(sb, "rollback").returncode == 0
+    assert live_env(sb, 0) == ({"APP_MODE": "legacy"},) * 2
