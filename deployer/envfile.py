@@ -164,6 +164,19 @@ def resolve(hosts: tuple[Host, ...], cwd: str | None = None) -> dict[str, HostEn
     return out
 
 
+def mask_readable(hosts: tuple[Host, ...], cwd: str | None = None) -> None:
+    """Register the secrets this machine can read without running anything (env:, file:), for
+    flows that write no env but run release commands (rollback: restart, hooks, down migrations)
+    whose output could show them. One it cannot read is skipped: a rollback never waits on it."""
+    for host in hosts:
+        for key, item in host.env:
+            if item.secret and not item.secret.startswith("cmd:"):
+                try:
+                    add_secret(resolve_secret(key, item.secret, cwd))
+                except ConfigError:
+                    pass
+
+
 def _value(key: str, item: EnvValue, cache: dict, cwd: str | None) -> str:
     if not item.secret:
         check(key, item.value)

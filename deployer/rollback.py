@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import commands, hooks, notify, planning
+from . import commands, envfile, hooks, notify, planning
 from .config import Host, Stage
 from .errors import DeployerError, HostError
 from .fleet import HostRun
@@ -34,6 +34,7 @@ def migrated_between(run: HostRun) -> list[int]:
 def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str | None = None, parallel: int = 10,
              migrations: str = "refuse", config_dir: Path = Path("."), lock_wait: float = 0.0) -> list[HostRun]:
     """migrations: refuse | run | ignore. lock_wait: seconds to wait for a live lock holder."""
+    envfile.mask_readable(hosts, str(config_dir))
     session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir, lock_wait=lock_wait)
     ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
                             hosts=[h.name for h in hosts])

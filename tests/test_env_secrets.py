@@ -338,3 +338,24 @@ def test_hosts_with_the_earlier_shared_env_file_keep_each_release_working(sandbo
     assert sb.exec(0, "stat -c %a /srv/app/releases/1/.deployer/env")[1].strip() == "600"
     assert cli(sb, "rollback").returncode == 0
     assert live_env(sb, 0) == ({"APP_MODE": "legacy"},) * 2
+
+
+def test_a_rollback_hook_that_prints_the_secret_leaves_it_nowhere(sandbox, monkeypatch):
+    """A rollback writes no env, but its hooks run in releases that have one."""
+    monkeypatch.setenv("TEST_API_KEY", LEAKY)
+    sb = sandbox(1)
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"] = {"API_KEY": {"secret": "env:TEST_API_KEY"}}
+    sb.config_path.write_text(toml.dumps(doc))
+    assert cli(sb, "deploy").returncode == 0 and cli(sb, "deploy").returncode == 0
+    doc["hooks"] = {"before_rollback": [{"command": PRINT_AND_FAIL}]}
+    sb.config_path.write_text(toml.dumps(doc))
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 1 and "••••••" in proc.stdout + proc.stderr
+    audit = cli(sb, "audit", "--json")
+    failed = [e for e in json.loads(audit.stdout)["entries"] if e["action"] == "rollback"]
+    assert len(failed) == 1 and "••••••" in failed[0]["error"]
+    for text in (proc.stdout, proc.stderr, audit.stdout):
+        assert not any(piece in text for piece in PIECES)
+    code, found = sb.exec(0, "cd /srv/app && grep -rlF -e 'ecret-9b8c' -e 'L3ak' . | sort")
+    assert found.split() and all(f.endswith(("/.env", "/.deployer/env")) for f in found.split()), found

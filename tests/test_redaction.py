@@ -138,3 +138,16 @@ def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
     host = Host(name="h", address="h", ssh=SSHSettings(), env=(("S", EnvValue(secret="env:CR_SECRET")),))
     with pytest.raises(ConfigError, match="secret S: its value contains the control character U\\+000D"):
         envfile.resolve((host,))
+
+
+def test_a_rollback_masks_the_secrets_it_can_read_without_running_anything(secrets, monkeypatch, tmp_path):
+    from deployer.config import EnvValue, Host, SSHSettings
+    monkeypatch.setenv("RB_SECRET", "from-the-environment")
+    monkeypatch.delenv("RB_MISSING", raising=False)
+    (tmp_path / "key").write_text("from-a-file\n")
+    ran = tmp_path / "ran"
+    env = (("A", EnvValue(secret="env:RB_SECRET")), ("B", EnvValue(secret=f"file:{tmp_path / 'key'}")),
+           ("C", EnvValue(secret="env:RB_MISSING")), ("D", EnvValue(secret=f"cmd:touch {ran}; echo from-cmd")))
+    envfile.mask_readable((Host(name="h", address="h", ssh=SSHSettings(), env=env),))
+    assert redact("from-the-environment from-a-file") == f"{MASK} {MASK}"
+    assert not ran.exists()                 # a command is never run for it
