@@ -140,6 +140,8 @@ class HostState:
         if target.startswith("/") and self.deploy_to:
             base = posixpath.normpath(posixpath.join(self.deploy_to, "releases")) + "/"
             target = "releases/" + target[len(base):] if target.startswith(base) else ""
+        elif target:
+            target = posixpath.normpath(target)     # Ansistrano writes ./releases/NAME
         head, _, name = target.rstrip("/").partition("/")
         return name if head == "releases" and NAME.match(name) else None
 

@@ -216,6 +216,18 @@ def test_foreign_releases_absolute_current_and_the_way_back():
     assert planning.cleanup(st, 1, None, None, foreign=True) == ["3", "20261202072912"]
 
 
+def test_current_written_as_ansistrano_and_others_write_it():
+    """Ansistrano's role writes `current -> ./releases/NAME`; a link that climbs out through `..`
+    stays outside releases/."""
+    listing = "foreign\t20261202111839Z\n"
+    for target in ("./releases/20261202111839Z", "releases/./20261202111839Z/", "releases//20261202111839Z"):
+        st = parse(f"current\tlink {target}\n" + listing, "/srv/ansiapp")
+        assert st.current_problem() is None and st.live == "20261202111839Z", target
+    for target in ("releases/../releases2/x", "./releases/..", "../ansiapp/releases/20261202111839Z"):
+        problem = parse(f"current\tlink {target}\n" + listing, "/srv/ansiapp").current_problem()
+        assert problem and problem.startswith("current points outside releases/"), target
+
+
 TERMINAL_ACTS_ON = ["\x1b", "\x1b[2J", "\x07", "\x08", "\r", "\n", "\x00", "\x7f", "\x85", "\x9b", "\u2028",
                     "\u2029", *map(chr, range(0x202a, 0x202f)), *map(chr, range(0x2066, 0x206a))]
 
