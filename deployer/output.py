@@ -211,7 +211,7 @@ class Output:
         with self._lock:
             self._board[host] = f"\x1b[{colour}m{line}\x1b[0m" if colour else line
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
-            block = "".join(f"\x1b[2K{row}\n" for row in self._board.values())
+            block = "".join(f"\x1b[2K{self._board[h]}\n" for h in sorted(self._board, key=_natural))
             self._drawn = len(self._board)
             self._write(up + block)
 
@@ -243,6 +243,11 @@ class Output:
                 print(safe(text, keep_newlines=True), file=self.stream, flush=True)
             except BrokenPipeError:
                 self.stream = discard(self.stream)
+
+
+def _natural(name: str) -> list:
+    """host-2 before host-10: hosts keep one place on the board, whichever spoke first."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def close_group() -> None:

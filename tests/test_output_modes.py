@@ -72,6 +72,16 @@ def test_terminal_one_line_per_host_rewritten_in_place_with_colour():
     assert not STAMPED.match(shown[0])
 
 
+def test_terminal_lines_keep_host_order_whoever_speaks_first():
+    """Hosts answer in any order; their lines stay in name order (host-2 before host-10)."""
+    term = Terminal()
+    out = Output(stream=term)
+    for host in ("host-10", "host-2", "host-1"):
+        out.line(host, "lock", "ok")
+    out.line("host-2", "prepare", "uploading")
+    assert [line.split()[0] for line in screen(term.getvalue())] == ["host-1", "host-2", "host-10"]
+
+
 def test_no_color_keeps_the_live_lines_without_colour(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     term = Terminal()
