@@ -158,12 +158,13 @@ def lease(paths: Paths, token: str) -> str:
     script (LEASE_LOST). The scripts call `held` again right before each change they make (the
     rename into releases/N, the switch, deletions): a run whose lock was taken over changes
     nothing. The check and the change are two steps of one shell, microseconds apart; a takeover
-    needs the lease silent for lock_ttl first."""
+    needs the lease silent for lock_ttl first. Renewing truncates the (empty) heartbeat, which
+    sets its mtime (POSIX open O_TRUNC) with a builtin: no `touch` process per check."""
     lost = ("this run lost the lock on this host: its lease was not renewed for lock_ttl seconds and "
             "another run took it over; nothing more is changed here")
     return (f"held() {{ t=; {{ read -r t < {q(paths.lock_token)}; }} 2>/dev/null || :; "
             f"[ \"$t\" = {q(token)} ] || {{ echo {q(lost)} >&2; exit {LEASE_LOST}; }}; "
-            f"touch -c {q(paths.lock_beat)} 2>/dev/null || :; }}\nheld\n")
+            f"{{ printf '' > {q(paths.lock_beat)}; }} 2>/dev/null || :; }}\nheld\n")
 
 
 def unleased(script: str) -> str:

@@ -763,7 +763,7 @@ def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
         "held() { t=; { read -r t < '/srv/my app/.deployer/lock/token'; } 2>/dev/null || :; "
         "[ \"$t\" = 't'\"'\"'x' ] || { echo 'this run lost the lock on this host: its lease was not renewed "
         "for lock_ttl seconds and another run took it over; nothing more is changed here' >&2; exit 32; }; "
-        "touch -c '/srv/my app/.deployer/lock/beat' 2>/dev/null || :; }\nheld\n")
+        "{ printf '' > '/srv/my app/.deployer/lock/beat'; } 2>/dev/null || :; }\nheld\n")
 
 
 def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_the_live_one(tmp_path):
