@@ -336,9 +336,12 @@ def _refuse_unsafe(tmp: str, number: int) -> str:
     own = f"{tmp}/{q(state)}"
     forged = f"release {number} refused: the artifact brings entries of its own into {state}/ (reserved)"
     return "\n".join([
-        f"if [ -L {own} ] || {{ [ -e {own} ] && [ ! -d {own} ]; }} || [ -n \"$(find {own} -mindepth 1 "
-        f"! \\( -name {q(manifest)} -type f \\) -print -quit 2>/dev/null)\" ]; then "
-        f"echo {q(forged)} >&2; exit {UNSAFE_TREE}; fi",
+        # its entries listed by the shell (no process): anything below a subdirectory is refused
+        # with that subdirectory; a manifest that is not a regular file (a link) is refused too
+        f"if [ -L {own} ] || {{ [ -e {own} ] && [ ! -d {own} ]; }}; then echo {q(forged)} >&2; exit {UNSAFE_TREE}; fi",
+        f"for e in {own}/* {own}/.[!.]* {own}/..?*; do [ -e \"$e\" ] || [ -L \"$e\" ] || continue; "
+        f"if [ \"${{e##*/}}\" != {q(manifest)} ] || [ -L \"$e\" ] || [ ! -f \"$e\" ]; then "
+        f"echo {q(forged)} >&2; exit {UNSAFE_TREE}; fi; done",
         f"T=$(readlink -f {tmp})",
         f"bad=$(find \"$T\" \\( -type b -o -type c -o -type p -o -type s -o \\( -type f -perm /6000 \\) \\) "
         "-printf '!%p\\n' -o -type l -exec readlink -m -- {} + | "

@@ -559,6 +559,15 @@ def unsafe_tarball(kind: str) -> bytes:
         elif kind == "forged-marker":
             add(".deployer/manifest.sha256", data=b"")
             add(".deployer/migrated", data=b"{}")
+        elif kind == "forged-marker-hidden":      # names the shell's `*` does not list
+            add(".deployer/.bad", data=b"")
+        elif kind == "forged-marker-dotdot":
+            add(".deployer/..bad", data=b"")
+        elif kind == "forged-marker-nested":      # only a subdirectory at the top
+            add(".deployer/sub", tarfile.DIRTYPE, mode=0o755)
+            add(".deployer/sub/complete", data=b"")
+        elif kind == "manifest-marker-as-link":   # the manifest's name, but not a regular file
+            add(".deployer/manifest.sha256", tarfile.SYMTYPE, linkname="../REVISION")
         elif kind == "state-dir-as-link":
             add("elsewhere", tarfile.DIRTYPE, mode=0o755)
             add(".deployer", tarfile.SYMTYPE, linkname="elsewhere")
@@ -569,7 +578,8 @@ ROOT_ONLY = {"setuid-file", "device"}      # what tar can only make as root (and
 
 
 @pytest.mark.parametrize("kind", ["absolute-link", "link-up-and-out", "chained-links-out", "fifo", "setuid-file",
-                                  "device", "forged-marker", "state-dir-as-link"])
+                                  "device", "forged-marker", "forged-marker-hidden", "forged-marker-dotdot",
+                                  "forged-marker-nested", "manifest-marker-as-link", "state-dir-as-link"])
 @pytest.mark.parametrize("how", ["received", "streamed", "cached"])
 def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, kind, how):
     """Defence in depth: one pass over the extracted tree refuses devices, fifos, setuid files and
