@@ -3,40 +3,25 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 
-from invoke import Exit, task
+from invoke import Exit
 
 from . import ops, scaffold
 from .errors import FAILED, UsageError, command_line
-from .options import DeployerTask
 from .output import Output
 from .report import Outcome
-from .tasks import HELP_COMMON, _boundary, _int, _out, _parallel, _target
+from .tasks import _int, _out, _parallel, _target, command
 
 
-def _command(name: str | None = None, positional: tuple[str, ...] = (), **extra_help):
-    """tasks.command with positional arguments: the error boundary, the common option help and
-    the program's flags (DeployerTask)."""
-    def wrap(fn):
-        params = inspect.signature(fn).parameters
-        helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
-        kwargs = {"help": helps, "positional": list(positional), "klass": DeployerTask}
-        if name:
-            kwargs["name"] = name
-        return task(**kwargs)(_boundary(fn, name or fn.__name__))
-    return wrap
-
-
-@_command(stage="The one stage to write (default production).",
-          hosts="Comma-separated [user@]host[:port] of your server(s) (default: a placeholder to edit).",
-          user="SSH user on the hosts (default deploy).",
-          deploy_to="Where releases live on the hosts (default /srv/<app name>).",
-          recipe="generic, python_wsgi, django or static_site (default: guessed from the files).",
-          ci="Also write a CI workflow: github (.github/workflows/deploy.yml) or gitlab (.gitlab-ci.yml).",
-          force="Overwrite files that exist already.")
+@command(stage="The one stage to write (default production).",
+         hosts="Comma-separated [user@]host[:port] of your server(s) (default: a placeholder to edit).",
+         user="SSH user on the hosts (default deploy).",
+         deploy_to="Where releases live on the hosts (default /srv/<app name>).",
+         recipe="generic, python_wsgi, django or static_site (default: guessed from the files).",
+         ci="Also write a CI workflow: github (.github/workflows/deploy.yml) or gitlab (.gitlab-ci.yml).",
+         force="Overwrite files that exist already.")
 def init(c, stage="production", hosts=None, user="deploy", deploy_to=None, recipe=None, ci=None, force=False):
     """Write a commented hosts.toml and a tasks.py (and a CI workflow) for the git repository here."""
     if recipe == "generic":
@@ -85,7 +70,7 @@ def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str,
     return Outcome(records, FAILED if bad else 0, error, stage, extra)
 
 
-@_command(name="run")
+@command(name="run")
 def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Run a command in `current` on every host: deployer run -- CMD (output prefixed by host)."""
     command = _remainder()
@@ -95,9 +80,9 @@ def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=F
     return _outcome(out, outcomes, json, "run", st.name, {"command": command})
 
 
-@_command(path="File under shared/, or a directory of *.log files (default log).",
-          follow="Keep printing new lines until Ctrl-C.",
-          lines="How many lines to show first (default 20).")
+@command(path="File under shared/, or a directory of *.log files (default log).",
+         follow="Keep printing new lines until Ctrl-C.",
+         lines="How many lines to show first (default 20).")
 def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20,
          json=False):
     """Tail a file under shared/ on every host, each line prefixed by host (--follow: until Ctrl-C)."""
@@ -109,7 +94,7 @@ def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, paralle
     return _outcome(out, outcomes, json, "logs", st.name, {"path": path}, show_output=not follow)
 
 
-@_command(host="The host's name (default: the stage's first host).")
+@command(host="The host's name (default: the stage's first host).")
 def ssh(c, stage=None, config=None, host=None, roles=None):
     """An interactive shell in `current` on one host (through a pseudo-terminal, same SSH settings)."""
     _, st, selected = _target(config, stage, host, roles)
@@ -120,8 +105,8 @@ def ssh(c, stage=None, config=None, host=None, roles=None):
         raise Exit(code=code)
 
 
-@_command(positional=("state",), state="on or off.",
-          message="Text of the page (HTML-escaped; default: a short notice).")
+@command(positional=("state",), state="on or off.",
+         message="Text of the page (HTML-escaped; default: a short notice).")
 def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, parallel=10, message="", json=False):
     """Put up (on) or take down (off) shared/maintenance.html, served with 503 by the nginx snippet."""
     if state not in ("on", "off"):

@@ -134,12 +134,12 @@ HELP_COMMON = {
 }
 
 
-def command(name: str | None = None, **extra_help):
+def command(name: str | None = None, positional: tuple[str, ...] = (), **extra_help):
     """@task with the error boundary and the common option help (only for options the task has)."""
     def wrap(fn):
         params = inspect.signature(fn).parameters
         helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
-        kwargs = {"help": helps, "klass": DeployerTask}
+        kwargs = {"help": helps, "positional": list(positional), "klass": DeployerTask}
         if name:
             kwargs["name"] = name
         dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__   # config_diff: config.diff
