@@ -154,16 +154,21 @@ def test_logs_follow_streams_until_ctrl_c_and_leaves_nothing_running(sandbox):
     write_log(sb, 1, "b1\n")
     proc = cli_popen(sb, "logs", "--path", "log/app.log", "--follow", "--lines", "1")
     seen: list[str] = []
+    partial = b""
 
     def read_until(line: str, timeout: float = 30) -> None:
+        """Raw reads off the pipe: a buffered readline() would leave a second line that came in
+        the same chunk in Python's buffer, where select() never sees it."""
+        nonlocal partial
         deadline = time.monotonic() + timeout
         while line not in seen:
             assert time.monotonic() < deadline, f"{line!r} not seen; got {seen}"
             ready, _, _ = select.select([proc.stdout], [], [], 1)
             if ready:
-                got = proc.stdout.readline()
+                got = os.read(proc.stdout.fileno(), 65536)
                 assert got, f"stream ended early: {seen} {proc.stderr.read()}"
-                seen.append(got.rstrip("\n"))
+                *lines, partial = (partial + got).split(b"\n")
+                seen.extend(done.decode() for done in lines)
     try:
         read_until("host-1 | a1")
         read_until("host-2 | b1")
