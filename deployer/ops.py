@@ -123,7 +123,7 @@ def run(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, comma
         raise UsageError("nothing to run: give the command after --, e.g. deployer run -- uptime")
     env = {"DEPLOY_STAGE": stage.name}
     script = in_current(Paths(stage.app.deploy_to), command, env, stage.app.run_as)
-    return _each(stage, hosts, out, parallel, "run", lambda paths: script)
+    return _each(stage, hosts, out, parallel, "run", lambda session, run: script)
 
 
 def logs(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, path: str, lines: int,
@@ -135,7 +135,7 @@ def logs(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, path
         raise UsageError(f"--lines must be 0 or more, got {lines}")
     script = tail(Paths(stage.app.deploy_to), rel, lines, follow)
     if not follow:
-        return _each(stage, hosts, out, parallel, "logs", lambda paths: script)
+        return _each(stage, hosts, out, parallel, "logs", lambda session, run: script)
     return _follow(stage, hosts, out, script)
 
 
@@ -145,19 +145,12 @@ def maintenance(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
     if len(message) > MAX_MESSAGE:
         raise UsageError(f"--message is limited to {MAX_MESSAGE} characters")
     content = page(message)
-    session = Session(stage, hosts, out, parallel, action="maintenance")
-    outcomes = {h.name: HostAnswer(h.name) for h in hosts}
 
-    def apply(run: HostRun):
+    def script_of(session: Session, run: HostRun) -> str:
         line = session.ledger(run, "ok", state="on" if on else "off", message=message)
-        result = _run(session, run, maintenance_script(session.paths, on, content, session.token, line))
-        outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
+        return maintenance_script(session.paths, on, content, session.token, line)
 
-    try:
-        _collect(session, apply, outcomes)
-    finally:
-        session.close()
-    return [outcomes[h.name] for h in hosts]
+    return _each(stage, hosts, out, parallel, "maintenance", script_of)
 
 
 def shell(stage: Stage, host: Host) -> int:
@@ -198,11 +191,12 @@ def _collect(session: Session, fn, outcomes: dict[str, HostAnswer]) -> None:
 
 
 def _each(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, action: str, script_of) -> list[HostAnswer]:
+    """script_of(session, run) on every host; one answer per host, in the hosts' order."""
     session = Session(stage, hosts, out, parallel, action=action)
     outcomes = {h.name: HostAnswer(h.name) for h in hosts}
 
     def one(run: HostRun):
-        result = _run(session, run, script_of(session.paths))
+        result = _run(session, run, script_of(session, run))
         outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
 
     try:
