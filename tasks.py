@@ -1,3 +1,3 @@
 """`inv --list` in this repo: the deployer's task collection."""
 
-from deployer.tasks import ns  # noqa: F401  (invoke picks up `ns`)
+from deployer.cli.tasks import ns  # noqa: F401  (invoke picks up `ns`)

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deployer import sandbox
-from deployer.netproxy import NetProxy
-from deployer.sandbox import SandboxHost
+from benchmarks.netproxy import NetProxy
+from deployer.sandbox import hosts as sandbox
+from deployer.sandbox.hosts import SandboxHost
 
 HERE = Path(__file__).resolve().parent
 FLOOR = HERE / "floor.sh"
@@ -191,7 +191,10 @@ def snapshot(ref: str, dest: Path, repo: Path = HERE.parent) -> tuple[Path, str]
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"], check=True,
                          capture_output=True, text=True).stdout.strip()
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha, "deployer", "recipes"], stdout=subprocess.PIPE)
+    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", sha], check=True, capture_output=True,
+                         text=True).stdout.split()
+    parts = [p for p in ("deployer", "recipes") if p in top]     # recipes/ sat beside deployer/ in old revisions
+    archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha, *parts], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
     archive.stdout.close()
     if archive.wait() != 0:
@@ -208,7 +211,7 @@ def describe_source(src: Path | None, ref: str | None = None, sha: str | None = 
         return f"git revision `{ref}` ({sha[:12] if sha else '?'}), exported to a temp dir"
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "deployer", "recipes"],
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "deployer"],
                            capture_output=True, text=True).stdout.strip()
     return f"the work tree at {head or '?'}" + (" with uncommitted changes under deployer/" if dirty else "")
 

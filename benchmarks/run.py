@@ -22,7 +22,7 @@ if __package__ in (None, ""):            # run as a file: python benchmarks/run.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from deployer import sandbox  # noqa: E402
+from deployer.sandbox import hosts as sandbox  # noqa: E402
 
 from . import harness  # noqa: E402
 from .workload import Spec, direct_artifact, git_artifact  # noqa: E402

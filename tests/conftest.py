@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Sections:
-- sandbox hosts: real sshd containers (see deployer/sandbox.py)
+- sandbox hosts: real sshd containers (see deployer/sandbox/hosts.py)
 - sample repositories: small git repos to deploy
 """
 
@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from deployer import sandbox as sandbox_mod
-from deployer.sandbox import SandboxHost
+from deployer.sandbox import hosts as sandbox_mod
+from deployer.sandbox.hosts import SandboxHost
 
 # Test containers carry their own label, so `inv sandbox.down` and the tests never remove each other's hosts.
 TEST_LABEL = "deployer-sandbox-test"

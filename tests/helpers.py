@@ -112,7 +112,7 @@ def agent_pids(under: str) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"deployer.agent" in argv and any(a.decode(errors="replace").startswith(under) for a in argv):
+        if b"deployer.ssh.agent_server" in argv and any(a.decode(errors="replace").startswith(under) for a in argv):
             pids.append(int(entry))
     return pids
 

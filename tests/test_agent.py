@@ -18,20 +18,19 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from deployer import agentsock
-from deployer import config as config_mod
-from deployer import mux
-from deployer.remote import Cancelled, TransportError, connection
 import helpers
+import pytest
 from helpers import cli, commit_change, current, wait_until
+
+from deployer.config import load as config_mod
+from deployer.ssh import agent_client as mux
+from deployer.ssh import agent_socket as agentsock
+from deployer.ssh.types import Cancelled, TransportError, connection
 
 PERSIST = {"ssh": {"persist": 30}}
 
@@ -347,7 +346,7 @@ def test_the_agent_environment_is_what_ssh_needs_and_nothing_else():
                          "LC_ALL": "C.UTF-8", "PYTHONPATH": "/extra", "SHOP_SECRET_KEY": "s3cr3t",
                          "AWS_SECRET_ACCESS_KEY": "aws", "GITHUB_TOKEN": "ghp", "XDG_CACHE_HOME": "/c"})
     assert sorted(env) == ["HOME", "LC_ALL", "PATH", "PYTHONPATH", "SSH_AUTH_SOCK"]
-    root = str(Path(mux.__file__).resolve().parent.parent)
+    root = str(Path(mux.__file__).resolve().parents[2])
     assert env["PYTHONPATH"] == root + os.pathsep + "/extra"
 
 

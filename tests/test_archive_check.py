@@ -18,12 +18,12 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_LABEL, Sandbox
-from deployer import sandbox as sandbox_mod
-from deployer import tarscan
-from deployer.artifact import ArtifactError, check_members
 from helpers import cli
+
+from deployer.artifact import tarscan
+from deployer.artifact.build import ArtifactError, check_members
+from deployer.sandbox import hosts as sandbox_mod
 
 # --- raw tar building -----------------------------------------------------------------------------
 
@@ -442,8 +442,8 @@ def test_artifact_link_at_or_above_a_shared_path_is_refused(shared_host, tmp_pat
         refused_before_any_host(shared_host, path, f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'")
 
 
-UNCHECKED = ("import sys, deployer.artifact as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
-             "from deployer.cli import main; main()")
+UNCHECKED = ("import sys, deployer.artifact.build as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
+             "from deployer.cli.main import main; main()")
 
 
 def test_host_refuses_what_got_past_the_check(shared_host, tmp_path):
@@ -454,6 +454,7 @@ def test_host_refuses_what_got_past_the_check(shared_host, tmp_path):
     import json
     import subprocess
     import sys
+
     from helpers import cli_env
     path = tmp_path / "evil.tar.gz"
     path.write_bytes(gz(REV + file("app.py") + sym("tmp", VICTIM) + END))

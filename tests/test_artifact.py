@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.artifact import (
+from deployer.artifact.build import (
     Artifact,
     ArtifactError,
     build_artifact,
@@ -23,7 +23,7 @@ from deployer.artifact import (
 
 COMMIT_DATE = "2024-01-02T03:04:05+00:00"
 COMMIT_TS = 1704164645
-SAMPLE_APP = Path(__file__).resolve().parent.parent / "deployer" / "sample_app"
+SAMPLE_APP = Path(__file__).resolve().parent.parent / "deployer" / "sandbox" / "sample_app"
 
 
 def git(repo, *args, date=COMMIT_DATE):
@@ -382,7 +382,7 @@ def test_check_members_not_a_tarball(tmp_path):
 
 
 def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
-    import deployer.artifact as artifact_mod
+    import deployer.artifact.build as artifact_mod
     good = make_tar(tmp_path / "good.tar.gz", [("app/x.py", "file", "x")])
     evil = make_tar(tmp_path / "evil.tar.gz", [("../x", "file", "x")])
     good_sha, evil_sha = sha256_file(good), sha256_file(evil)
@@ -418,7 +418,8 @@ def test_build_and_load_record_the_check(repo, tmp_path):
 def test_builds_are_one_gzip_member_ending_at_the_end_marker(repo, tmp_path):
     """What the member check insists on, our own builds always are."""
     import zlib
-    from deployer import tarscan
+
+    from deployer.artifact import tarscan
     art = build(repo, tmp_path / "out")
     z = zlib.decompressobj(16 + zlib.MAX_WBITS)
     tar = z.decompress(art.path.read_bytes())
@@ -444,8 +445,8 @@ def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
 
 def test_unpacked_size_is_measured_never_taken_from_a_sidecar(tmp_path):
     """The free-disk check's figure comes from the member check's own reading of the stream."""
-    from deployer.output import Output
-    from deployer.tasks import _artifact
+    from deployer.cli.tasks import _artifact
+    from deployer.report.output import Output
     p = make_tar(tmp_path / "big.tar.gz", [("blob", "file", "x" * 300_000), ("b", "file", "y" * 1000)])
     p.with_name("big.json").write_text(json.dumps(
         {"name": "big", "version": "1", "sha256": sha256_file(p), "size": p.stat().st_size, "unpacked_size": 1}))

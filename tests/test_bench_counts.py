@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from deployer import sandbox as sandbox_mod
+from deployer.sandbox import hosts as sandbox_mod
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds benchmarks/
+from conftest import TEST_LABEL  # noqa: E402
+
 from benchmarks import harness  # noqa: E402
 from benchmarks import run as bench_run  # noqa: E402
 from benchmarks.workload import Spec, generate_tree, git_artifact  # noqa: E402
-from conftest import TEST_LABEL  # noqa: E402
 
 TINY = Spec(target_mb=1, text_files=150, binary_files=4)
 

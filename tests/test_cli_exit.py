@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 
-from deployer.output import Output
 from helpers import REPO, closed_pipe
+
+from deployer.report.output import Output
 
 
 def _python(code: str, unbuffered: bool = False, **kwargs) -> subprocess.CompletedProcess:
@@ -18,12 +19,12 @@ def _python(code: str, unbuffered: bool = False, **kwargs) -> subprocess.Complet
 
 
 def test_leave_flushes_what_is_still_buffered_and_keeps_the_code():
-    proc = _python("from deployer.cli import leave; print('no newline yet', end=''); leave(3)",
+    proc = _python("from deployer.cli.main import leave; print('no newline yet', end=''); leave(3)",
                    capture_output=True, text=True)
     assert (proc.returncode, proc.stdout) == (3, "no newline yet")
-    proc = _python("from deployer.cli import leave; leave(None)", capture_output=True, text=True)
+    proc = _python("from deployer.cli.main import leave; leave(None)", capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
-    proc = _python("from deployer.cli import leave; leave('a message instead of a code')",
+    proc = _python("from deployer.cli.main import leave; leave('a message instead of a code')",
                    capture_output=True, text=True)
     assert (proc.returncode, proc.stderr) == (1, "a message instead of a code\n")
 
@@ -31,7 +32,7 @@ def test_leave_flushes_what_is_still_buffered_and_keeps_the_code():
 def _list_to_closed_pipe(unbuffered: bool) -> subprocess.CompletedProcess:
     w = closed_pipe()
     try:
-        return _python("import sys; sys.argv = ['deployer', '--list']; from deployer.cli import main; main()",
+        return _python("import sys; sys.argv = ['deployer', '--list']; from deployer.cli.main import main; main()",
                        unbuffered, stdout=w, stderr=subprocess.PIPE, text=True)
     finally:
         os.close(w)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, cli_env
 
 DEPLOYER = Path(sys.executable).parent / "deployer"

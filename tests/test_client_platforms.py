@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, agent_pids, cli, commit_change, current, kill_agents
 
 TESTS = Path(__file__).resolve().parent
@@ -114,7 +113,7 @@ def test_a_client_without_peer_credentials_connects_directly_and_says_why(sandbo
     assert logins(sb, 0) == 4                   # every run connected by itself
     assert agent_pids(env["TMPDIR"]) == [] and agent_pids(os.environ["XDG_CACHE_HOME"]) == []
     # the agent itself, started by hand, refuses in one line
-    proc = subprocess.run([sys.executable, "-m", "deployer.agent", str(Path(env["TMPDIR"]) / "a.sock"), "5"],
+    proc = subprocess.run([sys.executable, "-m", "deployer.ssh.agent_server", str(Path(env["TMPDIR"]) / "a.sock"), "5"],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=30, cwd=REPO)
     assert (proc.returncode, proc.stderr.splitlines()) == (2, [
         "agent: not starting: this system offers no way to check who is at the other end of a Unix socket "

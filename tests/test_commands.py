@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer import commands, state
-from deployer.paths import Paths
-
+from deployer.plan.paths import Paths
+from deployer.remote import commands, state
 
 # what a session holding the lock puts in front of a script (commands.lease), for scripts run
 # here without a lock: `held` always passes

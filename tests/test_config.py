@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer import config
+from deployer.config import load as config
 from deployer.errors import ConfigError
 
 GOOD = textwrap.dedent("""
@@ -152,7 +152,7 @@ def test_cli_unknown_stage_and_missing_file_exit_2(tmp_path):
 
 def test_example_config_parses_and_documents_every_key():
     """hosts.example.toml is the reference: it must stay valid and mention every schema key."""
-    path = Path(__file__).resolve().parent.parent / "deployer" / "hosts.example.toml"
+    path = Path(__file__).resolve().parent.parent / "deployer" / "config" / "hosts.example.toml"
     cfg = config.parse(path.read_text(), path)
     assert list(cfg.stages) == ["staging", "canary", "production"]
     prod = cfg.stage("production")

@@ -13,7 +13,7 @@ import paramiko
 import pytest
 from packaging.requirements import Requirement
 
-from deployer import transport
+from deployer.ssh import connection as transport
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
 RUNTIME = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]

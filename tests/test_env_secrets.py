@@ -9,9 +9,9 @@ import threading
 import time
 
 import toml
-
-from deployer import envfile
 from helpers import cli, cli_popen, current, release_dirs, wait_until
+
+from deployer.config import envfile
 
 SECRET = "s3cr3t-Value-7f9a"
 

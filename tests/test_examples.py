@@ -20,10 +20,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from invoke.vendor import yaml
-
 from conftest import git
 from helpers import REPO, wait_until
+from invoke.vendor import yaml
 
 EXAMPLES = REPO / "examples"
 BIN = Path(sys.executable).parent            # `deployer` of the environment under test

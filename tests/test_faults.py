@@ -6,7 +6,7 @@ manual cleanup (except the documented `unlock --yes` after a stale lock).
 
 Windows between steps are hit deterministically with the test-only pause in deploy.py:
 DEPLOYER_TEST_PAUSE_BEFORE=<step>:<file> makes the deploy create <file> before <step> and wait
-until the test removes it. Slow links and stalls use deployer.netproxy.NetProxy (loopback only).
+until the test removes it. Slow links and stalls use benchmarks.netproxy.NetProxy (loopback only).
 """
 
 from __future__ import annotations
@@ -32,19 +32,33 @@ from pathlib import Path
 
 import pytest
 import toml
+from helpers import (
+    cli,
+    cli_env,
+    commit_change,
+    current,
+    default_sigint,
+    release_dirs,
+    wait_until,
+)
 
-from deployer import commands
-from deployer import config as config_mod
-from deployer import planning
-from deployer import sandbox as sandbox_mod
-from deployer import state as host_state
-from deployer import transport as transport_mod
-from deployer.config import SSHSettings
+from benchmarks.netproxy import NetProxy
+from deployer.config import load as config_mod
+from deployer.config.load import SSHSettings
 from deployer.errors import DeployerError
-from deployer.netproxy import NetProxy
-from deployer.paths import Paths
-from deployer.transport import Cancelled, Connection, TransportError, _Watch, dead_link_window
-from helpers import cli, cli_env, commit_change, default_sigint, current, release_dirs, wait_until
+from deployer.plan import releases as planning
+from deployer.plan.paths import Paths
+from deployer.remote import commands
+from deployer.remote import state as host_state
+from deployer.sandbox import hosts as sandbox_mod
+from deployer.ssh import connection as transport_mod
+from deployer.ssh.connection import (
+    Cancelled,
+    Connection,
+    TransportError,
+    _Watch,
+    dead_link_window,
+)
 
 D = "/srv/app"
 PATHS = Paths(D)

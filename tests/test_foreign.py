@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, cli, commit_change, current, release_dirs, releases, status
 
 

@@ -8,7 +8,6 @@ import json
 
 import paramiko
 import toml
-
 from helpers import cli, current, release_dirs
 
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import git
+from helpers import cli_env
 from invoke.vendor import yaml
 
-from conftest import git
-from deployer import scaffold
-from helpers import cli_env
+from deployer.cli import scaffold
 
 
 def deployer(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -43,7 +43,7 @@ def test_recipe_is_guessed_from_the_tree(tmp_path, files, recipe):
     assert scaffold.guess_recipe(repo)[0] == recipe
     proc = deployer(repo, "init")
     assert proc.returncode == 0, proc.stderr
-    from deployer import config
+    from deployer.config import load as config
     cfg = config.parse((repo / "hosts.toml").read_text(), repo / "hosts.toml")
     assert cfg.stage("production").app.recipe == recipe
     assert cfg.stage("production").app.name == "shop" and cfg.stage("production").app.deploy_to == "/srv/shop"
@@ -90,7 +90,7 @@ def test_never_overwrites_without_force(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert outside.read_text() == "keep me\n"                   # the link was replaced, not written through
     assert not (repo / "hosts.toml").is_symlink() and "[stages.production]" in (repo / "hosts.toml").read_text()
-    assert "deployer.tasks import ns" in (repo / "tasks.py").read_text()
+    assert "deployer.cli.tasks import ns" in (repo / "tasks.py").read_text()
 
 
 @pytest.mark.parametrize("bad", [["--ci", "jenkins"], ["--stage", "prod uction"], ["--hosts", "a b"],

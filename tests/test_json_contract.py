@@ -12,7 +12,6 @@ import sys
 import jsonschema
 import pytest
 import toml
-
 from helpers import REPO, cli, cli_env, cli_popen, commit_change, wait_until
 
 SCHEMA = json.loads((REPO / "docs" / "result.schema.json").read_text())
@@ -164,10 +163,10 @@ def test_usage_errors_with_json_are_documents(tmp_path, argv):
 
 def test_records_of_odd_host_states_stay_in_the_schema():
     """Another tool's release may record any revision and any time text; a lock file may be torn."""
-    from deployer import report
-    from deployer.config import Host, SSHSettings
-    from deployer.fleet import HostRun
-    from deployer.state import Foreign, HostState, LockInfo, Release
+    from deployer.config.load import Host, SSHSettings
+    from deployer.engine.fleet import HostRun
+    from deployer.remote.state import Foreign, HostState, LockInfo, Release
+    from deployer.report import rows as report
     state = HostState(user="deploy", writable=True, deploy_to_exists=True, current_kind="link",
                       current_target="releases/cap-1", free_kb=10,
                       releases=(Release(3, True, meta={"git_sha": "abc", "deployed_at": "2026-01-02T03:04:05+01:00"}),),

@@ -9,11 +9,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from deployer import config, notify
-from deployer.config import NotifySettings
-from deployer.errors import ConfigError
 from helpers import cli, cli_env
+
+from deployer.config import load as config
+from deployer.config.load import NotifySettings
+from deployer.errors import ConfigError
+from deployer.report import notify
 
 
 @pytest.fixture

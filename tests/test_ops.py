@@ -13,15 +13,15 @@ import sys
 import time
 
 import pytest
-
-from deployer import ops
-from deployer import sandbox as sandbox_mod
-from deployer.paths import Paths
-from deployer.recipes import static_site
 from helpers import cli, cli_env, cli_popen
 from test_json_contract import VALIDATOR
 from test_recipes import WEB, get, make_repo
 from test_ssh_access import hidden_hosts  # noqa: F401  (a fixture)
+
+from deployer.engine import ops
+from deployer.plan.paths import Paths
+from deployer.recipes import static_site
+from deployer.sandbox import hosts as sandbox_mod
 
 P = Paths("/srv/app")
 

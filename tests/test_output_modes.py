@@ -15,9 +15,9 @@ import sys
 import termios
 
 import pytest
-
-from deployer.output import LOG_EVERY, Output, UploadProgress, close_group
 from helpers import cli_env
+
+from deployer.report.output import LOG_EVERY, Output, UploadProgress, close_group
 
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  (\S+) +(\S+) +(.*)$")
 SGR = re.compile(r"\x1b\[[0-9;]*m")

@@ -6,11 +6,13 @@ import urllib.request
 
 import pytest
 
-from deployer import envfile, ledger, notify, planning
-from deployer.config import EnvValue, Host, NotifySettings, SSHSettings
+from deployer.config import envfile
+from deployer.config.load import EnvValue, Host, NotifySettings, SSHSettings
 from deployer.errors import DeployerError, UsageError
-from deployer.plan import Options, batches
-from deployer.state import HostState, LockInfo, Release, parse
+from deployer.plan import releases as planning
+from deployer.plan.batches import Options, batches
+from deployer.remote.state import HostState, LockInfo, Release, parse
+from deployer.report import ledger, notify
 
 
 def state(*releases, current=None, strays=()):
@@ -135,7 +137,7 @@ def test_env_resolution_and_diff(monkeypatch, tmp_path):
     rows = envfile.diff({"A": "0", "T": "old-secret", "GONE": "x"}, envs["web"])
     assert ("A", "changed", "0", "1") in rows and ("T", "changed", "(secret)", "(secret)") in rows
     assert ("GONE", "removed", "(secret)", "") in rows
-    from deployer.output import redact
+    from deployer.report.output import redact
     assert redact("value tok-123456 here") == "value •••••• here"
     monkeypatch.delenv("TOKEN_X")
     from deployer.errors import ConfigError
@@ -237,7 +239,7 @@ def test_nothing_a_terminal_acts_on_is_printed_raw():
     overrides are shown escaped in lines, tables and error lines, never sent as they are."""
     import io
 
-    from deployer.output import Output, printable
+    from deployer.report.output import Output, printable
     shown = {c: printable(f"v{c}1") for c in TERMINAL_ACTS_ON}
     for c, text in shown.items():
         assert text.isprintable() and text.startswith("v\\") and text.endswith("1"), (c, text)
@@ -258,7 +260,7 @@ def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
     """Two entries glued on one line: one line naming the file and the line (exit 2), not every
     host failing with paramiko's raw InvalidHostKey. Comments, blank and short lines are fine."""
     from deployer.errors import ConfigError
-    from deployer.remote import check_known_hosts
+    from deployer.ssh.types import check_known_hosts
     key = "AAAAC3NzaC1lZDI1NTE5AAAAIMDtDMCGoGXM63rJnVJkS+k9z7ySUzY9yj7J0JcNBMjy"
     good = f"# pinned\n\n[127.0.0.1]:2200 ssh-ed25519 {key}\nshort line\n"
     path = tmp_path / "known_hosts"
@@ -268,6 +270,6 @@ def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
     path.write_text(good + f"[127.0.0.1]:2201 ssh-ed25519 {key}[127.0.0.1]:2202 ssh-ed25519 {key}\n")
     with pytest.raises(ConfigError, match=f"^known_hosts {path} line 5 is corrupt"):
         check_known_hosts(str(path))
-    import paramiko     # the same line is one paramiko refuses
+    import paramiko  # the same line is one paramiko refuses
     with pytest.raises(paramiko.hostkeys.InvalidHostKey):
         paramiko.HostKeys(str(path))

@@ -7,9 +7,9 @@ import signal
 import time
 
 import toml
-
-from deployer import ledger
 from helpers import cli, cli_popen, commit_change, current, release_dirs
+
+from deployer.report import ledger
 
 
 def two_stages(sandbox, app_repo, **extra):

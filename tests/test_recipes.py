@@ -13,15 +13,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import git
-from deployer import config
-from deployer import recipes as recipes_pkg
-from deployer import sandbox as sandbox_mod
-from deployer.recipes import django, python_wsgi, static_site
 from helpers import REPO, cli, current
 
-SAMPLE_APP = REPO / "deployer" / "sample_app"
+from deployer import recipes as recipes_pkg
+from deployer.config import load as config
+from deployer.recipes import django, python_wsgi, static_site
+from deployer.sandbox import hosts as sandbox_mod
+
+SAMPLE_APP = REPO / "deployer" / "sandbox" / "sample_app"
 WEB = {"ports": {"80/tcp": None}}     # publish each host's nginx on 127.0.0.1
 
 

@@ -8,11 +8,13 @@ import subprocess
 
 import pytest
 
-from deployer import commands, envfile, ledger, notify, output
-from deployer.config import NotifySettings
+from deployer.config import envfile
+from deployer.config.load import NotifySettings
 from deployer.errors import ConfigError
-from deployer.output import MASK, redact
-from deployer.paths import Paths
+from deployer.plan.paths import Paths
+from deployer.remote import commands
+from deployer.report import ledger, notify, output
+from deployer.report.output import MASK, redact
 
 
 @pytest.fixture
@@ -124,7 +126,7 @@ def test_keys_are_exactly_shell_names_and_short_secrets_are_refused():
 
 
 def test_config_refuses_an_env_key_ending_in_a_newline(tmp_path):
-    from deployer import config
+    from deployer.config import load as config
     path = tmp_path / "hosts.toml"
     path.write_text('[app]\nname = "a"\ndeploy_to = "/srv/a"\n[build]\nsource = "."\n'
                     '[stages.s]\nhosts = ["h1"]\n[env]\n"KEY\\n" = "v"\n')
@@ -133,7 +135,7 @@ def test_config_refuses_an_env_key_ending_in_a_newline(tmp_path):
 
 
 def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
-    from deployer.config import EnvValue, Host, SSHSettings
+    from deployer.config.load import EnvValue, Host, SSHSettings
     monkeypatch.setenv("CR_SECRET", "abcd\rINJECTED=1")
     host = Host(name="h", address="h", ssh=SSHSettings(), env=(("S", EnvValue(secret="env:CR_SECRET")),))
     with pytest.raises(ConfigError, match="secret S: its value contains the control character U\\+000D"):
@@ -141,7 +143,7 @@ def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
 
 
 def test_a_rollback_masks_the_secrets_it_can_read_without_running_anything(secrets, monkeypatch, tmp_path):
-    from deployer.config import EnvValue, Host, SSHSettings
+    from deployer.config.load import EnvValue, Host, SSHSettings
     monkeypatch.setenv("RB_SECRET", "from-the-environment")
     monkeypatch.delenv("RB_MISSING", raising=False)
     (tmp_path / "key").write_text("from-a-file\n")

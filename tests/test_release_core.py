@@ -11,8 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from helpers import cli, cli_popen, closed_pipe, commit_change, current, release_dirs, status, tree
+from helpers import (
+    cli,
+    cli_popen,
+    closed_pipe,
+    commit_change,
+    current,
+    release_dirs,
+    status,
+    tree,
+)
 
 
 def test_deploy_twice_rollback_then_refuse(sandbox, app_repo):
@@ -292,7 +300,7 @@ def test_ctrl_c_mid_upload_cleans_up_everywhere(sandbox, tmp_path):
 
 
 def test_check_green_and_changed_host_key(sandbox):
-    from deployer import sandbox as sandbox_mod
+    from deployer.sandbox import hosts as sandbox_mod
     sb = sandbox(3)
     proc = cli(sb, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,10 +7,9 @@ import time
 import paramiko
 import pytest
 import toml
-
-from deployer import sandbox as sandbox_mod
-
 from conftest import TEST_LABEL, git
+
+from deployer.sandbox import hosts as sandbox_mod
 
 
 def connect(sb, which, username: str = "deploy", known_hosts=None) -> paramiko.SSHClient:

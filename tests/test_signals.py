@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP take Ctrl-C's path (deployer/signals.py); the cleanup is not cut short."""
+"""SIGTERM and SIGHUP take Ctrl-C's path (deployer/engine/signals.py); the cleanup is not cut short."""
 
 import os
 import signal
@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from deployer.signals import Terminated, describe, exit_code, no_interrupts, terminations
+from deployer.engine.signals import (
+    Terminated,
+    describe,
+    exit_code,
+    no_interrupts,
+    terminations,
+)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])

@@ -10,14 +10,14 @@ import uuid
 
 import pytest
 import toml
-
 from conftest import TEST_LABEL
-from deployer import config as config_mod
-from deployer import sandbox as sandbox_mod
-from deployer import transport as transport_mod
-from deployer.remote import TransportError
-from deployer.transport import Connection
 from helpers import cli
+
+from deployer.config import load as config_mod
+from deployer.sandbox import hosts as sandbox_mod
+from deployer.ssh import connection as transport_mod
+from deployer.ssh.connection import Connection
+from deployer.ssh.types import TransportError
 
 
 @pytest.fixture

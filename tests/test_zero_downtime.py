@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from deployer.sandbox import Traffic, format_summary
 from helpers import cli, current, releases
 from test_recipes import commit, deploy_ok, get, reload_log, sample_repo, web_hosts
+
+from deployer.sandbox.hosts import Traffic, format_summary
 
 pytestmark = pytest.mark.slow
 

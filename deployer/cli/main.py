@@ -1,0 +1,242 @@
+"""The `deployer` console script: an invoke Program over the same task collection as tasks.py,
+with a curated core (no run()/sudo/runtime-config flags: they mean nothing here), `--config`
+as the hosts.toml before or after the task, and every parse mistake answered in one line, exit 2."""
+
+import ast
+import os
+import re
+import sys
+
+from invoke import Argument, Exit, ParseError, Program
+from invoke.parser import ParserContext
+
+from deployer import __version__
+from deployer.cli.options import Number, metavar
+from deployer.cli.tasks import ns
+from deployer.errors import BAD_INPUT, set_program
+from deployer.errors import did_you_mean as close
+from deployer.report.output import close_group, discard
+
+SIGPIPE_EXIT = 141      # what a shell reports for a program a closed pipe stopped
+NAME = "deployer"
+
+
+class DeployerProgram(Program):
+    def core_args(self):
+        return [
+            Argument(names=("help", "h"), optional=True,
+                     help="Show this help, or a task's options (also: TASK -h, help TASK)."),
+            Argument(names=("version", "V"), kind=bool, default=False, help="Show the version and exit."),
+            Argument(names=("list", "l"), optional=True, help="List the tasks (optionally of one namespace)."),
+            Argument(names=("config", "c"), help="Path to hosts.toml, for every task given "
+                     "(default: $DEPLOYER_CONFIG, then ./hosts.toml)."),
+            Argument(names=("debug",), kind=bool, default=False, help="Show the task runner's debug log."),
+            Argument(names=("complete",), kind=bool, default=False, help="Print tab-completion candidates."),
+            Argument(names=("print-completion-script",), default="",
+                     help="Print the tab-completion script for a shell (bash, zsh, fish)."),
+        ]
+
+    def normalize_argv(self, argv):
+        super().normalize_argv(argv)
+        if self.argv[1:2] == ["help"]:         # `deployer help [TASK]`, as git and most tools take it
+            self.argv = [self.argv[0], "--help", *self.argv[2:]]
+        elif len(self.argv) == 3 and self.argv[2] in ("-h", "--help") and not self.argv[1].startswith("-"):
+            self.argv = [self.argv[0], "--help", self.argv[1]]   # `TASK -h` even when TASK takes a positional
+
+    def parse_core(self, argv):
+        from invoke.completion.complete import print_completion_script
+        from invoke.util import enable_logging
+        self.normalize_argv(argv)
+        with self._usage():
+            self.parse_core_args()
+        if self.args.debug.value:
+            enable_logging()
+        if self.args.version.value:
+            self.print_version()
+            raise Exit
+        if self.args["print-completion-script"].value:
+            print_completion_script(shell=self.args["print-completion-script"].value, names=self.binary_names)
+            raise Exit
+
+    def parse_tasks(self):
+        with self._usage():
+            super().parse_tasks()
+        hosts_toml = self.core[0].args.config.value
+        for ctx in self.tasks:
+            if hosts_toml and "config" in ctx.args and not ctx.args.config.got_value:
+                ctx.args.config.value = hosts_toml
+
+    def parse_cleanup(self):
+        from invoke.completion.complete import complete
+        topic = self.args.help.value
+        if topic is True:
+            self.print_help()
+            raise Exit
+        if topic:
+            if topic not in self.parser.contexts:
+                raise Exit(self._unknown_task(topic), code=BAD_INPUT)
+            self.print_task_help(topic)
+            raise Exit
+        root = self.args.list.value
+        self.list_format, self.list_depth = "flat", 0
+        if root:
+            if isinstance(root, str):
+                self.list_root = root
+                try:
+                    self.scoped_collection = self.collection.subcollection_from_path(root)
+                except KeyError:
+                    raise Exit(f"error: no namespace {root!r}{close(root, self.collection.collections)}",
+                               code=BAD_INPUT) from None
+            self.list_tasks()
+            raise Exit
+        if self.args.complete.value:
+            complete(names=self.binary_names, core=self.core, initial_context=self.initial_context,
+                     collection=self.collection, parser=self._make_parser())
+        if not self.tasks and not self.collection.default:
+            self.no_tasks_given()
+
+    def update_config(self, merge=True):
+        """No runtime config file and no run() overrides: the tasks take their settings from hosts.toml."""
+        if merge:
+            self.config.merge()
+
+    # ---- help -----------------------------------------------------------------------------
+
+    def print_help(self):
+        print(f"Usage: {self.binary} [--config PATH] TASK [options]   ({self.binary} TASK -h: a task's options)")
+        print("")
+        print("Options:")
+        print("")
+        self.print_columns(_rows(self.initial_context))
+        self.list_tasks()
+
+    def print_task_help(self, name):
+        import inspect
+        ctx = self.parser.contexts[name]
+        print(f"Usage: {self.binary} {name} [options]")
+        print("")
+        for line in (inspect.getdoc(self.collection[name]) or "").splitlines():
+            print(self.leading_indent + line if line.strip() else "")
+        print("")
+        print("Options:")
+        print("")
+        self.print_columns(_rows(ctx) or [("none", "")])
+
+    def task_list_opener(self, extra=""):
+        return "Tasks"
+
+    # ---- mistakes -------------------------------------------------------------------------
+
+    def _usage(self):
+        return _Usage(self)
+
+    def _unknown_task(self, word: str) -> str:
+        return (f"error: no task {word!r}{close(word, self.collection.task_names)}; "
+                f"see: {self.binary} --list")
+
+    def explain(self, exc: ParseError) -> str:
+        """invoke's parse error as one line a user can act on."""
+        text = str(exc)
+        ctx = exc.context
+        task = ctx.name if isinstance(ctx, ParserContext) and ctx.name else None
+        unknown = re.fullmatch(r"No idea what (.+) is!", text)
+        if unknown:
+            word = ast.literal_eval(unknown.group(1))
+            if task is None and word.startswith("-"):
+                task_flags = {f for c in self.parser.contexts.values() for f in _longs(c)}
+                hint = close(word, _longs(self.initial_context))
+                if not hint and close(word, task_flags):
+                    hint = close(word, task_flags)[:-2] + " after the task name?)"
+                return f"error: unknown option {word}{hint}; see: {self.binary} -h"
+            if task is None or (not word.startswith("-") and close(word, self.collection.task_names)):
+                return self._unknown_task(word)
+            if word.startswith("-"):
+                known = _longs(ctx) + _longs(self.initial_context)
+                return (f"error: {task}: unknown option {word}{close(word, known)}; "
+                        f"see: {self.binary} {task} -h")
+            return (f"error: {task}: unexpected argument {word!r} (options take a name, e.g. --stage {word}); "
+                    f"see: {self.binary} {task} -h")
+        needs = re.fullmatch(r"Flag <Argument: ([\w-]+).*> needed value and was not given one!", text)
+        if needs:
+            where = f"{task}: " if task else ""
+            return f"error: {where}--{needs.group(1).replace('_', '-')} needs a value"
+        return f"error: {text}"
+
+
+class _Usage:
+    """Turns a ParseError inside the block into Exit(one line, code 2)."""
+
+    def __init__(self, program: DeployerProgram):
+        self.program = program
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, ParseError):
+            message = self.program.explain(exc)
+            if "--json" in self.program.argv:        # the JSON contract holds for a mistaken command line too
+                from deployer.report.output import Output
+                from deployer.report.rows import document
+                names = self.program.collection.task_names
+                task = next((a for a in self.program.argv[1:] if a in names), None)
+                Output().json(document(task or "", BAD_INPUT, message.removeprefix("error: "), None, []))
+            raise Exit(message, code=BAD_INPUT) from None
+        return False
+
+
+def _longs(ctx) -> list[str]:
+    return [f for f in ctx.flags if f.startswith("--")]
+
+
+def _rows(ctx) -> list[tuple[str, str]]:
+    """(flags, help) per option: `-s, --stage NAME`, numbers as N or SECONDS, booleans bare."""
+    rows = []
+    seen = set()
+    for arg in sorted(ctx.args.values(), key=lambda a: a.names[0]):
+        if id(arg) in seen:
+            continue
+        seen.add(id(arg))
+        value = ""
+        if arg.kind is not bool:
+            value = " " + (arg.kind.__name__ if isinstance(arg.kind, Number) else metavar(arg.name))
+            if arg.optional:
+                value = f" [{value.strip()}]"
+        longs = [f"--{n}" for n in arg.names if len(n) > 1]
+        shorts = [f"-{n}" for n in arg.names if len(n) == 1]
+        rows.append((", ".join(shorts + longs) + value, arg.help or ""))
+    return rows
+
+
+program = DeployerProgram(namespace=ns, version=__version__, name=NAME, binary=NAME)
+
+
+def main() -> None:
+    set_program(NAME)
+    try:
+        program.run()
+    except SystemExit as exc:
+        leave(exc.code)
+    except BrokenPipeError:         # the reader of invoke's own output (--help, --list) went away
+        discard(sys.stdout)
+        leave(SIGPIPE_EXIT)
+    leave(0)
+
+
+def leave(code) -> None:
+    """Flush and exit at once, skipping the interpreter's teardown: its garbage collection and
+    module cleanup cost 30-70 ms after every run, when every file, lock and connection is
+    already closed (the task code closes them itself). A task that raised anything but
+    SystemExit does not come here: its traceback and exit stay Python's."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    close_group()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):     # a reader that went away: nothing more can reach it
+            pass
+    os._exit(code)

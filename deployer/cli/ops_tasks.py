@@ -1,0 +1,125 @@
+"""The tasks around a deploy: `init` (scaffold a config), and the everyday ops commands `run`,
+`logs`, `ssh` and `maintenance`. Same boundary, options and exit codes as the deploy tasks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Exit
+
+from deployer.cli import scaffold
+from deployer.cli.tasks import _int, _out, _parallel, _target, command
+from deployer.engine import ops
+from deployer.errors import FAILED, UsageError, command_line
+from deployer.report.output import Output
+from deployer.report.rows import Outcome
+
+
+@command(stage="The one stage to write (default production).",
+         hosts="Comma-separated [user@]host[:port] of your server(s) (default: a placeholder to edit).",
+         user="SSH user on the hosts (default deploy).",
+         deploy_to="Where releases live on the hosts (default /srv/<app name>).",
+         recipe="generic, python_wsgi, django or static_site (default: guessed from the files).",
+         ci="Also write a CI workflow: github (.github/workflows/deploy.yml) or gitlab (.gitlab-ci.yml).",
+         force="Overwrite files that exist already.")
+def init(c, stage="production", hosts=None, user="deploy", deploy_to=None, recipe=None, ci=None, force=False):
+    """Write a commented hosts.toml and a tasks.py (and a CI workflow) for the git repository here."""
+    if recipe == "generic":
+        recipe = ""
+    names = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else []
+    plan = scaffold.plan(Path.cwd(), stage=stage, hosts=names, user=user, deploy_to=deploy_to or "",
+                         recipe=recipe, ci=ci or "")
+    written = scaffold.write(plan, force=force)
+    out = Output()
+    for rel in written:
+        out.say(f"wrote {rel}")
+    out.say(f"recipe: {plan.recipe or 'none (generic)'} ({plan.reason})")
+    if not names:
+        out.say(f"next: put your server(s) in [stages.{stage}] hosts of hosts.toml, then run: {command_line('check')}")
+    else:
+        out.say(f"next: {command_line('check')}, then {command_line('deploy')}")
+
+
+def _remainder() -> str:
+    """What follows `--` on the command line, joined by spaces as ssh does (quote a whole command
+    line to keep its own quoting)."""
+    argv = sys.argv
+    return " ".join(argv[argv.index("--") + 1:]) if "--" in argv else ""
+
+
+def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str, stage: str, extra: dict,
+             show_output: bool = True) -> Outcome:
+    """Each host's output prefixed by its name and the table (or, with --json, one record per
+    host); exit 1 naming the hosts that failed."""
+    if not json:
+        if show_output:
+            width = max((len(o.host) for o in outcomes), default=0)
+            for o in outcomes:
+                for line in o.stdout.splitlines():
+                    out.say(ops.prefixed(o.host, width, line))
+                for line in o.stderr.splitlines():
+                    print(ops.prefixed(o.host, width, line), file=sys.stderr, flush=True)
+        out.table([o.row() for o in outcomes])
+    records = [{"host": o.host, "result": o.row()["result"], "exit_code": o.exit_code, "stdout": o.stdout,
+                "stderr": o.stderr, "error": o.error or (None if o.ok else o.row()["error"] or None)}
+               for o in outcomes]
+    bad = [o for o in outcomes if not o.ok and o.error != "stopped"]
+    error = None
+    if bad:
+        error = f"{what} failed on " + ", ".join(f"{o.host} ({o.error or f'exit {o.exit_code}'})" for o in bad)
+    return Outcome(records, FAILED if bad else 0, error, stage, extra)
+
+
+@command(name="run")
+def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Run a command in `current` on every host: deployer run -- CMD (output prefixed by host)."""
+    command = _remainder()
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    outcomes = ops.run(st, selected, out, _parallel(parallel), command)
+    return _outcome(out, outcomes, json, "run", st.name, {"command": command})
+
+
+@command(path="File under shared/, or a directory of *.log files (default log).",
+         follow="Keep printing new lines until Ctrl-C.",
+         lines="How many lines to show first (default 20).")
+def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20,
+         json=False):
+    """Tail a file under shared/ on every host, each line prefixed by host (--follow: until Ctrl-C)."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    if follow and json:
+        raise UsageError("--follow and --json exclude each other")
+    out = _out(json)
+    outcomes = ops.logs(st, selected, out, _parallel(parallel), path, _int(lines, "lines"), follow=follow)
+    return _outcome(out, outcomes, json, "logs", st.name, {"path": path}, show_output=not follow)
+
+
+@command(host="The host's name (default: the stage's first host).")
+def ssh(c, stage=None, config=None, host=None, roles=None):
+    """An interactive shell in `current` on one host (through a pseudo-terminal, same SSH settings)."""
+    _, st, selected = _target(config, stage, host, roles)
+    if not selected:
+        raise UsageError("no host selected")
+    code = ops.shell(st, selected[0])
+    if code:
+        raise Exit(code=code)
+
+
+@command(positional=("state",), state="on or off.",
+         message="Text of the page (HTML-escaped; default: a short notice).")
+def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, parallel=10, message="", json=False):
+    """Put up (on) or take down (off) shared/maintenance.html, served with 503 by the nginx snippet."""
+    if state not in ("on", "off"):
+        raise UsageError(f"maintenance expects on or off, got {state!r}")
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    outcomes = ops.maintenance(st, selected, out, _parallel(parallel), state == "on", message or "")
+    result = _outcome(out, outcomes, json, f"maintenance {state}", st.name, {"maintenance": state},
+                      show_output=False)
+    if not result.exit_code:
+        out.say(f"maintenance {state} on {len(outcomes)} host(s) of {st.name}")
+    return result
+
+
+TASKS = (init, run_, logs, ssh, maintenance)

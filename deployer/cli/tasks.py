@@ -1,0 +1,413 @@
+"""The invoke tasks: `inv --list` in the repo and the `deployer` console script share this collection.
+
+Each task: load config → call one flow → print a table. Errors become one line and an exit code
+at this boundary (see `_boundary`); nothing below prints a traceback for a known failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from deployer.artifact.store import LocalStore
+from deployer.cli.options import DeployerTask
+from deployer.config import load as config_mod
+from deployer.engine import maintenance, provenance
+from deployer.engine.deploy import deploy as run_deploy
+from deployer.engine.rollback import rollback as run_rollback
+from deployer.engine.session import RunFailed
+from deployer.engine.signals import describe, exit_code, terminations
+from deployer.errors import BAD_INPUT, FAILED, DeployerError, UsageError, command_line
+from deployer.plan.batches import Options
+from deployer.remote.state import NAME
+from deployer.report import rows as report
+from deployer.report.output import Output, safe
+from deployer.report.rows import Outcome
+
+
+def _boundary(fn, task_name: str):
+    """Every way a task ends becomes one Outcome: with --json one document on stdout (the same
+    shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
+    failure its exit code with one stderr line per problem (DeployerError and artifact errors).
+    SIGTERM and SIGHUP interrupt the task as Ctrl-C does (see signals.py), exiting 143 and 129."""
+    @functools.wraps(fn)
+    def wrapper(c, *args, **kwargs):
+        from deployer.artifact.build import ArtifactError
+        as_json = kwargs.get("json", False)
+        try:
+            with terminations():
+                outcome = fn(c, *args, **kwargs) or Outcome()
+        except RunFailed as exc:
+            if not as_json:
+                rows = report.run_rows(exc.runs)
+                Output().table(rows, report.run_headers(rows))
+            outcome = Outcome(report.run_records(exc.runs), exc.exit_code, str(exc))
+        except (DeployerError, ArtifactError) as exc:
+            outcome = Outcome([], getattr(exc, "exit_code", BAD_INPUT), str(exc))
+        except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
+            outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
+        if as_json:
+            Output().json(report.document(task_name, outcome.exit_code, outcome.error,
+                                          outcome.stage or kwargs.get("stage"), outcome.hosts, **outcome.extra))
+        if outcome.exit_code:
+            lines = (outcome.error or "failed").splitlines()      # a config's problems: one line each
+            raise Exit("\n".join(safe(f"error: {line}") for line in lines), code=outcome.exit_code)
+    return wrapper
+
+
+def _out(as_json: bool) -> Output:
+    """Human text: on stdout, or on stderr when stdout carries the JSON document."""
+    return Output(stream=sys.stderr) if as_json else Output()
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None):
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    return cfg, st, st.select(_split(hosts), _split(roles))
+
+
+def _parallel(value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--parallel expects a whole number, got {value!r}") from None
+    if n < 1:
+        raise UsageError(f"--parallel must be at least 1, got {n}")
+    return n
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} expects a whole number, got {value!r}") from None
+
+
+def _num(value, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
+
+
+def _wait(value) -> float:
+    seconds = _num(value, "lock-wait")
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"--lock-wait expects a number of seconds >= 0, got {value}")
+    return seconds
+
+
+def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
+              shared: tuple[str, ...] = ()):
+    """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
+    unpacked size the one that check measured, never a sidecar's claim."""
+    from deployer.artifact.build import build_artifact, check_members, load_artifact
+    if artifact_path and version:
+        raise UsageError("--artifact and --version exclude each other")
+    if version:
+        art = LocalStore(cfg.build.output).get(version)
+    elif artifact_path:
+        art = load_artifact(Path(artifact_path))
+    else:
+        art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
+                             include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
+    checked = check_members(art.path, art.sha256, shared)
+    return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
+
+
+HELP_COMMON = {
+    "stage": "Stage name from hosts.toml (optional when there is only one).",
+    "config": "Path to hosts.toml (default: $DEPLOYER_CONFIG, then ./hosts.toml).",
+    "hosts": "Comma-separated host names: only these hosts.",
+    "roles": "Comma-separated roles: only hosts with one of them.",
+    "parallel": "How many hosts to work on at once.",
+    "json": "Print JSON instead of a table.",
+    "lock_wait": "Seconds to wait for another run's lock (its holder is shown) instead of exiting 3 at once.",
+}
+
+
+def command(name: str | None = None, positional: tuple[str, ...] = (), **extra_help):
+    """@task with the error boundary and the common option help (only for options the task has)."""
+    def wrap(fn):
+        params = inspect.signature(fn).parameters
+        helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
+        kwargs = {"help": helps, "positional": list(positional), "klass": DeployerTask}
+        if name:
+            kwargs["name"] = name
+        dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__   # config_diff: config.diff
+        return task(**kwargs)(_boundary(fn, dotted))
+    return wrap
+
+
+@command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
+def build(c, config=None, allow_dirty=False):
+    """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
+    from deployer.artifact.build import build_artifact
+    cfg = config_mod.load(config)
+    out = Output()
+    art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
+                         include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
+    for line in (f"built {art.path}", f"  version {art.version}", f"  git sha {art.git_sha}", f"  sha256  {art.sha256}",
+                 f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files"):
+        out.say(line)
+
+
+@command()
+def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Connect to every host and check it can take a deploy."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
+    if not json:
+        out.table(report.check_rows(runs))
+    bad = report.check_failures(runs)
+    return Outcome(report.check_records(runs), FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None,
+                   st.name)
+
+
+@command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
+         version="Deploy this stored artifact (version, or a sha256/git sha prefix; see `artifacts`).",
+         force="Deploy past the promotion gate (needs --reason; recorded in the ledger).",
+         reason="Why --force was needed.",
+         allow_dirty="When building, allow a dirty work tree.",
+         strategy="all: every host switches together; rolling; or canary.",
+         batch="rolling: hosts switched per batch.",
+         pause="rolling: seconds to wait between batches.",
+         canary="canary: hosts switched and verified first.",
+         bake="canary: seconds to keep re-checking the canaries' health before the rest.",
+         max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
+         dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
+def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
+           allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
+           force=False, reason="", json=False, lock_wait=0.0):
+    """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
+                      canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
+                      parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "",
+                      lock_wait=_wait(lock_wait))
+    out = _out(json)
+    art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
+    provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
+    if dry_run:
+        out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
+                f"to {st.name}, strategy {options.strategy}")
+    runs = run_deploy(st, selected, art, out, options, cfg.path.parent)
+    rows = report.run_rows(runs)
+    if dry_run:
+        out.say(f"DRY RUN complete: release {runs[0].target} would go to {', '.join(r.name for r in runs)}")
+    elif not json:
+        out.table(rows, report.run_headers(rows))
+        out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
+    return Outcome(report.run_records(runs), 0, None, st.name,
+                   {"version": art.version, "sha256": art.sha256, "git_sha": art.git_sha or None,
+                    "release": runs[0].target if runs else None, "dry_run": dry_run})
+
+
+@command(to="Release to switch to: a number, or the name of another tool's release (default: the newest "
+            "complete one before current; from our first release, the release it replaced).",
+         with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
+         ignore_migrations="Roll back across migrations without running down migrations.")
+def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
+             ignore_migrations=False, json=False, lock_wait=0.0):
+    """Switch current back to an earlier release on every host (no upload, no extraction)."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    target = None
+    if to is not None:
+        if not NAME.match(str(to)):
+            raise UsageError(f"--to expects a release number or a foreign release's name, got {to!r}")
+        target = str(to)
+    if with_migrations and ignore_migrations:
+        raise UsageError("--with-migrations and --ignore-migrations exclude each other")
+    migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
+    runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent,
+                        _wait(lock_wait))
+    if not json:
+        rows = report.run_rows(runs)
+        out.table(rows, report.run_headers(rows))
+    return Outcome(report.run_records(runs), 0, None, st.name)
+
+
+def _read_only(config, stage, hosts, roles, parallel, json, rows_of, records_of) -> Outcome:
+    _, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
+    if not json:
+        out.table(rows_of(runs))
+    return Outcome(records_of(runs), *_unreachable([(r.name, r.error) for r in runs if r.state is None]), st.name)
+
+
+def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
+    """(exit code, error) for the hosts that could not be read."""
+    return (FAILED, "unreachable: " + "; ".join(f"{name}: {error}" for name, error in failed)) if failed else (0, None)
+
+
+@command(all="Every stage, in declared order, in one table (marks stages whose hosts disagree).",
+         drift="With --all: also check every host's files against its release manifest.")
+def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=False, drift=False, json=False):
+    """What runs where: current release, version, git sha, who deployed it, lock."""
+    if not all:
+        return _read_only(config, stage, hosts, roles, parallel, json, report.status_rows, report.status_records)
+    cfg = config_mod.load(config)
+    out = _out(json)
+    rows, records, unreachable = [], [], []
+    for st in [cfg.stage(name) for name in cfg.stages]:
+        runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
+        drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
+        stage_rows = report.status_rows(runs)
+        versions = {r.get("version") for r in stage_rows}
+        for row, record in zip(stage_rows, report.status_records(runs)):
+            row = {"stage": st.name, **row}
+            row.pop("lock", None)
+            if drift:
+                row["drift"] = drifted.get(row["host"], "?")
+                record["drift"] = row["drift"].lower().replace(" ", "_")
+            row["agree"] = "" if len(versions) == 1 else "DIFFERS"
+            record["agree"] = len(versions) == 1
+            rows.append(row)
+            records.append({"stage": st.name, **record})
+        unreachable += [(f"{st.name}/{r.name}", r.error) for r in runs if r.state is None]
+    if not json:
+        out.table(rows)
+    return Outcome(records, *_unreachable(unreachable), None)
+
+
+@command(json="Print JSON instead of a table.")
+def artifacts(c, config=None, json=False):
+    """Stored artifacts: version, git sha, sha256, size, built."""
+    cfg = config_mod.load(config)
+    items = LocalStore(cfg.build.output).list()
+    if not json:
+        rows = [{"version": a.version, "git sha": (a.git_sha or "")[:8], "sha256": a.sha256[:12], "size": a.size,
+                 "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
+                 "by": a.meta.get("built_by", "")} for a in items]
+        out = Output()
+        out.table(rows) if rows else out.say(f"no artifacts in {cfg.build.output}")
+    return Outcome([], 0, None, None, {"artifacts": report.artifact_records(items)})
+
+
+@command(since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).",
+         host="Only this host.")
+def audit(c, stage=None, config=None, since=None, host=None, json=False):
+    """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    out = _out(json)
+    entries = provenance.audit(st, out, since=since, host=host)
+    if not json:
+        out.table(provenance.audit_rows(entries)) if entries else out.say("no ledger entries")
+    return Outcome([], 0, None, st.name, {"entries": entries})
+
+
+@command()
+def verify(c, stage=None, config=None, parallel=10, json=False):
+    """Check each host's live files against its release's manifest: modified, added, removed."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    out = _out(json)
+    runs = provenance.drift(st, out, _parallel(parallel))
+    rows = provenance.drift_rows(runs)
+    if not json:
+        out.table(rows)
+    bad = [r for r in rows if r["state"] != "ok"]
+    error = "drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad) if bad else None
+    return Outcome(report.drift_records(runs), FAILED if bad else 0, error, st.name)
+
+
+@command()
+def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Every release on every host, with its state and the current marker."""
+    return _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows, report.releases_records)
+
+
+@command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
+def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False, lock_wait=0.0):
+    """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
+    _, st, selected = _target(config, stage, hosts, roles)
+    maintenance.cleanup(st, selected, Output(), _parallel(parallel), foreign=foreign, lock_wait=_wait(lock_wait))
+
+
+@command(yes="Required: confirms you know the lock holder is gone.")
+def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
+    """Remove a stale deploy lock by force (shows who held it)."""
+    if not yes:
+        raise UsageError("unlock removes another run's lock by force: add --yes once you know it is gone")
+    _, st, selected = _target(config, stage, hosts, roles)
+    maintenance.unlock(st, selected, Output())
+
+
+@command(name="up", hosts="How many hosts.", config="Where to write the config.", source="App to deploy (default: the bundled sample_app).")
+def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
+    """Start throwaway SSH hosts in containers and write a ready config for them."""
+    from deployer.sandbox import hosts as sandbox
+    n = int(hosts)
+    if n < 1:
+        raise UsageError(f"--hosts must be at least 1, got {n}")
+    src = str(Path(source).resolve()) if source else str(sandbox.sample_repo(Path(".sandbox")))
+    started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
+    Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
+                 f"next: {command_line('deploy --config ' + config)}", multiline=True)
+
+
+@command(name="down")
+def sandbox_down(c):
+    """Stop and remove the hosts sandbox.up started from this directory (no other checkout's or user's)."""
+    from deployer.sandbox import hosts as sandbox
+    removed = sandbox.down(Path(".sandbox"))
+    Output().say(f"{removed} sandbox host(s) removed")
+
+
+@command(name="push")
+def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10, lock_wait=0.0):
+    """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    runs = maintenance.push_config(st, selected, Output(), _parallel(parallel), str(cfg.path.parent),
+                                   _wait(lock_wait))
+    Output().say(f"config pushed to {len(runs)} host(s) of {st.name}")
+
+
+@command(name="diff")
+def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
+    """Keys that differ between the hosts' env files and what push would write (secrets masked)."""
+    cfg, st, selected = _target(config, stage, hosts, roles)
+    out = _out(json)
+    rows = maintenance.diff_config(st, selected, out, _parallel(parallel), str(cfg.path.parent))
+    if not json:
+        out.table(rows) if rows else out.say("no differences")
+    return Outcome(report.diff_records(selected, rows), 0, None, st.name)
+
+
+@command(name="hosts")
+def hosts_(c, stage=None, config=None, json=False):
+    """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
+    cfg = config_mod.load(config)
+    st = cfg.stage(stage)
+    if not json:
+        Output().table([{"name": h.name, "host": h.address, "port": h.port, "user": h.user or "",
+                         "roles": ",".join(h.roles), "env keys": ",".join(k for k, _ in h.env)} for h in st.hosts])
+    return Outcome(report.inventory_records(st.hosts), 0, None, st.name)
+
+
+@command(config="Accepted for symmetry: the agent serves every config of this user, all are closed.")
+def disconnect(c, config=None):
+    """Close the connections `ssh.persist` keeps open, for every host (the connection agent exits)."""
+    from deployer.ssh.agent_client import stop_agents
+    Output().say(f"closed {stop_agents()} kept-open connection(s)")
+
+
+from deployer.cli.ops_tasks import TASKS as OPS_TASKS  # noqa: E402  (they use the helpers above)
+
+sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
+config_ns = Collection("config", config_push, config_diff)
+ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
+                hosts_, disconnect, *OPS_TASKS, sandbox_ns, config_ns)

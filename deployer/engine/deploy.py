@@ -1,0 +1,475 @@
+"""The deploy pipeline, read top to bottom as its fixed steps:
+
+    lock → check → prepare → migrate → smoke → [per batch: switch → restart → verify] → finish
+
+with before_*/after_* hooks at each step. Before the first switch, any failure aborts every host
+(partial releases removed, locks released). After a switch, a failed switch, hook or health
+check puts every switched host back on its previous release, runs the restart again and marks
+the new release bad. Ctrl-C, SIGTERM and SIGHUP abort the same way (exit 130, 143, 129).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from deployer.config import envfile
+from deployer.config.load import Host, Stage
+from deployer.engine import hooks, signals
+from deployer.engine.fleet import HostRun
+from deployer.engine.session import (
+    RunFailed,
+    Session,
+    names,
+    no_interrupts,
+    utc_now,
+    who,
+)
+from deployer.errors import PARTIAL, DeployerError, HostError
+from deployer.plan import releases as planning
+from deployer.plan.batches import Batch, Options, batches
+from deployer.remote import commands
+from deployer.report import notify
+from deployer.report.output import Output, UploadProgress
+from deployer.ssh.types import Cancelled, Result
+
+
+class Pipeline:
+    """One deploy of one artifact to a stage; `run()` is the whole flow."""
+
+    def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options,
+                 config_dir: Path = Path(".")):
+        self.stage = stage
+        self.pipeline = stage.pipeline
+        self.artifact = artifact
+        self.out = out
+        self.options = options
+        self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
+                               artifact=artifact, reason=options.reason, forced=options.forced,
+                               lock_wait=options.lock_wait)
+        self.number: int | None = None
+        self.finished: dict[str, Result] = {}     # hosts whose finish ran with their switch
+        self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
+        self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
+                                     version=artifact.version, git_sha=artifact.git_sha,
+                                     artifact_sha256=artifact.sha256, hosts=[h.name for h in hosts],
+                                     session=self.session)
+
+    # -- the flow -------------------------------------------------------------------------------
+
+    def run(self) -> list[HostRun]:
+        s = self.session
+        self.notify("started")
+        try:
+            s.lock_all(self.artifact.sha256, self.options.max_fail)
+            self.undo_skipped()
+            for run in s.active:
+                run.previous = run.state.live
+            self.each("check", self.check_host, tolerate=True)
+            self.number = planning.next_release_number({r.name: r.state for r in s.active})
+            self.ctx.release = self.number
+            self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
+                         f"to {len(s.active)} host(s)")
+            try:
+                self.step("prepare", self.prepare, tolerate=True)
+                self.migrate()
+                if self.pipeline.smoke:
+                    self.step("smoke", lambda r: self.remote(r, "smoke", self.pipeline.smoke))
+            except HookError as exc:
+                self.fail_before_switch(str(exc))
+            self.switch_in_batches()
+            self.finish_all()
+        except (KeyboardInterrupt, Cancelled) as exc:
+            self.interrupted(exc)
+        except RunFailed as exc:
+            self.notify("failed", error=str(exc))
+            raise
+        finally:
+            s.close()
+        for run in s.active:
+            run.target = self.number
+        skipped = [r.name for r in s.runs if r.result == "skipped"]
+        if skipped:
+            self.notify("failed", error=f"skipped hosts: {', '.join(skipped)}")
+            raise RunFailed(f"release {self.number} is live on {len(s.active)} host(s) but SKIPPED "
+                            f"{', '.join(skipped)} (--max-fail)", s.runs, PARTIAL)
+        self.notify("succeeded")
+        return s.runs
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def step(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+        """before_<name> hooks → body on every host → after_<name> hooks."""
+        runs = self.session.active if runs is None else runs
+        _test_pause(name)
+        self.hooks(f"before_{name}", runs)
+        self.each(name, body, runs, tolerate)
+        self.hooks(f"after_{name}", self.session.active if runs is None else runs)
+
+    def each(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+        s = self.session
+        self.ctx.step = name
+        failures = s.fleet.each(name, body, s.active if runs is None else runs)
+        if not failures:
+            return
+        if tolerate and s.tolerate(failures, self.options.max_fail):
+            self.undo_skipped()
+            return
+        self.fail_before_switch(f"{names(failures)} failed to {name}")
+
+    def fail_before_switch(self, why: str) -> None:
+        self.session.abort(self.number)
+        self.session.raise_if_lease_lost()
+        raise RunFailed(f"deploy aborted before any switch: {why}; no host switched, partial releases "
+                        "removed, locks released", self.session.runs)
+
+    def undo_skipped(self) -> None:
+        skipped = [r for r in self.session.runs if r.result == "skipped" and r.locked]
+        if skipped:
+            self.session.abort(self.number, skipped)
+
+    def reachable(self, run: HostRun) -> None:
+        """One round trip that runs nothing (an SSH global request), bounded by connect_timeout."""
+        if run.conn is not None and not run.conn.ping():
+            raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
+
+    def check_host(self, run: HostRun) -> None:
+        state, art = run.state, self.artifact
+        if state.missing_tools:
+            raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
+        need = int((art.meta.get("unpacked_size") or 3 * art.size) * 1.1)
+        if not state.cached:
+            need += art.size
+        if state.free_kb is not None and state.free_kb * 1024 < need:
+            raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, "
+                            f"have {state.free_kb} KB")
+
+    def release_json(self, run: HostRun) -> str:
+        art = self.artifact
+        return json.dumps({
+            "release": self.number, "app": self.stage.app.name, "stage": self.stage.name,
+            "version": art.version, "git_sha": art.git_sha, "artifact_sha256": art.sha256,
+            "manifest_sha256": art.meta.get("manifest_sha256", ""),
+            "deployed_by": who(), "deployed_at": utc_now(), "previous": run.previous,
+            "deploy_id": self.session.token,
+        }, sort_keys=True)
+
+    def prepare(self, run: HostRun) -> None:
+        s, app = self.session, self.stage.app
+        upload = not run.state.cached
+        stream = upload and run.conn is not None and planning.stream_upload(run.conn.rtt())
+        env = self.envs[run.name].render() if self.envs else None
+        script = commands.prepare(s.paths, self.number, s.token, self.artifact.sha256, upload=upload,
+                                  release_json=self.release_json(run),
+                                  shared_dirs=app.shared_dirs, shared_files=app.shared_files,
+                                  env_file=app.env_file if env is not None else None,
+                                  env_size=len(env or b""), link_from=None if upload else self.link_source(run),
+                                  generated=app.generated, stream=stream)
+        note = f"; its own {app.env_file}" if env is not None else ""
+        if not upload:
+            result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
+            linked = result.field("linked")
+            how = "ready" if s.dry_run else f"linked from release {linked}" if linked else "extracted"
+            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} {how}{note}")
+            return
+        progress = UploadProgress(self.out, run.name, self.artifact.size)
+        with open(self.artifact.path, "rb") as fh:
+            data = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
+            s.run(run, "prepare", script, stdin=data, progress=progress)
+        how = ", extracted as it arrived" if stream else ""
+        self.out.line(run.name, "prepare", f"{progress.done()}{how}; release {self.number} ready{note}")
+
+    def link_source(self, run: HostRun) -> commands.LinkSource | None:
+        manifest = self.artifact.meta.get("manifest_sha256")
+        if not (self.stage.app.hardlink_releases and manifest):
+            return None
+        number = planning.link_source(run.state, self.artifact.sha256)
+        return commands.LinkSource(number, manifest) if number else None
+
+    def migrate(self) -> None:
+        m = self.pipeline.migrate
+        if not m.command:
+            return
+        hosts = [r for r in self.session.active if m.role in r.host.roles]
+        if not hosts:
+            self.fail_before_switch(f"no host with role {m.role!r} to run migrations on")
+        run = hosts[0]
+
+        def body(r: HostRun):
+            result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.number, m.command,
+                                                                     self.ctx.env(r.host, r.previous),
+                                                                     self.stage.app.run_as))
+            digest = result.field("migrated") or ""
+            self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
+        self.step("migrate", body, [run])
+
+    def remote(self, run: HostRun, step: str, command: str) -> str:
+        env = self.ctx.env(run.host, run.previous)
+        result = self.session.in_release(run, step, self.number, command, env)
+        self.out.line(run.name, step, "ok")
+        return result.stdout
+
+    def hooks(self, point: str, runs: list[HostRun]) -> None:
+        try:
+            # before_prepare: releases/N does not exist yet, so remote hooks run in deploy_to
+            number = None if point == "before_prepare" else self.number
+            hooks.run_point(self.session, self.ctx, point, runs, lambda run: number)
+        except hooks.HookFailed as exc:
+            raise HookError(point, str(exc)) from None
+
+    # -- switching --------------------------------------------------------------------------------
+
+    def switch_in_batches(self) -> None:
+        _test_pause("switch")
+        # every host must still answer before the first switch: a host lost after prepare aborts
+        # the deploy with nobody switched, instead of switching the others and putting them back
+        # (with one host there are no others: its switch itself tells)
+        active = self.session.active
+        failures = self.session.fleet.each("switch", self.reachable, active) if len(active) > 1 else {}
+        if failures:
+            self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
+        plan = batches(self.session.active, self.options)
+        switched: list[HostRun] = []
+        for batch in plan:
+            runs = list(batch.hosts)
+            if len(plan) > 1:
+                self.out.say(f"{batch.label}: {', '.join(r.name for r in runs)}")
+            try:
+                self.switch_batch(batch, runs, switched)
+            except HookError as exc:
+                if not switched:
+                    self.fail_before_switch(str(exc))
+                self.roll_back_switched(switched, str(exc))
+            if batch.pause_after:
+                self.out.say(f"pausing {batch.pause_after:g}s before the next batch")
+                time.sleep(batch.pause_after)
+
+    def switch_batch(self, batch: Batch, runs: list[HostRun], switched: list[HostRun]) -> None:
+        s = self.session
+        self.hooks("before_switch", runs)
+
+        finish_too = self.finish_rides_switch(batch)
+
+        def switch(run: HostRun):
+            script = commands.switch(s.paths, self.number, s.token)
+            if finish_too:      # a cleanup may take longer than a switch: the usual command_timeout
+                script = commands.switch_then_finish(script, self.finish_script(run))
+            result = s.run(run, "switch", script, timeout=None if finish_too else 60)
+            run.switched = True
+            switched.append(run)
+            self.out.line(run.name, "switch", f"current -> releases/{self.number}")
+            if finish_too:
+                self.finished[run.name] = result
+
+        self.ctx.step = "switch"
+        failures = s.fleet.each("switch", switch, runs)
+        if failures:
+            self.roll_back_switched(switched, f"switch failed on {names(failures)}", mark_bad=False)
+        self.hooks("after_switch", runs)
+        self.restart(runs)
+        self.verify(runs)
+        if batch.bake:
+            deadline = time.monotonic() + batch.bake
+            self.out.say(f"baking canary for {batch.bake:g}s, re-checking health")
+            while time.monotonic() < deadline:
+                time.sleep(min(self.pipeline.verify.interval, max(deadline - time.monotonic(), 0)))
+                self.verify(runs, quiet=True)
+
+    def restart(self, runs: list[HostRun], back: bool = False) -> None:
+        """The restart command in the new release; with back, in the release each host was put
+        back on (its code and its env), on hosts that had one."""
+        r = self.pipeline.restart
+        if not r.command:
+            return
+
+        def one(run: HostRun):
+            if not back:
+                return self.remote(run, "restart", r.command)
+            env = {**self.ctx.env(run.host, run.previous), "DEPLOY_RELEASE": str(run.previous),
+                   "DEPLOY_RELEASE_PATH": self.session.paths.release(run.previous)}
+            self.session.in_release(run, "restart", run.previous, r.command, env)
+            self.out.line(run.name, "restart", f"ok (release {run.previous})")
+        chosen = [run for run in runs if run.previous is not None] if back else runs
+        failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
+        if failures:
+            raise HookError("restart", f"restart failed on {names(failures)}: " +
+                            "; ".join(str(e) for e in failures.values()))
+
+    def verify(self, runs: list[HostRun], quiet: bool = False) -> None:
+        v = self.pipeline.verify
+        if not v.enabled:
+            return
+        self.hooks("before_verify", runs)
+        s = self.session
+
+        def check(run: HostRun):
+            if v.command:
+                self.remote(run, "verify", v.command)
+            if v.url and v.run_from == "local":
+                if s.dry_run:
+                    self.out.say(f"--- local · verify {v.url.replace('{host}', run.host.address)}")
+                    return
+                try:
+                    said = hooks.check_url_locally(v, run.host.address)
+                except hooks.HookFailed as exc:
+                    raise HostError(run.name, "verify", str(exc)) from None
+                quiet or self.out.line(run.name, "verify", said)
+            elif v.url:
+                result = s.run(run, "verify", commands.verify_http(v.url, status=v.status, body=v.body,
+                                                                   timeout=v.timeout, retries=v.retries,
+                                                                   interval=v.interval))
+                quiet or self.out.line(run.name, "verify", result.stdout.strip() or "ok")
+
+        self.ctx.step = "verify"
+        failures = s.fleet.each("verify", check, runs)
+        if failures:
+            raise HookError("verify", f"health check failed on {names(failures)}: " +
+                            "; ".join(str(e) for e in failures.values()))
+        self.hooks("after_verify", runs)
+
+    def roll_back_switched(self, switched: list[HostRun], why: str, mark_bad: bool = True) -> None:
+        """After a switch: every switched host back to its previous release, restart, mark bad, exit 1."""
+        s = self.session
+        self.out.say(f"ROLLING BACK: {why}")
+        restored = s.restore(list(switched), self.number)
+        try:
+            self.restart(restored, back=True)
+        except HookError as exc:
+            self.out.say(f"warning: restart after rollback failed: {exc}")
+        if mark_bad:
+            reason = f"{utc_now()} {why}"
+            with_state = [r for r in s.active if r.locked]
+            s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.number, reason)),
+                         with_state)
+            s.abort(None, result="rolled back", error=why)
+        else:
+            s.abort(self.number, error=why)
+        self.notify("rolled back", error=why)
+        s.raise_if_lease_lost()
+        raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
+                        f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
+
+    def finish_all(self) -> None:
+        """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
+        s = self.session
+        try:
+            self.hooks("before_finish", s.active)
+            failures = s.fleet.each("finish", self.finish, s.active)
+            if failures:
+                raise HookError("finish", f"cleanup failed on {names(failures)}")
+            self.hooks("after_finish", s.active)
+        except HookError as exc:
+            s.abort(None)
+            raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
+
+    def finish_rides_switch(self, batch: Batch) -> bool:
+        """One host (so one batch) and nothing to run between its switch and its finish (no hook,
+        restart, health check or bake): the finish goes in the switch's command, one round trip
+        less. With more hosts the lock is kept until every one switched (a late failure puts the
+        others back)."""
+        p = self.pipeline
+        return (len(self.session.active) == 1 and not batch.bake and not self.options.dry_run
+                and not p.restart.command and not p.verify.enabled
+                and not any(p.hooks_at(point) for point in ("after_switch", "before_finish")))
+
+    def doomed(self, run: HostRun) -> list[str]:
+        return planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
+
+    def finish_script(self, run: HostRun) -> str:
+        s = self.session
+        doomed = self.doomed(run)
+        keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
+        checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
+        # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
+        # checks: the promotion gate must see it); a failed cleanup gets a line of its own
+        env = {"env_sha256": self.envs[run.name].digest} if self.envs else {}
+        done = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed, **env)
+        failed = s.ledger(run, "failed", action="cleanup", release=self.number,
+                          error=f"cleanup after the deploy failed (could not remove {', '.join(doomed) or 'cache entries'})")
+        return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, done=done, failed=failed)
+
+    def finish(self, run: HostRun) -> None:
+        result = self.finished.get(run.name)
+        if result is None:
+            result = self.session.run(run, "finish", self.finish_script(run))
+        elif result.field("finished") != "0":
+            raise HostError(run.name, "finish", result.tail())
+        run.locked = False
+        if result.field(commands.CLEANUP_FAILED) is not None:      # recorded and unlocked by the script
+            raise HostError(run.name, "finish", f"cleanup failed: {result.tail()}")
+        run.result = "ok"
+        doomed = self.doomed(run)
+        if doomed:
+            self.out.line(run.name, "finish", f"cleaned up {', '.join(doomed)}")
+
+    # -- interruption and notification ------------------------------------------------------------
+
+    def interrupted(self, exc: BaseException) -> None:
+        """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
+        s = self.session
+        with no_interrupts():
+            s.fleet.cancel.set()
+            switched = [r for r in s.runs if r.switched]
+            if switched and self.number is not None:
+                s.restore(switched, self.number)
+            failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
+            self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
+        raise failed from None
+
+    def notify(self, event: str, error: str = "") -> None:
+        settings = self.pipeline.notify
+        if not (settings.webhooks or settings.command):
+            return
+        data = {"action": "deploy", "app": self.stage.app.name, "stage": self.stage.name,
+                "version": self.artifact.version, "git_sha": self.artifact.git_sha, "release": self.number,
+                "hosts": [r.name for r in self.session.runs], "by": who(), "error": error,
+                "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")]}
+        if self.options.dry_run:
+            self.out.say(f"--- notify · {event} → {len(settings.webhooks)} webhook(s)"
+                         f"{' + command' if settings.command else ''}")
+            return
+        notify.send(settings, event, data)
+
+
+class ChainReader:
+    """Several binary streams read as one (env file bytes, then the artifact)."""
+
+    def __init__(self, streams):
+        self.streams = list(streams)
+
+    def read(self, n: int = -1) -> bytes:
+        while self.streams:
+            data = self.streams[0].read(n)
+            if data:
+                return data
+            self.streams.pop(0)
+        return b""
+
+
+class HookError(DeployerError):
+    def __init__(self, step: str, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step
+
+
+def _test_pause(step: str) -> None:
+    """Test-only fault window (tests/test_faults.py). With DEPLOYER_TEST_PAUSE_BEFORE=<step>:<file>
+    the deploy creates <file> before <step> and waits (at most 120 s) until the test removes it;
+    the test injects its fault meanwhile (kill the deployer, kill a host, fill a disk...).
+    Unset, this is one environment lookup."""
+    name, _, flag = os.environ.get("DEPLOYER_TEST_PAUSE_BEFORE", "").partition(":")
+    if name != step or not flag:
+        return
+    Path(flag).touch()
+    deadline = time.monotonic() + 120
+    while os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def deploy(stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options | None = None,
+           config_dir: Path = Path(".")) -> list[HostRun]:
+    """Deploy one artifact to the hosts; returns every host's record, or raises RunFailed."""
+    return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir).run()

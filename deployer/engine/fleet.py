@@ -1,0 +1,95 @@
+"""Run one step on many hosts: order and concurrency only, then collect every outcome.
+
+Like Fabric's GroupResult: each host's value or exception is kept, and the caller decides.
+Ctrl-C sets the shared cancel event, waits for the workers to notice, and re-raises.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.config.load import Host
+from deployer.errors import DeployerError, HostError
+
+HOUSEKEEPING = ("abort", "restore")   # undo steps: they never hide the step a host failed in
+
+
+@dataclass
+class HostRun:
+    """Everything one run knows about one host: its connection, where it got to, how long each step took."""
+
+    host: Host
+    conn: Any = None                    # remote.connection(): direct or through the agent
+    state: Any = None
+    step: str = "pending"
+    result: str = "pending"
+    error: str = ""
+    locked: bool = False
+    switched: bool = False
+    previous: int | str | None = None       # str: a foreign release (another tool's)
+    target: int | str | None = None         # str: a foreign release (rollback only)
+    renewed: float = 0.0                # when a command last renewed this run's lease here (monotonic)
+    times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def fail(self, step: str, message: str) -> None:
+        self.step, self.result, self.error = step, "failed", message
+
+
+class Fleet:
+    def __init__(self, runs: Iterable[HostRun], parallel: int = 10):
+        self.runs = list(runs)
+        self.parallel = max(1, parallel)
+        self.cancel = threading.Event()
+
+    def each(self, step: str, fn: Callable[[HostRun], Any], runs: list[HostRun] | None = None) -> dict[str, BaseException]:
+        """Run fn on every run (bounded concurrency). Returns the failures by host name; records them too."""
+        runs = self.runs if runs is None else runs
+        failures: dict[str, BaseException] = {}
+        if not runs:
+            return failures
+
+        def timed(run: HostRun):
+            started = time.monotonic()
+            if step not in HOUSEKEEPING and run.result != "failed":
+                run.step = step
+            try:
+                return fn(run)
+            finally:
+                run.times[step] = run.times.get(step, 0.0) + time.monotonic() - started
+
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(runs)), thread_name_prefix=step) as pool:
+            futures = {pool.submit(timed, run): run for run in runs}
+            pending = set(futures)
+            try:
+                while pending:
+                    _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            except KeyboardInterrupt:
+                self.cancel.set()
+                wait(futures)
+                raise
+        for future, run in futures.items():
+            exc = future.exception()
+            if exc is not None:
+                failures[run.name] = exc
+                if step in HOUSEKEEPING and run.result == "failed":
+                    run.error += f"; {step} failed: {_message(exc)}"
+                else:
+                    run.fail(step, _message(exc))
+        return failures
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, HostError):
+        return exc.message
+    if isinstance(exc, DeployerError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,143 @@
+"""Read-only and maintenance flows: inspect (status, releases, check), cleanup, unlock, config."""
+
+from __future__ import annotations
+
+import io
+
+from deployer.config import envfile
+from deployer.config.load import Host, Stage
+from deployer.engine import hooks
+from deployer.engine.fleet import HostRun
+from deployer.engine.session import Session, no_interrupts
+from deployer.errors import HostError, UsageError
+from deployer.plan import releases as planning
+from deployer.remote import commands
+from deployer.remote import state as host_state
+from deployer.report.output import Output
+
+
+def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
+    """Every host's state, read-only: one remote command per host."""
+    session = Session(stage, hosts, out, parallel, action="status")
+    try:
+        session.fleet.each("inspect", lambda r: session.inspect(r, lock=False))
+        for run in session.runs:
+            if run.state is not None and run.result == "pending":
+                run.result = "ok"
+        return session.runs
+    finally:
+        session.close()
+
+
+def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+            foreign: bool = False, lock_wait: float = 0.0) -> list[HostRun]:
+    """Remove old, failed and leftover releases under the lock; with foreign, other tools' releases
+    too (never the live one, nor the one current replaced)."""
+    session = Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait)
+    try:
+        session.lock_all()
+
+        def clean(run: HostRun):
+            current = run.state.current
+            release = run.state.release(current)
+            previous = release.meta.get("previous") if release else None
+            doomed = planning.cleanup(run.state, stage.app.keep_releases, current,
+                                      previous if isinstance(previous, (int, str)) else None, foreign=foreign)
+            keep = planning.kept_artifacts(run.state, doomed)
+            line = session.ledger(run, "ok", release=current, cleaned=doomed)
+            failed = session.ledger(run, "failed", release=current, error=f"could not remove {', '.join(doomed) or 'cache entries'}")
+            result = session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
+                                                                 keep_artifacts=keep, ledger=line, failed=failed))
+            run.locked = False
+            if result.field(commands.CLEANUP_FAILED) is not None:
+                raise HostError(run.name, "cleanup", result.tail())
+            run.result = "ok"
+            out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
+
+        session.must("cleanup", clean, undo=True)
+        return session.runs
+    except KeyboardInterrupt as exc:
+        with no_interrupts():
+            failed = session.interrupted(exc, undone="nothing removed past that point")
+        raise failed from None
+    finally:
+        session.close()
+
+
+def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
+    """Remove the lock by force, printing who held it."""
+    session = Session(stage, hosts, out, parallel, action="unlock")
+
+    def force(run: HostRun):
+        result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
+        held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
+        run.result = "ok"
+        out.line(run.name, "unlock", f"removed lock held by {host_state.LockInfo.parse(held[0]).describe()}"
+                 if held else "no lock")
+
+    try:
+        session.must("unlock", force)
+        return session.runs
+    finally:
+        session.close()
+
+
+def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+                config_dir: str = ".", lock_wait: float = 0.0) -> list[HostRun]:
+    """Write a new version of the live release's env on each host (no new artifact), record its
+    digest, then run the restart. A rollback later brings back the env of the release it goes to."""
+    envs = envfile.resolve(hosts, config_dir)
+    if not envs:
+        raise UsageError(f"stage {stage.name} has no [env] to push")
+    session = Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait)
+    try:
+        session.lock_all()
+
+        def write(run: HostRun):
+            env, live = envs[run.name], run.state.current
+            if live is None:
+                raise HostError(run.name, "config", "no release of this deployer is live on this host: deploy first")
+            line = session.ledger(run, "ok", release=live, env_file=stage.app.env_file,
+                                  env_sha256=env.digest, keys=sorted(env.values))
+            session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, live,
+                                                          line), stdin=io.BytesIO(env.render()))
+            run.locked, run.result = False, "ok"
+            out.line(run.name, "config", f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, "
+                                         f"sha256 {env.digest[:12]})")
+
+        session.must("config", write, failed="config push failed", undo=True)
+        restart = stage.pipeline.restart
+        if restart.command:
+            live = [r for r in session.runs if r.state.current is not None]
+            env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
+            session.must("restart", lambda r: session.in_release(r, "restart", r.state.current, restart.command, env),
+                         hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
+        return session.runs
+    except KeyboardInterrupt as exc:
+        with no_interrupts():
+            failed = session.interrupted(exc, undone="hosts not yet written keep their env file")
+        raise failed from None
+    finally:
+        session.close()
+
+
+def diff_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
+                config_dir: str = ".") -> list[dict]:
+    """Keys that differ between each host's env file and what would be written (secrets masked)."""
+    envs = envfile.resolve(hosts, config_dir)
+    session = Session(stage, hosts, out, parallel, action="config")
+    rows: list[dict] = []
+
+    def read(run: HostRun):
+        result = session.run(run, "inspect", commands.read_env(session.paths, stage.app.env_file))
+        want = envs.get(run.name, envfile.HostEnv({}, frozenset()))
+        for key, change, old, new in envfile.diff(envfile.parse(result.stdout), want):
+            rows.append({"host": run.name, "key": key, "change": change, "on host": old, "would write": new})
+        run.result = "ok"
+
+    try:
+        session.must("inspect", read, failed="cannot read the env file")
+        order = {h.name: i for i, h in enumerate(hosts)}
+        return sorted(rows, key=lambda r: (order[r["host"]], r["key"]))
+    finally:
+        session.close()

@@ -1,0 +1,163 @@
+"""Rollback: switch back to an earlier complete release on every host. No upload, no extraction.
+
+Every host's target is checked before anything switches. Releases between the target and current
+that ran migrations make the rollback refuse unless --with-migrations (run the down command with
+each such release's code, newest first, on the migrate host) or --ignore-migrations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployer.config import envfile
+from deployer.config.load import Host, Stage
+from deployer.engine import hooks
+from deployer.engine.fleet import HostRun
+from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
+from deployer.errors import DeployerError, HostError
+from deployer.plan import releases as planning
+from deployer.remote import commands
+from deployer.report import notify
+from deployer.report.output import Output
+from deployer.ssh.types import Cancelled
+
+
+def _meta(run: HostRun, key: str) -> str:
+    release = run.state.release(run.target)
+    return str(release.meta.get(key, "")) if release else ""
+
+
+def migrated_between(run: HostRun) -> list[int]:
+    """Releases above the target up to current that ran migrations, newest first."""
+    st = run.state
+    floor = 0 if isinstance(run.target, str) else run.target     # a foreign target is below all of ours
+    return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)),
+                  reverse=True)
+
+
+def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str | None = None, parallel: int = 10,
+             migrations: str = "refuse", config_dir: Path = Path("."), lock_wait: float = 0.0) -> list[HostRun]:
+    """migrations: refuse | run | ignore. lock_wait: seconds to wait for a live lock holder."""
+    envfile.mask_readable(hosts, str(config_dir))
+    session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir, lock_wait=lock_wait)
+    ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
+                            hosts=[h.name for h in hosts])
+    try:
+        session.lock_all()
+
+        def choose(run: HostRun):
+            run.previous = run.state.live
+            try:
+                run.target = planning.rollback_target(run.state, to)
+            except DeployerError as exc:
+                raise HostError(run.name, "check", str(exc)) from None
+
+        failures = session.fleet.each("check", choose)
+        if failures:
+            session.abort()
+            raise RunFailed(f"rollback refused, nothing changed: {names(failures)} cannot roll back", session.runs)
+
+        ran = sorted({n for run in session.runs for n in migrated_between(run)}, reverse=True)
+        if ran and migrations == "refuse":
+            session.abort()
+            raise RunFailed(f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
+                            "migrations; pass --with-migrations to run the down migrations first, or "
+                            "--ignore-migrations", session.runs)
+        first = session.runs[0]
+        ctx.release, ctx.previous = first.target, first.previous
+        _hooks(session, ctx, "before_rollback")
+        if ran and migrations == "run":
+            _down_migrations(session, ctx, ran)
+
+        def switch(run: HostRun):
+            line = session.ledger(run, "ok", release=run.target, previous=run.previous,
+                                  version=_meta(run, "version"), git_sha=_meta(run, "git_sha"),
+                                  artifact_sha256=_meta(run, "artifact_sha256"))
+            script = commands.switch(session.paths, run.target, session.token,
+                                     mark_rolled_back=run.previous, release_lock=True, ledger=line)
+            session.run(run, "switch", script, timeout=60)
+            run.switched, run.locked, run.result = True, False, "ok"
+            out.line(run.name, "switch", f"current -> releases/{run.target} (was {run.previous})")
+
+        failures = session.fleet.each("switch", switch)
+        if failures:
+            _restore(session)
+            session.raise_if_lease_lost()
+            raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
+        _restart(session, ctx)
+        _hooks(session, ctx, "after_rollback")
+        _notify(stage, session, "rolled back", f"manual rollback to release {first.target}")
+        return session.runs
+    except (KeyboardInterrupt, Cancelled) as exc:
+        with no_interrupts():
+            _restore(session, undo=False)
+            failed = session.interrupted(exc, undone="hosts left as they were")
+        raise failed from None
+    except hooks.HookFailed as exc:
+        session.abort()
+        raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
+    finally:
+        session.close()
+
+
+def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
+    try:
+        hooks.run_point(session, ctx, point, session.runs, lambda run: run.target)
+    except hooks.HookFailed as exc:
+        raise hooks.HookFailed(f"{point}: {exc}") from None
+
+
+def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[int]) -> None:
+    m = session.stage.pipeline.migrate
+    if not m.rollback_command:
+        raise hooks.HookFailed("--with-migrations needs [migrate] rollback_command")
+    hosts = [r for r in session.runs if m.role in r.host.roles]
+    if not hosts:
+        raise hooks.HookFailed(f"no host with role {m.role!r} to run down migrations on")
+    run = hosts[0]
+    for number in releases:
+        env = {**ctx.env(run.host), "DEPLOY_RELEASE": str(number),
+               "DEPLOY_RELEASE_PATH": session.paths.release(number), "DEPLOY_ROLLBACK_TO": str(ctx.release)}
+        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env,
+                                                        session.stage.app.run_as))
+        session.out.line(run.name, "migrate", f"down migration of release {number} ran")
+
+
+def _restart(session: Session, ctx: hooks.HookContext) -> None:
+    r = session.stage.pipeline.restart
+    if not r.command:
+        return
+    switched = [run for run in session.runs if run.switched]
+    failures = session.fleet.each("restart", lambda run: session.in_release(
+        run, "restart", run.target, r.command, ctx.env(run.host, run.previous)), hooks.with_roles(r.roles, switched))
+    for name, exc in failures.items():
+        session.out.line(name, "restart", f"FAILED after rollback: {exc}")
+
+
+def _restore(session: Session, undo: bool = True) -> None:
+    """Put hosts a failed rollback already switched back where they were (then abort, with undo).
+    Their switch released their lock, so the restore is not fenced; it is recorded in its ledger."""
+    switched = [r for r in session.runs if r.switched]
+
+    def back(run: HostRun):
+        line = session.ledger(run, "failed", release=run.previous, previous=run.target,
+                              error=f"put back on release {run.previous}: the rollback failed or was interrupted")
+        script = commands.switch(session.paths, run.previous, session.token, ledger=line)
+        session.run(run, "restore", commands.unleased(script), timeout=60)
+        run.switched = False
+
+    if switched:
+        with no_interrupts():
+            session.fleet.cancel.clear()
+            session.fleet.each("restore", back, switched)
+    if undo:
+        session.abort()
+
+
+def _notify(stage: Stage, session: Session, event: str, error: str = "") -> None:
+    settings = stage.pipeline.notify
+    if settings.webhooks or settings.command:
+        first = session.runs[0]
+        notify.send(settings, event, {"action": "rollback", "app": stage.app.name, "stage": stage.name,
+                                      "release": first.target, "hosts": [r.name for r in session.runs],
+                                      "by": who(), "error": error, "version": ""})

@@ -1,0 +1,403 @@
+"""Persistent connections (`ssh.persist = SECONDS`): commands go through a local agent that keeps
+each host's SSH connection open between runs, like OpenSSH's ControlMaster + ControlPersist.
+
+This is the client half: the framing both halves speak, `AgentConnection` (the same interface as
+transport.Connection, so sessions do not know which one they hold) and starting the agent. The
+agent (agent.py) runs the command with transport.Connection.run, so timeouts, remote kills and
+dead-link detection behave exactly as without it.
+
+One Unix-socket connection per request. Frames are a type byte, a 4-byte length, a payload.
+  client -> agent: Q request (JSON), D stdin bytes, E end of stdin, C cancel
+  agent -> client: P bytes of stdin sent (JSON), R result (JSON), X error (JSON), K answer (JSON)
+The socket lives in a 0700 directory under $XDG_CACHE_HOME/deployer/agent/; both halves check
+that no other user can reach or replace it and that the other end runs as this user
+(agentsock). Its name carries a digest of the code, so an agent from another version is never
+spoken to. Secrets in an env file pass through as stdin bytes, never in argv or environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from deployer.config.load import Host, SSHSettings
+from deployer.ssh import agent_socket as agentsock
+from deployer.ssh.agent_socket import AgentRefused, private_dir
+from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, TransportError
+
+_HEAD = struct.Struct(">cI")
+MAX_FRAME = 4 * 1024 * 1024
+START_TIMEOUT = 10.0            # seconds for a new agent to start listening
+ANSWER_MARGIN = 60.0            # beyond the command's own timeout, enforced by the agent itself
+PER_CONNECTION = ("persist", "command_timeout")   # settings that do not make a connection different
+# What the agent keeps of the starting run's environment: what SSH and Python need (ssh config
+# and keys under HOME, the ssh-agent, a ProxyCommand's PATH, the locale). Nothing else: secrets
+# that `env:` sources read, tokens and the like stay out of a process that outlives the run.
+AGENT_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
+             "SSH_AUTH_SOCK", "PYTHONPATH", "PYTHONHOME")
+
+
+class AgentGone(TransportError):
+    """The agent could not be reached or stopped mid-request."""
+
+
+# -- framing (both halves) ------------------------------------------------------------------------
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return _HEAD.pack(kind, len(payload)) + payload
+
+
+def frame_json(kind: bytes, value: dict) -> bytes:
+    return frame(kind, json.dumps(value).encode())
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """n bytes, or b"" when the peer closed before sending any; a torn frame raises EOFError."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            if buf:
+                raise EOFError("connection closed mid-frame")
+            return b""
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """(kind, payload), or None at a clean end of stream."""
+    head = recv_exact(sock, _HEAD.size)
+    if not head:
+        return None
+    kind, size = _HEAD.unpack(head)
+    if size > MAX_FRAME:
+        raise EOFError(f"frame of {size} bytes refused")
+    payload = recv_exact(sock, size) if size else b""
+    if size and len(payload) != size:
+        raise EOFError("connection closed mid-frame")
+    return kind, payload
+
+
+# -- what identifies a connection -----------------------------------------------------------------
+
+def host_spec(host: Host) -> dict:
+    """What the agent needs to open the same connection: address and SSH settings, nothing else
+    (no roles, no env: secrets never travel in a request)."""
+    return {"name": host.name, "address": host.address, "ssh": dataclasses.asdict(host.ssh)}
+
+
+def host_from_spec(spec: dict) -> Host:
+    fields = {f.name for f in dataclasses.fields(SSHSettings)}
+    ssh = SSHSettings(**{k: v for k, v in spec["ssh"].items() if k in fields})
+    return Host(name=str(spec["name"]), address=str(spec["address"]), ssh=ssh)
+
+
+def connection_key(spec: dict) -> str:
+    """Equal for requests that may share one SSH connection."""
+    ssh = {k: v for k, v in spec["ssh"].items() if k not in PER_CONNECTION}
+    return json.dumps([spec["address"], ssh], sort_keys=True)
+
+
+# -- where the agent listens ----------------------------------------------------------------------
+
+@functools.cache
+def _code_digest() -> str:
+    """Of every module of the package: the agent runs whatever it imports."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def socket_path() -> Path:
+    """This code's agent socket, its directory created and checked (agentsock.socket_path)."""
+    return agentsock.socket_path(f"{_code_digest()}.sock")
+
+
+_refused: list[str] = []
+_refused_lock = threading.Lock()
+
+
+def refusal() -> str | None:
+    """Why this run connects directly although ssh.persist asks for the agent (said once, on
+    stderr), or None: no way to check a socket's peer, a socket directory another user could
+    change, a socket path too long."""
+    with _refused_lock:
+        if not _refused:
+            try:
+                agentsock.check_peer_credentials()
+                socket_path()
+            except AgentRefused as exc:
+                _refuse(str(exc))
+            else:
+                _refused.append("")
+        return _refused[0] or None
+
+
+def _refuse(reason: str) -> None:
+    """From now on this run connects directly; the warning is one line, said once."""
+    if _refused and _refused[0]:
+        return
+    _refused[:] = [reason]
+    print(f"warning: ssh.persist: {reason}; connecting directly", file=sys.stderr, flush=True)
+
+
+def agent_env(environ: dict[str, str]) -> dict[str, str]:
+    """The agent's environment: AGENT_ENV and LC_* of `environ`, this package first on PYTHONPATH."""
+    env = {k: v for k, v in environ.items() if k in AGENT_ENV or k.startswith("LC_")}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+_starting = threading.Lock()
+
+
+def start_agent(idle: int, path: Path | None = None) -> Path:
+    """Make sure an agent listens on the socket; start one (detached) if none does. Threads of
+    one run start one agent between them; racing runs settle on one with the agent's own lock."""
+    path = path or socket_path()
+    with _starting:
+        private_dir(path.parent)
+        if answers(path):
+            return path
+        return _spawn(idle, path)
+
+
+def _spawn(idle: int, path: Path) -> Path:
+    env = agent_env(dict(os.environ))
+    with open(path.with_suffix(".log"), "ab") as log:
+        os.chmod(log.name, 0o600)
+        subprocess.Popen([sys.executable, "-m", "deployer.ssh.agent_server", str(path), str(int(idle))],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
+                         env=env, start_new_session=True, close_fds=True)
+    until = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < until:
+        if answers(path):
+            return path
+        time.sleep(0.02)
+    raise AgentGone(f"the connection agent did not start within {START_TIMEOUT:g}s (see {path.with_suffix('.log')})")
+
+
+def stop_agents() -> int:
+    """`inv disconnect`: every agent of this user closes its connections and exits; how many
+    connections were open."""
+    closed = 0
+    for path in sorted(p for d in agentsock.agent_dirs() for p in d.glob("*.sock")):
+        try:
+            with agentsock.connect(path, timeout=5) as s:
+                s.sendall(frame_json(b"Q", {"op": "stop"}))
+                got = read_frame(s)
+        except (OSError, EOFError, AgentRefused):
+            continue
+        if got and got[0] == b"K":
+            closed += int(json.loads(got[1]).get("connections", 0))
+    return closed
+
+
+def answers(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(path))
+        return True
+    except OSError:
+        return False
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+class AgentConnection:
+    """transport.Connection's interface, served by the agent's warm connection to the host."""
+
+    def __init__(self, host: Host, path: Path | None = None):
+        self.host = host
+        self.path = path
+        self._open = False
+
+    def open(self):
+        """The agent opens (or reuses) the connection; no agent yet: _socket starts one. An
+        agent that cannot be trusted (agentsock) is not spoken to: this run says why once and
+        gets a direct connection instead."""
+        try:
+            self.path = self.path or socket_path()
+            private_dir(self.path.parent)
+            self._ask({"op": "open"})
+        except AgentRefused as exc:
+            with _refused_lock:
+                _refuse(str(exc))
+            from deployer.ssh.connection import Connection
+            return Connection(self.host).open()
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        """The agent keeps the connection for the next run; this one just stops using it."""
+        self._open = False
+
+    @property
+    def alive(self) -> bool:
+        return self._open
+
+    def ping(self, timeout: float | None = None) -> bool:
+        try:
+            answer = self._ask({"op": "ping", "timeout": timeout or self.host.ssh.connect_timeout})
+        except TransportError:
+            answer = {"ok": False}
+        if not answer.get("ok"):
+            self._open = False
+        return bool(answer.get("ok"))
+
+    def rtt(self) -> float | None:
+        """The round trip the agent's connection measured (transport.Connection.rtt)."""
+        try:
+            return self._ask({"op": "rtt"}).get("rtt") if self._open else None
+        except TransportError:
+            return None
+
+    def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
+            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
+        if not self._open:
+            raise TransportError("connection lost")
+        timeout = timeout or self.host.ssh.command_timeout
+        with self._talking(), self._socket() as s:
+            s.sendall(frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script,
+                                        "timeout": timeout}))
+            replies = _Replies(s, progress)
+            ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
+            if ended is None:
+                s.sendall(frame(b"E"))
+            if ended is None or ended == "cancelled":
+                ended = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
+                                     cancel_sent=ended == "cancelled")
+        return self._outcome(ended)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _socket(self) -> socket.socket:
+        """A connection to the agent; one that just exited (idle) is replaced once."""
+        for attempt in (1, 2):
+            try:
+                return agentsock.connect(self.path)
+            except OSError:
+                if attempt == 2:
+                    raise
+                self.path = start_agent(self.host.ssh.persist, self.path)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _talking(self):
+        """A broken conversation with the agent is a lost connection."""
+        try:
+            yield
+        except (OSError, EOFError) as exc:
+            self._open = False
+            raise AgentGone(f"the connection agent stopped answering: {exc or type(exc).__name__}") from None
+
+    def _ask(self, request: dict) -> dict:
+        """A request without stdin (open, ping: safe to repeat); K's answer, or the agent's error
+        raised. An agent that dies as the request reaches it is replaced and asked again, once."""
+        message = frame_json(b"Q", {**request, "host": host_spec(self.host)})
+        try:
+            with self._socket() as s:
+                s.sendall(message)
+                got = read_frame(s)
+        except (OSError, EOFError):
+            got = None
+        if got is None:
+            with self._talking():
+                self.path = start_agent(self.host.ssh.persist, self.path)
+                with self._socket() as s:
+                    s.sendall(message)
+                    got = read_frame(s)
+        return self._outcome(got)
+
+    def _outcome(self, got: tuple[bytes, bytes] | None):
+        if got is None:
+            self._open = False
+            raise AgentGone("the connection agent closed the request without an answer")
+        kind, payload = got
+        body = json.loads(payload or b"{}")
+        if kind == b"R":
+            if body.get("lost"):
+                self._open = False
+            return Result(int(body["code"]), body["stdout"], body["stderr"])
+        if kind == b"K":
+            return body
+        if kind == b"X":
+            if body.get("kind") == "cancelled":
+                raise Cancelled(body.get("message") or "cancelled")
+            if body.get("lost", True):
+                self._open = False
+            raise TransportError(body.get("message") or "connection agent error")
+        raise AgentGone(f"unexpected answer from the connection agent: {kind!r}")
+
+
+class _Replies:
+    """Reads the agent's frames: progress while stdin is sent, then the final answer."""
+
+    def __init__(self, sock: socket.socket, progress):
+        self.sock = sock
+        self.progress = progress
+
+    def poll(self, wait: float) -> tuple[bytes, bytes] | None:
+        """One final frame if it arrived within `wait` (progress frames are handled here)."""
+        readable, _, _ = select.select([self.sock], [], [], wait)
+        while readable:
+            got = read_frame(self.sock)
+            if got is None:
+                raise EOFError("the agent closed the connection")
+            kind, payload = got
+            if kind != b"P":
+                return got
+            if self.progress:
+                self.progress(int(json.loads(payload)["sent"]))
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        return None
+
+    def wait(self, cancel: threading.Event | None, deadline: float, cancel_sent: bool = False) -> tuple[bytes, bytes]:
+        while True:
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                self.sock.sendall(frame(b"C"))
+                cancel_sent = True
+            if time.monotonic() > deadline:
+                raise EOFError("no answer in time")
+            got = self.poll(SLICE)
+            if got is not None:
+                return got
+
+
+def _send_stdin(sock: socket.socket, stdin: BinaryIO, replies: _Replies, cancel: threading.Event | None):
+    """Stream stdin as D frames. None when all was sent, "cancelled" (C sent instead of E), or
+    the final answer when the command ended before reading all of its stdin."""
+    while chunk := stdin.read(CHUNK):
+        view = memoryview(frame(b"D", chunk))
+        whole = len(view)
+        while view:
+            if cancel is not None and cancel.is_set():
+                if len(view) < whole:
+                    sock.sendall(view)          # a frame half sent is completed before the next
+                sock.sendall(frame(b"C"))
+                return "cancelled"
+            _, writable, _ = select.select([], [sock], [], SLICE)
+            if writable:
+                view = view[sock.send(view):]
+            early = replies.poll(0)
+            if early is not None:
+                return early
+    return None
