@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from helpers import REPO, closed_pipe
+from helpers import REPO, cli, closed_pipe
 
 from deployer.report.output import Output
 
@@ -59,3 +59,20 @@ def test_output_whose_reader_left_goes_to_dev_null_and_the_caller_goes_on():
         assert out.stream is stream
     finally:
         stream.close()
+
+
+HOOK = '''
+import atexit, pathlib
+
+def register(ctx):
+    atexit.register(pathlib.Path("atexit-ran").write_text, f"{ctx.stage} {ctx.release}")
+'''
+
+
+def test_atexit_handlers_of_a_python_hook_run_when_the_cli_leaves(sandbox):
+    sb = sandbox(1, hooks={"after_switch": [{"python": "exit_hook:register"}]})
+    (sb.config_path.parent / "exit_hook.py").write_text(HOOK)     # importable: the CLI runs in that directory
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr
+    assert "hook ok: exit_hook:register" in proc.stdout + proc.stderr
+    assert (sb.config_path.parent / "atexit-ran").read_text() == "sandbox 1"
