@@ -28,6 +28,8 @@ import pytest
 from helpers import cli, commit_change, current, wait_until
 
 from deployer.config import load as config_mod
+from deployer.config.settings import Host, SSHSettings
+from deployer.errors import ConfigError
 from deployer.ssh import agent_client as mux
 from deployer.ssh import agent_socket as agentsock
 from deployer.ssh.types import Cancelled, TransportError, connection
@@ -325,7 +327,7 @@ def test_frames_round_trip_and_oversized_frames_are_refused():
 
 
 def test_connection_key_ignores_what_does_not_change_the_connection():
-    base = config_mod.Host("h1", "10.0.0.1", config_mod.SSHSettings(user="deploy", persist=30))
+    base = Host("h1", "10.0.0.1", SSHSettings(user="deploy", persist=30))
     same = dataclasses.replace(base, name="other-name",
                                ssh=dataclasses.replace(base.ssh, persist=60, command_timeout=5))
     other_user = dataclasses.replace(base, ssh=dataclasses.replace(base.ssh, user="ops"))
@@ -336,7 +338,7 @@ def test_connection_key_ignores_what_does_not_change_the_connection():
 
 
 def test_persist_is_validated():
-    with pytest.raises(config_mod.ConfigError, match="persist"):
+    with pytest.raises(ConfigError, match="persist"):
         config_mod.parse('[app]\nname = "a"\ndeploy_to = "/srv/a"\n[ssh]\npersist = -1\n'
                          '[stages.s]\nhosts = ["h"]\n', Path("hosts.toml"))
 

@@ -44,7 +44,7 @@ from helpers import (
 
 from benchmarks.netproxy import NetProxy
 from deployer.config import load as config_mod
-from deployer.config.load import SSHSettings
+from deployer.config.settings import SSHSettings
 from deployer.errors import DeployerError
 from deployer.plan import releases as planning
 from deployer.plan.paths import Paths

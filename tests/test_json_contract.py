@@ -163,7 +163,7 @@ def test_usage_errors_with_json_are_documents(tmp_path, argv):
 
 def test_records_of_odd_host_states_stay_in_the_schema():
     """Another tool's release may record any revision and any time text; a lock file may be torn."""
-    from deployer.config.load import Host, SSHSettings
+    from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
     from deployer.report import rows as report

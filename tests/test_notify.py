@@ -12,7 +12,7 @@ import pytest
 from helpers import cli, cli_env
 
 from deployer.config import load as config
-from deployer.config.load import NotifySettings
+from deployer.config.settings import NotifySettings
 from deployer.errors import ConfigError
 from deployer.report import notify
 

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from deployer.config import envfile
-from deployer.config.load import EnvValue, Host, NotifySettings, SSHSettings
+from deployer.config.settings import EnvValue, Host, NotifySettings, SSHSettings
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Options, batches

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from deployer.config import envfile
-from deployer.config.load import NotifySettings
+from deployer.config.settings import NotifySettings
 from deployer.errors import ConfigError
 from deployer.plan.paths import Paths
 from deployer.remote import commands
@@ -135,7 +135,7 @@ def test_config_refuses_an_env_key_ending_in_a_newline(tmp_path):
 
 
 def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
-    from deployer.config.load import EnvValue, Host, SSHSettings
+    from deployer.config.settings import EnvValue, Host, SSHSettings
     monkeypatch.setenv("CR_SECRET", "abcd\rINJECTED=1")
     host = Host(name="h", address="h", ssh=SSHSettings(), env=(("S", EnvValue(secret="env:CR_SECRET")),))
     with pytest.raises(ConfigError, match="secret S: its value contains the control character U\\+000D"):
@@ -143,7 +143,7 @@ def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
 
 
 def test_a_rollback_masks_the_secrets_it_can_read_without_running_anything(secrets, monkeypatch, tmp_path):
-    from deployer.config.load import EnvValue, Host, SSHSettings
+    from deployer.config.settings import EnvValue, Host, SSHSettings
     monkeypatch.setenv("RB_SECRET", "from-the-environment")
     monkeypatch.delenv("RB_MISSING", raising=False)
     (tmp_path / "key").write_text("from-a-file\n")

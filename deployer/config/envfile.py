@@ -13,7 +13,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from deployer.config.load import EnvValue, Host
+from deployer.config.settings import EnvValue, Host
 from deployer.errors import ConfigError
 from deployer.report.output import MIN_SECRET, add_secret
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from deployer.config import envfile
-from deployer.config.load import Host, Stage
+from deployer.config.settings import Host, Stage
 from deployer.engine import hooks, signals
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import (

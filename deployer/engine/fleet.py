@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployer.config.load import Host
+from deployer.config.settings import Host
 from deployer.errors import DeployerError, HostError
 
 HOUSEKEEPING = ("abort", "restore")   # undo steps: they never hide the step a host failed in

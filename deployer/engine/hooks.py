@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from deployer.config.load import Hook, VerifySettings
+from deployer.config.settings import Hook, VerifySettings
 from deployer.errors import DeployerError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from deployer.config import envfile
-from deployer.config.load import Host, Stage
+from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import Session, no_interrupts

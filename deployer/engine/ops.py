@@ -12,7 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from deployer.config.load import Host, Stage
+from deployer.config.settings import Host, Stage
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import Session
 from deployer.errors import UsageError

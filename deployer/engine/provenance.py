@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from deployer.config.load import Config, Stage
+from deployer.config.settings import Config, Stage
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import Session
 from deployer.errors import GATE_REFUSED, DeployerError, UsageError

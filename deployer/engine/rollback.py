@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployer.config import envfile
-from deployer.config.load import Host, Stage
+from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, who

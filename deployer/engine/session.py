@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deployer.config.load import Host, Stage
+from deployer.config.settings import Host, Stage
 from deployer.engine import signals
 from deployer.engine.fleet import Fleet, HostRun
 from deployer.engine.signals import no_interrupts  # noqa: F401 (the flows take it from here)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from deployer.config.load import NotifySettings
+from deployer.config.settings import NotifySettings
 from deployer.report.output import MASK, add_secret, redact_data, safe
 
 ALWAYS = ("failed", "rolled back")

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from deployer.config.load import Host, SSHSettings
+from deployer.config.settings import Host, SSHSettings
 from deployer.ssh import agent_socket as agentsock
 from deployer.ssh.agent_socket import AgentRefused, private_dir
 from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, TransportError

@@ -36,7 +36,7 @@ import paramiko
 from paramiko.common import cMSG_IGNORE
 from paramiko.hostkeys import InvalidHostKey
 
-from deployer.config.load import Host, SSHSettings
+from deployer.config.settings import Host, SSHSettings
 from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, TransportError  # noqa: F401 (re-exported)
 
 PACKET = 32 * 1024              # one channel send at most (the SSH maximum packet size)

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from deployer.config.load import Host
+from deployer.config.settings import Host
 from deployer.errors import ConfigError, DeployerError
 from deployer.report.output import redact
 
