@@ -449,6 +449,9 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "verify_http": commands.verify_http("http://127.0.0.1:9/" + hostile, status=200, body=hostile,
                                             timeout=1, retries=1, interval=0),
         "mark_bad": commands.mark_bad(paths, 3, hostile),
+        "append_ledger": commands.append_ledger(paths, hostile),
+        "exports": commands.exports(env),
+        "as_user": commands.as_user(hostile, env, command),
     }
 
 

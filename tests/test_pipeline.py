@@ -210,3 +210,17 @@ def test_undeliverable_webhook_is_reported_not_fatal(sandbox):
     assert proc.returncode == 0
     assert "notification 'started' not delivered" in proc.stderr
     assert "notification 'succeeded' not delivered" in proc.stderr
+
+
+def test_after_hooks_skip_hosts_skipped_during_their_step(sandbox):
+    """A host skipped under --max-fail during prepare gets no after_prepare hook (its release was
+    removed: the hook would fail there and abort everyone's deploy)."""
+    sb = sandbox(3, hooks={"after_prepare": [{"command": "touch /srv/app/shared/after-prepare"}]})
+    # host-3: deploy_to is writable (the lock is taken) but releases/ is not (prepare fails)
+    code, _ = sb.exec(2, "mkdir -p /srv/app/releases && chown deploy /srv/app && chown root /srv/app/releases")
+    assert code == 0
+    proc = cli(sb, "deploy", "--max-fail", "1")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "SKIPPED" in proc.stdout and "host-3" in proc.stderr
+    assert [sb.exec(h, "test -f /srv/app/shared/after-prepare")[0] == 0 for h in sb.hosts] == [True, True, False]
+    assert current(sb, 0) == "releases/1" and current(sb, 1) == "releases/1" and current(sb, 2) == ""

@@ -28,7 +28,7 @@ from deployer.engine.session import (
     utc_now,
     who,
 )
-from deployer.errors import PARTIAL, DeployerError, HostError
+from deployer.errors import PARTIAL, HostError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, Options, batches
 from deployer.remote import commands
@@ -78,7 +78,7 @@ class Pipeline:
                 self.migrate()
                 if self.pipeline.smoke:
                     self.step("smoke", lambda r: self.remote(r, "smoke", self.pipeline.smoke))
-            except HookError as exc:
+            except hooks.HookFailed as exc:
                 self.fail_before_switch(str(exc))
             self.switch_in_batches()
             self.finish_all()
@@ -103,10 +103,10 @@ class Pipeline:
 
     def step(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
         """before_<name> hooks → body on every host → after_<name> hooks."""
-        runs = self.session.active if runs is None else runs
         _test_pause(name)
-        self.hooks(f"before_{name}", runs)
+        self.hooks(f"before_{name}", self.session.active if runs is None else runs)
         self.each(name, body, runs, tolerate)
+        # hosts skipped during the step (--max-fail) get no after_ hook: their work was undone
         self.hooks(f"after_{name}", self.session.active if runs is None else runs)
 
     def each(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
@@ -218,7 +218,7 @@ class Pipeline:
             number = None if point == "before_prepare" else self.number
             hooks.run_point(self.session, self.ctx, point, runs, lambda run: number)
         except hooks.HookFailed as exc:
-            raise HookError(point, str(exc)) from None
+            raise hooks.HookFailed(str(exc), point) from None
 
     # -- switching --------------------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class Pipeline:
                 self.out.say(f"{batch.label}: {', '.join(r.name for r in runs)}")
             try:
                 self.switch_batch(batch, runs, switched)
-            except HookError as exc:
+            except hooks.HookFailed as exc:
                 if not switched:
                     self.fail_before_switch(str(exc))
                 self.roll_back_switched(switched, str(exc))
@@ -295,8 +295,8 @@ class Pipeline:
         chosen = [run for run in runs if run.previous is not None] if back else runs
         failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
-            raise HookError("restart", f"restart failed on {names(failures)}: " +
-                            "; ".join(str(e) for e in failures.values()))
+            raise hooks.HookFailed(f"restart failed on {names(failures)}: " +
+                                   "; ".join(str(e) for e in failures.values()), "restart")
 
     def verify(self, runs: list[HostRun], quiet: bool = False) -> None:
         v = self.pipeline.verify
@@ -326,8 +326,8 @@ class Pipeline:
         self.ctx.step = "verify"
         failures = s.fleet.each("verify", check, runs)
         if failures:
-            raise HookError("verify", f"health check failed on {names(failures)}: " +
-                            "; ".join(str(e) for e in failures.values()))
+            raise hooks.HookFailed(f"health check failed on {names(failures)}: " +
+                                   "; ".join(str(e) for e in failures.values()), "verify")
         self.hooks("after_verify", runs)
 
     def roll_back_switched(self, switched: list[HostRun], why: str, mark_bad: bool = True) -> None:
@@ -337,7 +337,7 @@ class Pipeline:
         restored = s.restore(list(switched), self.number)
         try:
             self.restart(restored, back=True)
-        except HookError as exc:
+        except hooks.HookFailed as exc:
             self.out.say(f"warning: restart after rollback failed: {exc}")
         if mark_bad:
             reason = f"{utc_now()} {why}"
@@ -359,9 +359,9 @@ class Pipeline:
             self.hooks("before_finish", s.active)
             failures = s.fleet.each("finish", self.finish, s.active)
             if failures:
-                raise HookError("finish", f"cleanup failed on {names(failures)}")
+                raise hooks.HookFailed(f"cleanup failed on {names(failures)}", "finish")
             self.hooks("after_finish", s.active)
-        except HookError as exc:
+        except hooks.HookFailed as exc:
             s.abort(None)
             raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
 
@@ -447,12 +447,6 @@ class ChainReader:
                 return data
             self.streams.pop(0)
         return b""
-
-
-class HookError(DeployerError):
-    def __init__(self, step: str, message: str):
-        super().__init__(f"{step}: {message}")
-        self.step = step
 
 
 def _test_pause(step: str) -> None:

@@ -54,7 +54,11 @@ class HookContext:
 
 
 class HookFailed(DeployerError):
-    pass
+    """A hook, restart or health check failed; with step, the message starts with it."""
+
+    def __init__(self, message: str, step: str = ""):
+        super().__init__(f"{step}: {message}" if step else message)
+        self.step = step
 
 
 def with_roles(roles: tuple[str, ...], runs: list) -> list:

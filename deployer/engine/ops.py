@@ -53,8 +53,8 @@ def in_current(paths: Paths, command: str, env: dict[str, str], run_as: str = ""
     """`command` run by sh in current (as run_as when set); exit 1 with a line when there is no release."""
     return "\n".join([
         f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release in '{q(paths.deploy_to)} >&2; exit 1; }}",
-        *([f"exec {commands._as(run_as, env, command)}"] if run_as else
-          [commands._exports(env), f"exec sh -c {q(command)}"]), ""])
+        *([f"exec {commands.as_user(run_as, env, command)}"] if run_as else
+          [commands.exports(env), f"exec sh -c {q(command)}"]), ""])
 
 
 def shared_rel(path: str) -> str:
@@ -98,7 +98,7 @@ def maintenance_script(paths: Paths, on: bool, content: str, token: str, ledger_
                   f"mv -f {q(tmp)} {q(target)}"]
     else:
         change = [f"rm -f {q(target)}"]
-    return "\n".join(["set -e", *change, commands._append_ledger(paths, ledger_line), ""])
+    return "\n".join(["set -e", *change, commands.append_ledger(paths, ledger_line), ""])
 
 
 def nginx_snippet(deploy_to: str) -> str:

@@ -104,7 +104,7 @@ def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
     try:
         hooks.run_point(session, ctx, point, session.runs, lambda run: run.target)
     except hooks.HookFailed as exc:
-        raise hooks.HookFailed(f"{point}: {exc}") from None
+        raise hooks.HookFailed(str(exc), point) from None
 
 
 def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[int]) -> None:

@@ -431,7 +431,7 @@ def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str 
         f"mkdir -p {q(posixpath.join(paths.release(number), parent))}" if parent else "",
         f"if [ \"$(readlink {link} 2>/dev/null)\" != {q(target)} ]; then "
         f"ln -sfn {q(target)} {link}.tmp-{q(token)}; held; mv -Tf {link}.tmp-{q(token)} {link}; fi",
-        _append_ledger(paths, ledger) if ledger else "", _unlock(paths, token),
+        append_ledger(paths, ledger) if ledger else "", _unlock(paths, token),
         _emit("written", q(own)))
 
 
@@ -492,7 +492,7 @@ def switch(paths: Paths, number: int | str, token: str, *, mark_rolled_back: int
         marker = q(paths.release_state(mark_rolled_back) + "/rolled_back")
         parts.append(f"if [ -d {q(paths.release_state(mark_rolled_back))} ]; then date -u +%FT%TZ > {marker}; fi")
     if ledger:
-        parts.append(_append_ledger(paths, ledger))
+        parts.append(append_ledger(paths, ledger))
     if release_lock:
         parts.append(_unlock(paths, token))
     parts.append(_emit("current", q(paths.release_target(number))))      # mv -T succeeded (set -e)
@@ -536,10 +536,10 @@ def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[
     ]
     parts = [
         "held",
-        _append_ledger(paths, done) if done else "",
+        append_ledger(paths, done) if done else "",
         "set +e", "(", "set -e", *cleanup, ")", "c=$?", "set -e",
-        f"if [ $c -eq 0 ]; then {_append_ledger(paths, ledger) if ledger else ':'}; "
-        f"else {_append_ledger(paths, failed) + '; ' if failed else ''}{_emit(CLEANUP_FAILED, '$c')}; fi",
+        f"if [ $c -eq 0 ]; then {append_ledger(paths, ledger) if ledger else ':'}; "
+        f"else {append_ledger(paths, failed) + '; ' if failed else ''}{_emit(CLEANUP_FAILED, '$c')}; fi",
         _unlock(paths, token),
     ]
     return _lines(*parts)
@@ -563,7 +563,7 @@ def abort(paths: Paths, number: int | None, token: str, ledger: str | None = Non
             f"then held; rm -rf {release}; fi",
         ]
     if ledger:
-        parts.append(_append_ledger(paths, ledger))
+        parts.append(append_ledger(paths, ledger))
     parts.append(_unlock(paths, token))
     return _lines(*parts)
 
@@ -574,10 +574,10 @@ def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) ->
         return _lines(_unlock(paths, token))
     info = q(paths.lock_info)
     return _lines(f"if [ -d {q(paths.lock)} ]; then printf 'removed\\t'; cat {info} 2>/dev/null | tr -d '\\n' || true; "
-                  f"echo; rm -rf {q(paths.lock)}; {_append_ledger(paths, ledger) if ledger else ':'}; fi")
+                  f"echo; rm -rf {q(paths.lock)}; {append_ledger(paths, ledger) if ledger else ':'}; fi")
 
 
-def _append_ledger(paths: Paths, line: str) -> str:
+def append_ledger(paths: Paths, line: str) -> str:
     """One O_APPEND write of one line (< PIPE_BUF): never torn, never interleaved."""
     return f"{{ [ -d {q(paths.state)} ] || mkdir -p {q(paths.state)}; }} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
 
@@ -643,14 +643,14 @@ def _assigns(env: dict[str, str]) -> list[str]:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _exports(env: dict[str, str]) -> str:
+def exports(env: dict[str, str]) -> str:
     return "; ".join(f"export {a}" for a in _assigns(env))
 
 
-def _as(run_as: str, env: dict[str, str], command: str) -> str:
+def as_user(run_as: str, env: dict[str, str], command: str) -> str:
     """sh -c COMMAND with env, as the deploy user or via `sudo -n -u RUN_AS` (never prompts)."""
     if not run_as:
-        return (_exports(env) + "; " if env else "") + f"sh -c {q(command)}"
+        return (exports(env) + "; " if env else "") + f"sh -c {q(command)}"
     return " ".join(["sudo -n -u", q(run_as), "-- env", *_assigns(env), "sh -c", q(command)])
 
 
@@ -659,8 +659,8 @@ def in_release(paths: Paths, number: int | None, command: str, env: dict[str, st
     deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
     where = q(paths.deploy_to if number is None else paths.release(number))
     if run_as:
-        return _lines(f"cd {where}", "exec " + _as(run_as, env, command))
-    return _lines(f"cd {where}", _exports(env) if env else "", f"exec sh -c {q(command)}")
+        return _lines(f"cd {where}", "exec " + as_user(run_as, env, command))
+    return _lines(f"cd {where}", exports(env) if env else "", f"exec sh -c {q(command)}")
 
 
 def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
@@ -669,7 +669,7 @@ def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as
     return _lines(
         f"cd {q(paths.release(number))}",
         "out=$(mktemp)",
-        f"st=0; {_as(run_as, env, command)} > \"$out\" 2>&1 || st=$?",
+        f"st=0; {as_user(run_as, env, command)} > \"$out\" 2>&1 || st=$?",
         'if [ $st -ne 0 ]; then tail -c 2000 "$out" >&2; rm -f "$out"; echo "migration failed (exit $st)" >&2; exit $st; fi',
         'cat "$out"; d=$(sha256sum < "$out" | cut -d" " -f1); rm -f "$out"',
         f"printf '{{\"digest\": \"%s\", \"at\": \"%s\"}}\\n' \"$d\" \"$(date -u +%FT%TZ)\" > {record}",
@@ -681,7 +681,7 @@ def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str], run_
     """Run the down-migration with release N's code; then its record is removed."""
     return _lines(
         f"cd {q(paths.release(number))}",
-        _as(run_as, env, command),
+        as_user(run_as, env, command),
         f"rm -f {q(paths.release_state(number) + '/migrated')}",
     )
 
