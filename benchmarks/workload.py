@@ -174,7 +174,7 @@ def git_artifact(spec: Spec, workdir: Path, name: str = "benchapp", log=lambda m
 def direct_artifact(spec: Spec, out_dir: Path, name: str = "benchbig", version: str = "20240101000000-0000000",
                     compresslevel: int = 1):
     """Stream the tree into out_dir/<name>-<version>.tar.gz plus the .json load_artifact reads."""
-    from deployer.artifact.build import load_artifact
+    from deployer.artifact.load import load_artifact
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

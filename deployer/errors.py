@@ -1,5 +1,7 @@
 """Named failures and the exit codes they map to (documented in the README)."""
 
+import difflib
+
 OK = 0
 FAILED = 1
 BAD_INPUT = 2
@@ -7,8 +9,6 @@ LOCKED = 3
 GATE_REFUSED = 4
 PARTIAL = 5
 INTERRUPTED = 130
-
-import difflib
 
 _program = "inv"       # the console script sets "deployer" (see cli.main)
 
@@ -42,6 +42,12 @@ class ConfigError(DeployerError):
 
 
 class UsageError(DeployerError):
+    exit_code = BAD_INPUT
+
+
+class ArtifactError(DeployerError):
+    """Building, loading or checking an artifact failed (one-line message)."""
+
     exit_code = BAD_INPUT
 
 

@@ -22,7 +22,8 @@ from conftest import TEST_LABEL, Sandbox
 from helpers import cli
 
 from deployer.artifact import tarscan
-from deployer.artifact.build import ArtifactError, check_members
+from deployer.artifact.members import check_members
+from deployer.errors import ArtifactError
 from deployer.sandbox import hosts as sandbox_mod
 
 # --- raw tar building -----------------------------------------------------------------------------
@@ -442,7 +443,7 @@ def test_artifact_link_at_or_above_a_shared_path_is_refused(shared_host, tmp_pat
         refused_before_any_host(shared_host, path, f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'")
 
 
-UNCHECKED = ("import sys, deployer.artifact.build as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
+UNCHECKED = ("import sys, deployer.artifact.members as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
              "from deployer.cli.main import main; main()")
 
 

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from deployer.artifact.build import (
-    Artifact,
-    ArtifactError,
-    build_artifact,
-    check_members,
-    checked_record,
-    load_artifact,
-    sha256_file,
-)
+from deployer.artifact.build import build_artifact
+from deployer.artifact.fsutil import sha256_file
+from deployer.artifact.load import Artifact, load_artifact
+from deployer.artifact.members import check_members, checked_record
+from deployer.errors import ArtifactError
 
 COMMIT_DATE = "2024-01-02T03:04:05+00:00"
 COMMIT_TS = 1704164645
@@ -382,7 +378,7 @@ def test_check_members_not_a_tarball(tmp_path):
 
 
 def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
-    import deployer.artifact.build as artifact_mod
+    import deployer.artifact.members as members_mod
     good = make_tar(tmp_path / "good.tar.gz", [("app/x.py", "file", "x")])
     evil = make_tar(tmp_path / "evil.tar.gz", [("../x", "file", "x")])
     good_sha, evil_sha = sha256_file(good), sha256_file(evil)
@@ -395,13 +391,13 @@ def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
     assert not checked_record(evil_sha).exists()        # a failed check is never recorded
 
     scans = []
-    real_scan = artifact_mod._scan_tarball
-    monkeypatch.setattr(artifact_mod, "_scan_tarball", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
+    real_scan = members_mod.scan_tarball
+    monkeypatch.setattr(members_mod, "scan_tarball", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
     check_members(good, good_sha)
     assert scans == []                                  # same bytes, same rules: not scanned again
     with pytest.raises(ArtifactError):
         check_members(evil, evil_sha)                   # still scanned, still refused
-    monkeypatch.setattr(artifact_mod, "MEMBER_RULES", "test-next")
+    monkeypatch.setattr(members_mod, "MEMBER_RULES", "test-next")
     check_members(good, good_sha)
     assert len(scans) == 2                              # new rules: earlier records do not count
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deployer.artifact.build import Artifact, load_artifact, meta_problem
+from deployer.artifact.load import Artifact, load_artifact, meta_problem
 from deployer.errors import UsageError, command_line
 
 
@@ -40,7 +40,8 @@ class LocalStore:
         exact = [a for a in items if a.version == ref]
         if exact:
             return load_artifact(exact[0].path)
-        matches = [a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))]
+        matches = [a for a in items
+                   if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))]
         if len({a.sha256 for a in matches}) == 1:
             return load_artifact(matches[0].path)
         if matches:

@@ -27,6 +27,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 BLOCK = 512
 _CHUNK = 1024 * 1024
@@ -268,14 +269,16 @@ def _pick(*overrides: str | None) -> str | None:
 def _agree(members: list[tarfile.TarInfo], stream: _GzipStream) -> None:
     """Python's tarfile must list the same members from the same bytes."""
     def view(m: tarfile.TarInfo) -> tuple:
-        return m.name.rstrip("/") if m.isdir() else m.name, m.type, m.linkname, m.size if m.isreg() else 0, m.mode & 0o7777
+        name = m.name.rstrip("/") if m.isdir() else m.name
+        return name, m.type, m.linkname, m.size if m.isreg() else 0, m.mode & 0o7777
 
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
+        with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|") as tf:
             theirs = [view(m) for m in tf]
     except (tarfile.TarError, Refused) as exc:
         raise Refused(f"Python's tar reader fails on it ({exc})") from None
     ours = [view(m) for m in members]
     if ours != theirs:
-        diff = next((a, b) for a, b in zip(ours + [None] * len(theirs), theirs + [None] * len(ours)) if a != b)
+        padded = zip(ours + [None] * len(theirs), theirs + [None] * len(ours), strict=True)
+        diff = next((a, b) for a, b in padded if a != b)
         raise Refused(f"tar readers disagree on its members ({diff[0]!r} vs {diff[1]!r})")

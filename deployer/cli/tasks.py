@@ -22,7 +22,7 @@ from deployer.engine.deploy import deploy as run_deploy
 from deployer.engine.rollback import rollback as run_rollback
 from deployer.engine.session import RunFailed
 from deployer.engine.signals import describe, exit_code, terminations
-from deployer.errors import BAD_INPUT, FAILED, DeployerError, UsageError, command_line
+from deployer.errors import FAILED, DeployerError, UsageError, command_line
 from deployer.plan.batches import Options
 from deployer.remote.state import NAME
 from deployer.report import rows as report
@@ -33,11 +33,10 @@ from deployer.report.rows import Outcome
 def _boundary(fn, task_name: str):
     """Every way a task ends becomes one Outcome: with --json one document on stdout (the same
     shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
-    failure its exit code with one stderr line per problem (DeployerError and artifact errors).
+    failure its exit code with one stderr line per problem (DeployerError).
     SIGTERM and SIGHUP interrupt the task as Ctrl-C does (see signals.py), exiting 143 and 129."""
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
-        from deployer.artifact.build import ArtifactError
         as_json = kwargs.get("json", False)
         try:
             with terminations():
@@ -47,8 +46,8 @@ def _boundary(fn, task_name: str):
                 rows = report.run_rows(exc.runs)
                 Output().table(rows, report.run_headers(rows))
             outcome = Outcome(report.run_records(exc.runs), exc.exit_code, str(exc))
-        except (DeployerError, ArtifactError) as exc:
-            outcome = Outcome([], getattr(exc, "exit_code", BAD_INPUT), str(exc))
+        except DeployerError as exc:
+            outcome = Outcome([], exc.exit_code, str(exc))
         except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
             outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
         if as_json:
@@ -110,7 +109,9 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
               shared: tuple[str, ...] = ()):
     """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
     unpacked size the one that check measured, never a sidecar's claim."""
-    from deployer.artifact.build import build_artifact, check_members, load_artifact
+    from deployer.artifact.build import build_artifact
+    from deployer.artifact.load import load_artifact
+    from deployer.artifact.members import check_members
     if artifact_path and version:
         raise UsageError("--artifact and --version exclude each other")
     if version:
