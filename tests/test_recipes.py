@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git
-from helpers import REPO, cli, current
+from helpers import REPO, cli, current, wait_until
 
 from deployer import recipes as recipes_pkg
 from deployer.config import load as config
@@ -99,13 +99,18 @@ def gunicorn_master(sb, host) -> int:
     return int(out)
 
 
-def worker_dirs(sb, host) -> set[str]:
-    """The real working directory of every worker of the gunicorn master."""
-    master = gunicorn_master(sb, host)
+def workers(sb, host, master: int) -> dict[int, str]:
+    """Every worker of a gunicorn master: pid -> its real working directory."""
     # as the workers' user: reading another user's /proc/PID/cwd needs CAP_SYS_PTRACE
     code, out = sb.exec(host, f"su deploy -s /bin/sh -c "
-                              f"'for p in $(pgrep -P {master}); do readlink /proc/$p/cwd; done'")
-    return set(out.split())
+                              f"'for p in $(pgrep -P {master}); do echo $p $(readlink /proc/$p/cwd); done'")
+    pairs = [line.split() for line in out.splitlines()]
+    return {int(pair[0]): pair[1] for pair in pairs if len(pair) == 2}     # a worker gone meanwhile: no cwd
+
+
+def worker_dirs(sb, host) -> set[str]:
+    """The real working directory of every worker of the recipe's gunicorn master."""
+    return set(workers(sb, host, gunicorn_master(sb, host)).values())
 
 
 # --- configuration level -------------------------------------------------------------------------
@@ -207,7 +212,7 @@ def test_python_wsgi_reload_serves_the_new_release_from_the_same_master(sandbox,
 
     commit(repo, "v2", {"VERSION": "v2\n"})
     deploy_ok(sb)
-    for h, master in zip(sb.hosts, masters):
+    for h, master in zip(sb.hosts, masters, strict=True):
         # the moment the deploy returns, every worker runs the new release, under the same master
         assert {get(h)[1].split()[1] for _ in range(20)} == {"v2"}
         assert gunicorn_master(sb, h) == master
@@ -215,12 +220,19 @@ def test_python_wsgi_reload_serves_the_new_release_from_the_same_master(sandbox,
         stamp, target, what = reload_log(sb, h)[-1]
         assert target == "releases/2" and what.startswith(f"reloaded master {master}:")
     # the trap: the same HUP on a gunicorn started without --chdir from a resolved cwd keeps the old code
-    sb.exec(sb.hosts[0], "kill -HUP $(cat /tmp/naive.pid); sleep 2")
-    assert curl(sb, sb.hosts[0], "http://127.0.0.1:8001/").split()[1] == "v1"
+    first = sb.hosts[0]
+    naive = int(sb.exec(first, "cat /tmp/naive.pid")[1])
+    old = wait_until(lambda: workers(sb, first, naive), 30, "the naive gunicorn's workers")
+    sb.exec(first, f"kill -HUP {naive}")
+    # reloaded: every worker it had is gone and new ones run (in the release it started in)
+    new = wait_until(lambda: (w := workers(sb, first, naive)) and not w.keys() & old.keys() and w, 30,
+                     "the naive gunicorn's new workers after HUP")
+    assert set(new.values()) == {"/srv/app/releases/1"}
+    assert curl(sb, first, "http://127.0.0.1:8001/").split()[1] == "v1"
 
     proc = cli(sb, "rollback")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for h, master in zip(sb.hosts, masters):
+    for h, master in zip(sb.hosts, masters, strict=True):
         assert {get(h)[1].split()[1] for _ in range(10)} == {"v1"}
         assert gunicorn_master(sb, h) == master and worker_dirs(sb, h) == {"/srv/app/releases/1"}
     # the venv the recipe builds and the workers' __pycache__ are not drift; a hand edit is
