@@ -181,3 +181,38 @@ def test_records_of_odd_host_states_stay_in_the_schema():
     [rec, _] = report.releases_records([run, down])
     assert rec["releases"][0]["deployed_at"] == "2026-01-02T02:04:05Z" and rec["releases"][0]["git_sha"] is None
     assert rec["releases"][1]["deployed_at"] is None and rec["releases"][1]["release"] == "cap-1"
+
+
+def test_tables_show_what_the_records_say():
+    """The text tables are derived from the JSON records: one shaping for both outputs."""
+    from deployer.config.load import Host, SSHSettings
+    from deployer.engine.fleet import HostRun
+    from deployer.remote.state import Foreign, HostState, LockInfo, Release
+    from deployer.report import rows as report
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    state = HostState(user="deploy", writable=True, deploy_to_exists=True, current_kind="link",
+                      current_target="releases/2", free_kb=2 * 1048576, strays=(".tmp-3",), ignored=("old",),
+                      releases=(Release(1, True, bad=True, meta={"version": "v1"}),
+                                Release(2, True, meta={"version": "v2", "git_sha": sha, "deployed_by": "ann",
+                                                       "deployed_at": "2026-01-02T03:04:05+01:00"})),
+                      foreign=(Foreign("cap-1", revision=sha),),
+                      lock=LockInfo(who="bob", pid=42, stage="prod", started="2026-01-02T00:00:00Z"))
+    run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
+    down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
+
+    [up, gone] = report.status_rows(report.status_records([run, down]))
+    assert {k: up[k] for k in ("current", "version", "git sha", "deployed at", "by", "releases", "foreign")} == {
+        "current": 2, "version": "v2", "git sha": sha[:8], "deployed at": "2026-01-02T02:04:05Z", "by": "ann",
+        "releases": 2, "foreign": 1}
+    assert up["lock"].startswith("bob pid 42 (stage prod, started 2026-01-02T00:00:00Z, ")
+    assert gone == {"host": "d", "current": "?", "error": "connection refused"}
+
+    rows = report.releases_rows(report.releases_records([run, down]))
+    assert [(r["N"], r["state"], r.get("current")) for r in rows] == [
+        (1, "bad", ""), (2, "ok", "<- current"), ("cap-1", "foreign", ""), (".tmp-3", "leftover temp dir", None),
+        ("old", "ignored: not a release number", None), ("?", "connection refused", None)]
+    assert rows[2]["git sha"] == sha[:8]
+
+    [up, gone] = report.check_rows(report.check_records([run, down]))
+    assert (up["deploy_to writable"], up["free disk"], up["current"], up["ignored"]) == ("yes", "2.0 GB", 2, "old")
+    assert gone == {"host": "d", "ssh": "FAIL", "error": "connection refused"}

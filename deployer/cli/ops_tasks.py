@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from invoke import Exit
+from invoke import Exit, Task
 
 from deployer.cli import scaffold
-from deployer.cli.tasks import _int, _out, _parallel, _target, command
+from deployer.cli.tasks import _int, _parallel, _target, command
 from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.report.output import Output
@@ -75,10 +75,9 @@ def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str,
 def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Run a command in `current` on every host: deployer run -- CMD (output prefixed by host)."""
     command = _remainder()
-    _, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
-    outcomes = ops.run(st, selected, out, _parallel(parallel), command)
-    return _outcome(out, outcomes, json, "run", st.name, {"command": command})
+    t = _target(config, stage, hosts, roles, json)
+    outcomes = ops.run(t.stage, t.hosts, t.out, _parallel(parallel), command)
+    return _outcome(t.out, outcomes, json, "run", t.stage.name, {"command": command})
 
 
 @command(path="File under shared/, or a directory of *.log files (default log).",
@@ -87,21 +86,20 @@ def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=F
 def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20,
          json=False):
     """Tail a file under shared/ on every host, each line prefixed by host (--follow: until Ctrl-C)."""
-    _, st, selected = _target(config, stage, hosts, roles)
+    t = _target(config, stage, hosts, roles, json)
     if follow and json:
         raise UsageError("--follow and --json exclude each other")
-    out = _out(json)
-    outcomes = ops.logs(st, selected, out, _parallel(parallel), path, _int(lines, "lines"), follow=follow)
-    return _outcome(out, outcomes, json, "logs", st.name, {"path": path}, show_output=not follow)
+    outcomes = ops.logs(t.stage, t.hosts, t.out, _parallel(parallel), path, _int(lines, "lines"), follow=follow)
+    return _outcome(t.out, outcomes, json, "logs", t.stage.name, {"path": path}, show_output=not follow)
 
 
 @command(host="The host's name (default: the stage's first host).")
 def ssh(c, stage=None, config=None, host=None, roles=None):
     """An interactive shell in `current` on one host (through a pseudo-terminal, same SSH settings)."""
-    _, st, selected = _target(config, stage, host, roles)
-    if not selected:
+    t = _target(config, stage, host, roles)
+    if not t.hosts:
         raise UsageError("no host selected")
-    code = ops.shell(st, selected[0])
+    code = ops.shell(t.stage, t.hosts[0])
     if code:
         raise Exit(code=code)
 
@@ -112,14 +110,13 @@ def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, paral
     """Put up (on) or take down (off) shared/maintenance.html, served with 503 by the nginx snippet."""
     if state not in ("on", "off"):
         raise UsageError(f"maintenance expects on or off, got {state!r}")
-    _, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
-    outcomes = ops.maintenance(st, selected, out, _parallel(parallel), state == "on", message or "")
-    result = _outcome(out, outcomes, json, f"maintenance {state}", st.name, {"maintenance": state},
+    t = _target(config, stage, hosts, roles, json)
+    outcomes = ops.maintenance(t.stage, t.hosts, t.out, _parallel(parallel), state == "on", message or "")
+    result = _outcome(t.out, outcomes, json, f"maintenance {state}", t.stage.name, {"maintenance": state},
                       show_output=False)
     if not result.exit_code:
-        out.say(f"maintenance {state} on {len(outcomes)} host(s) of {st.name}")
+        t.out.say(f"maintenance {state} on {len(outcomes)} host(s) of {t.stage.name}")
     return result
 
 
-TASKS = (init, run_, logs, ssh, maintenance)
+TASKS: tuple[Task, ...] = (init, run_, logs, ssh, maintenance)

@@ -55,7 +55,7 @@ class DeployerTask(Task):
     def get_arguments(self, ignore_unknown_help=None):
         args = super().get_arguments(ignore_unknown_help)
         for arg in args:
-            name = arg.name
+            name = arg.name or ""
             if name in SHORT:
                 arg.names = (*arg.names, SHORT[name])
             kind = NUMERIC.get(name) if arg.default is None else type(arg.default)

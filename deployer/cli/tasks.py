@@ -17,6 +17,7 @@ from invoke import Collection, Exit, task
 from deployer.artifact.store import LocalStore
 from deployer.cli.options import DeployerTask
 from deployer.config import load as config_mod
+from deployer.config.settings import Config, Host, Stage
 from deployer.engine import maintenance, provenance
 from deployer.engine.deploy import deploy as run_deploy
 from deployer.engine.rollback import rollback as run_rollback
@@ -42,10 +43,11 @@ def _boundary(fn, task_name: str):
             with terminations():
                 outcome = fn(c, *args, **kwargs) or Outcome()
         except RunFailed as exc:
+            records = report.run_records(exc.runs)
             if not as_json:
-                rows = report.run_rows(exc.runs)
+                rows = report.run_rows(records)
                 Output().table(rows, report.run_headers(rows))
-            outcome = Outcome(report.run_records(exc.runs), exc.exit_code, str(exc))
+            outcome = Outcome(records, exc.exit_code, str(exc))
         except DeployerError as exc:
             outcome = Outcome([], exc.exit_code, str(exc))
         except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
@@ -68,10 +70,22 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def _target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None):
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a task works on: the loaded config, its stage, the hosts selected, and where text goes."""
+
+    cfg: Config
+    stage: Stage
+    hosts: tuple[Host, ...]
+    out: Output
+
+
+def _target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None,
+            json: bool = False) -> Target:
+    """The preamble of every task that works on a stage: config, stage, --hosts/--roles, output."""
     cfg = config_mod.load(config)
     st = cfg.stage(stage)
-    return cfg, st, st.select(_split(hosts), _split(roles))
+    return Target(cfg, st, st.select(_split(hosts), _split(roles)), _out(json))
 
 
 def _parallel(value) -> int:
@@ -165,13 +179,14 @@ def build(c, config=None, allow_dirty=False):
 @command()
 def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Connect to every host and check it can take a deploy."""
-    _, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
-    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
+    t = _target(config, stage, hosts, roles, json)
+    st, out = t.stage, t.out
+    runs = maintenance.inspect(st, t.hosts, out, _parallel(parallel))
+    records = report.check_records(runs)
     if not json:
-        out.table(report.check_rows(runs))
+        out.table(report.check_rows(records))
     bad = report.check_failures(runs)
-    return Outcome(report.check_records(runs), FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None,
+    return Outcome(records, FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None,
                    st.name)
 
 
@@ -191,25 +206,26 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
            allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
            force=False, reason="", json=False, lock_wait=0.0):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
-    cfg, st, selected = _target(config, stage, hosts, roles)
+    t = _target(config, stage, hosts, roles, json)
+    cfg, st, out = t.cfg, t.stage, t.out
     options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
                       canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
                       parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "",
                       lock_wait=_wait(lock_wait))
-    out = _out(json)
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
         out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
                 f"to {st.name}, strategy {options.strategy}")
-    runs = run_deploy(st, selected, art, out, options, cfg.path.parent)
-    rows = report.run_rows(runs)
+    runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent)
+    records = report.run_records(runs)
+    rows = report.run_rows(records)
     if dry_run:
         out.say(f"DRY RUN complete: release {runs[0].target} would go to {', '.join(r.name for r in runs)}")
     elif not json:
         out.table(rows, report.run_headers(rows))
         out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
-    return Outcome(report.run_records(runs), 0, None, st.name,
+    return Outcome(records, 0, None, st.name,
                    {"version": art.version, "sha256": art.sha256, "git_sha": art.git_sha or None,
                     "release": runs[0].target if runs else None, "dry_run": dry_run})
 
@@ -221,8 +237,7 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
 def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
              ignore_migrations=False, json=False, lock_wait=0.0):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
-    cfg, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
+    t = _target(config, stage, hosts, roles, json)
     target = None
     if to is not None:
         if not NAME.match(str(to)):
@@ -231,21 +246,23 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
     if with_migrations and ignore_migrations:
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
-    runs = run_rollback(st, selected, out, target, _parallel(parallel), migrations, cfg.path.parent,
+    runs = run_rollback(t.stage, t.hosts, t.out, target, _parallel(parallel), migrations, t.cfg.path.parent,
                         _wait(lock_wait))
+    records = report.run_records(runs)
     if not json:
-        rows = report.run_rows(runs)
-        out.table(rows, report.run_headers(rows))
-    return Outcome(report.run_records(runs), 0, None, st.name)
+        rows = report.run_rows(records)
+        t.out.table(rows, report.run_headers(rows))
+    return Outcome(records, 0, None, t.stage.name)
 
 
 def _read_only(config, stage, hosts, roles, parallel, json, rows_of, records_of) -> Outcome:
-    _, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
-    runs = maintenance.inspect(st, selected, out, _parallel(parallel))
+    t = _target(config, stage, hosts, roles, json)
+    runs = maintenance.inspect(t.stage, t.hosts, t.out, _parallel(parallel))
+    records = records_of(runs)
     if not json:
-        out.table(rows_of(runs))
-    return Outcome(records_of(runs), *_unreachable([(r.name, r.error) for r in runs if r.state is None]), st.name)
+        t.out.table(rows_of(records))
+    return Outcome(records, *_unreachable([(r.name, r.error) for r in runs if r.state is None]),
+                   t.stage.name)
 
 
 def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
@@ -265,9 +282,10 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
     for st in [cfg.stage(name) for name in cfg.stages]:
         runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
         drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
-        stage_rows = report.status_rows(runs)
+        stage_records = report.status_records(runs)
+        stage_rows = report.status_rows(stage_records)
         versions = {r.get("version") for r in stage_rows}
-        for row, record in zip(stage_rows, report.status_records(runs)):
+        for row, record in zip(stage_rows, stage_records, strict=True):
             row = {"stage": st.name, **row}
             row.pop("lock", None)
             if drift:
@@ -287,23 +305,19 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
 def artifacts(c, config=None, json=False):
     """Stored artifacts: version, git sha, sha256, size, built."""
     cfg = config_mod.load(config)
-    items = LocalStore(cfg.build.output).list()
+    records = report.artifact_records(LocalStore(cfg.build.output).list())
     if not json:
-        rows = [{"version": a.version, "git sha": (a.git_sha or "")[:8], "sha256": a.sha256[:12], "size": a.size,
-                 "files": a.meta.get("file_count", ""), "built": a.meta.get("built_at", ""),
-                 "by": a.meta.get("built_by", "")} for a in items]
         out = Output()
-        out.table(rows) if rows else out.say(f"no artifacts in {cfg.build.output}")
-    return Outcome([], 0, None, None, {"artifacts": report.artifact_records(items)})
+        out.table(report.artifact_rows(records)) if records else out.say(f"no artifacts in {cfg.build.output}")
+    return Outcome([], 0, None, None, {"artifacts": records})
 
 
 @command(since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).",
          host="Only this host.")
 def audit(c, stage=None, config=None, since=None, host=None, json=False):
     """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
-    cfg = config_mod.load(config)
-    st = cfg.stage(stage)
-    out = _out(json)
+    t = _target(config, stage, json=json)
+    st, out = t.stage, t.out
     entries = provenance.audit(st, out, since=since, host=host)
     if not json:
         out.table(provenance.audit_rows(entries)) if entries else out.say("no ledger entries")
@@ -313,9 +327,8 @@ def audit(c, stage=None, config=None, since=None, host=None, json=False):
 @command()
 def verify(c, stage=None, config=None, parallel=10, json=False):
     """Check each host's live files against its release's manifest: modified, added, removed."""
-    cfg = config_mod.load(config)
-    st = cfg.stage(stage)
-    out = _out(json)
+    t = _target(config, stage, json=json)
+    st, out = t.stage, t.out
     runs = provenance.drift(st, out, _parallel(parallel))
     rows = provenance.drift_rows(runs)
     if not json:
@@ -334,8 +347,8 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
 @command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
 def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False, lock_wait=0.0):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
-    _, st, selected = _target(config, stage, hosts, roles)
-    maintenance.cleanup(st, selected, Output(), _parallel(parallel), foreign=foreign, lock_wait=_wait(lock_wait))
+    t = _target(config, stage, hosts, roles)
+    maintenance.cleanup(t.stage, t.hosts, t.out, _parallel(parallel), foreign=foreign, lock_wait=_wait(lock_wait))
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")
@@ -343,11 +356,12 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     """Remove a stale deploy lock by force (shows who held it)."""
     if not yes:
         raise UsageError("unlock removes another run's lock by force: add --yes once you know it is gone")
-    _, st, selected = _target(config, stage, hosts, roles)
-    maintenance.unlock(st, selected, Output())
+    t = _target(config, stage, hosts, roles)
+    maintenance.unlock(t.stage, t.hosts, t.out)
 
 
-@command(name="up", hosts="How many hosts.", config="Where to write the config.", source="App to deploy (default: the bundled sample_app).")
+@command(name="up", hosts="How many hosts.", config="Where to write the config.",
+         source="App to deploy (default: the bundled sample_app).")
 def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
     from deployer.sandbox import hosts as sandbox
@@ -371,32 +385,30 @@ def sandbox_down(c):
 @command(name="push")
 def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10, lock_wait=0.0):
     """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
-    cfg, st, selected = _target(config, stage, hosts, roles)
-    runs = maintenance.push_config(st, selected, Output(), _parallel(parallel), str(cfg.path.parent),
+    t = _target(config, stage, hosts, roles)
+    runs = maintenance.push_config(t.stage, t.hosts, t.out, _parallel(parallel), str(t.cfg.path.parent),
                                    _wait(lock_wait))
-    Output().say(f"config pushed to {len(runs)} host(s) of {st.name}")
+    t.out.say(f"config pushed to {len(runs)} host(s) of {t.stage.name}")
 
 
 @command(name="diff")
 def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Keys that differ between the hosts' env files and what push would write (secrets masked)."""
-    cfg, st, selected = _target(config, stage, hosts, roles)
-    out = _out(json)
-    rows = maintenance.diff_config(st, selected, out, _parallel(parallel), str(cfg.path.parent))
+    t = _target(config, stage, hosts, roles, json)
+    rows = maintenance.diff_config(t.stage, t.hosts, t.out, _parallel(parallel), str(t.cfg.path.parent))
     if not json:
-        out.table(rows) if rows else out.say("no differences")
-    return Outcome(report.diff_records(selected, rows), 0, None, st.name)
+        t.out.table(rows) if rows else t.out.say("no differences")
+    return Outcome(report.diff_records(t.hosts, rows), 0, None, t.stage.name)
 
 
 @command(name="hosts")
 def hosts_(c, stage=None, config=None, json=False):
     """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
-    cfg = config_mod.load(config)
-    st = cfg.stage(stage)
+    t = _target(config, stage, json=json)
+    records = report.inventory_records(t.stage.hosts)
     if not json:
-        Output().table([{"name": h.name, "host": h.address, "port": h.port, "user": h.user or "",
-                         "roles": ",".join(h.roles), "env keys": ",".join(k for k, _ in h.env)} for h in st.hosts])
-    return Outcome(report.inventory_records(st.hosts), 0, None, st.name)
+        t.out.table(report.inventory_rows(records))
+    return Outcome(records, 0, None, t.stage.name)
 
 
 @command(config="Accepted for symmetry: the agent serves every config of this user, all are closed.")

@@ -8,7 +8,7 @@ interleave or tear a line. Reading skips any line that does not parse, just in c
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from deployer.report.output import redact_data
 
@@ -20,7 +20,7 @@ def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0
           version: str = "", git_sha: str = "", artifact_sha256: str = "", reason: str = "", error: str = "",
           forced: bool = False, host: str = "", **extra) -> str:
     data = {
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "action": action, "stage": stage, "result": result, "release": release, "version": version,
         "git_sha": git_sha, "artifact_sha256": artifact_sha256, "who": who, "duration": round(duration, 2),
         "host": host,

@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _SECRETS: set[str] = set()
 MASK = "••••••"
@@ -185,7 +185,7 @@ class Output:
             self._update(host, step, text)
             return
         self._open_group()
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self._print(safe(f"{stamp}  {host:<16} {step:<9} {text}"))
 
     def say(self, text: str, multiline: bool = False) -> None:
@@ -197,7 +197,7 @@ class Output:
     def table(self, rows: list[dict], headers: list[str] | None = None) -> None:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[safe(row.get(h, "")) for h in headers] for row in rows]
-        from tabulate import tabulate  # loaded when a table is printed (~25 ms)
+        from tabulate import tabulate  # type: ignore[import-untyped]  # loaded when a table is printed
         self._print(tabulate(body, headers=headers, tablefmt="simple"), final=True)
 
     def json(self, data) -> None:

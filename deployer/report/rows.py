@@ -1,25 +1,27 @@
-"""Turn per-host records into rows for tables and JSON. Pure: no printing, no I/O."""
+"""Per-host records for the --json document, and the table rows derived from them (one shaping:
+a table shows what the JSON says). Pure: no printing, no I/O."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from deployer.engine.fleet import HostRun
+from deployer.remote.state import LockInfo
 
 PHASES = ("lock", "check", "prepare", "switch", "finish")
 
 
-def run_rows(runs: list[HostRun]) -> list[dict]:
+def run_rows(records: list[dict]) -> list[dict]:
+    """Table rows of deploy/rollback records (run_records)."""
     rows = []
-    for run in runs:
-        row = {"host": run.name, "result": run.result, "step": run.step,
-               "release": run.target if run.target is not None else ""}
-        for phase in PHASES:
-            if phase in run.times:
-                row[f"{phase} s"] = f"{run.times[phase]:.2f}"
-        row["error"] = run.error
+    for rec in records:
+        row = {"host": rec["host"], "result": rec["result"], "step": rec["step"],
+               "release": rec["release"] if rec["release"] is not None else ""}
+        for phase, seconds in rec["seconds"].items():
+            row[f"{phase} s"] = f"{seconds:.2f}"
+        row["error"] = rec["error"] or ""
         rows.append(row)
     return rows
 
@@ -34,28 +36,32 @@ def _short(sha) -> str:
     return sha[:8] if isinstance(sha, str) else ""
 
 
-def status_rows(runs: list[HostRun]) -> list[dict]:
-    rows = []
-    for run in runs:
-        st = run.state
-        if st is None:
-            rows.append({"host": run.name, "current": "?", "error": run.error})
+def _unreached(rec: dict) -> bool:
+    """A host whose state could not be read: its record holds the host and the error only."""
+    return "current" not in rec
+
+
+def status_rows(records: list[dict]) -> list[dict]:
+    """Table rows of status records (status_records)."""
+    rows: list[dict] = []
+    for rec in records:
+        if _unreached(rec):
+            rows.append({"host": rec["host"], "current": "?", "error": rec["error"]})
             continue
-        release = st.release(st.current)
-        meta = release.meta if release else {}
-        foreign = st.foreign_release(st.live) if isinstance(st.live, str) else None
-        current = st.live if st.live is not None else ("none" if st.current_kind == "absent"
-                                                       else f"BROKEN ({st.current_kind})")
+        state = rec["current_state"]
+        current = rec["current"] if rec["current"] is not None else ("none" if state == "absent"
+                                                                     else f"BROKEN ({state})")
+        foreign = rec["foreign"]
         rows.append({
-            "host": run.name,
+            "host": rec["host"],
             "current": f"{current} (foreign)" if foreign else current,
-            "version": meta.get("version", ""),
-            "git sha": _short(foreign.revision if foreign else meta.get("git_sha")),
-            "deployed at": foreign.time if foreign else meta.get("deployed_at", ""),
-            "by": "another tool" if foreign else meta.get("deployed_by", ""),
-            "releases": sum(1 for r in st.releases if r.complete),
-            "foreign": len(st.foreign),
-            "lock": st.lock.describe() if st.lock else "",
+            "version": rec["version"] or "",
+            "git sha": _short(rec["git_sha"]),
+            "deployed at": rec["deployed_at"] or "",
+            "by": "another tool" if foreign else rec["deployed_by"] or "",
+            "releases": rec["complete_releases"],
+            "foreign": rec["foreign_releases"],
+            "lock": _describe(rec["lock"]),
         })
     if not any(row.get("foreign") for row in rows):        # a column only where another tool was
         for row in rows:
@@ -63,58 +69,70 @@ def status_rows(runs: list[HostRun]) -> list[dict]:
     return rows
 
 
-def releases_rows(runs: list[HostRun]) -> list[dict]:
-    rows = []
-    for run in runs:
-        st = run.state
-        if st is None:
-            rows.append({"host": run.name, "N": "?", "state": run.error})
+def _describe(lock: dict | None) -> str:
+    if lock is None:
+        return ""
+    return LockInfo(who=lock["who"], pid=lock["pid"], stage=lock["stage"], started=lock["started"] or "").describe()
+
+
+def releases_rows(records: list[dict]) -> list[dict]:
+    """Table rows of releases records (releases_records): one per release, leftover and ignored name."""
+    rows: list[dict] = []
+    for rec in records:
+        host = rec["host"]
+        if "releases" not in rec:
+            rows.append({"host": host, "N": "?", "state": rec["error"]})
             continue
-        for rel in st.releases:
-            flags = [] if rel.complete else ["incomplete"]
-            flags += ["bad"] if rel.bad else []
-            flags += ["rolled back"] if rel.rolled_back else []
+        for rel in rec["releases"]:
+            current = "<- current" if rel["current"] else ""
+            if rel["foreign"]:
+                rows.append({"host": host, "N": rel["release"], "git sha": _short(rel["git_sha"]),
+                             "deployed at": rel["deployed_at"] or "", "complete": "?", "state": "foreign",
+                             "current": current})
+                continue
+            flags = [] if rel["complete"] else ["incomplete"]
+            flags += ["bad"] if rel["bad"] else []
+            flags += ["rolled back"] if rel["rolled_back"] else []
             rows.append({
-                "host": run.name,
-                "N": rel.number,
-                "version": rel.meta.get("version", ""),
-                "git sha": _short(rel.meta.get("git_sha")),
-                "deployed at": rel.meta.get("deployed_at", ""),
-                "complete": "yes" if rel.complete else "no",
+                "host": host,
+                "N": rel["release"],
+                "version": rel["version"] or "",
+                "git sha": _short(rel["git_sha"]),
+                "deployed at": rel["deployed_at"] or "",
+                "complete": "yes" if rel["complete"] else "no",
                 "state": ", ".join(flags) or "ok",
-                "current": "<- current" if rel.number == st.current else "",
+                "current": current,
             })
-        for rel in st.foreign:
-            rows.append({"host": run.name, "N": rel.name, "git sha": _short(rel.revision), "deployed at": rel.time,
-                         "complete": "?", "state": "foreign", "current": "<- current" if rel.name == st.live else ""})
-        for stray in st.strays:
-            rows.append({"host": run.name, "N": stray, "complete": "no", "state": "leftover temp dir"})
-        for name in st.ignored:
-            rows.append({"host": run.name, "N": name, "complete": "?", "state": "ignored: not a release number"})
-        if st.odd_names:
-            rows.append({"host": run.name, "N": "?", "complete": "?",
-                         "state": f"ignored: {st.odd_names} name(s) with characters outside A-Z a-z 0-9 . _ -"})
+        for stray in rec["leftover"]:
+            rows.append({"host": host, "N": stray, "complete": "no", "state": "leftover temp dir"})
+        for name in rec["ignored"]:
+            rows.append({"host": host, "N": name, "complete": "?", "state": "ignored: not a release number"})
+        if rec["odd_names"]:
+            rows.append({"host": host, "N": "?", "complete": "?",
+                         "state": f"ignored: {rec['odd_names']} name(s) with characters outside A-Z a-z 0-9 . _ -"})
     return rows
 
 
-def check_rows(runs: list[HostRun]) -> list[dict]:
-    rows = []
-    for run in runs:
-        st = run.state
-        if st is None:
-            rows.append({"host": run.name, "ssh": "FAIL", "error": run.error})
+def check_rows(records: list[dict]) -> list[dict]:
+    """Table rows of check records (check_records)."""
+    rows: list[dict] = []
+    for rec in records:
+        if not rec["ssh"]:
+            rows.append({"host": rec["host"], "ssh": "FAIL", "error": rec["error"]})
             continue
-        writable = ("yes" if st.deploy_to_exists else "will be created") if st.writable else "NO"
+        writable = ("yes" if rec["deploy_to_exists"] else "will be created") if rec["writable"] else "NO"
+        free = rec["free_bytes"]
+        tools = rec["missing_tools"]
         rows.append({
-            "host": run.name,
+            "host": rec["host"],
             "ssh": "ok",
-            "user": st.user,
+            "user": rec["user"],
             "deploy_to writable": writable,
-            "free disk": f"{(st.free_kb or 0) / 1048576:.1f} GB" if st.free_kb is not None else "?",
-            "tools": "ok" if not st.missing_tools else "missing " + " ".join(st.missing_tools),
-            "current": _current(st),
-            "ignored": _ignored(st),
-            "error": run.error,
+            "free disk": f"{free / 1024 ** 3:.1f} GB" if free is not None else "?",
+            "tools": "ok" if not tools else "missing " + " ".join(tools),
+            "current": _current(rec),
+            "ignored": _ignored(rec),
+            "error": rec["error"] or "",
         })
     if not any(row.get("ignored") for row in rows):        # a column only where there is something
         for row in rows:
@@ -122,16 +140,30 @@ def check_rows(runs: list[HostRun]) -> list[dict]:
     return rows
 
 
-def _current(st) -> str | int:
-    if isinstance(st.live, str):
-        return f"{st.live} (foreign)"
-    return st.live if st.live is not None else (st.current_problem() or "none")
+def _current(rec: dict) -> str | int:
+    live = rec["current"]
+    if isinstance(live, str):
+        return f"{live} (foreign)"
+    return live if live is not None else (rec["current_problem"] or "none")
 
 
-def _ignored(st) -> str:
+def _ignored(rec: dict) -> str:
     """Names under releases/ read as no release at all, said once (they never change a decision)."""
-    names = [*st.ignored, *([f"{st.odd_names} odd name(s)"] if st.odd_names else [])]
+    names = [*rec["ignored"], *([f"{rec['odd_names']} odd name(s)"] if rec["odd_names"] else [])]
     return ", ".join(names)
+
+
+def artifact_rows(records: list[dict]) -> list[dict]:
+    """Table rows of stored artifacts (artifact_records)."""
+    return [{"version": a["version"], "git sha": _short(a["git_sha"]), "sha256": a["sha256"][:12],
+             "size": a["size"], "files": a["files"] if a["files"] is not None else "",
+             "built": a["built_at"] or "", "by": a["built_by"] or ""} for a in records]
+
+
+def inventory_rows(records: list[dict]) -> list[dict]:
+    """Table rows of a stage's inventory (inventory_records)."""
+    return [{"name": h["host"], "host": h["address"], "port": h["port"], "user": h["user"] or "",
+             "roles": ",".join(h["roles"]), "env keys": ",".join(h["env_keys"])} for h in records]
 
 
 def check_failures(runs: list[HostRun]) -> list[str]:
@@ -193,8 +225,8 @@ def _time(value) -> str | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_records(runs: list[HostRun]) -> list[dict]:
@@ -211,7 +243,7 @@ def _lock(lock) -> dict | None:
 
 
 def status_records(runs: list[HostRun]) -> list[dict]:
-    records = []
+    records: list[dict] = []
     for run in runs:
         st = run.state
         if st is None:
@@ -238,7 +270,7 @@ def status_records(runs: list[HostRun]) -> list[dict]:
 
 
 def releases_records(runs: list[HostRun]) -> list[dict]:
-    records = []
+    records: list[dict] = []
     for run in runs:
         st = run.state
         if st is None:
@@ -257,7 +289,7 @@ def releases_records(runs: list[HostRun]) -> list[dict]:
 
 
 def check_records(runs: list[HostRun]) -> list[dict]:
-    records = []
+    records: list[dict] = []
     for run in runs:
         st = run.state
         if st is None:
@@ -275,7 +307,7 @@ def check_records(runs: list[HostRun]) -> list[dict]:
 
 
 def drift_records(runs: list[HostRun]) -> list[dict]:
-    records = []
+    records: list[dict] = []
     for run in runs:
         found = run.state or {}
         result = run.result if run.state is not None else "failed"
