@@ -3,8 +3,10 @@ upgrade that moves one fails here, naming it, instead of failing deploys in odd 
 
 from __future__ import annotations
 
+import ast
 import inspect
 import socket
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -71,3 +73,43 @@ def test_the_private_paramiko_names_the_transport_reads_are_there():
     assert "transport_factory" in inspect.signature(paramiko.SSHClient.connect).parameters, \
         "paramiko.SSHClient.connect(transport_factory=) (how transport._open installs _Transport)"
     assert issubclass(paramiko.hostkeys.InvalidHostKey, Exception), "paramiko.hostkeys.InvalidHostKey"
+
+
+SANDBOX = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["sandbox"]]
+PACKAGE = Path(__file__).resolve().parent.parent / "deployer"
+# the import name of each runtime dependency
+RUNTIME_IMPORTS = {"fabric": "fabric", "invoke": "invoke", "paramiko": "paramiko", "tabulate": "tabulate"}
+
+
+@pytest.mark.parametrize("req", SANDBOX, ids=str)
+def test_sandbox_extra_is_pinned_to_the_tested_major_and_installed(req):
+    assert any(s.operator == "<" for s in req.specifier), f"{req.name} has no upper bound: {req}"
+    installed = metadata.version(req.name)
+    assert req.specifier.contains(installed), f"{req.name} {installed} is outside the pinned range {req}"
+
+
+def test_the_runtime_dependencies_are_the_ones_named_here():
+    assert sorted(r.name for r in RUNTIME) == sorted(RUNTIME_IMPORTS)
+    assert "toml" in {r.name for r in SANDBOX} and "toml" not in {r.name for r in RUNTIME}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in one module (lazy ones inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_outside_the_sandbox_the_package_imports_only_its_runtime_dependencies():
+    """The optional extra's packages (toml, testcontainers, docker) are imported by
+    deployer/sandbox/ only: a plain `pip install deployer` runs every other module."""
+    allowed = set(sys.stdlib_module_names) | set(RUNTIME_IMPORTS.values()) | {"deployer"}
+    modules = [p for p in PACKAGE.rglob("*.py") if "sandbox" not in p.relative_to(PACKAGE).parts]
+    assert len(modules) > 20
+    foreign = {f"{p.relative_to(PACKAGE.parent)}: {name}" for p in modules for name in imported_packages(p) - allowed}
+    assert not foreign, sorted(foreign)
+    assert "toml" in imported_packages(PACKAGE / "sandbox" / "hosts.py")      # the scan sees lazy imports

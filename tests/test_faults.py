@@ -51,6 +51,7 @@ from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.remote import state as host_state
 from deployer.sandbox import hosts as sandbox_mod
+from deployer.sandbox import image as image_mod
 from deployer.ssh import connection as transport_mod
 from deployer.ssh.connection import (
     Cancelled,
@@ -1121,7 +1122,7 @@ def test_sudo_password_prompt_fails_fast_without_tty(sandbox):
             assert took < 10 and result.exit_code != 0, (cmd, result)
             said = result.tail().lower()
             assert "password" in said and ("required" in said or "no password" in said), said
-            assert sandbox_mod.NEEDPW_PASSWORD not in result.stdout + result.stderr
+            assert image_mod.NEEDPW_PASSWORD not in result.stdout + result.stderr
     finally:
         conn.close()
 

@@ -65,6 +65,22 @@ def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):
     assert not any(n.startswith(("tests/", "benchmarks/", "sample_app/")) for n in names)
 
 
+def test_wheel_needs_toml_and_testcontainers_only_with_the_sandbox_extra(wheel):
+    """A plain install gets the runtime dependencies; `deployer[sandbox]` adds what the sandbox
+    hosts need (tests/test_dependencies.py checks nothing else imports them)."""
+    import zipfile
+
+    from packaging.requirements import Requirement
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(zf.read(n).decode() for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+    reqs = [Requirement(line.split(":", 1)[1]) for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+
+    def needed(extra: str) -> set[str]:
+        return {r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": extra})}
+    assert needed("") == {"fabric", "invoke", "paramiko", "tabulate"}
+    assert needed("sandbox") - needed("") == {"testcontainers", "toml"}
+
+
 def test_first_deploy_from_a_fresh_venv_in_an_empty_directory(wheel, sandbox_image, tmp_path):
     env = clean_env(tmp_path)
     venv = tmp_path / "venv"

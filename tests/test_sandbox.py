@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import paramiko
@@ -10,6 +11,7 @@ import toml
 from conftest import TEST_LABEL, git
 
 from deployer.sandbox import hosts as sandbox_mod
+from deployer.sandbox import image as image_mod
 
 
 def connect(sb, which, username: str = "deploy", known_hosts=None) -> paramiko.SSHClient:
@@ -33,11 +35,21 @@ def run(client: paramiko.SSHClient, cmd: str) -> tuple[int, str, str]:
 
 
 def test_image_tag_hashes_the_definition(monkeypatch):
-    tag = sandbox_mod.image_tag()
+    tag = image_mod.image_tag()
     name, digest = tag.split(":")
     assert name == "deployer-sandbox" and len(digest) == 12 and int(digest, 16) >= 0
-    monkeypatch.setattr(sandbox_mod, "PACKAGES", [*sandbox_mod.PACKAGES, "git"])
-    assert sandbox_mod.image_tag() != tag
+    monkeypatch.setattr(image_mod, "PACKAGES", [*image_mod.PACKAGES, "git"])
+    assert image_mod.image_tag() != tag
+
+
+def test_config_writing_without_the_extra_names_it(tmp_path, monkeypatch):
+    """toml comes with the `sandbox` extra only: without it, one line saying what to install."""
+    monkeypatch.setitem(sys.modules, "toml", None)          # `import toml` now raises ImportError
+    host = sandbox_mod.SandboxHost(name="host-1", host="127.0.0.1", port=2222, container_id="x")
+    with pytest.raises(sandbox_mod.SandboxError, match=r"pip install 'deployer\[sandbox\]'"):
+        sandbox_mod.write_config(tmp_path / "hosts.toml", [host], tmp_path / "key", tmp_path / "known_hosts",
+                                 source=str(tmp_path))
+    assert not (tmp_path / "hosts.toml").exists()
 
 
 def test_client_key_is_created_once(tmp_path):
@@ -72,7 +84,8 @@ def test_app_repo_is_committed_deterministically(app_repo):
     assert set(git(app_repo, "ls-files").split()) == {".gitignore", "README", "app.py", "bin/run"}
     assert (app_repo / "log").is_dir()
     assert git(app_repo, "ls-files", "-s", "bin/run").startswith("100755")
-    assert git(app_repo, "rev-parse", "HEAD") == "a5ef8dea8224327531ec3398b3f60d9064e31c39"  # fixed content, identity and dates
+    # fixed content, identity and dates
+    assert git(app_repo, "rev-parse", "HEAD") == "a5ef8dea8224327531ec3398b3f60d9064e31c39"
 
 
 # --- real containers ---------------------------------------------------------
@@ -91,7 +104,7 @@ def test_hosts_accept_pinned_ssh_and_have_the_tools(sandbox):
     # Every container has its own host key, and the pinned lines are what sshd serves.
     lines = sb.known_hosts_path.read_text().splitlines()
     assert len({line.split()[2] for line in lines}) == 3
-    for h, line in zip(sb.hosts, lines):
+    for h, line in zip(sb.hosts, lines, strict=True):
         assert line.startswith(f"[127.0.0.1]:{h.port} ssh-ed25519 AAAA")
         assert line.endswith(" " + sandbox_mod.served_host_key(h))
     assert sb.exec(0, "stat -c %U /srv") == (0, "deploy\n")

@@ -1,10 +1,11 @@
-"""`python -m deployer.sandbox`: build the sandbox image, start or stop hosts (see hosts.py)."""
+"""`python -m deployer.sandbox`: build the sandbox image, serve or probe the running hosts (see cli.py)."""
 
 import sys
 
-from deployer.sandbox.hosts import SandboxError, _cli
+from deployer.sandbox.cli import main
+from deployer.sandbox.image import SandboxError
 
 try:
-    _cli(sys.argv[1:])
+    main(sys.argv[1:])
 except SandboxError as e:
     sys.exit(f"sandbox: {e}")
