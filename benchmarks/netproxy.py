@@ -32,7 +32,7 @@ class NetProxy:
         self._server: socket.socket | None = None
         self.port = 0
 
-    def start(self) -> "NetProxy":
+    def start(self) -> NetProxy:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((self.listen_host, 0))
@@ -71,7 +71,7 @@ class NetProxy:
         while not self._stopping.is_set():
             try:
                 client, _ = self._server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -24,7 +24,7 @@ if __package__ in (None, ""):            # run as a file: python benchmarks/run.
 
 from deployer.sandbox import hosts as sandbox  # noqa: E402
 
-from . import harness  # noqa: E402
+from . import harness, process, report  # noqa: E402
 from .workload import Spec, direct_artifact, git_artifact  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -54,10 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-hosts", type=int, default=50, help="hosts for the scale run, 0 to skip (default 50)")
     p.add_argument("--parallel", type=int, default=None, help="pass --parallel N to the deployer (default: its own)")
     p.add_argument("--out", type=Path, default=HERE / "results.md", help="report file (default benchmarks/results.md)")
-    p.add_argument("--workdir", type=Path, default=None, help="where to put artifacts and configs (default: a temp dir)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where to put artifacts and configs (default: a temp dir)")
     p.add_argument("--deployer-ref", default=None, metavar="REV",
                    help="measure this git revision of deployer/ (exported to a temp dir) instead of the work tree")
-    p.add_argument("--label", default=harness.LABEL, help=f"docker label of the hosts started (default {harness.LABEL})")
+    p.add_argument("--label", default=harness.LABEL,
+                   help=f"docker label of the hosts started (default {harness.LABEL})")
     args = p.parse_args(argv)
     if args.reps < 1 or not args.hosts or min(args.hosts) < 1:
         p.error("--reps and every --hosts value must be at least 1")
@@ -85,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
         src = sha = None
         if args.deployer_ref:
-            src, sha = harness.snapshot(args.deployer_ref, work / "deployer-src")
-        harness.compile_source(src)
-        measured = harness.describe_source(src, args.deployer_ref, sha)
+            src, sha = process.snapshot(args.deployer_ref, work / "deployer-src")
+        process.compile_source(src)
+        measured = process.describe_source(src, args.deployer_ref, sha)
         log(f"measuring {measured}")
 
         want = max([*args.hosts, args.mem_hosts if args.big_mb else 0])
@@ -143,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                          "disk writes on a 2-core machine")
         command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                   else sys.argv[1:]))
-        report = harness.render(results, memory, scale, artifact=artifact, reps=args.reps, command=command.strip(),
-                                parallel=args.parallel, measured=measured, notes=notes)
+        text = report.render(results, memory, scale, artifact=artifact, reps=args.reps, command=command.strip(),
+                             parallel=args.parallel, measured=measured, notes=notes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    args.out.write_text(text)
+    print(text)
     log(f"written to {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ an artifact the CLI accepts with ``--artifact``:
   accepts (for very large artifacts, where a git round trip would only add minutes).
 
 Sizes: ``target_mb`` is the size of the compressed tarball. Text files are generated from a large
-random vocabulary so they compress like real source (about 3-4x); random binary files (images,
+random vocabulary so they compress like real source; random binary files (images,
 shared objects, fonts) fill the rest of the target and do not compress at all.
 """
 
@@ -26,9 +26,9 @@ import random
 import subprocess
 import tarfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 MB = 1024 * 1024
 COMMIT_DATE = "2024-01-01T00:00:00+00:00"

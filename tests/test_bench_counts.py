@@ -13,8 +13,9 @@ from deployer.sandbox import hosts as sandbox_mod
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds benchmarks/
 from conftest import TEST_LABEL  # noqa: E402
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, report  # noqa: E402
 from benchmarks import run as bench_run  # noqa: E402
+from benchmarks.records import ACTIONS, PHASES, ConfigResult, Measurement  # noqa: E402
 from benchmarks.workload import Spec, generate_tree, git_artifact  # noqa: E402
 
 TINY = Spec(target_mb=1, text_files=150, binary_files=4)
@@ -50,26 +51,31 @@ def test_round_trips_per_host(bench):
     b, artifact = bench
     result = harness.run_config(b, artifact, 3, 0, 1)
 
-    assert len(result.cmds_deploy) == len(result.cmds_redeploy) == len(result.cmds_rollback) == 3
-    assert all(0 < c <= 4 for c in result.cmds_deploy), result.cmds_deploy
-    assert all(0 < c <= 4 for c in result.cmds_redeploy), result.cmds_redeploy
-    assert all(0 < c <= 2 for c in result.cmds_rollback), result.cmds_rollback
-    assert len(result.cmds_redeploy_linked) == 3 and all(0 < c <= 4 for c in result.cmds_redeploy_linked)
-    assert result.linked == [3], result.outputs["redeploy_linked"]
-    assert len(result.cmds_rollback_warm) == 3 and all(0 < c <= 2 for c in result.cmds_rollback_warm)
-    assert len(result.rollback_warm) == 1
-    assert len(result.cmds_redeploy_linked_warm) == 3 and all(0 < c <= 4 for c in result.cmds_redeploy_linked_warm)
-    assert result.linked_warm == [3], result.outputs["redeploy_linked_warm"]
+    assert sorted(m.action for m in result.runs) == sorted(ACTIONS)     # one record each
+    assert len(result.cmds("deploy")) == len(result.cmds("redeploy")) == len(result.cmds("rollback")) == 3
+    assert all(0 < c <= 4 for c in result.cmds("deploy")), result.cmds("deploy")
+    assert all(0 < c <= 4 for c in result.cmds("redeploy")), result.cmds("redeploy")
+    assert all(0 < c <= 2 for c in result.cmds("rollback")), result.cmds("rollback")
+    linked = result.cmds("redeploy_linked")
+    assert len(linked) == 3 and all(0 < c <= 4 for c in linked)
+    assert result.counted("redeploy_linked", "linked") == [3], result.outputs["redeploy_linked"]
+    assert len(result.cmds("rollback_warm")) == 3 and all(0 < c <= 2 for c in result.cmds("rollback_warm"))
+    assert len(result.seconds("rollback_warm")) == 1
+    linked_warm = result.cmds("redeploy_linked_warm")
+    assert len(linked_warm) == 3 and all(0 < c <= 4 for c in linked_warm)
+    assert result.counted("redeploy_linked_warm", "linked") == [3], result.outputs["redeploy_linked_warm"]
     assert "uploaded " not in result.outputs["redeploy_linked_warm"]
-    assert result.cmds_floor == [1, 1, 1]
+    assert result.cmds("floor") == [1, 1, 1]
+    assert result.cmds("floor_rollback") == []          # not counted: timed alone
 
-    assert result.uploads == [3]
-    assert result.redeploy_uploads == [0]
-    assert result.cached == [3]
+    assert result.counted("deploy", "uploaded") == [3]
+    assert result.counted("redeploy", "uploaded") == [0]
+    assert result.counted("redeploy", "cached") == [3]
     assert result.outputs["redeploy"].count("artifact already on host") == 3
     assert "uploaded " not in result.outputs["redeploy"]
-    for rss in result.rss_deploy + result.rss_rollback:
-        assert 10 < rss < 1000      # measured at all, and the process's own (not ours)
+    assert set(result.of("deploy")[0].phases) == set(PHASES)
+    for m in result.of("deploy", "rollback"):
+        assert m.rss_mb is not None and 10 < m.rss_mb < 1000      # measured at all, the process's own (not ours)
 
 
 @pytest.mark.slow
@@ -100,18 +106,18 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
                            "--files", "150", "--big-mb", "2", "--mem-hosts", "2", "--scale-hosts", "3",
                            "--out", str(out), "--workdir", str(tmp_path / "work"), "--label", TEST_LABEL])
     assert code == 0
-    report = out.read_text()
-    assert report in capsys.readouterr().out
+    text = out.read_text()
+    assert text in capsys.readouterr().out
     for heading in ("# Deployer performance against the floor", "## Side by side", "## Peak memory by artifact size",
                     "## Scale run", "## Targets"):
-        assert heading in report
+        assert heading in text
     for machine in ("- date: ", "CPUs", "RAM", "Python "):
-        assert machine in report
+        assert machine in text
 
-    main = _table(report, "## Side by side")
-    assert main[0] == harness.MAIN_COLUMNS
+    main = _table(text, "## Side by side")
+    assert main[0] == report.MAIN_COLUMNS
     assert len(main) == 2
-    row = dict(zip(main[0], main[1]))
+    row = dict(zip(main[0], main[1], strict=True))
     assert row["hosts"] == "2" and row["added RTT ms"] == "0"
     for column in ("floor s", "deploy s", "redeploy s", "redeploy linked warm s", "rollback s", "deploy/floor",
                    "redeploy/deploy", "linked warm/deploy"):
@@ -119,13 +125,13 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     assert 0 < int(row["cmds/host deploy"].split("-")[-1]) <= 4
     assert 0 < int(row["cmds/host rollback"].split("-")[-1]) <= 2
 
-    memory = _table(report, "## Peak memory by artifact size")
+    memory = _table(text, "## Peak memory by artifact size")
     assert [r[0] for r in memory[1:]] == ["1 MB", "2 MB"]
-    assert "3/3 hosts verified" in report
+    assert "3/3 hosts verified" in text
     # both clients talk to sshd itself, scale hosts included, not through docker-proxy
-    assert "every host reached at its container address, port 22" in report
+    assert "every host reached at its container address, port 22" in text
 
-    targets = _table(report, "## Targets")
+    targets = _table(text, "## Targets")
     assert targets[0] == ["target", "measured", "verdict"]
     verdicts = {r[0]: r[2] for r in targets[1:]}
     assert verdicts["<= 4 remote commands per host per deploy"] == "pass"
@@ -141,14 +147,16 @@ def test_phase_times_and_targets_from_synthetic_results():
               "host-2  ok        finish          1      0.3           0         1.25        0.07        0.02\n")
     assert harness.phase_times(stdout, ["host-1", "host-2"]) == {"lock": 0.3, "check": 0.0, "prepare": 1.5,
                                                                 "switch": 0.07, "finish": 0.04}
-    r5 = harness.ConfigResult(hosts=5, latency_ms=0, reps=1, floor=[2.0], deploy=[2.2], redeploy=[0.5],
-                              redeploy_linked=[0.4], rollback=[0.4], rollback_warm=[0.3], cmds_deploy=[4] * 5,
-                              cmds_redeploy=[4] * 5, cmds_rollback=[2] * 5, rss_deploy=[60.0], rss_rollback=[50.0])
-    r20 = harness.ConfigResult(hosts=20, latency_ms=0, reps=1, floor=[10.0], deploy=[12.0], redeploy=[2.0],
-                               redeploy_linked=[4.0], redeploy_linked_warm=[3.0], rollback=[1.5], rollback_warm=[0.9],
-                               cmds_deploy=[5] * 20,
-                               cmds_redeploy=[4] * 20, cmds_rollback=[2] * 20, rss_deploy=[130.0], rss_rollback=[50.0])
-    verdicts = {t.name: t.verdict for t in harness.evaluate([r5, r20], [], None)}
+    r5 = ConfigResult(hosts=5, latency_ms=0, reps=1, runs=[
+        Measurement("floor", 0, 2.0), Measurement("deploy", 0, 2.2, [4] * 5, rss_mb=60.0),
+        Measurement("redeploy", 0, 0.5, [4] * 5), Measurement("redeploy_linked", 0, 0.4),
+        Measurement("rollback", 0, 0.4, [2] * 5, rss_mb=50.0), Measurement("rollback_warm", 0, 0.3)])
+    r20 = ConfigResult(hosts=20, latency_ms=0, reps=1, runs=[
+        Measurement("floor", 0, 10.0), Measurement("deploy", 0, 12.0, [5] * 20, rss_mb=130.0),
+        Measurement("redeploy", 0, 2.0, [4] * 20), Measurement("redeploy_linked", 0, 4.0),
+        Measurement("redeploy_linked_warm", 0, 3.0), Measurement("rollback", 0, 1.5, [2] * 20, rss_mb=50.0),
+        Measurement("rollback_warm", 0, 0.9)])
+    verdicts = {t.name: t.verdict for t in report.evaluate([r5, r20], [], None)}
     assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
     assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "MISS"      # 1.20
     assert verdicts["<= 4 remote commands per host per deploy"] == "MISS"
@@ -160,11 +168,14 @@ def test_phase_times_and_targets_from_synthetic_results():
     assert verdicts["redeploy <= 0.3 x first deploy, linked, connections kept open (ssh.persist), every "
                     "configuration"] == "pass"             # 0.25, only measured at 20 hosts here
     assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
-    r50 = harness.ConfigResult(hosts=5, latency_ms=25, reps=3, floor=[2.0, 2.0, 2.5], deploy=[2.2, 2.6, 2.5])
-    measured = {t.name: t.measured for t in harness.evaluate([r50], [], None)}
+    r50 = ConfigResult(hosts=5, latency_ms=25, reps=3, runs=[
+        *(Measurement("floor", rep, s) for rep, s in enumerate([2.0, 2.0, 2.5])),
+        *(Measurement("deploy", rep, s) for rep, s in enumerate([2.2, 2.6, 2.5]))])
+    measured = {t.name: t.measured for t in report.evaluate([r50], [], None)}
     assert measured["deploy/floor <= 1.25 with 50 ms RTT, 5 host(s)"] == "1.25 (repetitions 1.00-1.30)"
-    table = harness.markdown_table(harness.MAIN_COLUMNS, harness.main_rows([r5, r20]))
-    assert table.count("\n") == 3 and "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 3.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 | 0.25 |" in table
+    table = report.markdown_table(report.MAIN_COLUMNS, report.main_rows([r5, r20]))
+    assert table.count("\n") == 3
+    assert "| 20 | 0 | 10.00 | 12.00 | 2.00 | 4.00 | 3.00 | 1.50 | 0.90 | 1.20 | 0.17 | 0.33 | 0.25 |" in table
 
 
 def _table(report: str, heading: str) -> list[list[str]]:
