@@ -120,8 +120,9 @@ STREAM_RTT = 0.03       # seconds of round trip from which an upload is extracte
 
 def stream_upload(rtt: float | None) -> bool:
     """Extract an upload as it arrives (instead of after it) on a link this slow: the upload is
-    bounded by the SSH window per round trip (2 MB with OpenSSH: 67 MB/s at 30 ms, about what a
-    host extracts) and extraction hides behind it. On a fast link the host's CPU is the limit,
-    and one after the other measured faster. The round trip is measured with the host's sshd
-    answering, so a busy host looks a little farther away than it is: hence 30 ms, not less."""
+    bounded by the SSH window per round trip (OpenSSH's 2 MB: from about 30 ms on, no faster than
+    a host extracts) and extraction hides behind it. On a fast link the host's CPU is the limit,
+    and one after the other is faster (benchmarks/results.md). The round trip is measured with the
+    host's sshd answering, so a busy host looks a little farther away than it is: hence 30 ms, not
+    less."""
     return rtt is not None and rtt >= STREAM_RTT
