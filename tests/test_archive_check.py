@@ -348,7 +348,7 @@ def extracted(host, cases) -> dict[tuple[str, str], tuple[int, dict]]:
     """Every accepted case extracted by GNU tar on the host, as the deploy user and as root: one exec."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, (path, members) in cases.items():
+        for path, members in cases.values():
             if members is not None:
                 tf.add(path, arcname=f"cases/{path.name}")
     assert host.container(0).put_archive("/tmp", buf.getvalue())
@@ -403,8 +403,8 @@ def shared_host(host, tmp_path):
     the deploy user's outside it that an artifact link `tmp -> victim` would aim at."""
     config = sandbox_mod.write_config(tmp_path / "hosts.toml", host.hosts, host.key_path, host.known_hosts_path,
                                       source=str(tmp_path), extra={"app": {"shared_dirs": ["log", "tmp/pids"]}})
-    code, out = host.exec(0, f"rm -rf /srv/app {VICTIM} && mkdir -p {VICTIM}/pids && echo precious > {VICTIM}/pids/keep "
-                             f"&& chown -R deploy:deploy {VICTIM}")
+    code, out = host.exec(0, f"rm -rf /srv/app {VICTIM} && mkdir -p {VICTIM}/pids "
+                             f"&& echo precious > {VICTIM}/pids/keep && chown -R deploy:deploy {VICTIM}")
     assert code == 0, out
     yield Sandbox(hosts=host.hosts, config_path=config, known_hosts_path=host.known_hosts_path,
                   key_path=host.key_path, source=tmp_path, docker=host.docker)
@@ -440,7 +440,8 @@ def test_artifact_link_at_or_above_a_shared_path_is_refused(shared_host, tmp_pat
         path = tmp_path / f"{name}.tar.gz"
         path.write_bytes(gz(REV + members + END))
         bad = "tmp" if name == "above" else "tmp/pids"
-        refused_before_any_host(shared_host, path, f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'")
+        refused_before_any_host(shared_host, path,
+                                f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'")
 
 
 UNCHECKED = ("import sys, deployer.artifact.members as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "

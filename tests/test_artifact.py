@@ -185,7 +185,8 @@ def test_subdirectory_source(repo, tmp_path):
 def test_build_command_output_included(repo, tmp_path):
     logs = []
     art = build(repo, tmp_path / "out", log=logs.append,
-                command="mkdir -p dist && echo built > dist/out.txt && echo \"$DEPLOYER_VERSION\" > VERSION && echo hello-from-build")
+                command="mkdir -p dist && echo built > dist/out.txt && echo \"$DEPLOYER_VERSION\" > VERSION "
+                        "&& echo hello-from-build")
     ms = members(art.path)
     assert read_member(art.path, "dist/out.txt") == b"built\n"
     assert read_member(art.path, "VERSION") == (art.version + "\n").encode()
