@@ -177,7 +177,7 @@ def mask_readable(hosts: tuple[Host, ...], cwd: str | None = None) -> None:
                     pass
 
 
-def _value(key: str, item: EnvValue, cache: dict, cwd: str | None) -> str:
+def _value(key: str, item: EnvValue, cache: dict[tuple[str, str], str], cwd: str | None) -> str:
     if not item.secret:
         check(key, item.value)
         return item.value
@@ -198,8 +198,9 @@ def diff(old: dict[str, str], new: HostEnv) -> list[tuple[str, str, str, str]]:
             continue
         change = "added" if before is None else "removed" if after is None else "changed"
         secret = key in new.secret_keys or after is None     # a removed key may have been a secret
-
-        def show(v):
-            return "" if v is None else ("(secret)" if secret else v)
-        rows.append((key, change, show(before), show(after)))
+        rows.append((key, change, _shown(before, secret), _shown(after, secret)))
     return rows
+
+
+def _shown(value: str | None, secret: bool) -> str:
+    return "" if value is None else ("(secret)" if secret else value)

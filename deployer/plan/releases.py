@@ -28,7 +28,7 @@ def rollback_target(state: HostState, to: int | str | None = None) -> int | str:
         name = str(to)
         number = release_number(name)
         release = state.release(number) if number is not None else None
-        if release is None:
+        if number is None or release is None:
             if state.foreign_release(name) is None:
                 raise DeployerError(f"release {name} does not exist")
             if name == live:
