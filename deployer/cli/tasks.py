@@ -401,6 +401,13 @@ def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10,
     return Outcome(report.diff_records(t.hosts, rows), 0, None, t.stage.name)
 
 
+@command(name="keys")
+def config_keys(c):
+    """Every hosts.toml key: its type, default and what it does (needs no hosts.toml)."""
+    from deployer.config import schema
+    Output().table(schema.rows())
+
+
 @command(name="hosts")
 def hosts_(c, stage=None, config=None, json=False):
     """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
@@ -421,6 +428,6 @@ def disconnect(c, config=None):
 from deployer.cli.ops_tasks import TASKS as OPS_TASKS  # noqa: E402  (they use the helpers above)
 
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
-config_ns = Collection("config", config_push, config_diff)
+config_ns = Collection("config", config_push, config_diff, config_keys)
 ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
                 hosts_, disconnect, *OPS_TASKS, sandbox_ns, config_ns)

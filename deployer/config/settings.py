@@ -1,11 +1,14 @@
-"""The frozen settings hosts.toml is read into (deployer.config.load builds them); nothing else reads the file."""
+"""The frozen settings hosts.toml is read into (deployer.config.load builds them); nothing else reads the file.
+
+Defaults come from deployer.config.schema, where each key is declared once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from deployer.config.schema import APP, BUILD, HOOK, MIGRATE, NOTIFY, RESTART, SSH, VERIFY, default
 from deployer.errors import ConfigError, did_you_mean
 
 
@@ -13,23 +16,23 @@ from deployer.errors import ConfigError, did_you_mean
 class AppSettings:
     name: str
     deploy_to: str
-    keep_releases: int = 5
-    shared_dirs: tuple[str, ...] = ()
-    shared_files: tuple[str, ...] = ()
-    recipe: str = ""
-    env_file: str = ".env"          # where each release (and shared/) links to its env rendered from [env]
-    run_as: str = ""                # run release commands (hooks, migrate, smoke, restart) via sudo -n -u
-    generated: tuple[str, ...] = ()  # paths hooks create in the release (e.g. venv): not drift
-    hardlink_releases: bool = False  # a redeploy links an unchanged earlier release of the artifact
-    lock_ttl: int = 120             # seconds without renewal after which a lock is stale (taken over)
+    keep_releases: int = default(APP, "keep_releases")
+    shared_dirs: tuple[str, ...] = default(APP, "shared_dirs")
+    shared_files: tuple[str, ...] = default(APP, "shared_files")
+    recipe: str = default(APP, "recipe")
+    env_file: str = default(APP, "env_file")
+    run_as: str = default(APP, "run_as")
+    generated: tuple[str, ...] = default(APP, "generated")
+    hardlink_releases: bool = default(APP, "hardlink_releases")
+    lock_ttl: int = default(APP, "lock_ttl")
 
 
 @dataclass(frozen=True)
 class BuildSettings:
     source: Path
-    command: str = ""
-    include: tuple[str, ...] = ()
-    output: Path = Path("artifacts")
+    command: str = default(BUILD, "command")
+    include: tuple[str, ...] = default(BUILD, "include")
+    output: Path = Path(default(BUILD, "output"))
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,16 @@ class SSHSettings:
     user: str | None = None
     port: int | None = None            # None: ~/.ssh/config's Port, else 22
     key: str | None = None
-    known_hosts: str = "~/.ssh/known_hosts"
-    host_key_policy: str = "strict"
-    connect_timeout: int = 10
-    keepalive: int = 10
-    command_timeout: int = 900
-    config: bool = True                # honour ~/.ssh/config (Host aliases, User, Port, IdentityFile, ProxyJump)
-    config_file: str = "~/.ssh/config"
-    gateway: str = ""                  # jump host: [user@]host[:port]
-    forward_agent: bool = False
-    persist: int = 0                   # keep connections open this long after a run, via the agent (0: off)
+    known_hosts: str = default(SSH, "known_hosts")
+    host_key_policy: str = default(SSH, "host_key_policy")
+    connect_timeout: int = default(SSH, "connect_timeout")
+    keepalive: int = default(SSH, "keepalive")
+    command_timeout: int = default(SSH, "command_timeout")
+    config: bool = default(SSH, "config")
+    config_file: str = default(SSH, "config_file")
+    gateway: str = default(SSH, "gateway")
+    forward_agent: bool = default(SSH, "forward_agent")
+    persist: int = default(SSH, "persist")
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,11 @@ class Hook:
     """One hook: a remote command (in the release dir), a local command, or a Python callable."""
 
     point: str
-    command: str = ""
-    local: str = ""
-    python: str = ""
-    roles: tuple[str, ...] = ()
-    once: bool = False
+    command: str = default(HOOK, "command")
+    local: str = default(HOOK, "local")
+    python: str = default(HOOK, "python")
+    roles: tuple[str, ...] = default(HOOK, "roles")
+    once: bool = default(HOOK, "once")
 
     @property
     def label(self) -> str:
@@ -93,21 +96,21 @@ class Hook:
 
 @dataclass(frozen=True)
 class MigrateSettings:
-    command: str = ""
-    role: str = "migrate"
-    rollback_command: str = ""
+    command: str = default(MIGRATE, "command")
+    role: str = default(MIGRATE, "role")
+    rollback_command: str = default(MIGRATE, "rollback_command")
 
 
 @dataclass(frozen=True)
 class VerifySettings:
-    url: str = ""
-    status: int = 200
-    body: str = ""
-    timeout: int = 5
-    retries: int = 3
-    interval: float = 2.0
-    command: str = ""
-    run_from: str = "host"          # host: curl on the host itself; local: from this machine
+    url: str = default(VERIFY, "url")
+    status: int = default(VERIFY, "status")
+    body: str = default(VERIFY, "body")
+    timeout: int = default(VERIFY, "timeout")
+    retries: int = default(VERIFY, "retries")
+    interval: float = default(VERIFY, "interval")
+    command: str = default(VERIFY, "command")
+    run_from: str = default(VERIFY, "from")
 
     @property
     def enabled(self) -> bool:
@@ -116,16 +119,16 @@ class VerifySettings:
 
 @dataclass(frozen=True)
 class RestartSettings:
-    command: str = ""
-    roles: tuple[str, ...] = ()
+    command: str = default(RESTART, "command")
+    roles: tuple[str, ...] = default(RESTART, "roles")
 
 
 @dataclass(frozen=True)
 class NotifySettings:
-    webhooks: tuple[str, ...] = ()
-    command: str = ""
-    events: tuple[str, ...] = ("started", "succeeded", "failed", "rolled back")
-    timeout: int = 5
+    webhooks: tuple[str, ...] = default(NOTIFY, "webhooks")
+    command: str = default(NOTIFY, "command")
+    events: tuple[str, ...] = default(NOTIFY, "events")
+    timeout: int = default(NOTIFY, "timeout")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class Stage:
     pipeline: PipelineSettings = PipelineSettings()
     requires: tuple[str, ...] = ()      # stages an artifact must have passed first (promotion gate)
     hosts_command: str = ""             # hosts come from this local command, run when the stage is used
-    discover: Any = field(default=None, compare=False, repr=False)
+    discover: Callable[[], tuple[Host, ...]] | None = field(default=None, compare=False, repr=False)  # hosts_command
 
     def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
         """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
