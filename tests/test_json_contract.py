@@ -185,7 +185,7 @@ def test_records_of_odd_host_states_stay_in_the_schema():
 
 def test_tables_show_what_the_records_say():
     """The text tables are derived from the JSON records: one shaping for both outputs."""
-    from deployer.config.load import Host, SSHSettings
+    from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
     from deployer.report import rows as report
