@@ -162,3 +162,23 @@ def test_config_keys_command_prints_every_key_without_a_config(tmp_path):
     assert proc.returncode == 0, proc.stderr
     listed = {line.split()[0] for line in proc.stdout.splitlines()[2:]}
     assert listed == {r["key"] for r in schema.rows()}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[app]\nname = "a"\n[stages.s]\nhosts = ["h"]\n', "1: app.deploy_to: missing (expected an absolute path)"),
+    ('[app]\ndeploy_to = "/a"\n[stages.s]\nhosts = [{ name = "x" }]\n',
+     "4: stages.s.hosts[0].host: missing (expected a host name or address)"),
+    ('[app]\ndeploy_to = "/a"\n[env]\nK = { roles = ["web"] }\n[stages.s]\nhosts = ["h"]\n',
+     "4: env.K.secret: missing (expected env:NAME, file:PATH or cmd:COMMAND)"),
+    ('[app]\ndeploy_to = "/a"\n[migrate]\nrole = "db"\n[stages.s]\nhosts = ["h"]\n',
+     "3: migrate.command: missing (expected a shell command)"),
+])
+def test_required_keys_come_from_the_schema(text, problem):
+    with pytest.raises(ConfigError) as err:
+        load.parse(text, Path("hosts.toml"))
+    assert str(err.value) == f"hosts.toml:{problem}"
+
+
+def test_a_stage_override_needs_no_required_key():
+    text = '[app]\ndeploy_to = "/a"\n[stages.s]\nhosts = ["h"]\napp = { keep_releases = 2 }\n'
+    assert load.parse(text, Path("hosts.toml")).stage("s").app.keep_releases == 2

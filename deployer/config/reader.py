@@ -78,11 +78,14 @@ class Reader:
         except Reported:
             raise ConfigError("\n".join(self.problems)) from None
 
-    def table(self, data: object, where: str, keys: schema.Table) -> Doc:
-        """data when every key is known and its value has the schema's type, range and choices."""
+    def table(self, data: object, where: str, keys: schema.Table, complete: bool = True) -> Doc:
+        """data when every key is known and its value has the schema's type, range and choices, and
+        (when the table is complete, not an override) every required key is there."""
         if not isinstance(data, dict):
             raise self.fail(where, "expected a table")
         before = len(self.problems)
+        for name in (n for n, key in keys.items() if complete and key.required and n not in data):
+            self.note(f"{where}.{name}", f"missing (expected {keys[name].expected})")
         for name, value in data.items():
             if name not in keys:
                 hint = did_you_mean(name, keys) or f" (expected one of: {', '.join(keys)})"
@@ -116,13 +119,10 @@ class Reader:
         return tuple(str(v) for v in values)
 
     def app(self, data: object, where: str, base: AppSettings | None) -> AppSettings:
-        given = self.table(data, where, schema.APP)
+        given = self.table(data, where, schema.APP, complete=base is None)
         if base is None:
-            if "deploy_to" not in given:
-                raise self.fail(f"{where}.deploy_to", "missing (expected an absolute path)")
             base = AppSettings(name=given.get("name") or schema.APP["name"].default, deploy_to="/")
-        values = {k: v for k, v in given.items() if k in ("name", "keep_releases", "lock_ttl", "recipe",
-                                                           "hardlink_releases")}
+        values = dict(given)            # as given, but for the paths and the user checked below
         if "deploy_to" in given:
             d = given["deploy_to"]
             if not d.startswith("/") or posixpath.normpath(d) != d.rstrip("/") or d.rstrip("/") == "":
@@ -134,8 +134,6 @@ class Reader:
             values["env_file"] = self.rel_paths([given["env_file"]], f"{where}.env_file")[0]
         if given.get("run_as") and not _USER.match(given["run_as"]):
             raise self.fail(f"{where}.run_as", f"expected a user name, got {given['run_as']!r}")
-        if "run_as" in given:
-            values["run_as"] = given["run_as"]
         for key in ("shared_dirs", "shared_files", "generated"):
             if key in given:
                 values[key] = self.rel_paths(given[key], f"{where}.{key}")
