@@ -37,9 +37,9 @@ class BuildSettings:
 
 @dataclass(frozen=True)
 class SSHSettings:
-    user: str | None = None
-    port: int | None = None            # None: ~/.ssh/config's Port, else 22
-    key: str | None = None
+    user: str | None = default(SSH, "user")     # None: worked out when connecting (schema.SSH says how)
+    port: int | None = default(SSH, "port")
+    key: str | None = default(SSH, "key")
     known_hosts: str = default(SSH, "known_hosts")
     host_key_policy: str = default(SSH, "host_key_policy")
     connect_timeout: int = default(SSH, "connect_timeout")
