@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deployer.plan.paths import Paths
-from deployer.remote import commands, state
+from deployer.remote import commands, render, state
 
 # what a session holding the lock puts in front of a script (commands.lease), for scripts run
 # here without a lock: `held` always passes
@@ -39,22 +39,49 @@ def test_unlock_exact_string():
     paths = Paths("/srv/my app")
     assert commands.unlock(paths, "abc") == (
         "set -e\numask 022\n"
-        "t=; { read -r t < '/srv/my app/.deployer/lock/token'; } 2>/dev/null || :; "
-        "if [ \"$t\" = abc ]; then rm -rf '/srv/my app/.deployer/lock'; fi\n")
+        "STATE='/srv/my app/.deployer'\nLEDGER='/srv/my app/.deployer/ledger.jsonl'\n"
+        "LOCK='/srv/my app/.deployer/lock'\nLOCK_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nTOKEN=abc\n"
+        "FORCE=''\nLOCK_INFO='/srv/my app/.deployer/lock/info'\nLEDGER_LINE=''\n"
+        + render.text("lib.sh") + render.text("unlock.sh"))
 
 
 def test_switch_exact_string():
     script = commands.switch(Paths("/srv/app"), 7, "tok")
     assert script == (
         "set -e\numask 022\n"
-        "if [ -e /srv/app/current ] && [ ! -L /srv/app/current ]; then "
-        "echo '/srv/app/current is a real directory or file, not a symlink: refusing to replace it' >&2; exit 30; fi\n"
-        "[ -f /srv/app/releases/7/.deployer/complete ] || "
-        "{ echo 'release 7 is not complete on this host' >&2; exit 31; }\n"
-        "ln -sfn releases/7 /srv/app/.current-tok\n"
-        "held; mv -T /srv/app/.current-tok /srv/app/current\n"
-        "[ ! -e /srv/app/releases/7/.deployer/rolled_back ] || rm -f /srv/app/releases/7/.deployer/rolled_back\n"
-        "printf '%s\\t%s\\n' current releases/7\n")
+        "STATE=/srv/app/.deployer\nLEDGER=/srv/app/.deployer/ledger.jsonl\nLOCK=/srv/app/.deployer/lock\n"
+        "LOCK_TOKEN_FILE=/srv/app/.deployer/lock/token\nTOKEN=tok\n"
+        "CURRENT=/srv/app/current\nRELEASE=/srv/app/releases/7\nNUMBER=7\nFOREIGN=''\nTARGET=releases/7\n"
+        "TMP_LINK=/srv/app/.current-tok\nMARK_STATE=''\nLEDGER_LINE=''\nUNLOCK=''\n"
+        + render.text("lib.sh") + render.text("switch.sh"))
+
+
+def test_a_script_file_is_sent_without_its_comments_and_values_only_as_quoted_assignments():
+    assert render.text("unswitch.sh") == (
+        'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"; fi\n')
+    assert render.render(["unswitch.sh"], {"CURRENT": "/a b/current", "TARGET": "it's", "LIST": ["x y", "$z"]},
+                         header="") == ("CURRENT='/a b/current'\nTARGET='it'\"'\"'s'\nLIST=''\"'\"'x y'\"'\"' '\"'\"'$z'\"'\"''\n"
+                                        + render.text("unswitch.sh"))
+    with pytest.raises(ValueError):
+        render.render(["unswitch.sh"], {"lower": "x"})
+
+
+def test_the_exit_codes_are_those_the_scripts_use():
+    scripts = {name: render.text(name) for name in ("inspect_lock.sh", "prepare.sh", "prepare_fetch.sh",
+                                                    "prepare_shared.sh", "prepare_check.sh", "switch.sh", "lease.sh")}
+    for code, name in [(commands.NOT_WRITABLE, "inspect_lock.sh"), (commands.SHA_MISMATCH, "prepare_fetch.sh"),
+                       (commands.SHA_MISMATCH, "prepare.sh"), (commands.MISSING_SHARED, "prepare_shared.sh"),
+                       (commands.UNSAFE_TREE, "prepare_check.sh"), (commands.CURRENT_NOT_LINK, "switch.sh"),
+                       (commands.RELEASE_INCOMPLETE, "switch.sh"), (commands.LEASE_LOST, "lease.sh")]:
+        assert f"exit {code}" in scripts[name], (code, name)
+
+
+def test_every_script_file_passes_shellcheck():
+    folder = Path(commands.__file__).parent / "scripts"
+    files = sorted(str(p) for p in folder.glob("*.sh"))
+    assert len(files) > 20
+    proc = subprocess.run(["shellcheck", "-s", "sh", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 HOSTILE = "/tmp/dx; touch /tmp/pwn-$(id -u) `touch /tmp/pwn2` $HOME\nx"
@@ -339,7 +366,7 @@ def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_a
     assert refused.returncode == 31 and "finished" not in refused.stdout
     assert (tmp_path / ".deployer" / "lock").is_dir() and not (tmp_path / "current").exists()
 
-    failing = commands._lines("echo cleaning", "false", f"touch {tmp_path}/never")
+    failing = f"set -e\necho cleaning\nfalse\ntouch {tmp_path}/never\n"
     done = run(2, failing)
     assert done.returncode == 0 and "current\treleases/2" in done.stdout and "finished\t1" in done.stdout
     assert not (tmp_path / "never").exists() and (tmp_path / ".deployer" / "lock").is_dir()
@@ -772,10 +799,9 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
 def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
     paths = Paths("/srv/my app")
     assert commands.lease(paths, "t'x") == (
-        "held() { t=; { read -r t < '/srv/my app/.deployer/lock/token'; } 2>/dev/null || :; "
-        "[ \"$t\" = 't'\"'\"'x' ] || { echo 'this run lost the lock on this host: its lease was not renewed "
-        "for lock_ttl seconds and another run took it over; nothing more is changed here' >&2; exit 32; }; "
-        "{ printf '' > '/srv/my app/.deployer/lock/beat'; } 2>/dev/null || :; }\nheld\n")
+        "LEASE_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nLEASE_TOKEN='t'\"'\"'x'\n"
+        "LEASE_BEAT='/srv/my app/.deployer/lock/beat'\n" + render.text("lease.sh"))
+    assert render.text("lease.sh").endswith("}\nheld\n")
 
 
 def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_the_live_one(tmp_path):

@@ -58,7 +58,8 @@ def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):
     import zipfile
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("deployer/config/hosts.example.toml", "deployer/sandbox/sample_app/app.py", "deployer/sandbox/sample_app/gunicorn.conf.py",
-                   "deployer/sandbox/sample_app/bin/selftest", "deployer/recipes/python_wsgi.py", "deployer/cli/main.py"):
+                   "deployer/sandbox/sample_app/bin/selftest", "deployer/recipes/python_wsgi.py", "deployer/cli/main.py",
+                   "deployer/remote/scripts/prepare.sh", "deployer/remote/scripts/inspect_meta.awk"):
         assert needed in names, needed
     info = zipfile.ZipFile(wheel).getinfo("deployer/sandbox/sample_app/bin/selftest")
     assert (info.external_attr >> 16) & 0o111, "bin/selftest lost its executable bit"

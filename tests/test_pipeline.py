@@ -156,7 +156,7 @@ def test_dry_run_changes_nothing_and_prints_commands(sandbox, app_repo):
     assert [tree(sb, h) for h in sb.hosts] == before
     out = proc.stdout
     assert "DRY RUN" in out and "release 2 would go to host-1, host-2, host-3" in out
-    assert "--- host-2 · prepare (artifact on stdin)" in out and "mv -T" in out and "exec sh -c bin/run" in out
+    assert "--- host-2 · prepare (artifact on stdin)" in out and "mv -T" in out and "COMMAND=bin/run" in out
 
 
 def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):

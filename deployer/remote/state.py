@@ -6,7 +6,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MAX_RELEASE = 10**9
 # The only names under releases/ the inspect script prints; anything else is counted, never printed.
@@ -56,11 +56,12 @@ class Foreign:
         m = _STAMP.match(self.name)
         try:
             if m:
-                return datetime(*map(int, m.groups()), tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                year, month, day, hour, minute, second = map(int, m.groups())
+                return datetime(year, month, day, hour, minute, second, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         except ValueError:          # digits that are no date
             pass
         if self.mtime:
-            return datetime.fromtimestamp(self.mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return datetime.fromtimestamp(self.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return ""
 
     @property
@@ -81,7 +82,7 @@ class LockInfo:
     token: str = ""
 
     @classmethod
-    def parse(cls, raw: str) -> "LockInfo":
+    def parse(cls, raw: str) -> LockInfo:
         try:
             data = json.loads(raw) if raw.strip() else {}
         except ValueError:
@@ -96,7 +97,7 @@ class LockInfo:
             started = datetime.fromisoformat(self.started.replace("Z", "+00:00"))
         except ValueError:
             return "unknown age"
-        seconds = int(((now or datetime.now(timezone.utc)) - started).total_seconds())
+        seconds = int(((now or datetime.now(UTC)) - started).total_seconds())
         if seconds < 120:
             return f"{seconds}s"
         if seconds < 7200:
@@ -178,7 +179,8 @@ class HostState:
     def current_problem(self) -> str | None:
         """Why current cannot be safely replaced, or None."""
         if self.current_kind in ("dir", "file"):
-            return f"current is a real {'directory' if self.current_kind == 'dir' else 'file'}, not a symlink; move it away by hand"
+            what = "directory" if self.current_kind == "dir" else "file"
+            return f"current is a real {what}, not a symlink; move it away by hand"
         if self.current_kind == "dangling":
             return f"current is a dangling link (-> {self.current_target}); point it at a release or remove it"
         if self.current_kind == "link" and self.current_name is None:
@@ -233,8 +235,8 @@ def parse(output: str, deploy_to: str = "") -> HostState:
         elif key == "odd" and value.isdigit():
             values["odd_names"] = int(value)
         elif key == "meta":
-            number, _, raw = value.partition("\t")
-            metas[number] = _json_object(raw)
+            listed, _, raw = value.partition("\t")
+            metas[listed] = _json_object(raw)
         elif key == "stray":
             values["strays"].append(value)
         elif key == "lock":             # the lock is there; who holds it follows, if known
@@ -284,7 +286,7 @@ def _foreign_record(kind: str, raw: str) -> dict:
         when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z") if isinstance(created, str) else None
     except ValueError:
         when = None
-    return {"recorded": when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")} if when else {}
+    return {"recorded": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")} if when else {}
 
 
 def _json_object(raw: str) -> dict:

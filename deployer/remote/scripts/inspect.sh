@@ -1,0 +1,44 @@
+# Report the host's deploy state as tab-separated lines (see state.py). Run before every action,
+# so it forks little: every release's metadata and the lock's owner are read by one awk.
+# Inputs: DEPLOY_TO, LOCK, LOCK_INFO, META_AWK (inspect_meta.awk), FREE_SPACE (1: report it),
+# CACHED (the artifact's cache path; empty: not asked).
+emit user "${LOGNAME:-$(id -un)}"
+p="$DEPLOY_TO"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1
+if [ -d "$DEPLOY_TO" ]; then emit deploy_to "present $w"; else emit deploy_to "absent $w"; fi
+c="$DEPLOY_TO/current"
+if [ -L "$c" ]; then k='link'; [ -e "$c" ] || k=dangling
+elif [ -d "$c" ]; then k='dir'; elif [ -e "$c" ]; then k='file'; else k=absent; fi
+emit current "$k $(readlink "$c" 2>/dev/null || true)"
+# names are printed only when made of [A-Za-z0-9._-] (so no line can be forged); others are
+# counted. A directory without .deployer/ is another tool's release (foreign). The files awk
+# reads are collected in "$@".
+set --
+o=0; f=
+for r in "$DEPLOY_TO"/releases/* "$DEPLOY_TO"/releases/.tmp-*; do
+  [ -d "$r" ] || continue; n=${r##*/}
+  case $n in ""|-*|*[!A-Za-z0-9._-]*) o=$((o+1)); continue;; esac
+  [ ${#n} -le 128 ] || { o=$((o+1)); continue; }
+  case $n in .tmp-*) emit stray "$n"; continue;; .*) continue;; esac
+  s="$r/.deployer"
+  if [ ! -d "$s" ]; then
+    emit foreign "$n"; f="$f $n"; [ ! -f "$r/REVISION" ] || set -- "$@" "$r/REVISION"; continue
+  fi
+  c=0; b=0; rb=0; m=0
+  [ -f "$s/complete" ] && c=1; [ -f "$s/bad" ] && b=1; [ -f "$s/rolled_back" ] && rb=1; [ -f "$s/migrated" ] && m=1
+  printf 'release\t%s %s %s %s %s\n' "$n" $c $b $rb $m
+  [ ! -f "$s/release.json" ] || set -- "$@" "$s/release.json"
+done
+emit odd "$o"
+if [ -n "$f" ]; then
+  # the names are safe words (checked above): split on purpose
+  # shellcheck disable=SC2086
+  (cd "$DEPLOY_TO/releases" && stat -c '%Y %n' -- $f 2>/dev/null) |
+    while read -r t n; do printf 'fmtime\t%s\t%s\n' "$n" "$t"; done
+  for l in "$DEPLOY_TO/revisions.log" "$DEPLOY_TO/.dep/releases_log"; do [ ! -f "$l" ] || set -- "$@" "$l"; done
+fi
+if [ -d "$LOCK" ]; then printf 'lock\t\n'; [ ! -f "$LOCK_INFO" ] || set -- "$@" "$LOCK_INFO"; fi
+[ $# -eq 0 ] || awk -v f="$f" "$META_AWK" "$@" 2>/dev/null || true
+[ -z "$FREE_SPACE" ] || emit free_kb "$(df -Pk "$p" | awk 'NR==2{print $4}')"
+m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
+emit missing_tools "$m"
+if [ -n "$CACHED" ]; then c=0; [ -f "$CACHED" ] && c=1; emit cached "$c"; fi
