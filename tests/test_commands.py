@@ -59,9 +59,13 @@ def test_switch_exact_string():
 def test_a_script_file_is_sent_without_its_comments_and_values_only_as_quoted_assignments():
     assert render.text("unswitch.sh") == (
         'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"; fi\n')
-    assert render.render(["unswitch.sh"], {"CURRENT": "/a b/current", "TARGET": "it's", "LIST": ["x y", "$z"]},
-                         header="") == ("CURRENT='/a b/current'\nTARGET='it'\"'\"'s'\nLIST=''\"'\"'x y'\"'\"' '\"'\"'$z'\"'\"''\n"
-                                        + render.text("unswitch.sh"))
+    values = {"CURRENT": "/a b/current", "TARGET": "it's", "LIST": ["x y", "$z"]}
+    assert render.render(["unswitch.sh"], values, header="") == (
+        "CURRENT='/a b/current'\nTARGET='it'\"'\"'s'\nLIST=''\"'\"'x y'\"'\"' '\"'\"'$z'\"'\"''\n"
+        + render.text("unswitch.sh"))
+    expand = 'eval "set -- $LIST"; printf "<%s>" "$@"'
+    listed = subprocess.run(["sh", "-c", render.render([], values, header="") + expand], capture_output=True, text=True)
+    assert listed.stdout == "<x y><$z>"
     with pytest.raises(ValueError):
         render.render(["unswitch.sh"], {"lower": "x"})
 

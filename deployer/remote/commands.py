@@ -280,7 +280,7 @@ def mark_bad(paths: Paths, number: int, reason: str) -> str:
     return render(["mark_bad.sh"], {"STATE_DIR": paths.release_state(number), "REASON": redact(reason)})
 
 
-# -- shell text for engine/ops.py's scripts (in_current, maintenance) ---------------------------------------------
+# -- shell text for engine/ops.py's scripts (in_current, maintenance) ---------------------------
 
 def _assigns(env: dict[str, str]) -> list[str]:
     """NAME='value' words, the names checked as for the scripts' USER_ENV."""
