@@ -10,7 +10,8 @@ from deployer.config import envfile
 from deployer.config.settings import EnvValue, Host, NotifySettings, SSHSettings
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import releases as planning
-from deployer.plan.batches import Options, batches
+from deployer.plan.batches import Strategy, batches
+from deployer.plan.options import Options
 from deployer.remote.state import HostState, LockInfo, Release, parse
 from deployer.report import ledger, notify
 
@@ -82,22 +83,24 @@ def test_uploads_are_extracted_as_they_arrive_only_on_slow_links():
 
 def test_batches_per_strategy():
     hosts = ["h1", "h2", "h3", "h4", "h5"]
-    assert [b.hosts for b in batches(hosts, Options())] == [tuple(hosts)]
-    rolling = batches(hosts, Options(strategy="rolling", batch=2, pause=1.5))
+    assert [b.hosts for b in batches(hosts, Strategy())] == [tuple(hosts)]
+    rolling = batches(hosts, Strategy("rolling", batch=2, pause=1.5))
     assert [b.hosts for b in rolling] == [("h1", "h2"), ("h3", "h4"), ("h5",)]
     assert [b.pause_after for b in rolling] == [1.5, 1.5, 0.0]
-    canary = batches(hosts, Options(strategy="canary", canary=1, bake=30))
+    canary = batches(hosts, Strategy("canary", canary=1, bake=30))
     assert [b.hosts for b in canary] == [("h1",), ("h2", "h3", "h4", "h5")] and canary[0].bake == 30
     assert [b.label for b in canary] == ["canary", "rest"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"strategy": "yolo"}, "--strategy"), ({"batch": 0}, "--batch"), ({"pause": -1}, "--pause"),
-    ({"max_fail": -1}, "--max-fail"), ({"forced": True}, "--force needs --reason"),
+@pytest.mark.parametrize("kind, kwargs, message", [
+    (Strategy, {"name": "yolo"}, "--strategy"), (Strategy, {"batch": 0}, "--batch"),
+    (Strategy, {"pause": -1}, "--pause"), (Strategy, {"bake": -1}, "--bake"), (Options, {"parallel": 0}, "--parallel"),
+    (Options, {"max_fail": -1}, "--max-fail"), (Options, {"forced": True}, "--force needs --reason"),
+    (Options, {"lock_wait": -1}, "--lock-wait"),
 ])
-def test_bad_options_are_usage_errors(kwargs, message):
+def test_bad_options_are_usage_errors(kind, kwargs, message):
     with pytest.raises(UsageError, match=message):
-        Options(**kwargs)
+        kind(**kwargs)
 
 
 def test_state_parse_reads_inspect_output():

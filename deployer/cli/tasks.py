@@ -24,7 +24,8 @@ from deployer.engine.rollback import rollback as run_rollback
 from deployer.engine.session import RunFailed
 from deployer.engine.signals import describe, exit_code, terminations
 from deployer.errors import FAILED, DeployerError, UsageError, command_line
-from deployer.plan.batches import Options
+from deployer.plan.batches import Strategy
+from deployer.plan.options import Options
 from deployer.remote.state import NAME
 from deployer.report import rows as report
 from deployer.report.output import Output, safe
@@ -208,15 +209,15 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     t = _target(config, stage, hosts, roles, json)
     cfg, st, out = t.cfg, t.stage, t.out
-    options = Options(strategy=strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"),
-                      canary=_int(canary, "canary"), bake=_num(bake, "bake"), max_fail=_int(max_fail, "max-fail"),
-                      parallel=_parallel(parallel), dry_run=dry_run, forced=force, reason=reason or "",
-                      lock_wait=_wait(lock_wait))
+    plan = Strategy(strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"), canary=_int(canary, "canary"),
+                    bake=_num(bake, "bake"))
+    options = Options(plan, max_fail=_int(max_fail, "max-fail"), parallel=_parallel(parallel), dry_run=dry_run,
+                      forced=force, reason=reason or "", lock_wait=_wait(lock_wait))
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
         out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
-                f"to {st.name}, strategy {options.strategy}")
+                f"to {st.name}, strategy {plan.name}")
     runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent)
     records = report.run_records(runs)
     rows = report.run_rows(records)

@@ -30,7 +30,8 @@ from deployer.engine.session import (
 )
 from deployer.errors import PARTIAL, HostError
 from deployer.plan import releases as planning
-from deployer.plan.batches import Batch, Options, batches
+from deployer.plan.batches import Batch, batches
+from deployer.plan.options import Options
 from deployer.remote import commands
 from deployer.report import notify
 from deployer.report.output import Output, UploadProgress
@@ -231,7 +232,7 @@ class Pipeline:
         failures = self.session.fleet.each("switch", self.reachable, active) if len(active) > 1 else {}
         if failures:
             self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
-        plan = batches(self.session.active, self.options)
+        plan = batches(self.session.active, self.options.strategy)
         switched: list[HostRun] = []
         for batch in plan:
             runs = list(batch.hosts)

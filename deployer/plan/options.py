@@ -1,0 +1,28 @@
+"""How a deploy runs: the command line's choices, validated once before anything connects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deployer.errors import UsageError
+from deployer.plan.batches import Strategy
+
+
+@dataclass(frozen=True)
+class Options:
+    strategy: Strategy = Strategy()     # which hosts switch together
+    max_fail: int = 0       # hosts that may fail before switch and be skipped (exit 5)
+    parallel: int = 10
+    dry_run: bool = False
+    forced: bool = False    # --force: past the promotion gate
+    reason: str = ""        # why (required with --force; recorded in the ledger)
+    lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise UsageError(f"--parallel must be at least 1, got {self.parallel}")
+        if self.forced and not self.reason.strip():
+            raise UsageError('--force needs --reason "why" (it is recorded in the ledger)')
+        for name in ("max_fail", "lock_wait"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
