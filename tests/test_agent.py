@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -30,20 +31,19 @@ from helpers import cli, commit_change, current, wait_until
 from deployer.config import load as config_mod
 from deployer.config.settings import Host, SSHSettings
 from deployer.errors import ConfigError
-from deployer.ssh import agent_client as mux
-from deployer.ssh import agent_socket as agentsock
-from deployer.ssh.types import Cancelled, TransportError, connection
+from deployer.ssh import agent_client, agent_protocol, agent_socket, transport_for
+from deployer.ssh.types import Cancelled, TransportError
 
 PERSIST = {"ssh": {"persist": 30}}
 
 
 def agent_pids() -> list[int]:
     """Agents started from this test run (their socket is under this run's cache dir)."""
-    return helpers.agent_pids(str(mux.socket_path().parent))
+    return helpers.agent_pids(str(agent_client.socket_path().parent))
 
 
 def kill_agents(sig: int = signal.SIGKILL) -> None:
-    helpers.kill_agents(str(mux.socket_path().parent), sig)
+    helpers.kill_agents(str(agent_client.socket_path().parent), sig)
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +98,7 @@ def test_a_dropped_connection_or_a_dead_agent_costs_a_reconnect_not_a_run(sandbo
 
 def test_streams_stdin_and_stops_early_like_a_direct_connection(sandbox):
     sb = sandbox(1)
-    conn = connection(host_of(sb)).open()
+    conn = transport_for(host_of(sb)).open()
     data = os.urandom(3 << 20)
     seen: list[int] = []
     result = conn.run("sha256sum", stdin=io.BytesIO(data), progress=seen.append)
@@ -116,7 +116,7 @@ def test_streams_stdin_and_stops_early_like_a_direct_connection(sandbox):
 
 def test_timeout_and_cancel_kill_the_remote_process_group(sandbox):
     sb = sandbox(1)
-    conn = connection(host_of(sb)).open()
+    conn = transport_for(host_of(sb)).open()
     started = time.monotonic()
     with pytest.raises(TransportError, match="timed out after 2s"):
         conn.run("sleep 1000 & sleep 1001; echo never", timeout=2)
@@ -137,12 +137,12 @@ def test_timeout_and_cancel_kill_the_remote_process_group(sandbox):
 def test_a_client_that_vanishes_mid_command_gets_its_remote_process_killed(sandbox):
     sb = sandbox(1)
     host = host_of(sb)
-    conn = connection(host).open()
+    conn = transport_for(host).open()
     # what a SIGKILLed run leaves: a request whose socket closes while the command runs
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(str(conn.path))
-        s.sendall(mux.frame_json(b"Q", {"op": "run", "host": mux.host_spec(host), "script": "sleep 1004",
-                                        "timeout": 600}) + mux.frame(b"E"))
+        request = {"op": "run", "host": agent_protocol.host_spec(host), "script": "sleep 1004", "timeout": 600}
+        s.sendall(agent_protocol.frame_json(b"Q", request) + agent_protocol.frame(b"E"))
         wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[4]'")[0] == 0, 10, "the remote sleep to start")
     wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[4]' || echo none")[1].strip() == "none", 10,
                "the orphaned sleep to be killed")
@@ -151,7 +151,7 @@ def test_a_client_that_vanishes_mid_command_gets_its_remote_process_killed(sandb
 
 def test_an_agent_killed_mid_command_is_an_error_not_a_hang(sandbox):
     sb = sandbox(1)
-    conn = connection(host_of(sb)).open()
+    conn = transport_for(host_of(sb)).open()
     threading.Timer(1, kill_agents).start()
     started = time.monotonic()
     with pytest.raises(TransportError, match="connection agent"):
@@ -164,8 +164,8 @@ def test_an_agent_killed_mid_command_is_an_error_not_a_hang(sandbox):
 def test_the_agent_exits_when_idle_and_its_socket_is_private(sandbox):
     sb = sandbox(1, ssh={"persist": 2})
     assert cli(sb, "status").returncode == 0
-    sock = wait_until(lambda: next(mux.socket_path().parent.glob("*.sock"), None), 5, "the agent's socket")
-    assert stat.S_IMODE(os.stat(mux.socket_path().parent).st_mode) == 0o700
+    sock = wait_until(lambda: next(agent_client.socket_path().parent.glob("*.sock"), None), 5, "the agent's socket")
+    assert stat.S_IMODE(os.stat(agent_client.socket_path().parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
     assert len(agent_pids()) == 1
     wait_until(lambda: not agent_pids(), 15, "the idle agent to exit")
@@ -230,7 +230,7 @@ def test_the_agent_keeps_none_of_the_secrets_of_the_run_that_started_it(sandbox,
     assert secret.encode() not in environ
     assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
     names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
-    assert names and {n for n in names if not n.startswith("LC_")} <= set(mux.AGENT_ENV)
+    assert names and {n for n in names if not n.startswith("LC_")} <= set(agent_client.AGENT_ENV)
     commit_change(sb.source, "app.py", "VERSION = 2\n")
     proc = cli(sb, "deploy")                    # the agent still does its work with what it kept
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -270,7 +270,7 @@ def test_the_client_never_talks_to_an_agent_socket_served_by_another_user(sandbo
     theirs.chmod(0o777)
     listener = subprocess.Popen([OTHER_PYTHON, "-c", LISTENER, str(theirs / "s.sock"), str(theirs / "got")],
                                 user=OTHER_UID, group=OTHER_UID, extra_groups=[], cwd="/")
-    target = mux.socket_path()
+    target = agent_client.socket_path()
     try:
         wait_until(lambda: (theirs / "got").exists(), 10, "the other user's listener")
         os.rename(theirs / "s.sock", target)
@@ -291,7 +291,7 @@ def test_the_agent_answers_only_its_own_user(sandbox):
     sb = sandbox(1)
     where = Path(tempfile.mkdtemp(dir="/tmp", prefix="deployer-agent-"))     # a path the other uid can reach
     try:
-        conn = mux.AgentConnection(host_of(sb), where / "a.sock").open()
+        conn = agent_client.AgentConnection(host_of(sb), where / "a.sock").open()
         where.chmod(0o711)
         conn.path.chmod(0o666)
         stranger = ("import socket, sys\n"
@@ -299,7 +299,7 @@ def test_the_agent_answers_only_its_own_user(sandbox):
                     "try:\n    s.sendall(bytes.fromhex(sys.argv[2])); got = s.recv(100)\n"
                     "except OSError:\n    got = b''\n"         # closed on it before it finished sending
                     "print(repr(got))\n")
-        stop = mux.frame_json(b"Q", {"op": "stop"}).hex()
+        stop = agent_protocol.frame_json(b"Q", {"op": "stop"}).hex()
         out = subprocess.run([OTHER_PYTHON, "-c", stranger, str(conn.path), stop], user=OTHER_UID, group=OTHER_UID,
                              extra_groups=[], capture_output=True, text=True, timeout=30, cwd="/")
         assert (out.returncode, out.stdout.strip()) == (0, "b''"), out.stderr
@@ -315,15 +315,16 @@ def test_the_agent_answers_only_its_own_user(sandbox):
 def test_frames_round_trip_and_oversized_frames_are_refused():
     a, b = socket.socketpair()
     with a, b:
-        a.sendall(mux.frame(b"D", b"x" * 1000) + mux.frame_json(b"R", {"code": 0}) + mux.frame(b"E"))
-        assert mux.read_frame(b) == (b"D", b"x" * 1000)
-        assert mux.read_frame(b) == (b"R", b'{"code": 0}')
-        assert mux.read_frame(b) == (b"E", b"")
-        a.sendall(b"D" + (mux.MAX_FRAME + 1).to_bytes(4, "big"))
+        a.sendall(agent_protocol.frame(b"D", b"x" * 1000) + agent_protocol.frame_json(b"R", {"code": 0})
+                  + agent_protocol.frame(b"E"))
+        assert agent_protocol.read_frame(b) == (b"D", b"x" * 1000)
+        assert agent_protocol.read_frame(b) == (b"R", b'{"code": 0}')
+        assert agent_protocol.read_frame(b) == (b"E", b"")
+        a.sendall(b"D" + (agent_protocol.MAX_FRAME + 1).to_bytes(4, "big"))
         with pytest.raises(EOFError, match="refused"):
-            mux.read_frame(b)
+            agent_protocol.read_frame(b)
         a.close()
-        assert mux.read_frame(b) is None
+        assert agent_protocol.read_frame(b) is None
 
 
 def test_connection_key_ignores_what_does_not_change_the_connection():
@@ -331,10 +332,10 @@ def test_connection_key_ignores_what_does_not_change_the_connection():
     same = dataclasses.replace(base, name="other-name",
                                ssh=dataclasses.replace(base.ssh, persist=60, command_timeout=5))
     other_user = dataclasses.replace(base, ssh=dataclasses.replace(base.ssh, user="ops"))
-    key = mux.connection_key(mux.host_spec(base))
-    assert mux.connection_key(mux.host_spec(same)) == key
-    assert mux.connection_key(mux.host_spec(other_user)) != key
-    assert mux.host_from_spec(mux.host_spec(base)) == base
+    key = agent_protocol.connection_key(agent_protocol.host_spec(base))
+    assert agent_protocol.connection_key(agent_protocol.host_spec(same)) == key
+    assert agent_protocol.connection_key(agent_protocol.host_spec(other_user)) != key
+    assert agent_protocol.host_from_spec(agent_protocol.host_spec(base)) == base
 
 
 def test_persist_is_validated():
@@ -343,12 +344,42 @@ def test_persist_is_validated():
                          '[stages.s]\nhosts = ["h"]\n', Path("hosts.toml"))
 
 
+def _socket_name(root: Path, tmp: Path) -> str:
+    """The agent socket name the package copied under `root` would use."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "XDG_CACHE_HOME": str(tmp / "cache"),
+           "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "from deployer.ssh import agent_client as a; "
+                           "import deployer; print(deployer.__file__); print(a.socket_path().name)"],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    where, name = proc.stdout.split()
+    assert Path(where).is_relative_to(root)         # the copy ran, not the checkout
+    return name
+
+
+def test_the_socket_name_changes_with_any_module_of_the_package(tmp_path):
+    """An agent runs whatever code it imported when it started: a change in any module, not just
+    the agent's own, must give a new socket, so no run talks to an agent of other code."""
+    package = Path(agent_client.__file__).resolve().parents[1]
+    ignore = shutil.ignore_patterns("__pycache__")
+    names = {}
+    for change in (None, "ssh/types.py", "ssh/runloop.py", "remote/commands.py", "report/output.py"):
+        root = tmp_path / (change or "same").replace("/", "-")
+        shutil.copytree(package, root / "deployer", ignore=ignore)
+        if change:
+            with open(root / "deployer" / change, "a") as fh:
+                fh.write("\n# changed\n")
+        names[change] = _socket_name(root, tmp_path)
+    assert names[None] == agent_client.socket_path().name       # same code, same name
+    assert len(set(names.values())) == len(names), names
+
+
 def test_the_agent_environment_is_what_ssh_needs_and_nothing_else():
-    env = mux.agent_env({"HOME": "/home/ops", "PATH": "/usr/bin", "SSH_AUTH_SOCK": "/run/ssh.sock",
+    env = agent_client.agent_env({"HOME": "/home/ops", "PATH": "/usr/bin", "SSH_AUTH_SOCK": "/run/ssh.sock",
                          "LC_ALL": "C.UTF-8", "PYTHONPATH": "/extra", "SHOP_SECRET_KEY": "s3cr3t",
                          "AWS_SECRET_ACCESS_KEY": "aws", "GITHUB_TOKEN": "ghp", "XDG_CACHE_HOME": "/c"})
     assert sorted(env) == ["HOME", "LC_ALL", "PATH", "PYTHONPATH", "SSH_AUTH_SOCK"]
-    root = str(Path(mux.__file__).resolve().parents[2])
+    root = str(Path(agent_client.__file__).resolve().parents[2])
     assert env["PYTHONPATH"] == root + os.pathsep + "/extra"
 
 
@@ -356,12 +387,12 @@ def test_private_dir_accepts_only_directories_no_other_user_can_change(tmp_path)
     sticky = tmp_path / "sticky"                # like /tmp: others may add entries, never move ours
     sticky.mkdir()
     sticky.chmod(0o1777)
-    made = agentsock.private_dir(sticky / "me" / "agent")
+    made = agent_socket.private_dir(sticky / "me" / "agent")
     assert made == (sticky / "me" / "agent").resolve()
     assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
     (tmp_path / "loose").mkdir(mode=0o755)
     (tmp_path / "loose").chmod(0o755)
-    assert agentsock.private_dir(tmp_path / "loose") == tmp_path / "loose"
+    assert agent_socket.private_dir(tmp_path / "loose") == tmp_path / "loose"
     assert stat.S_IMODE(os.stat(tmp_path / "loose").st_mode) == 0o700    # the last one is made private
     open_dir = tmp_path / "open"
     open_dir.mkdir()
@@ -370,12 +401,12 @@ def test_private_dir_accepts_only_directories_no_other_user_can_change(tmp_path)
     for path, refused in ((open_dir / "agent", f"{open_dir} is writable by other users (mode 0777)"),
                           (tmp_path / "link" / "agent", f"{open_dir} is writable by other users (mode 0777)"),
                           (sticky, f"{sticky} is writable by other users (mode 1777)")):
-        with pytest.raises(agentsock.AgentRefused, match=re.escape(refused)):
-            agentsock.private_dir(path)
+        with pytest.raises(agent_socket.AgentRefused, match=re.escape(refused)):
+            agent_socket.private_dir(path)
     assert list(open_dir.iterdir()) == []       # nothing created below a directory that failed
     (tmp_path / "file").write_text("")
-    with pytest.raises(agentsock.AgentRefused, match="is not a directory"):
-        agentsock.private_dir(tmp_path / "file" / "agent")
+    with pytest.raises(agent_socket.AgentRefused, match="is not a directory"):
+        agent_socket.private_dir(tmp_path / "file" / "agent")
 
 
 def test_a_socket_path_too_long_for_macos_moves_to_the_short_directory(tmp_path, monkeypatch):
@@ -383,13 +414,13 @@ def test_a_socket_path_too_long_for_macos_moves_to_the_short_directory(tmp_path,
     monkeypatch.setattr(tempfile, "tempdir", str(short))
     name = "0123456789ab.sock"
     tail = f"/deployer/agent/{name}"
-    fits = tmp_path / ("c" * (agentsock.MAX_SOCKET_PATH - len(str(tmp_path)) - 1 - len(tail)))
+    fits = tmp_path / ("c" * (agent_socket.MAX_SOCKET_PATH - len(str(tmp_path)) - 1 - len(tail)))
     monkeypatch.setenv("XDG_CACHE_HOME", str(fits))
-    assert len(str(fits) + tail) == agentsock.MAX_SOCKET_PATH
-    assert agentsock.socket_path(name) == fits / "deployer" / "agent" / name
+    assert len(str(fits) + tail) == agent_socket.MAX_SOCKET_PATH
+    assert agent_socket.socket_path(name) == fits / "deployer" / "agent" / name
     monkeypatch.setenv("XDG_CACHE_HOME", str(fits) + "c")        # one byte more: not on a Mac
-    assert agentsock.socket_path(name) == short / f"deployer-{os.getuid()}" / "agent" / name
+    assert agent_socket.socket_path(name) == short / f"deployer-{os.getuid()}" / "agent" / name
     assert stat.S_IMODE(os.stat(short / f"deployer-{os.getuid()}" / "agent").st_mode) == 0o700
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 90)))
-    with pytest.raises(agentsock.AgentRefused, match="longer than the 103 bytes a Unix socket allows"):
-        agentsock.socket_path(name)
+    with pytest.raises(agent_socket.AgentRefused, match="longer than the 103 bytes a Unix socket allows"):
+        agent_socket.socket_path(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import socket
 import sys
 import tomllib
@@ -15,7 +16,8 @@ import paramiko
 import pytest
 from packaging.requirements import Requirement
 
-from deployer.ssh import connection as transport
+import deployer.ssh as transport_package
+from deployer.ssh import tuning
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
 RUNTIME = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
@@ -30,21 +32,38 @@ def test_runtime_dependencies_are_pinned_to_the_tested_major_and_installed(req):
     assert req.specifier.contains(installed), f"{req.name} {installed} is outside the pinned range {req}"
 
 
-# (what, its parameters): each private method transport.py overrides or calls
+# (what, its parameters): each private method the transport (deployer/ssh/) overrides or calls
 PRIVATE_METHODS = [
-    ("paramiko.Transport._parse_global_request", ["self", "m"]),   # overridden by transport._Transport
+    ("paramiko.Transport._parse_global_request", ["self", "m"]),   # overridden by tuning.AckingTransport
     ("paramiko.Transport._send_message", ["self", "data"]),        # called by that override
-    ("paramiko.Transport._send_user_message", ["self", "data"]),   # called by transport._start
+    ("paramiko.Transport._send_user_message", ["self", "data"]),   # called by runloop.send_exec
 ]
+
+
+def test_every_private_paramiko_method_the_transport_uses_is_listed():
+    """PRIVATE_METHODS stays complete: a private name that the modules importing paramiko define
+    (an override) or call, and that a paramiko class has, is one of them."""
+    listed = {name for name, _ in PRIVATE_METHODS}
+    package = Path(transport_package.__file__).parent
+    used = set()
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        if not re.search(r"^(import|from) paramiko", text, re.MULTILINE):
+            continue
+        for name in set(re.findall(r"(?:\.|def )(_[a-z]\w*)\b", text)):
+            used |= {f"paramiko.{cls}.{name}" for cls in ("Transport", "Channel", "SSHClient", "Message")
+                     if hasattr(getattr(paramiko, cls), name)}
+    assert "paramiko.Transport._send_user_message" in used       # the scan sees what it must
+    assert used <= listed, f"not in PRIVATE_METHODS: {sorted(used - listed)}"
 
 
 @pytest.mark.parametrize("name, params", PRIVATE_METHODS, ids=[m[0] for m in PRIVATE_METHODS])
 def test_the_private_paramiko_methods_the_transport_uses_are_there(name, params):
     _, cls, method = name.split(".")
     fn = getattr(getattr(paramiko, cls), method, None)
-    assert callable(fn), f"{name} is gone: transport.py relies on it (see its callers)"
+    assert callable(fn), f"{name} is gone: deployer/ssh/ relies on it (see its callers)"
     got = list(inspect.signature(fn).parameters)
-    assert got == params, f"{name} now takes {got}, transport.py expects {params}"
+    assert got == params, f"{name} now takes {got}, deployer/ssh/ expects {params}"
 
 
 def test_the_transport_override_is_what_paramiko_dispatches_global_requests_to():
@@ -52,11 +71,11 @@ def test_the_transport_override_is_what_paramiko_dispatches_global_requests_to()
     override must be the entry there, or the ACK it sends never happens (silently slower)."""
     ours, theirs = socket.socketpair()
     try:
-        t = transport._Transport(ours)
+        t = tuning.AckingTransport(ours)
         table = getattr(t, "_handler_table", None)
         assert isinstance(table, dict), "paramiko.Transport._handler_table is gone"
         handler = table.get(paramiko.common.MSG_GLOBAL_REQUEST)
-        assert getattr(handler, "__func__", None) is transport._Transport._parse_global_request, \
+        assert getattr(handler, "__func__", None) is tuning.AckingTransport._parse_global_request, \
             "paramiko.Transport._handler_table[MSG_GLOBAL_REQUEST] no longer calls _parse_global_request"
         assert t.server_mode is False, "paramiko.Transport.server_mode is gone"
         t.close()
@@ -69,9 +88,9 @@ def test_the_private_paramiko_names_the_transport_reads_are_there():
     assert isinstance(getattr(paramiko.common, "cMSG_IGNORE", None), bytes), "paramiko.common.cMSG_IGNORE"
     assert isinstance(getattr(paramiko.common, "cMSG_CHANNEL_REQUEST", None), bytes), \
         "paramiko.common.cMSG_CHANNEL_REQUEST"
-    assert hasattr(paramiko.Channel(0), "remote_chanid"), "paramiko.Channel.remote_chanid (used by transport._start)"
+    assert hasattr(paramiko.Channel(0), "remote_chanid"), "paramiko.Channel.remote_chanid (used by runloop.send_exec)"
     assert "transport_factory" in inspect.signature(paramiko.SSHClient.connect).parameters, \
-        "paramiko.SSHClient.connect(transport_factory=) (how transport._open installs _Transport)"
+        "paramiko.SSHClient.connect(transport_factory=) (how connect._open installs AckingTransport)"
     assert issubclass(paramiko.hostkeys.InvalidHostKey, Exception), "paramiko.hostkeys.InvalidHostKey"
 
 

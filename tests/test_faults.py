@@ -52,14 +52,10 @@ from deployer.remote import commands
 from deployer.remote import state as host_state
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
-from deployer.ssh import connection as transport_mod
-from deployer.ssh.connection import (
-    Cancelled,
-    Connection,
-    TransportError,
-    _Watch,
-    dead_link_window,
-)
+from deployer.ssh import liveness, runloop
+from deployer.ssh.connection import Connection
+from deployer.ssh.liveness import Watch, dead_link_window
+from deployer.ssh.types import Cancelled, TransportError
 
 D = "/srv/app"
 PATHS = Paths(D)
@@ -475,34 +471,47 @@ def test_default_dead_link_window_is_at_most_45s():
     assert dead_link_window(ssh) + ssh.connect_timeout <= 45
 
 
-def test_watch_declares_a_silent_link_dead_after_three_keepalives():
-    """The liveness rule itself, on a fake clock: silence → probe → no answer → dead at 3 x keepalive;
-    an answered probe (a slow command on a live link) never is."""
+def silent_for(watch: Watch, clock: list[float], seconds: float) -> float | None:
+    """Seconds of silence after which `watch` declared the link dead (0.1 s steps), or None."""
+    start = clock[0]
+    for tick in range(int(seconds * 10) + 1):
+        clock[0] = start + tick / 10
+        if watch.dead():
+            return tick / 10
+    return None
+
+
+def probe_answered(answers: bool):
+    def probe() -> threading.Event:
+        event = threading.Event()
+        if answers:
+            event.set()
+        return event
+    return probe
+
+
+@pytest.mark.parametrize("keepalive", [1, 3, 10])
+def test_the_watch_declares_a_silent_link_dead_at_the_dead_link_window(keepalive):
+    """The liveness rule the run loop applies, on a fake clock: silence → probe → no answer → dead
+    at dead_link_window (3 x keepalive); an answered probe (a slow command on a live link) never is."""
+    ssh = SSHSettings(keepalive=keepalive)
     clock = [1000.0]
+    silent = Watch(probe_answered(False), ssh, clock=lambda: clock[0])
+    assert silent.window == dead_link_window(ssh) == 3 * keepalive
+    dead_at = silent_for(silent, clock, 2 * dead_link_window(ssh))
+    assert dead_at is not None and dead_link_window(ssh) <= dead_at <= dead_link_window(ssh) + 0.2
 
-    class Conn:
-        def __init__(self, answers):
-            self.answers = answers
+    slow = Watch(probe_answered(True), ssh, clock=lambda: clock[0])
+    assert silent_for(slow, clock, 600) is None             # 10 minutes without a byte of output
 
-        def _probe(self):
-            event = threading.Event()
-            if self.answers:
-                event.set()
-            return event
 
-    silent = _Watch(Conn(answers=False), keepalive=10, clock=lambda: clock[0])
-    dead_at = None
-    for tick in range(0, 600):                  # 60 s in 0.1 s steps
-        clock[0] = 1000.0 + tick / 10
-        if silent.dead():
-            dead_at = tick / 10
-            break
-    assert dead_at is not None and 30 <= dead_at <= 30.2
-
-    slow = _Watch(Conn(answers=True), keepalive=10, clock=lambda: clock[0])
-    for tick in range(0, 6000):                 # 10 minutes without a byte of output
-        clock[0] = 1000.0 + tick / 10
-        assert not slow.dead()
+def test_the_watch_takes_its_bound_from_dead_link_window(monkeypatch):
+    """One rule, not two copies of it: the watch's bound is whatever dead_link_window says."""
+    monkeypatch.setattr(liveness, "dead_link_window", lambda ssh: 5.0)
+    clock = [1000.0]
+    watch = Watch(probe_answered(False), SSHSettings(keepalive=1), clock=lambda: clock[0])
+    dead_at = silent_for(watch, clock, 20)
+    assert watch.window == 5.0 and dead_at is not None and 5.0 <= dead_at <= 5.2
 
 
 def test_a_slow_link_is_timed_and_each_command_runs_on_a_channel_opened_ahead(sandbox, app_repo, monkeypatch):
@@ -516,9 +525,9 @@ def test_a_slow_link_is_timed_and_each_command_runs_on_a_channel_opened_ahead(sa
         via_proxy(sb, 0, proxy)
         conn = host_conn(sb, 0)
         started = []
-        real_start = transport_mod._start
-        monkeypatch.setattr(transport_mod, "_start", lambda chan, command: (started.append(chan),
-                                                                           real_start(chan, command)))
+        real_start = runloop.send_exec
+        monkeypatch.setattr(runloop, "send_exec", lambda chan, command: (started.append(chan),
+                                                                     real_start(chan, command)))
         try:
             assert conn._conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert conn.run("true").ok
@@ -591,19 +600,20 @@ def test_stall_while_a_command_runs_or_at_exec_is_bounded(sandbox, monkeypatch):
         conn = host_conn(sb, 0, keepalive=1, connect_timeout=2)
         threading.Timer(0.5, proxy.stall).start()
         started = time.monotonic()
-        with pytest.raises(TransportError, match="stopped answering"):
+        window = dead_link_window(conn.host.ssh)
+        with pytest.raises(TransportError, match=f"stopped answering \\(nothing heard for {window:g}s\\)"):
             conn.run("sleep 30")
         assert time.monotonic() - started < 0.5 + 3 + 2
         assert not conn.alive
 
         proxy.resume()
         conn = host_conn(sb, 0, keepalive=1, connect_timeout=2)
-        original = transport_mod._start
+        original = runloop.send_exec
 
         def exec_on_a_stalling_link(chan, command):
             proxy.stall()
             return original(chan, command)
-        monkeypatch.setattr(transport_mod, "_start", exec_on_a_stalling_link)
+        monkeypatch.setattr(runloop, "send_exec", exec_on_a_stalling_link)
         started = time.monotonic()
         with pytest.raises(TransportError, match="stopped answering"):
             conn.run("true")

@@ -263,7 +263,7 @@ def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
     """Two entries glued on one line: one line naming the file and the line (exit 2), not every
     host failing with paramiko's raw InvalidHostKey. Comments, blank and short lines are fine."""
     from deployer.errors import ConfigError
-    from deployer.ssh.types import check_known_hosts
+    from deployer.ssh.known_hosts import check_known_hosts
     key = "AAAAC3NzaC1lZDI1NTE5AAAAIMDtDMCGoGXM63rJnVJkS+k9z7ySUzY9yj7J0JcNBMjy"
     good = f"# pinned\n\n[127.0.0.1]:2200 ssh-ed25519 {key}\nshort line\n"
     path = tmp_path / "known_hosts"

@@ -15,7 +15,7 @@ from helpers import cli
 
 from deployer.config import load as config_mod
 from deployer.sandbox import hosts as sandbox_mod
-from deployer.ssh import connection as transport_mod
+from deployer.ssh import tuning
 from deployer.ssh.connection import Connection
 from deployer.ssh.types import TransportError
 
@@ -81,7 +81,7 @@ class Cfg:
 def record_ignores(monkeypatch) -> dict:
     """Per transport (by id), how many SSH_MSG_IGNORE it sent after a global request from the server."""
     sent: dict[int, int] = {}
-    real_parse, real_send = transport_mod._Transport._parse_global_request, transport_mod._Transport._send_message
+    real_parse, real_send = tuning.AckingTransport._parse_global_request, tuning.AckingTransport._send_message
 
     def parse(self, m):
         self._after_request = True
@@ -93,8 +93,8 @@ def record_ignores(monkeypatch) -> dict:
             sent[id(self)] = sent.get(id(self), 0) + 1
         real_send(self, msg)
 
-    monkeypatch.setattr(transport_mod._Transport, "_parse_global_request", parse)
-    monkeypatch.setattr(transport_mod._Transport, "_send_message", send)
+    monkeypatch.setattr(tuning.AckingTransport, "_parse_global_request", parse)
+    monkeypatch.setattr(tuning.AckingTransport, "_send_message", send)
     return sent
 
 
@@ -121,17 +121,17 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     # the one TCP connection made is the bastion's, opened by the transport with Nagle off; both
     # hops answer their sshd's host-key notice, so its next reply is not held for a delayed ACK
     made = []
-    real_tcp = transport_mod._tcp
-    monkeypatch.setattr(transport_mod, "_tcp", lambda *args, **kw: made.append(real_tcp(*args, **kw)) or made[-1])
+    real_tcp = tuning.tcp
+    monkeypatch.setattr(tuning, "tcp", lambda *args, **kw: made.append(real_tcp(*args, **kw)) or made[-1])
     ignores = record_ignores(monkeypatch)
     conn = Connection(config_mod.load(via.config_path).stage("prod").hosts[0]).open()
     try:
         assert len(made) == 1 and made[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert conn._conn.gateway.transport.sock is made[0]
-        assert isinstance(made[0], transport_mod._QuickAckSocket)      # it relays: ACKs at once
+        assert isinstance(made[0], tuning.QuickAckSocket) == tuning.HAS_QUICKACK   # it relays: ACKs at once
         assert conn.run("true").ok
         hops = (conn._conn.transport, conn._conn.gateway.transport)
-        assert all(type(t) is transport_mod._Transport and ignores.get(id(t)) for t in hops), ignores
+        assert all(type(t) is tuning.AckingTransport and ignores.get(id(t)) for t in hops), ignores
     finally:
         conn.close()
     monkeypatch.undo()
@@ -207,14 +207,14 @@ def test_a_direct_login_is_on_our_own_socket_with_nagle_off_from_the_first_byte(
     sb = sandbox(1)
     host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[0]
     made = []
-    real_tcp = transport_mod._tcp
+    real_tcp = tuning.tcp
 
     def recording(*args, **kw):
         sock = real_tcp(*args, **kw)
         made.append((sock, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
         return sock
 
-    monkeypatch.setattr(transport_mod, "_tcp", recording)
+    monkeypatch.setattr(tuning, "tcp", recording)
     ignores = record_ignores(monkeypatch)
     conn = Connection(host).open()
     try:
@@ -222,7 +222,7 @@ def test_a_direct_login_is_on_our_own_socket_with_nagle_off_from_the_first_byte(
         assert conn._conn.transport.sock is made[0][0]
         assert type(made[0][0]) is socket.socket               # not a relay: ACKs as the kernel likes
         assert conn.run("true").ok
-        # sshd's host-key notice after login was answered (see transport._Transport)
+        # sshd's host-key notice after login was answered (see tuning.AckingTransport)
         assert ignores == {id(conn._conn.transport): 1}
     finally:
         conn.close()

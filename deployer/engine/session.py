@@ -28,13 +28,9 @@ from deployer.remote import commands
 from deployer.remote import state as host_state
 from deployer.report import ledger
 from deployer.report.output import Output
-from deployer.ssh.types import (
-    Cancelled,
-    Result,
-    TransportError,
-    check_known_hosts,
-    connection,
-)
+from deployer.ssh import transport_for
+from deployer.ssh.known_hosts import check_known_hosts
+from deployer.ssh.types import Cancelled, Result, TransportError
 
 
 def who() -> str:
@@ -110,7 +106,7 @@ class Session:
 
     def connect(self, run: HostRun) -> None:
         try:
-            run.conn = connection(run.host).open()
+            run.conn = transport_for(run.host).open()
         except TransportError as exc:
             raise HostError(run.name, "connect", str(exc)) from None
 

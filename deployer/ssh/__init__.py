@@ -1,0 +1,19 @@
+"""The SSH transport. `transport_for` is the one place that picks a direct connection or one
+kept open by the connection agent; either is imported only when a connection is made."""
+
+from __future__ import annotations
+
+from deployer.config.settings import Host
+from deployer.ssh.types import Transport
+
+
+def transport_for(host: Host) -> Transport:
+    """A new, unopened connection to the host: direct, or through the connection agent when
+    `ssh.persist` asks to keep it open between runs and the agent can be used safely here
+    (else agent_client.refusal says why, once)."""
+    if host.ssh.persist > 0:
+        from deployer.ssh.agent_client import AgentConnection, refusal
+        if refusal() is None:
+            return AgentConnection(host)
+    from deployer.ssh.connection import Connection
+    return Connection(host)

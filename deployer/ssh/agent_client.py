@@ -1,49 +1,42 @@
 """Persistent connections (`ssh.persist = SECONDS`): commands go through a local agent that keeps
 each host's SSH connection open between runs, like OpenSSH's ControlMaster + ControlPersist.
 
-This is the client half: the framing both halves speak, `AgentConnection` (the same interface as
-transport.Connection, so sessions do not know which one they hold) and starting the agent. The
-agent (agent.py) runs the command with transport.Connection.run, so timeouts, remote kills and
-dead-link detection behave exactly as without it.
+This is the client half: `AgentConnection` (a types.Transport, like connection.Connection, so
+sessions do not know which one they hold) and starting the agent. The agent (agent_server) runs
+the command with connection.Connection.run, so timeouts, remote kills and dead-link detection
+behave exactly as without it. Both halves speak agent_protocol.
 
-One Unix-socket connection per request. Frames are a type byte, a 4-byte length, a payload.
-  client -> agent: Q request (JSON), D stdin bytes, E end of stdin, C cancel
-  agent -> client: P bytes of stdin sent (JSON), R result (JSON), X error (JSON), K answer (JSON)
 The socket lives in a 0700 directory under $XDG_CACHE_HOME/deployer/agent/; both halves check
 that no other user can reach or replace it and that the other end runs as this user
-(agentsock). Its name carries a digest of the code, so an agent from another version is never
+(agent_socket). Its name carries a digest of the code, so an agent from another version is never
 spoken to. Secrets in an env file pass through as stdin bytes, never in argv or environment.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import json
 import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
-from deployer.config.settings import Host, SSHSettings
-from deployer.ssh import agent_socket as agentsock
+from deployer.config.settings import Host
+from deployer.ssh import agent_socket
+from deployer.ssh.agent_protocol import frame, frame_json, host_spec, read_frame
 from deployer.ssh.agent_socket import AgentRefused, private_dir
-from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, TransportError
+from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, Stdin, Transport, TransportError
 
-_HEAD = struct.Struct(">cI")
-MAX_FRAME = 4 * 1024 * 1024
 START_TIMEOUT = 10.0            # seconds for a new agent to start listening
 ANSWER_MARGIN = 60.0            # beyond the command's own timeout, enforced by the agent itself
-PER_CONNECTION = ("persist", "command_timeout")   # settings that do not make a connection different
 # What the agent keeps of the starting run's environment: what SSH and Python need (ssh config
 # and keys under HOME, the ssh-agent, a ProxyCommand's PATH, the locale). Nothing else: secrets
 # that `env:` sources read, tokens and the like stay out of a process that outlives the run.
@@ -53,63 +46,6 @@ AGENT_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "TMPDIR", "TZ", "LANG",
 
 class AgentGone(TransportError):
     """The agent could not be reached or stopped mid-request."""
-
-
-# -- framing (both halves) ------------------------------------------------------------------------
-
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    return _HEAD.pack(kind, len(payload)) + payload
-
-
-def frame_json(kind: bytes, value: dict) -> bytes:
-    return frame(kind, json.dumps(value).encode())
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """n bytes, or b"" when the peer closed before sending any; a torn frame raises EOFError."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            if buf:
-                raise EOFError("connection closed mid-frame")
-            return b""
-        buf += chunk
-    return bytes(buf)
-
-
-def read_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """(kind, payload), or None at a clean end of stream."""
-    head = recv_exact(sock, _HEAD.size)
-    if not head:
-        return None
-    kind, size = _HEAD.unpack(head)
-    if size > MAX_FRAME:
-        raise EOFError(f"frame of {size} bytes refused")
-    payload = recv_exact(sock, size) if size else b""
-    if size and len(payload) != size:
-        raise EOFError("connection closed mid-frame")
-    return kind, payload
-
-
-# -- what identifies a connection -----------------------------------------------------------------
-
-def host_spec(host: Host) -> dict:
-    """What the agent needs to open the same connection: address and SSH settings, nothing else
-    (no roles, no env: secrets never travel in a request)."""
-    return {"name": host.name, "address": host.address, "ssh": dataclasses.asdict(host.ssh)}
-
-
-def host_from_spec(spec: dict) -> Host:
-    fields = {f.name for f in dataclasses.fields(SSHSettings)}
-    ssh = SSHSettings(**{k: v for k, v in spec["ssh"].items() if k in fields})
-    return Host(name=str(spec["name"]), address=str(spec["address"]), ssh=ssh)
-
-
-def connection_key(spec: dict) -> str:
-    """Equal for requests that may share one SSH connection."""
-    ssh = {k: v for k, v in spec["ssh"].items() if k not in PER_CONNECTION}
-    return json.dumps([spec["address"], ssh], sort_keys=True)
 
 
 # -- where the agent listens ----------------------------------------------------------------------
@@ -125,8 +61,8 @@ def _code_digest() -> str:
 
 
 def socket_path() -> Path:
-    """This code's agent socket, its directory created and checked (agentsock.socket_path)."""
-    return agentsock.socket_path(f"{_code_digest()}.sock")
+    """This code's agent socket, its directory created and checked (agent_socket.socket_path)."""
+    return agent_socket.socket_path(f"{_code_digest()}.sock")
 
 
 _refused: list[str] = []
@@ -140,7 +76,7 @@ def refusal() -> str | None:
     with _refused_lock:
         if not _refused:
             try:
-                agentsock.check_peer_credentials()
+                agent_socket.check_peer_credentials()
                 socket_path()
             except AgentRefused as exc:
                 _refuse(str(exc))
@@ -198,9 +134,9 @@ def stop_agents() -> int:
     """`inv disconnect`: every agent of this user closes its connections and exits; how many
     connections were open."""
     closed = 0
-    for path in sorted(p for d in agentsock.agent_dirs() for p in d.glob("*.sock")):
+    for path in sorted(p for d in agent_socket.agent_dirs() for p in d.glob("*.sock")):
         try:
-            with agentsock.connect(path, timeout=5) as s:
+            with agent_socket.connect(path, timeout=5) as s:
                 s.sendall(frame_json(b"Q", {"op": "stop"}))
                 got = read_frame(s)
         except (OSError, EOFError, AgentRefused):
@@ -223,16 +159,16 @@ def answers(path: Path) -> bool:
 # -- the client ------------------------------------------------------------------------------------
 
 class AgentConnection:
-    """transport.Connection's interface, served by the agent's warm connection to the host."""
+    """A types.Transport served by the agent's warm connection to the host."""
 
     def __init__(self, host: Host, path: Path | None = None):
         self.host = host
         self.path = path
         self._open = False
 
-    def open(self):
+    def open(self) -> Transport:
         """The agent opens (or reuses) the connection; no agent yet: _socket starts one. An
-        agent that cannot be trusted (agentsock) is not spoken to: this run says why once and
+        agent that cannot be trusted (agent_socket) is not spoken to: this run says why once and
         gets a direct connection instead."""
         try:
             self.path = self.path or socket_path()
@@ -264,13 +200,14 @@ class AgentConnection:
         return bool(answer.get("ok"))
 
     def rtt(self) -> float | None:
-        """The round trip the agent's connection measured (transport.Connection.rtt)."""
+        """The round trip the agent's connection measured (connection.Connection.rtt)."""
         try:
-            return self._ask({"op": "rtt"}).get("rtt") if self._open else None
+            rtt = self._ask({"op": "rtt"}).get("rtt") if self._open else None
+            return None if rtt is None else float(rtt)
         except TransportError:
             return None
 
-    def run(self, script: str, *, stdin: BinaryIO | None = None, timeout: float | None = None,
+    def run(self, script: str, *, stdin: Stdin | None = None, timeout: float | None = None,
             progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
         if not self._open:
             raise TransportError("connection lost")
@@ -282,18 +219,26 @@ class AgentConnection:
             ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
             if ended is None:
                 s.sendall(frame(b"E"))
-            if ended is None or ended == "cancelled":
-                ended = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
-                                     cancel_sent=ended == "cancelled")
-        return self._outcome(ended)
+            if isinstance(ended, tuple):
+                got = ended
+            else:
+                got = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
+                                   cancel_sent=ended == "cancelled")
+        kind, body = self._answer(got)
+        if kind != b"R":
+            raise AgentGone(f"unexpected answer from the connection agent: {kind!r}")
+        if body.get("lost"):
+            self._open = False
+        return Result(int(body["code"]), str(body["stdout"]), str(body["stderr"]))
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _socket(self) -> socket.socket:
         """A connection to the agent; one that just exited (idle) is replaced once."""
         for attempt in (1, 2):
+            self.path = self.path or socket_path()
             try:
-                return agentsock.connect(self.path)
+                return agent_socket.connect(self.path)
             except OSError:
                 if attempt == 2:
                     raise
@@ -301,7 +246,7 @@ class AgentConnection:
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def _talking(self):
+    def _talking(self) -> Iterator[None]:
         """A broken conversation with the agent is a lost connection."""
         try:
             yield
@@ -309,7 +254,7 @@ class AgentConnection:
             self._open = False
             raise AgentGone(f"the connection agent stopped answering: {exc or type(exc).__name__}") from None
 
-    def _ask(self, request: dict) -> dict:
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         """A request without stdin (open, ping: safe to repeat); K's answer, or the agent's error
         raised. An agent that dies as the request reaches it is replaced and asked again, once."""
         message = frame_json(b"Q", {**request, "host": host_spec(self.host)})
@@ -325,20 +270,22 @@ class AgentConnection:
                 with self._socket() as s:
                     s.sendall(message)
                     got = read_frame(s)
-        return self._outcome(got)
+        kind, body = self._answer(got)
+        if kind != b"K":
+            raise AgentGone(f"unexpected answer from the connection agent: {kind!r}")
+        return body
 
-    def _outcome(self, got: tuple[bytes, bytes] | None):
+    def _answer(self, got: tuple[bytes, bytes] | None) -> tuple[bytes, dict[str, Any]]:
+        """An answer's kind (R or K) and body; an error (X) raised as the agent reported it."""
         if got is None:
             self._open = False
             raise AgentGone("the connection agent closed the request without an answer")
         kind, payload = got
         body = json.loads(payload or b"{}")
-        if kind == b"R":
-            if body.get("lost"):
-                self._open = False
-            return Result(int(body["code"]), body["stdout"], body["stderr"])
-        if kind == b"K":
-            return body
+        if not isinstance(body, dict):
+            raise AgentGone("unreadable answer from the connection agent")
+        if kind in (b"R", b"K"):
+            return kind, body
         if kind == b"X":
             if body.get("kind") == "cancelled":
                 raise Cancelled(body.get("message") or "cancelled")
@@ -351,7 +298,7 @@ class AgentConnection:
 class _Replies:
     """Reads the agent's frames: progress while stdin is sent, then the final answer."""
 
-    def __init__(self, sock: socket.socket, progress):
+    def __init__(self, sock: socket.socket, progress: Callable[[int], None] | None):
         self.sock = sock
         self.progress = progress
 
@@ -382,7 +329,8 @@ class _Replies:
                 return got
 
 
-def _send_stdin(sock: socket.socket, stdin: BinaryIO, replies: _Replies, cancel: threading.Event | None):
+def _send_stdin(sock: socket.socket, stdin: Stdin, replies: _Replies,
+                cancel: threading.Event | None) -> tuple[bytes, bytes] | str | None:
     """Stream stdin as D frames. None when all was sent, "cancelled" (C sent instead of E), or
     the final answer when the command ended before reading all of its stdin."""
     while chunk := stdin.read(CHUNK):

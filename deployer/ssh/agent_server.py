@@ -1,6 +1,7 @@
-"""The connection agent: `python -m deployer.ssh.agent_server SOCKET IDLE_SECONDS`, started by mux.start_agent.
+"""The connection agent: `python -m deployer.ssh.agent_server SOCKET IDLE_SECONDS`, started by
+agent_client.start_agent.
 
-Keeps one SSH connection per host (transport.Connection, opened and checked exactly as without
+Keeps one SSH connection per host (connection.Connection, opened and checked exactly as without
 the agent) and runs this user's commands on them; exits after IDLE seconds without a request,
 closing every connection. A connection found dead is reopened by the next request; one that has
 been quiet for longer than its keepalive is pinged first, so a link that died while idle costs a
@@ -18,15 +19,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from deployer.ssh.agent_client import (
-    START_TIMEOUT,
-    answers,
-    connection_key,
-    frame_json,
-    host_from_spec,
-    read_frame,
-)
+from deployer.ssh.agent_client import START_TIMEOUT, answers
+from deployer.ssh.agent_protocol import connection_key, frame_json, host_from_spec, read_frame
 from deployer.ssh.agent_socket import (
     AgentRefused,
     check_peer_credentials,
@@ -112,9 +108,17 @@ class Agent:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def connection(self, spec: dict, reopen: bool = True) -> Connection | None:
-        """The host's connection; without `reopen`, None when there is no live one (and no probe:
-        the caller pings it anyway)."""
+    def connection(self, spec: dict[str, Any]) -> Connection:
+        """The host's connection, opened again when it was found dead."""
+        conn = self._connection(spec, reopen=True)
+        assert conn is not None
+        return conn
+
+    def live_connection(self, spec: dict[str, Any]) -> Connection | None:
+        """The host's connection if it is open (not probed: the caller pings it anyway), else None."""
+        return self._connection(spec, reopen=False)
+
+    def _connection(self, spec: dict[str, Any], reopen: bool) -> Connection | None:
         key = connection_key(spec)
         with self.lock:
             key_lock = self.key_locks.setdefault(key, threading.Lock())
@@ -151,11 +155,11 @@ class Agent:
                     self.connection(request["host"])
                     sock.sendall(frame_json(b"K", {"ok": True}))
                 elif op == "ping":
-                    conn = self.connection(request["host"], reopen=False)
+                    conn = self.live_connection(request["host"])
                     ok = conn is not None and conn.ping(timeout=float(request.get("timeout") or 10))
                     sock.sendall(frame_json(b"K", {"ok": ok}))
                 elif op == "rtt":
-                    conn = self.connection(request["host"], reopen=False)
+                    conn = self.live_connection(request["host"])
                     sock.sendall(frame_json(b"K", {"rtt": conn.rtt() if conn is not None else None}))
                 elif op == "run":
                     self.run(sock, request)
@@ -174,7 +178,7 @@ class Agent:
                     self.active -= 1
                     self.last = time.monotonic()
 
-    def run(self, sock: socket.socket, request: dict) -> None:
+    def run(self, sock: socket.socket, request: dict[str, Any]) -> None:
         conn = self.connection(request["host"])
         cancel = threading.Event()
         stdin = _Stdin(sock, cancel)
@@ -217,7 +221,7 @@ class Agent:
             while True:
                 try:
                     sock, _ = server.accept()
-                except socket.timeout:
+                except TimeoutError:
                     with self.lock:
                         if self.stopping or (self.active == 0 and time.monotonic() - self.last > self.idle):
                             self._unlink(inode)     # new clients start a new agent from here on

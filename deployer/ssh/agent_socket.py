@@ -16,6 +16,7 @@ import socket
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from deployer.plan.paths import user_cache
@@ -37,7 +38,7 @@ def peer_uid(sock: socket.socket) -> int:
     else getpeereid(3) (macOS, the BSDs). AgentRefused when the system offers neither."""
     if hasattr(socket, "SO_PEERCRED"):
         ucred = struct.Struct("3i")                     # pid, uid, gid
-        return ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, ucred.size))[1]
+        return int(ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, ucred.size))[1])
     getpeereid = _getpeereid()
     if getpeereid is None:
         raise AgentRefused("this system offers no way to check who is at the other end of a Unix socket "
@@ -51,7 +52,7 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 @functools.cache
-def _getpeereid():
+def _getpeereid() -> Callable[..., int] | None:
     """libc's getpeereid, or None (glibc has none; Linux has SO_PEERCRED instead)."""
     import ctypes
     try:

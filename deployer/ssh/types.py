@@ -1,21 +1,22 @@
-"""What callers of a remote connection need, without loading SSH: results, errors, and the
-choice between a direct connection (transport.py) and one kept open by the agent (mux.py).
-Either is imported only when a connection is made."""
+"""What callers of a remote connection need, without loading SSH: results, errors, and
+`Transport`, the interface both kinds of connection offer (direct: connection.Connection;
+through the agent: agent_client.AgentConnection). deployer.ssh.transport_for picks one."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
-import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from deployer.config.settings import Host
-from deployer.errors import ConfigError, DeployerError
-from deployer.report.output import redact
+from deployer.errors import DeployerError
+from deployer.report import output
 
 CHUNK = 256 * 1024              # stdin is read and sent in pieces of this size
 SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
+
+# output.redact, typed for this strictly checked package
+_redact: Callable[[str], str] = output.redact
 
 
 class TransportError(DeployerError):
@@ -45,39 +46,41 @@ class Result:
         """The last lines of the output, secrets masked line by line (a kept tail may start
         mid-secret), for error messages that go to hosts, notifications and the terminal."""
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        return " | ".join(redact(line) for line in text[-lines:]) or f"exit {self.exit_code}"
+        return " | ".join(_redact(line) for line in text[-lines:]) or f"exit {self.exit_code}"
 
 
-def connection(host: Host):
-    """A new, unopened connection to the host: direct, or through the connection agent when
-    `ssh.persist` asks to keep it open between runs and the agent can be used safely here
-    (else mux.refusal says why, once)."""
-    if host.ssh.persist > 0:
-        from deployer.ssh.agent_client import AgentConnection, refusal
-        if refusal() is None:
-            return AgentConnection(host)
-    from deployer.ssh.connection import Connection
-    return Connection(host)
+class Stdin(Protocol):
+    """What a command's stdin is read through: a binary file, or the agent's stream of frames."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
-def check_known_hosts(path: str) -> None:
-    """ConfigError (exit 2) naming the file and line when a known_hosts line has a key no SSH
-    library can decode (two entries run together on one line, say): read the way paramiko reads
-    it, which would otherwise fail every host with a raw InvalidHostKey."""
-    path = os.path.expanduser(path)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"known_hosts {path}: cannot read: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines, 1):
-        fields = re.split(" |\t", line.strip())
-        if not fields[0] or fields[0].startswith("#") or len(fields) < 3:
-            continue
-        try:
-            base64.decodebytes(fields[2].encode())
-        except binascii.Error:
-            raise ConfigError(f"known_hosts {path} line {number} is corrupt (not one host, key type and "
-                              "key: two entries run together?); fix or remove that line") from None
+class Transport(Protocol):
+    """One host's connection as the engine uses it, whichever kind it is."""
+
+    @property
+    def alive(self) -> bool:
+        """Open and usable, as far as this side knows."""
+        ...
+
+    def open(self) -> Transport:
+        """Connect; the connection to use from now on (it may be another kind: an agent that
+        cannot be used safely gives a direct connection). TransportError when it cannot."""
+        ...
+
+    def close(self) -> None: ...
+
+    def ping(self, timeout: float | None = None) -> bool:
+        """One round trip that runs nothing on the host: True when answered in time."""
+        ...
+
+    def rtt(self) -> float | None:
+        """Seconds of one round trip to the host, None when not measured."""
+        ...
+
+    def run(self, script: str, *, stdin: Stdin | None = None, timeout: float | None = None,
+            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
+        """Run one remote command, `stdin` streamed to it. Never raises on a non-zero exit;
+        TransportError when the host stops answering or `timeout` passes, Cancelled on `cancel`
+        (the remote process group is killed in both cases)."""
+        ...
