@@ -222,13 +222,13 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
     records = report.run_records(runs)
     rows = report.run_rows(records)
     if dry_run:
-        out.say(f"DRY RUN complete: release {runs[0].target} would go to {', '.join(r.name for r in runs)}")
+        out.say(f"DRY RUN complete: release {runs[0].release} would go to {', '.join(r.name for r in runs)}")
     elif not json:
         out.table(rows, report.run_headers(rows))
-        out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].target}")
+        out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].release}")
     return Outcome(records, 0, None, st.name,
                    {"version": art.version, "sha256": art.sha256, "git_sha": art.git_sha or None,
-                    "release": runs[0].target if runs else None, "dry_run": dry_run})
+                    "release": runs[0].release if runs else None, "dry_run": dry_run})
 
 
 @command(to="Release to switch to: a number, or the name of another tool's release (default: the newest "

@@ -10,38 +10,33 @@ the new release bad. Ctrl-C, SIGTERM and SIGHUP abort the same way (exit 130, 14
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks, signals
+from deployer.engine import faults, finish, hooks, signals, upload
 from deployer.engine.fleet import HostRun
-from deployer.engine.session import (
-    RunFailed,
-    Session,
-    names,
-    no_interrupts,
-    utc_now,
-    who,
-)
+from deployer.engine.records import Deployed
+from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
 from deployer.errors import PARTIAL, HostError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
 from deployer.remote import commands
 from deployer.report import notify
-from deployer.report.output import Output, UploadProgress
-from deployer.ssh.types import Cancelled, Result
+from deployer.report.output import Output
+from deployer.ssh.types import Cancelled
+
+Body = Callable[[HostRun], object]
 
 
 class Pipeline:
     """One deploy of one artifact to a stage; `run()` is the whole flow."""
 
-    def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options,
+    def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options,
                  config_dir: Path = Path(".")):
         self.stage = stage
         self.pipeline = stage.pipeline
@@ -51,47 +46,55 @@ class Pipeline:
         self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
                                artifact=artifact, reason=options.reason, forced=options.forced,
                                lock_wait=options.lock_wait)
+        for run in self.session.runs:
+            run.deployed = Deployed()
         self.number: int | None = None
-        self.finished: dict[str, Result] = {}     # hosts whose finish ran with their switch
         self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
         self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
-                                     version=artifact.version, git_sha=artifact.git_sha,
+                                     version=artifact.version, git_sha=artifact.git_sha or "",
                                      artifact_sha256=artifact.sha256, hosts=[h.name for h in hosts],
                                      session=self.session)
+
+    @property
+    def release(self) -> int:
+        """The new release's number (known once every host is checked)."""
+        if self.number is None:
+            raise RuntimeError("no release number before the check step")
+        return self.number
 
     # -- the flow -------------------------------------------------------------------------------
 
     def run(self) -> list[HostRun]:
         s = self.session
         self.notify("started")
-        try:
-            s.lock_all(self.artifact.sha256, self.options.max_fail)
-            self.undo_skipped()
-            for run in s.active:
-                run.previous = run.state.live
-            self.each("check", self.check_host, tolerate=True)
-            self.number = planning.next_release_number({r.name: r.state for r in s.active})
-            self.ctx.release = self.number
-            self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
-                         f"to {len(s.active)} host(s)")
+        with s:
             try:
-                self.step("prepare", self.prepare, tolerate=True)
-                self.migrate()
-                if self.pipeline.smoke:
-                    self.step("smoke", lambda r: self.remote(r, "smoke", self.pipeline.smoke))
-            except hooks.HookFailed as exc:
-                self.fail_before_switch(str(exc))
-            self.switch_in_batches()
-            self.finish_all()
-        except (KeyboardInterrupt, Cancelled) as exc:
-            self.interrupted(exc)
-        except RunFailed as exc:
-            self.notify("failed", error=str(exc))
-            raise
-        finally:
-            s.close()
+                s.lock_all(self.artifact.sha256, self.options.max_fail)
+                self.undo_skipped()
+                for run in s.active:
+                    upload.record(run).previous = upload.host_state(run).live
+                self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
+                self.number = planning.next_release_number({r.name: upload.host_state(r) for r in s.active})
+                self.ctx.release = self.number
+                self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
+                             f"to {len(s.active)} host(s)")
+                try:
+                    self.step("prepare", self.prepare, tolerate=True)
+                    self.migrate()
+                    smoke = self.pipeline.smoke
+                    if smoke:
+                        self.step("smoke", lambda r: self.remote(r, "smoke", smoke))
+                except hooks.HookFailed as exc:
+                    self.fail_before_switch(str(exc))
+                self.switch_in_batches()
+                self.finish_all()
+            except (KeyboardInterrupt, Cancelled) as exc:
+                self.interrupted(exc)
+            except RunFailed as exc:
+                self.notify("failed", error=str(exc))
+                raise
         for run in s.active:
-            run.target = self.number
+            upload.record(run).release = self.number
         skipped = [r.name for r in s.runs if r.result == "skipped"]
         if skipped:
             self.notify("failed", error=f"skipped hosts: {', '.join(skipped)}")
@@ -102,15 +105,15 @@ class Pipeline:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def step(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+    def step(self, name: str, body: Body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
         """before_<name> hooks → body on every host → after_<name> hooks."""
-        _test_pause(name)
+        faults.pause_before(name)
         self.hooks(f"before_{name}", self.session.active if runs is None else runs)
         self.each(name, body, runs, tolerate)
         # hosts skipped during the step (--max-fail) get no after_ hook: their work was undone
         self.hooks(f"after_{name}", self.session.active if runs is None else runs)
 
-    def each(self, name: str, body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
+    def each(self, name: str, body: Body, runs: list[HostRun] | None = None, tolerate: bool = False) -> None:
         s = self.session
         self.ctx.step = name
         failures = s.fleet.each(name, body, s.active if runs is None else runs)
@@ -137,58 +140,8 @@ class Pipeline:
         if run.conn is not None and not run.conn.ping():
             raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
 
-    def check_host(self, run: HostRun) -> None:
-        state, art = run.state, self.artifact
-        if state.missing_tools:
-            raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
-        need = int((art.meta.get("unpacked_size") or 3 * art.size) * 1.1)
-        if not state.cached:
-            need += art.size
-        if state.free_kb is not None and state.free_kb * 1024 < need:
-            raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, "
-                            f"have {state.free_kb} KB")
-
-    def release_json(self, run: HostRun) -> str:
-        art = self.artifact
-        return json.dumps({
-            "release": self.number, "app": self.stage.app.name, "stage": self.stage.name,
-            "version": art.version, "git_sha": art.git_sha, "artifact_sha256": art.sha256,
-            "manifest_sha256": art.meta.get("manifest_sha256", ""),
-            "deployed_by": who(), "deployed_at": utc_now(), "previous": run.previous,
-            "deploy_id": self.session.token,
-        }, sort_keys=True)
-
     def prepare(self, run: HostRun) -> None:
-        s, app = self.session, self.stage.app
-        upload = not run.state.cached
-        stream = upload and run.conn is not None and planning.stream_upload(run.conn.rtt())
-        env = self.envs[run.name].render() if self.envs else None
-        script = commands.prepare(s.paths, self.number, s.token, self.artifact.sha256, upload=upload,
-                                  release_json=self.release_json(run),
-                                  shared_dirs=app.shared_dirs, shared_files=app.shared_files,
-                                  env_file=app.env_file if env is not None else None,
-                                  env_size=len(env or b""), link_from=None if upload else self.link_source(run),
-                                  generated=app.generated, stream=stream)
-        note = f"; its own {app.env_file}" if env is not None else ""
-        if not upload:
-            result = s.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
-            linked = result.field("linked")
-            how = "ready" if s.dry_run else f"linked from release {linked}" if linked else "extracted"
-            self.out.line(run.name, "prepare", f"artifact already on host, release {self.number} {how}{note}")
-            return
-        progress = UploadProgress(self.out, run.name, self.artifact.size)
-        with open(self.artifact.path, "rb") as fh:
-            data = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
-            s.run(run, "prepare", script, stdin=data, progress=progress)
-        how = ", extracted as it arrived" if stream else ""
-        self.out.line(run.name, "prepare", f"{progress.done()}{how}; release {self.number} ready{note}")
-
-    def link_source(self, run: HostRun) -> commands.LinkSource | None:
-        manifest = self.artifact.meta.get("manifest_sha256")
-        if not (self.stage.app.hardlink_releases and manifest):
-            return None
-        number = planning.link_source(run.state, self.artifact.sha256)
-        return commands.LinkSource(number, manifest) if number else None
+        upload.prepare(self.session, run, self.artifact, self.release, self.envs[run.name] if self.envs else None)
 
     def migrate(self) -> None:
         m = self.pipeline.migrate
@@ -199,16 +152,16 @@ class Pipeline:
             self.fail_before_switch(f"no host with role {m.role!r} to run migrations on")
         run = hosts[0]
 
-        def body(r: HostRun):
-            result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.number, m.command,
-                                                                     self.ctx.env(r.host, r.previous),
-                                                                     self.stage.app.run_as))
+        def body(r: HostRun) -> None:
+            env = self.ctx.env(r.host, upload.record(r).previous)
+            result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.release, m.command,
+                                                                     env, self.stage.app.run_as))
             digest = result.field("migrated") or ""
             self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
         self.step("migrate", body, [run])
 
     def remote(self, run: HostRun, step: str, command: str) -> str:
-        env = self.ctx.env(run.host, run.previous)
+        env = self.ctx.env(run.host, upload.record(run).previous)
         result = self.session.in_release(run, step, self.number, command, env)
         self.out.line(run.name, step, "ok")
         return result.stdout
@@ -224,7 +177,7 @@ class Pipeline:
     # -- switching --------------------------------------------------------------------------------
 
     def switch_in_batches(self) -> None:
-        _test_pause("switch")
+        faults.pause_before("switch")
         # every host must still answer before the first switch: a host lost after prepare aborts
         # the deploy with nobody switched, instead of switching the others and putting them back
         # (with one host there are no others: its switch itself tells)
@@ -235,7 +188,7 @@ class Pipeline:
         plan = batches(self.session.active, self.options.strategy)
         switched: list[HostRun] = []
         for batch in plan:
-            runs = list(batch.hosts)
+            runs: list[HostRun] = list(batch.hosts)
             if len(plan) > 1:
                 self.out.say(f"{batch.label}: {', '.join(r.name for r in runs)}")
             try:
@@ -254,16 +207,17 @@ class Pipeline:
 
         finish_too = self.finish_rides_switch(batch)
 
-        def switch(run: HostRun):
-            script = commands.switch(s.paths, self.number, s.token)
+        def switch(run: HostRun) -> None:
+            script = commands.switch(s.paths, self.release, s.token)
             if finish_too:      # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
             result = s.run(run, "switch", script, timeout=None if finish_too else 60)
-            run.switched = True
+            record = upload.record(run)
+            record.switched = True
             switched.append(run)
             self.out.line(run.name, "switch", f"current -> releases/{self.number}")
             if finish_too:
-                self.finished[run.name] = result
+                record.finished = result
 
         self.ctx.step = "switch"
         failures = s.fleet.each("switch", switch, runs)
@@ -283,17 +237,22 @@ class Pipeline:
         """The restart command in the new release; with back, in the release each host was put
         back on (its code and its env), on hosts that had one."""
         r = self.pipeline.restart
-        if not r.command:
+        command = r.command
+        if not command:
             return
 
-        def one(run: HostRun):
+        def one(run: HostRun) -> None:
+            previous = upload.record(run).previous
             if not back:
-                return self.remote(run, "restart", r.command)
-            env = {**self.ctx.env(run.host, run.previous), "DEPLOY_RELEASE": str(run.previous),
-                   "DEPLOY_RELEASE_PATH": self.session.paths.release(run.previous)}
-            self.session.in_release(run, "restart", run.previous, r.command, env)
-            self.out.line(run.name, "restart", f"ok (release {run.previous})")
-        chosen = [run for run in runs if run.previous is not None] if back else runs
+                self.remote(run, "restart", command)
+                return
+            if previous is None:
+                return
+            env = {**self.ctx.env(run.host, previous), "DEPLOY_RELEASE": str(previous),
+                   "DEPLOY_RELEASE_PATH": self.session.paths.release(previous)}
+            self.session.in_release(run, "restart", previous, command, env)
+            self.out.line(run.name, "restart", f"ok (release {previous})")
+        chosen = [run for run in runs if upload.record(run).previous is not None] if back else runs
         failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
             raise hooks.HookFailed(f"restart failed on {names(failures)}: " +
@@ -306,23 +265,24 @@ class Pipeline:
         self.hooks("before_verify", runs)
         s = self.session
 
-        def check(run: HostRun):
+        def check(run: HostRun) -> None:
             if v.command:
                 self.remote(run, "verify", v.command)
             if v.url and v.run_from == "local":
-                if s.dry_run:
-                    self.out.say(f"--- local · verify {v.url.replace('{host}', run.host.address)}")
-                    return
-                try:
-                    said = hooks.check_url_locally(v, run.host.address)
-                except hooks.HookFailed as exc:
-                    raise HostError(run.name, "verify", str(exc)) from None
-                quiet or self.out.line(run.name, "verify", said)
+                def from_here() -> None:
+                    try:
+                        said = hooks.check_url_locally(v, run.host.address)
+                    except hooks.HookFailed as exc:
+                        raise HostError(run.name, "verify", str(exc)) from None
+                    if not quiet:
+                        self.out.line(run.name, "verify", said)
+                s.locally(f"--- local · verify {v.url.replace('{host}', run.host.address)}", from_here)
             elif v.url:
                 result = s.run(run, "verify", commands.verify_http(v.url, status=v.status, body=v.body,
                                                                    timeout=v.timeout, retries=v.retries,
                                                                    interval=v.interval))
-                quiet or self.out.line(run.name, "verify", result.stdout.strip() or "ok")
+                if not quiet:
+                    self.out.line(run.name, "verify", result.stdout.strip() or "ok")
 
         self.ctx.step = "verify"
         failures = s.fleet.each("verify", check, runs)
@@ -335,7 +295,7 @@ class Pipeline:
         """After a switch: every switched host back to its previous release, restart, mark bad, exit 1."""
         s = self.session
         self.out.say(f"ROLLING BACK: {why}")
-        restored = s.restore(list(switched), self.number)
+        restored = self.restore(list(switched))
         try:
             self.restart(restored, back=True)
         except hooks.HookFailed as exc:
@@ -343,7 +303,7 @@ class Pipeline:
         if mark_bad:
             reason = f"{utc_now()} {why}"
             with_state = [r for r in s.active if r.locked]
-            s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.number, reason)),
+            s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.release, reason)),
                          with_state)
             s.abort(None, result="rolled back", error=why)
         else:
@@ -352,6 +312,27 @@ class Pipeline:
         s.raise_if_lease_lost()
         raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
                         f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
+
+    def restore(self, runs: list[HostRun]) -> list[HostRun]:
+        """Put hosts that switched to the new release back on the release they had before."""
+        s = self.session
+
+        def back(run: HostRun) -> None:
+            record = upload.record(run)
+            if record.previous is None:
+                script = commands.unswitch(s.paths, self.release)
+            else:
+                script = commands.switch(s.paths, record.previous, s.token)
+            s.run(run, "restore", script, timeout=60)
+            record.switched = False
+            run.result = "restored"
+            self.out.line(run.name, "restore", f"current -> {record.previous or 'none'} again")
+        with no_interrupts():
+            s.fleet.cancel.clear()
+            failures = s.fleet.each("restore", back, runs)
+        for name, exc in failures.items():
+            self.out.line(name, "restore", f"FAILED to restore: {exc}")
+        return [r for r in runs if r.name not in failures]
 
     def finish_all(self) -> None:
         """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
@@ -372,39 +353,17 @@ class Pipeline:
         less. With more hosts the lock is kept until every one switched (a late failure puts the
         others back)."""
         p = self.pipeline
-        return (len(self.session.active) == 1 and not batch.bake and not self.options.dry_run
+        return (len(self.session.active) == 1 and not batch.bake and self.session.backend.joins_steps
                 and not p.restart.command and not p.verify.enabled
                 and not any(p.hooks_at(point) for point in ("after_switch", "before_finish")))
 
-    def doomed(self, run: HostRun) -> list[str]:
-        return planning.cleanup(run.state, self.stage.app.keep_releases, self.number, run.previous)
-
     def finish_script(self, run: HostRun) -> str:
-        s = self.session
-        doomed = self.doomed(run)
-        keep = planning.kept_artifacts(run.state, doomed, self.artifact.sha256)
-        checks = [name for name, on in (("smoke", self.pipeline.smoke), ("verify", self.pipeline.verify.enabled)) if on]
-        # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
-        # checks: the promotion gate must see it); a failed cleanup gets a line of its own
-        env = {"env_sha256": self.envs[run.name].digest} if self.envs else {}
-        done = s.ledger(run, "ok", release=self.number, previous=run.previous, checks=checks, cleaned=doomed, **env)
-        failed = s.ledger(run, "failed", action="cleanup", release=self.number,
-                          error=f"cleanup after the deploy failed (could not remove {', '.join(doomed) or 'cache entries'})")
-        return commands.finish(s.paths, s.token, delete=doomed, keep_artifacts=keep, done=done, failed=failed)
+        env_sha256 = self.envs[run.name].digest if self.envs else None
+        return finish.script(self.session, run, self.release, self.artifact, self.pipeline, env_sha256)
 
     def finish(self, run: HostRun) -> None:
-        result = self.finished.get(run.name)
-        if result is None:
-            result = self.session.run(run, "finish", self.finish_script(run))
-        elif result.field("finished") != "0":
-            raise HostError(run.name, "finish", result.tail())
-        run.locked = False
-        if result.field(commands.CLEANUP_FAILED) is not None:      # recorded and unlocked by the script
-            raise HostError(run.name, "finish", f"cleanup failed: {result.tail()}")
-        run.result = "ok"
-        doomed = self.doomed(run)
-        if doomed:
-            self.out.line(run.name, "finish", f"cleaned up {', '.join(doomed)}")
+        ride = upload.record(run).finished is not None
+        finish.finish(self.session, run, self.release, None if ride else self.finish_script(run))
 
     # -- interruption and notification ------------------------------------------------------------
 
@@ -413,9 +372,9 @@ class Pipeline:
         s = self.session
         with no_interrupts():
             s.fleet.cancel.set()
-            switched = [r for r in s.runs if r.switched]
+            switched = [r for r in s.runs if upload.record(r).switched]
             if switched and self.number is not None:
-                s.restore(switched, self.number)
+                self.restore(switched)
             failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
         raise failed from None
@@ -428,43 +387,12 @@ class Pipeline:
                 "version": self.artifact.version, "git_sha": self.artifact.git_sha, "release": self.number,
                 "hosts": [r.name for r in self.session.runs], "by": who(), "error": error,
                 "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")]}
-        if self.options.dry_run:
-            self.out.say(f"--- notify · {event} → {len(settings.webhooks)} webhook(s)"
-                         f"{' + command' if settings.command else ''}")
-            return
-        notify.send(settings, event, data)
+        self.session.locally(f"--- notify · {event} → {len(settings.webhooks)} webhook(s)"
+                             f"{' + command' if settings.command else ''}",
+                             lambda: notify.send(settings, event, data))
 
 
-class ChainReader:
-    """Several binary streams read as one (env file bytes, then the artifact)."""
-
-    def __init__(self, streams):
-        self.streams = list(streams)
-
-    def read(self, n: int = -1) -> bytes:
-        while self.streams:
-            data = self.streams[0].read(n)
-            if data:
-                return data
-            self.streams.pop(0)
-        return b""
-
-
-def _test_pause(step: str) -> None:
-    """Test-only fault window (tests/test_faults.py). With DEPLOYER_TEST_PAUSE_BEFORE=<step>:<file>
-    the deploy creates <file> before <step> and waits (at most 120 s) until the test removes it;
-    the test injects its fault meanwhile (kill the deployer, kill a host, fill a disk...).
-    Unset, this is one environment lookup."""
-    name, _, flag = os.environ.get("DEPLOYER_TEST_PAUSE_BEFORE", "").partition(":")
-    if name != step or not flag:
-        return
-    Path(flag).touch()
-    deadline = time.monotonic() + 120
-    while os.path.exists(flag) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def deploy(stage: Stage, hosts: tuple[Host, ...], artifact, out: Output, options: Options | None = None,
+def deploy(stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options | None = None,
            config_dir: Path = Path(".")) -> list[HostRun]:
     """Deploy one artifact to the hosts; returns every host's record, or raises RunFailed."""
     return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir).run()

@@ -11,34 +11,46 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from deployer.config.settings import Host
+from deployer.engine.records import Deployed, Drift, LedgerEntry, Maintained, RolledBack
 from deployer.errors import DeployerError, HostError
+from deployer.remote.state import HostState
+from deployer.ssh.types import Transport
 
 HOUSEKEEPING = ("abort", "restore")   # undo steps: they never hide the step a host failed in
 
 
 @dataclass
 class HostRun:
-    """Everything one run knows about one host: its connection, where it got to, how long each step took."""
+    """Everything one run knows about one host: its connection, where it got to, how long each
+    step took, what the host reported and what the flow recorded there."""
 
     host: Host
-    conn: Any = None                    # remote.connection(): direct or through the agent
-    state: Any = None
+    conn: Transport | None = None
+    state: HostState | None = None      # what the host reported when inspected or locked
     step: str = "pending"
     result: str = "pending"
     error: str = ""
     locked: bool = False
-    switched: bool = False
-    previous: int | str | None = None       # str: a foreign release (another tool's)
-    target: int | str | None = None         # str: a foreign release (rollback only)
     renewed: float = 0.0                # when a command last renewed this run's lease here (monotonic)
     times: dict[str, float] = field(default_factory=dict)
+    deployed: Deployed | None = None
+    rolled_back: RolledBack | None = None
+    maintained: Maintained | None = None
+    ledger: list[LedgerEntry] | None = None     # audit, promotion gate: the host's ledger
+    drift: Drift | None = None
 
     @property
     def name(self) -> str:
         return self.host.name
+
+    @property
+    def release(self) -> int | str | None:
+        """The release this run made (or would make) live here: a deploy's or a rollback's."""
+        if self.deployed is not None:
+            return self.deployed.release
+        return self.rolled_back.target if self.rolled_back is not None else None
 
     def fail(self, step: str, message: str) -> None:
         self.step, self.result, self.error = step, "failed", message
@@ -50,14 +62,15 @@ class Fleet:
         self.parallel = max(1, parallel)
         self.cancel = threading.Event()
 
-    def each(self, step: str, fn: Callable[[HostRun], Any], runs: list[HostRun] | None = None) -> dict[str, BaseException]:
+    def each(self, step: str, fn: Callable[[HostRun], object],
+             runs: list[HostRun] | None = None) -> dict[str, BaseException]:
         """Run fn on every run (bounded concurrency). Returns the failures by host name; records them too."""
         runs = self.runs if runs is None else runs
         failures: dict[str, BaseException] = {}
         if not runs:
             return failures
 
-        def timed(run: HostRun):
+        def timed(run: HostRun) -> object:
             started = time.monotonic()
             if step not in HOUSEKEEPING and run.result != "failed":
                 run.step = step
@@ -81,13 +94,14 @@ class Fleet:
             if exc is not None:
                 failures[run.name] = exc
                 if step in HOUSEKEEPING and run.result == "failed":
-                    run.error += f"; {step} failed: {_message(exc)}"
+                    run.error += f"; {step} failed: {message(exc)}"
                 else:
-                    run.fail(step, _message(exc))
+                    run.fail(step, message(exc))
         return failures
 
 
-def _message(exc: BaseException) -> str:
+def message(exc: BaseException) -> str:
+    """One line saying what went wrong on a host."""
     if isinstance(exc, HostError):
         return exc.message
     if isinstance(exc, DeployerError):

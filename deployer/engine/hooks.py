@@ -7,14 +7,22 @@ one of its roles, or `once` on the first of them), a local command, or a Python 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from deployer.config.settings import Hook, VerifySettings
+from deployer.config.settings import Hook, Host, VerifySettings
+from deployer.engine.fleet import HostRun
 from deployer.errors import DeployerError
+
+if TYPE_CHECKING:                       # the session module runs hooks' commands; hooks name it only
+    from deployer.engine.session import Session
+
 
 
 @dataclass
@@ -25,15 +33,15 @@ class HookContext:
     app: str
     deploy_to: str
     step: str = ""
-    release: int | None = None
+    release: int | str | None = None   # str: a foreign release (a rollback to another tool's)
     version: str = ""
     git_sha: str = ""
     artifact_sha256: str = ""
     previous: int | str | None = None
     hosts: list[str] = field(default_factory=list)
-    session: object = None
+    session: Session | None = None
 
-    def env(self, host=None, previous: int | str | None = None) -> dict[str, str]:
+    def env(self, host: Host | None = None, previous: int | str | None = None) -> dict[str, str]:
         prev = previous if previous is not None else self.previous
         env = {
             "DEPLOY_STAGE": self.stage,
@@ -61,39 +69,57 @@ class HookFailed(DeployerError):
         self.step = step
 
 
-def with_roles(roles: tuple[str, ...], runs: list) -> list:
+def with_roles(roles: Sequence[str], runs: list[HostRun]) -> list[HostRun]:
     """The runs whose host has one of `roles` (all of them when no roles are given)."""
     return [r for r in runs if not roles or set(roles) & set(r.host.roles)]
 
 
-def targets(hook: Hook, runs: list) -> list:
+def targets(hook: Hook, runs: list[HostRun]) -> list[HostRun]:
     """The runs a remote hook applies to."""
     chosen = with_roles(hook.roles, runs)
     return chosen[:1] if hook.once else chosen
 
 
-def run_point(session, ctx: HookContext, point: str, runs: list, release_of) -> None:
+def previous_of(run: HostRun) -> int | str | None:
+    """The release this run's host had before (a deploy's or a rollback's record)."""
+    if run.deployed is not None:
+        return run.deployed.previous
+    return run.rolled_back.previous if run.rolled_back is not None else None
+
+
+def run_point(session: Session, ctx: HookContext, point: str, runs: list[HostRun],
+              release_of: Callable[[HostRun], int | str | None]) -> None:
     """Every hook declared at `point`, in order: remote ones on their hosts (in parallel, in
     releases/<release_of(run)>, or deploy_to when that is None), local and python ones here.
     HookFailed on the first failure."""
     for hook in session.stage.pipeline.hooks_at(point):
         ctx.step = point
         if hook.command:
-            def remote(run):
-                session.in_release(run, point, release_of(run), hook.command, ctx.env(run.host, run.previous))
-                session.out.line(run.name, point, "ok")
-            failures = session.fleet.each(point, remote, targets(hook, runs))
-            if failures:
-                raise HookFailed(f"hook failed on {', '.join(sorted(failures))}: "
-                                 + "; ".join(str(e) for e in failures.values()))
-        elif session.dry_run:
-            session.out.say(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}", multiline=True)
-        elif hook.local:
-            run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
-            session.out.line("local", point, f"hook ok: {hook.local}")
+            _run_remote(session, ctx, point, hook.command, targets(hook, runs), release_of)
         else:
-            run_python(hook, ctx)
-            session.out.line("local", point, f"hook ok: {hook.python}")
+            session.locally(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}",
+                            functools.partial(_run_here, session, ctx, hook, point))
+
+
+def _run_remote(session: Session, ctx: HookContext, point: str, command: str, runs: list[HostRun],
+                release_of: Callable[[HostRun], int | str | None]) -> None:
+    def remote(run: HostRun) -> None:
+        session.in_release(run, point, release_of(run), command, ctx.env(run.host, previous_of(run)))
+        session.out.line(run.name, point, "ok")
+    failures = session.fleet.each(point, remote, runs)
+    if failures:
+        raise HookFailed(f"hook failed on {', '.join(sorted(failures))}: "
+                         + "; ".join(str(e) for e in failures.values()))
+
+
+def _run_here(session: Session, ctx: HookContext, hook: Hook, point: str) -> None:
+    """A local or python hook, on this machine."""
+    if hook.local:
+        run_local(hook, ctx, str(session.config_dir), session.stage.hosts[0].ssh.command_timeout)
+        session.out.line("local", point, f"hook ok: {hook.local}")
+    else:
+        run_python(hook, ctx)
+        session.out.line("local", point, f"hook ok: {hook.python}")
 
 
 def run_local(hook: Hook, ctx: HookContext, cwd: str, timeout: int) -> str:
@@ -109,7 +135,7 @@ def run_local(hook: Hook, ctx: HookContext, cwd: str, timeout: int) -> str:
     return proc.stdout
 
 
-def run_python(hook: Hook, ctx: HookContext):
+def run_python(hook: Hook, ctx: HookContext) -> object:
     module_name, _, func_name = hook.python.partition(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
@@ -123,7 +149,8 @@ def run_python(hook: Hook, ctx: HookContext):
         raise HookFailed(f"python hook {hook.point} ({hook.python}) failed: {type(exc).__name__}: {exc}") from None
 
 
-def check_url_locally(settings: VerifySettings, address: str, sleep=time.sleep) -> str:
+def check_url_locally(settings: VerifySettings, address: str,
+                      sleep: Callable[[float], None] = time.sleep) -> str:
     """The HTTP health check from this machine; `{host}` in the URL becomes the host's address."""
     import urllib.error  # loaded only when a check runs from here: not every run pays the import
     import urllib.request

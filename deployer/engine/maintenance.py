@@ -8,6 +8,7 @@ from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
 from deployer.engine.fleet import HostRun
+from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
 from deployer.errors import HostError, UsageError
 from deployer.plan import releases as planning
@@ -16,70 +17,70 @@ from deployer.remote import state as host_state
 from deployer.report.output import Output
 
 
+def _state(run: HostRun) -> host_state.HostState:
+    if run.state is None:
+        raise HostError(run.name, "check", "no state read from this host")
+    return run.state
+
+
 def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
     """Every host's state, read-only: one remote command per host."""
-    session = Session(stage, hosts, out, parallel, action="status")
-    try:
+    with Session(stage, hosts, out, parallel, action="status") as session:
         session.fleet.each("inspect", lambda r: session.inspect(r, lock=False))
         for run in session.runs:
             if run.state is not None and run.result == "pending":
                 run.result = "ok"
         return session.runs
-    finally:
-        session.close()
 
 
 def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
             foreign: bool = False, lock_wait: float = 0.0) -> list[HostRun]:
     """Remove old, failed and leftover releases under the lock; with foreign, other tools' releases
     too (never the live one, nor the one current replaced)."""
-    session = Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait)
-    try:
-        session.lock_all()
-
-        def clean(run: HostRun):
-            current = run.state.current
-            release = run.state.release(current)
+    with Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait) as session:
+        def clean(run: HostRun) -> None:
+            state = _state(run)
+            current = state.current
+            release = state.release(current) if current is not None else None
             previous = release.meta.get("previous") if release else None
-            doomed = planning.cleanup(run.state, stage.app.keep_releases, current,
+            doomed = planning.cleanup(state, stage.app.keep_releases, current,
                                       previous if isinstance(previous, (int, str)) else None, foreign=foreign)
-            keep = planning.kept_artifacts(run.state, doomed)
+            keep = planning.kept_artifacts(state, doomed)
             line = session.ledger(run, "ok", release=current, cleaned=doomed)
-            failed = session.ledger(run, "failed", release=current, error=f"could not remove {', '.join(doomed) or 'cache entries'}")
+            failed = session.ledger(run, "failed", release=current,
+                                    error=f"could not remove {', '.join(doomed) or 'cache entries'}")
             result = session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
                                                                  keep_artifacts=keep, ledger=line, failed=failed))
             run.locked = False
             if result.field(commands.CLEANUP_FAILED) is not None:
                 raise HostError(run.name, "cleanup", result.tail())
             run.result = "ok"
+            run.maintained = Maintained(release=current, removed=doomed)
             out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
 
-        session.must("cleanup", clean, undo=True)
-        return session.runs
-    except KeyboardInterrupt as exc:
-        with no_interrupts():
-            failed = session.interrupted(exc, undone="nothing removed past that point")
-        raise failed from None
-    finally:
-        session.close()
+        try:
+            session.lock_all()
+            session.must("cleanup", clean, undo=True)
+            return session.runs
+        except KeyboardInterrupt as exc:
+            with no_interrupts():
+                failed = session.interrupted(exc, undone="nothing removed past that point")
+            raise failed from None
 
 
 def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
     """Remove the lock by force, printing who held it."""
-    session = Session(stage, hosts, out, parallel, action="unlock")
+    with Session(stage, hosts, out, parallel, action="unlock") as session:
+        def force(run: HostRun) -> None:
+            result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
+            held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
+            run.result = "ok"
+            holder = host_state.LockInfo.parse(held[0]).describe() if held else ""
+            run.maintained = Maintained(held_by=holder)
+            out.line(run.name, "unlock", f"removed lock held by {holder}" if held else "no lock")
 
-    def force(run: HostRun):
-        result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
-        held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
-        run.result = "ok"
-        out.line(run.name, "unlock", f"removed lock held by {host_state.LockInfo.parse(held[0]).describe()}"
-                 if held else "no lock")
-
-    try:
         session.must("unlock", force)
         return session.runs
-    finally:
-        session.close()
 
 
 def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
@@ -89,12 +90,9 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
     envs = envfile.resolve(hosts, config_dir)
     if not envs:
         raise UsageError(f"stage {stage.name} has no [env] to push")
-    session = Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait)
-    try:
-        session.lock_all()
-
-        def write(run: HostRun):
-            env, live = envs[run.name], run.state.current
+    with Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait) as session:
+        def write(run: HostRun) -> None:
+            env, live = envs[run.name], _state(run).current
             if live is None:
                 raise HostError(run.name, "config", "no release of this deployer is live on this host: deploy first")
             line = session.ledger(run, "ok", release=live, env_file=stage.app.env_file,
@@ -102,42 +100,40 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
             session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, live,
                                                           line), stdin=io.BytesIO(env.render()))
             run.locked, run.result = False, "ok"
+            run.maintained = Maintained(release=live)
             out.line(run.name, "config", f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, "
                                          f"sha256 {env.digest[:12]})")
 
-        session.must("config", write, failed="config push failed", undo=True)
-        restart = stage.pipeline.restart
-        if restart.command:
-            live = [r for r in session.runs if r.state.current is not None]
-            env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
-            session.must("restart", lambda r: session.in_release(r, "restart", r.state.current, restart.command, env),
-                         hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
-        return session.runs
-    except KeyboardInterrupt as exc:
-        with no_interrupts():
-            failed = session.interrupted(exc, undone="hosts not yet written keep their env file")
-        raise failed from None
-    finally:
-        session.close()
+        try:
+            session.lock_all()
+            session.must("config", write, failed="config push failed", undo=True)
+            restart = stage.pipeline.restart
+            command = restart.command
+            if command:
+                live = [r for r in session.runs if r.maintained is not None and r.maintained.release is not None]
+                env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
+                session.must("restart", lambda r: session.in_release(r, "restart", _state(r).current, command, env),
+                             hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
+            return session.runs
+        except KeyboardInterrupt as exc:
+            with no_interrupts():
+                failed = session.interrupted(exc, undone="hosts not yet written keep their env file")
+            raise failed from None
 
 
 def diff_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-                config_dir: str = ".") -> list[dict]:
+                config_dir: str = ".") -> list[dict[str, str]]:
     """Keys that differ between each host's env file and what would be written (secrets masked)."""
     envs = envfile.resolve(hosts, config_dir)
-    session = Session(stage, hosts, out, parallel, action="config")
-    rows: list[dict] = []
+    rows: list[dict[str, str]] = []
+    with Session(stage, hosts, out, parallel, action="config") as session:
+        def read(run: HostRun) -> None:
+            result = session.run(run, "inspect", commands.read_env(session.paths, stage.app.env_file))
+            want = envs.get(run.name, envfile.HostEnv({}, frozenset()))
+            for key, change, old, new in envfile.diff(envfile.parse(result.stdout), want):
+                rows.append({"host": run.name, "key": key, "change": change, "on host": old, "would write": new})
+            run.result = "ok"
 
-    def read(run: HostRun):
-        result = session.run(run, "inspect", commands.read_env(session.paths, stage.app.env_file))
-        want = envs.get(run.name, envfile.HostEnv({}, frozenset()))
-        for key, change, old, new in envfile.diff(envfile.parse(result.stdout), want):
-            rows.append({"host": run.name, "key": key, "change": change, "on host": old, "would write": new})
-        run.result = "ok"
-
-    try:
         session.must("inspect", read, failed="cannot read the env file")
-        order = {h.name: i for i, h in enumerate(hosts)}
-        return sorted(rows, key=lambda r: (order[r["host"]], r["key"]))
-    finally:
-        session.close()
+    order = {h.name: i for i, h in enumerate(hosts)}
+    return sorted(rows, key=lambda r: (order[r["host"]], r["key"]))

@@ -10,16 +10,21 @@ import posixpath
 import shlex
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from deployer.config.settings import Host, Stage
-from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
 from deployer.errors import UsageError
 from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.report.output import Output, redact
-from deployer.ssh.types import Cancelled, TransportError
+from deployer.ssh.types import Cancelled, Result, TransportError
+
+if TYPE_CHECKING:                           # paramiko is loaded only when a shell or a log follow runs
+    from deployer.ssh.connection import Connection
 
 q = shlex.quote
 MAINTENANCE_PAGE = "maintenance.html"           # under shared/: nginx answers 503 with it while it exists
@@ -41,7 +46,7 @@ class HostAnswer:
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.error
 
-    def row(self) -> dict:
+    def row(self) -> dict[str, object]:
         state = "ok" if self.ok else "stopped" if self.error == "stopped" else "failed"
         return {"host": self.host, "result": state, "exit": "" if self.exit_code is None else self.exit_code,
                 "error": self.error or ("" if self.ok else _last_line(self.stderr))}
@@ -177,39 +182,40 @@ def shell(stage: Stage, host: Host) -> int:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _run(session: Session, run: HostRun, script: str, **kwargs):
+ScriptOf = Callable[[Session, HostRun], str]
+
+
+def _run(session: Session, run: HostRun, script: str) -> Result:
     """One script on one host; a non-zero exit is an answer, not an error."""
     if run.conn is None or not run.conn.alive:
         session.connect(run)
-    return run.conn.run(script, cancel=session.fleet.cancel, **kwargs)
+    assert run.conn is not None
+    return run.conn.run(script, cancel=session.fleet.cancel)
 
 
-def _collect(session: Session, fn, outcomes: dict[str, HostAnswer]) -> None:
+def _collect(session: Session, fn: Callable[[HostRun], None], outcomes: dict[str, HostAnswer]) -> None:
     failures = session.fleet.each(session.action, fn)
     for name, exc in failures.items():
-        outcomes[name].error = "stopped" if isinstance(exc, Cancelled) else redact(_reason(exc))
+        outcomes[name].error = "stopped" if isinstance(exc, Cancelled) else redact(message(exc))
 
 
-def _each(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, action: str, script_of) -> list[HostAnswer]:
+def _each(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, action: str,
+          script_of: ScriptOf) -> list[HostAnswer]:
     """script_of(session, run) on every host; one answer per host, in the hosts' order."""
-    session = Session(stage, hosts, out, parallel, action=action)
     outcomes = {h.name: HostAnswer(h.name) for h in hosts}
+    with Session(stage, hosts, out, parallel, action=action) as session:
+        def one(run: HostRun) -> None:
+            result = _run(session, run, script_of(session, run))
+            outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
 
-    def one(run: HostRun):
-        result = _run(session, run, script_of(session, run))
-        outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
-
-    try:
         _collect(session, one, outcomes)
-    finally:
-        session.close()
     return [outcomes[h.name] for h in hosts]
 
 
 class _Prefixed:
     """Complete lines of one host's stream, printed as `host | line` as they arrive."""
 
-    def __init__(self, host: str, width: int, write):
+    def __init__(self, host: str, width: int, write: Callable[[str], None]):
         self.host, self.width, self.write = host, width, write
         self.partial = b""
 
@@ -242,34 +248,32 @@ def _follow(stage: Stage, hosts: tuple[Host, ...], out: Output, script: str) -> 
         with lock:
             out.say(text)
 
-    session = Session(stage, hosts, out, len(hosts) or 1, action="logs")
     outcomes = {h.name: HostAnswer(h.name) for h in hosts}
+    with Session(stage, hosts, out, len(hosts) or 1, action="logs") as session:
+        def follow(run: HostRun) -> None:
+            conn = Connection(run.host)
+            run.conn = conn
+            try:
+                conn.open()
+            except TransportError as exc:
+                raise TransportError(f"connect: {exc}") from None
+            sink = _Prefixed(run.name, width, write)
+            try:
+                result = conn.run(script, cancel=session.fleet.cancel, timeout=FOLLOW_TIMEOUT, on_output=sink)
+            finally:
+                sink.flush()
+            outcomes[run.name] = HostAnswer(run.name, result.exit_code, "", result.stderr)
 
-    def follow(run: HostRun):
-        run.conn = Connection(run.host)
         try:
-            run.conn.open()
-        except TransportError as exc:
-            raise TransportError(f"connect: {exc}") from None
-        sink = _Prefixed(run.name, width, write)
-        try:
-            result = run.conn.run(script, cancel=session.fleet.cancel, timeout=FOLLOW_TIMEOUT, on_output=sink)
-        finally:
-            sink.flush()
-        outcomes[run.name] = HostAnswer(run.name, result.exit_code, "", result.stderr)
-
-    try:
-        _collect(session, follow, outcomes)
-    except KeyboardInterrupt:
-        for name, o in outcomes.items():
-            if o.exit_code is None and not o.error:
-                o.error = "stopped"
-    finally:
-        session.close()
+            _collect(session, follow, outcomes)
+        except KeyboardInterrupt:
+            for answer in outcomes.values():
+                if answer.exit_code is None and not answer.error:
+                    answer.error = "stopped"
     return [outcomes[h.name] for h in hosts]
 
 
-def _relay(conn, command: str) -> int:
+def _relay(conn: Connection, command: str) -> int:
     """Relay a terminal session: the local terminal in raw mode, window size changes passed on."""
     import select
     import signal
@@ -286,7 +290,7 @@ def _relay(conn, command: str) -> int:
         saved = termios.tcgetattr(fd_in)
         tty_mod.setraw(fd_in, termios.TCSANOW)      # keys typed ahead are kept, not flushed
         if hasattr(signal, "SIGWINCH"):
-            def resize(*_):
+            def resize(*_: object) -> None:
                 s = os.get_terminal_size(fd_out)
                 chan.resize_pty(width=s.columns, height=s.lines)
             previous_winch = signal.signal(signal.SIGWINCH, resize)
@@ -312,7 +316,7 @@ def _relay(conn, command: str) -> int:
                     chan.shutdown_write()
             if chan.exit_status_ready() and not chan.recv_ready():
                 break
-        return chan.recv_exit_status()
+        return int(chan.recv_exit_status())
     finally:
         if saved is not None:
             import termios
@@ -320,11 +324,6 @@ def _relay(conn, command: str) -> int:
         if previous_winch is not None:
             signal.signal(signal.SIGWINCH, previous_winch)
         chan.close()
-
-
-def _reason(exc: BaseException) -> str:
-    from deployer.engine.fleet import _message
-    return _message(exc)
 
 
 def _last_line(text: str) -> str:

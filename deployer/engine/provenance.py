@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from deployer.artifact.load import Artifact
 from deployer.config.settings import Config, Stage
 from deployer.engine.fleet import HostRun
+from deployer.engine.records import Drift, LedgerEntry
 from deployer.engine.session import Session
 from deployer.errors import GATE_REFUSED, DeployerError, UsageError
 from deployer.remote import commands
@@ -22,35 +24,31 @@ class GateRefused(DeployerError):
 
 
 def _read_ledgers(stage: Stage, out: Output, match: str | None = None, parallel: int = 10) -> list[HostRun]:
-    session = Session(stage, stage.hosts, out, parallel, action="audit")
+    with Session(stage, stage.hosts, out, parallel, action="audit") as session:
+        def read(run: HostRun) -> None:
+            result = session.run(run, "inspect", commands.read_ledger(session.paths, match))
+            run.ledger = ledger.parse(result.stdout, run.name)
+            run.result = "ok"
 
-    def read(run: HostRun):
-        result = session.run(run, "inspect", commands.read_ledger(session.paths, match))
-        run.state = ledger.parse(result.stdout, run.name)
-        run.result = "ok"
-
-    try:
         session.fleet.each("inspect", read)
         return session.runs
-    finally:
-        session.close()
 
 
-def passed(entries: list[dict], stage: str, sha256: str) -> bool:
+def passed(entries: list[LedgerEntry], stage: str, sha256: str) -> bool:
     """The artifact was deployed to this stage and finished its smoke/verify steps there."""
     return any(e.get("action") == "deploy" and e.get("result") == "ok" and e.get("stage") == stage
                and e.get("artifact_sha256") == sha256 for e in entries)
 
 
-def check_gate(cfg: Config, stage: Stage, artifact, out: Output, *, force: bool, reason: str) -> None:
+def check_gate(cfg: Config, stage: Stage, artifact: Artifact, out: Output, *, force: bool, reason: str) -> None:
     """Refuse (exit 4) unless every required stage has every host's proof that this artifact passed."""
     problems = []
     for name in stage.requires:
         required = cfg.stage(name)
         for run in _read_ledgers(required, out, artifact.sha256):
-            if run.state is None:
+            if run.ledger is None:
                 problems.append(f"{name}/{run.name}: cannot read its ledger ({run.error})")
-            elif not passed(run.state, name, artifact.sha256):
+            elif not passed(run.ledger, name, artifact.sha256):
                 problems.append(f"{name}/{run.name}: no successful, verified deploy of this artifact")
     if not problems:
         if stage.requires:
@@ -64,7 +62,7 @@ def check_gate(cfg: Config, stage: Stage, artifact, out: Output, *, force: bool,
                       f"{', '.join(stage.requires)} first, or use --force --reason \"why\"")
 
 
-def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | None = None) -> list[dict]:
+def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | None = None) -> list[LedgerEntry]:
     """Every host's ledger merged, oldest first; unreachable hosts are an error."""
     if since:
         try:
@@ -74,66 +72,59 @@ def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | No
                 from None
     hosts = stage.select([host] if host else None)
     runs = _read_ledgers(Stage(stage.name, stage.app, hosts, stage.pipeline, stage.requires), out)
-    failed = [r for r in runs if r.state is None]
+    failed = [r for r in runs if r.ledger is None]
     if failed:
         raise DeployerError("cannot read the ledger on " + "; ".join(f"{r.name}: {r.error}" for r in failed))
-    entries = [e for r in runs for e in r.state]
+    entries = [e for r in runs for e in r.ledger or []]
     if since:
         entries = [e for e in entries if str(e.get("time", "")) >= since]
     return sorted(entries, key=lambda e: (str(e.get("time", "")), str(e.get("host", ""))))
 
 
-def audit_rows(entries: list[dict]) -> list[dict]:
+def audit_rows(entries: list[LedgerEntry]) -> list[dict[str, object]]:
     return [{
         "time": e.get("time", ""), "host": e.get("host", ""), "action": e.get("action", ""),
         "result": e.get("result", ""), "release": e.get("release", "") if e.get("release") is not None else "",
         "version": e.get("version", ""), "git sha": str(e.get("git_sha", ""))[:8],
         "artifact": str(e.get("artifact_sha256", ""))[:12], "who": e.get("who", ""),
         "s": e.get("duration", ""),
-        "note": "; ".join(x for x in (("FORCED: " + e["reason"]) if e.get("forced") else e.get("reason", ""),
-                                      e.get("error", "")) if x),
+        "note": "; ".join(str(x) for x in (f"FORCED: {e['reason']}" if e.get("forced") else e.get("reason", ""),
+                                           e.get("error", "")) if x),
     } for e in entries]
 
 
 def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
     """Check every host's current tree against the manifest that came with its artifact."""
-    session = Session(stage, stage.hosts, out, parallel, action="verify")
+    with Session(stage, stage.hosts, out, parallel, action="verify") as session:
+        def check(run: HostRun) -> None:
+            app = stage.app
+            result = session.run(run, "inspect", commands.drift(session.paths, app.shared_dirs + app.shared_files,
+                                                                app.generated))
+            found = run.drift = Drift()
+            lists = {"modified": found.modified, "removed": found.removed, "added": found.added}
+            for parts in (line.split("\t", 1) for line in result.stdout.splitlines()):
+                if parts[0] == "no_manifest":
+                    found.manifest = False
+                    run.result = "no manifest"
+                    return
+                if parts[0] in lists and len(parts) == 2:
+                    lists[parts[0]].append(parts[1])
+                elif parts[0] == "checked":
+                    found.checked = int(parts[1])
+            run.result = "DRIFT" if found.found else "ok"
 
-    def check(run: HostRun):
-        app = stage.app
-        result = session.run(run, "inspect", commands.drift(session.paths, app.shared_dirs + app.shared_files,
-                                                            app.generated))
-        lines = [line.split("\t", 1) for line in result.stdout.splitlines()]
-        found = {"modified": [], "removed": [], "added": []}
-        checked = 0
-        for parts in lines:
-            if parts[0] == "no_manifest":
-                run.result = "no manifest"
-                run.state = found
-                return
-            if parts[0] in found and len(parts) == 2:
-                found[parts[0]].append(parts[1])
-            elif parts[0] == "checked":
-                checked = int(parts[1])
-        run.state = found
-        run.result = "ok" if not any(found.values()) else "DRIFT"
-        run.target = checked
-
-    try:
         session.fleet.each("inspect", check)
         return session.runs
-    finally:
-        session.close()
 
 
-def drift_rows(runs: list[HostRun]) -> list[dict]:
-    rows = []
+def drift_rows(runs: list[HostRun]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     for run in runs:
-        found = run.state or {}
-        rows.append({"host": run.name, "state": run.result if run.state is not None else "FAIL",
-                     "files checked": run.target or "",
-                     "modified": ", ".join(found.get("modified", [])[:10]),
-                     "removed": ", ".join(found.get("removed", [])[:10]),
-                     "added": ", ".join(found.get("added", [])[:10]),
+        found = run.drift or Drift()
+        rows.append({"host": run.name, "state": run.result if run.drift is not None else "FAIL",
+                     "files checked": found.checked or "",
+                     "modified": ", ".join(found.modified[:10]),
+                     "removed": ", ".join(found.removed[:10]),
+                     "added": ", ".join(found.added[:10]),
                      "error": run.error})
     return rows

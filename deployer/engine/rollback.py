@@ -13,24 +13,47 @@ from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
 from deployer.engine.fleet import HostRun
+from deployer.engine.records import RolledBack
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
 from deployer.errors import DeployerError, HostError
 from deployer.plan import releases as planning
 from deployer.remote import commands
+from deployer.remote.state import HostState
 from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
 
+def _state(run: HostRun) -> HostState:
+    if run.state is None:
+        raise HostError(run.name, "check", "no state read from this host")
+    return run.state
+
+
+def _record(run: HostRun) -> RolledBack:
+    if run.rolled_back is None:
+        run.rolled_back = RolledBack()
+    return run.rolled_back
+
+
+def _target(run: HostRun) -> int | str:
+    target = _record(run).target
+    if target is None:
+        raise HostError(run.name, "check", "no release to roll back to")
+    return target
+
+
 def _meta(run: HostRun, key: str) -> str:
-    release = run.state.release(run.target)
+    """What our release's metadata says (a foreign release has none)."""
+    target = _target(run)
+    release = _state(run).release(target) if isinstance(target, int) else None
     return str(release.meta.get(key, "")) if release else ""
 
 
 def migrated_between(run: HostRun) -> list[int]:
     """Releases above the target up to current that ran migrations, newest first."""
-    st = run.state
-    floor = 0 if isinstance(run.target, str) else run.target     # a foreign target is below all of ours
+    st, target = _state(run), _target(run)
+    floor = 0 if isinstance(target, str) else target     # a foreign target is below all of ours
     return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)),
                   reverse=True)
 
@@ -39,70 +62,77 @@ def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str |
              migrations: str = "refuse", config_dir: Path = Path("."), lock_wait: float = 0.0) -> list[HostRun]:
     """migrations: refuse | run | ignore. lock_wait: seconds to wait for a live lock holder."""
     envfile.mask_readable(hosts, str(config_dir))
-    session = Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir, lock_wait=lock_wait)
-    ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, session=session,
-                            hosts=[h.name for h in hosts])
-    try:
-        session.lock_all()
-
-        def choose(run: HostRun):
-            run.previous = run.state.live
-            try:
-                run.target = planning.rollback_target(run.state, to)
-            except DeployerError as exc:
-                raise HostError(run.name, "check", str(exc)) from None
-
-        failures = session.fleet.each("check", choose)
-        if failures:
+    with Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir,
+                 lock_wait=lock_wait) as session:
+        for run in session.runs:
+            run.rolled_back = RolledBack()
+        ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
+                                session=session, hosts=[h.name for h in hosts])
+        try:
+            return _roll_back(session, ctx, to, migrations)
+        except (KeyboardInterrupt, Cancelled) as exc:
+            with no_interrupts():
+                _restore(session, undo=False)
+                failed = session.interrupted(exc, undone="hosts left as they were")
+            raise failed from None
+        except hooks.HookFailed as exc:
             session.abort()
-            raise RunFailed(f"rollback refused, nothing changed: {names(failures)} cannot roll back", session.runs)
+            raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
 
-        ran = sorted({n for run in session.runs for n in migrated_between(run)}, reverse=True)
-        if ran and migrations == "refuse":
-            session.abort()
-            raise RunFailed(f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
-                            "migrations; pass --with-migrations to run the down migrations first, or "
-                            "--ignore-migrations", session.runs)
-        first = session.runs[0]
-        ctx.release, ctx.previous = first.target, first.previous
-        _hooks(session, ctx, "before_rollback")
-        if ran and migrations == "run":
-            _down_migrations(session, ctx, ran)
 
-        def switch(run: HostRun):
-            line = session.ledger(run, "ok", release=run.target, previous=run.previous,
-                                  version=_meta(run, "version"), git_sha=_meta(run, "git_sha"),
-                                  artifact_sha256=_meta(run, "artifact_sha256"))
-            script = commands.switch(session.paths, run.target, session.token,
-                                     mark_rolled_back=run.previous, release_lock=True, ledger=line)
-            session.run(run, "switch", script, timeout=60)
-            run.switched, run.locked, run.result = True, False, "ok"
-            out.line(run.name, "switch", f"current -> releases/{run.target} (was {run.previous})")
+def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, migrations: str) -> list[HostRun]:
+    session.lock_all()
 
-        failures = session.fleet.each("switch", switch)
-        if failures:
-            _restore(session)
-            session.raise_if_lease_lost()
-            raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
-        _restart(session, ctx)
-        _hooks(session, ctx, "after_rollback")
-        _notify(stage, session, "rolled back", f"manual rollback to release {first.target}")
-        return session.runs
-    except (KeyboardInterrupt, Cancelled) as exc:
-        with no_interrupts():
-            _restore(session, undo=False)
-            failed = session.interrupted(exc, undone="hosts left as they were")
-        raise failed from None
-    except hooks.HookFailed as exc:
+    def choose(run: HostRun) -> None:
+        record = _record(run)
+        record.previous = _state(run).live
+        try:
+            record.target = planning.rollback_target(_state(run), to)
+        except DeployerError as exc:
+            raise HostError(run.name, "check", str(exc)) from None
+
+    failures = session.fleet.each("check", choose)
+    if failures:
         session.abort()
-        raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
-    finally:
-        session.close()
+        raise RunFailed(f"rollback refused, nothing changed: {names(failures)} cannot roll back", session.runs)
+
+    ran = sorted({n for run in session.runs for n in migrated_between(run)}, reverse=True)
+    if ran and migrations == "refuse":
+        session.abort()
+        raise RunFailed(f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
+                        "migrations; pass --with-migrations to run the down migrations first, or "
+                        "--ignore-migrations", session.runs)
+    first = _record(session.runs[0])
+    ctx.release, ctx.previous = first.target, first.previous
+    _hooks(session, ctx, "before_rollback")
+    if ran and migrations == "run":
+        _down_migrations(session, ctx, ran)
+
+    def switch(run: HostRun) -> None:
+        record, target = _record(run), _target(run)
+        line = session.ledger(run, "ok", release=target, previous=record.previous,
+                              version=_meta(run, "version"), git_sha=_meta(run, "git_sha"),
+                              artifact_sha256=_meta(run, "artifact_sha256"))
+        script = commands.switch(session.paths, target, session.token,
+                                 mark_rolled_back=record.previous, release_lock=True, ledger=line)
+        session.run(run, "switch", script, timeout=60)
+        record.switched, run.locked, run.result = True, False, "ok"
+        session.out.line(run.name, "switch", f"current -> releases/{target} (was {record.previous})")
+
+    failures = session.fleet.each("switch", switch)
+    if failures:
+        _restore(session)
+        session.raise_if_lease_lost()
+        raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
+    _restart(session, ctx)
+    _hooks(session, ctx, "after_rollback")
+    _notify(session, "rolled back", f"manual rollback to release {first.target}")
+    return session.runs
 
 
 def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
     try:
-        hooks.run_point(session, ctx, point, session.runs, lambda run: run.target)
+        hooks.run_point(session, ctx, point, session.runs, lambda run: _record(run).target)
     except hooks.HookFailed as exc:
         raise hooks.HookFailed(str(exc), point) from None
 
@@ -125,11 +155,13 @@ def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[in
 
 def _restart(session: Session, ctx: hooks.HookContext) -> None:
     r = session.stage.pipeline.restart
-    if not r.command:
+    command = r.command
+    if not command:
         return
-    switched = [run for run in session.runs if run.switched]
+    switched = [run for run in session.runs if _record(run).switched]
     failures = session.fleet.each("restart", lambda run: session.in_release(
-        run, "restart", run.target, r.command, ctx.env(run.host, run.previous)), hooks.with_roles(r.roles, switched))
+        run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous)),
+        hooks.with_roles(r.roles, switched))
     for name, exc in failures.items():
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
@@ -137,14 +169,17 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
 def _restore(session: Session, undo: bool = True) -> None:
     """Put hosts a failed rollback already switched back where they were (then abort, with undo).
     Their switch released their lock, so the restore is not fenced; it is recorded in its ledger."""
-    switched = [r for r in session.runs if r.switched]
+    switched = [r for r in session.runs if _record(r).switched]
 
-    def back(run: HostRun):
-        line = session.ledger(run, "failed", release=run.previous, previous=run.target,
-                              error=f"put back on release {run.previous}: the rollback failed or was interrupted")
-        script = commands.switch(session.paths, run.previous, session.token, ledger=line)
+    def back(run: HostRun) -> None:
+        record = _record(run)
+        if record.previous is None:
+            raise HostError(run.name, "restore", "no release was live here before the rollback")
+        line = session.ledger(run, "failed", release=record.previous, previous=record.target,
+                              error=f"put back on release {record.previous}: the rollback failed or was interrupted")
+        script = commands.switch(session.paths, record.previous, session.token, ledger=line)
         session.run(run, "restore", commands.unleased(script), timeout=60)
-        run.switched = False
+        record.switched = False
 
     if switched:
         with no_interrupts():
@@ -154,10 +189,10 @@ def _restore(session: Session, undo: bool = True) -> None:
         session.abort()
 
 
-def _notify(stage: Stage, session: Session, event: str, error: str = "") -> None:
-    settings = stage.pipeline.notify
+def _notify(session: Session, event: str, error: str = "") -> None:
+    stage, settings = session.stage, session.stage.pipeline.notify
     if settings.webhooks or settings.command:
-        first = session.runs[0]
+        first = _record(session.runs[0])
         notify.send(settings, event, {"action": "rollback", "app": stage.app.name, "stage": stage.name,
                                       "release": first.target, "hosts": [r.name for r in session.runs],
                                       "by": who(), "error": error, "version": ""})

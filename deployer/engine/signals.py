@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
 INTERRUPT_EXIT = 128
@@ -36,12 +38,12 @@ def describe(exc: BaseException | None) -> str:
     return signal.Signals(signum).name if signum else "Ctrl-C"
 
 
-def _raise(signum, frame):
+def _raise(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
 @contextmanager
-def terminations():
+def terminations() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated for the duration (main thread only; else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -59,7 +61,7 @@ def terminations():
 
 
 @contextmanager
-def no_interrupts():
+def no_interrupts() -> Iterator[None]:
     """Cleanup must finish: Ctrl-C, SIGTERM and SIGHUP are ignored meanwhile (it is bounded by
     timeouts). Not the main thread: nothing to change."""
     if threading.current_thread() is not threading.main_thread():

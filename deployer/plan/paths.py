@@ -68,7 +68,7 @@ class Paths:
     def cache(self) -> str:
         return posixpath.join(self.state, "cache")
 
-    def release(self, number: int) -> str:
+    def release(self, number: int | str) -> str:
         return posixpath.join(self.releases, str(number))
 
     def release_target(self, number: int) -> str:

@@ -245,7 +245,8 @@ def _user(command: str, env: dict[str, str], run_as: str) -> dict[str, Value]:
     return {"COMMAND": command, "USER_ENV": _env_words(env), "RUN_AS": run_as}
 
 
-def in_release(paths: Paths, number: int | None, command: str, env: dict[str, str], run_as: str = "") -> str:
+def in_release(paths: Paths, number: int | str | None, command: str, env: dict[str, str],
+               run_as: str = "") -> str:
     """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the
     deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
     where = paths.deploy_to if number is None else paths.release(number)

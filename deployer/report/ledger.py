@@ -16,7 +16,7 @@ MAX_LINE = 3500          # well under PIPE_BUF (4096): one atomic append
 ACTIONS = ("deploy", "rollback", "unlock", "takeover", "cleanup", "config")
 
 
-def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0.0, release: int | None = None,
+def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0.0, release: int | str | None = None,
           version: str = "", git_sha: str = "", artifact_sha256: str = "", reason: str = "", error: str = "",
           forced: bool = False, host: str = "", **extra) -> str:
     data = {

@@ -31,7 +31,7 @@ def add_secret(value: str) -> None:
     _SECRETS.update(f for f in forms if len(f) >= MIN_SECRET)
 
 
-def redact(text):
+def redact(text: str) -> str:
     """`text` with every registered secret masked, where it appears whole and where a line of
     it was cut: a line ending with the first characters of a secret (a tail cut short) or
     starting with its last ones (a tail that starts mid-way), at least MIN_SECRET of them.

@@ -230,7 +230,7 @@ def _time(value) -> str | None:
 
 
 def run_records(runs: list[HostRun]) -> list[dict]:
-    return [{"host": run.name, "result": run.result, "step": run.step, "release": run.target,
+    return [{"host": run.name, "result": run.result, "step": run.step, "release": run.release,
              "seconds": {p: round(run.times[p], 3) for p in PHASES if p in run.times},
              "error": run.error or None} for run in runs]
 
@@ -309,12 +309,13 @@ def check_records(runs: list[HostRun]) -> list[dict]:
 def drift_records(runs: list[HostRun]) -> list[dict]:
     records: list[dict] = []
     for run in runs:
-        found = run.state or {}
-        result = run.result if run.state is not None else "failed"
+        found = run.drift
+        result = run.result if found is not None else "failed"
         records.append({"host": run.name, "result": result.lower().replace(" ", "_"),
-                        "files_checked": run.target if isinstance(run.target, int) else None,
-                        "modified": list(found.get("modified", [])), "removed": list(found.get("removed", [])),
-                        "added": list(found.get("added", [])), "error": run.error or None})
+                        "files_checked": found.checked if found is not None and found.manifest else None,
+                        "modified": list(found.modified) if found else [],
+                        "removed": list(found.removed) if found else [],
+                        "added": list(found.added) if found else [], "error": run.error or None})
     return records
 
 

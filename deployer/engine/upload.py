@@ -1,0 +1,112 @@
+"""The deploy's check and prepare steps on one host: is there room, then the artifact (uploaded,
+or taken from the host's cache) unpacked as releases/N with its env file and shared links."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import BinaryIO
+
+from deployer.artifact.load import Artifact
+from deployer.config.envfile import HostEnv
+from deployer.config.settings import Stage
+from deployer.engine.fleet import HostRun
+from deployer.engine.records import Deployed
+from deployer.engine.session import Session, utc_now, who
+from deployer.errors import HostError
+from deployer.plan import releases as planning
+from deployer.remote import commands
+from deployer.remote.state import HostState
+from deployer.report.output import UploadProgress
+from deployer.ssh.types import Stdin
+
+
+def host_state(run: HostRun) -> HostState:
+    """What a locked host reported (every host a deploy works on was inspected when locked)."""
+    if run.state is None:
+        raise HostError(run.name, "check", "no state read from this host")
+    return run.state
+
+
+def record(run: HostRun) -> Deployed:
+    """The deploy's record for this host (made when the host was locked)."""
+    if run.deployed is None:
+        run.deployed = Deployed()
+    return run.deployed
+
+
+def check_host(run: HostRun, artifact: Artifact) -> None:
+    """Tools the deploy needs, and room for the artifact and its unpacked tree."""
+    state = host_state(run)
+    if state.missing_tools:
+        raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
+    need = int((artifact.meta.get("unpacked_size") or 3 * artifact.size) * 1.1)
+    if not state.cached:
+        need += artifact.size
+    if state.free_kb is not None and state.free_kb * 1024 < need:
+        raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, "
+                        f"have {state.free_kb} KB")
+
+
+def release_json(session: Session, artifact: Artifact, number: int, run: HostRun) -> str:
+    stage = session.stage
+    return json.dumps({
+        "release": number, "app": stage.app.name, "stage": stage.name,
+        "version": artifact.version, "git_sha": artifact.git_sha, "artifact_sha256": artifact.sha256,
+        "manifest_sha256": artifact.meta.get("manifest_sha256", ""),
+        "deployed_by": who(), "deployed_at": utc_now(), "previous": record(run).previous,
+        "deploy_id": session.token,
+    }, sort_keys=True)
+
+
+def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.LinkSource | None:
+    manifest = artifact.meta.get("manifest_sha256")
+    if not (stage.app.hardlink_releases and manifest):
+        return None
+    number = planning.link_source(state, artifact.sha256)
+    return commands.LinkSource(number, manifest) if number else None
+
+
+def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None) -> None:
+    """releases/N on one host: from the host's cache (linked from a release with the same files,
+    or extracted), else uploaded (extracted as it arrives on a slow link)."""
+    app, state, out = session.stage.app, host_state(run), session.out
+    upload = not state.cached
+    stream = upload and run.conn is not None and planning.stream_upload(run.conn.rtt())
+    env = env_file.render() if env_file is not None else None
+    script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=upload,
+                              release_json=release_json(session, artifact, number, run),
+                              shared_dirs=app.shared_dirs, shared_files=app.shared_files,
+                              env_file=app.env_file if env is not None else None,
+                              env_size=len(env or b""),
+                              link_from=None if upload else link_source(session.stage, state, artifact),
+                              generated=app.generated, stream=stream)
+    note = f"; its own {app.env_file}" if env is not None else ""
+    if not upload:
+        result = session.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
+        linked = result.field("linked")
+        # a dry run's printed command reports nothing: the release is "ready"
+        how = f"linked from release {linked}" if linked else "extracted" if result.field("prepared") else "ready"
+        out.line(run.name, "prepare", f"artifact already on host, release {number} {how}{note}")
+        return
+    progress = UploadProgress(out, run.name, artifact.size)
+    with open(artifact.path, "rb") as fh:
+        data: Stdin = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
+        session.run(run, "prepare", script, stdin=data, progress=progress)
+    how = ", extracted as it arrived" if stream else ""
+    out.line(run.name, "prepare", f"{progress.done()}{how}; release {number} ready{note}")
+
+
+class ChainReader:
+    """Several binary streams read as one (env file bytes, then the artifact)."""
+
+    def __init__(self, streams: list[BinaryIO]):
+        self.streams = list(streams)
+
+    def read(self, n: int = -1) -> bytes:
+        while self.streams:
+            data = self.streams[0].read(n)
+            if data:
+                return data
+            self.streams.pop(0)
+        return b""
