@@ -170,3 +170,17 @@ def app_repo(tmp_path) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Initial commit")
     return repo
+
+
+# --- the artifact store ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_store(sandbox_image, tmp_path_factory):
+    """A real S3 store (SeaweedFS, see tests/store_fixtures.py) for the whole run; removed at the end.
+    Each test uses a prefix of its own in the bucket."""
+    import store_fixtures
+
+    server = store_fixtures.start(sandbox_image, tmp_path_factory.mktemp("s3-store"))
+    yield server
+    store_fixtures.stop(server)

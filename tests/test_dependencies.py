@@ -97,7 +97,8 @@ def test_the_private_paramiko_names_the_transport_reads_are_there():
 SANDBOX = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["sandbox"]]
 PACKAGE = Path(__file__).resolve().parent.parent / "deployer"
 # the import name of each runtime dependency
-RUNTIME_IMPORTS = {"fabric": "fabric", "invoke": "invoke", "paramiko": "paramiko", "tabulate": "tabulate"}
+RUNTIME_IMPORTS = {"fabric": "fabric", "invoke": "invoke", "paramiko": "paramiko", "tabulate": "tabulate",
+                   "boto3": "boto3", "botocore": "botocore"}
 
 
 @pytest.mark.parametrize("req", SANDBOX, ids=str)
