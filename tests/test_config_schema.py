@@ -53,7 +53,7 @@ def live_keys(doc: dict) -> list[tuple[str, str, object]]:
             if isinstance(value, dict):
                 add("env.KEY", value)
 
-    for name in ("app", "build", "ssh"):
+    for name in ("app", "build", "ssh", "store"):
         add(name, doc.get(name, {}))
     pipeline(doc)
     env(doc.get("env", {}))
@@ -120,6 +120,7 @@ def test_example_shows_every_key():
     (settings.SSHSettings, schema.SSH, {}), (settings.Hook, schema.HOOK, {}),
     (settings.MigrateSettings, schema.MIGRATE, {}), (settings.VerifySettings, schema.VERIFY, {"run_from": "from"}),
     (settings.RestartSettings, schema.RESTART, {}), (settings.NotifySettings, schema.NOTIFY, {}),
+    (settings.StoreSettings, schema.STORE, {}),
 ])
 def test_settings_defaults_are_the_schema_defaults(cls, table, renamed):
     for f in dataclasses.fields(cls):

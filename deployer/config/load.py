@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 from deployer.config import schema, stages
+from deployer.config import store as store_mod
 from deployer.config.reader import Doc, Reader
 from deployer.config.settings import AppSettings, BuildSettings, Config, EnvValue, PipelineSettings, SSHSettings
 from deployer.errors import ConfigError, did_you_mean
@@ -71,6 +72,7 @@ def parse(text: str, path: Path) -> Config:
         if name in data:
             pipeline = reader.section(reader.pipeline, {name: data[name]}, "", pipeline, default=pipeline)
     env: dict[str, EnvValue] = reader.section(reader.env, data.get("env", {}), "env", default={})
+    store = reader.section(store_mod.read, reader, data["store"], default=None) if "store" in data else None
     declared = data.get("stages", {})
     read = {name: reader.section(stages.stage, reader, name, body, app, ssh, pipeline, env, default=None)
             for name, body in declared.items()}
@@ -84,7 +86,7 @@ def parse(text: str, path: Path) -> Config:
                                                        f"(stages: {', '.join(declared)})")
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
-    return Config(path=path, app=app, build=build, ssh=ssh, pipeline=pipeline,
+    return Config(path=path, app=app, build=build, ssh=ssh, pipeline=pipeline, store=store,
                   stages={name: st for name, st in read.items() if st is not None})
 
 

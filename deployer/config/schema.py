@@ -51,6 +51,8 @@ PORT = Key(int, "a port number 1-65535", "SSH port", minimum=1, maximum=65535)
 EVENTS = ("started", "succeeded", "failed", "rolled back")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 MAX_PERSIST = 86400
+TRANSFERS = ("push", "pull")
+MAX_URL_LIFETIME = 604800           # the longest a SigV4 presigned URL can live (7 days)
 HOOK_POINTS = tuple(f"{when}_{step}" for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish",
                                                     "rollback") for when in ("before", "after"))
 PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
@@ -136,6 +138,16 @@ NOTIFY: Table = {
                   choices=EVENTS),
     "timeout": Key(int, SECONDS, "seconds per notification", 5, minimum=1),
 }
+STORE: Table = {
+    "url": Key(str, "s3://bucket or s3://bucket/prefix", "where published artifacts live", required=True),
+    "endpoint": Key(str, "an http(s) URL", "the S3 endpoint as this machine reaches it (default: AWS's)", ""),
+    "host_endpoint": Key(str, "an http(s) URL", "the S3 endpoint as the hosts reach it (default: endpoint)", ""),
+    "region": Key(str, "a region name", "signing region (default: the AWS chain's, else us-east-1)", ""),
+    "transfer": Key(str, "one of " + ", ".join(TRANSFERS), "push: over SSH from here; pull: hosts fetch from the "
+                    "store", "push", choices=TRANSFERS),
+    "url_lifetime": Key(int, f"seconds, an integer 1-{MAX_URL_LIFETIME}", "seconds a presigned download URL is "
+                        "valid (must cover the prepare step)", 900, minimum=1, maximum=MAX_URL_LIFETIME),
+}
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),
     "name": Key(str, "a display name", "the name in output (default: host, with :port if not 22)"),
@@ -167,9 +179,10 @@ STAGE: Table = {
 # Where each table sits in the file (NAME and POINT stand for any stage name and hook point).
 TABLES: dict[str, Table] = {
     "app": APP, "build": BUILD, "ssh": SSH, "migrate": MIGRATE, "smoke": SMOKE, "verify": VERIFY,
-    "restart": RESTART, "notify": NOTIFY, "hooks.POINT": HOOK, "stages.NAME": STAGE, "stages.NAME.hosts": HOST,
+    "restart": RESTART, "notify": NOTIFY, "store": STORE, "hooks.POINT": HOOK, "stages.NAME": STAGE,
+    "stages.NAME.hosts": HOST,
 }
-TOP = ("app", "build", "ssh", "stages", "env", *PIPELINE_TABLES)
+TOP = ("app", "build", "ssh", "stages", "env", "store", *PIPELINE_TABLES)
 
 
 def default(table: Table, key: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from deployer.config.schema import APP, BUILD, HOOK, MIGRATE, NOTIFY, RESTART, SSH, VERIFY, default
+from deployer.config.schema import APP, BUILD, HOOK, MIGRATE, NOTIFY, RESTART, SSH, STORE, VERIFY, default
 from deployer.errors import ConfigError, did_you_mean
 
 
@@ -50,6 +50,25 @@ class SSHSettings:
     gateway: str = default(SSH, "gateway")
     forward_agent: bool = default(SSH, "forward_agent")
     persist: int = default(SSH, "persist")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """[store]: an S3-compatible bucket holding published artifacts. Credentials come from the AWS
+    chain (environment, profile), never from hosts.toml."""
+
+    bucket: str
+    prefix: str = ""                    # "" or "path/" (always ending in a slash)
+    endpoint: str = default(STORE, "endpoint")
+    host_endpoint: str = default(STORE, "host_endpoint")
+    region: str = default(STORE, "region")
+    transfer: str = default(STORE, "transfer")
+    url_lifetime: int = default(STORE, "url_lifetime")
+
+    @property
+    def hosts_reach(self) -> str:
+        """The endpoint the hosts fetch from ("" is AWS's own)."""
+        return self.host_endpoint or self.endpoint
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,7 @@ class Config:
     ssh: SSHSettings
     stages: dict[str, Stage] = field(default_factory=dict)
     pipeline: PipelineSettings = PipelineSettings()
+    store: StoreSettings | None = None
 
     def stage(self, name: str | None) -> Stage:
         if not name and len(self.stages) == 1:
