@@ -8,6 +8,7 @@ BAD_INPUT = 2
 LOCKED = 3
 GATE_REFUSED = 4
 PARTIAL = 5
+STORE = 6
 INTERRUPTED = 130
 
 _program = "inv"       # the console script sets "deployer" (see cli.main)
@@ -49,6 +50,12 @@ class ArtifactError(DeployerError):
     """Building, loading or checking an artifact failed (one-line message)."""
 
     exit_code = BAD_INPUT
+
+
+class StoreError(DeployerError):
+    """The artifact store ([store]) cannot be reached, refused a request, or has no credentials."""
+
+    exit_code = STORE
 
 
 class LockHeld(DeployerError):

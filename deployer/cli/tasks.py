@@ -121,16 +121,23 @@ def _wait(value) -> float:
 
 
 def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
-              shared: tuple[str, ...] = ()):
+              shared: tuple[str, ...] = (), local_only: bool = False):
     """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
-    unpacked size the one that check measured, never a sidecar's claim."""
+    unpacked size the one that check measured, never a sidecar's claim. A --version the local
+    store lacks comes from [store], when there is one (unless local_only)."""
     from deployer.artifact.build import build_artifact
     from deployer.artifact.load import load_artifact
     from deployer.artifact.members import check_members
     if artifact_path and version:
         raise UsageError("--artifact and --version exclude each other")
     if version:
-        art = LocalStore(cfg.build.output).get(version)
+        try:
+            art = LocalStore(cfg.build.output).get(version)
+        except UsageError:
+            if cfg.store is None or local_only:
+                raise
+            from deployer.cli.store_tasks import store_of
+            art = store_of(cfg).get(version)
     elif artifact_path:
         art = load_artifact(Path(artifact_path))
     else:
@@ -202,10 +209,11 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
          canary="canary: hosts switched and verified first.",
          bake="canary: seconds to keep re-checking the canaries' health before the rest.",
          max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
-         dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.")
+         dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.",
+         transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).")
 def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
            allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
-           force=False, reason="", json=False, lock_wait=0.0):
+           force=False, reason="", json=False, lock_wait=0.0, transfer=None):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     t = _target(config, stage, hosts, roles, json)
     cfg, st, out = t.cfg, t.stage, t.out
@@ -213,12 +221,15 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
                     bake=_num(bake, "bake"))
     options = Options(plan, max_fail=_int(max_fail, "max-fail"), parallel=_parallel(parallel), dry_run=dry_run,
                       forced=force, reason=reason or "", lock_wait=_wait(lock_wait))
+    from deployer.cli import store_tasks
+    pull = store_tasks.transfer_of(cfg, transfer) == "pull"
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
         out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
                 f"to {st.name}, strategy {plan.name}")
-    runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent)
+    pulling = store_tasks.pull_plan(cfg, art, out, dry_run) if pull else None
+    runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent, pulling)
     records = report.run_records(runs)
     rows = report.run_rows(records)
     if dry_run:
@@ -427,8 +438,9 @@ def disconnect(c, config=None):
 
 
 from deployer.cli.ops_tasks import TASKS as OPS_TASKS  # noqa: E402  (they use the helpers above)
+from deployer.cli.store_tasks import TASKS as STORE_TASKS  # noqa: E402
 
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
 config_ns = Collection("config", config_push, config_diff, config_keys)
 ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
-                hosts_, disconnect, *OPS_TASKS, sandbox_ns, config_ns)
+                hosts_, disconnect, *OPS_TASKS, *STORE_TASKS, sandbox_ns, config_ns)

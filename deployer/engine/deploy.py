@@ -19,6 +19,7 @@ from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import faults, finish, hooks, signals, upload
 from deployer.engine.fleet import HostRun
+from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
 from deployer.errors import PARTIAL, HostError
@@ -37,8 +38,10 @@ class Pipeline:
     """One deploy of one artifact to a stage; `run()` is the whole flow."""
 
     def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options,
-                 config_dir: Path = Path(".")):
+                 config_dir: Path = Path("."), pull: Pull | None = None):
         self.stage = stage
+        self.pull = pull
+        self.url = ""                             # the presigned URL hosts pull (pull only; never shown)
         self.pipeline = stage.pipeline
         self.artifact = artifact
         self.out = out
@@ -79,6 +82,7 @@ class Pipeline:
                 self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
                              f"to {len(s.active)} host(s)")
                 try:
+                    self.url = self.pull.presign() if self.pull else ""    # one URL for every host of this run
                     self.step("prepare", self.prepare, tolerate=True)
                     self.migrate()
                     smoke = self.pipeline.smoke
@@ -141,7 +145,8 @@ class Pipeline:
             raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
 
     def prepare(self, run: HostRun) -> None:
-        upload.prepare(self.session, run, self.artifact, self.release, self.envs[run.name] if self.envs else None)
+        upload.prepare(self.session, run, self.artifact, self.release, self.envs[run.name] if self.envs else None,
+                       (self.pull.endpoint, self.url) if self.pull else None)
 
     def migrate(self) -> None:
         m = self.pipeline.migrate
@@ -393,6 +398,7 @@ class Pipeline:
 
 
 def deploy(stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options | None = None,
-           config_dir: Path = Path(".")) -> list[HostRun]:
-    """Deploy one artifact to the hosts; returns every host's record, or raises RunFailed."""
-    return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir).run()
+           config_dir: Path = Path("."), pull: Pull | None = None) -> list[HostRun]:
+    """Deploy one artifact to the hosts (with pull: they fetch it from the store); returns every
+    host's record, or raises RunFailed."""
+    return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir, pull).run()

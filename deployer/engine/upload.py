@@ -67,12 +67,15 @@ def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.
     return commands.LinkSource(number, manifest) if number else None
 
 
-def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None) -> None:
+def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None,
+            pull: tuple[str, str] | None = None) -> None:
     """releases/N on one host: from the host's cache (linked from a release with the same files,
-    or extracted), else uploaded (extracted as it arrives on a slow link)."""
+    or extracted), else uploaded (extracted as it arrives on a slow link), or with pull (the
+    store's endpoint as hosts reach it, a presigned URL) fetched by the host from the store."""
     app, state, out = session.stage.app, host_state(run), session.out
     upload = not state.cached
-    stream = upload and run.conn is not None and planning.stream_upload(run.conn.rtt())
+    fetch_from = pull[0] if upload and pull else None
+    stream = upload and not pull and run.conn is not None and planning.stream_upload(run.conn.rtt())
     env = env_file.render() if env_file is not None else None
     script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=upload,
                               release_json=release_json(session, artifact, number, run),
@@ -80,8 +83,12 @@ def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env
                               env_file=app.env_file if env is not None else None,
                               env_size=len(env or b""),
                               link_from=None if upload else link_source(session.stage, state, artifact),
-                              generated=app.generated, stream=stream)
+                              generated=app.generated, stream=stream, fetch_from=fetch_from)
     note = f"; its own {app.env_file}" if env is not None else ""
+    if upload and pull:
+        session.run(run, "prepare", script, stdin=io.BytesIO((env or b"") + pull[1].encode() + b"\n"))
+        out.line(run.name, "prepare", f"fetched from the store, sha256 checked; release {number} ready{note}")
+        return
     if not upload:
         result = session.run(run, "prepare", script, stdin=io.BytesIO(env) if env is not None else None)
         linked = result.field("linked")

@@ -31,6 +31,7 @@ UNSAFE_TREE = 25
 CURRENT_NOT_LINK = 30
 RELEASE_INCOMPLETE = 31
 LEASE_LOST = 32
+STORE_FETCH = 26        # prepare_pull.sh: the artifact could not be downloaded from the store
 
 TAKEOVER_MARK = '"@@stale@@"'      # in a takeover's ledger line: replaced by the stale holder, on the host
 
@@ -92,7 +93,7 @@ class LinkSource:
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
             shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
             env_file: str | None = None, env_size: int = 0, link_from: LinkSource | None = None,
-            generated: tuple[str, ...] = (), stream: bool = False) -> str:
+            generated: tuple[str, ...] = (), stream: bool = False, fetch_from: str | None = None) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
@@ -103,7 +104,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     With link_from (reusing the cached artifact only), the release is first made of hard links to
     that earlier release of the same artifact, kept only if it still matches (prepare_link.sh);
     otherwise the cached artifact is extracted as usual. With stream (uploads only), tar extracts
-    the upload as it arrives: for links where the upload is the slow part."""
+    the upload as it arrives: for links where the upload is the slow part.
+    With fetch_from (uploads only: the store's endpoint as hosts reach it), the host downloads the
+    artifact itself (prepare_pull.sh): a presigned URL follows the env on stdin; same checks after."""
+    pull = upload and fetch_from is not None
     if env_file:
         shared_files = tuple(f for f in shared_files if f != env_file)     # the release's own, not shared
     link_from = None if upload else link_from
@@ -111,8 +115,8 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         **_lock(paths, token), "RELEASES": paths.releases, "SHARED": paths.shared, "CACHE": paths.cache,
         "TMP_RELEASE": paths.tmp_release(number, token), "PART": paths.partial_artifact(token),
         "CACHED": paths.cached_artifact(sha256), "FINAL": paths.release(number), "NUMBER": number,
-        "SHA256": sha256, "RELEASE_JSON": release_json, "UPLOAD": upload, "STREAM": upload and stream,
-        "MANIFEST": MANIFEST, "SHARED_DIRS": shared_dirs, "SHARED_FILES": shared_files,
+        "SHA256": sha256, "RELEASE_JSON": release_json, "UPLOAD": upload, "STREAM": upload and stream and not pull,
+        "PULL": pull, "MANIFEST": MANIFEST, "SHARED_DIRS": shared_dirs, "SHARED_FILES": shared_files,
         "ENV_FILE": env_file or "", "ENV_BYTES": int(env_size), "ENV_TMP": paths.env_upload(token),
         "LINK_FROM": link_from.number if link_from else "",
     }
@@ -120,6 +124,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     if env_file:
         values |= _env_link(paths, env_file)
         files.append("env_shared.sh")
+    if pull:
+        values |= {"STORE_ENDPOINT": fetch_from or "the AWS S3 endpoint",
+                   "PULL_PY": text("pull_fetch.py")}
+        files.append("prepare_pull.sh")
     if link_from:
         own = (env_file,) if env_file else ()
         values |= {"LINK_SRC": paths.release(link_from.number),

@@ -15,7 +15,7 @@ no_space() {
 # received whole and checked before tar reads it: on a fast link (hosts short of CPU) that
 # measured faster than streaming into tar
 receive_whole() {
-  cat > "$PART"
+  if [ -n "$PULL" ]; then pull_artifact; else cat > "$PART"; fi
   got=$(digest "$PART" | cut -d' ' -f1)
   if [ "$got" != "$SHA256" ]; then mismatch; fi
   mv -f "$PART" "$CACHED"

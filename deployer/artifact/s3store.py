@@ -1,0 +1,159 @@
+"""The artifact store in an S3-compatible bucket ([store] in hosts.toml), behind the same three
+calls as LocalStore: list, get, put. Objects are named as in the local store, under the prefix:
+`<name>-<version>.tar.gz` and its `.json`; the JSON is written last, so a listed artifact is whole.
+
+`get` downloads into a local directory (the build output) and checks the sha256 there; `presign`
+hands out a time-limited GET URL for hosts that pull. Credentials come from the AWS chain only.
+Every store failure becomes one StoreError line (exit code STORE) naming the store, never a URL's
+signature.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deployer.artifact.load import Artifact, load_artifact, meta_problem
+from deployer.config.settings import StoreSettings
+from deployer.errors import StoreError, UsageError, command_line
+
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+DEFAULT_REGION = "us-east-1"
+Names = list[str]           # (the class's `list` method shadows the builtin in its annotations)
+
+
+def _client(settings: StoreSettings, endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    region = settings.region or session.region_name or DEFAULT_REGION
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "auto"},
+                    connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                    retries={"max_attempts": 2, "mode": "standard"})
+    return session.client("s3", endpoint_url=endpoint or None, region_name=region, config=config)
+
+
+class S3Store:
+    def __init__(self, settings: StoreSettings, cache: Path):
+        self.settings = settings
+        self.cache = Path(cache)
+        self.client = _client(settings, settings.endpoint)
+        self.where = f"s3://{settings.bucket}/{settings.prefix}" + (f" at {settings.endpoint}"
+                                                                     if settings.endpoint else "")
+
+    # -- the store interface ----------------------------------------------------------------------
+
+    def list(self) -> list[Artifact]:
+        """Every published artifact by its metadata, newest build first (paths are where `get`
+        would download them)."""
+        found = []
+        for key in self._keys(".json"):
+            meta = self._json(key)
+            if isinstance(meta, dict) and meta.get("sha256") and "size" in meta and meta_problem(meta) is None:
+                name = key[len(self.settings.prefix):-len(".json")]
+                found.append(Artifact(path=self.cache / f"{name}.tar.gz", meta=meta))
+        return sorted(found, key=lambda a: (a.meta.get("built_at", ""), a.version), reverse=True)
+
+    def get(self, ref: str) -> Artifact:
+        """By exact version or a sha256/git sha prefix (>= 7 chars); downloaded into the cache
+        unless a copy is there, and its sha256 checked against the metadata (load_artifact)."""
+        items = self.list()
+        exact = [a for a in items if a.version == ref]
+        matches = exact or [a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref)
+                                                                   or (a.git_sha or "").startswith(ref))]
+        if len({a.sha256 for a in matches}) > 1:
+            raise UsageError(f"{ref!r} matches several artifacts in {self.where}: "
+                             + ", ".join(sorted({a.version for a in matches})))
+        if not matches:
+            raise UsageError(f"no artifact {ref!r} in {self.where} (publish it: {command_line('publish')})")
+        art = matches[0]
+        if not (art.path.is_file() and art.json_path.is_file()):
+            self.cache.mkdir(parents=True, exist_ok=True)
+            part = art.path.with_name(art.path.name + ".part")
+            self._call("download", self.client.download_file, self.settings.bucket, self.key(art.path.name),
+                       str(part))
+            part.replace(art.path)
+            art.json_path.write_text(json.dumps(art.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return load_artifact(art.path)
+
+    def put(self, artifact: Artifact) -> Names:
+        """Upload the tarball, then its JSON, each only if the store does not hold it yet (HEAD
+        first); returns the object names uploaded (none: it was published already)."""
+        uploaded = []
+        for path in (Path(artifact.path), artifact.json_path):
+            key = self.key(path.name)
+            if self.has(key, path.stat().st_size if path == Path(artifact.path) else None):
+                continue
+            self._call("upload", self.client.upload_file, str(path), self.settings.bucket, key)
+            uploaded.append(path.name)
+        return uploaded
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def key(self, name: str) -> str:
+        return self.settings.prefix + name
+
+    def has(self, key: str, size: int | None = None) -> bool:
+        """Whether the object is there (with that size, when given)."""
+        from botocore.exceptions import ClientError
+        try:
+            head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return False
+            raise self._error("check", exc) from None
+        except Exception as exc:
+            raise self._error("check", exc) from None
+        return size is None or int(head.get("ContentLength", -1)) == size
+
+    def presign(self, artifact: Artifact) -> str:
+        """A GET URL for the artifact, valid url_lifetime seconds, signed for the endpoint the
+        hosts reach. A secret: it travels to hosts over stdin only."""
+        client = self.client
+        if self.settings.hosts_reach != self.settings.endpoint:
+            client = _client(self.settings, self.settings.hosts_reach)
+        return self._call("sign a URL for", client.generate_presigned_url, "get_object",
+                          Params={"Bucket": self.settings.bucket, "Key": self.key(Path(artifact.path).name)},
+                          ExpiresIn=self.settings.url_lifetime)
+
+    def _keys(self, suffix: str) -> Names:
+        keys: Names = []
+        pages = self._call("list", lambda: list(self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=self.settings.prefix)))
+        for page in pages:
+            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(suffix)
+                     and "/" not in o["Key"][len(self.settings.prefix):]]
+        return keys
+
+    def _json(self, key: str) -> object:
+        body = self._call("read", self.client.get_object, Bucket=self.settings.bucket, Key=key)["Body"].read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise self._error(what, exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return StoreError(f"store {self.where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)")
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "") or str(_status(exc))
+            return StoreError(f"store {self.where}: cannot {what}: {code}")
+        if isinstance(exc, OSError) and not type(exc).__module__.startswith("botocore"):
+            return StoreError(f"store {self.where}: cannot {what}: {exc}")
+        return StoreError(f"store {self.where}: cannot {what}: unreachable or not answering "
+                          f"({type(exc).__name__})")
+
+
+def _status(exc: Any) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)

@@ -1,0 +1,66 @@
+"""`publish`, and what deploy needs from the store: an artifact by version, and a pull plan."""
+
+from __future__ import annotations
+
+from invoke import Task
+
+from deployer.cli.tasks import _out, command
+from deployer.config import load as config_mod
+from deployer.config.settings import Config
+from deployer.engine.pull import Pull
+from deployer.errors import UsageError
+from deployer.report.rows import Outcome
+
+TRANSFERS = ("push", "pull")
+
+
+def store_of(cfg: Config):
+    """The S3 store of hosts.toml's [store]; without one, bad input."""
+    from deployer.artifact.s3store import S3Store
+    if cfg.store is None:
+        raise UsageError(f"{cfg.path}: no [store] table: say where artifacts are published "
+                         "(url = \"s3://bucket/prefix\")")
+    return S3Store(cfg.store, cfg.build.output)
+
+
+def transfer_of(cfg: Config, given: str | None) -> str:
+    """--transfer, else [store] transfer, else push."""
+    if given is not None and given not in TRANSFERS:
+        raise UsageError(f"--transfer expects push or pull, got {given!r}")
+    chosen = given or (cfg.store.transfer if cfg.store else "push")
+    if chosen == "pull" and cfg.store is None:
+        raise UsageError("--transfer pull needs a [store] table in hosts.toml")
+    return chosen
+
+
+def pull_plan(cfg: Config, art, out, dry_run: bool = False) -> Pull:
+    """Publish the artifact if the store lacks it (a HEAD per object first), then the hosts' plan."""
+    store = store_of(cfg)
+    if not dry_run:
+        uploaded = store.put(art)
+        out.say(f"published {art.version} to {store.where}" if uploaded else
+                f"{art.version} already in {store.where}")
+    assert cfg.store is not None
+    return Pull(endpoint=cfg.store.hosts_reach, presign=lambda: store.presign(art))
+
+
+@command(artifact="Publish this .tar.gz (with its .json) instead of building HEAD.",
+         version="Publish this artifact of the local store (version, or a sha256/git sha prefix).",
+         allow_dirty="When building, allow a dirty work tree.")
+def publish(c, config=None, artifact=None, version=None, allow_dirty=False, json=False):
+    """Upload the artifact and its .json to [store] (what is there already is skipped); any machine
+    with the store's credentials can then `deploy --version V`."""
+    from deployer.cli.tasks import _artifact
+    cfg = config_mod.load(config)
+    out = _out(json)
+    store = store_of(cfg)
+    art = _artifact(cfg, artifact, allow_dirty, out, version, local_only=True)
+    uploaded = store.put(art)
+    if uploaded:
+        out.say(f"published {art.version} ({art.sha256[:12]}) to {store.where}: {', '.join(uploaded)}")
+    else:
+        out.say(f"{art.version} ({art.sha256[:12]}) is already in {store.where}: nothing uploaded")
+    return Outcome([], 0, None, None, {"version": art.version, "sha256": art.sha256, "uploaded": uploaded})
+
+
+TASKS: tuple[Task, ...] = (publish,)

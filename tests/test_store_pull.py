@@ -1,0 +1,87 @@
+"""Pull deploys against the real store: sshd hosts fetch the artifact from SeaweedFS by a presigned
+URL (passed on stdin), check its sha256, and fail their prepare cleanly, naming the cause, when the
+URL expired, the store is down or the host cannot reach it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import toml
+from helpers import cli, commit_change, current, release_dirs
+
+from deployer.errors import STORE
+
+pytestmark = pytest.mark.slow
+
+
+def reconfigure(sb, **store) -> None:
+    doc = toml.loads(sb.config_path.read_text())
+    doc["store"].update(store)
+    sb.config_path.write_text(toml.dumps(doc))
+
+
+def ledger(sb, host) -> str:
+    return sb.exec(host, "cat /srv/app/.deployer/ledger* 2>/dev/null")[1]
+
+
+def no_url_anywhere(sb, proc) -> None:
+    for text in (proc.stdout, proc.stderr, *(ledger(sb, h) for h in sb.hosts)):
+        assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
+
+
+def test_hosts_pull_the_published_artifact_and_push_still_overrides(sandbox, s3_store, app_repo):
+    sb = sandbox(2, **s3_store.config("pull-ok", transfer="pull"))
+    proc = cli(sb, "deploy", env=s3_store.env)
+    assert proc.returncode == 0, proc.stderr
+    assert "published" in proc.stdout and proc.stdout.count("fetched from the store, sha256 checked") == 2
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1"
+        assert sb.exec(h, "cat /srv/app/current/app.py")[0] == 0
+        assert sb.command_count(h) <= 4, "round-trip budget: at most 4 remote commands per host per deploy"
+    no_url_anywhere(sb, proc)
+    keys = [o["Key"] for o in s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-ok/")["Contents"]]
+    assert len(keys) == 2
+
+    commit_change(app_repo, "app.py", "print('v2')\n")
+    pushed = cli(sb, "deploy", "--transfer", "push", env=s3_store.env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "fetched from the store" not in pushed.stdout and "s3://" not in pushed.stdout
+    assert all(current(sb, h) == "releases/2" for h in sb.hosts)
+
+    # another machine: nothing built here, the version comes from the store
+    version = [line for line in proc.stdout.splitlines() if line.startswith("deployed ")][0].split()[1]
+    shutil.rmtree(sb.config_path.parent / "artifacts")
+    again = cli(sb, "deploy", "--version", version, env=s3_store.env)
+    assert again.returncode == 0, again.stderr
+    assert "already in s3://artifacts/pull-ok/" in again.stdout
+    assert all(current(sb, h) == "releases/3" for h in sb.hosts)
+
+
+def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox, s3_store):
+    sb = sandbox(2, **s3_store.config("pull-fail", transfer="pull"))
+    first = cli(sb, "deploy", env=s3_store.env)
+    assert first.returncode == 0, first.stderr
+    before = {h.name: release_dirs(sb, h) for h in sb.hosts}
+    for h in sb.hosts:
+        sb.exec(h, "rm -rf /srv/app/.deployer/cache/*")        # make every host fetch again
+
+    def fails(why: str, code: int = 1, **store) -> None:
+        reconfigure(sb, **store)
+        proc = cli(sb, "deploy", env=s3_store.env)
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        assert why in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+        no_url_anywhere(sb, proc)
+        for h in sb.hosts:
+            assert current(sb, h) == "releases/1" and release_dirs(sb, h) == before[h.name]
+            assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
+
+    unreachable = s3_store.host_endpoint.rsplit(":", 1)[0] + ":1"
+    fails(f"cannot reach the store at {unreachable} from this host", host_endpoint=unreachable)
+    # signed for longer than it lives: a before_prepare hook outlasts the URL
+    doc = toml.loads(sb.config_path.read_text())
+    doc["hooks"] = {"before_prepare": [{"local": "sleep 3"}]}
+    sb.config_path.write_text(toml.dumps(doc))
+    fails("the store refused the URL (HTTP 403: expired", host_endpoint=s3_store.host_endpoint, url_lifetime=1)
+    fails("unreachable or not answering", code=STORE, endpoint=unreachable.replace(":1", ":2"), url_lifetime=900)
