@@ -4,7 +4,6 @@ download script run by a real shell against it, and `deployer publish`."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
 from deployer.artifact.s3store import S3Store
@@ -227,7 +227,7 @@ def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tm
     config.write_text(toml.dumps(doc))
     first = cli(config, "publish", "--json", env=s3_store.env)
     assert first.returncode == 0, first.stderr
-    record = json.loads(first.stdout)
+    record = document(first, "publish", "ok")
     assert len(record["uploaded"]) == 2 and "published" in first.stderr
     again = cli(config, "publish", "--version", record["version"], env=s3_store.env)
     assert again.returncode == 0, again.stderr
@@ -240,6 +240,7 @@ def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tm
         "error: no artifact 'nope' in " + str(tmp_path / "artifacts") + " (see: deployer artifacts)"]
     doc["store"]["endpoint"] = f"http://127.0.0.1:{closed_port()}"
     config.write_text(toml.dumps(doc))
+    document(cli(config, "publish", "--json", env=s3_store.env), "publish", "store_unavailable")
     down = cli(config, "publish", env=s3_store.env)
     assert down.returncode == STORE and len(down.stderr.strip().splitlines()) == 1, down.stderr
     assert "cannot check: unreachable or not answering" in down.stderr and "Traceback" not in down.stderr

@@ -186,8 +186,8 @@ def check_failures(runs: list[HostRun]) -> list[str]:
 # One document per run, in every outcome: snake_case keys, numbers as numbers, full digests,
 # ISO UTC times, null for what is not known.
 
-OUTCOMES = {0: "ok", 1: "failed", 2: "bad_input", 3: "locked", 4: "refused", 5: "partial", 130: "interrupted",
-            143: "interrupted", 129: "interrupted"}      # Ctrl-C, SIGTERM, SIGHUP
+OUTCOMES = {0: "ok", 1: "failed", 2: "bad_input", 3: "locked", 4: "refused", 5: "partial", 6: "store_unavailable",
+            130: "interrupted", 143: "interrupted", 129: "interrupted"}      # Ctrl-C, SIGTERM, SIGHUP
 
 
 @dataclass
