@@ -210,17 +210,18 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
          bake="canary: seconds to keep re-checking the canaries' health before the rest.",
          max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
          dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.",
-         transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).")
+         transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).",
+         full="Send the whole artifact to every host, never a delta against the live release.")
 def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
            allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
-           force=False, reason="", json=False, lock_wait=0.0, transfer=None):
+           force=False, reason="", json=False, lock_wait=0.0, transfer=None, full=False):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     t = _target(config, stage, hosts, roles, json)
     cfg, st, out = t.cfg, t.stage, t.out
     plan = Strategy(strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"), canary=_int(canary, "canary"),
                     bake=_num(bake, "bake"))
     options = Options(plan, max_fail=_int(max_fail, "max-fail"), parallel=_parallel(parallel), dry_run=dry_run,
-                      forced=force, reason=reason or "", lock_wait=_wait(lock_wait))
+                      forced=force, reason=reason or "", lock_wait=_wait(lock_wait), full=bool(full))
     from deployer.cli import store_tasks
     pull = store_tasks.transfer_of(cfg, transfer) == "pull"
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)

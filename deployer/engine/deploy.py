@@ -18,6 +18,7 @@ from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import faults, finish, hooks, signals, upload
+from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
@@ -52,6 +53,8 @@ class Pipeline:
         for run in self.session.runs:
             run.deployed = Deployed()
         self.number: int | None = None
+        app = stage.app
+        self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
         self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
         self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
                                      version=artifact.version, git_sha=artifact.git_sha or "",
@@ -83,7 +86,10 @@ class Pipeline:
                              f"to {len(s.active)} host(s)")
                 try:
                     self.url = self.pull.presign() if self.pull else ""    # one URL for every host of this run
-                    self.step("prepare", self.prepare, tolerate=True)
+                    try:
+                        self.step("prepare", self.prepare, tolerate=True)
+                    finally:
+                        self.deltas.close()             # needed during prepare only
                     self.migrate()
                     smoke = self.pipeline.smoke
                     if smoke:
@@ -146,7 +152,8 @@ class Pipeline:
 
     def prepare(self, run: HostRun) -> None:
         upload.prepare(self.session, run, self.artifact, self.release, self.envs[run.name] if self.envs else None,
-                       (self.pull.endpoint, self.url) if self.pull else None)
+                       (self.pull.endpoint, self.url) if self.pull else None,
+                       None if self.options.full else self.deltas)
 
     def migrate(self) -> None:
         m = self.pipeline.migrate

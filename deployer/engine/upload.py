@@ -10,14 +10,16 @@ from typing import BinaryIO
 from deployer.artifact.load import Artifact
 from deployer.config.envfile import HostEnv
 from deployer.config.settings import Stage
+from deployer.engine.delta import Delta, Deltas
 from deployer.engine.fleet import HostRun
 from deployer.engine.records import Deployed
 from deployer.engine.session import Session, utc_now, who
 from deployer.errors import HostError
 from deployer.plan import releases as planning
 from deployer.remote import commands
+from deployer.remote import delta as remote_delta
 from deployer.remote.state import HostState
-from deployer.report.output import UploadProgress
+from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
 
 
@@ -68,12 +70,22 @@ def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.
 
 
 def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None,
-            pull: tuple[str, str] | None = None) -> None:
+            pull: tuple[str, str] | None = None, deltas: Deltas | None = None) -> None:
     """releases/N on one host: from the host's cache (linked from a release with the same files,
-    or extracted), else uploaded (extracted as it arrives on a slow link), or with pull (the
-    store's endpoint as hosts reach it, a presigned URL) fetched by the host from the store."""
+    or extracted), else from a delta against its live release (with deltas, pushing), else
+    uploaded (extracted as it arrives on a slow link), or with pull (the store's endpoint as hosts
+    reach it, a presigned URL) fetched by the host from the store."""
     app, state, out = session.stage.app, host_state(run), session.out
     upload = not state.cached
+    made = deltas.for_host(run) if upload and deltas is not None and not pull else None
+    if made is not None:
+        try:
+            return prepare_delta(session, run, artifact, number, env_file, made)
+        except HostError as exc:
+            if remote_delta.MARK not in str(exc):
+                raise
+            why = str(exc).split(remote_delta.MARK + ": ", 1)[-1].strip().splitlines()[0]
+            out.line(run.name, "prepare", f"delta not usable ({why}): sending the full artifact")
     fetch_from = pull[0] if upload and pull else None
     stream = upload and not pull and run.conn is not None and planning.stream_upload(run.conn.rtt())
     env = env_file.render() if env_file is not None else None
@@ -101,7 +113,28 @@ def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env
         data: Stdin = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
         session.run(run, "prepare", script, stdin=data, progress=progress)
     how = ", extracted as it arrived" if stream else ""
-    out.line(run.name, "prepare", f"{progress.done()}{how}; release {number} ready{note}")
+    out.line(run.name, "prepare", f"full artifact {progress.done()}{how}; release {number} ready{note}")
+
+
+def prepare_delta(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None,
+                  made: Delta) -> None:
+    """Only what the live release lacks goes; the host builds the tree and proves it the
+    artifact's (remote/delta.py), else HostError with remote_delta.MARK."""
+    app, out = session.stage.app, session.out
+    env = env_file.render() if env_file is not None else None
+    script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=True,
+                              release_json=release_json(session, artifact, number, run),
+                              shared_dirs=app.shared_dirs, shared_files=app.shared_files,
+                              env_file=app.env_file if env is not None else None,
+                              env_size=len(env or b""), generated=app.generated, delta=made.spec)
+    progress = UploadProgress(out, run.name, made.size)
+    with open(made.path, "rb") as fh:
+        data: Stdin = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
+        session.run(run, "prepare", script, stdin=data, progress=progress)
+    note = f"; its own {app.env_file}" if env is not None else ""
+    out.line(run.name, "prepare", f"delta {human_bytes(made.size)} against release {made.spec.base} "
+             f"({made.sent} files sent, {made.reused} copied on the host), tree verified; "
+             f"release {number} ready{note}")
 
 
 class ChainReader:

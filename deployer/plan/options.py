@@ -17,6 +17,7 @@ class Options:
     forced: bool = False    # --force: past the promotion gate
     reason: str = ""        # why (required with --force; recorded in the ledger)
     lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
+    full: bool = False      # --full: send the whole artifact, never a delta
 
     def __post_init__(self) -> None:
         if self.parallel < 1:

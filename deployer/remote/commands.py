@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from deployer.plan.paths import MANIFEST, Paths
+from deployer.remote import delta as remote_delta
 from deployer.remote.render import Value, render, text
 from deployer.report.output import redact
 
@@ -93,7 +94,8 @@ class LinkSource:
 def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
             shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
             env_file: str | None = None, env_size: int = 0, link_from: LinkSource | None = None,
-            generated: tuple[str, ...] = (), stream: bool = False, fetch_from: str | None = None) -> str:
+            generated: tuple[str, ...] = (), stream: bool = False, fetch_from: str | None = None,
+            delta: remote_delta.Spec | None = None) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
@@ -106,7 +108,10 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     otherwise the cached artifact is extracted as usual. With stream (uploads only), tar extracts
     the upload as it arrives: for links where the upload is the slow part.
     With fetch_from (uploads only: the store's endpoint as hosts reach it), the host downloads the
-    artifact itself (prepare_pull.sh): a presigned URL follows the env on stdin; same checks after."""
+    artifact itself (prepare_pull.sh): a presigned URL follows the env on stdin; same checks after.
+    With delta (uploads only), stdin carries a delta against an earlier release instead of the
+    artifact: the tree is built from both and proven the artifact's (prepare_delta.sh), else the
+    script exits remote_delta.UNUSABLE."""
     pull = upload and fetch_from is not None
     if env_file:
         shared_files = tuple(f for f in shared_files if f != env_file)     # the release's own, not shared
@@ -118,9 +123,12 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         "SHA256": sha256, "RELEASE_JSON": release_json, "UPLOAD": upload, "STREAM": upload and stream and not pull,
         "PULL": pull, "MANIFEST": MANIFEST, "SHARED_DIRS": shared_dirs, "SHARED_FILES": shared_files,
         "ENV_FILE": env_file or "", "ENV_BYTES": int(env_size), "ENV_TMP": paths.env_upload(token),
-        "LINK_FROM": link_from.number if link_from else "",
+        "LINK_FROM": link_from.number if link_from else "", "DELTA": delta is not None,
     }
     files = ["lib.sh", "prepare_fetch.sh", "prepare_check.sh", "prepare_shared.sh"]
+    if delta is not None:
+        values |= remote_delta.inputs(paths, delta)
+        files.append("prepare_delta.sh")
     if env_file:
         values |= _env_link(paths, env_file)
         files.append("env_shared.sh")

@@ -4,7 +4,8 @@
 # FINAL (releases/N), NUMBER, TOKEN, SHA256, RELEASE_JSON, UPLOAD (1: the artifact comes on
 # stdin), STREAM (1: extract it as it arrives), SHARED_DIRS and SHARED_FILES (word lists),
 # ENV_FILE (empty: none), ENV_BYTES, ENV_TMP, ENV_LINK, LINK_FROM (empty: extract; else an earlier
-# release of the artifact to hard-link, see prepare_link.sh).
+# release of the artifact to hard-link, see prepare_link.sh), DELTA (1: stdin carries a delta
+# against an earlier release instead of the artifact, see prepare_delta.sh).
 # stdin: ENV_BYTES bytes of env first (values never on a command line), then the artifact.
 trap 'rm -rf "$TMP_RELEASE" "$PART" "$PART.sum" "$ENV_TMP"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
@@ -19,7 +20,9 @@ if openssl dgst -sha256 -r </dev/null >/dev/null 2>&1; then digest() { openssl d
 else digest() { sha256sum "$@"; }; fi
 
 mkdir "$TMP_RELEASE"
-if [ -n "$UPLOAD" ]; then
+if [ -n "$DELTA" ]; then
+  receive_delta; refuse_unsafe
+elif [ -n "$UPLOAD" ]; then
   if [ -n "$STREAM" ]; then receive_streamed; else receive_whole; fi
   refuse_unsafe
 else
