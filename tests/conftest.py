@@ -8,18 +8,21 @@ Sections:
 from __future__ import annotations
 
 import os
-import subprocess
-from dataclasses import dataclass, field
+import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from helpers import GIT_ENV, REPO, TEST_LABEL, Sandbox, git
 
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox.hosts import SandboxHost
 
-# Test containers carry their own label, so `inv sandbox.down` and the tests never remove each other's hosts.
-TEST_LABEL = "deployer-sandbox-test"
+if str(REPO) not in sys.path:       # benchmarks/ (harness, netproxy) sits beside the package, not in it
+    sys.path.insert(0, str(REPO))
 
 
 def _in_ci() -> bool:
@@ -53,45 +56,6 @@ def sandbox_image() -> str:
 def client_key(tmp_path_factory) -> Path:
     """Path of an ed25519 private key (``.pub`` beside it) the sandbox hosts authorize."""
     return sandbox_mod.ensure_client_key(tmp_path_factory.mktemp("client-key"))
-
-
-@dataclass
-class Sandbox:
-    """Running sandbox hosts plus the files a deployer run needs to reach them."""
-
-    hosts: list[SandboxHost]
-    config_path: Path
-    known_hosts_path: Path
-    key_path: Path
-    source: Path
-    docker: Any = field(repr=False)  # docker SDK client
-
-    def host(self, which: int | str | SandboxHost) -> SandboxHost:
-        """A host by index, by name ("host-2") or as is."""
-        if isinstance(which, SandboxHost):
-            return which
-        if isinstance(which, int):
-            return self.hosts[which]
-        return next(h for h in self.hosts if h.name == which)
-
-    def container(self, which: int | str | SandboxHost):
-        """The docker SDK Container (kill, pause, unpause, restart, logs...)."""
-        return self.docker.containers.get(self.host(which).container_id)
-
-    @property
-    def containers(self) -> list:
-        return [self.container(h) for h in self.hosts]
-
-    def exec(self, which: int | str | SandboxHost, cmd: str) -> tuple[int, str]:
-        """Run a shell command as root in the container; (exit code, stdout+stderr)."""
-        return sandbox_mod.exec_root(self.host(which), cmd)
-
-    def logs(self, which: int | str | SandboxHost) -> str:
-        return sandbox_mod.logs(self.host(which))
-
-    def command_count(self, which: int | str | SandboxHost) -> int:
-        """How many exec sessions (remote commands) the host's sshd has started so far."""
-        return self.logs(which).count("Starting session: command ")
 
 
 @pytest.fixture
@@ -128,26 +92,48 @@ def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sand
     client.close()
 
 
+@pytest.fixture
+def hidden_hosts(sandbox_image, client_key):
+    """Two hosts on an internal docker network (no published port), known only by name, plus a
+    bastion reachable on 127.0.0.1 that is attached to that network."""
+    import docker
+    client = docker.from_env()
+    net = client.networks.create(f"deployer-internal-{uuid.uuid4().hex[:8]}", internal=True,
+                                 labels={TEST_LABEL: "net"})
+    pubkey = client_key.with_suffix(".pub").read_text().strip()
+    targets, bastion = [], None
+    try:
+        for i in (1, 2):
+            name = f"hidden-{uuid.uuid4().hex[:6]}-{i}"
+            targets.append(client.containers.run(sandbox_image, detach=True, name=name, network=net.name,
+                                                 environment={"AUTHORIZED_KEY": pubkey},
+                                                 labels={TEST_LABEL: name}))
+        bastion = sandbox_mod.start_hosts(1, pubkey, label=TEST_LABEL, prefix="bastion")[0]
+        net.connect(bastion.container_id)
+        lines = []
+        for c in targets:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                code, out = c.exec_run(["sh", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub && "
+                                        "(echo > /dev/tcp/127.0.0.1/22) 2>/dev/null || "
+                                        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 22), 1)'"])
+                if code == 0 and out.startswith(b"ssh-ed25519"):
+                    break
+                time.sleep(0.1)
+            key = out.decode().split()[:2]
+            lines.append(f"{c.name} {key[0]} {key[1]}")
+        lines.append(sandbox_mod.host_key_line(bastion))
+        yield {"targets": targets, "bastion": bastion, "known_hosts": "\n".join(lines) + "\n", "key": client_key}
+    finally:
+        for c in targets:
+            c.remove(force=True)
+        if bastion:
+            sandbox_mod.stop_hosts([bastion])
+        net.remove()
+        client.close()
+
+
 # --- sample repositories -----------------------------------------------------
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Sample Author",
-    "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+00:00",
-    "GIT_COMMITTER_NAME": "Sample Author",
-    "GIT_COMMITTER_EMAIL": "author@example.com",
-    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+00:00",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in repo with fixed identity and dates (deterministic commits); return stdout."""
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
 
 @pytest.fixture
 def app_repo(tmp_path) -> Path:

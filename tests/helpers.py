@@ -1,19 +1,82 @@
-"""Helpers for tests that drive the real CLI against sandbox hosts."""
+"""Helpers shared by the tests (one of each): running the real CLI, reading sandbox hosts, git
+repositories, tar archives, direct connections, pseudo-terminals and connection agents."""
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import gzip
+import io
 import json
 import os
+import select
 import shlex
 import signal
+import struct
 import subprocess
 import sys
+import tarfile
+import termios
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from deployer.sandbox import hosts as sandbox_mod
+from deployer.sandbox.hosts import SandboxHost
+
 REPO = Path(__file__).resolve().parent.parent
+
+# Test containers carry their own label, so `inv sandbox.down` and the tests never remove each other's hosts.
+TEST_LABEL = "deployer-sandbox-test"
+
+
+@dataclass
+class Sandbox:
+    """Running sandbox hosts plus the files a deployer run needs to reach them."""
+
+    hosts: list[SandboxHost]
+    config_path: Path
+    known_hosts_path: Path
+    key_path: Path
+    source: Path
+    docker: Any = field(repr=False)  # docker SDK client
+
+    def host(self, which: int | str | SandboxHost) -> SandboxHost:
+        """A host by index, by name ("host-2") or as is."""
+        if isinstance(which, SandboxHost):
+            return which
+        if isinstance(which, int):
+            return self.hosts[which]
+        return next(h for h in self.hosts if h.name == which)
+
+    def container(self, which: int | str | SandboxHost):
+        """The docker SDK Container (kill, pause, unpause, restart, logs...)."""
+        return self.docker.containers.get(self.host(which).container_id)
+
+    @property
+    def containers(self) -> list:
+        return [self.container(h) for h in self.hosts]
+
+    def exec(self, which: int | str | SandboxHost, cmd: str) -> tuple[int, str]:
+        """Run a shell command as root in the container; (exit code, stdout+stderr)."""
+        return sandbox_mod.exec_root(self.host(which), cmd)
+
+    def logs(self, which: int | str | SandboxHost) -> str:
+        return sandbox_mod.logs(self.host(which))
+
+    def command_count(self, which: int | str | SandboxHost) -> int:
+        """How many exec sessions (remote commands) the host's sshd has started so far."""
+        return self.logs(which).count("Starting session: command ")
+
+    def logins(self, which: int | str | SandboxHost) -> int:
+        """How many SSH logins of the deploy user the host's sshd has accepted so far."""
+        return self.logs(which).count("Accepted publickey for deploy")
+
+
+# --- the CLI -------------------------------------------------------------------------------------
 
 
 def default_sigint() -> None:
@@ -82,12 +145,162 @@ def current(sb, host, deploy_to: str = "/srv/app") -> str:
     return out.strip() if code == 0 else ""
 
 
+@dataclass
+class ConfigFile:
+    """A hosts.toml written by hand for hosts the sandbox fixture did not start: what cli() needs."""
+
+    config_path: Path
+
+
+def write_config(tmp_path: Path, hosts: list, ssh: dict, known_hosts: str, source) -> ConfigFile:
+    """tmp_path/hosts.toml: one stage "prod" of `hosts`, the [ssh] table given, known_hosts beside it."""
+    import toml
+    kh = tmp_path / "known_hosts"
+    kh.write_text(known_hosts)
+    doc = {"app": {"name": "sample", "deploy_to": "/srv/app"}, "build": {"source": str(source)},
+           "ssh": {"known_hosts": str(kh), "connect_timeout": 10, **ssh},
+           "stages": {"prod": {"hosts": hosts}}}
+    path = tmp_path / "hosts.toml"
+    path.write_text(toml.dumps(doc))
+    return ConfigFile(path)
+
+
+# --- git repositories ----------------------------------------------------------------------------
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Sample Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+00:00",
+    "GIT_COMMITTER_NAME": "Sample Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+00:00",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def git(repo: Path, *args: str, date: str | None = None) -> str:
+    """Run git in repo with fixed identity and dates (deterministic commits; `date` for author and
+    committer instead of the fixed one), no user or system config; return stdout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    env.update(GIT_ENV)
+    if date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
+    return subprocess.run(["git", "-C", str(repo), "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main",
+                           *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def commit_change(repo: Path, name: str, content: str) -> None:
     """A new commit in the app repo: a new artifact."""
-    from conftest import git
     (repo / name).write_text(content)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", f"change {name}")
+
+
+# --- tar archives --------------------------------------------------------------------------------
+
+
+def tar_member(name: str, data: bytes = b"", **attrs) -> tuple[tarfile.TarInfo, bytes | None]:
+    """One entry: a regular file holding data (mode 0644, mtime 0), or what attrs make it
+    (type=tarfile.SYMTYPE, linkname=..., mode=...)."""
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    info.mtime = 0
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    if info.isreg():
+        info.size = len(data)
+        return info, data
+    return info, None
+
+
+def _pack(fileobj, members: list[tuple[tarfile.TarInfo, bytes | None]], level: int) -> None:
+    with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+
+
+def tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]], level: int = 6) -> bytes:
+    """A .tar.gz of members (see tar_member), in memory."""
+    buf = io.BytesIO()
+    _pack(buf, members, level)
+    return buf.getvalue()
+
+
+def write_tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], level: int = 6) -> Path:
+    with open(path, "wb") as raw:
+        _pack(raw, members, level)
+    return path
+
+
+def big_artifact(directory: Path, mb: int) -> Path:
+    """Incompressible payload in stored (level 0) gzip: quick to make, `mb` MB on the wire."""
+    return write_tar_gz(directory / f"big-{mb}.tar.gz",
+                        [tar_member("blob.bin", os.urandom(mb << 20)), tar_member("REVISION", b"big\n")], level=0)
+
+
+# --- direct connections --------------------------------------------------------------------------
+
+
+def sandbox_host(sb, index: int = 0, **ssh_changes):
+    """Host `index` of the sandbox's config as the deployer loads it, SSH settings changed."""
+    from deployer.config import load as config_mod
+    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[index]
+    return dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, **ssh_changes)) if ssh_changes else host
+
+
+def host_conn(sb, index: int = 0, **ssh_changes):
+    """An open deployer Connection (no agent) to that host; the caller closes it."""
+    from deployer.ssh.connection import Connection
+    return Connection(sandbox_host(sb, index, **ssh_changes)).open()
+
+
+# --- pseudo-terminals ----------------------------------------------------------------------------
+
+
+def _controlling_terminal() -> None:
+    """In the child before exec: its own session, with the pty on stdin as its terminal."""
+    default_sigint()
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def under_pty(argv: list[str], *, keys: bytes = b"", env: dict | None = None, cwd: Path | None = None,
+              timeout: float = 120, rows: int = 40, columns: int = 120) -> tuple[int, str]:
+    """Run argv on a pseudo-terminal (its controlling terminal, rows x columns); once it has
+    printed something, type keys. (exit code, everything it printed); killed after timeout."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env={**cli_env(), **(env or {})},
+                            cwd=cwd, preexec_fn=_controlling_terminal)
+    os.close(slave)
+    out = b""
+    typed = not keys
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:          # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                out += data
+            if out and not typed:        # it said something (a remote shell's prompt): type
+                os.write(master, keys)
+                typed = True
+        else:
+            proc.kill()
+        code = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+    return code, out.decode("utf-8", "replace")
+
+
+# --- waiting and connection agents ---------------------------------------------------------------
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.05):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from helpers import cli, commit_change, current, wait_until
+from helpers import cli, commit_change, current, sandbox_host, wait_until
 
 from deployer.config import load as config_mod
 from deployer.config.settings import Host, SSHSettings
@@ -54,28 +54,19 @@ def no_agent_left():
 
 
 
-def logins(sb, which) -> int:
-    return sb.logs(which).count("Accepted publickey for deploy")
-
-
-def host_of(sb, index: int = 0, **ssh_changes):
-    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[index]
-    return dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, **{"persist": 30, **ssh_changes}))
-
-
 def test_the_next_run_opens_no_new_connection(sandbox, app_repo):
     sb = sandbox(3, **PERSIST)
     assert cli(sb, "deploy").returncode == 0
-    assert [logins(sb, h) for h in sb.hosts] == [1, 1, 1]
+    assert [sb.logins(h) for h in sb.hosts] == [1, 1, 1]
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     before = [sb.command_count(h) for h in sb.hosts]
     for args in (("deploy",), ("status",), ("rollback",)):
         proc = cli(sb, *args)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [logins(sb, h) for h in sb.hosts] == [1, 1, 1]           # every run reused the first connection
+    assert [sb.logins(h) for h in sb.hosts] == [1, 1, 1]           # every run reused the first connection
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
     # the same remote commands as without the agent: deploy 4, status 1, rollback 2
-    assert [sb.command_count(h) - b for h, b in zip(sb.hosts, before)] == [7, 7, 7]
+    assert [sb.command_count(h) - b for h, b in zip(sb.hosts, before, strict=True)] == [7, 7, 7]
     assert len(agent_pids()) == 1
 
 
@@ -87,18 +78,18 @@ def test_a_dropped_connection_or_a_dead_agent_costs_a_reconnect_not_a_run(sandbo
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [logins(sb, h) for h in sb.hosts] == [1, 2]
+    assert [sb.logins(h) for h in sb.hosts] == [1, 2]
     # the agent itself dies between runs: the next run starts another one
     kill_agents()
     proc = cli(sb, "rollback")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [logins(sb, h) for h in sb.hosts] == [2, 3]
+    assert [sb.logins(h) for h in sb.hosts] == [2, 3]
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
 def test_streams_stdin_and_stops_early_like_a_direct_connection(sandbox):
     sb = sandbox(1)
-    conn = transport_for(host_of(sb)).open()
+    conn = transport_for(sandbox_host(sb, persist=30)).open()
     data = os.urandom(3 << 20)
     seen: list[int] = []
     result = conn.run("sha256sum", stdin=io.BytesIO(data), progress=seen.append)
@@ -116,7 +107,7 @@ def test_streams_stdin_and_stops_early_like_a_direct_connection(sandbox):
 
 def test_timeout_and_cancel_kill_the_remote_process_group(sandbox):
     sb = sandbox(1)
-    conn = transport_for(host_of(sb)).open()
+    conn = transport_for(sandbox_host(sb, persist=30)).open()
     started = time.monotonic()
     with pytest.raises(TransportError, match="timed out after 2s"):
         conn.run("sleep 1000 & sleep 1001; echo never", timeout=2)
@@ -136,7 +127,7 @@ def test_timeout_and_cancel_kill_the_remote_process_group(sandbox):
 
 def test_a_client_that_vanishes_mid_command_gets_its_remote_process_killed(sandbox):
     sb = sandbox(1)
-    host = host_of(sb)
+    host = sandbox_host(sb, persist=30)
     conn = transport_for(host).open()
     # what a SIGKILLed run leaves: a request whose socket closes while the command runs
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -151,7 +142,7 @@ def test_a_client_that_vanishes_mid_command_gets_its_remote_process_killed(sandb
 
 def test_an_agent_killed_mid_command_is_an_error_not_a_hang(sandbox):
     sb = sandbox(1)
-    conn = transport_for(host_of(sb)).open()
+    conn = transport_for(sandbox_host(sb, persist=30)).open()
     threading.Timer(1, kill_agents).start()
     started = time.monotonic()
     with pytest.raises(TransportError, match="connection agent"):
@@ -181,7 +172,7 @@ def test_disconnect_closes_kept_connections(sandbox):
     assert proc.returncode == 0 and "closed 2 kept-open connection(s)" in proc.stdout, proc.stdout + proc.stderr
     wait_until(lambda: not agent_pids(), 5, "the agent to exit")
     assert cli(sb, "status").returncode == 0                      # a new agent, new connections
-    assert [logins(sb, h) for h in sb.hosts] == [2, 2]
+    assert [sb.logins(h) for h in sb.hosts] == [2, 2]
 
 
 def test_without_persist_no_agent_is_started(sandbox):
@@ -234,7 +225,7 @@ def test_the_agent_keeps_none_of_the_secrets_of_the_run_that_started_it(sandbox,
     commit_change(sb.source, "app.py", "VERSION = 2\n")
     proc = cli(sb, "deploy")                    # the agent still does its work with what it kept
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert logins(sb, 0) == 1 and agent_pids() == [pid]
+    assert sb.logins(0) == 1 and agent_pids() == [pid]
 
 
 @pytest.mark.parametrize("unsafe", ["world-writable", "group-writable", "another user's"])
@@ -259,7 +250,7 @@ def test_the_client_refuses_a_socket_directory_another_user_could_change(sandbox
         assert ("belongs to uid 12345" if unsafe == "another user's" else "writable by other users") in warning
     assert list(shared.iterdir()) == []
     assert helpers.agent_pids(str(shared)) == []
-    assert logins(sb, 0) == 2                   # each run connected by itself
+    assert sb.logins(0) == 2                   # each run connected by itself
 
 
 def test_the_client_never_talks_to_an_agent_socket_served_by_another_user(sandbox, tmp_path):
@@ -279,7 +270,7 @@ def test_the_client_never_talks_to_an_agent_socket_served_by_another_user(sandbo
         [warning] = persist_warnings(proc)
         assert f"{target} is served by uid {OTHER_UID}, not by this user" in warning
         assert (theirs / "got").read_bytes() == b""
-        assert agent_pids() == [] and logins(sb, 0) == 1
+        assert agent_pids() == [] and sb.logins(0) == 1
     finally:
         listener.kill()
         listener.wait()
@@ -291,7 +282,7 @@ def test_the_agent_answers_only_its_own_user(sandbox):
     sb = sandbox(1)
     where = Path(tempfile.mkdtemp(dir="/tmp", prefix="deployer-agent-"))     # a path the other uid can reach
     try:
-        conn = agent_client.AgentConnection(host_of(sb), where / "a.sock").open()
+        conn = agent_client.AgentConnection(sandbox_host(sb, persist=30), where / "a.sock").open()
         where.chmod(0o711)
         conn.path.chmod(0o666)
         stranger = ("import socket, sys\n"

@@ -18,8 +18,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import TEST_LABEL, Sandbox
-from helpers import cli
+from helpers import TEST_LABEL, Sandbox, cli
 
 from deployer.artifact import tarscan
 from deployer.artifact.members import check_members

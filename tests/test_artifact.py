@@ -1,5 +1,4 @@
 import hashlib
-import io
 import json
 import os
 import re
@@ -10,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import git, tar_member, write_tar_gz
 
 from deployer.artifact.build import build_artifact
 from deployer.artifact.fsutil import sha256_file
@@ -20,21 +20,6 @@ from deployer.errors import ArtifactError
 COMMIT_DATE = "2024-01-02T03:04:05+00:00"
 COMMIT_TS = 1704164645
 SAMPLE_APP = Path(__file__).resolve().parent.parent / "deployer" / "sandbox" / "sample_app"
-
-
-def git(repo, *args, date=COMMIT_DATE):
-    env = dict(os.environ)
-    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(var, None)
-    env.update(
-        GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.invalid",
-        GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date,
-    )
-    return subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
-        cwd=repo, env=env, check=True, capture_output=True, text=True,
-    ).stdout.strip()
 
 
 def write(path, text="", mode=None):
@@ -309,28 +294,19 @@ def test_sample_app_artifact(tmp_path):
 
 def make_tar(path, entries):
     """entries: list of (name, kind, extra) with kind in file/dir/sym/lnk/chr/fifo."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, kind, extra in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mode = 0o644
-            data = None
-            if kind == "file":
-                data = (extra or "x").encode() if not isinstance(extra, int) else b"x"
-                ti.size = len(data)
-                if isinstance(extra, int):
-                    ti.mode = extra
-            elif kind == "dir":
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-            elif kind == "sym":
-                ti.type, ti.linkname = tarfile.SYMTYPE, extra
-            elif kind == "lnk":
-                ti.type, ti.linkname = tarfile.LNKTYPE, extra
-            elif kind == "chr":
-                ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
-            elif kind == "fifo":
-                ti.type = tarfile.FIFOTYPE
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return path
+    kinds = {"dir": {"type": tarfile.DIRTYPE, "mode": 0o755}, "chr": {"type": tarfile.CHRTYPE, "devmajor": 1,
+             "devminor": 3}, "fifo": {"type": tarfile.FIFOTYPE}}
+    members = []
+    for name, kind, extra in entries:
+        if kind == "file":
+            data = (extra or "x").encode() if not isinstance(extra, int) else b"x"
+            members.append(tar_member(name, data, **({"mode": extra} if isinstance(extra, int) else {})))
+        elif kind in ("sym", "lnk"):
+            members.append(tar_member(name, type=tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE,
+                                      linkname=extra))
+        else:
+            members.append(tar_member(name, **kinds[kind]))
+    return write_tar_gz(path, members)
 
 
 def test_check_members_accepts_normal(tmp_path, repo):

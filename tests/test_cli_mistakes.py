@@ -137,7 +137,7 @@ def test_invalid_toml_names_its_line(workdir):
 
 
 def test_untracked_config_named_when_the_tree_is_dirty(tmp_path):
-    from conftest import git
+    from helpers import git
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "app.py").write_text("print('hi')\n")

@@ -39,7 +39,8 @@ def simulated(tmp_path):
         made.append(short)
         path = [str(site), str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {"PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(short)}
-        probe = subprocess.run([sys.executable, "-c", "import socket, sys; print(sys.platform, hasattr(socket, 'SO_PEERCRED'))"],
+        probe = subprocess.run([sys.executable, "-c",
+                                "import socket, sys; print(sys.platform, hasattr(socket, 'SO_PEERCRED'))"],
                                env={**os.environ, **env}, capture_output=True, text=True, check=True)
         assert probe.stdout.split() == ["darwin", "False"], probe.stderr     # the simulation is in force
         return env
@@ -48,10 +49,6 @@ def simulated(tmp_path):
     for short in made:
         kill_agents(str(short))
         subprocess.run(["rm", "-rf", str(short)], check=False)
-
-
-def logins(sb, which) -> int:
-    return sb.logs(which).count("Accepted publickey for deploy")
 
 
 def long_cache(tmp_path: Path) -> str:
@@ -85,11 +82,12 @@ def test_a_macos_client_builds_deploys_rolls_back_and_keeps_connections(sandbox,
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "ssh.persist" not in proc.stderr and "Traceback" not in proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert [logins(sb, h) for h in sb.hosts] == [1, 1]           # one agent kept both connections
+    assert [sb.logins(h) for h in sb.hosts] == [1, 1]           # one agent kept both connections
     # its socket moved to the short directory: the cache path is too long for a Mac's socket
     [pid] = agent_pids(env["TMPDIR"])
     agent_dir = Path(env["TMPDIR"]) / f"deployer-{os.getuid()}" / "agent"
-    assert [p.name for p in agent_dir.glob("*.sock")] and not (Path(env["XDG_CACHE_HOME"]) / "deployer" / "agent").exists()
+    assert [p.name for p in agent_dir.glob("*.sock")]
+    assert not (Path(env["XDG_CACHE_HOME"]) / "deployer" / "agent").exists()
     # and the agent ran simulated too (it checks its peers with getpeereid)
     assert env["PYTHONPATH"].split(os.pathsep)[0] in Path(f"/proc/{pid}/environ").read_text(errors="replace")
     proc = cli(sb, "disconnect", env=env)
@@ -108,9 +106,10 @@ def test_a_client_without_peer_credentials_connects_directly_and_says_why(sandbo
         proc = cli(sb, step, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
-        assert [line for line in proc.stderr.splitlines() if "ssh.persist" in line] == ([said] if step != "build" else [])
+        persist = [line for line in proc.stderr.splitlines() if "ssh.persist" in line]
+        assert persist == ([said] if step != "build" else [])
     assert current(sb, 0) == "releases/1"
-    assert logins(sb, 0) == 4                   # every run connected by itself
+    assert sb.logins(0) == 4                   # every run connected by itself
     assert agent_pids(env["TMPDIR"]) == [] and agent_pids(os.environ["XDG_CACHE_HOME"]) == []
     # the agent itself, started by hand, refuses in one line
     proc = subprocess.run([sys.executable, "-m", "deployer.ssh.agent_server", str(Path(env["TMPDIR"]) / "a.sock"), "5"],

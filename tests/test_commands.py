@@ -2,7 +2,6 @@
 POSIX shell against a scratch directory (hostile values included) to prove quoting and behaviour."""
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import tar_gz, tar_member
 
 from deployer.plan.paths import Paths
 from deployer.remote import commands, render, state
@@ -26,13 +26,7 @@ def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
 
 
 def make_tarball(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz([tar_member(name, data) for name, data in files.items()])
 
 
 def test_unlock_exact_string():
@@ -242,7 +236,8 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
     assert not (app / "releases" / "6" / "stray").exists()
     for n in (3, 7, 8):                                                 # not changed after their prepare
         release = app / "releases" / str(n)
-        assert (release / "src" / "a.py").read_bytes() == b"A = 1\n" and (release / "src" / "b.txt").read_bytes() == b"b"
+        assert (release / "src" / "a.py").read_bytes() == b"A = 1\n"
+        assert (release / "src" / "b.txt").read_bytes() == b"b"
         assert (release / ".deployer" / "complete").exists()
     assert sorted(p.name for p in (app / "releases").iterdir()) == [str(n) for n in range(1, 9)]
 
@@ -289,7 +284,8 @@ def test_prepare_checksums_with_openssl_when_it_works_else_sha256sum(tmp_path, o
         paths = Paths(str(tmp_path / ("app1" if not upload else f"app{n}")))    # the redeploy: app1's cache
         script = commands.prepare(paths, n, f"t{n}", sha, upload=upload, release_json="{}", stream=stream)
         if upload:
-            bad = subprocess.run(["sh", "-c", UNFENCED + script], input=payload[:-9], capture_output=True, timeout=30, env=env)
+            bad = subprocess.run(["sh", "-c", UNFENCED + script], input=payload[:-9], capture_output=True, timeout=30,
+                                 env=env)
             assert bad.returncode == commands.SHA_MISMATCH, bad.stderr
         proc = subprocess.run(["sh", "-c", UNFENCED + script], input=payload if upload else b"", capture_output=True,
                               timeout=30, env=env)
@@ -328,7 +324,8 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
     paths = Paths(str(tmp_path))
     lock = tmp_path / ".deployer" / "lock"
     lock.mkdir(parents=True)                       # a holder between its mkdir and its info write
-    writer = subprocess.Popen(["sh", "-c", f"sleep 0.3; printf '%s\\n' '{{\"who\": \"a@x\", \"pid\": 7}}' > {lock}/info"])
+    writer = subprocess.Popen(["sh", "-c",
+                               f"sleep 0.3; printf '%s\\n' '{{\"who\": \"a@x\", \"pid\": 7}}' > {lock}/info"])
     late = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     writer.wait()
     assert not late.lock_acquired and late.lock.who == "a@x" and late.lock.pid == 7
@@ -342,7 +339,8 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
 
 def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     paths = Paths(str(tmp_path))
-    first = state.parse(sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode())
+    first = state.parse(sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}',
+                                            lock_token="A")).stdout.decode())
     second = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     assert first.lock_acquired and not second.lock_acquired
     assert second.lock.who == "a@x" and second.lock.pid == 1
@@ -566,45 +564,41 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
 
 def unsafe_tarball(kind: str) -> bytes:
     """A tarball the client's member check refuses, as if one had got past it."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        def add(name, type=tarfile.REGTYPE, data=b"", **attrs):
-            info = tarfile.TarInfo(name)
-            info.type, info.size, info.mode = type, len(data), attrs.pop("mode", 0o644)
-            for key, value in attrs.items():
-                setattr(info, key, value)
-            tf.addfile(info, io.BytesIO(data) if data else None)
-        add("REVISION", data=b"abc\n")
-        if kind == "absolute-link":
-            add("www", tarfile.SYMTYPE, linkname="/")
-        elif kind == "link-up-and-out":
-            add("deep", tarfile.DIRTYPE, mode=0o755)
-            add("deep/up", tarfile.SYMTYPE, linkname="../../..")
-        elif kind == "chained-links-out":
-            add("a", tarfile.SYMTYPE, linkname="b/../..")
-            add("b", tarfile.DIRTYPE, mode=0o755)
-        elif kind == "fifo":
-            add("pipe", tarfile.FIFOTYPE)
-        elif kind == "setuid-file":
-            add("suid", data=b"#!/bin/sh\n", mode=0o4755)
-        elif kind == "device":
-            add("null", tarfile.CHRTYPE, devmajor=1, devminor=3)
-        elif kind == "forged-marker":
-            add(".deployer/manifest.sha256", data=b"")
-            add(".deployer/migrated", data=b"{}")
-        elif kind == "forged-marker-hidden":      # names the shell's `*` does not list
-            add(".deployer/.bad", data=b"")
-        elif kind == "forged-marker-dotdot":
-            add(".deployer/..bad", data=b"")
-        elif kind == "forged-marker-nested":      # only a subdirectory at the top
-            add(".deployer/sub", tarfile.DIRTYPE, mode=0o755)
-            add(".deployer/sub/complete", data=b"")
-        elif kind == "manifest-marker-as-link":   # the manifest's name, but not a regular file
-            add(".deployer/manifest.sha256", tarfile.SYMTYPE, linkname="../REVISION")
-        elif kind == "state-dir-as-link":
-            add("elsewhere", tarfile.DIRTYPE, mode=0o755)
-            add(".deployer", tarfile.SYMTYPE, linkname="elsewhere")
-    return buf.getvalue()
+    members = [tar_member("REVISION", b"abc\n")]
+
+    def add(name: str, data: bytes = b"", **attrs) -> None:
+        members.append(tar_member(name, data, **attrs))
+
+    if kind == "absolute-link":
+        add("www", type=tarfile.SYMTYPE, linkname="/")
+    elif kind == "link-up-and-out":
+        add("deep", type=tarfile.DIRTYPE, mode=0o755)
+        add("deep/up", type=tarfile.SYMTYPE, linkname="../../..")
+    elif kind == "chained-links-out":
+        add("a", type=tarfile.SYMTYPE, linkname="b/../..")
+        add("b", type=tarfile.DIRTYPE, mode=0o755)
+    elif kind == "fifo":
+        add("pipe", type=tarfile.FIFOTYPE)
+    elif kind == "setuid-file":
+        add("suid", b"#!/bin/sh\n", mode=0o4755)
+    elif kind == "device":
+        add("null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+    elif kind == "forged-marker":
+        add(".deployer/manifest.sha256")
+        add(".deployer/migrated", b"{}")
+    elif kind == "forged-marker-hidden":      # names the shell's `*` does not list
+        add(".deployer/.bad")
+    elif kind == "forged-marker-dotdot":
+        add(".deployer/..bad")
+    elif kind == "forged-marker-nested":      # only a subdirectory at the top
+        add(".deployer/sub", type=tarfile.DIRTYPE, mode=0o755)
+        add(".deployer/sub/complete")
+    elif kind == "manifest-marker-as-link":   # the manifest's name, but not a regular file
+        add(".deployer/manifest.sha256", type=tarfile.SYMTYPE, linkname="../REVISION")
+    elif kind == "state-dir-as-link":
+        add("elsewhere", type=tarfile.DIRTYPE, mode=0o755)
+        add(".deployer", type=tarfile.SYMTYPE, linkname="elsewhere")
+    return tar_gz(members)
 
 
 ROOT_ONLY = {"setuid-file", "device"}      # what tar can only make as root (and so the deploy user never gets)
@@ -644,13 +638,8 @@ def test_prepare_keeps_links_inside_the_release(tmp_path):
     paths = Paths(str(tmp_path / "srv link") + "/app")
     (tmp_path / "real").mkdir()
     (tmp_path / "srv link").symlink_to(tmp_path / "real")      # deploy_to reached through a symlink
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, target in (("self", "."), ("d/up", ".."), ("d/loop", "loop"), ("gone", "missing/x")):
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tf.addfile(info)
-    payload = buf.getvalue()
+    payload = tar_gz([tar_member(name, type=tarfile.SYMTYPE, linkname=target)
+                      for name, target in (("self", "."), ("d/up", ".."), ("d/loop", "loop"), ("gone", "missing/x"))])
     sha = hashlib.sha256(payload).hexdigest()
     proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
     assert proc.returncode == 0, proc.stderr
@@ -661,14 +650,9 @@ def test_linking_a_shared_path_never_goes_through_a_link_in_the_release(tmp_path
     """An artifact link above a shared path, even one resolving inside the release: refused before
     rm -rf; what it points at stays as it was."""
     paths = Paths(str(tmp_path / "app"))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, type, target in (("data", tarfile.DIRTYPE, ""), ("data/pids", tarfile.DIRTYPE, ""),
-                                   ("tmp", tarfile.SYMTYPE, "data")):
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.mode = type, target, 0o755
-            tf.addfile(info)
-    payload = buf.getvalue()
+    payload = tar_gz([tar_member("data", type=tarfile.DIRTYPE, mode=0o755),
+                      tar_member("data/pids", type=tarfile.DIRTYPE, mode=0o755),
+                      tar_member("tmp", type=tarfile.SYMTYPE, linkname="data", mode=0o755)])
     sha = hashlib.sha256(payload).hexdigest()
     proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", shared_dirs=("tmp/pids",)),
               payload)

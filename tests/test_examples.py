@@ -20,8 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import git
-from helpers import REPO, wait_until
+from helpers import REPO, git, wait_until
 from invoke.vendor import yaml
 
 EXAMPLES = REPO / "examples"
@@ -64,7 +63,8 @@ def base_env(home: Path, **extra: str) -> dict:
 
 
 def sh(script: str, cwd: Path, env: dict, shell: str = "bash") -> subprocess.CompletedProcess:
-    argv = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script] if shell == "bash" else ["sh", "-c", script]
+    argv = (["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script] if shell == "bash"
+            else ["sh", "-c", script])
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{script}\n--- exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import getpass
-import gzip
 import hashlib
 import io
 import json
@@ -33,17 +32,21 @@ from pathlib import Path
 import pytest
 import toml
 from helpers import (
+    big_artifact,
     cli,
     cli_env,
     commit_change,
     current,
     default_sigint,
+    host_conn,
     release_dirs,
+    status,
+    tar_member,
     wait_until,
+    write_tar_gz,
 )
 
 from benchmarks.netproxy import NetProxy
-from deployer.config import load as config_mod
 from deployer.config.settings import SSHSettings
 from deployer.errors import DeployerError
 from deployer.plan import releases as planning
@@ -53,7 +56,6 @@ from deployer.remote import state as host_state
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
 from deployer.ssh import liveness, runloop
-from deployer.ssh.connection import Connection
 from deployer.ssh.liveness import Watch, dead_link_window
 from deployer.ssh.types import Cancelled, TransportError
 
@@ -130,13 +132,6 @@ def direct(sb, index: int) -> None:
     edit_config(sb, change)
 
 
-def host_conn(sb, index: int = 0, **ssh_changes) -> Connection:
-    host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[index]
-    if ssh_changes:
-        host = dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, **ssh_changes))
-    return Connection(host).open()
-
-
 def files(sb, h, deploy_to: str = D) -> str:
     """Everything under deploy_to except the deployer's own .deployer/ (lock, cache, ledger)."""
     code, out = sb.exec(h, f"cd '{deploy_to}' 2>/dev/null && "
@@ -155,41 +150,6 @@ def leftovers(sb, h, deploy_to: str = D) -> list[str]:
 def lock_info(sb, h) -> dict | None:
     code, out = sb.exec(h, f"cat {D}/.deployer/lock/info 2>/dev/null")
     return json.loads(out) if code == 0 and out.strip() else None
-
-
-def write_tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], level: int = 6) -> Path:
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
-def member(name: str, data: bytes = b"", **attrs) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.mode = 0o644
-    info.mtime = 0
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    if info.isreg():
-        info.size = len(data)
-        return info, data
-    return info, None
-
-
-def big_artifact(tmp_path: Path, mb: int) -> Path:
-    """Incompressible payload in stored (level 0) gzip: quick to make, `mb` MB on the wire."""
-    path = tmp_path / f"big-{mb}.tar.gz"
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=0, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|") as tf:
-        info = tarfile.TarInfo("blob.bin")
-        info.size = mb << 20
-        info.mode = 0o644
-        tf.addfile(info, io.BytesIO(os.urandom(mb << 20)))
-        rev = tarfile.TarInfo("REVISION")
-        rev.size = 4
-        tf.addfile(rev, io.BytesIO(b"big\n"))
-    return path
 
 
 def built_artifact(sb) -> Path:
@@ -223,10 +183,10 @@ def _published_port(container) -> int | None:
 
 @pytest.mark.slow
 def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
-    """Host 2's link hiccups (held by a NetProxy) until the other four have extracted release 2;
-    it flows again and Ctrl-C comes while host 2 is mid-upload."""
+    """The first deploy: host 2's link hiccups (held by a NetProxy) until the other four have
+    extracted release 1; it flows again and Ctrl-C comes while host 2 is mid-upload. Every host
+    is left as it was, empty (a live release stays live: the SIGTERM/SIGHUP test below)."""
     sb = sandbox(5)
-    assert cli(sb, "deploy").returncode == 0
     proxy = NetProxy(("127.0.0.1", sb.hosts[1].port)).start()
     try:
         via_proxy(sb, 1, proxy)
@@ -237,7 +197,7 @@ def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
         reader.start()
 
         def ready(name: str) -> bool:
-            return any(f" {name} " in line and "release 2 ready" in line for line in list(lines))
+            return any(f" {name} " in line and "release 1 ready" in line for line in list(lines))
 
         start = proxy.bytes_forwarded
         wait_until(lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None, 60,
@@ -263,13 +223,14 @@ def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
     assert "interrupted" in err and "host-2 (prepare)" in err
     assert all(f"host-{i}" in err for i in range(1, 6))
     for h in sb.hosts:
-        assert current(sb, h) == "releases/1"
-        assert release_dirs(sb, h) == ["1"]
+        assert current(sb, h) == ""
+        assert release_dirs(sb, h) == []
         assert leftovers(sb, h) == []
     # the next run needs no cleanup (host-2 straight this time)
     direct(sb, 1)
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
 # --- 1b. SIGTERM / SIGHUP: a cancelled CI job, a closed terminal --------------------------------
@@ -764,6 +725,7 @@ def test_racing_deploys_loser_leaves_winners_lock_alone(sandbox, procs, tmp_path
     assert code == 0, out + err
     for h in sb.hosts:
         assert current(sb, h) == "releases/1" and lock_info(sb, h) is None
+    assert all(r["lock"] is None for r in status(sb))
 
 
 # --- 8b. a lock whose holder stopped: the lease, its takeover and fencing -----------------------
@@ -938,7 +900,7 @@ def test_current_never_missing_during_1000_switches(sandbox):
     # subshell) so the test spends its time switching rather than opening SSH sessions
     conn = host_conn(sb)
     try:
-        for batch in range(40):
+        for _batch in range(40):
             script = commands.unleased("\n".join(
                 f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25)))
             result = conn.run(script)
@@ -1014,16 +976,17 @@ def test_rollback_without_usable_target_changes_nothing(sandbox, app_repo):
 def test_unsafe_tarballs_rejected_before_upload(sandbox, tmp_path):
     sb = sandbox(2)
     evil = {
-        "dotdot": [member("../x", b"x")],
-        "absolute": [member("/etc/x", b"x")],
-        "symlink-escape": [member("a", type=tarfile.SYMTYPE, linkname="/etc"), member("a/passwd", b"root::0:0")],
-        "hardlink-outside": [member("h", type=tarfile.LNKTYPE, linkname="../../etc/passwd")],
-        "device": [member("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)],
-        "setuid": [member("suid", b"#!/bin/sh\n", mode=0o4755)],
+        "dotdot": [tar_member("../x", b"x")],
+        "absolute": [tar_member("/etc/x", b"x")],
+        "symlink-escape": [tar_member("a", type=tarfile.SYMTYPE, linkname="/etc"),
+                           tar_member("a/passwd", b"root::0:0")],
+        "hardlink-outside": [tar_member("h", type=tarfile.LNKTYPE, linkname="../../etc/passwd")],
+        "device": [tar_member("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)],
+        "setuid": [tar_member("suid", b"#!/bin/sh\n", mode=0o4755)],
     }
     counts = [sb.command_count(h) for h in sb.hosts]
     for name, members in evil.items():
-        path = write_tar_gz(tmp_path / f"evil-{name}.tar.gz", [member("REVISION", b"x\n"), *members])
+        path = write_tar_gz(tmp_path / f"evil-{name}.tar.gz", [tar_member("REVISION", b"x\n"), *members])
         proc = cli(sb, "deploy", "--artifact", str(path))
         assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "unsafe member" in proc.stderr, proc.stderr

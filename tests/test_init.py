@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
-from helpers import cli_env
+from helpers import cli_env, git
 from invoke.vendor import yaml
 
 from deployer.cli import scaffold

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
-from helpers import REPO
+from helpers import REPO, git
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +56,9 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):
     import zipfile
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("deployer/config/hosts.example.toml", "deployer/sandbox/sample_app/app.py", "deployer/sandbox/sample_app/gunicorn.conf.py",
-                   "deployer/sandbox/sample_app/bin/selftest", "deployer/recipes/python_wsgi.py", "deployer/cli/main.py",
+    for needed in ("deployer/config/hosts.example.toml", "deployer/sandbox/sample_app/app.py",
+                   "deployer/sandbox/sample_app/gunicorn.conf.py", "deployer/sandbox/sample_app/bin/selftest",
+                   "deployer/recipes/python_wsgi.py", "deployer/cli/main.py",
                    "deployer/remote/scripts/prepare.sh", "deployer/remote/scripts/inspect_meta.awk"):
         assert needed in names, needed
     info = zipfile.ZipFile(wheel).getinfo("deployer/sandbox/sample_app/bin/selftest")
@@ -105,7 +105,8 @@ def test_first_deploy_from_a_fresh_venv_in_an_empty_directory(wheel, sandbox_ima
     init = run(["deployer", "init"], app, env)
     assert "recipe: python_wsgi" in init.stdout and (app / "hosts.toml").exists() and (app / "tasks.py").exists()
     ref = Path(run([bin_ / "python", "-c", "import deployer, pathlib; "
-                    "print(pathlib.Path(deployer.__file__).parent / 'config' / 'hosts.example.toml')"], work, env).stdout.strip())
+                    "print(pathlib.Path(deployer.__file__).parent / 'config' / 'hosts.example.toml')"],
+                   work, env).stdout.strip())
     assert ref.is_file() and "[stages.production]" in ref.read_text()
 
     try:

@@ -13,10 +13,9 @@ import sys
 import time
 
 import pytest
-from helpers import cli, cli_env, cli_popen
+from helpers import cli, cli_env, cli_popen, under_pty, write_config
 from test_json_contract import VALIDATOR
 from test_recipes import WEB, get, make_repo
-from test_ssh_access import hidden_hosts  # noqa: F401  (a fixture)
 
 from deployer.engine import ops
 from deployer.plan.paths import Paths
@@ -186,44 +185,12 @@ def test_logs_follow_streams_until_ctrl_c_and_leaves_nothing_running(sandbox):
     assert _tails(sb, 0) == "" and _tails(sb, 1) == ""     # the remote tails were killed
 
 
-def _pty_run(argv: list[str], keys: bytes, timeout: float = 60) -> tuple[int, bytes]:
-    """Run argv on a pseudo-terminal, type keys, return (exit code, everything it printed)."""
-    import pty
-    pid, fd = pty.fork()
-    if pid == 0:                         # child: the CLI on a terminal
-        os.execve(argv[0], argv, cli_env())
-    out = b""
-    typed = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 1)
-            if ready:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:          # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                out += data
-            if out and not typed:        # the remote shell said something (its prompt): type
-                os.write(fd, keys)
-                typed = True
-        else:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), out
-
-
 def test_ssh_opens_a_shell_in_current_through_a_pty(sandbox):
     sb = deployed(sandbox, 2)
     keys = b"pwd -P; tty >/dev/null && echo ON-A-TTY; echo MARK-$((6*7)); exit 7\n"
     before = sb.command_count(0)
-    code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--host", "host-2",
-                          "--config", str(sb.config_path)], keys)
-    text = out.decode(errors="replace")
+    code, text = under_pty([sys.executable, "-m", "deployer", "ssh", "--host", "host-2",
+                            "--config", str(sb.config_path)], keys=keys, timeout=60)
     assert code == 7, text
     assert "/srv/app/releases/1" in text and "ON-A-TTY" in text and "MARK-42" in text
     assert sb.command_count(0) == before      # one host only: host-1 saw nothing
@@ -275,25 +242,23 @@ def test_the_documented_nginx_snippet_is_the_tested_one():
 
 def test_run_and_ssh_reach_hosts_only_a_bastion_can_reach(hidden_hosts, app_repo, tmp_path):
     """The same SSH settings as a deploy: through the gateway, host keys checked on both hops."""
-    from test_ssh_access import Cfg, write_config
     names = [c.name for c in hidden_hosts["targets"]]
-    via = Cfg(write_config(tmp_path, names, {"user": "deploy", "key": str(hidden_hosts["key"]),
+    via = write_config(tmp_path, names, {"user": "deploy", "key": str(hidden_hosts["key"]),
                                              "gateway": f"deploy@127.0.0.1:{hidden_hosts['bastion'].port}"},
-                           hidden_hosts["known_hosts"], app_repo))
+                           hidden_hosts["known_hosts"], app_repo)
     proc = cli(via, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli(via, "--", "pwd -P")
     assert proc.returncode == 0, proc.stderr
     assert {f"{n} | /srv/app/releases/1" for n in names} <= set(proc.stdout.splitlines())   # names of equal length
-    code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config",
-                          str(via.config_path)], b"pwd -P; exit 3\n")
-    assert code == 3 and "/srv/app/releases/1" in out.decode(errors="replace")
+    code, out = under_pty([sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config",
+                           str(via.config_path)], keys=b"pwd -P; exit 3\n", timeout=60)
+    assert code == 3 and "/srv/app/releases/1" in out
 
 
 def test_ssh_as_run_as_and_before_any_release(sandbox):
     sb = sandbox(1, app={"run_as": "app"})
-    code, out = _pty_run([sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
-                         b"id -un; pwd -P; exit 0\n")
-    text = out.decode(errors="replace")
+    code, text = under_pty([sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
+                           keys=b"id -un; pwd -P; exit 0\n", timeout=60)
     assert code == 0, text
     assert "no current release in /srv/app yet" in text and "\rapp\r\n" in text     # the shell runs as app

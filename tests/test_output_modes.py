@@ -5,17 +5,13 @@ console script deploying to real hosts under a pseudo-terminal and in a CI-like 
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
 import re
-import struct
 import subprocess
 import sys
-import termios
 
 import pytest
-from helpers import cli_env
+from helpers import cli_env, under_pty
 
 from deployer.report.output import LOG_EVERY, Output, UploadProgress, close_group
 
@@ -133,7 +129,8 @@ def test_upload_progress_in_a_log_at_most_once_per_interval():
 
 @pytest.mark.parametrize("variables, start, end", [
     ({"GITHUB_ACTIONS": "true"}, r"^::group::deployer progress$", r"^::endgroup::$"),
-    ({"GITLAB_CI": "true"}, r"^\x1b\[0Ksection_start:\d+:deployer_progress\[collapsed=true\]\r\x1b\[0Kdeployer progress$",
+    ({"GITLAB_CI": "true"},
+     r"^\x1b\[0Ksection_start:\d+:deployer_progress\[collapsed=true\]\r\x1b\[0Kdeployer progress$",
      r"^\x1b\[0Ksection_end:\d+:deployer_progress\r\x1b\[0K$"),
 ])
 def test_ci_logs_get_one_collapsible_group_around_the_progress(monkeypatch, variables, start, end):
@@ -154,23 +151,8 @@ def test_ci_logs_get_one_collapsible_group_around_the_progress(monkeypatch, vari
 
 
 def _under_pty(sb, *args: str, env: dict | None = None) -> tuple[int, str]:
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env={**cli_env(), **(env or {})},
-                            cwd=sb.config_path.parent)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:             # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+    return under_pty([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)], env=env,
+                     cwd=sb.config_path.parent)
 
 
 def test_deploy_on_a_terminal_and_in_a_ci_log(sandbox, app_repo):

@@ -13,8 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import git
-from helpers import REPO, cli, current, wait_until
+from helpers import REPO, cli, current, git, wait_until
 
 from deployer import recipes as recipes_pkg
 from deployer.config import load as config

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import sys
-import time
 
-import paramiko
 import pytest
 import toml
-from conftest import TEST_LABEL, git
+from helpers import TEST_LABEL, git, host_conn
 
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
+from deployer.ssh.types import TransportError
 
 
-def connect(sb, which, username: str = "deploy", known_hosts=None) -> paramiko.SSHClient:
-    """SSH in with the pinned known_hosts file; unknown or changed host keys are refused."""
-    h = sb.host(which)
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts or sb.known_hosts_path))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(h.host, port=h.port, username=username, key_filename=str(sb.key_path),
-                   look_for_keys=False, allow_agent=False, timeout=10)
-    return client
-
-
-def run(client: paramiko.SSHClient, cmd: str) -> tuple[int, str, str]:
-    _, out, err = client.exec_command(cmd, timeout=20)
-    code = out.channel.recv_exit_status()
-    return code, out.read().decode(), err.read().decode()
+def run(sb, index: int, *commands: str) -> list[tuple[int, str, str]]:
+    """Each command over one connection (the pinned known_hosts file: unknown or changed host
+    keys are refused): (exit code, stdout, stderr) per command."""
+    conn = host_conn(sb, index)
+    try:
+        return [(r.exit_code, r.stdout, r.stderr) for r in map(conn.run, commands)]
+    finally:
+        conn.close()
 
 
 # --- without containers ------------------------------------------------------
@@ -95,12 +87,12 @@ def test_hosts_accept_pinned_ssh_and_have_the_tools(sandbox):
     sb = sandbox(3)
     assert [h.name for h in sb.hosts] == ["host-1", "host-2", "host-3"]
     assert len({h.port for h in sb.hosts}) == 3
-    for h in sb.hosts:
-        with connect(sb, h) as client:
-            assert run(client, "id -un") == (0, "deploy\n", "")
-            code, out, _ = run(client, "mkdir -p /srv/app && touch /srv/app/x && command -v tar sha256sum python3")
-            assert code == 0 and out.split() == ["/usr/bin/tar", "/usr/bin/sha256sum", "/usr/bin/python3"]
-            assert run(client, "sudo -n -u app id -un") == (0, "app\n", "")
+    for i in range(3):
+        who, tools, sudo = run(sb, i, "id -un", "mkdir -p /srv/app && touch /srv/app/x && "
+                                               "command -v tar sha256sum python3", "sudo -n -u app id -un")
+        assert who == (0, "deploy\n", "")
+        assert tools[0] == 0 and tools[1].split() == ["/usr/bin/tar", "/usr/bin/sha256sum", "/usr/bin/python3"]
+        assert sudo == (0, "app\n", "")
     # Every container has its own host key, and the pinned lines are what sshd serves.
     lines = sb.known_hosts_path.read_text().splitlines()
     assert len({line.split()[2] for line in lines}) == 3
@@ -113,9 +105,7 @@ def test_hosts_accept_pinned_ssh_and_have_the_tools(sandbox):
 def test_sshd_log_counts_exec_commands(sandbox):
     sb = sandbox(1)
     before = sb.command_count(0)
-    with connect(sb, 0) as client:
-        for _ in range(3):
-            assert run(client, "true")[0] == 0
+    assert [code for code, _, _ in run(sb, 0, "true", "true", "true")] == [0, 0, 0]
     assert sb.command_count(0) == before + 3
 
 
@@ -124,23 +114,14 @@ def test_changed_host_key_is_refused(sandbox):
     old_line = sb.known_hosts_path.read_text().strip()
     new_line = sandbox_mod.regenerate_host_key(sb.hosts[0])
     assert new_line != old_line
-    with pytest.raises(paramiko.BadHostKeyException):
-        connect(sb, 0)
+    with pytest.raises(TransportError, match="host key CHANGED"):
+        run(sb, 0, "true")
     # Pinning the new key works again.
     sandbox_mod.write_known_hosts(sb.known_hosts_path, sb.hosts)
-    with connect(sb, 0) as client:
-        assert run(client, "true")[0] == 0
+    assert run(sb, 0, "true")[0][0] == 0
 
 
-def test_sudo_needing_a_password_fails_fast(sandbox):
-    sb = sandbox(1)
-    with connect(sb, 0, username="needpw") as client:
-        started = time.monotonic()
-        code, _, err = run(client, "sudo -n true")
-        assert code != 0 and "password is required" in err
-        code, _, err = run(client, "sudo true </dev/null")
-        assert code != 0
-        assert time.monotonic() - started < 5
+# A sudo that wants a password fails fast: test_faults.py (test_sudo_password_prompt_fails_fast_without_tty).
 
 
 def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):

@@ -5,77 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import time
-import uuid
 
 import pytest
 import toml
-from conftest import TEST_LABEL
-from helpers import cli
+from helpers import cli, write_config
 
 from deployer.config import load as config_mod
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.ssh import tuning
 from deployer.ssh.connection import Connection
 from deployer.ssh.types import TransportError
-
-
-@pytest.fixture
-def hidden_hosts(sandbox_image, client_key):
-    """Two hosts on an internal docker network (no published port), known only by name, plus a
-    bastion reachable on 127.0.0.1 that is attached to that network."""
-    import docker
-    client = docker.from_env()
-    net = client.networks.create(f"deployer-internal-{uuid.uuid4().hex[:8]}", internal=True,
-                                 labels={TEST_LABEL: "net"})
-    pubkey = client_key.with_suffix(".pub").read_text().strip()
-    targets, bastion = [], None
-    try:
-        for i in (1, 2):
-            name = f"hidden-{uuid.uuid4().hex[:6]}-{i}"
-            targets.append(client.containers.run(sandbox_image, detach=True, name=name, network=net.name,
-                                                 environment={"AUTHORIZED_KEY": pubkey},
-                                                 labels={TEST_LABEL: name}))
-        bastion = sandbox_mod.start_hosts(1, pubkey, label=TEST_LABEL, prefix="bastion")[0]
-        net.connect(bastion.container_id)
-        lines = []
-        for c in targets:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                code, out = c.exec_run(["sh", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub && "
-                                        "(echo > /dev/tcp/127.0.0.1/22) 2>/dev/null || "
-                                        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 22), 1)'"])
-                if code == 0 and out.startswith(b"ssh-ed25519"):
-                    break
-                time.sleep(0.1)
-            key = out.decode().split()[:2]
-            lines.append(f"{c.name} {key[0]} {key[1]}")
-        lines.append(sandbox_mod.host_key_line(bastion))
-        yield {"targets": targets, "bastion": bastion, "known_hosts": "\n".join(lines) + "\n", "key": client_key}
-    finally:
-        for c in targets:
-            c.remove(force=True)
-        if bastion:
-            sandbox_mod.stop_hosts([bastion])
-        net.remove()
-        client.close()
-
-
-def write_config(tmp_path, hosts: list, ssh: dict, known_hosts: str, source) -> str:
-    kh = tmp_path / "known_hosts"
-    kh.write_text(known_hosts)
-    doc = {"app": {"name": "sample", "deploy_to": "/srv/app"}, "build": {"source": str(source)},
-           "ssh": {"known_hosts": str(kh), "connect_timeout": 10, **ssh},
-           "stages": {"prod": {"hosts": hosts}}}
-    path = tmp_path / "hosts.toml"
-    path.write_text(toml.dumps(doc))
-    return str(path)
-
-
-class Cfg:
-    def __init__(self, path):
-        from pathlib import Path
-        self.config_path = Path(path)
 
 
 def record_ignores(monkeypatch) -> dict:
@@ -107,12 +46,12 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     b = hidden_hosts["bastion"]
     names = [c.name for c in hidden_hosts["targets"]]
     common = {"user": "deploy", "key": str(hidden_hosts["key"])}
-    direct = Cfg(write_config(tmp_path, names, {**common, "connect_timeout": 3}, hidden_hosts["known_hosts"], app_repo))
+    direct = write_config(tmp_path, names, {**common, "connect_timeout": 3}, hidden_hosts["known_hosts"], app_repo)
     proc = cli(direct, "check")
     assert proc.returncode == 1 and names[0] in proc.stderr      # unreachable from here
 
-    via = Cfg(write_config(tmp_path, names, {**common, "gateway": f"deploy@127.0.0.1:{b.port}"},
-                           hidden_hosts["known_hosts"], app_repo))
+    via = write_config(tmp_path, names, {**common, "gateway": f"deploy@127.0.0.1:{b.port}"},
+                           hidden_hosts["known_hosts"], app_repo)
     proc = cli(via, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
@@ -141,7 +80,7 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     ssh_config.write_text(f"Host jump\n  HostName 127.0.0.1\n  Port {b.port}\n  User deploy\n"
                           f"  IdentityFile {hidden_hosts['key']}\n\n"
                           f"Host hidden-*\n  ProxyJump jump\n  User deploy\n  IdentityFile {hidden_hosts['key']}\n")
-    jump = Cfg(write_config(tmp_path, names, {"config_file": str(ssh_config)}, hidden_hosts["known_hosts"], app_repo))
+    jump = write_config(tmp_path, names, {"config_file": str(ssh_config)}, hidden_hosts["known_hosts"], app_repo)
     proc = cli(jump, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(target_current(c) == "releases/2" for c in hidden_hosts["targets"])
@@ -154,12 +93,12 @@ def test_ssh_config_alias_user_port_identity(sandbox, app_repo, tmp_path):
     ssh_config.write_text(f"Host web-alias\n  HostName 127.0.0.1\n  Port {h.port}\n  User deploy\n"
                           f"  IdentityFile {sb.key_path}\n")
     kh = sb.known_hosts_path.read_text()
-    cfg = Cfg(write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config)}, kh, app_repo))
+    cfg = write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config)}, kh, app_repo)
     proc = cli(cfg, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web-alias" in proc.stdout and "deploy" in proc.stdout
-    off = Cfg(write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config), "config": False,
-                                                      "connect_timeout": 3}, kh, app_repo))
+    off = write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config), "config": False,
+                                                      "connect_timeout": 3}, kh, app_repo)
     proc = cli(off, "check")
     assert proc.returncode == 1 and "web-alias" in proc.stderr
 
