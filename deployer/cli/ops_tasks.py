@@ -9,7 +9,7 @@ from pathlib import Path
 from invoke import Exit, Task
 
 from deployer.cli import scaffold
-from deployer.cli.tasks import _int, _parallel, _target, command
+from deployer.cli.command import command, parallelism, stage_target, whole_number
 from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.report.output import Output
@@ -75,8 +75,8 @@ def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str,
 def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Run a command in `current` on every host: deployer run -- CMD (output prefixed by host)."""
     command = _remainder()
-    t = _target(config, stage, hosts, roles, json)
-    outcomes = ops.run(t.stage, t.hosts, t.out, _parallel(parallel), command)
+    t = stage_target(config, stage, hosts, roles, json)
+    outcomes = ops.run(t.stage, t.hosts, t.out, parallelism(parallel), command)
     return _outcome(t.out, outcomes, json, "run", t.stage.name, {"command": command})
 
 
@@ -86,17 +86,18 @@ def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=F
 def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20,
          json=False):
     """Tail a file under shared/ on every host, each line prefixed by host (--follow: until Ctrl-C)."""
-    t = _target(config, stage, hosts, roles, json)
+    t = stage_target(config, stage, hosts, roles, json)
     if follow and json:
         raise UsageError("--follow and --json exclude each other")
-    outcomes = ops.logs(t.stage, t.hosts, t.out, _parallel(parallel), path, _int(lines, "lines"), follow=follow)
+    outcomes = ops.logs(t.stage, t.hosts, t.out, parallelism(parallel), path, whole_number(lines, "lines"),
+                        follow=follow)
     return _outcome(t.out, outcomes, json, "logs", t.stage.name, {"path": path}, show_output=not follow)
 
 
 @command(host="The host's name (default: the stage's first host).")
 def ssh(c, stage=None, config=None, host=None, roles=None):
     """An interactive shell in `current` on one host (through a pseudo-terminal, same SSH settings)."""
-    t = _target(config, stage, host, roles)
+    t = stage_target(config, stage, host, roles)
     if not t.hosts:
         raise UsageError("no host selected")
     code = ops.shell(t.stage, t.hosts[0])
@@ -110,8 +111,8 @@ def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, paral
     """Put up (on) or take down (off) shared/maintenance.html, served with 503 by the nginx snippet."""
     if state not in ("on", "off"):
         raise UsageError(f"maintenance expects on or off, got {state!r}")
-    t = _target(config, stage, hosts, roles, json)
-    outcomes = ops.maintenance(t.stage, t.hosts, t.out, _parallel(parallel), state == "on", message or "")
+    t = stage_target(config, stage, hosts, roles, json)
+    outcomes = ops.maintenance(t.stage, t.hosts, t.out, parallelism(parallel), state == "on", message or "")
     result = _outcome(t.out, outcomes, json, f"maintenance {state}", t.stage.name, {"maintenance": state},
                       show_output=False)
     if not result.exit_code:

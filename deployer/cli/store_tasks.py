@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Task
 
-from deployer.cli.tasks import _out, command
+from deployer.cli.command import command, text_output
 from deployer.config import load as config_mod
 from deployer.config.settings import Config
 from deployer.engine.pull import Pull
@@ -52,7 +52,7 @@ def publish(c, config=None, artifact=None, version=None, allow_dirty=False, json
     with the store's credentials can then `deploy --version V`."""
     from deployer.cli.tasks import _artifact
     cfg = config_mod.load(config)
-    out = _out(json)
+    out = text_output(json)
     store = store_of(cfg)
     art = _artifact(cfg, artifact, allow_dirty, out, version, local_only=True)
     uploaded = store.put(art)

@@ -1,123 +1,39 @@
 """The invoke tasks: `inv --list` in the repo and the `deployer` console script share this collection.
 
 Each task: load config → call one flow → print a table. Errors become one line and an exit code
-at this boundary (see `_boundary`); nothing below prints a traceback for a known failure.
+at the boundary every task has (see command.py); nothing below prints a traceback for a known failure.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
-import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection
 
 from deployer.artifact.store import LocalStore
-from deployer.cli.options import DeployerTask
+from deployer.cli.command import (
+    command,
+    lock_wait_seconds,
+    parallelism,
+    seconds_value,
+    stage_target,
+    text_output,
+    whole_number,
+)
+from deployer.cli.ops_tasks import TASKS as OPS_TASKS
+from deployer.cli.store_tasks import TASKS as STORE_TASKS
 from deployer.config import load as config_mod
-from deployer.config.settings import Config, Host, Stage
 from deployer.engine import maintenance, provenance
 from deployer.engine.deploy import deploy as run_deploy
 from deployer.engine.rollback import rollback as run_rollback
-from deployer.engine.session import RunFailed
-from deployer.engine.signals import describe, exit_code, terminations
-from deployer.errors import FAILED, DeployerError, UsageError, command_line
+from deployer.errors import FAILED, UsageError, command_line
 from deployer.plan.batches import Strategy
 from deployer.plan.options import Options
 from deployer.remote.state import NAME
 from deployer.report import rows as report
-from deployer.report.output import Output, safe
+from deployer.report.output import Output
 from deployer.report.rows import Outcome
-
-
-def _boundary(fn, task_name: str):
-    """Every way a task ends becomes one Outcome: with --json one document on stdout (the same
-    shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
-    failure its exit code with one stderr line per problem (DeployerError).
-    SIGTERM and SIGHUP interrupt the task as Ctrl-C does (see signals.py), exiting 143 and 129."""
-    @functools.wraps(fn)
-    def wrapper(c, *args, **kwargs):
-        as_json = kwargs.get("json", False)
-        try:
-            with terminations():
-                outcome = fn(c, *args, **kwargs) or Outcome()
-        except RunFailed as exc:
-            records = report.run_records(exc.runs)
-            if not as_json:
-                rows = report.run_rows(records)
-                Output().table(rows, report.run_headers(rows))
-            outcome = Outcome(records, exc.exit_code, str(exc))
-        except DeployerError as exc:
-            outcome = Outcome([], exc.exit_code, str(exc))
-        except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
-            outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
-        if as_json:
-            Output().json(report.document(task_name, outcome.exit_code, outcome.error,
-                                          outcome.stage or kwargs.get("stage"), outcome.hosts, **outcome.extra))
-        if outcome.exit_code:
-            lines = (outcome.error or "failed").splitlines()      # a config's problems: one line each
-            raise Exit("\n".join(safe(f"error: {line}") for line in lines), code=outcome.exit_code)
-    return wrapper
-
-
-def _out(as_json: bool) -> Output:
-    """Human text: on stdout, or on stderr when stdout carries the JSON document."""
-    return Output(stream=sys.stderr) if as_json else Output()
-
-
-def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What a task works on: the loaded config, its stage, the hosts selected, and where text goes."""
-
-    cfg: Config
-    stage: Stage
-    hosts: tuple[Host, ...]
-    out: Output
-
-
-def _target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None,
-            json: bool = False) -> Target:
-    """The preamble of every task that works on a stage: config, stage, --hosts/--roles, output."""
-    cfg = config_mod.load(config)
-    st = cfg.stage(stage)
-    return Target(cfg, st, st.select(_split(hosts), _split(roles)), _out(json))
-
-
-def _parallel(value) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--parallel expects a whole number, got {value!r}") from None
-    if n < 1:
-        raise UsageError(f"--parallel must be at least 1, got {n}")
-    return n
-
-
-def _int(value, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name} expects a whole number, got {value!r}") from None
-
-
-def _num(value, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name} expects a number of seconds, got {value!r}") from None
-
-
-def _wait(value) -> float:
-    seconds = _num(value, "lock-wait")
-    if not 0 <= seconds < float("inf"):
-        raise UsageError(f"--lock-wait expects a number of seconds >= 0, got {value}")
-    return seconds
 
 
 def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
@@ -147,30 +63,6 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
     return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
 
 
-HELP_COMMON = {
-    "stage": "Stage name from hosts.toml (optional when there is only one).",
-    "config": "Path to hosts.toml (default: $DEPLOYER_CONFIG, then ./hosts.toml).",
-    "hosts": "Comma-separated host names: only these hosts.",
-    "roles": "Comma-separated roles: only hosts with one of them.",
-    "parallel": "How many hosts to work on at once.",
-    "json": "Print JSON instead of a table.",
-    "lock_wait": "Seconds to wait for another run's lock (its holder is shown) instead of exiting 3 at once.",
-}
-
-
-def command(name: str | None = None, positional: tuple[str, ...] = (), **extra_help):
-    """@task with the error boundary and the common option help (only for options the task has)."""
-    def wrap(fn):
-        params = inspect.signature(fn).parameters
-        helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
-        kwargs = {"help": helps, "positional": list(positional), "klass": DeployerTask}
-        if name:
-            kwargs["name"] = name
-        dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__   # config_diff: config.diff
-        return task(**kwargs)(_boundary(fn, dotted))
-    return wrap
-
-
 @command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
 def build(c, config=None, allow_dirty=False):
     """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
@@ -187,9 +79,9 @@ def build(c, config=None, allow_dirty=False):
 @command()
 def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Connect to every host and check it can take a deploy."""
-    t = _target(config, stage, hosts, roles, json)
+    t = stage_target(config, stage, hosts, roles, json)
     st, out = t.stage, t.out
-    runs = maintenance.inspect(st, t.hosts, out, _parallel(parallel))
+    runs = maintenance.inspect(st, t.hosts, out, parallelism(parallel))
     records = report.check_records(runs)
     if not json:
         out.table(report.check_rows(records))
@@ -216,12 +108,13 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
            allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
            force=False, reason="", json=False, lock_wait=0.0, transfer=None, full=False):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
-    t = _target(config, stage, hosts, roles, json)
+    t = stage_target(config, stage, hosts, roles, json)
     cfg, st, out = t.cfg, t.stage, t.out
-    plan = Strategy(strategy, batch=_int(batch, "batch"), pause=_num(pause, "pause"), canary=_int(canary, "canary"),
-                    bake=_num(bake, "bake"))
-    options = Options(plan, max_fail=_int(max_fail, "max-fail"), parallel=_parallel(parallel), dry_run=dry_run,
-                      forced=force, reason=reason or "", lock_wait=_wait(lock_wait), full=bool(full))
+    plan = Strategy(strategy, batch=whole_number(batch, "batch"), pause=seconds_value(pause, "pause"),
+                    canary=whole_number(canary, "canary"), bake=seconds_value(bake, "bake"))
+    options = Options(plan, max_fail=whole_number(max_fail, "max-fail"), parallel=parallelism(parallel),
+                      dry_run=dry_run, forced=force, reason=reason or "", lock_wait=lock_wait_seconds(lock_wait),
+                      full=bool(full))
     from deployer.cli import store_tasks
     pull = store_tasks.transfer_of(cfg, transfer) == "pull"
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
@@ -250,7 +143,7 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
 def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
              ignore_migrations=False, json=False, lock_wait=0.0):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
-    t = _target(config, stage, hosts, roles, json)
+    t = stage_target(config, stage, hosts, roles, json)
     target = None
     if to is not None:
         if not NAME.match(str(to)):
@@ -259,8 +152,8 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
     if with_migrations and ignore_migrations:
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
-    runs = run_rollback(t.stage, t.hosts, t.out, target, _parallel(parallel), migrations, t.cfg.path.parent,
-                        _wait(lock_wait))
+    runs = run_rollback(t.stage, t.hosts, t.out, target, parallelism(parallel), migrations, t.cfg.path.parent,
+                        lock_wait_seconds(lock_wait))
     records = report.run_records(runs)
     if not json:
         rows = report.run_rows(records)
@@ -269,8 +162,8 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
 
 
 def _read_only(config, stage, hosts, roles, parallel, json, rows_of, records_of) -> Outcome:
-    t = _target(config, stage, hosts, roles, json)
-    runs = maintenance.inspect(t.stage, t.hosts, t.out, _parallel(parallel))
+    t = stage_target(config, stage, hosts, roles, json)
+    runs = maintenance.inspect(t.stage, t.hosts, t.out, parallelism(parallel))
     records = records_of(runs)
     if not json:
         t.out.table(rows_of(records))
@@ -290,11 +183,11 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
     if not all:
         return _read_only(config, stage, hosts, roles, parallel, json, report.status_rows, report.status_records)
     cfg = config_mod.load(config)
-    out = _out(json)
+    out = text_output(json)
     rows, records, unreachable = [], [], []
     for st in [cfg.stage(name) for name in cfg.stages]:
-        runs = maintenance.inspect(st, st.hosts, out, _parallel(parallel))
-        drifted = {r.name: r.result for r in provenance.drift(st, out, _parallel(parallel))} if drift else {}
+        runs = maintenance.inspect(st, st.hosts, out, parallelism(parallel))
+        drifted = {r.name: r.result for r in provenance.drift(st, out, parallelism(parallel))} if drift else {}
         stage_records = report.status_records(runs)
         stage_rows = report.status_rows(stage_records)
         versions = {r.get("version") for r in stage_rows}
@@ -329,7 +222,7 @@ def artifacts(c, config=None, json=False):
          host="Only this host.")
 def audit(c, stage=None, config=None, since=None, host=None, json=False):
     """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
-    t = _target(config, stage, json=json)
+    t = stage_target(config, stage, json=json)
     st, out = t.stage, t.out
     entries = provenance.audit(st, out, since=since, host=host)
     if not json:
@@ -340,9 +233,9 @@ def audit(c, stage=None, config=None, since=None, host=None, json=False):
 @command()
 def verify(c, stage=None, config=None, parallel=10, json=False):
     """Check each host's live files against its release's manifest: modified, added, removed."""
-    t = _target(config, stage, json=json)
+    t = stage_target(config, stage, json=json)
     st, out = t.stage, t.out
-    runs = provenance.drift(st, out, _parallel(parallel))
+    runs = provenance.drift(st, out, parallelism(parallel))
     rows = provenance.drift_rows(runs)
     if not json:
         out.table(rows)
@@ -360,8 +253,9 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
 @command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
 def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False, lock_wait=0.0):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
-    t = _target(config, stage, hosts, roles)
-    maintenance.cleanup(t.stage, t.hosts, t.out, _parallel(parallel), foreign=foreign, lock_wait=_wait(lock_wait))
+    t = stage_target(config, stage, hosts, roles)
+    maintenance.cleanup(t.stage, t.hosts, t.out, parallelism(parallel), foreign=foreign,
+                        lock_wait=lock_wait_seconds(lock_wait))
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")
@@ -369,7 +263,7 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     """Remove a stale deploy lock by force (shows who held it)."""
     if not yes:
         raise UsageError("unlock removes another run's lock by force: add --yes once you know it is gone")
-    t = _target(config, stage, hosts, roles)
+    t = stage_target(config, stage, hosts, roles)
     maintenance.unlock(t.stage, t.hosts, t.out)
 
 
@@ -398,17 +292,17 @@ def sandbox_down(c):
 @command(name="push")
 def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10, lock_wait=0.0):
     """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
-    t = _target(config, stage, hosts, roles)
-    runs = maintenance.push_config(t.stage, t.hosts, t.out, _parallel(parallel), str(t.cfg.path.parent),
-                                   _wait(lock_wait))
+    t = stage_target(config, stage, hosts, roles)
+    runs = maintenance.push_config(t.stage, t.hosts, t.out, parallelism(parallel), str(t.cfg.path.parent),
+                                   lock_wait_seconds(lock_wait))
     t.out.say(f"config pushed to {len(runs)} host(s) of {t.stage.name}")
 
 
 @command(name="diff")
 def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Keys that differ between the hosts' env files and what push would write (secrets masked)."""
-    t = _target(config, stage, hosts, roles, json)
-    rows = maintenance.diff_config(t.stage, t.hosts, t.out, _parallel(parallel), str(t.cfg.path.parent))
+    t = stage_target(config, stage, hosts, roles, json)
+    rows = maintenance.diff_config(t.stage, t.hosts, t.out, parallelism(parallel), str(t.cfg.path.parent))
     if not json:
         t.out.table(rows) if rows else t.out.say("no differences")
     return Outcome(report.diff_records(t.hosts, rows), 0, None, t.stage.name)
@@ -424,7 +318,7 @@ def config_keys(c):
 @command(name="hosts")
 def hosts_(c, stage=None, config=None, json=False):
     """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
-    t = _target(config, stage, json=json)
+    t = stage_target(config, stage, json=json)
     records = report.inventory_records(t.stage.hosts)
     if not json:
         t.out.table(report.inventory_rows(records))
@@ -438,8 +332,6 @@ def disconnect(c, config=None):
     Output().say(f"closed {stop_agents()} kept-open connection(s)")
 
 
-from deployer.cli.ops_tasks import TASKS as OPS_TASKS  # noqa: E402  (they use the helpers above)
-from deployer.cli.store_tasks import TASKS as STORE_TASKS  # noqa: E402
 
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
 config_ns = Collection("config", config_push, config_diff, config_keys)
