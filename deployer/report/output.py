@@ -197,7 +197,7 @@ class Output:
     def table(self, rows: list[dict], headers: list[str] | None = None) -> None:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[safe(row.get(h, "")) for h in headers] for row in rows]
-        from tabulate import tabulate  # type: ignore[import-untyped]  # loaded when a table is printed
+        from tabulate import tabulate  # type: ignore[import-untyped, unused-ignore]  # loaded when a table is printed
         self._print(tabulate(body, headers=headers, tablefmt="simple"), final=True)
 
     def json(self, data) -> None:
