@@ -52,6 +52,7 @@ def changed_build(repo: Path, out: Path, paths: list[str], seed: int, label: str
     """Rewrite `paths` in the repo (text: new lines appended and one rewritten; binary: new
     random bytes of the same size), commit, build; returns (artifact, gzip size of the new files)."""
     from deployer.artifact.build import build_artifact
+
     rng = random.Random(seed)
     raw = b""
     for rel in paths:
@@ -60,7 +61,7 @@ def changed_build(repo: Path, out: Path, paths: list[str], seed: int, label: str
         if rel.endswith((".png", ".woff2", ".so", ".bin")):
             new = rng.randbytes(len(old))
         else:
-            new = old[: len(old) // 2] + f"\n# {label} {rng.random()}\n".encode() + old[len(old) // 2:]
+            new = old[: len(old) // 2] + f"\n# {label} {rng.random()}\n".encode() + old[len(old) // 2 :]
         p.write_bytes(new)
         raw += new
     _git(repo, "add", "-A")
@@ -77,13 +78,13 @@ class Row:
     first: list[float] = field(default_factory=list)
     one: list[float] = field(default_factory=list)
     ten: list[float] = field(default_factory=list)
-    bytes_floor: list[int] = field(default_factory=list)       # per host, flattened
+    bytes_floor: list[int] = field(default_factory=list)  # per host, flattened
     bytes_first: list[int] = field(default_factory=list)
     bytes_one: list[int] = field(default_factory=list)
     bytes_ten: list[int] = field(default_factory=list)
     cmds_one: list[int] = field(default_factory=list)
     cmds_ten: list[int] = field(default_factory=list)
-    deltas_one: list[int] = field(default_factory=list)        # hosts that said "against release"
+    deltas_one: list[int] = field(default_factory=list)  # hosts that said "against release"
     deltas_ten: list[int] = field(default_factory=list)
 
     def med(self, name: str) -> float:
@@ -92,9 +93,13 @@ class Row:
 
 def rx(bench: harness.Bench, hosts) -> list[int]:
     def one(h) -> int:
-        out = bench._docker.containers.get(h.container_id).exec_run(
-            ["cat", "/sys/class/net/eth0/statistics/rx_bytes"]).output
+        out = (
+            bench._docker.containers.get(h.container_id)
+            .exec_run(["cat", "/sys/class/net/eth0/statistics/rx_bytes"])
+            .output
+        )
         return int(out.strip() or 0)
+
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, hosts))
 
@@ -118,9 +123,11 @@ def run_config(bench: harness.Bench, arts: dict, n: int, mbit: int, reps: int) -
     try:
         for rep in range(reps):
             one_rep(bench, row, arts, targets, f"delta-n{n}-u{mbit}-r{rep}", rep % 2 == 0)
-            log(f"  {n} host(s), uplink {mbit or 'uncapped'} Mbit/s, rep {rep + 1}/{reps}: floor {row.floor[-1]:.2f}s "
+            log(
+                f"  {n} host(s), uplink {mbit or 'uncapped'} Mbit/s, rep {rep + 1}/{reps}: floor {row.floor[-1]:.2f}s "
                 f"first {row.first[-1]:.2f}s one-file {row.one[-1]:.2f}s ten % {row.ten[-1]:.2f}s; "
-                f"bytes/host one-file {max(row.bytes_one[-n:]) / 1024:.0f} KB")
+                f"bytes/host one-file {max(row.bytes_one[-n:]) / 1024:.0f} KB"
+            )
     finally:
         for p in proxies:
             p.stop()
@@ -129,7 +136,7 @@ def run_config(bench: harness.Bench, arts: dict, n: int, mbit: int, reps: int) -
 
 
 def one_rep(bench: harness.Bench, row: Row, arts: dict, targets: list, tag: str, floor_first: bool) -> None:
-    real = bench.hosts[:len(targets)]
+    real = bench.hosts[: len(targets)]
     config = bench.config(targets, bench.deploy_dir("bench", tag))
 
     def measure(kind: str, action) -> Proc:
@@ -151,7 +158,7 @@ def one_rep(bench: harness.Bench, row: Row, arts: dict, targets: list, tag: str,
             proc = measure(kind, lambda k=kind: bench.cli(config, "deploy", "--artifact", str(arts[k].path)))
             getattr(row, f"deltas_{kind}").append(proc.stdout.count(" against release "))
 
-    for step in ((floor, deployer) if floor_first else (deployer, floor)):
+    for step in (floor, deployer) if floor_first else (deployer, floor):
         step()
     bench.clean(real)
 
@@ -178,7 +185,7 @@ def render(rows: list[Row], arts: dict, gz: dict, disk: tuple[int, int] | None, 
         "",
         f"- date: {when}; command: `{command}`; {reps} repetitions per row, interleaved, medians; "
         f"machine and code as above unless rerun",
-        f"- artifact: {base.size / 2 ** 20:.1f} MB, {base.meta['file_count']} files; one-file change: one text file "
+        f"- artifact: {base.size / 2**20:.1f} MB, {base.meta['file_count']} files; one-file change: one text file "
         f"rewritten ({gz['one_raw']} bytes); ten %: {gz['ten_files']} files changed, their new content "
         f"{gz['ten'] / 1024:.0f} KB gzipped (level 9)",
         "- `first`: deploy of the base artifact to empty hosts (full upload); `one-file`, `ten %`: the next "
@@ -198,11 +205,15 @@ def render(rows: list[Row], arts: dict, gz: dict, disk: tuple[int, int] | None, 
             f"{r.med('one'):.2f} | {r.med('ten'):.2f} | {r.med('first') / floor:.2f} | {r.med('one') / floor:.3f} | "
             f"{r.med('ten') / floor:.3f} | {max(r.bytes_floor) / 1024:.0f} | {max(r.bytes_first) / 1024:.0f} | "
             f"{max(r.bytes_one) / 1024:.0f} | {max(r.bytes_ten) / 1024:.0f} | {max(r.bytes_ten) / gz['ten']:.2f} | "
-            f"{min(r.cmds_one)}-{max(r.cmds_one)} | {min(r.deltas_one)}/{r.hosts} |")
+            f"{min(r.cmds_one)}-{max(r.cmds_one)} | {min(r.deltas_one)}/{r.hosts} |"
+        )
     if disk:
-        lines += ["", f"Disk use for 5 releases on one host (`du -sk deploy_to`: releases and the artifact cache): "
-                      f"full uploads {disk[0] / 1024:.0f} MB, deltas {disk[1] / 1024:.0f} MB (a release made from a "
-                      "delta keeps no tarball in the cache; every release is its own copy either way)."]
+        lines += [
+            "",
+            f"Disk use for 5 releases on one host (`du -sk deploy_to`: releases and the artifact cache): "
+            f"full uploads {disk[0] / 1024:.0f} MB, deltas {disk[1] / 1024:.0f} MB (a release made from a "
+            "delta keeps no tarball in the cache; every release is its own copy either way).",
+        ]
     lines += ["", END, ""]
     return "\n".join(lines)
 
@@ -252,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"measuring {n} host(s), uplink {mbit or 'uncapped'}")
                     rows.append(run_config(bench, arts, n, mbit, args.reps))
             if not args.skip_disk:
-                more = [changed_build(repo, store, text[i:i + 1], 10 + i, f"chain {i}")[0] for i in (1, 2)]
+                more = [changed_build(repo, store, text[i : i + 1], 10 + i, f"chain {i}")[0] for i in (1, 2)]
                 chain = [base, one, ten, *more]
                 disk = (disk_use(bench, chain, True), disk_use(bench, chain, False))
         finally:

@@ -53,11 +53,20 @@ Log = Callable[[str], object]
 
 # --- the hosts, their proxies and configs -----------------------------------------------------------
 
+
 class Bench:
     """Sandbox hosts plus what both contenders need to reach them, directly or through a proxy."""
 
-    def __init__(self, workdir: Path, key: Path, hosts: list[SandboxHost], *, parallel: int | None = None,
-                 deployer_src: Path | None = None, log: Log = print):
+    def __init__(
+        self,
+        workdir: Path,
+        key: Path,
+        hosts: list[SandboxHost],
+        *,
+        parallel: int | None = None,
+        deployer_src: Path | None = None,
+        log: Log = print,
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.key = Path(key)
@@ -67,10 +76,11 @@ class Bench:
         self.log = log
         self.run_id = secrets.token_hex(4)
         self.known_hosts = self.workdir / "known_hosts"
-        self._keys: dict[str, str] = {}                     # container id -> "TYPE BASE64"
+        self._keys: dict[str, str] = {}  # container id -> "TYPE BASE64"
         self._proxies: dict[tuple[str, int], NetProxy] = {}  # (container id, latency ms) -> proxy
         self._configs = 0
         import docker
+
         self._docker = docker.from_env(max_pool_size=16)
         self.add_hosts(hosts)
 
@@ -137,8 +147,16 @@ class Bench:
         extra = {"ssh": {"persist": persist}} if persist else {}
         if hardlink:
             extra["app"] = {"hardlink_releases": True}
-        return sandbox.write_config(path, targets, self.key, self.known_hosts, deploy_to=deploy_to,
-                                    app_name="benchapp", source=str(self.workdir), extra=extra)
+        return sandbox.write_config(
+            path,
+            targets,
+            self.key,
+            self.known_hosts,
+            deploy_to=deploy_to,
+            app_name="benchapp",
+            source=str(self.workdir),
+            extra=extra,
+        )
 
     def deploy_dir(self, kind: str, name: str) -> str:
         return f"/srv/{kind}/{self.run_id}/{name}"
@@ -147,8 +165,16 @@ class Bench:
 
     def floor(self, targets: list[SandboxHost], deploy_to: str, release: int, artifact) -> Proc:
         """The floor deploy; with artifact None, the floor of a rollback (the swap alone)."""
-        argv = ["bash", str(FLOOR), str(self.key), str(self.known_hosts), deploy_to, str(release),
-                str(artifact.path) if artifact is not None else "-", *[f"{h.host}:{h.port}" for h in targets]]
+        argv = [
+            "bash",
+            str(FLOOR),
+            str(self.key),
+            str(self.known_hosts),
+            deploy_to,
+            str(release),
+            str(artifact.path) if artifact is not None else "-",
+            *[f"{h.host}:{h.port}" for h in targets],
+        ]
         return run_timed(argv).check(f"floor to {len(targets)} host(s)")
 
     def cli(self, config: Path, *args: str) -> Proc:
@@ -162,6 +188,7 @@ class Bench:
     def counts(self, hosts: list[SandboxHost]) -> list[int]:
         def one(h: SandboxHost) -> int:
             return self._docker.containers.get(h.container_id).logs().count(SESSION)
+
         with ThreadPoolExecutor(max_workers=min(8, len(hosts)) or 1) as pool:
             return list(pool.map(one, hosts))
 
@@ -175,7 +202,7 @@ class Bench:
         if cpu_before is not None and cpu_after is not None:
             proc.host_cpu_seconds = cpu_after - cpu_before
         after = self.counts(hosts)
-        for _ in range(5):       # docker copies sshd's log asynchronously: wait until it is stable
+        for _ in range(5):  # docker copies sshd's log asynchronously: wait until it is stable
             time.sleep(0.1)
             again = self.counts(hosts)
             if again == after:
@@ -211,7 +238,7 @@ def phase_times(stdout: str, hosts: Iterable[str]) -> dict[str, float]:
         tokens = line.split()
         if len(tokens) < 4 + len(present) or tokens[0] not in names:
             continue
-        for phase, value in zip(present, tokens[4:4 + len(present)], strict=True):
+        for phase, value in zip(present, tokens[4 : 4 + len(present)], strict=True):
             try:
                 worst[phase] = max(worst.get(phase, 0.0), float(value))
             except ValueError:
@@ -228,15 +255,18 @@ def run_config(bench: Bench, artifact, n: int, latency_ms: int, reps: int) -> Co
         if la is not None:
             result.load.append(la)
         _repetition(bench, artifact, targets, result, rep)
-        bench.clean(targets)          # every repetition starts from the same hosts, not a fuller tmpfs
+        bench.clean(targets)  # every repetition starts from the same hosts, not a fuller tmpfs
 
         def last(action: str) -> float:
             return result.seconds(action)[-1]
-        bench.log(f"  {n:>3} host(s), +{latency_ms} ms each way, rep {rep + 1}/{reps}: floor {last('floor'):.2f}s  "
-                  f"deploy {last('deploy'):.2f}s  redeploy {last('redeploy'):.2f}s "
-                  f"(linked {last('redeploy_linked'):.2f}s, warm {last('redeploy_linked_warm'):.2f}s)  "
-                  f"rollback {last('rollback'):.2f}s (warm {last('rollback_warm'):.2f}s)  "
-                  f"rss {result.of('deploy')[-1].rss_mb:.0f} MB")
+
+        bench.log(
+            f"  {n:>3} host(s), +{latency_ms} ms each way, rep {rep + 1}/{reps}: floor {last('floor'):.2f}s  "
+            f"deploy {last('deploy'):.2f}s  redeploy {last('redeploy'):.2f}s "
+            f"(linked {last('redeploy_linked'):.2f}s, warm {last('redeploy_linked_warm'):.2f}s)  "
+            f"rollback {last('rollback'):.2f}s (warm {last('rollback_warm'):.2f}s)  "
+            f"rss {result.of('deploy')[-1].rss_mb:.0f} MB"
+        )
     return result
 
 
@@ -250,15 +280,23 @@ def _repetition(bench: Bench, artifact, targets: list[SandboxHost], result: Conf
     names = [h.name for h in targets]
 
     def record(action: str, proc: Proc, cmds: list[int]) -> Measurement:
-        m = Measurement(action, rep, proc.seconds, cmds, proc.max_rss_mb, proc.cpu_seconds, proc.total_cpu,
-                        {what: proc.stdout.count(line) for what, line in COUNTED.items()})
+        m = Measurement(
+            action,
+            rep,
+            proc.seconds,
+            cmds,
+            proc.max_rss_mb,
+            proc.cpu_seconds,
+            proc.total_cpu,
+            {what: proc.stdout.count(line) for what, line in COUNTED.items()},
+        )
         result.runs.append(m)
         return m
 
     def floor() -> None:
         proc, cmds = bench.measured(targets, lambda: bench.floor(targets, floor_to, 1, artifact))
         record("floor", proc, cmds)
-        record("floor_rollback", bench.floor(targets, floor_to, 1, None), [])   # the swap alone
+        record("floor_rollback", bench.floor(targets, floor_to, 1, None), [])  # the swap alone
 
     def timed(action: str, cfg: Path, *args: str) -> Measurement:
         """One measured CLI run recorded as `action`: its seconds, commands per host, output."""
@@ -277,7 +315,7 @@ def _repetition(bench: Bench, artifact, targets: list[SandboxHost], result: Conf
 
         # the same rollback with ssh.persist, its connections left open by an earlier run
         warm = bench.config(targets, deploy_to, persist=120)
-        bench.cli(warm, "rollback", "--to", "3")            # untimed: back to 3, connections opened
+        bench.cli(warm, "rollback", "--to", "3")  # untimed: back to 3, connections opened
         # --to: the rollback that left release 2 marked it "rolled back", not a default target
         timed("rollback_warm", warm, "rollback", "--to", "2")
 
@@ -285,7 +323,7 @@ def _repetition(bench: Bench, artifact, targets: list[SandboxHost], result: Conf
         timed("redeploy_linked_warm", bench.config(targets, deploy_to, persist=120, hardlink=True), *deploy)
         bench.cli(warm, "disconnect")
 
-    for step in ((floor, deployer) if rep % 2 == 0 else (deployer, floor)):
+    for step in (floor, deployer) if rep % 2 == 0 else (deployer, floor):
         step()
 
 
@@ -296,14 +334,17 @@ def run_memory(bench: Bench, artifacts: list[tuple[str, object]], n: int) -> lis
     for label, artifact in artifacts:
         config = bench.config(targets, bench.deploy_dir("bench", f"mem-{label}"))
         proc = bench.cli(config, "deploy", "--artifact", str(artifact.path))
-        out.append(MemoryResult(label, artifact.size / 2 ** 20, int(artifact.meta.get("file_count", 0)), n,
-                                proc.seconds, proc.max_rss_mb))
-        bench.log(f"  memory: {label} ({artifact.size / 2 ** 20:.0f} MB) to {n} host(s): "
-                  f"{proc.seconds:.1f}s, peak RSS {proc.max_rss_mb:.0f} MB")
+        out.append(
+            MemoryResult(
+                label, artifact.size / 2**20, int(artifact.meta.get("file_count", 0)), n, proc.seconds, proc.max_rss_mb
+            )
+        )
+        bench.log(
+            f"  memory: {label} ({artifact.size / 2**20:.0f} MB) to {n} host(s): "
+            f"{proc.seconds:.1f}s, peak RSS {proc.max_rss_mb:.0f} MB"
+        )
         bench.clean(targets)
     return out
-
-
 
 
 def verify_hosts(targets: list[SandboxHost], deploy_to: str, artifact, release: int = 1) -> list[str]:
@@ -311,9 +352,11 @@ def verify_hosts(targets: list[SandboxHost], deploy_to: str, artifact, release: 
     manifest = artifact.manifest
     sample = sorted(manifest)[:: max(1, len(manifest) // 3)][:3]
     expected_files = int(artifact.meta.get("file_count", len(manifest)))
-    script = (f"cd {deploy_to} && readlink current && test -f current/.deployer/complete && echo complete && "
-              f"cat current/REVISION && find current/ -path current/.deployer -prune -o -path current/log -prune "
-              f"-o -type f -print | wc -l && cd current && sha256sum {' '.join(sample)}")
+    script = (
+        f"cd {deploy_to} && readlink current && test -f current/.deployer/complete && echo complete && "
+        f"cat current/REVISION && find current/ -path current/.deployer -prune -o -path current/log -prune "
+        f"-o -type f -print | wc -l && cd current && sha256sum {' '.join(sample)}"
+    )
 
     def check(h: SandboxHost) -> str | None:
         code, out = sandbox.exec_root(h, script)
@@ -344,8 +387,10 @@ def run_scale(bench: Bench, artifact, n: int) -> ScaleResult:
     floor = bench.floor(targets, floor_to, 1, artifact)
     proc = bench.cli(bench.config(targets, deploy_to), "deploy", "--artifact", str(artifact.path))
     problems = verify_hosts(targets, deploy_to, artifact)
-    bench.log(f"  scale: {n} hosts: floor {floor.seconds:.1f}s, deploy {proc.seconds:.1f}s, "
-              f"{n - len(problems)}/{n} hosts correct")
+    bench.log(
+        f"  scale: {n} hosts: floor {floor.seconds:.1f}s, deploy {proc.seconds:.1f}s, "
+        f"{n - len(problems)}/{n} hosts correct"
+    )
     bench.clean(targets)
     return ScaleResult(n, floor.seconds, proc.seconds, proc.max_rss_mb, n - len(problems), problems)
 
@@ -357,10 +402,16 @@ def run_scale(bench: Bench, artifact, n: int) -> ScaleResult:
 SRV_TMPFS = {"/srv": "size=8g,uid=1000,gid=1000,mode=0755"}
 
 
-def start_hosts(n: int, key: Path, *, label: str = LABEL, prefix: str = "host", log: Log = print,
-                tmpfs: bool = True) -> list[SandboxHost]:
+def start_hosts(
+    n: int, key: Path, *, label: str = LABEL, prefix: str = "host", log: Log = print, tmpfs: bool = True
+) -> list[SandboxHost]:
     started = time.monotonic()
-    hosts = sandbox.start_hosts(n, key.with_suffix(".pub").read_text(), label=label, prefix=prefix,
-                                **({"tmpfs": dict(SRV_TMPFS)} if tmpfs else {}))
+    hosts = sandbox.start_hosts(
+        n,
+        key.with_suffix(".pub").read_text(),
+        label=label,
+        prefix=prefix,
+        **({"tmpfs": dict(SRV_TMPFS)} if tmpfs else {}),
+    )
     log(f"  started {n} sandbox host(s) in {time.monotonic() - started:.1f}s")
     return hosts

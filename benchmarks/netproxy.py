@@ -51,14 +51,15 @@ class Uplink:
 
 
 class NetProxy:
-    def __init__(self, target: tuple[str, int], delay: float = 0.0, listen_host: str = "127.0.0.1",
-                 uplink: Uplink | None = None):
+    def __init__(
+        self, target: tuple[str, int], delay: float = 0.0, listen_host: str = "127.0.0.1", uplink: Uplink | None = None
+    ):
         self.target = target
         self.delay = delay
         self.listen_host = listen_host
         self.uplink = uplink
         self.bytes_forwarded = 0
-        self.bytes_up = 0               # client -> host
+        self.bytes_up = 0  # client -> host
         self.hold_at: int | None = None  # stall before bytes_up would pass this (a cut at a known point)
         self._stalled = threading.Event()
         self._stopping = threading.Event()
@@ -180,7 +181,7 @@ def _shutdown(s: socket.socket) -> None:
 
 def _close(s: socket.socket) -> None:
     try:
-        s.shutdown(socket.SHUT_RDWR)     # wakes a thread blocked in recv; close alone may not
+        s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv; close alone may not
     except OSError:
         pass
     try:

@@ -30,8 +30,8 @@ class Proc:
     max_rss_mb: float
     stdout: str
     stderr: str
-    cpu_seconds: float = 0.0        # user + system, the process and the children it waited for
-    host_cpu_seconds: float | None = None   # CPU the target containers used meanwhile (see measured())
+    cpu_seconds: float = 0.0  # user + system, the process and the children it waited for
+    host_cpu_seconds: float | None = None  # CPU the target containers used meanwhile (see measured())
 
     @property
     def total_cpu(self) -> float | None:
@@ -44,7 +44,7 @@ class Proc:
         return self
 
 
-TIME = "/usr/bin/time"   # GNU time: the child's own rusage, free of our process's memory
+TIME = "/usr/bin/time"  # GNU time: the child's own rusage, free of our process's memory
 
 
 def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None, cwd: Path | None = None) -> Proc:
@@ -60,24 +60,28 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
     the next poll, +25 ms on average.)
     """
     use_time = os.access(TIME, os.X_OK)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile(mode="r", suffix=".rusage") as usage_file:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(mode="r", suffix=".rusage") as usage_file,
+    ):
         full = [TIME, "-o", usage_file.name, "-f", "%M %U %S", *argv] if use_time else argv
         started = time.perf_counter()
-        p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True
+        )
         hwm = _HwmPoller(p.pid) if not use_time else None
         expired = threading.Event()
 
         def expire() -> None:
             expired.set()
-            _kill_group(p, wait=False)          # the waitpid() below then returns
+            _kill_group(p, wait=False)  # the waitpid() below then returns
 
         timer = threading.Timer(timeout, expire)
         timer.start()
         try:
             p.wait()
-        except BaseException:       # Ctrl-C: the whole process group goes
+        except BaseException:  # Ctrl-C: the whole process group goes
             _kill_group(p)
             raise
         finally:
@@ -95,8 +99,15 @@ def run_timed(argv: list[str], *, timeout: float = 900, env: dict | None = None,
                 rss_kb, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
         out.seek(0)
         err.seek(0)
-        return Proc(argv, seconds, code, rss_kb / 1024, out.read().decode(errors="replace"),
-                    err.read().decode(errors="replace"), cpu)
+        return Proc(
+            argv,
+            seconds,
+            code,
+            rss_kb / 1024,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            cpu,
+        )
 
 
 def _kill_group(p: subprocess.Popen, wait: bool = True) -> None:
@@ -155,42 +166,52 @@ def cli_env(src: Path | None = None) -> dict:
 def snapshot(ref: str, dest: Path, repo: Path = HERE.parent) -> tuple[Path, str]:
     """Export the deployer package of git revision `ref` into dest (to measure a fixed version while
     the work tree changes). Returns (dest, full commit sha)."""
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"], check=True,
-                         capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     dest.mkdir(parents=True, exist_ok=True)
-    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", sha], check=True, capture_output=True,
-                         text=True).stdout.split()
-    parts = [p for p in ("deployer", "recipes") if p in top]     # recipes/ sat beside deployer/ in old revisions
+    top = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "--name-only", sha], check=True, capture_output=True, text=True
+    ).stdout.split()
+    parts = [p for p in ("deployer", "recipes") if p in top]  # recipes/ sat beside deployer/ in old revisions
     archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha, *parts], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
     archive.stdout.close()
     if archive.wait() != 0:
         raise BenchError(f"git archive {ref} failed")
     if (dest / "recipes").is_dir() and not (dest / "deployer" / "recipes").exists():
-        (dest / "deployer" / "recipes").symlink_to("../recipes")     # pyproject maps deployer.recipes there
+        (dest / "deployer" / "recipes").symlink_to("../recipes")  # pyproject maps deployer.recipes there
     return dest, sha
 
 
-def describe_source(src: Path | None, ref: str | None = None, sha: str | None = None,
-                    repo: Path = HERE.parent) -> str:
+def describe_source(src: Path | None, ref: str | None = None, sha: str | None = None, repo: Path = HERE.parent) -> str:
     """What was measured, for the report."""
     if src is not None:
         return f"git revision `{ref}` ({sha[:12] if sha else '?'}), exported to a temp dir"
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "deployer"],
-                           capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--", "deployer"], capture_output=True, text=True
+    ).stdout.strip()
     return f"the work tree at {head or '?'}" + (" with uncommitted changes under deployer/" if dirty else "")
 
 
 def _cgroup_cpu_file(container_id: str) -> tuple[Path, str] | None:
     """Where the kernel accounts a container's CPU time: (file, 'ns' | 'usec')."""
-    for path in (f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
-                 f"/sys/fs/cgroup/cpu,cpuacct/docker/{container_id}/cpuacct.usage"):
+    for path in (
+        f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",
+        f"/sys/fs/cgroup/cpu,cpuacct/docker/{container_id}/cpuacct.usage",
+    ):
         if os.path.exists(path):
             return Path(path), "ns"
-    for path in (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",
-                 f"/sys/fs/cgroup/docker/{container_id}/cpu.stat"):
+    for path in (
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",
+        f"/sys/fs/cgroup/docker/{container_id}/cpu.stat",
+    ):
         if os.path.exists(path):
             return Path(path), "usec"
     return None

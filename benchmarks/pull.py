@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = f"http://127.0.0.1:{ports[-1].port}"
         log(f"  uplink {args.mbit:g} Mbit/s shared by {len(ports)} ports; building the artifact")
         artifact = git_artifact(Spec(target_mb=args.artifact_mb), work / "app", log=lambda m: None)
-        rows = [push_floor(bench, key, known, via, artifact, bucket),
-                pull_floor(server, endpoint, direct, artifact, bucket),
-                pull_deploy(bench, server, endpoint, via, known, artifact, bucket, work)]
+        rows = [
+            push_floor(bench, key, known, via, artifact, bucket),
+            pull_floor(server, endpoint, direct, artifact, bucket),
+            pull_deploy(bench, server, endpoint, via, known, artifact, bucket, work),
+        ]
         problems = harness.verify_hosts(direct, "/srv/bench/pull", artifact)
         report = render(args, artifact, rows, problems)
         args.out.write_text(report)
@@ -95,8 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def push_floor(bench, key: Path, known: Path, via, artifact, bucket: Bucket) -> Row:
     bucket.reset()
-    argv = ["bash", str(harness.FLOOR), str(key), str(known), "/srv/floor/push", "1", str(artifact.path),
-            *[f"{h.host}:{h.port}" for h in via]]
+    argv = [
+        "bash",
+        str(harness.FLOOR),
+        str(key),
+        str(known),
+        "/srv/floor/push",
+        "1",
+        str(artifact.path),
+        *[f"{h.host}:{h.port}" for h in via],
+    ]
     proc = run_timed(argv).check("push floor")
     return Row("push floor (OpenSSH to each host)", proc.seconds, *bucket.reset(), proc.max_rss_mb)
 
@@ -110,8 +120,7 @@ def pull_floor(server, endpoint: str, direct, artifact, bucket: Bucket) -> Row:
     started = time.monotonic()
     uploader.upload_file(str(artifact.path), server.bucket, key)
     url = signer.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": key}, ExpiresIn=600)
-    script = ("mkdir -p /srv/floor/pull/1 && curl -sSf " + shlex.quote(url) +
-              " | tar -xzf - -C /srv/floor/pull/1")
+    script = "mkdir -p /srv/floor/pull/1 && curl -sSf " + shlex.quote(url) + " | tar -xzf - -C /srv/floor/pull/1"
 
     def fetch(h) -> int:
         return sandbox.exec_root(h, script)[0]
@@ -125,18 +134,36 @@ def pull_floor(server, endpoint: str, direct, artifact, bucket: Bucket) -> Row:
 
 
 def pull_deploy(bench, server, endpoint: str, via, known: Path, artifact, bucket: Bucket, work: Path) -> Row:
-    config = sandbox.write_config(work / "hosts-pull.toml", via, bench.key, known, deploy_to="/srv/bench/pull",
-                                  app_name="benchapp", source=str(work),
-                                  extra={"store": {"url": f"s3://{server.bucket}/bench", "endpoint": endpoint,
-                                                   "host_endpoint": server.host_endpoint, "transfer": "pull"}})
+    config = sandbox.write_config(
+        work / "hosts-pull.toml",
+        via,
+        bench.key,
+        known,
+        deploy_to="/srv/bench/pull",
+        app_name="benchapp",
+        source=str(work),
+        extra={
+            "store": {
+                "url": f"s3://{server.bucket}/bench",
+                "endpoint": endpoint,
+                "host_endpoint": server.host_endpoint,
+                "transfer": "pull",
+            }
+        },
+    )
     env = {**harness.cli_env(None), **server.env}
     argv = [*harness.deployer_argv(None), "deploy", "--artifact", str(artifact.path), "--config", str(config)]
     if len(via) > 10:
         argv += ["--parallel", str(len(via))]
     bucket.reset()
     proc = run_timed(argv, env=env, cwd=work).check("deploy with pull")
-    return Row("deployer deploy, transfer = pull (publish included)", proc.seconds, *bucket.reset(),
-               proc.max_rss_mb, harness.phase_times(proc.stdout, [h.name for h in via]))
+    return Row(
+        "deployer deploy, transfer = pull (publish included)",
+        proc.seconds,
+        *bucket.reset(),
+        proc.max_rss_mb,
+        harness.phase_times(proc.stdout, [h.name for h in via]),
+    )
 
 
 def render(args, artifact, rows: list[Row], problems: list[str]) -> str:
@@ -159,8 +186,11 @@ def render(args, artifact, rows: list[Row], problems: list[str]) -> str:
         lines.append(f"| {r.what} | {r.seconds:.1f} | {r.up / MB:.1f} MB | {r.down / MB:.2f} MB | {rss} |")
     ratio = deploy.seconds / pull.seconds
     phases = ", ".join(f"{name} {seconds:.1f}" for name, seconds in deploy.phases.items())
-    lines += ["", f"The deploy's phases (slowest host, seconds): {phases}; the rest is the CLI, the build check "
-              "and the publish before the hosts are locked."]
+    lines += [
+        "",
+        f"The deploy's phases (slowest host, seconds): {phases}; the rest is the CLI, the build check "
+        "and the publish before the hosts are locked.",
+    ]
     lines += [
         "",
         "| target | value | result |",

@@ -11,16 +11,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 # The measured actions of one repetition, in the order run_config runs them.
-ACTIONS = ("floor", "floor_rollback", "deploy", "redeploy", "redeploy_linked", "rollback", "rollback_warm",
-           "redeploy_linked_warm")
+ACTIONS = (
+    "floor",
+    "floor_rollback",
+    "deploy",
+    "redeploy",
+    "redeploy_linked",
+    "rollback",
+    "rollback_warm",
+    "redeploy_linked_warm",
+)
 # The deployer's phases, as its result table names them.
 PHASES = ("lock", "check", "prepare", "switch", "finish")
 # Lines counted in a CLI run's output: what the deployer did on how many hosts.
 COUNTED = {
-    "uploaded": "uploaded ",                        # the artifact went up
-    "streamed": "extracted as it arrived",          # ... and was extracted while it arrived
-    "cached": "artifact already on host",           # a redeploy found it there
-    "linked": "linked from release",                # app.hardlink_releases: links, no extraction
+    "uploaded": "uploaded ",  # the artifact went up
+    "streamed": "extracted as it arrived",  # ... and was extracted while it arrived
+    "cached": "artifact already on host",  # a redeploy found it there
+    "linked": "linked from release",  # app.hardlink_releases: links, no extraction
 }
 
 
@@ -33,15 +41,15 @@ def median(values: Iterable[float]) -> float | None:
 class Measurement:
     """One measured run of one action in one repetition."""
 
-    action: str                     # one of ACTIONS
+    action: str  # one of ACTIONS
     rep: int
-    seconds: float                  # wall clock, spawn to exit
-    cmds: list[int] = field(default_factory=list)    # remote commands per host (empty: not counted)
-    rss_mb: float | None = None     # peak RSS of the client process
+    seconds: float  # wall clock, spawn to exit
+    cmds: list[int] = field(default_factory=list)  # remote commands per host (empty: not counted)
+    rss_mb: float | None = None  # peak RSS of the client process
     client_cpu: float | None = None  # CPU seconds of the client process (user + system)
-    total_cpu: float | None = None   # the client plus every target container (None: hosts unknown)
-    lines: dict[str, int] = field(default_factory=dict)       # COUNTED key -> lines in the output
-    phases: dict[str, float] = field(default_factory=dict)    # first deploy: slowest host per phase
+    total_cpu: float | None = None  # the client plus every target container (None: hosts unknown)
+    lines: dict[str, int] = field(default_factory=dict)  # COUNTED key -> lines in the output
+    phases: dict[str, float] = field(default_factory=dict)  # first deploy: slowest host per phase
 
 
 @dataclass
@@ -49,11 +57,11 @@ class ConfigResult:
     """Every measurement of one configuration (host count, added latency)."""
 
     hosts: int
-    latency_ms: int                 # added each way
+    latency_ms: int  # added each way
     reps: int = 0
     runs: list[Measurement] = field(default_factory=list)
-    load: list[float] = field(default_factory=list)           # 1-minute load average before each repetition
-    outputs: dict[str, str] = field(default_factory=dict)     # last stdout of each CLI action
+    load: list[float] = field(default_factory=list)  # 1-minute load average before each repetition
+    outputs: dict[str, str] = field(default_factory=dict)  # last stdout of each CLI action
 
     @property
     def rtt_ms(self) -> int:
@@ -72,8 +80,9 @@ class ConfigResult:
     def med(self, action: str, metric: Callable[[Measurement], float | None] = lambda m: m.seconds) -> float | None:
         return median(self.values(action, metric))
 
-    def ratio(self, a: str, b: str, metric: Callable[[Measurement], float | None] = lambda m: m.seconds
-              ) -> float | None:
+    def ratio(
+        self, a: str, b: str, metric: Callable[[Measurement], float | None] = lambda m: m.seconds
+    ) -> float | None:
         x, y = self.med(a, metric), self.med(b, metric)
         return x / y if x is not None and y else None
 

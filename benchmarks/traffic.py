@@ -28,7 +28,7 @@ class Sample:
     host: str
     sent: float
     done: float
-    status: int          # 0: no HTTP answer (see error)
+    status: int  # 0: no HTTP answer (see error)
     body: str
     error: str = ""
 
@@ -52,8 +52,17 @@ class Traffic:
     Every request is recorded as a ``Sample``; nothing is retried.
     """
 
-    def __init__(self, targets: dict[str, int], *, rate: float = 150, threads: int = 2, path: str = "/",
-                 max_seconds: float = 120, max_requests: int = 40000, timeout: float = 10):
+    def __init__(
+        self,
+        targets: dict[str, int],
+        *,
+        rate: float = 150,
+        threads: int = 2,
+        path: str = "/",
+        max_seconds: float = 120,
+        max_requests: int = 40000,
+        timeout: float = 10,
+    ):
         if not targets:
             raise SandboxError("traffic: no target ports")
         self.targets = dict(targets)
@@ -81,8 +90,9 @@ class Traffic:
         for n, (name, port, keepalive) in enumerate(self.workers):
             out: list[Sample] = []
             self._samples.append(out)
-            t = threading.Thread(target=self._run, args=(name, port, keepalive, n, out), daemon=True,
-                                 name=f"traffic-{name}-{n}")
+            t = threading.Thread(
+                target=self._run, args=(name, port, keepalive, n, out), daemon=True, name=f"traffic-{name}-{n}"
+            )
             self._threads.append(t)
             t.start()
         return self
@@ -157,8 +167,10 @@ class Traffic:
 
 def format_summary(summary: dict) -> str:
     """The counts of ``Traffic.summary`` as a few lines of text."""
-    lines = [f"{summary['requests']} requests in {summary['seconds']:g}s ({summary['rate']:g}/s): "
-             f"{summary['ok']} ok, {summary['failed']} failed (non-2xx), {summary['errors']} connection errors"]
+    lines = [
+        f"{summary['requests']} requests in {summary['seconds']:g}s ({summary['rate']:g}/s): "
+        f"{summary['ok']} ok, {summary['failed']} failed (non-2xx), {summary['errors']} connection errors"
+    ]
     for host, versions in summary["versions"].items():
         seen = ", ".join(f"{v}: {n}" for v, n in sorted(versions.items())) or "nothing"
         lines.append(f"  {host}: {seen}")
@@ -183,8 +195,12 @@ def main(argv: list[str]) -> None:
     hosts = [h for h in running() if h.http_port]
     if not hosts:
         raise SandboxError("no running sandbox host with port 80 published (run: deployer sandbox.up)")
-    run = Traffic({h.name: h.http_port for h in hosts if h.http_port}, rate=args.rate,
-                  max_seconds=args.max_seconds, max_requests=args.max_requests)
+    run = Traffic(
+        {h.name: h.http_port for h in hosts if h.http_port},
+        rate=args.rate,
+        max_seconds=args.max_seconds,
+        max_requests=args.max_requests,
+    )
     signal.signal(signal.SIGTERM, lambda *_: run._stop.set())
     run.start()
     deadline = time.monotonic() + args.max_seconds

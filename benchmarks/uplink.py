@@ -88,7 +88,7 @@ class Port:
         except OSError:
             pass
         try:
-            dst.shutdown(socket.SHUT_WR)        # pass the end on; the other direction runs on
+            dst.shutdown(socket.SHUT_WR)  # pass the end on; the other direction runs on
         except OSError:
             pass
 

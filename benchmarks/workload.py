@@ -34,32 +34,46 @@ MB = 1024 * 1024
 COMMIT_DATE = "2024-01-01T00:00:00+00:00"
 COMMIT_TS = 1704067200
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@localhost", "GIT_AUTHOR_DATE": COMMIT_DATE,
-    "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@localhost", "GIT_COMMITTER_DATE": COMMIT_DATE,
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_AUTHOR_DATE": COMMIT_DATE,
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_DATE": COMMIT_DATE,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
 }
 
 TEXT_KINDS = (  # (directory, extension, weight)
-    ("app/{pkg}", ".py", 40), ("app/{pkg}/templates", ".html", 12), ("static/js/{pkg}", ".js", 16),
-    ("static/css", ".css", 5), ("locale/{lang}/LC_MESSAGES", ".po", 4), ("docs/{pkg}", ".md", 8),
-    ("config/{pkg}", ".json", 6), ("tests/{pkg}", ".py", 9),
+    ("app/{pkg}", ".py", 40),
+    ("app/{pkg}/templates", ".html", 12),
+    ("static/js/{pkg}", ".js", 16),
+    ("static/css", ".css", 5),
+    ("locale/{lang}/LC_MESSAGES", ".po", 4),
+    ("docs/{pkg}", ".md", 8),
+    ("config/{pkg}", ".json", 6),
+    ("tests/{pkg}", ".py", 9),
 )
-BINARY_KINDS = (("static/img/{pkg}", ".png"), ("static/fonts", ".woff2"), ("vendor/lib", ".so"),
-                ("data/models", ".bin"))
+BINARY_KINDS = (
+    ("static/img/{pkg}", ".png"),
+    ("static/fonts", ".woff2"),
+    ("vendor/lib", ".so"),
+    ("data/models", ".bin"),
+)
 LANGS = ("de", "en", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "sv", "zh")
 
 
 @dataclass(frozen=True)
 class Spec:
-    target_mb: float = 20.0          # compressed tarball size to reach (at least)
+    target_mb: float = 20.0  # compressed tarball size to reach (at least)
     text_files: int = 3200
-    text_kb: float = 6.0             # mean size of a text file (uncompressed)
+    text_kb: float = 6.0  # mean size of a text file (uncompressed)
     binary_files: int = 120
     seed: int = 8
 
     @property
     def file_count(self) -> int:
-        return self.text_files + self.binary_files + 3   # + bin/ scripts, REVISION added by the build
+        return self.text_files + self.binary_files + 3  # + bin/ scripts, REVISION added by the build
 
 
 @dataclass
@@ -67,7 +81,7 @@ class File:
     path: str
     data: bytes = b""
     mode: int = 0o644
-    link: str | None = None          # a symlink when set
+    link: str | None = None  # a symlink when set
 
 
 def _vocabulary(rng: random.Random, n: int = 6000) -> list[str]:
@@ -90,7 +104,7 @@ def _text(rng: random.Random, vocab: list[str], ext: str, size: int) -> bytes:
         elif r < 0.2:
             line = f"{indent}{words[0]} = {rng.randint(0, 10 ** rng.randint(1, 9))}"
         elif r < 0.27:
-            line = f"{indent}{words[0]}_id = \"{rng.getrandbits(64):016x}\""
+            line = f'{indent}{words[0]}_id = "{rng.getrandbits(64):016x}"'
         elif ext == ".py" and r < 0.4:
             line = f"{indent}def {words[0]}_{words[1]}({', '.join(words[2:])}):"
         else:
@@ -107,7 +121,7 @@ def generate_tree(spec: Spec) -> Iterator[File]:
     vocab = _vocabulary(rng)
     pkgs = [f"{w}" for w in rng.sample(vocab, 40)]
     weights = [k[2] for k in TEXT_KINDS]
-    text_stream = zlib.compressobj(9)     # the text as one deflate stream, like the tarball's gzip
+    text_stream = zlib.compressobj(9)  # the text as one deflate stream, like the tarball's gzip
     compressed = 0
     for i in range(spec.text_files):
         directory, ext, _ = rng.choices(TEXT_KINDS, weights=weights)[0]
@@ -117,7 +131,7 @@ def generate_tree(spec: Spec) -> Iterator[File]:
         compressed += len(text_stream.compress(data))
         yield File(f"{directory}/{rng.choice(vocab)}_{i:05d}{ext}", data)
     for name in ("bin/server", "bin/migrate"):
-        yield File(name, b"#!/bin/sh\nexec python3 -m app \"$@\"\n", 0o755)
+        yield File(name, b'#!/bin/sh\nexec python3 -m app "$@"\n', 0o755)
     yield File("static/current-logo.png", link="img/logo.png")
     compressed += len(text_stream.flush())
     # Binary data does not compress (+ a little gzip framing); 2 % over the target covers the
@@ -134,9 +148,9 @@ def generate_tree(spec: Spec) -> Iterator[File]:
 
 # --- as a git repo + build_artifact --------------------------------------------------------------
 
+
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], env={**os.environ, **GIT_ENV}, check=True,
-                   capture_output=True)
+    subprocess.run(["git", "-C", str(repo), *args], env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
 
 
 def write_tree(spec: Spec, root: Path) -> int:
@@ -171,8 +185,10 @@ def git_artifact(spec: Spec, workdir: Path, name: str = "benchapp", log=lambda m
 
 # --- straight into a tarball ---------------------------------------------------------------------
 
-def direct_artifact(spec: Spec, out_dir: Path, name: str = "benchbig", version: str = "20240101000000-0000000",
-                    compresslevel: int = 1):
+
+def direct_artifact(
+    spec: Spec, out_dir: Path, name: str = "benchbig", version: str = "20240101000000-0000000", compresslevel: int = 1
+):
     """Stream the tree into out_dir/<name>-<version>.tar.gz plus the .json load_artifact reads."""
     from deployer.artifact.load import load_artifact
 
@@ -209,7 +225,15 @@ def direct_artifact(spec: Spec, out_dir: Path, name: str = "benchbig", version: 
     with open(tar_path, "rb") as fh:
         while chunk := fh.read(MB):
             h.update(chunk)
-    meta = {"name": name, "version": version, "git_sha": None, "sha256": h.hexdigest(),
-            "size": tar_path.stat().st_size, "unpacked_size": unpacked, "file_count": files, "dirty": False}
+    meta = {
+        "name": name,
+        "version": version,
+        "git_sha": None,
+        "sha256": h.hexdigest(),
+        "size": tar_path.stat().st_size,
+        "unpacked_size": unpacked,
+        "file_count": files,
+        "dirty": False,
+    }
     tar_path.with_name(f"{name}-{version}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return load_artifact(tar_path)

@@ -11,7 +11,7 @@ PARTIAL = 5
 STORE = 6
 INTERRUPTED = 130
 
-_program = "inv"       # the console script sets "deployer" (see cli.main)
+_program = "inv"  # the console script sets "deployer" (see cli.main)
 
 
 def set_program(name: str) -> None:

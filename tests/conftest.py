@@ -21,7 +21,7 @@ from helpers import GIT_ENV, REPO, TEST_LABEL, Sandbox, git
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox.hosts import SandboxHost
 
-if str(REPO) not in sys.path:       # benchmarks/ (harness, netproxy) sits beside the package, not in it
+if str(REPO) not in sys.path:  # benchmarks/ (harness, netproxy) sits beside the package, not in it
     sys.path.insert(0, str(REPO))
 
 
@@ -72,20 +72,29 @@ def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sand
     started: list[SandboxHost] = []
     count = 0
 
-    def make(n: int = 3, *, source: Path | str | None = None, docker_kwargs: dict | None = None,
-             **extra_config: Any) -> Sandbox:
+    def make(
+        n: int = 3, *, source: Path | str | None = None, docker_kwargs: dict | None = None, **extra_config: Any
+    ) -> Sandbox:
         nonlocal count
         count += 1
         directory = tmp_path / f"sandbox-{count}"
-        hosts = sandbox_mod.start_hosts(n, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL,
-                                        **(docker_kwargs or {}))
+        hosts = sandbox_mod.start_hosts(
+            n, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL, **(docker_kwargs or {})
+        )
         started.extend(hosts)
         known_hosts = sandbox_mod.write_known_hosts(directory / "known_hosts", hosts)
         source = Path(source or app_repo)
-        config = sandbox_mod.write_config(directory / "hosts.toml", hosts, client_key, known_hosts,
-                                          source=str(source), extra=extra_config)
-        return Sandbox(hosts=hosts, config_path=config, known_hosts_path=known_hosts, key_path=client_key,
-                       source=source, docker=client)
+        config = sandbox_mod.write_config(
+            directory / "hosts.toml", hosts, client_key, known_hosts, source=str(source), extra=extra_config
+        )
+        return Sandbox(
+            hosts=hosts,
+            config_path=config,
+            known_hosts_path=known_hosts,
+            key_path=client_key,
+            source=source,
+            docker=client,
+        )
 
     yield make
     sandbox_mod.stop_hosts(started)
@@ -97,26 +106,39 @@ def hidden_hosts(sandbox_image, client_key):
     """Two hosts on an internal docker network (no published port), known only by name, plus a
     bastion reachable on 127.0.0.1 that is attached to that network."""
     import docker
+
     client = docker.from_env()
-    net = client.networks.create(f"deployer-internal-{uuid.uuid4().hex[:8]}", internal=True,
-                                 labels={TEST_LABEL: "net"})
+    net = client.networks.create(f"deployer-internal-{uuid.uuid4().hex[:8]}", internal=True, labels={TEST_LABEL: "net"})
     pubkey = client_key.with_suffix(".pub").read_text().strip()
     targets, bastion = [], None
     try:
         for i in (1, 2):
             name = f"hidden-{uuid.uuid4().hex[:6]}-{i}"
-            targets.append(client.containers.run(sandbox_image, detach=True, name=name, network=net.name,
-                                                 environment={"AUTHORIZED_KEY": pubkey},
-                                                 labels={TEST_LABEL: name}))
+            targets.append(
+                client.containers.run(
+                    sandbox_image,
+                    detach=True,
+                    name=name,
+                    network=net.name,
+                    environment={"AUTHORIZED_KEY": pubkey},
+                    labels={TEST_LABEL: name},
+                )
+            )
         bastion = sandbox_mod.start_hosts(1, pubkey, label=TEST_LABEL, prefix="bastion")[0]
         net.connect(bastion.container_id)
         lines = []
         for c in targets:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                code, out = c.exec_run(["sh", "-c", "cat /etc/ssh/ssh_host_ed25519_key.pub && "
-                                        "(echo > /dev/tcp/127.0.0.1/22) 2>/dev/null || "
-                                        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 22), 1)'"])
+                code, out = c.exec_run(
+                    [
+                        "sh",
+                        "-c",
+                        "cat /etc/ssh/ssh_host_ed25519_key.pub && "
+                        "(echo > /dev/tcp/127.0.0.1/22) 2>/dev/null || "
+                        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 22), 1)'",
+                    ]
+                )
                 if code == 0 and out.startswith(b"ssh-ed25519"):
                     break
                 time.sleep(0.1)
@@ -135,14 +157,17 @@ def hidden_hosts(sandbox_image, client_key):
 
 # --- sample repositories -----------------------------------------------------
 
+
 @pytest.fixture
 def app_repo(tmp_path) -> Path:
     """A git work tree with one commit: app.py, README, bin/run (executable), .gitignore; log/ is untracked."""
     repo = tmp_path / "app_repo"
     (repo / "bin").mkdir(parents=True)
-    (repo / "app.py").write_text('def app(environ, start_response):\n'
-                                 '    start_response("200 OK", [("Content-Type", "text/plain")])\n'
-                                 '    return [b"hello from sample\\n"]\n')
+    (repo / "app.py").write_text(
+        "def app(environ, start_response):\n"
+        '    start_response("200 OK", [("Content-Type", "text/plain")])\n'
+        '    return [b"hello from sample\\n"]\n'
+    )
     (repo / "README").write_text("Sample app deployed by the tests.\n")
     (repo / "bin" / "run").write_text("#!/bin/sh\necho running sample\n")
     (repo / "bin" / "run").chmod(0o755)

@@ -93,13 +93,20 @@ def cli_env() -> dict:
     return env
 
 
-def cli(sb, *args: str, timeout: float = 180, cwd: Path | None = None,
-        stdout=subprocess.PIPE, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(
+    sb, *args: str, timeout: float = 180, cwd: Path | None = None, stdout=subprocess.PIPE, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `deployer ARGS --config <sandbox config>` as ops would, capturing output (stdout: or
     into that file descriptor); `env` adds to the environment."""
-    return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                          stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout,
-                          env={**cli_env(), **(env or {})}, cwd=cwd or sb.config_path.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        env={**cli_env(), **(env or {})},
+        cwd=cwd or sb.config_path.parent,
+    )
 
 
 def closed_pipe() -> int:
@@ -110,9 +117,15 @@ def closed_pipe() -> int:
 
 
 def cli_popen(sb, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**cli_env(), **(env or {})},
-                            cwd=sb.config_path.parent, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**cli_env(), **(env or {})},
+        cwd=sb.config_path.parent,
+        preexec_fn=default_sigint,
+    )
 
 
 def status(sb) -> list[dict]:
@@ -155,11 +168,15 @@ class ConfigFile:
 def write_config(tmp_path: Path, hosts: list, ssh: dict, known_hosts: str, source) -> ConfigFile:
     """tmp_path/hosts.toml: one stage "prod" of `hosts`, the [ssh] table given, known_hosts beside it."""
     import toml
+
     kh = tmp_path / "known_hosts"
     kh.write_text(known_hosts)
-    doc = {"app": {"name": "sample", "deploy_to": "/srv/app"}, "build": {"source": str(source)},
-           "ssh": {"known_hosts": str(kh), "connect_timeout": 10, **ssh},
-           "stages": {"prod": {"hosts": hosts}}}
+    doc = {
+        "app": {"name": "sample", "deploy_to": "/srv/app"},
+        "build": {"source": str(source)},
+        "ssh": {"known_hosts": str(kh), "connect_timeout": 10, **ssh},
+        "stages": {"prod": {"hosts": hosts}},
+    }
     path = tmp_path / "hosts.toml"
     path.write_text(toml.dumps(doc))
     return ConfigFile(path)
@@ -186,8 +203,13 @@ def git(repo: Path, *args: str, date: str | None = None) -> str:
     env.update(GIT_ENV)
     if date:
         env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
-    return subprocess.run(["git", "-C", str(repo), "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main",
-                           *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def commit_change(repo: Path, name: str, content: str) -> None:
@@ -215,8 +237,10 @@ def tar_member(name: str, data: bytes = b"", **attrs) -> tuple[tarfile.TarInfo, 
 
 
 def _pack(fileobj, members: list[tuple[tarfile.TarInfo, bytes | None]], level: int) -> None:
-    with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+    with (
+        gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=level, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tf,
+    ):
         for info, data in members:
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
 
@@ -236,8 +260,11 @@ def write_tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]
 
 def big_artifact(directory: Path, mb: int) -> Path:
     """Incompressible payload in stored (level 0) gzip: quick to make, `mb` MB on the wire."""
-    return write_tar_gz(directory / f"big-{mb}.tar.gz",
-                        [tar_member("blob.bin", os.urandom(mb << 20)), tar_member("REVISION", b"big\n")], level=0)
+    return write_tar_gz(
+        directory / f"big-{mb}.tar.gz",
+        [tar_member("blob.bin", os.urandom(mb << 20)), tar_member("REVISION", b"big\n")],
+        level=0,
+    )
 
 
 # --- direct connections --------------------------------------------------------------------------
@@ -246,6 +273,7 @@ def big_artifact(directory: Path, mb: int) -> Path:
 def sandbox_host(sb, index: int = 0, **ssh_changes):
     """Host `index` of the sandbox's config as the deployer loads it, SSH settings changed."""
     from deployer.config import load as config_mod
+
     host = config_mod.load(str(sb.config_path)).stage("sandbox").hosts[index]
     return dataclasses.replace(host, ssh=dataclasses.replace(host.ssh, **ssh_changes)) if ssh_changes else host
 
@@ -253,6 +281,7 @@ def sandbox_host(sb, index: int = 0, **ssh_changes):
 def host_conn(sb, index: int = 0, **ssh_changes):
     """An open deployer Connection (no agent) to that host; the caller closes it."""
     from deployer.ssh.connection import Connection
+
     return Connection(sandbox_host(sb, index, **ssh_changes)).open()
 
 
@@ -266,14 +295,29 @@ def _controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def under_pty(argv: list[str], *, keys: bytes = b"", env: dict | None = None, cwd: Path | None = None,
-              timeout: float = 120, rows: int = 40, columns: int = 120) -> tuple[int, str]:
+def under_pty(
+    argv: list[str],
+    *,
+    keys: bytes = b"",
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    rows: int = 40,
+    columns: int = 120,
+) -> tuple[int, str]:
     """Run argv on a pseudo-terminal (its controlling terminal, rows x columns); once it has
     printed something, type keys. (exit code, everything it printed); killed after timeout."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env={**cli_env(), **(env or {})},
-                            cwd=cwd, preexec_fn=_controlling_terminal)
+    proc = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**cli_env(), **(env or {})},
+        cwd=cwd,
+        preexec_fn=_controlling_terminal,
+    )
     os.close(slave)
     out = b""
     typed = not keys
@@ -284,12 +328,12 @@ def under_pty(argv: list[str], *, keys: bytes = b"", env: dict | None = None, cw
             if ready:
                 try:
                     data = os.read(master, 65536)
-                except OSError:          # EIO: the child closed the terminal
+                except OSError:  # EIO: the child closed the terminal
                     break
                 if not data:
                     break
                 out += data
-            if out and not typed:        # it said something (a remote shell's prompt): type
+            if out and not typed:  # it said something (a remote shell's prompt): type
                 os.write(master, keys)
                 typed = True
         else:

@@ -28,11 +28,41 @@ import tempfile
 import time
 
 LINUX_ONLY = {
-    socket: ("SO_PEERCRED", "SO_PASSCRED", "SO_PEERSEC", "SO_BINDTODEVICE", "SO_MARK", "TCP_QUICKACK", "TCP_CORK",
-             "TCP_DEFER_ACCEPT", "TCP_USER_TIMEOUT", "TCP_CONGESTION", "AF_NETLINK", "AF_PACKET"),
-    os: ("pipe2", "memfd_create", "eventfd", "pidfd_open", "splice", "copy_file_range", "sched_getaffinity",
-         "sched_setaffinity", "posix_fallocate", "posix_fadvise", "getrandom", "getxattr", "setxattr",
-         "listxattr", "removexattr", "O_PATH", "O_TMPFILE", "O_DIRECT", "O_NOATIME"),
+    socket: (
+        "SO_PEERCRED",
+        "SO_PASSCRED",
+        "SO_PEERSEC",
+        "SO_BINDTODEVICE",
+        "SO_MARK",
+        "TCP_QUICKACK",
+        "TCP_CORK",
+        "TCP_DEFER_ACCEPT",
+        "TCP_USER_TIMEOUT",
+        "TCP_CONGESTION",
+        "AF_NETLINK",
+        "AF_PACKET",
+    ),
+    os: (
+        "pipe2",
+        "memfd_create",
+        "eventfd",
+        "pidfd_open",
+        "splice",
+        "copy_file_range",
+        "sched_getaffinity",
+        "sched_setaffinity",
+        "posix_fallocate",
+        "posix_fadvise",
+        "getrandom",
+        "getxattr",
+        "setxattr",
+        "listxattr",
+        "removexattr",
+        "O_PATH",
+        "O_TMPFILE",
+        "O_DIRECT",
+        "O_NOATIME",
+    ),
     select: ("epoll", "EPOLLIN", "EPOLLOUT"),
     signal: ("SIGRTMIN", "SIGRTMAX", "SIGPWR", "SIGSTKFLT"),
     fcntl: ("F_SETPIPE_SZ", "F_GETPIPE_SZ", "F_OFD_GETLK", "F_OFD_SETLK", "F_OFD_SETLKW", "F_ADD_SEALS"),
@@ -58,6 +88,7 @@ def _guard(fn):
         if path is not None and _hidden(path):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory (simulated macOS)", os.fspath(path))
         return fn(*args, **kwargs)
+
     return guarded
 
 
@@ -67,6 +98,7 @@ def _short_unix_path(fn):
             if len(os.fsencode(address)) > SUN_PATH_MAX:
                 raise OSError("AF_UNIX path too long")
         return fn(self, address, *args)
+
     return checked
 
 

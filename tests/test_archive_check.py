@@ -35,8 +35,19 @@ def _b(value) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def header(name, type=b"0", size=0, mode=0o644, linkname=b"", *, magic=POSIX, prefix=b"",
-           size_field=None, mode_field=None, checksum_delta=0) -> bytes:
+def header(
+    name,
+    type=b"0",
+    size=0,
+    mode=0o644,
+    linkname=b"",
+    *,
+    magic=POSIX,
+    prefix=b"",
+    size_field=None,
+    mode_field=None,
+    checksum_delta=0,
+) -> bytes:
     b = bytearray(512)
     b[0:100] = _b(name)[:100].ljust(100, b"\0")
     b[100:108] = mode_field or b"%07o\0" % mode
@@ -123,12 +134,21 @@ def tarfile_archive(entries, format=tarfile.PAX_FORMAT) -> bytes:
 REV = file("REVISION", b"0123456789abcdef\n")
 GOOD = REV + file("app.py", b"print(1)\n") + END
 EVIL = sym("www", "/") + sym("up", "../../../..") + dir_(".deployer") + file(".deployer/migrated", b"{}") + END
-HIDDEN = sym("evil", "/") + END          # a header hidden where a reader may take it for data
+HIDDEN = sym("evil", "/") + END  # a header hidden where a reader may take it for data
 
 
 def odd_modes() -> bytes:
-    return (REV + file("private", mode=0o600) + file("open", mode=0o777) + file("none", mode=0o000)
-            + dir_("sticky", 0o1777) + dir_("ro", 0o555) + file("ro/f") + file("x/implied/parent") + END)
+    return (
+        REV
+        + file("private", mode=0o600)
+        + file("open", mode=0o777)
+        + file("none", mode=0o000)
+        + dir_("sticky", 0o1777)
+        + dir_("ro", 0o555)
+        + file("ro/f")
+        + file("x/implied/parent")
+        + END
+    )
 
 
 def NO(data: bytes) -> tuple[bool, bytes]:
@@ -161,12 +181,15 @@ CASES = {
     "pax-path-overrides-name": OK(gz(REV + pax(record("path", "real/name.txt")) + file("decoy") + END)),
     "pax-path-dotdot": NO(gz(REV + pax(record("path", "../escape")) + file("innocent") + END)),
     "pax-linkpath-absolute": NO(gz(REV + pax(record("linkpath", "/etc")) + sym("l", "harmless") + END)),
-    "pax-linkpath-overrides": OK(gz(REV + file("target.txt") + pax(record("linkpath", "target.txt"))
-                                 + sym("l", "decoy") + END)),
-    "pax-size-larger-hides-header": OK(gz(REV + pax(record("size", "1024")) + header("carrier", b"0", 0)
-                                       + pad(HIDDEN) + END)),
-    "pax-size-zero-reveals-header": NO(gz(REV + pax(record("size", "0")) + header("carrier", b"0", 1536)
-                                       + HIDDEN + bytes(512))),
+    "pax-linkpath-overrides": OK(
+        gz(REV + file("target.txt") + pax(record("linkpath", "target.txt")) + sym("l", "decoy") + END)
+    ),
+    "pax-size-larger-hides-header": OK(
+        gz(REV + pax(record("size", "1024")) + header("carrier", b"0", 0) + pad(HIDDEN) + END)
+    ),
+    "pax-size-zero-reveals-header": NO(
+        gz(REV + pax(record("size", "0")) + header("carrier", b"0", 1536) + HIDDEN + bytes(512))
+    ),
     "pax-unknown-keyword": NO(gz(REV + pax(record("SCHILY.xattr.user.x", "1")) + file("f") + END)),
     "pax-keyword-twice": NO(gz(REV + pax(record("path", "a"), record("path", "b")) + file("f") + END)),
     "pax-bad-record-length": NO(gz(REV + pax(b"99 path=a\n") + file("f") + END)),
@@ -179,29 +202,49 @@ CASES = {
     "pax-header-of-a-gigabyte": NO(gz(REV + header("PaxHeaders/x", b"x", 1 << 30) + END)),
     "pax-header-with-no-member": NO(gz(GOOD[:-1024] + pax(record("path", "x")) + END)),
     "two-pax-headers-one-member": NO(gz(REV + pax(record("path", "a")) + pax(record("path", "b")) + file("f") + END)),
-    "pax-sparse": NO(gz(REV + pax(record("GNU.sparse.major", "1"), record("GNU.sparse.minor", "0"),
-                               record("GNU.sparse.name", "s"), record("GNU.sparse.realsize", "4096"))
-                     + file("GNUSparseFile.0/s", b"\0" * 10) + END)),
+    "pax-sparse": NO(
+        gz(
+            REV
+            + pax(
+                record("GNU.sparse.major", "1"),
+                record("GNU.sparse.minor", "0"),
+                record("GNU.sparse.name", "s"),
+                record("GNU.sparse.realsize", "4096"),
+            )
+            + file("GNUSparseFile.0/s", b"\0" * 10)
+            + END
+        )
+    ),
     # GNU long names and links
     "gnu-long-name": OK(gz(REV + gnu_long(b"L", "d/" + "n" * 150) + file("truncated", magic=GNU) + END)),
-    "gnu-long-link": OK(gz(REV + gnu_long(b"L", "t" * 120) + file("t", magic=GNU) + gnu_long(b"K", "t" * 120)
-                           + sym("l", "short", magic=GNU) + END)),
+    "gnu-long-link": OK(
+        gz(
+            REV
+            + gnu_long(b"L", "t" * 120)
+            + file("t", magic=GNU)
+            + gnu_long(b"K", "t" * 120)
+            + sym("l", "short", magic=GNU)
+            + END
+        )
+    ),
     "gnu-long-name-dotdot": NO(gz(REV + gnu_long(b"L", "../../x") + file("f", magic=GNU) + END)),
-    "gnu-long-name-then-pax-path": NO(gz(REV + gnu_long(b"L", "long-a") + pax(record("path", "pax-b"))
-                                      + file("f") + END)),
-    "pax-path-then-gnu-long-name": NO(gz(REV + pax(record("path", "pax-b")) + gnu_long(b"L", "long-a")
-                                      + file("f") + END)),
+    "gnu-long-name-then-pax-path": NO(
+        gz(REV + gnu_long(b"L", "long-a") + pax(record("path", "pax-b")) + file("f") + END)
+    ),
+    "pax-path-then-gnu-long-name": NO(
+        gz(REV + pax(record("path", "pax-b")) + gnu_long(b"L", "long-a") + file("f") + END)
+    ),
     "two-gnu-long-names": NO(gz(REV + gnu_long(b"L", "a") + gnu_long(b"L", "b") + file("f", magic=GNU) + END)),
     "gnu-sparse-member": NO(gz(REV + header("sparse", b"S", 0, magic=GNU) + END)),
     "gnu-magic-with-prefix-bytes": NO(gz(REV + file("f", magic=GNU, prefix="evil") + END)),
     "ustar-prefix-joins-name": OK(gz(REV + dir_("deep") + dir_("deep/dir") + file("f", prefix="deep/dir") + END)),
     "v7-header-without-magic": NO(gz(REV + file("f", magic=bytes(8)) + END)),
     # numeric fields
-    "base256-size": OK(gz(REV + header("b256", b"0", size_field=b"\x80" + (5).to_bytes(11, "big")) + pad(b"five\n")
-                       + END)),
+    "base256-size": OK(
+        gz(REV + header("b256", b"0", size_field=b"\x80" + (5).to_bytes(11, "big")) + pad(b"five\n") + END)
+    ),
     "base256-negative-size": NO(gz(REV + header("neg", b"0", size_field=b"\xff" * 12) + END)),
-    "size-with-leading-nul": NO(gz(REV + header("n", b"0", size_field=b"\x0000000001000") + pad(b"\0" * 512)
-                                + HIDDEN)),
+    "size-with-leading-nul": NO(gz(REV + header("n", b"0", size_field=b"\x0000000001000") + pad(b"\0" * 512) + HIDDEN)),
     "size-in-old-base64": NO(gz(REV + header("p", b"0", size_field=b"+0000000000B") + END)),
     "mode-with-spaces": OK(gz(REV + header("spaced", b"0", 3, mode_field=b"   750 \0") + pad(b"ok\n") + END)),
     "checksum-as-signed-sum": NO(gz(REV + signed_checksum(header("café", b"0", 0)) + END)),
@@ -242,13 +285,15 @@ CASES = {
     "non-utf8-name": NO(gz(REV + file(b"caf\xe9") + END)),
     "newline-in-name": NO(gz(REV + file("two\nlines") + END)),
     "reserved-deployer-marker": NO(gz(REV + dir_(".deployer") + file(".deployer/migrated", b"{}") + END)),
-    "python-tarfile-gnu-format-long-names": OK(gz(tarfile_archive(
-        [("REVISION", b"r\n"), ("p/" + "q" * 120, b"long\n")], tarfile.GNU_FORMAT))),
+    "python-tarfile-gnu-format-long-names": OK(
+        gz(tarfile_archive([("REVISION", b"r\n"), ("p/" + "q" * 120, b"long\n")], tarfile.GNU_FORMAT))
+    ),
     "python-tarfile-pax-non-ascii": OK(gz(tarfile_archive([("REVISION", b"r\n"), ("naïve/café.txt", b"\xc3\n")]))),
 }
 
 
 # --- what the check lists, as a tree ----------------------------------------------------------
+
 
 def _key(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", ".")) or "."
@@ -258,6 +303,7 @@ def expected_tree(members: list[tarfile.TarInfo], as_root: bool) -> dict[str, tu
     """The tree GNU tar should make from the members the check listed: (type, mode, size, target).
     Missing parents are made 0755; as the deploy user modes lose what umask 022 removes and any
     bit above 0777, as root they are kept; a hard link is its target's file."""
+
     def mode(m: tarfile.TarInfo) -> int:
         return m.mode & 0o7777 if as_root else m.mode & 0o755
 
@@ -289,18 +335,27 @@ def host_tree(entries: list[str]) -> dict[str, tuple]:
 
 # --- one host for the whole module ----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def host(sandbox_image, client_key, tmp_path_factory):
     import docker
+
     directory = tmp_path_factory.mktemp("archive-check")
     hosts = sandbox_mod.start_hosts(1, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL)
     try:
         known_hosts = sandbox_mod.write_known_hosts(directory / "known_hosts", hosts)
-        config = sandbox_mod.write_config(directory / "hosts.toml", hosts, client_key, known_hosts,
-                                          source=str(directory))
+        config = sandbox_mod.write_config(
+            directory / "hosts.toml", hosts, client_key, known_hosts, source=str(directory)
+        )
         client = docker.from_env()
-        yield Sandbox(hosts=hosts, config_path=config, known_hosts_path=known_hosts, key_path=client_key,
-                      source=directory, docker=client)
+        yield Sandbox(
+            hosts=hosts,
+            config_path=config,
+            known_hosts_path=known_hosts,
+            key_path=client_key,
+            source=directory,
+            docker=client,
+        )
         client.close()
     finally:
         sandbox_mod.stop_hosts(hosts)
@@ -382,7 +437,7 @@ def test_check_refuses_or_lists_what_gnu_tar_extracts(name, host, cases, extract
         assert proc.returncode == 2, (proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and path.name in lines[0] and "Traceback" not in proc.stderr, proc.stderr
-        assert host.command_count(0) == before                   # no host was contacted
+        assert host.command_count(0) == before  # no host was contacted
         return
     assert members is not None, f"{name}: the check refused it"
     for who in ("deploy", "root"):
@@ -400,13 +455,28 @@ VICTIM = "/home/deploy/victim"
 def shared_host(host, tmp_path):
     """The module's host with shared_dirs log and tmp/pids, an empty deploy_to, and a directory of
     the deploy user's outside it that an artifact link `tmp -> victim` would aim at."""
-    config = sandbox_mod.write_config(tmp_path / "hosts.toml", host.hosts, host.key_path, host.known_hosts_path,
-                                      source=str(tmp_path), extra={"app": {"shared_dirs": ["log", "tmp/pids"]}})
-    code, out = host.exec(0, f"rm -rf /srv/app {VICTIM} && mkdir -p {VICTIM}/pids "
-                             f"&& echo precious > {VICTIM}/pids/keep && chown -R deploy:deploy {VICTIM}")
+    config = sandbox_mod.write_config(
+        tmp_path / "hosts.toml",
+        host.hosts,
+        host.key_path,
+        host.known_hosts_path,
+        source=str(tmp_path),
+        extra={"app": {"shared_dirs": ["log", "tmp/pids"]}},
+    )
+    code, out = host.exec(
+        0,
+        f"rm -rf /srv/app {VICTIM} && mkdir -p {VICTIM}/pids "
+        f"&& echo precious > {VICTIM}/pids/keep && chown -R deploy:deploy {VICTIM}",
+    )
     assert code == 0, out
-    yield Sandbox(hosts=host.hosts, config_path=config, known_hosts_path=host.known_hosts_path,
-                  key_path=host.key_path, source=tmp_path, docker=host.docker)
+    yield Sandbox(
+        hosts=host.hosts,
+        config_path=config,
+        known_hosts_path=host.known_hosts_path,
+        key_path=host.key_path,
+        source=tmp_path,
+        docker=host.docker,
+    )
     host.exec(0, f"rm -rf /srv/app {VICTIM}")
 
 
@@ -434,17 +504,22 @@ def test_two_gzip_members_cannot_smuggle_a_link_over_a_shared_path(shared_host, 
 
 def test_artifact_link_at_or_above_a_shared_path_is_refused(shared_host, tmp_path):
     """Even a link resolving inside the release: linking the shared path would go through it."""
-    for name, members in (("above", dir_("data") + dir_("data/pids") + sym("tmp", "data")),
-                          ("at", dir_("tmp") + dir_("data") + sym("tmp/pids", "../data"))):
+    for name, members in (
+        ("above", dir_("data") + dir_("data/pids") + sym("tmp", "data")),
+        ("at", dir_("tmp") + dir_("data") + sym("tmp/pids", "../data")),
+    ):
         path = tmp_path / f"{name}.tar.gz"
         path.write_bytes(gz(REV + members + END))
         bad = "tmp" if name == "above" else "tmp/pids"
-        refused_before_any_host(shared_host, path,
-                                f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'")
+        refused_before_any_host(
+            shared_host, path, f"unsafe member '{bad}': a symlink at or above shared path 'tmp/pids'"
+        )
 
 
-UNCHECKED = ("import sys, deployer.artifact.members as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
-             "from deployer.cli.main import main; main()")
+UNCHECKED = (
+    "import sys, deployer.artifact.members as a; a.check_members = lambda *x, **k: a.Checked(0, ()); "
+    "from deployer.cli.main import main; main()"
+)
 
 
 def test_host_refuses_what_got_past_the_check(shared_host, tmp_path):
@@ -457,16 +532,28 @@ def test_host_refuses_what_got_past_the_check(shared_host, tmp_path):
     import sys
 
     from helpers import cli_env
+
     path = tmp_path / "evil.tar.gz"
     path.write_bytes(gz(REV + file("app.py") + sym("tmp", VICTIM) + END))
-    path.with_suffix("").with_suffix(".json").write_text(json.dumps(     # so loading does not scan it either
-        {"name": "evil", "version": "1", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-         "size": path.stat().st_size}))
-    proc = subprocess.run([sys.executable, "-c", UNCHECKED, "deploy", "--artifact", str(path),
-                           "--config", str(shared_host.config_path)], capture_output=True, text=True,
-                          timeout=120, env=cli_env())
+    path.with_suffix("").with_suffix(".json").write_text(
+        json.dumps(  # so loading does not scan it either
+            {
+                "name": "evil",
+                "version": "1",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "size": path.stat().st_size,
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", UNCHECKED, "deploy", "--artifact", str(path), "--config", str(shared_host.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+    )
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "unsafe entry in the extracted artifact" in proc.stdout + proc.stderr
     assert victim_intact(shared_host)
     code, out = shared_host.exec(0, "ls -A /srv/app/releases; ls -A /srv/app/.deployer; readlink /srv/app/current")
-    assert out.split() == ["cache", "ledger.jsonl"], out            # no release, no temp dir, no lock, no current
+    assert out.split() == ["cache", "ledger.jsonl"], out  # no release, no temp dir, no lock, no current

@@ -87,8 +87,19 @@ def test_tarball_normalisation(repo, tmp_path):
         ms = tf.getmembers()
     names = [m.name for m in ms]
     assert names == sorted(names)
-    assert names == [".deployer", ".deployer/manifest.sha256", ".gitignore", "REVISION", "app.py", "bin",
-                     "bin/run", "lib", "lib/deep", "lib/deep/mod.py", "main.py"]
+    assert names == [
+        ".deployer",
+        ".deployer/manifest.sha256",
+        ".gitignore",
+        "REVISION",
+        "app.py",
+        "bin",
+        "bin/run",
+        "lib",
+        "lib/deep",
+        "lib/deep/mod.py",
+        "main.py",
+    ]
     by = {m.name: m for m in ms}
     for m in ms:
         assert m.mtime == COMMIT_TS
@@ -129,8 +140,11 @@ def test_dirty_tree_refused(repo, tmp_path):
     write(repo / "app.py", "changed\n")
     write(repo / "new.txt", "new\n")
     # each file named, the untracked one as such (an untracked hosts.toml is the usual surprise)
-    with pytest.raises(ArtifactError, match=r"is dirty: app.py \(modified\), new.txt \(untracked\); commit, "
-                                            r"or ignore \(.gitignore\) what is untracked, or pass --allow-dirty"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"is dirty: app.py \(modified\), new.txt \(untracked\); commit, "
+        r"or ignore \(.gitignore\) what is untracked, or pass --allow-dirty",
+    ):
         build(repo, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -169,9 +183,13 @@ def test_subdirectory_source(repo, tmp_path):
 
 def test_build_command_output_included(repo, tmp_path):
     logs = []
-    art = build(repo, tmp_path / "out", log=logs.append,
-                command="mkdir -p dist && echo built > dist/out.txt && echo \"$DEPLOYER_VERSION\" > VERSION "
-                        "&& echo hello-from-build")
+    art = build(
+        repo,
+        tmp_path / "out",
+        log=logs.append,
+        command='mkdir -p dist && echo built > dist/out.txt && echo "$DEPLOYER_VERSION" > VERSION '
+        "&& echo hello-from-build",
+    )
     ms = members(art.path)
     assert read_member(art.path, "dist/out.txt") == b"built\n"
     assert read_member(art.path, "VERSION") == (art.version + "\n").encode()
@@ -218,8 +236,20 @@ def test_metadata(repo, tmp_path):
     assert meta == art.meta
     text = art.json_path.read_text()
     assert text == json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    for key in ("name", "version", "git_sha", "sha256", "size", "unpacked_size", "file_count",
-                "built_at", "built_by", "dirty", "manifest", "manifest_sha256"):
+    for key in (
+        "name",
+        "version",
+        "git_sha",
+        "sha256",
+        "size",
+        "unpacked_size",
+        "file_count",
+        "built_at",
+        "built_by",
+        "dirty",
+        "manifest",
+        "manifest_sha256",
+    ):
         assert key in meta
     assert meta["name"] == "demo" and meta["git_sha"] == sha and meta["dirty"] is False
     assert meta["sha256"] == sha256_file(art.path)
@@ -235,8 +265,7 @@ def test_metadata(repo, tmp_path):
     assert meta["manifest"] == expected
     assert list(meta["manifest"]) == sorted(expected)
     assert meta["file_count"] == len(expected) == 5
-    assert meta["unpacked_size"] == sum(
-        len(read_member(art.path, n)) for n in expected)
+    assert meta["unpacked_size"] == sum(len(read_member(art.path, n)) for n in expected)
     lines = "".join(f"{expected[p]}  {p}\n" for p in sorted(expected))
     assert read_member(art.path, ".deployer/manifest.sha256").decode() == lines
     assert meta["manifest_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
@@ -294,51 +323,63 @@ def test_sample_app_artifact(tmp_path):
 
 def make_tar(path, entries):
     """entries: list of (name, kind, extra) with kind in file/dir/sym/lnk/chr/fifo."""
-    kinds = {"dir": {"type": tarfile.DIRTYPE, "mode": 0o755}, "chr": {"type": tarfile.CHRTYPE, "devmajor": 1,
-             "devminor": 3}, "fifo": {"type": tarfile.FIFOTYPE}}
+    kinds = {
+        "dir": {"type": tarfile.DIRTYPE, "mode": 0o755},
+        "chr": {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3},
+        "fifo": {"type": tarfile.FIFOTYPE},
+    }
     members = []
     for name, kind, extra in entries:
         if kind == "file":
             data = (extra or "x").encode() if not isinstance(extra, int) else b"x"
             members.append(tar_member(name, data, **({"mode": extra} if isinstance(extra, int) else {})))
         elif kind in ("sym", "lnk"):
-            members.append(tar_member(name, type=tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE,
-                                      linkname=extra))
+            members.append(tar_member(name, type=tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE, linkname=extra))
         else:
             members.append(tar_member(name, **kinds[kind]))
     return write_tar_gz(path, members)
 
 
 def test_check_members_accepts_normal(tmp_path, repo):
-    p = make_tar(tmp_path / "ok.tar.gz", [
-        ("app", "dir", None), ("app/x.py", "file", "x"), ("link", "sym", "app/x.py"),
-        ("app/up", "sym", "../link"), ("hard", "lnk", "app/x.py"), ("./dot", "file", "y"),
-    ])
+    p = make_tar(
+        tmp_path / "ok.tar.gz",
+        [
+            ("app", "dir", None),
+            ("app/x.py", "file", "x"),
+            ("link", "sym", "app/x.py"),
+            ("app/up", "sym", "../link"),
+            ("hard", "lnk", "app/x.py"),
+            ("./dot", "file", "y"),
+        ],
+    )
     check_members(p)
     check_members(build(repo, tmp_path / "out").path)
 
 
-@pytest.mark.parametrize("entries, bad, why", [
-    ([("../x", "file", "x")], "../x", r"\.\."),
-    ([("a/../../x", "file", "x")], "a/../../x", r"\.\."),
-    ([("/etc/x", "file", "x")], "/etc/x", "absolute"),
-    ([("a", "sym", "/etc"), ("a/passwd", "file", "x")], "a", "outside"),
-    ([("a", "sym", "b"), ("b", "dir", None), ("a/x", "file", "x")], "a/x", "through symlink 'a'"),
-    ([("d", "dir", None), ("d/l", "sym", "../../x")], "d/l", "outside"),
-    ([("l", "sym", "../../x")], "l", "outside"),
-    ([("s", "dir", None), ("s/b", "sym", ".."), ("s/a", "sym", "b/..")], "s/a", "outside"),
-    ([("loop", "sym", "loop")], "loop", "loop"),
-    ([("h", "lnk", "../outside")], "h", "hardlink"),
-    ([("h", "lnk", "/etc/passwd")], "h", "hardlink"),
-    ([("h", "lnk", "missing")], "h", "hardlink target 'missing'"),
-    ([("dev", "chr", None)], "dev", "device"),
-    ([("pipe", "fifo", None)], "pipe", "fifo"),
-    ([("suid", "file", 0o4755)], "suid", "setuid"),
-    ([("sgid", "file", 0o2755)], "sgid", "setgid"),
-    ([(".deployer", "dir", None), (".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
-    ([(".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
-    ([("ok", "file", "x"), ("ok", "sym", "elsewhere")], "ok", "duplicate"),
-])
+@pytest.mark.parametrize(
+    "entries, bad, why",
+    [
+        ([("../x", "file", "x")], "../x", r"\.\."),
+        ([("a/../../x", "file", "x")], "a/../../x", r"\.\."),
+        ([("/etc/x", "file", "x")], "/etc/x", "absolute"),
+        ([("a", "sym", "/etc"), ("a/passwd", "file", "x")], "a", "outside"),
+        ([("a", "sym", "b"), ("b", "dir", None), ("a/x", "file", "x")], "a/x", "through symlink 'a'"),
+        ([("d", "dir", None), ("d/l", "sym", "../../x")], "d/l", "outside"),
+        ([("l", "sym", "../../x")], "l", "outside"),
+        ([("s", "dir", None), ("s/b", "sym", ".."), ("s/a", "sym", "b/..")], "s/a", "outside"),
+        ([("loop", "sym", "loop")], "loop", "loop"),
+        ([("h", "lnk", "../outside")], "h", "hardlink"),
+        ([("h", "lnk", "/etc/passwd")], "h", "hardlink"),
+        ([("h", "lnk", "missing")], "h", "hardlink target 'missing'"),
+        ([("dev", "chr", None)], "dev", "device"),
+        ([("pipe", "fifo", None)], "pipe", "fifo"),
+        ([("suid", "file", 0o4755)], "suid", "setuid"),
+        ([("sgid", "file", 0o2755)], "sgid", "setgid"),
+        ([(".deployer", "dir", None), (".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
+        ([(".deployer/complete", "file", "x")], ".deployer/complete", "reserved"),
+        ([("ok", "file", "x"), ("ok", "sym", "elsewhere")], "ok", "duplicate"),
+    ],
+)
 def test_check_members_rejects(tmp_path, entries, bad, why):
     p = make_tar(tmp_path / "bad.tar.gz", entries)
     with pytest.raises(ArtifactError, match=why) as ei:
@@ -356,6 +397,7 @@ def test_check_members_not_a_tarball(tmp_path):
 
 def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
     import deployer.artifact.members as members_mod
+
     good = make_tar(tmp_path / "good.tar.gz", [("app/x.py", "file", "x")])
     evil = make_tar(tmp_path / "evil.tar.gz", [("../x", "file", "x")])
     good_sha, evil_sha = sha256_file(good), sha256_file(evil)
@@ -365,26 +407,26 @@ def test_member_check_recorded_per_sha256(tmp_path, monkeypatch):
     assert str(checked_record(good_sha)).startswith(os.environ["XDG_CACHE_HOME"])
     with pytest.raises(ArtifactError):
         check_members(evil, evil_sha)
-    assert not checked_record(evil_sha).exists()        # a failed check is never recorded
+    assert not checked_record(evil_sha).exists()  # a failed check is never recorded
 
     scans = []
     real_scan = members_mod.scan_tarball
     monkeypatch.setattr(members_mod, "scan_tarball", lambda *a, **k: scans.append(a) or real_scan(*a, **k))
     check_members(good, good_sha)
-    assert scans == []                                  # same bytes, same rules: not scanned again
+    assert scans == []  # same bytes, same rules: not scanned again
     with pytest.raises(ArtifactError):
-        check_members(evil, evil_sha)                   # still scanned, still refused
+        check_members(evil, evil_sha)  # still scanned, still refused
     monkeypatch.setattr(members_mod, "MEMBER_RULES", "test-next")
     check_members(good, good_sha)
-    assert len(scans) == 2                              # new rules: earlier records do not count
+    assert len(scans) == 2  # new rules: earlier records do not count
 
 
 def test_build_and_load_record_the_check(repo, tmp_path):
     art = build(repo, tmp_path / "out")
-    assert checked_record(art.sha256).is_file()         # packing checked the members
+    assert checked_record(art.sha256).is_file()  # packing checked the members
     checked_record(art.sha256).unlink()
     art.json_path.unlink()
-    load_artifact(art.path)                             # without JSON it scans, and records
+    load_artifact(art.path)  # without JSON it scans, and records
     assert checked_record(art.sha256).is_file()
 
 
@@ -393,6 +435,7 @@ def test_builds_are_one_gzip_member_ending_at_the_end_marker(repo, tmp_path):
     import zlib
 
     from deployer.artifact import tarscan
+
     art = build(repo, tmp_path / "out")
     z = zlib.decompressobj(16 + zlib.MAX_WBITS)
     tar = z.decompress(art.path.read_bytes())
@@ -404,7 +447,7 @@ def test_builds_are_one_gzip_member_ending_at_the_end_marker(repo, tmp_path):
 def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
     """A symlink member at or above a shared path is refused, for a fresh build (from the record
     its packing wrote) as for any tarball; other shared paths pass."""
-    art = build(repo, tmp_path / "out")                 # main.py -> app.py
+    art = build(repo, tmp_path / "out")  # main.py -> app.py
     assert check_members(art.path, art.sha256, ("log", "tmp/pids")).unpacked_size > 0
     for shared in (("main.py",), ("log", "main.py/x")):
         with pytest.raises(ArtifactError, match="unsafe member 'main.py': a symlink at or above shared path"):
@@ -413,16 +456,20 @@ def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
     with pytest.raises(ArtifactError, match="unsafe member 'tmp': a symlink at or above shared path 'tmp/pids'"):
         check_members(p, sha256_file(p), ("tmp/pids",))
     with pytest.raises(ArtifactError, match="'tmp': a symlink at or above"):
-        check_members(p, sha256_file(p), ("tmp/pids",))     # a second time: from the record
+        check_members(p, sha256_file(p), ("tmp/pids",))  # a second time: from the record
 
 
 def test_unpacked_size_is_measured_never_taken_from_a_sidecar(tmp_path):
     """The free-disk check's figure comes from the member check's own reading of the stream."""
     from deployer.cli.tasks import _artifact
     from deployer.report.output import Output
+
     p = make_tar(tmp_path / "big.tar.gz", [("blob", "file", "x" * 300_000), ("b", "file", "y" * 1000)])
-    p.with_name("big.json").write_text(json.dumps(
-        {"name": "big", "version": "1", "sha256": sha256_file(p), "size": p.stat().st_size, "unpacked_size": 1}))
+    p.with_name("big.json").write_text(
+        json.dumps(
+            {"name": "big", "version": "1", "sha256": sha256_file(p), "size": p.stat().st_size, "unpacked_size": 1}
+        )
+    )
     art = _artifact(None, str(p), False, Output())
     assert art.meta["unpacked_size"] == 301_000
 
@@ -474,10 +521,23 @@ def test_load_artifact_without_json_checks_members(tmp_path):
         load_artifact(tmp_path / "nope.tar.gz")
 
 
-@pytest.mark.parametrize("key, value", [("size", "big"), ("size", True), ("size", -1), ("version", 7),
-                                        ("version", ["v1"]), ("git_sha", 1), ("file_count", "3"),
-                                        ("unpacked_size", 1.5), ("dirty", "no"), ("manifest", []),
-                                        ("manifest_sha256", None), ("built_at", {"t": 1})])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("size", "big"),
+        ("size", True),
+        ("size", -1),
+        ("version", 7),
+        ("version", ["v1"]),
+        ("git_sha", 1),
+        ("file_count", "3"),
+        ("unpacked_size", 1.5),
+        ("dirty", "no"),
+        ("manifest", []),
+        ("manifest_sha256", None),
+        ("built_at", {"t": 1}),
+    ],
+)
 def test_load_artifact_refuses_metadata_of_the_wrong_type_naming_the_key(repo, tmp_path, key, value):
     art = build(repo, tmp_path / "out")
     meta = json.loads(art.json_path.read_text())
@@ -496,17 +556,27 @@ def test_a_malformed_json_beside_artifact_is_bad_input_in_one_line(repo, tmp_pat
     meta = json.loads(art.json_path.read_text())
     meta["size"] = "big"
     art.json_path.write_text(json.dumps(meta))
-    config = write(tmp_path / "hosts.toml", f'[app]\nname = "demo"\ndeploy_to = "/srv/demo"\n'
-                                            f'[build]\noutput = "{out}"\n'
-                                            '[stages.s]\nhosts = [{ host = "127.0.0.1", port = 9 }]\n')
+    config = write(
+        tmp_path / "hosts.toml",
+        f'[app]\nname = "demo"\ndeploy_to = "/srv/demo"\n'
+        f'[build]\noutput = "{out}"\n'
+        '[stages.s]\nhosts = [{ host = "127.0.0.1", port = 9 }]\n',
+    )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(config)],
-                              capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "deployer", *args, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
     proc = cli("deploy", "--artifact", str(art.path))
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [f"error: metadata {art.json_path.name}: 'size' must be a whole number, "
-                                        'got "big"']
+    assert proc.stderr.splitlines() == [
+        f"error: metadata {art.json_path.name}: 'size' must be a whole number, got \"big\""
+    ]
     listed = cli("artifacts")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr

@@ -45,7 +45,7 @@ def test_round_trips_per_host(bench):
     b, artifact = bench
     result = harness.run_config(b, artifact, 3, 0, 1)
 
-    assert sorted(m.action for m in result.runs) == sorted(ACTIONS)     # one record each
+    assert sorted(m.action for m in result.runs) == sorted(ACTIONS)  # one record each
     assert result.cmds("deploy") == [4, 4, 4], result.cmds("deploy")
     assert result.cmds("redeploy") == [4, 4, 4], result.cmds("redeploy")
     assert result.cmds("rollback") == [2, 2, 2], result.cmds("rollback")
@@ -59,7 +59,7 @@ def test_round_trips_per_host(bench):
     assert result.counted("redeploy_linked_warm", "linked") == [3], result.outputs["redeploy_linked_warm"]
     assert "uploaded " not in result.outputs["redeploy_linked_warm"]
     assert result.cmds("floor") == [1, 1, 1]
-    assert result.cmds("floor_rollback") == []          # not counted: timed alone
+    assert result.cmds("floor_rollback") == []  # not counted: timed alone
 
     assert result.counted("deploy", "uploaded") == [3]
     assert result.counted("redeploy", "uploaded") == [0]
@@ -68,7 +68,7 @@ def test_round_trips_per_host(bench):
     assert "uploaded " not in result.outputs["redeploy"]
     assert set(result.of("deploy")[0].phases) == set(PHASES)
     for m in result.of("deploy", "rollback"):
-        assert m.rss_mb is not None and 10 < m.rss_mb < 1000      # measured at all, the process's own (not ours)
+        assert m.rss_mb is not None and 10 < m.rss_mb < 1000  # measured at all, the process's own (not ours)
 
 
 @pytest.mark.slow
@@ -95,14 +95,42 @@ def test_rollback_puts_every_host_back(bench):
 def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     """The documented command with tiny parameters: every section and the expected rows/columns."""
     out = tmp_path / "results.md"
-    code = bench_run.main(["--hosts", "2", "--reps", "1", "--latency-ms", "0", "--artifact-mb", "1",
-                           "--files", "150", "--big-mb", "2", "--mem-hosts", "2", "--scale-hosts", "3",
-                           "--out", str(out), "--workdir", str(tmp_path / "work"), "--label", TEST_LABEL])
+    code = bench_run.main(
+        [
+            "--hosts",
+            "2",
+            "--reps",
+            "1",
+            "--latency-ms",
+            "0",
+            "--artifact-mb",
+            "1",
+            "--files",
+            "150",
+            "--big-mb",
+            "2",
+            "--mem-hosts",
+            "2",
+            "--scale-hosts",
+            "3",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--label",
+            TEST_LABEL,
+        ]
+    )
     assert code == 0
     text = out.read_text()
     assert text in capsys.readouterr().out
-    for heading in ("# Deployer performance against the floor", "## Side by side", "## Peak memory by artifact size",
-                    "## Scale run", "## Targets"):
+    for heading in (
+        "# Deployer performance against the floor",
+        "## Side by side",
+        "## Peak memory by artifact size",
+        "## Scale run",
+        "## Targets",
+    ):
         assert heading in text
     for machine in ("- date: ", "CPUs", "RAM", "Python "):
         assert machine in text
@@ -112,8 +140,16 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     assert len(main) == 2
     row = dict(zip(main[0], main[1], strict=True))
     assert row["hosts"] == "2" and row["added RTT ms"] == "0"
-    for column in ("floor s", "deploy s", "redeploy s", "redeploy linked warm s", "rollback s", "deploy/floor",
-                   "redeploy/deploy", "linked warm/deploy"):
+    for column in (
+        "floor s",
+        "deploy s",
+        "redeploy s",
+        "redeploy linked warm s",
+        "rollback s",
+        "deploy/floor",
+        "redeploy/deploy",
+        "linked warm/deploy",
+    ):
         assert float(row[column]) > 0
     assert 0 < int(row["cmds/host deploy"].split("-")[-1]) <= 4
     assert 0 < int(row["cmds/host rollback"].split("-")[-1]) <= 2
@@ -134,36 +170,69 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
 
 
 def test_phase_times_and_targets_from_synthetic_results():
-    stdout = ("host    result    step      release    lock s    check s    prepare s    switch s    finish s  error\n"
-              "------  --------  ------  ---------  --------  ---------  -----------  ----------  ----------  -------\n"
-              "host-1  ok        finish          1      0.2           0         1.5         0.05        0.04\n"
-              "host-2  ok        finish          1      0.3           0         1.25        0.07        0.02\n")
-    assert harness.phase_times(stdout, ["host-1", "host-2"]) == {"lock": 0.3, "check": 0.0, "prepare": 1.5,
-                                                                "switch": 0.07, "finish": 0.04}
-    r5 = ConfigResult(hosts=5, latency_ms=0, reps=1, runs=[
-        Measurement("floor", 0, 2.0), Measurement("deploy", 0, 2.2, [4] * 5, rss_mb=60.0),
-        Measurement("redeploy", 0, 0.5, [4] * 5), Measurement("redeploy_linked", 0, 0.4),
-        Measurement("rollback", 0, 0.4, [2] * 5, rss_mb=50.0), Measurement("rollback_warm", 0, 0.3)])
-    r20 = ConfigResult(hosts=20, latency_ms=0, reps=1, runs=[
-        Measurement("floor", 0, 10.0), Measurement("deploy", 0, 12.0, [5] * 20, rss_mb=130.0),
-        Measurement("redeploy", 0, 2.0, [4] * 20), Measurement("redeploy_linked", 0, 4.0),
-        Measurement("redeploy_linked_warm", 0, 3.0), Measurement("rollback", 0, 1.5, [2] * 20, rss_mb=50.0),
-        Measurement("rollback_warm", 0, 0.9)])
+    stdout = (
+        "host    result    step      release    lock s    check s    prepare s    switch s    finish s  error\n"
+        "------  --------  ------  ---------  --------  ---------  -----------  ----------  ----------  -------\n"
+        "host-1  ok        finish          1      0.2           0         1.5         0.05        0.04\n"
+        "host-2  ok        finish          1      0.3           0         1.25        0.07        0.02\n"
+    )
+    assert harness.phase_times(stdout, ["host-1", "host-2"]) == {
+        "lock": 0.3,
+        "check": 0.0,
+        "prepare": 1.5,
+        "switch": 0.07,
+        "finish": 0.04,
+    }
+    r5 = ConfigResult(
+        hosts=5,
+        latency_ms=0,
+        reps=1,
+        runs=[
+            Measurement("floor", 0, 2.0),
+            Measurement("deploy", 0, 2.2, [4] * 5, rss_mb=60.0),
+            Measurement("redeploy", 0, 0.5, [4] * 5),
+            Measurement("redeploy_linked", 0, 0.4),
+            Measurement("rollback", 0, 0.4, [2] * 5, rss_mb=50.0),
+            Measurement("rollback_warm", 0, 0.3),
+        ],
+    )
+    r20 = ConfigResult(
+        hosts=20,
+        latency_ms=0,
+        reps=1,
+        runs=[
+            Measurement("floor", 0, 10.0),
+            Measurement("deploy", 0, 12.0, [5] * 20, rss_mb=130.0),
+            Measurement("redeploy", 0, 2.0, [4] * 20),
+            Measurement("redeploy_linked", 0, 4.0),
+            Measurement("redeploy_linked_warm", 0, 3.0),
+            Measurement("rollback", 0, 1.5, [2] * 20, rss_mb=50.0),
+            Measurement("rollback_warm", 0, 0.9),
+        ],
+    )
     verdicts = {t.name: t.verdict for t in report.evaluate([r5, r20], [], None)}
-    assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"       # 1.10
-    assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "MISS"      # 1.20
+    assert verdicts["deploy/floor <= 1.15 at 5 hosts, loopback"] == "pass"  # 1.10
+    assert verdicts["deploy/floor <= 1.10 at 20 hosts, loopback"] == "MISS"  # 1.20
     assert verdicts["<= 4 remote commands per host per deploy"] == "MISS"
     assert verdicts["<= 2 remote commands per host per rollback"] == "pass"
     assert verdicts["rollback of 20 hosts <= 1 s, loopback, new connections"] == "MISS"
     assert verdicts["rollback of 20 hosts <= 1 s, loopback, connections kept open (ssh.persist)"] == "pass"
     assert verdicts["redeploy <= 0.3 x first deploy, extracted again (default), every configuration"] == "pass"
     assert verdicts["redeploy <= 0.3 x first deploy, linked (app.hardlink_releases), every configuration"] == "MISS"
-    assert verdicts["redeploy <= 0.3 x first deploy, linked, connections kept open (ssh.persist), every "
-                    "configuration"] == "pass"             # 0.25, only measured at 20 hosts here
+    assert (
+        verdicts["redeploy <= 0.3 x first deploy, linked, connections kept open (ssh.persist), every configuration"]
+        == "pass"
+    )  # 0.25, only measured at 20 hosts here
     assert verdicts["peak memory <= 120 MB at 20 hosts"] == "MISS"
-    r50 = ConfigResult(hosts=5, latency_ms=25, reps=3, runs=[
-        *(Measurement("floor", rep, s) for rep, s in enumerate([2.0, 2.0, 2.5])),
-        *(Measurement("deploy", rep, s) for rep, s in enumerate([2.2, 2.6, 2.5]))])
+    r50 = ConfigResult(
+        hosts=5,
+        latency_ms=25,
+        reps=3,
+        runs=[
+            *(Measurement("floor", rep, s) for rep, s in enumerate([2.0, 2.0, 2.5])),
+            *(Measurement("deploy", rep, s) for rep, s in enumerate([2.2, 2.6, 2.5])),
+        ],
+    )
     measured = {t.name: t.measured for t in report.evaluate([r50], [], None)}
     assert measured["deploy/floor <= 1.25 with 50 ms RTT, 5 host(s)"] == "1.25 (repetitions 1.00-1.30)"
     table = report.markdown_table(report.MAIN_COLUMNS, report.main_rows([r5, r20]))

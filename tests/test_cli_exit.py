@@ -12,28 +12,35 @@ from deployer.report.output import Output
 
 
 def _python(code: str, unbuffered: bool = False, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}    # block-buffered, as in a pipe
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as in a pipe
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, timeout=60, **kwargs)
 
 
 def test_leave_flushes_what_is_still_buffered_and_keeps_the_code():
-    proc = _python("from deployer.cli.main import leave; print('no newline yet', end=''); leave(3)",
-                   capture_output=True, text=True)
+    proc = _python(
+        "from deployer.cli.main import leave; print('no newline yet', end=''); leave(3)", capture_output=True, text=True
+    )
     assert (proc.returncode, proc.stdout) == (3, "no newline yet")
     proc = _python("from deployer.cli.main import leave; leave(None)", capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
-    proc = _python("from deployer.cli.main import leave; leave('a message instead of a code')",
-                   capture_output=True, text=True)
+    proc = _python(
+        "from deployer.cli.main import leave; leave('a message instead of a code')", capture_output=True, text=True
+    )
     assert (proc.returncode, proc.stderr) == (1, "a message instead of a code\n")
 
 
 def _list_to_closed_pipe(unbuffered: bool) -> subprocess.CompletedProcess:
     w = closed_pipe()
     try:
-        return _python("import sys; sys.argv = ['deployer', '--list']; from deployer.cli.main import main; main()",
-                       unbuffered, stdout=w, stderr=subprocess.PIPE, text=True)
+        return _python(
+            "import sys; sys.argv = ['deployer', '--list']; from deployer.cli.main import main; main()",
+            unbuffered,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     finally:
         os.close(w)
 
@@ -52,7 +59,7 @@ def test_output_whose_reader_left_goes_to_dev_null_and_the_caller_goes_on():
     stream = os.fdopen(w, "w")
     try:
         out = Output(stream=stream)
-        out.say("nobody reads this")          # EPIPE: must not raise
+        out.say("nobody reads this")  # EPIPE: must not raise
         out.line("host-1", "prepare", "nor this")
         out.table([{"host": "host-1", "result": "ok"}])
         assert os.readlink(f"/proc/self/fd/{w}") == "/dev/null"
@@ -61,17 +68,17 @@ def test_output_whose_reader_left_goes_to_dev_null_and_the_caller_goes_on():
         stream.close()
 
 
-HOOK = '''
+HOOK = """
 import atexit, pathlib
 
 def register(ctx):
     atexit.register(pathlib.Path("atexit-ran").write_text, f"{ctx.stage} {ctx.release}")
-'''
+"""
 
 
 def test_atexit_handlers_of_a_python_hook_run_when_the_cli_leaves(sandbox):
     sb = sandbox(1, hooks={"after_switch": [{"python": "exit_hook:register"}]})
-    (sb.config_path.parent / "exit_hook.py").write_text(HOOK)     # importable: the CLI runs in that directory
+    (sb.config_path.parent / "exit_hook.py").write_text(HOOK)  # importable: the CLI runs in that directory
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stderr
     assert "hook ok: exit_hook:register" in proc.stdout + proc.stderr

@@ -92,8 +92,15 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def run(args: list[str], cwd: Path, program: Path = DEPLOYER) -> subprocess.CompletedProcess:
-    return subprocess.run([str(program), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          env=cli_env(), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(program), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_the_table_is_long_enough():
@@ -113,17 +120,18 @@ def test_mistake_is_one_line_and_exit_2(workdir, argv, expected):
 def test_every_problem_of_a_config_in_one_run_with_lines(workdir):
     (workdir / "typos.toml").write_text(
         '[app]\nname = "shop"\ndeploy_to = "/srv/shop"\nkeep_relases = 3\n\n'
-        '[ssh]\nprot = 2222\n\n'
+        "[ssh]\nprot = 2222\n\n"
         '[stages.staging]\nhosts = [ { host = "a", rolez = ["web"] },\n          "b:x" ]\n'
         'requires = "prodution"\n\n'
-        '[stages.production]\nhosts = ["c"]\n')
+        '[stages.production]\nhosts = ["c"]\n'
+    )
     proc = run(["status", "-c", "typos.toml", "-s", "staging"], workdir)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [
         "error: typos.toml:4: app.keep_relases: unknown key (did you mean keep_releases?)",
         "error: typos.toml:7: ssh.prot: unknown key (did you mean port?)",
         "error: typos.toml:10: stages.staging.hosts[0].rolez: unknown key (did you mean roles?)",
-        "error: typos.toml:10: stages.staging.hosts[1]: bad port 'x' in host 'b:x'",     # the key's line
+        "error: typos.toml:10: stages.staging.hosts[1]: bad port 'x' in host 'b:x'",  # the key's line
         "error: typos.toml:12: stages.staging.requires: 'prodution' is not another stage "
         "(did you mean production?) (stages: staging, production)",
     ]
@@ -138,6 +146,7 @@ def test_invalid_toml_names_its_line(workdir):
 
 def test_untracked_config_named_when_the_tree_is_dirty(tmp_path):
     from helpers import git
+
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "app.py").write_text("print('hi')\n")
@@ -159,6 +168,7 @@ def test_config_before_or_after_the_task(workdir):
 
 def test_help_at_both_levels_and_version(workdir):
     from deployer import __version__
+
     assert run(["--version"], workdir).stdout == f"deployer {__version__}\n"
     for argv in (["-h"], ["--help"], ["help"], []):
         proc = run(argv, workdir)
@@ -177,27 +187,40 @@ def test_messages_name_the_program_that_runs(workdir):
     # the console script says `deployer ...`; invoke's own program (`inv` in the repo) says `inv ...`
     proc = run(["deploy", "-c", "hosts.toml", "-s", "staging", "--version", "v9"], workdir)
     assert "(see: deployer artifacts)" in proc.stderr
-    proc = subprocess.run([str(INV), "deploy", "-c", str(workdir / "hosts.toml"), "-s", "staging", "--version", "v9"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, env=cli_env())
+    proc = subprocess.run(
+        [str(INV), "deploy", "-c", str(workdir / "hosts.toml"), "-s", "staging", "--version", "v9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+    )
     assert "(see: inv artifacts)" in proc.stderr, proc.stderr
 
 
 def test_inv_in_the_repo_has_the_same_tasks_and_flags():
     proc = subprocess.run([str(INV), "--list"], cwd=REPO, capture_output=True, text=True, timeout=60, env=cli_env())
     assert proc.returncode == 0 and "deploy" in proc.stdout and "sandbox.up" in proc.stdout
-    proc = subprocess.run([str(INV), "deploy", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env=cli_env())
+    proc = subprocess.run(
+        [str(INV), "deploy", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, env=cli_env()
+    )
     assert proc.returncode == 0 and "-s STRING, --stage=STRING" in proc.stdout and "-n, --dry-run" in proc.stdout
     assert "-d," not in proc.stdout and "-e," not in proc.stdout
-    proc = subprocess.run([str(INV), "deploy", "--batch", "x"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, env=cli_env())
+    proc = subprocess.run(
+        [str(INV), "deploy", "--batch", "x"], cwd=REPO, capture_output=True, text=True, timeout=60, env=cli_env()
+    )
     assert "Traceback" not in proc.stderr and "--batch expects a whole number, got 'x'" in proc.stderr
 
 
 def test_no_runtime_config_is_read(workdir):
     # invoke would read INVOKE_RUNTIME_CONFIG (and --config) as its own runtime config, refusing TOML
-    proc = subprocess.run([str(DEPLOYER), "--config", "hosts.toml", "hosts", "-s", "staging"], cwd=workdir,
-                          capture_output=True, text=True, timeout=60,
-                          env={**cli_env(), "INVOKE_RUNTIME_CONFIG": str(workdir / "hosts.toml")})
+    proc = subprocess.run(
+        [str(DEPLOYER), "--config", "hosts.toml", "hosts", "-s", "staging"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**cli_env(), "INVOKE_RUNTIME_CONFIG": str(workdir / "hosts.toml")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert os.path.exists(DEPLOYER)

@@ -35,14 +35,18 @@ def simulated(tmp_path):
         site = tmp_path / f"site-{peer}"
         site.mkdir()
         (site / "sitecustomize.py").write_text(f"import simulated_macos\nsimulated_macos.apply({peer!r})\n")
-        short = Path(tempfile.mkdtemp(dir="/tmp", prefix="dpl-"))        # the agent's TMPDIR, short
+        short = Path(tempfile.mkdtemp(dir="/tmp", prefix="dpl-"))  # the agent's TMPDIR, short
         made.append(short)
         path = [str(site), str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {"PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(short)}
-        probe = subprocess.run([sys.executable, "-c",
-                                "import socket, sys; print(sys.platform, hasattr(socket, 'SO_PEERCRED'))"],
-                               env={**os.environ, **env}, capture_output=True, text=True, check=True)
-        assert probe.stdout.split() == ["darwin", "False"], probe.stderr     # the simulation is in force
+        probe = subprocess.run(
+            [sys.executable, "-c", "import socket, sys; print(sys.platform, hasattr(socket, 'SO_PEERCRED'))"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert probe.stdout.split() == ["darwin", "False"], probe.stderr  # the simulation is in force
         return env
 
     yield make
@@ -82,7 +86,7 @@ def test_a_macos_client_builds_deploys_rolls_back_and_keeps_connections(sandbox,
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "ssh.persist" not in proc.stderr and "Traceback" not in proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert [sb.logins(h) for h in sb.hosts] == [1, 1]           # one agent kept both connections
+    assert [sb.logins(h) for h in sb.hosts] == [1, 1]  # one agent kept both connections
     # its socket moved to the short directory: the cache path is too long for a Mac's socket
     [pid] = agent_pids(env["TMPDIR"])
     agent_dir = Path(env["TMPDIR"]) / f"deployer-{os.getuid()}" / "agent"
@@ -97,8 +101,10 @@ def test_a_macos_client_builds_deploys_rolls_back_and_keeps_connections(sandbox,
 def test_a_client_without_peer_credentials_connects_directly_and_says_why(sandbox, app_repo, tmp_path, simulated):
     sb = sandbox(1, ssh={"persist": 30})
     env = simulated("none")
-    said = ("warning: ssh.persist: this system offers no way to check who is at the other end of a Unix socket "
-            "(neither SO_PEERCRED nor getpeereid); connecting directly")
+    said = (
+        "warning: ssh.persist: this system offers no way to check who is at the other end of a Unix socket "
+        "(neither SO_PEERCRED nor getpeereid); connecting directly"
+    )
     for step in ("build", "deploy", "commit", "deploy", "rollback", "status"):
         if step == "commit":
             commit_change(app_repo, "app.py", "VERSION = 2\n")
@@ -109,11 +115,21 @@ def test_a_client_without_peer_credentials_connects_directly_and_says_why(sandbo
         persist = [line for line in proc.stderr.splitlines() if "ssh.persist" in line]
         assert persist == ([said] if step != "build" else [])
     assert current(sb, 0) == "releases/1"
-    assert sb.logins(0) == 4                   # every run connected by itself
+    assert sb.logins(0) == 4  # every run connected by itself
     assert agent_pids(env["TMPDIR"]) == [] and agent_pids(os.environ["XDG_CACHE_HOME"]) == []
     # the agent itself, started by hand, refuses in one line
-    proc = subprocess.run([sys.executable, "-m", "deployer.ssh.agent_server", str(Path(env["TMPDIR"]) / "a.sock"), "5"],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert (proc.returncode, proc.stderr.splitlines()) == (2, [
-        "agent: not starting: this system offers no way to check who is at the other end of a Unix socket "
-        "(neither SO_PEERCRED nor getpeereid)"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer.ssh.agent_server", str(Path(env["TMPDIR"]) / "a.sock"), "5"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert (proc.returncode, proc.stderr.splitlines()) == (
+        2,
+        [
+            "agent: not starting: this system offers no way to check who is at the other end of a Unix socket "
+            "(neither SO_PEERCRED nor getpeereid)"
+        ],
+    )

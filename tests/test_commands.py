@@ -36,7 +36,9 @@ def test_unlock_exact_string():
         "STATE='/srv/my app/.deployer'\nLEDGER='/srv/my app/.deployer/ledger.jsonl'\n"
         "LOCK='/srv/my app/.deployer/lock'\nLOCK_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nTOKEN=abc\n"
         "FORCE=''\nLOCK_INFO='/srv/my app/.deployer/lock/info'\nLEDGER_LINE=''\n"
-        + render.text("lib.sh") + render.text("unlock.sh"))
+        + render.text("lib.sh")
+        + render.text("unlock.sh")
+    )
 
 
 def test_switch_exact_string():
@@ -47,16 +49,20 @@ def test_switch_exact_string():
         "LOCK_TOKEN_FILE=/srv/app/.deployer/lock/token\nTOKEN=tok\n"
         "CURRENT=/srv/app/current\nRELEASE=/srv/app/releases/7\nNUMBER=7\nFOREIGN=''\nTARGET=releases/7\n"
         "TMP_LINK=/srv/app/.current-tok\nMARK_STATE=''\nLEDGER_LINE=''\nUNLOCK=''\n"
-        + render.text("lib.sh") + render.text("switch.sh"))
+        + render.text("lib.sh")
+        + render.text("switch.sh")
+    )
 
 
 def test_a_script_file_is_sent_without_its_comments_and_values_only_as_quoted_assignments():
     assert render.text("unswitch.sh") == (
-        'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"; fi\n')
+        'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"; fi\n'
+    )
     values = {"CURRENT": "/a b/current", "TARGET": "it's", "LIST": ["x y", "$z"]}
     assert render.render(["unswitch.sh"], values, header="") == (
         "CURRENT='/a b/current'\nTARGET='it'\"'\"'s'\nLIST=''\"'\"'x y'\"'\"' '\"'\"'$z'\"'\"''\n"
-        + render.text("unswitch.sh"))
+        + render.text("unswitch.sh")
+    )
     expand = 'eval "set -- $LIST"; printf "<%s>" "$@"'
     listed = subprocess.run(["sh", "-c", render.render([], values, header="") + expand], capture_output=True, text=True)
     assert listed.stdout == "<x y><$z>"
@@ -65,12 +71,28 @@ def test_a_script_file_is_sent_without_its_comments_and_values_only_as_quoted_as
 
 
 def test_the_exit_codes_are_those_the_scripts_use():
-    scripts = {name: render.text(name) for name in ("inspect_lock.sh", "prepare.sh", "prepare_fetch.sh",
-                                                    "prepare_shared.sh", "prepare_check.sh", "switch.sh", "lease.sh")}
-    for code, name in [(commands.NOT_WRITABLE, "inspect_lock.sh"), (commands.SHA_MISMATCH, "prepare_fetch.sh"),
-                       (commands.SHA_MISMATCH, "prepare.sh"), (commands.MISSING_SHARED, "prepare_shared.sh"),
-                       (commands.UNSAFE_TREE, "prepare_check.sh"), (commands.CURRENT_NOT_LINK, "switch.sh"),
-                       (commands.RELEASE_INCOMPLETE, "switch.sh"), (commands.LEASE_LOST, "lease.sh")]:
+    scripts = {
+        name: render.text(name)
+        for name in (
+            "inspect_lock.sh",
+            "prepare.sh",
+            "prepare_fetch.sh",
+            "prepare_shared.sh",
+            "prepare_check.sh",
+            "switch.sh",
+            "lease.sh",
+        )
+    }
+    for code, name in [
+        (commands.NOT_WRITABLE, "inspect_lock.sh"),
+        (commands.SHA_MISMATCH, "prepare_fetch.sh"),
+        (commands.SHA_MISMATCH, "prepare.sh"),
+        (commands.MISSING_SHARED, "prepare_shared.sh"),
+        (commands.UNSAFE_TREE, "prepare_check.sh"),
+        (commands.CURRENT_NOT_LINK, "switch.sh"),
+        (commands.RELEASE_INCOMPLETE, "switch.sh"),
+        (commands.LEASE_LOST, "lease.sh"),
+    ]:
         assert f"exit {code}" in scripts[name], (code, name)
 
 
@@ -96,8 +118,9 @@ def full_cycle(paths: Paths, number: int, token: str, payload: bytes, release_js
     assert inspect.returncode == 0, inspect.stderr
     st = state.parse(inspect.stdout.decode())
     assert st.lock_acquired
-    prep = sh(commands.prepare(paths, number, token, sha, upload=not st.cached, release_json=release_json, **kw),
-              payload)
+    prep = sh(
+        commands.prepare(paths, number, token, sha, upload=not st.cached, release_json=release_json, **kw), payload
+    )
     assert prep.returncode == 0, prep.stderr
     sw = sh(commands.switch(paths, number, token))
     assert sw.returncode == 0, sw.stderr
@@ -117,8 +140,9 @@ def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch, st
     meta = json.dumps({"version": HOSTILE, "note": "'quote' \"dq\" `bt`"})
     (root / "shared" / "conf; rm -rf x").mkdir(parents=True)
     (root / "shared" / "conf; rm -rf x" / "f $(id)").write_text("secret-ish")
-    full_cycle(paths, 1, "t1", payload, meta, shared_dirs=("log dir",), shared_files=("conf; rm -rf x/f $(id)",),
-               stream=stream)
+    full_cycle(
+        paths, 1, "t1", payload, meta, shared_dirs=("log dir",), shared_files=("conf; rm -rf x/f $(id)",), stream=stream
+    )
     release = root / "releases" / "1"
     assert (root / "current").resolve() == release.resolve()
     assert (release / "app.txt").read_bytes() == b"v1"
@@ -188,8 +212,9 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
     __pycache__ and markers never carried over; any change → extracted again, and still correct."""
     paths = Paths(str(tmp_path / "app"))
     app = tmp_path / "app"
-    files, manifest_sha = with_manifest({"REVISION": b"abc\n", "src/a.py": b"A = 1\n", "src/b.txt": b"b",
-                                         "log/keep": b"shipped", "etc/conf": b"c"})
+    files, manifest_sha = with_manifest(
+        {"REVISION": b"abc\n", "src/a.py": b"A = 1\n", "src/b.txt": b"b", "log/keep": b"shipped", "etc/conf": b"c"}
+    )
     payload = make_tarball(files)
     sha = hashlib.sha256(payload).hexdigest()
     (app / "shared" / "etc").mkdir(parents=True)
@@ -198,14 +223,17 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
 
     def prepare(number, source=1, **extra):
         link = commands.LinkSource(source, manifest_sha)
-        proc = sh(commands.prepare(paths, number, f"t{number}", sha, upload=False, release_json="{}",
-                                   link_from=link, **kw, **extra))
+        proc = sh(
+            commands.prepare(
+                paths, number, f"t{number}", sha, upload=False, release_json="{}", link_from=link, **kw, **extra
+            )
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.decode()
 
     assert sh(commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", **kw), payload).returncode == 0
     r1, r2 = app / "releases" / "1", app / "releases" / "2"
-    for made_later in (r1 / "venv" / "python", r1 / "src" / "__pycache__" / "a.pyc"):   # by hooks, Python
+    for made_later in (r1 / "venv" / "python", r1 / "src" / "__pycache__" / "a.pyc"):  # by hooks, Python
         made_later.parent.mkdir()
         made_later.write_text("not from the artifact")
     (r1 / ".deployer" / "migrated").touch()
@@ -213,8 +241,12 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
     assert "linked\t1" in prepare(2)
     assert (r2 / "src" / "a.py").stat().st_ino == (r1 / "src" / "a.py").stat().st_ino
     assert not (r2 / "venv").exists() and not (r2 / "src" / "__pycache__").exists()
-    assert sorted(p.name for p in (r2 / ".deployer").iterdir()) == ["complete", "deploy_id", "manifest.sha256",
-                                                                    "release.json"]
+    assert sorted(p.name for p in (r2 / ".deployer").iterdir()) == [
+        "complete",
+        "deploy_id",
+        "manifest.sha256",
+        "release.json",
+    ]
     assert (r2 / "log").is_symlink() and (r2 / "etc" / "conf").read_text() == "from shared"
 
     # a file changed in place since release 1 was prepared (shared inode: release 2 sees it too)
@@ -222,19 +254,19 @@ def test_redeploy_links_an_unchanged_release_and_extracts_when_it_changed(tmp_pa
     (r1 / "src" / "b.txt").write_bytes(b"hand edit")
     out = prepare(3)
     assert "linked" not in out and (app / "releases" / "3" / "src" / "b.txt").read_bytes() == b"b"
-    assert "linked\t3" in prepare(4, source=3)                       # the re-extracted one is a good source
+    assert "linked\t3" in prepare(4, source=3)  # the re-extracted one is a good source
 
     # a file removed, a file added, a manifest that is not the artifact's: each → extracted
     (app / "releases" / "4" / "src" / "a.py").unlink()
     assert "linked" not in prepare(5, source=4)
     (app / "releases" / "5" / "stray").write_bytes(b"")
-    os.utime(app / "releases" / "5" / "stray", (0, 0))                # even with an old time
+    os.utime(app / "releases" / "5" / "stray", (0, 0))  # even with an old time
     assert "linked" not in prepare(6, source=5)
     (app / "releases" / "6" / ".deployer" / "manifest.sha256").write_text("")
     assert "linked" not in prepare(7, source=6)
     assert "linked" not in prepare(8, source=99)
     assert not (app / "releases" / "6" / "stray").exists()
-    for n in (3, 7, 8):                                                 # not changed after their prepare
+    for n in (3, 7, 8):  # not changed after their prepare
         release = app / "releases" / str(n)
         assert (release / "src" / "a.py").read_bytes() == b"A = 1\n"
         assert (release / "src" / "b.txt").read_bytes() == b"b"
@@ -252,13 +284,19 @@ def test_streamed_upload_with_env_file_and_without_tail_pid(tmp_path):
     fake.mkdir()
     (fake / "tail").write_text("#!/bin/sh\necho 'tail: unrecognized option' >&2; exit 1\n")
     (fake / "tail").chmod(0o755)
-    assert subprocess.run(["tail", "--pid=1", "-c", "0", "/dev/null"]).returncode == 0    # GNU tail here
+    assert subprocess.run(["tail", "--pid=1", "-c", "0", "/dev/null"]).returncode == 0  # GNU tail here
     for name, path_env in (("with-pid", os.environ["PATH"]), ("no-pid", f"{fake}:{os.environ['PATH']}")):
         paths = Paths(str(tmp_path / name))
-        script = commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", stream=True,
-                                  env_file=".env", env_size=len(env))
-        proc = subprocess.run(["sh", "-c", UNFENCED + script], input=env + payload, capture_output=True, timeout=30,
-                              env={**os.environ, "PATH": path_env})
+        script = commands.prepare(
+            paths, 1, "tok", sha, upload=True, release_json="{}", stream=True, env_file=".env", env_size=len(env)
+        )
+        proc = subprocess.run(
+            ["sh", "-c", UNFENCED + script],
+            input=env + payload,
+            capture_output=True,
+            timeout=30,
+            env={**os.environ, "PATH": path_env},
+        )
         assert proc.returncode == 0, (name, proc.stderr)
         release = tmp_path / name / "releases" / "1"
         assert (release / "d" / "f42").stat().st_size == 4096 and (release / ".env").read_bytes() == env
@@ -281,18 +319,20 @@ def test_prepare_checksums_with_openssl_when_it_works_else_sha256sum(tmp_path, o
     (fake / "openssl").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
     for n, (upload, stream) in enumerate([(True, False), (True, True), (False, False)], start=1):
-        paths = Paths(str(tmp_path / ("app1" if not upload else f"app{n}")))    # the redeploy: app1's cache
+        paths = Paths(str(tmp_path / ("app1" if not upload else f"app{n}")))  # the redeploy: app1's cache
         script = commands.prepare(paths, n, f"t{n}", sha, upload=upload, release_json="{}", stream=stream)
         if upload:
-            bad = subprocess.run(["sh", "-c", UNFENCED + script], input=payload[:-9], capture_output=True, timeout=30,
-                                 env=env)
+            bad = subprocess.run(
+                ["sh", "-c", UNFENCED + script], input=payload[:-9], capture_output=True, timeout=30, env=env
+            )
             assert bad.returncode == commands.SHA_MISMATCH, bad.stderr
-        proc = subprocess.run(["sh", "-c", UNFENCED + script], input=payload if upload else b"", capture_output=True,
-                              timeout=30, env=env)
+        proc = subprocess.run(
+            ["sh", "-c", UNFENCED + script], input=payload if upload else b"", capture_output=True, timeout=30, env=env
+        )
         assert proc.returncode == 0, proc.stderr
         assert (Path(paths.release(n)) / "f7").stat().st_size == 1024
     used = calls.read_text().count("dgst -sha256 -r") if calls.exists() else 0
-    assert used == (10 if openssl == "openssl" else 0)    # 5 runs (2 refused): a probe and a sum each
+    assert used == (10 if openssl == "openssl" else 0)  # 5 runs (2 refused): a probe and a sum each
 
 
 def test_prepare_missing_shared_file_names_it(tmp_path):
@@ -323,14 +363,13 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
     writes it a little later, and if the holder leaves in between, the loser takes the lock."""
     paths = Paths(str(tmp_path))
     lock = tmp_path / ".deployer" / "lock"
-    lock.mkdir(parents=True)                       # a holder between its mkdir and its info write
-    writer = subprocess.Popen(["sh", "-c",
-                               f"sleep 0.3; printf '%s\\n' '{{\"who\": \"a@x\", \"pid\": 7}}' > {lock}/info"])
+    lock.mkdir(parents=True)  # a holder between its mkdir and its info write
+    writer = subprocess.Popen(["sh", "-c", f'sleep 0.3; printf \'%s\\n\' \'{{"who": "a@x", "pid": 7}}\' > {lock}/info'])
     late = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     writer.wait()
     assert not late.lock_acquired and late.lock.who == "a@x" and late.lock.pid == 7
 
-    (lock / "info").unlink()                       # a holder that leaves without ever saying who
+    (lock / "info").unlink()  # a holder that leaves without ever saying who
     remover = subprocess.Popen(["sh", "-c", f"sleep 0.3; rm -rf {lock}"])
     taken = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     remover.wait()
@@ -339,8 +378,9 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
 
 def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     paths = Paths(str(tmp_path))
-    first = state.parse(sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}',
-                                            lock_token="A")).stdout.decode())
+    first = state.parse(
+        sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode()
+    )
     second = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     assert first.lock_acquired and not second.lock_acquired
     assert second.lock.who == "a@x" and second.lock.pid == 1
@@ -364,7 +404,7 @@ def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_a
         script = commands.switch_then_finish(commands.switch(paths, number, "T"), finish)
         return subprocess.run([shell, "-c", UNFENCED + script], capture_output=True, text=True, timeout=30)
 
-    refused = run(1, commands.finish(paths, "T", delete=[], keep_artifacts=[]))    # release 1 incomplete
+    refused = run(1, commands.finish(paths, "T", delete=[], keep_artifacts=[]))  # release 1 incomplete
     assert refused.returncode == 31 and "finished" not in refused.stdout
     assert (tmp_path / ".deployer" / "lock").is_dir() and not (tmp_path / "current").exists()
 
@@ -423,19 +463,29 @@ def test_drift_reports_modified_removed_added_and_skips_shared(tmp_path):
     (rel / "gone.txt").unlink()
     (rel / "new file.sh").write_text("evil\n")
     import shutil
+
     shutil.rmtree(rel / "log")
-    (rel / "log").symlink_to(tmp_path)          # the shared link: never reported
+    (rel / "log").symlink_to(tmp_path)  # the shared link: never reported
     out = sh(commands.drift(paths, ("log",))).stdout.decode().splitlines()
     assert sorted(out) == ["added\tnew file.sh", "checked\t3", "modified\tapp.py", "removed\tgone.txt"]
 
 
 # -- every builder, every string parameter hostile --------------------------------------------
 
+
 def _payloads(canary: Path) -> list[str]:
     """Ways a value breaks out of bad quoting, each creating `canary` if it runs."""
     c = str(canary)
-    return [f"$(touch {c})", f"`touch {c}`", f"x; touch {c}", f"x\ntouch {c}\n", f'odd "quote $(touch {c})',
-            f"it's; touch {c}; '", f'\\"; touch {c}; echo \\', f"-n \\c %s $HOME ${{x:-$(touch {c})}}"]
+    return [
+        f"$(touch {c})",
+        f"`touch {c}`",
+        f"x; touch {c}",
+        f"x\ntouch {c}\n",
+        f'odd "quote $(touch {c})',
+        f"it's; touch {c}; '",
+        f'\\"; touch {c}; echo \\',
+        f"-n \\c %s $HOME ${{x:-$(touch {c})}}",
+    ]
 
 
 def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
@@ -448,23 +498,47 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
     many = (hostile, "log " + hostile)
     return {
         "inspect": commands.inspect(paths, lock_info=hostile, lock_token=hostile, artifact_sha=hostile),
-        "inspect-lease": commands.inspect(paths, lock_info=hostile, lock_token=hostile, lock_ttl=1,
-                                          takeover_ledger=hostile + commands.TAKEOVER_MARK + hostile),
+        "inspect-lease": commands.inspect(
+            paths,
+            lock_info=hostile,
+            lock_token=hostile,
+            lock_ttl=1,
+            takeover_ledger=hostile + commands.TAKEOVER_MARK + hostile,
+        ),
         "lease": commands.lease(paths, hostile) + commands.switch(paths, 3, hostile),
         "unleased": commands.unleased(commands.switch(paths, 3, hostile)),
-        "prepare-upload": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
-                                           shared_dirs=many, shared_files=many, env_file=hostile, env_size=4),
-        "prepare-stream": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile,
-                                           stream=True),
-        "prepare-cached": commands.prepare(paths, 3, hostile, hostile, upload=False, release_json=hostile,
-                                           shared_dirs=many, link_from=link, generated=many),
+        "prepare-upload": commands.prepare(
+            paths,
+            3,
+            hostile,
+            hostile,
+            upload=True,
+            release_json=hostile,
+            shared_dirs=many,
+            shared_files=many,
+            env_file=hostile,
+            env_size=4,
+        ),
+        "prepare-stream": commands.prepare(paths, 3, hostile, hostile, upload=True, release_json=hostile, stream=True),
+        "prepare-cached": commands.prepare(
+            paths,
+            3,
+            hostile,
+            hostile,
+            upload=False,
+            release_json=hostile,
+            shared_dirs=many,
+            link_from=link,
+            generated=many,
+        ),
         "write_env": commands.write_env(paths, hostile, hostile, 3, ledger=hostile),
         "read_env": commands.read_env(paths, hostile),
         "switch": commands.switch(paths, 3, hostile, mark_rolled_back=2, release_lock=True, ledger=hostile),
         "unswitch": commands.unswitch(paths, 3),
         "finish": commands.finish(paths, hostile, delete=[hostile, "2"], keep_artifacts=[hostile], ledger=hostile),
         "switch_then_finish": commands.switch_then_finish(
-            commands.switch(paths, 3, hostile), commands.finish(paths, hostile, delete=[hostile], keep_artifacts=[])),
+            commands.switch(paths, 3, hostile), commands.finish(paths, hostile, delete=[hostile], keep_artifacts=[])
+        ),
         "abort": commands.abort(paths, 3, hostile, ledger=hostile),
         "unlock-token": commands.unlock(paths, hostile),
         "unlock-force": commands.unlock(paths, None, ledger=hostile),
@@ -475,8 +549,9 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "in_release-run_as": commands.in_release(paths, 3, command, env, run_as=hostile),
         "migrate": commands.migrate(paths, 3, command, env, run_as=hostile),
         "unmigrate": commands.unmigrate(paths, 3, command, env),
-        "verify_http": commands.verify_http("http://127.0.0.1:9/" + hostile, status=200, body=hostile,
-                                            timeout=1, retries=1, interval=0),
+        "verify_http": commands.verify_http(
+            "http://127.0.0.1:9/" + hostile, status=200, body=hostile, timeout=1, retries=1, interval=0
+        ),
         "mark_bad": commands.mark_bad(paths, 3, hostile),
         "append_ledger": commands.append_ledger(paths, hostile),
         "exports": commands.exports(env),
@@ -504,8 +579,14 @@ def test_no_builder_runs_a_hostile_value(tmp_path, where):
             assert parsed.returncode == 0, f"{name} with {hostile!r}: {parsed.stderr}"
             subprocess.run(["sh", "-c", script], input=b"data", capture_output=True, timeout=30, cwd=tmp_path)
             assert not canary.exists(), f"{name} ran a value: {hostile!r}"
-    public = {n for n, f in vars(commands).items() if callable(f) and not n.startswith("_")
-              and getattr(f, "__module__", "") == commands.__name__ and n not in ("LinkSource", "q")}
+    public = {
+        n
+        for n, f in vars(commands).items()
+        if callable(f)
+        and not n.startswith("_")
+        and getattr(f, "__module__", "") == commands.__name__
+        and n not in ("LinkSource", "q")
+    }
     assert public <= {n.split("-")[0] for n in names}, "a builder the test does not cover"
 
 
@@ -520,9 +601,10 @@ def test_the_lock_and_health_check_messages_carry_hostile_values_verbatim(tmp_pa
     url, body = 'http://127.0.0.1:9/$(id)"', 'say "hi'
     failed = sh(commands.verify_http(url, status=200, body=body, timeout=1, retries=1, interval=0))
     assert failed.returncode == 1
-    code = "000" if shutil.which("curl") else "0"      # curl's code for no answer, or the python fallback's
+    code = "000" if shutil.which("curl") else "0"  # curl's code for no answer, or the python fallback's
     assert failed.stderr.decode().splitlines()[0] == (
-        f"health check failed: {url} answered HTTP {code} without {body!r} (expected 200) after 1 attempt(s)")
+        f"health check failed: {url} answered HTTP {code} without {body!r} (expected 200) after 1 attempt(s)"
+    )
 
 
 @pytest.mark.parametrize("ride", [False, True], ids=["own-command", "after-the-switch"])
@@ -538,11 +620,20 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
         (tmp_path / "app" / "releases" / str(n) / ".deployer" / "complete").touch()
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "rm").write_text('#!/bin/sh\ncase "$*" in *releases/1*) echo "rm: cannot remove releases/1" >&2; '
-                             'exit 1;; esac\nexec /bin/rm "$@"\n')
+    (fake / "rm").write_text(
+        '#!/bin/sh\ncase "$*" in *releases/1*) echo "rm: cannot remove releases/1" >&2; '
+        'exit 1;; esac\nexec /bin/rm "$@"\n'
+    )
     (fake / "rm").chmod(0o755)
-    script = commands.finish(paths, "T", delete=["1"], keep_artifacts=[], done='{"deploy": "ok"}',
-                             ledger='{"cleanup": "ok"}', failed='{"cleanup": "failed"}')
+    script = commands.finish(
+        paths,
+        "T",
+        delete=["1"],
+        keep_artifacts=[],
+        done='{"deploy": "ok"}',
+        ledger='{"cleanup": "ok"}',
+        failed='{"cleanup": "failed"}',
+    )
     if ride:
         script = commands.switch_then_finish(commands.switch(paths, 2, "T"), script)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
@@ -555,8 +646,11 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
 
     (fake / "rm").unlink()
     assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="U")).stdout.decode()).lock_acquired
-    ok = sh(commands.finish(paths, "U", delete=["1"], keep_artifacts=[], ledger='{"cleanup": "ok"}',
-                            failed='{"cleanup": "failed"}'))
+    ok = sh(
+        commands.finish(
+            paths, "U", delete=["1"], keep_artifacts=[], ledger='{"cleanup": "ok"}', failed='{"cleanup": "failed"}'
+        )
+    )
     assert ok.returncode == 0 and commands.CLEANUP_FAILED not in ok.stdout.decode()
     assert (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()[-1] == '{"cleanup": "ok"}'
     assert not (tmp_path / "app" / "releases" / "1").exists()
@@ -586,14 +680,14 @@ def unsafe_tarball(kind: str) -> bytes:
     elif kind == "forged-marker":
         add(".deployer/manifest.sha256")
         add(".deployer/migrated", b"{}")
-    elif kind == "forged-marker-hidden":      # names the shell's `*` does not list
+    elif kind == "forged-marker-hidden":  # names the shell's `*` does not list
         add(".deployer/.bad")
     elif kind == "forged-marker-dotdot":
         add(".deployer/..bad")
-    elif kind == "forged-marker-nested":      # only a subdirectory at the top
+    elif kind == "forged-marker-nested":  # only a subdirectory at the top
         add(".deployer/sub", type=tarfile.DIRTYPE, mode=0o755)
         add(".deployer/sub/complete")
-    elif kind == "manifest-marker-as-link":   # the manifest's name, but not a regular file
+    elif kind == "manifest-marker-as-link":  # the manifest's name, but not a regular file
         add(".deployer/manifest.sha256", type=tarfile.SYMTYPE, linkname="../REVISION")
     elif kind == "state-dir-as-link":
         add("elsewhere", type=tarfile.DIRTYPE, mode=0o755)
@@ -601,12 +695,26 @@ def unsafe_tarball(kind: str) -> bytes:
     return tar_gz(members)
 
 
-ROOT_ONLY = {"setuid-file", "device"}      # what tar can only make as root (and so the deploy user never gets)
+ROOT_ONLY = {"setuid-file", "device"}  # what tar can only make as root (and so the deploy user never gets)
 
 
-@pytest.mark.parametrize("kind", ["absolute-link", "link-up-and-out", "chained-links-out", "fifo", "setuid-file",
-                                  "device", "forged-marker", "forged-marker-hidden", "forged-marker-dotdot",
-                                  "forged-marker-nested", "manifest-marker-as-link", "state-dir-as-link"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "absolute-link",
+        "link-up-and-out",
+        "chained-links-out",
+        "fifo",
+        "setuid-file",
+        "device",
+        "forged-marker",
+        "forged-marker-hidden",
+        "forged-marker-dotdot",
+        "forged-marker-nested",
+        "manifest-marker-as-link",
+        "state-dir-as-link",
+    ],
+)
 @pytest.mark.parametrize("how", ["received", "streamed", "cached"])
 def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, kind, how):
     """Defence in depth: one pass over the extracted tree refuses devices, fifos, setuid files and
@@ -618,11 +726,12 @@ def test_prepare_refuses_an_unsafe_tree_before_it_becomes_a_release(tmp_path, ki
         cache = tmp_path / "app" / ".deployer" / "cache"
         cache.mkdir(parents=True)
         (cache / f"{sha}.tar.gz").write_bytes(payload)
-    script = commands.prepare(paths, 1, "tok", sha, upload=how != "cached", release_json="{}",
-                              stream=how == "streamed", shared_dirs=("log",))
+    script = commands.prepare(
+        paths, 1, "tok", sha, upload=how != "cached", release_json="{}", stream=how == "streamed", shared_dirs=("log",)
+    )
     proc = sh(script, payload if how != "cached" else b"")
     if kind in ROOT_ONLY and os.geteuid() != 0:
-        assert proc.returncode == 0, proc.stderr           # tar made neither: nothing to refuse
+        assert proc.returncode == 0, proc.stderr  # tar made neither: nothing to refuse
         assert not any(p.stat().st_mode & 0o6000 for p in (tmp_path / "app" / "releases" / "1").iterdir())
         return
     assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
@@ -637,9 +746,13 @@ def test_prepare_keeps_links_inside_the_release(tmp_path):
     """The pass refuses only what leaves the tree: relative links inside it (dangling ones too) stay."""
     paths = Paths(str(tmp_path / "srv link") + "/app")
     (tmp_path / "real").mkdir()
-    (tmp_path / "srv link").symlink_to(tmp_path / "real")      # deploy_to reached through a symlink
-    payload = tar_gz([tar_member(name, type=tarfile.SYMTYPE, linkname=target)
-                      for name, target in (("self", "."), ("d/up", ".."), ("d/loop", "loop"), ("gone", "missing/x"))])
+    (tmp_path / "srv link").symlink_to(tmp_path / "real")  # deploy_to reached through a symlink
+    payload = tar_gz(
+        [
+            tar_member(name, type=tarfile.SYMTYPE, linkname=target)
+            for name, target in (("self", "."), ("d/up", ".."), ("d/loop", "loop"), ("gone", "missing/x"))
+        ]
+    )
     sha = hashlib.sha256(payload).hexdigest()
     proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}"), payload)
     assert proc.returncode == 0, proc.stderr
@@ -650,12 +763,17 @@ def test_linking_a_shared_path_never_goes_through_a_link_in_the_release(tmp_path
     """An artifact link above a shared path, even one resolving inside the release: refused before
     rm -rf; what it points at stays as it was."""
     paths = Paths(str(tmp_path / "app"))
-    payload = tar_gz([tar_member("data", type=tarfile.DIRTYPE, mode=0o755),
-                      tar_member("data/pids", type=tarfile.DIRTYPE, mode=0o755),
-                      tar_member("tmp", type=tarfile.SYMTYPE, linkname="data", mode=0o755)])
+    payload = tar_gz(
+        [
+            tar_member("data", type=tarfile.DIRTYPE, mode=0o755),
+            tar_member("data/pids", type=tarfile.DIRTYPE, mode=0o755),
+            tar_member("tmp", type=tarfile.SYMTYPE, linkname="data", mode=0o755),
+        ]
+    )
     sha = hashlib.sha256(payload).hexdigest()
-    proc = sh(commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", shared_dirs=("tmp/pids",)),
-              payload)
+    proc = sh(
+        commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}", shared_dirs=("tmp/pids",)), payload
+    )
     assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
     assert b"refusing to link shared path tmp/pids: a parent in the release is a symlink" in proc.stderr
     assert list((tmp_path / "app" / "releases").iterdir()) == []
@@ -667,16 +785,24 @@ TAKEOVER_LINE = '{"action": "takeover", "stale": "@@stale@@"}'
 
 
 def lock(paths: Paths, token: str, ttl: int | None = 3) -> state.HostState:
-    out = sh(commands.inspect(paths, lock_info=json.dumps({"who": token, "pid": 1}), lock_token=token,
-                              lock_ttl=ttl, takeover_ledger=TAKEOVER_LINE))
+    out = sh(
+        commands.inspect(
+            paths,
+            lock_info=json.dumps({"who": token, "pid": 1}),
+            lock_token=token,
+            lock_ttl=ttl,
+            takeover_ledger=TAKEOVER_LINE,
+        )
+    )
     assert out.returncode == 0, out.stderr
     return state.parse(out.stdout.decode())
 
 
 def leased(paths: Paths, token: str, script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
     """A script as a session holding the lock sends it: the lease check in front."""
-    return subprocess.run(["sh", "-c", commands.lease(paths, token) + script], input=stdin, capture_output=True,
-                          timeout=30)
+    return subprocess.run(
+        ["sh", "-c", commands.lease(paths, token) + script], input=stdin, capture_output=True, timeout=30
+    )
 
 
 def age_heartbeat(paths: Paths, seconds: int) -> None:
@@ -693,7 +819,7 @@ def test_a_live_lease_is_kept_and_a_stale_one_taken_over_with_the_dead_runs_left
     Path(paths.partial_artifact("A")).write_bytes(b"half")
     os.symlink("releases/1", paths.tmp_current("A"))
     age_heartbeat(paths, 60)
-    assert leased(paths, "A", "echo renewed").stdout == b"renewed\n"       # every command renews
+    assert leased(paths, "A", "echo renewed").stdout == b"renewed\n"  # every command renews
     held = lock(paths, "B")
     assert not held.lock_acquired and held.lock.who == "A" and held.lock_silent in (0, 1) and not held.took_over
 
@@ -701,7 +827,7 @@ def test_a_live_lease_is_kept_and_a_stale_one_taken_over_with_the_dead_runs_left
     taken = lock(paths, "B")
     assert taken.lock_acquired and taken.took_over[1].who == "A" and taken.took_over[0] >= 59
     assert Path(paths.lock_token).read_text() == "B"
-    assert sorted(os.listdir(paths.releases)) == [".tmp-2-B"]          # only the dead run's leftovers go
+    assert sorted(os.listdir(paths.releases)) == [".tmp-2-B"]  # only the dead run's leftovers go
     assert os.listdir(paths.cache) == [] and not os.path.lexists(paths.tmp_current("A"))
     assert sorted(os.listdir(paths.state)) == ["cache", "ledger.jsonl", "lock"]
     record = json.loads(Path(paths.ledger).read_text())
@@ -712,8 +838,8 @@ def test_a_lock_without_heartbeat_or_without_ttl_is_never_taken_over(tmp_path):
     paths = Paths(str(tmp_path))
     assert lock(paths, "A", ttl=None).lock_acquired
     age_heartbeat(paths, 600)
-    assert not lock(paths, "B", ttl=None).lock_acquired                # no lock_ttl: no lease
-    os.unlink(paths.lock_beat)                                          # a lock from before leases
+    assert not lock(paths, "B", ttl=None).lock_acquired  # no lock_ttl: no lease
+    os.unlink(paths.lock_beat)  # a lock from before leases
     assert not lock(paths, "B").lock_acquired
     assert Path(paths.lock_token).read_text() == "A"
 
@@ -728,10 +854,22 @@ def test_racing_takeovers_of_one_stale_lock_make_exactly_one_holder(tmp_path):
             assert commands_ok.returncode == 0
         assert lock(paths, "dead").lock_acquired
         age_heartbeat(paths, 60)
-        script = UNFENCED + "\n".join(
-            "(" + commands.inspect(paths, lock_info=json.dumps({"who": f"r{i}"}), lock_token=f"r{i}", lock_ttl=3,
-                                   takeover_ledger=TAKEOVER_LINE) + f") > {tmp_path}/out-{i} &" for i in range(8)
-        ) + "\nwait\n"
+        script = (
+            UNFENCED
+            + "\n".join(
+                "("
+                + commands.inspect(
+                    paths,
+                    lock_info=json.dumps({"who": f"r{i}"}),
+                    lock_token=f"r{i}",
+                    lock_ttl=3,
+                    takeover_ledger=TAKEOVER_LINE,
+                )
+                + f") > {tmp_path}/out-{i} &"
+                for i in range(8)
+            )
+            + "\nwait\n"
+        )
         assert subprocess.run(["sh", "-c", script], capture_output=True, timeout=60).returncode == 0
         states = [state.parse((tmp_path / f"out-{i}").read_text()) for i in range(8)]
         winners = [i for i, st in enumerate(states) if st.lock_acquired]
@@ -750,16 +888,24 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
     (tmp_path / "shared").mkdir()
     assert lock(paths, "A").lock_acquired
     for n in (1, 2):
-        prep = leased(paths, "A", commands.prepare(paths, n, "A", sha, upload=n == 1, release_json="{}"),
-                      payload if n == 1 else b"")
+        prep = leased(
+            paths,
+            "A",
+            commands.prepare(paths, n, "A", sha, upload=n == 1, release_json="{}"),
+            payload if n == 1 else b"",
+        )
         assert prep.returncode == 0, prep.stderr
     assert leased(paths, "A", commands.switch(paths, 1, "A")).returncode == 0
     age_heartbeat(paths, 60)
     assert lock(paths, "B").lock_acquired
 
     def snapshot():
-        return sorted((str(p.relative_to(tmp_path)), os.path.islink(p) and os.readlink(p))
-                      for p in tmp_path.rglob("*") if "lock" not in p.parts)
+        return sorted(
+            (str(p.relative_to(tmp_path)), os.path.islink(p) and os.readlink(p))
+            for p in tmp_path.rglob("*")
+            if "lock" not in p.parts
+        )
+
     before = snapshot()
     lost = [
         commands.prepare(paths, 3, "A", sha, upload=False, release_json="{}"),
@@ -788,7 +934,8 @@ def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
     paths = Paths("/srv/my app")
     assert commands.lease(paths, "t'x") == (
         "LEASE_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nLEASE_TOKEN='t'\"'\"'x'\n"
-        "LEASE_BEAT='/srv/my app/.deployer/lock/beat'\n" + render.text("lease.sh"))
+        "LEASE_BEAT='/srv/my app/.deployer/lock/beat'\n" + render.text("lease.sh")
+    )
     assert render.text("lease.sh").endswith("}\nheld\n")
 
 
@@ -804,9 +951,17 @@ def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_th
     kw = dict(env_file="conf/app.env", shared_files=("conf/app.env",))
 
     def prepare(number, env, link=None):
-        script = commands.prepare(paths, number, f"t{number}", sha, upload=link is None, release_json="{}",
-                                  env_size=len(env), link_from=link and commands.LinkSource(link, manifest_sha),
-                                  **kw)
+        script = commands.prepare(
+            paths,
+            number,
+            f"t{number}",
+            sha,
+            upload=link is None,
+            release_json="{}",
+            env_size=len(env),
+            link_from=link and commands.LinkSource(link, manifest_sha),
+            **kw,
+        )
         proc = sh(script, env + (payload if link is None else b""))
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.decode()
@@ -818,7 +973,7 @@ def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_th
     prepare(1, b"A=one\n")
     r1 = app / "releases" / "1"
     (r1 / ".deployer" / "env").unlink()
-    (app / "shared" / "conf" / "app.env").unlink()          # the link the first prepare made
+    (app / "shared" / "conf" / "app.env").unlink()  # the link the first prepare made
     (app / "shared" / "conf" / "app.env").write_bytes(b"A=legacy\n")
     (r1 / "conf" / "app.env").unlink()
     (r1 / "conf" / "app.env").symlink_to(app / "shared" / "conf" / "app.env")
@@ -828,10 +983,10 @@ def test_each_release_has_its_own_env_also_when_linked_and_push_rewrites_only_th
     assert env_of(1) == b"A=legacy\n" and env_of(2) == b"A=two\n"
     assert os.readlink(r1 / "conf" / "app.env") == "../.deployer/env"
     assert os.readlink(app / "shared" / "conf" / "app.env") == "../../current/conf/app.env"
-    assert (app / "shared" / "conf" / "app.env").read_bytes() == b"A=legacy\n"     # live: still release 1's
+    assert (app / "shared" / "conf" / "app.env").read_bytes() == b"A=legacy\n"  # live: still release 1's
     for n in (1, 2):
         assert (app / "releases" / str(n) / ".deployer" / "env").stat().st_mode & 0o777 == 0o600
-    assert not list((app / ".deployer" / "cache").glob(".part-*"))               # the upload's temp env: gone
+    assert not list((app / ".deployer" / "cache").glob(".part-*"))  # the upload's temp env: gone
 
     proc = sh(commands.write_env(paths, "conf/app.env", "tok", 1, ledger='{"x": 1}'), b"A=pushed\n")
     assert proc.returncode == 0, proc.stderr
@@ -856,8 +1011,10 @@ def test_a_shared_env_another_tools_release_links_to_stays_a_file(tmp_path):
     (app / "shared" / ".env").write_bytes(b"A=capistrano\n")
     (theirs / ".env").symlink_to(app / "shared" / ".env")
     (app / "current").symlink_to(theirs)
-    proc = sh(commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", env_file=".env", env_size=6),
-              b"A=us\n\n" + payload)
+    proc = sh(
+        commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}", env_file=".env", env_size=6),
+        b"A=us\n\n" + payload,
+    )
     assert proc.returncode == 0, proc.stderr
     assert not (app / "shared" / ".env").is_symlink() and (theirs / ".env").read_bytes() == b"A=capistrano\n"
     assert (app / "releases" / "1" / ".env").read_bytes() == b"A=us\n\n"

@@ -115,13 +115,20 @@ def test_example_shows_every_key():
     assert missing == []
 
 
-@pytest.mark.parametrize("cls, table, renamed", [
-    (settings.AppSettings, schema.APP, {}), (settings.BuildSettings, schema.BUILD, {}),
-    (settings.SSHSettings, schema.SSH, {}), (settings.Hook, schema.HOOK, {}),
-    (settings.MigrateSettings, schema.MIGRATE, {}), (settings.VerifySettings, schema.VERIFY, {"run_from": "from"}),
-    (settings.RestartSettings, schema.RESTART, {}), (settings.NotifySettings, schema.NOTIFY, {}),
-    (settings.StoreSettings, schema.STORE, {}),
-])
+@pytest.mark.parametrize(
+    "cls, table, renamed",
+    [
+        (settings.AppSettings, schema.APP, {}),
+        (settings.BuildSettings, schema.BUILD, {}),
+        (settings.SSHSettings, schema.SSH, {}),
+        (settings.Hook, schema.HOOK, {}),
+        (settings.MigrateSettings, schema.MIGRATE, {}),
+        (settings.VerifySettings, schema.VERIFY, {"run_from": "from"}),
+        (settings.RestartSettings, schema.RESTART, {}),
+        (settings.NotifySettings, schema.NOTIFY, {}),
+        (settings.StoreSettings, schema.STORE, {}),
+    ],
+)
 def test_settings_defaults_are_the_schema_defaults(cls, table, renamed):
     for f in dataclasses.fields(cls):
         key = renamed.get(f.name, f.name)
@@ -130,11 +137,20 @@ def test_settings_defaults_are_the_schema_defaults(cls, table, renamed):
             assert shown == schema.default(table, key) or table[key].default is None, key
 
 
-@pytest.mark.parametrize("where, key, bad", [
-    ("ssh", "port", 0), ("ssh", "persist", schema.MAX_PERSIST + 1), ("ssh", "keepalive", 0),
-    ("app", "lock_ttl", True), ("verify", "from", "moon"), ("verify", "status", 42), ("verify", "interval", -1),
-    ("notify", "timeout", 0), ("ssh", "host_key_policy", "never"),
-])
+@pytest.mark.parametrize(
+    "where, key, bad",
+    [
+        ("ssh", "port", 0),
+        ("ssh", "persist", schema.MAX_PERSIST + 1),
+        ("ssh", "keepalive", 0),
+        ("app", "lock_ttl", True),
+        ("verify", "from", "moon"),
+        ("verify", "status", 42),
+        ("verify", "interval", -1),
+        ("notify", "timeout", 0),
+        ("ssh", "host_key_policy", "never"),
+    ],
+)
 def test_ranges_and_choices_come_from_the_schema(tmp_path, where, key, bad):
     value = f'"{bad}"' if isinstance(bad, str) else str(bad).lower()
     table = "" if where == "app" else f"[{where}]\n"
@@ -150,30 +166,49 @@ def test_config_keys_rows_cover_every_key():
     rows = schema.rows()
     assert len(rows) == sum(len(t) for t in schema.TABLES.values())
     by_key = {r["key"]: r for r in rows}
-    assert by_key["app.keep_releases"] == {"key": "app.keep_releases", "type": "integer", "default": "5",
-                                           "doc": schema.APP["keep_releases"].doc}
+    assert by_key["app.keep_releases"] == {
+        "key": "app.keep_releases",
+        "type": "integer",
+        "default": "5",
+        "doc": schema.APP["keep_releases"].doc,
+    }
     assert by_key["app.deploy_to"]["default"] == "(required)" and by_key["ssh.port"]["default"] == "-"
     assert by_key["notify.events"]["default"] == '["started", "succeeded", "failed", "rolled back"]'
 
 
 def test_config_keys_command_prints_every_key_without_a_config(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != load.ENV_VAR}
-    proc = subprocess.run([sys.executable, "-m", "deployer", "config.keys"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer", "config.keys"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     listed = {line.split()[0] for line in proc.stdout.splitlines()[2:]}
     assert listed == {r["key"] for r in schema.rows()}
 
 
-@pytest.mark.parametrize("text, problem", [
-    ('[app]\nname = "a"\n[stages.s]\nhosts = ["h"]\n', "1: app.deploy_to: missing (expected an absolute path)"),
-    ('[app]\ndeploy_to = "/a"\n[stages.s]\nhosts = [{ name = "x" }]\n',
-     "4: stages.s.hosts[0].host: missing (expected a host name or address)"),
-    ('[app]\ndeploy_to = "/a"\n[env]\nK = { roles = ["web"] }\n[stages.s]\nhosts = ["h"]\n',
-     "4: env.K.secret: missing (expected env:NAME, file:PATH or cmd:COMMAND)"),
-    ('[app]\ndeploy_to = "/a"\n[migrate]\nrole = "db"\n[stages.s]\nhosts = ["h"]\n',
-     "3: migrate.command: missing (expected a shell command)"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('[app]\nname = "a"\n[stages.s]\nhosts = ["h"]\n', "1: app.deploy_to: missing (expected an absolute path)"),
+        (
+            '[app]\ndeploy_to = "/a"\n[stages.s]\nhosts = [{ name = "x" }]\n',
+            "4: stages.s.hosts[0].host: missing (expected a host name or address)",
+        ),
+        (
+            '[app]\ndeploy_to = "/a"\n[env]\nK = { roles = ["web"] }\n[stages.s]\nhosts = ["h"]\n',
+            "4: env.K.secret: missing (expected env:NAME, file:PATH or cmd:COMMAND)",
+        ),
+        (
+            '[app]\ndeploy_to = "/a"\n[migrate]\nrole = "db"\n[stages.s]\nhosts = ["h"]\n',
+            "3: migrate.command: missing (expected a shell command)",
+        ),
+    ],
+)
 def test_required_keys_come_from_the_schema(text, problem):
     with pytest.raises(ConfigError) as err:
         load.parse(text, Path("hosts.toml"))

@@ -20,8 +20,14 @@ from deployer.remote import commands
 from deployer.remote import delta as remote_delta
 
 UNFENCED = "held() { :; }\n"
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
 
 
 def git(repo: Path, *args: str) -> None:
@@ -60,8 +66,18 @@ def two(tmp_path):
     files["static/link"] = "logo.png"
     files["empty/.keep"] = b""
     a = commit(repo, files, "one", tmp_path / "out", "v1")
-    b = commit(repo, {"app/mod3.py": b"changed\n", "app/new.py": ("print(7)\n" * 50).encode(),
-                      "app/mod9.py": None, "static/link2": "link"}, "two", tmp_path / "out", "v2")
+    b = commit(
+        repo,
+        {
+            "app/mod3.py": b"changed\n",
+            "app/new.py": ("print(7)\n" * 50).encode(),
+            "app/mod9.py": None,
+            "static/link2": "link",
+        },
+        "two",
+        tmp_path / "out",
+        "v2",
+    )
     return tmp_path, a, b
 
 
@@ -98,8 +114,9 @@ def host_with_base(tmp: Path, art) -> Paths:
 def prepare_delta(paths: Paths, art, base_manifest: dict, tmp: Path, number: int = 2):
     dest = tmp / f"delta-{number}.tar.gz"
     tree, plan = artifact_delta.make(art.path, base_manifest, dest)
-    spec = remote_delta.Spec(1, hashlib.sha256(dest.read_bytes()).hexdigest(), tree.manifest_sha256,
-                             tree.listing_sha256, tree.mtime)
+    spec = remote_delta.Spec(
+        1, hashlib.sha256(dest.read_bytes()).hexdigest(), tree.manifest_sha256, tree.listing_sha256, tree.mtime
+    )
     script = commands.prepare(paths, number, "tok", art.sha256, upload=True, release_json="{}", delta=spec)
     proc = subprocess.run(["sh", "-c", UNFENCED + script], input=dest.read_bytes(), capture_output=True, timeout=60)
     return proc, plan, dest
@@ -155,7 +172,7 @@ def test_an_edited_base_is_never_spread(two, edit):
     paths = host_with_base(tmp, a)
     victim = Path(paths.release(1), "app/mod1.py")
     if edit == "content":
-        with open(victim, "r+b") as fh:         # in place, same size
+        with open(victim, "r+b") as fh:  # in place, same size
             fh.write(b"X")
     elif edit == "mode":
         victim.chmod(0o600)
@@ -169,7 +186,7 @@ def test_an_edited_base_is_never_spread(two, edit):
         victim.unlink()
         victim.symlink_to("/etc/passwd")
     proc, _, _ = prepare_delta(paths, b, a.manifest, tmp)
-    if edit == "mode":      # modes come from the artifact, never from the base
+    if edit == "mode":  # modes come from the artifact, never from the base
         assert proc.returncode == 0, proc.stderr.decode()
         assert oct(Path(paths.release(2), "app/mod1.py").stat().st_mode & 0o777) == "0o644"
         return

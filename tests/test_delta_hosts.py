@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from helpers import cli, cli_popen, commit_change, current, release_dirs, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
 from benchmarks.netproxy import NetProxy  # noqa: E402
 
-LISTING = ("cd /srv/app/releases/{n} && find . -path ./.deployer -prune -o -printf '%y %m %P %l\\n' | "
-           "LC_ALL=C sort; sha256sum $(find . -path ./.deployer -prune -o -type f -print | LC_ALL=C sort); "
-           "cat .deployer/manifest.sha256 | sha256sum")
+LISTING = (
+    "cd /srv/app/releases/{n} && find . -path ./.deployer -prune -o -printf '%y %m %P %l\\n' | "
+    "LC_ALL=C sort; sha256sum $(find . -path ./.deployer -prune -o -type f -print | LC_ALL=C sort); "
+    "cat .deployer/manifest.sha256 | sha256sum"
+)
 
 
 def listing(sb, h, n) -> str:
@@ -31,6 +33,7 @@ def bigger_app(repo: Path) -> None:
     import os
 
     from conftest import git
+
     for i in range(300):
         p = repo / "pkg" / f"m{i // 50}" / f"f{i}.py"
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +58,7 @@ def test_delta_equals_a_full_deploy_and_full_and_first(sandbox, app_repo):
     assert second.returncode == 0, second.stderr + second.stdout
     assert second.stdout.count("against release 1") == 2, second.stdout
     assert "tree verified" in second.stdout and "uploaded" not in second.stdout
-    for h in sb.hosts:      # the host never had the artifact: nothing cached for release 2
+    for h in sb.hosts:  # the host never had the artifact: nothing cached for release 2
         assert sb.exec(h, "ls /srv/app/.deployer/cache | wc -l")[1].strip() == "1"
 
     full = cli(sb, "deploy", "--full")
@@ -65,7 +68,7 @@ def test_delta_equals_a_full_deploy_and_full_and_first(sandbox, app_repo):
         assert current(sb, h) == "releases/3"
         assert listing(sb, h, 2) == listing(sb, h, 3)
         code, out = sb.exec(h, "cat /srv/app/releases/2/pkg/m1/f60.py; stat -c %h /srv/app/releases/2/pkg/m0/f0.py")
-        assert out.startswith("changed\n") and out.strip().endswith("1"), out     # a copy: one link
+        assert out.startswith("changed\n") and out.strip().endswith("1"), out  # a copy: one link
     drift = cli(sb, "verify")
     assert drift.returncode == 0, drift.stdout + drift.stderr
 
@@ -77,8 +80,11 @@ def test_edited_base_never_spreads_and_falls_back(sandbox, app_repo):
     bigger_app(app_repo)
     assert cli(sb, "deploy").returncode == 0
     edited = sb.hosts[0]
-    code, out = sb.exec(edited, "printf X | dd of=/srv/app/releases/1/pkg/m0/f1.py conv=notrunc 2>&1 && "
-                                       "chmod 600 /srv/app/releases/1/pkg/m0/f2.py")
+    code, out = sb.exec(
+        edited,
+        "printf X | dd of=/srv/app/releases/1/pkg/m0/f1.py conv=notrunc 2>&1 && "
+        "chmod 600 /srv/app/releases/1/pkg/m0/f2.py",
+    )
     assert code == 0, out
     commit_change(app_repo, "pkg/m1/f60.py", "changed\n")
     counts = [sb.command_count(h) for h in sb.hosts]
@@ -87,11 +93,12 @@ def test_edited_base_never_spreads_and_falls_back(sandbox, app_repo):
     assert "delta not usable" in proc.stdout and proc.stdout.count("full artifact uploaded") == 1, proc.stdout
     assert [sb.command_count(h) - c for h, c in zip(sb.hosts, counts, strict=True)] == [5, 4]
     for h in sb.hosts:
-        code, out = sb.exec(h, "cd /srv/app/current && sha256sum -c --quiet .deployer/manifest.sha256 && "
-                               "stat -c %a pkg/m0/f2.py")
+        code, out = sb.exec(
+            h, "cd /srv/app/current && sha256sum -c --quiet .deployer/manifest.sha256 && stat -c %a pkg/m0/f2.py"
+        )
         assert code == 0 and out.strip() == "644", out
     code, out = sb.exec(edited, "head -c 1 /srv/app/releases/1/pkg/m0/f1.py")
-    assert out == "X"       # the old release keeps its edit; it reached nothing else
+    assert out == "X"  # the old release keeps its edit; it reached nothing else
 
 
 def many_changes(repo: Path) -> None:
@@ -99,6 +106,7 @@ def many_changes(repo: Path) -> None:
     import os
 
     from conftest import git
+
     for i in range(0, 300, 3):
         (repo / "pkg" / f"m{i // 50}" / f"f{i}.py").write_bytes(os.urandom(3000))
     git(repo, "add", "-A")
@@ -110,6 +118,7 @@ def test_interrupted_delta_leaves_no_partial_release(sandbox, app_repo, tmp_path
     """The delta's link is held once 60 KB of the prepare command went; then Ctrl-C, or the link
     is cut (it flows again for the abort). Either way: no release 2, no temp dir, no partial upload."""
     from test_faults import leftovers, via_proxy
+
     sb = sandbox(1)
     bigger_app(app_repo)
     assert cli(sb, "deploy").returncode == 0
@@ -131,7 +140,7 @@ def test_interrupted_delta_leaves_no_partial_release(sandbox, app_repo, tmp_path
             proxy.resume()
         else:
             proxy.hold_at = None
-            proxy.cut()             # the host's end goes; the deployer's abort reconnects
+            proxy.cut()  # the host's end goes; the deployer's abort reconnects
             proxy.resume()
         out, err = p.communicate(timeout=90)
     finally:
@@ -150,6 +159,7 @@ def test_one_file_change_bytes_and_commands(sandbox, app_repo):
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "pkg/m1/f60.py", "changed\n")
     from test_faults import via_proxy
+
     proxy = NetProxy(("127.0.0.1", sb.hosts[0].port)).start()
     try:
         via_proxy(sb, 0, proxy)
@@ -162,6 +172,6 @@ def test_one_file_change_bytes_and_commands(sandbox, app_repo):
         full = proxy.bytes_up
         proc = cli(sb, "deploy", "--full")
         assert proc.returncode == 0
-        assert proxy.bytes_up - full > 5 * full         # the artifact is far larger than the delta
+        assert proxy.bytes_up - full > 5 * full  # the artifact is far larger than the delta
     finally:
         proxy.stop()

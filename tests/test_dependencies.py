@@ -34,9 +34,9 @@ def test_runtime_dependencies_are_pinned_to_the_tested_major_and_installed(req):
 
 # (what, its parameters): each private method the transport (deployer/ssh/) overrides or calls
 PRIVATE_METHODS = [
-    ("paramiko.Transport._parse_global_request", ["self", "m"]),   # overridden by tuning.AckingTransport
-    ("paramiko.Transport._send_message", ["self", "data"]),        # called by that override
-    ("paramiko.Transport._send_user_message", ["self", "data"]),   # called by runloop.send_exec
+    ("paramiko.Transport._parse_global_request", ["self", "m"]),  # overridden by tuning.AckingTransport
+    ("paramiko.Transport._send_message", ["self", "data"]),  # called by that override
+    ("paramiko.Transport._send_user_message", ["self", "data"]),  # called by runloop.send_exec
 ]
 
 
@@ -51,9 +51,12 @@ def test_every_private_paramiko_method_the_transport_uses_is_listed():
         if not re.search(r"^(import|from) paramiko", text, re.MULTILINE):
             continue
         for name in set(re.findall(r"(?:\.|def )(_[a-z]\w*)\b", text)):
-            used |= {f"paramiko.{cls}.{name}" for cls in ("Transport", "Channel", "SSHClient", "Message")
-                     if hasattr(getattr(paramiko, cls), name)}
-    assert "paramiko.Transport._send_user_message" in used       # the scan sees what it must
+            used |= {
+                f"paramiko.{cls}.{name}"
+                for cls in ("Transport", "Channel", "SSHClient", "Message")
+                if hasattr(getattr(paramiko, cls), name)
+            }
+    assert "paramiko.Transport._send_user_message" in used  # the scan sees what it must
     assert used <= listed, f"not in PRIVATE_METHODS: {sorted(used - listed)}"
 
 
@@ -75,8 +78,9 @@ def test_the_transport_override_is_what_paramiko_dispatches_global_requests_to()
         table = getattr(t, "_handler_table", None)
         assert isinstance(table, dict), "paramiko.Transport._handler_table is gone"
         handler = table.get(paramiko.common.MSG_GLOBAL_REQUEST)
-        assert getattr(handler, "__func__", None) is tuning.AckingTransport._parse_global_request, \
+        assert getattr(handler, "__func__", None) is tuning.AckingTransport._parse_global_request, (
             "paramiko.Transport._handler_table[MSG_GLOBAL_REQUEST] no longer calls _parse_global_request"
+        )
         assert t.server_mode is False, "paramiko.Transport.server_mode is gone"
         t.close()
     finally:
@@ -86,19 +90,27 @@ def test_the_transport_override_is_what_paramiko_dispatches_global_requests_to()
 
 def test_the_private_paramiko_names_the_transport_reads_are_there():
     assert isinstance(getattr(paramiko.common, "cMSG_IGNORE", None), bytes), "paramiko.common.cMSG_IGNORE"
-    assert isinstance(getattr(paramiko.common, "cMSG_CHANNEL_REQUEST", None), bytes), \
+    assert isinstance(getattr(paramiko.common, "cMSG_CHANNEL_REQUEST", None), bytes), (
         "paramiko.common.cMSG_CHANNEL_REQUEST"
+    )
     assert hasattr(paramiko.Channel(0), "remote_chanid"), "paramiko.Channel.remote_chanid (used by runloop.send_exec)"
-    assert "transport_factory" in inspect.signature(paramiko.SSHClient.connect).parameters, \
+    assert "transport_factory" in inspect.signature(paramiko.SSHClient.connect).parameters, (
         "paramiko.SSHClient.connect(transport_factory=) (how connect._open installs AckingTransport)"
+    )
     assert issubclass(paramiko.hostkeys.InvalidHostKey, Exception), "paramiko.hostkeys.InvalidHostKey"
 
 
 SANDBOX = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["sandbox"]]
 PACKAGE = Path(__file__).resolve().parent.parent / "deployer"
 # the import name of each runtime dependency
-RUNTIME_IMPORTS = {"fabric": "fabric", "invoke": "invoke", "paramiko": "paramiko", "tabulate": "tabulate",
-                   "boto3": "boto3", "botocore": "botocore"}
+RUNTIME_IMPORTS = {
+    "fabric": "fabric",
+    "invoke": "invoke",
+    "paramiko": "paramiko",
+    "tabulate": "tabulate",
+    "boto3": "boto3",
+    "botocore": "botocore",
+}
 
 
 @pytest.mark.parametrize("req", SANDBOX, ids=str)
@@ -132,4 +144,4 @@ def test_outside_the_sandbox_the_package_imports_only_its_runtime_dependencies()
     assert len(modules) > 20
     foreign = {f"{p.relative_to(PACKAGE.parent)}: {name}" for p in modules for name in imported_packages(p) - allowed}
     assert not foreign, sorted(foreign)
-    assert "toml" in imported_packages(PACKAGE / "sandbox" / "hosts.py")      # the scan sees lazy imports
+    assert "toml" in imported_packages(PACKAGE / "sandbox" / "hosts.py")  # the scan sees lazy imports

@@ -70,8 +70,12 @@ def test_readme_is_a_short_guide():
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), "dated narration belongs in benchmarks/results.md"
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "./scripts/demo" in quick and "./scripts/test" in quick
-    for heading in ("## Install", "## A first deploy to your own server, in five steps", "## Daily commands",
-                    "## Exit codes"):
+    for heading in (
+        "## Install",
+        "## A first deploy to your own server, in five steps",
+        "## Daily commands",
+        "## Exit codes",
+    ):
         assert heading in text, heading
 
 
@@ -83,6 +87,7 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 def test_exit_codes_in_the_readme_are_the_ones_the_code_uses():
     from deployer import errors
+
     text = (REPO / "README.md").read_text().split("## Exit codes", 1)[1]
     listed = {int(m) for m in re.findall(r"(?m)^\| (\d+) \|", text)}
     used = {v for k, v in vars(errors).items() if k.isupper() and isinstance(v, int)}

@@ -24,8 +24,11 @@ def staged(sandbox, **extra):
     hosts[3]["roles"] = ["worker"]
     doc["env"] = {"LOG_LEVEL": "info", "API_KEY": {"secret": "env:TEST_API_KEY", "roles": ["web"]}}
     doc["stages"]["staging"] = {"hosts": hosts[:2], "env": {"DATABASE_URL": "postgres://staging-db/app"}}
-    doc["stages"]["production"] = {"hosts": hosts[2:], "env": {"DATABASE_URL": "postgres://prod-db/app"},
-                                   "role_env": {"worker": {"QUEUE": "jobs high"}}}
+    doc["stages"]["production"] = {
+        "hosts": hosts[2:],
+        "env": {"DATABASE_URL": "postgres://prod-db/app"},
+        "role_env": {"worker": {"QUEUE": "jobs high"}},
+    }
     sb.config_path.write_text(toml.dumps(doc))
     return sb
 
@@ -147,7 +150,7 @@ def test_run_as_and_sudo_needing_a_password_fails_fast(sandbox):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sb.exec(0, "cat /tmp/smoke-user")[1].strip() == "app"
     doc = toml.loads(sb.config_path.read_text())
-    doc["app"]["run_as"] = "root"        # deploy may not sudo to root: sudo would want a password
+    doc["app"]["run_as"] = "root"  # deploy may not sudo to root: sudo would want a password
     sb.config_path.write_text(toml.dumps(doc))
     started = time.monotonic()
     proc = cli(sb, "deploy", timeout=60)
@@ -156,11 +159,13 @@ def test_run_as_and_sudo_needing_a_password_fails_fast(sandbox):
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
-LEAKY = 'L3ak"y$ecret-9b8c7d'       # a quote and a $: its form in the env file differs from the value
+LEAKY = 'L3ak"y$ecret-9b8c7d'  # a quote and a $: its form in the env file differs from the value
 # prints the secret whole, as the env file has it, and cut at both ends (a tail cut short, a tail
 # starting mid-way), then fails
-PRINT_AND_FAIL = ('. ./.env; { grep API_KEY .env; echo "key=$API_KEY"; printf "%s\\n" "$API_KEY" | cut -c1-9; '
-                  'printf "%s\\n" "$API_KEY" | cut -c6-; } >&2; exit 1')
+PRINT_AND_FAIL = (
+    '. ./.env; { grep API_KEY .env; echo "key=$API_KEY"; printf "%s\\n" "$API_KEY" | cut -c1-9; '
+    'printf "%s\\n" "$API_KEY" | cut -c6-; } >&2; exit 1'
+)
 PIECES = (LEAKY, 'L3ak\\"y\\$ecret-9b8c7d', 'L3ak\\"y$ecret-9b8c7d', LEAKY[:9], LEAKY[5:], "ecret-9b8c")
 
 
@@ -169,6 +174,7 @@ class Webhook:
 
     def __init__(self):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         received = self.received = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -180,6 +186,7 @@ class Webhook:
 
             def log_message(self, *args):
                 pass
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -196,8 +203,10 @@ def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sa
     sb = sandbox(2)
     doc = toml.loads(sb.config_path.read_text())
     doc["env"] = {"LOG_LEVEL": "info", "API_KEY": {"secret": "env:TEST_API_KEY"}}
-    doc["notify"] = {"webhooks": [f"http://hook:pw-W3bh00k@127.0.0.1:{hook.port}/hook/PATH-T0KEN"],
-                     "command": f"cat >> {sink}; echo >> {sink}"}
+    doc["notify"] = {
+        "webhooks": [f"http://hook:pw-W3bh00k@127.0.0.1:{hook.port}/hook/PATH-T0KEN"],
+        "command": f"cat >> {sink}; echo >> {sink}",
+    }
     sb.config_path.write_text(toml.dumps(doc))
     try:
         outputs = []
@@ -211,7 +220,7 @@ def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sa
             proc = cli(sb, "deploy", "--json")
             assert proc.returncode == 1, proc.stdout + proc.stderr
             outputs += [proc.stdout, proc.stderr]
-        assert "rolled back" in outputs[-1] and "release marked bad" in outputs[-1]    # verify: after the switch
+        assert "rolled back" in outputs[-1] and "release marked bad" in outputs[-1]  # verify: after the switch
         for args in (("audit",), ("audit", "--json"), ("releases", "--json"), ("status",)):
             proc = cli(sb, *args)
             assert proc.returncode == 0, proc.stderr
@@ -220,14 +229,14 @@ def test_a_step_that_prints_the_secret_leaves_it_on_no_host_payload_or_output(sa
         hook.close()
     audit = json.loads(cli(sb, "audit", "--json").stdout)["entries"]
     failed = [e for e in audit if e["result"] != "ok"]
-    assert len(failed) == 4 and all("••••••" in e["error"] for e in failed)     # the errors are kept, masked
+    assert len(failed) == 4 and all("••••••" in e["error"] for e in failed)  # the errors are kept, masked
     payloads = sink.read_text().splitlines()
     assert len(payloads) >= 4 and any("••••••" in json.loads(p)["error"] for p in payloads)
     assert len(hook.received) == len(payloads) and all(a.startswith("Basic ") for a, _ in hook.received)
     for piece in PIECES:
         for text in outputs + payloads + [body for _, body in hook.received]:
             assert piece not in text
-    for h in sb.hosts:       # as root: every file under deploy_to, the env file itself aside
+    for h in sb.hosts:  # as root: every file under deploy_to, the env file itself aside
         code, found = sb.exec(h, "cd /srv/app && grep -rlF -e 'ecret-9b8c' -e 'L3ak' . | sort")
         env_files = [f for f in found.split() if f.endswith(("/.env", "/.deployer/env"))]
         assert found.split() == env_files and env_files, found
@@ -272,21 +281,21 @@ def test_the_env_is_versioned_with_its_release(sandbox, tmp_path):
         assert sb.exec(h, "stat -c %a /srv/app/releases/1/.deployer/env")[1].strip() == "600"
         assert sb.exec(h, "readlink /srv/app/shared/.env")[1].strip() == "../current/.env"
 
-    configure("two", smoke="exit 1")                        # fails before the switch
+    configure("two", smoke="exit 1")  # fails before the switch
     assert cli(sb, "deploy").returncode == 1
     assert_live("one")
-    configure("two", verify="exit 1")                       # fails after it: put back, marked bad
+    configure("two", verify="exit 1")  # fails after it: put back, marked bad
     proc = cli(sb, "deploy")
     assert proc.returncode == 1 and "rolled back" in proc.stderr
     assert_live("one")
 
-    configure("three")                                      # killed after prepare, before the switch
+    configure("three")  # killed after prepare, before the switch
     flag = tmp_path / "paused"
     p = cli_popen(sb, "deploy", env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"})
     try:
         wait_until(lambda: flag.exists() or p.poll() is not None, 90, "the pause before the switch")
         assert flag.exists(), p.communicate()
-        for h in sb.hosts:                                  # prepared: its own env, not live
+        for h in sb.hosts:  # prepared: its own env, not live
             assert envfile.parse(sb.exec(h, "cat /srv/app/releases/3/.env")[1])["APP_MODE"] == "three"
         assert_live("one")
         p.send_signal(signal.SIGKILL)
@@ -301,7 +310,7 @@ def test_the_env_is_versioned_with_its_release(sandbox, tmp_path):
     configure("four")
     assert cli(sb, "deploy").returncode == 0
     assert_live("four")
-    proc = cli(sb, "rollback")                             # past bad 2 and never-live 3, to 1
+    proc = cli(sb, "rollback")  # past bad 2 and never-live 3, to 1
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
     assert_live("one")
@@ -329,9 +338,12 @@ def test_hosts_with_the_earlier_shared_env_file_keep_each_release_working(sandbo
     doc["env"] = {"APP_MODE": "new"}
     sb.config_path.write_text(toml.dumps(doc))
     assert cli(sb, "deploy").returncode == 0
-    code, out = sb.exec(0, "cd /srv/app && rm releases/1/.deployer/env shared/.env && "
-                           "printf 'APP_MODE=legacy\\n' > shared/.env && chmod 600 shared/.env && "
-                           "chown deploy shared/.env && ln -sfn /srv/app/shared/.env releases/1/.env")
+    code, out = sb.exec(
+        0,
+        "cd /srv/app && rm releases/1/.deployer/env shared/.env && "
+        "printf 'APP_MODE=legacy\\n' > shared/.env && chmod 600 shared/.env && "
+        "chown deploy shared/.env && ln -sfn /srv/app/shared/.env releases/1/.env",
+    )
     assert code == 0, out
     assert cli(sb, "deploy").returncode == 0
     assert live_env(sb, 0) == ({"APP_MODE": "new"},) * 2

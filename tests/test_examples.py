@@ -24,7 +24,7 @@ from helpers import REPO, git, wait_until
 from invoke.vendor import yaml
 
 EXAMPLES = REPO / "examples"
-BIN = Path(sys.executable).parent            # `deployer` of the environment under test
+BIN = Path(sys.executable).parent  # `deployer` of the environment under test
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def stages(sandbox, app_repo, tmp_path):
     holds hosts.toml; the key and known_hosts are left to the example to install in ~/.ssh."""
     sb = sandbox(2)
     h1, h2 = sb.hosts
-    (app_repo / "hosts.toml").write_text(f'''[app]
+    (app_repo / "hosts.toml").write_text(f"""[app]
 name = "shop"
 deploy_to = "/srv/app"
 
@@ -47,7 +47,7 @@ hosts = ["127.0.0.1:{h1.port}"]
 [stages.production]
 requires = "staging"
 hosts = ["127.0.0.1:{h2.port}"]
-''')
+""")
     (app_repo / ".gitignore").write_text("log/\nartifacts/\n*.json\n")
     git(app_repo, "add", "-A")
     git(app_repo, "commit", "-q", "-m", "deploy config")
@@ -63,8 +63,9 @@ def base_env(home: Path, **extra: str) -> dict:
 
 
 def sh(script: str, cwd: Path, env: dict, shell: str = "bash") -> subprocess.CompletedProcess:
-    argv = (["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script] if shell == "bash"
-            else ["sh", "-c", script])
+    argv = (
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script] if shell == "bash" else ["sh", "-c", script]
+    )
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{script}\n--- exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -79,8 +80,10 @@ def install_ssh(sb, home: Path) -> None:
 
 
 def deployed(sb, host, expect_sha: str) -> None:
-    code, out = sb.exec(host, "cat /srv/app/current/.deployer/release.json 2>/dev/null || "
-                              "cat /srv/app/releases/1/.deployer/release.json")
+    code, out = sb.exec(
+        host,
+        "cat /srv/app/current/.deployer/release.json 2>/dev/null || cat /srv/app/releases/1/.deployer/release.json",
+    )
     assert code == 0 and expect_sha in out, out
 
 
@@ -100,8 +103,12 @@ def is_install(command: str) -> bool:
 def github_order(jobs: dict) -> list[str]:
     order: list[str] = []
     while len(order) < len(jobs):
-        ready = [n for n, j in jobs.items() if n not in order
-                 and all(d in order for d in ([j["needs"]] if isinstance(j.get("needs"), str) else j.get("needs", [])))]
+        ready = [
+            n
+            for n, j in jobs.items()
+            if n not in order
+            and all(d in order for d in ([j["needs"]] if isinstance(j.get("needs"), str) else j.get("needs", [])))
+        ]
         assert ready, f"cycle in needs: {jobs}"
         order.append(ready[0])
     return order
@@ -112,6 +119,7 @@ def github_expand(value: str, secrets: dict) -> str:
         expr = m.group(1).strip()
         assert expr.startswith("secrets."), f"unstubbed expression ${{{{ {expr} }}}}"
         return secrets[expr.removeprefix("secrets.")]
+
     return re.sub(r"\$\{\{(.*?)\}\}", one, str(value))
 
 
@@ -119,21 +127,35 @@ def while_someone_holds_the_lock(sb, repo: Path, step: str, env: dict, tmp_path:
     """Run the CI's deploy step while a person's deploy of staging holds the lock (paused before its
     switch); let that one finish once the step says it waits. Returns the step's stderr."""
     flag = tmp_path / "pause-switch"
-    person = subprocess.Popen(["deployer", "deploy", "--stage", "staging", "--version", env["GITHUB_SHA"]], cwd=repo,
-                              env={**env, "DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    person = subprocess.Popen(
+        ["deployer", "deploy", "--stage", "staging", "--version", env["GITHUB_SHA"]],
+        cwd=repo,
+        env={**env, "DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: flag.exists() or person.poll() is not None, 90, "the person's deploy to hold the lock")
         assert flag.exists(), person.communicate()
-        ci = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step], cwd=repo, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ci = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         said: list[str] = []
         reader = threading.Thread(target=lambda: said.extend(ci.stderr), daemon=True)
         reader.start()
-        wait_until(lambda: any("waiting up to" in line for line in said) or ci.poll() is not None, 60,
-                   "the CI step to say it waits for the lock")
+        wait_until(
+            lambda: any("waiting up to" in line for line in said) or ci.poll() is not None,
+            60,
+            "the CI step to say it waits for the lock",
+        )
         assert ci.poll() is None, "".join(said)
-        flag.unlink()                                   # the person's deploy goes on and unlocks
+        flag.unlink()  # the person's deploy goes on and unlocks
         assert person.wait(timeout=120) == 0, person.communicate()
         assert ci.wait(timeout=120) == 0, "".join(said)
         reader.join(timeout=10)
@@ -146,13 +168,22 @@ def while_someone_holds_the_lock(sb, repo: Path, step: str, env: dict, tmp_path:
 
 def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stages, tmp_path):
     sb, repo, home = stages
-    install_ssh(sb, home)                         # the person's machine (the CI step writes its own)
+    install_ssh(sb, home)  # the person's machine (the CI step writes its own)
     flow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
-    secrets = {"DEPLOY_SSH_KEY": sb.key_path.read_text().strip(),
-               "DEPLOY_KNOWN_HOSTS": sb.known_hosts_path.read_text().strip()}
+    secrets = {
+        "DEPLOY_SSH_KEY": sb.key_path.read_text().strip(),
+        "DEPLOY_KNOWN_HOSTS": sb.known_hosts_path.read_text().strip(),
+    }
     sha = git(repo, "rev-parse", "HEAD")
-    env = base_env(home, GITHUB_ACTIONS="true", GITHUB_SHA=sha, GITHUB_REPOSITORY="your-org/shop",
-                   GITHUB_RUN_ID="77", GITHUB_ACTOR="ci-bot", CI="true")
+    env = base_env(
+        home,
+        GITHUB_ACTIONS="true",
+        GITHUB_SHA=sha,
+        GITHUB_REPOSITORY="your-org/shop",
+        GITHUB_RUN_ID="77",
+        GITHUB_ACTOR="ci-bot",
+        CI="true",
+    )
     env.update({k: str(v) for k, v in flow.get("env", {}).items()})
     ran, skipped = [], []
     order = github_order(flow["jobs"])
@@ -172,19 +203,25 @@ def test_github_actions_workflow_builds_once_and_promotes_through_the_gate(stage
             ran.append((name, step["run"].strip().splitlines()[0]))
     assert [r for r in ran if "deployer" in r[1]] == [
         ("build", "deployer build"),
-        ("staging", 'deployer deploy --stage staging --version "$GITHUB_SHA" --lock-wait 600 --json '
-                    '> deploy-staging.json'),
-        ("production", 'deployer deploy --stage production --version "$GITHUB_SHA" --lock-wait 600 --json '
-                       '> deploy-production.json')]
-    assert "waiting up to 600s" in waited           # the CI job queued behind the person's deploy
+        (
+            "staging",
+            'deployer deploy --stage staging --version "$GITHUB_SHA" --lock-wait 600 --json > deploy-staging.json',
+        ),
+        (
+            "production",
+            'deployer deploy --stage production --version "$GITHUB_SHA" --lock-wait 600 --json '
+            "> deploy-production.json",
+        ),
+    ]
+    assert "waiting up to 600s" in waited  # the CI job queued behind the person's deploy
     assert result(repo / "deploy-staging.json")["stage"] == "staging"
     prod = result(repo / "deploy-production.json")
-    assert prod["sha256"] == result(repo / "deploy-staging.json")["sha256"]      # the same artifact
-    assert len(list((repo / "artifacts").glob("*.tar.gz"))) == 1                  # built once
+    assert prod["sha256"] == result(repo / "deploy-staging.json")["sha256"]  # the same artifact
+    assert len(list((repo / "artifacts").glob("*.tar.gz"))) == 1  # built once
     deployed(sb, 0, sha)
     deployed(sb, 1, sha)
     code, ledger = sb.exec(1, "cat /srv/app/.deployer/ledger.jsonl")
-    assert "github your-org/shop run 77 by ci-bot" in ledger                     # who, from the CI's variables
+    assert "github your-org/shop run 77 by ci-bot" in ledger  # who, from the CI's variables
     assert set(skipped) >= {"actions/checkout@v4", "actions/upload-artifact@v4", "actions/download-artifact@v4"}
 
 
@@ -197,8 +234,9 @@ def test_github_actions_gate_refuses_what_staging_never_ran(stages):
     build = next(s["run"] for s in flow["jobs"]["build"]["steps"] if "deployer build" in s.get("run", ""))
     promote = next(s["run"] for s in flow["jobs"]["production"]["steps"] if "deployer deploy" in s.get("run", ""))
     sh(build, repo, env)
-    proc = subprocess.run(["bash", "-eo", "pipefail", "-c", promote], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", promote], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 4, proc.stderr
     assert "must pass staging first" in proc.stderr
 
@@ -216,11 +254,18 @@ def flatten(lines) -> list[str]:
 def test_gitlab_ci_builds_once_and_promotes_through_the_gate(stages, tmp_path):
     sb, repo, home = stages
     doc = yaml.safe_load((EXAMPLES / "gitlab-ci.yml").read_text())
-    key_file = tmp_path / "DEPLOY_SSH_KEY"               # a variable of type File: its value is a path
+    key_file = tmp_path / "DEPLOY_SSH_KEY"  # a variable of type File: its value is a path
     key_file.write_text(sb.key_path.read_text())
     sha = git(repo, "rev-parse", "HEAD")
-    env = base_env(home, GITLAB_CI="true", CI_JOB_ID="991", GITLAB_USER_LOGIN="ci-bot", CI_COMMIT_SHA=sha,
-                   DEPLOY_SSH_KEY=str(key_file), DEPLOY_KNOWN_HOSTS=sb.known_hosts_path.read_text().strip())
+    env = base_env(
+        home,
+        GITLAB_CI="true",
+        CI_JOB_ID="991",
+        GITLAB_USER_LOGIN="ci-bot",
+        CI_COMMIT_SHA=sha,
+        DEPLOY_SSH_KEY=str(key_file),
+        DEPLOY_KNOWN_HOSTS=sb.known_hosts_path.read_text().strip(),
+    )
     env.update({k: str(v) for k, v in doc.get("variables", {}).items()})
     jobs = {n: j for n, j in doc.items() if isinstance(j, dict) and "script" in j and not n.startswith(".")}
     order = sorted(jobs, key=lambda n: doc["stages"].index(jobs[n]["stage"]))
@@ -247,7 +292,7 @@ def origin_and_clone(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
     clone = tmp_path / "deploy-checkout"
     subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
     git(repo, "remote", "add", "origin", str(origin))
-    (repo / "VERSION").write_text("pushed after the clone\n")     # the nightly run must pull this
+    (repo / "VERSION").write_text("pushed after the clone\n")  # the nightly run must pull this
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "a change pushed later")
     git(repo, "push", "-q", "origin", "HEAD:main")
@@ -274,11 +319,11 @@ def test_crontab_line_pulls_and_deploys(stages, tmp_path):
         jobs.append(fields[5].replace("\\%", "%"))
     assert set(assigns) == {"DEPLOY_DIR", "LOG_DIR", "PATH"} and len(jobs) == 1
     stubs = {"DEPLOY_DIR": str(clone), "LOG_DIR": str(logs), "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin"}
-    env = {"HOME": str(home), "SHELL": "/bin/sh", "LOGNAME": "deploy", **stubs}       # cron's small environment
+    env = {"HOME": str(home), "SHELL": "/bin/sh", "LOGNAME": "deploy", **stubs}  # cron's small environment
     sh(jobs[0], home, env, shell="sh")
     out = result(logs / f"staging-{date.today():%Y-%m-%d}.json")
     assert out["stage"] == "staging"
-    deployed(sb, 0, git(repo, "rev-parse", "HEAD"))                # the commit pushed after the clone
+    deployed(sb, 0, git(repo, "rev-parse", "HEAD"))  # the commit pushed after the clone
 
 
 def test_systemd_service_and_timer(stages, tmp_path):
@@ -295,9 +340,9 @@ def test_systemd_service_and_timer(stages, tmp_path):
     service, timer = unit("deployer-staging.service"), unit("deployer-staging.timer")
     assert service["Service"]["Type"] == "oneshot"
     assert re.match(r"^\*-\*-\* \d\d:\d\d:\d\d$", timer["Timer"]["OnCalendar"])
-    assert timer["Install"]["WantedBy"] == "timers.target"            # the timer starts the service of its name
+    assert timer["Install"]["WantedBy"] == "timers.target"  # the timer starts the service of its name
     env = {"PATH": "/usr/bin:/bin", **dict(a.split("=", 1) for a in service["Service"]["Environment"].split())}
-    env["HOME"] = str(home)                                           # stubbed: the deploy user's home
+    env["HOME"] = str(home)  # stubbed: the deploy user's home
     for key in ("ExecStartPre", "ExecStart"):
         argv = shlex.split(service["Service"][key])
         assert argv[0].startswith("/"), "systemd wants an absolute program path"

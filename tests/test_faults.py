@@ -78,10 +78,15 @@ def procs():
 
 
 def popen(procs, sb, *args: str, env: dict | None = None) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**cli_env(), **(env or {})}, cwd=sb.config_path.parent,
-                         preexec_fn=default_sigint)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**cli_env(), **(env or {})},
+        cwd=sb.config_path.parent,
+        preexec_fn=default_sigint,
+    )
     procs.append(p)
     return p
 
@@ -89,7 +94,6 @@ def popen(procs, sb, *args: str, env: dict | None = None) -> subprocess.Popen:
 def finish(p: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = p.communicate(timeout=timeout)
     return p.returncode, out, err
-
 
 
 class Pause:
@@ -117,8 +121,10 @@ def edit_config(sb, change) -> None:
 
 def via_proxy(sb, index: int, proxy: NetProxy) -> None:
     """Route one host through a NetProxy: its port in the config, its key pinned for that port."""
+
     def change(doc):
         doc["stages"]["sandbox"]["hosts"][index]["port"] = proxy.port
+
     edit_config(sb, change)
     line = sandbox_mod.host_key_line(sb.hosts[index]).split(" ", 1)[1]
     with open(sb.known_hosts_path, "a") as fh:
@@ -127,24 +133,27 @@ def via_proxy(sb, index: int, proxy: NetProxy) -> None:
 
 def direct(sb, index: int) -> None:
     """Undo via_proxy: the host's own port again."""
+
     def change(doc):
         doc["stages"]["sandbox"]["hosts"][index]["port"] = sb.hosts[index].port
+
     edit_config(sb, change)
 
 
 def files(sb, h, deploy_to: str = D) -> str:
     """Everything under deploy_to except the deployer's own .deployer/ (lock, cache, ledger)."""
-    code, out = sb.exec(h, f"cd '{deploy_to}' 2>/dev/null && "
-                           "find . -path ./.deployer -prune -o -printf '%p %y %l %m\\n' | sort")
+    code, out = sb.exec(
+        h, f"cd '{deploy_to}' 2>/dev/null && find . -path ./.deployer -prune -o -printf '%p %y %l %m\\n' | sort"
+    )
     return out
 
 
 def leftovers(sb, h, deploy_to: str = D) -> list[str]:
     """Temp releases, partial uploads, temp links and the lock: what an aborted run must not leave."""
-    code, out = sb.exec(h, f"cd '{deploy_to}' 2>/dev/null || exit 0; "
-                           "ls -A releases .deployer .deployer/cache . 2>/dev/null")
-    return sorted({name for name in out.split()
-                   if name.startswith((".tmp-", ".part-", ".current-")) or name == "lock"})
+    code, out = sb.exec(
+        h, f"cd '{deploy_to}' 2>/dev/null || exit 0; ls -A releases .deployer .deployer/cache . 2>/dev/null"
+    )
+    return sorted({name for name in out.split() if name.startswith((".tmp-", ".part-", ".current-")) or name == "lock"})
 
 
 def lock_info(sb, h) -> dict | None:
@@ -169,6 +178,7 @@ def restart_host(sb, index: int) -> None:
 
     def change(doc):
         doc["stages"]["sandbox"]["hosts"][index]["port"] = port
+
     edit_config(sb, change)
 
 
@@ -200,15 +210,27 @@ def test_sigint_while_host_2_of_5_uploads(sandbox, procs, tmp_path):
             return any(f" {name} " in line and "release 1 ready" in line for line in list(lines))
 
         start = proxy.bytes_forwarded
-        wait_until(lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None, 60,
-                   "host-2's upload to start", 0.005)
+        wait_until(
+            lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None,
+            60,
+            "host-2's upload to start",
+            0.005,
+        )
         proxy.stall()
-        wait_until(lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3, 4, 5)), 25,
-                   "the other four hosts to prepare", 0.02)
+        wait_until(
+            lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3, 4, 5)),
+            25,
+            "the other four hosts to prepare",
+            0.02,
+        )
         flowing = proxy.bytes_forwarded
         proxy.resume()
-        wait_until(lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None, 10,
-                   "host-2's upload to flow again", 0.002)
+        wait_until(
+            lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None,
+            10,
+            "host-2's upload to flow again",
+            0.002,
+        )
         at_signal = proxy.bytes_forwarded
         p.send_signal(signal.SIGINT)
         assert not ready("host-2"), "".join(lines)
@@ -253,19 +275,31 @@ def signal_mid_upload(sb, procs, artifact: Path, sig: int) -> tuple[int, str, st
         reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
         reader.start()
 
-        def ready(name: str) -> bool:        # uploaded, or (cached by an earlier case) extracted
+        def ready(name: str) -> bool:  # uploaded, or (cached by an earlier case) extracted
             return any(f" {name} " in line and (" ready" in line or " extracted" in line) for line in list(lines))
 
         start = proxy.bytes_forwarded
-        wait_until(lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None, 60,
-                   "host-2's upload to start", 0.005)
+        wait_until(
+            lambda: proxy.bytes_forwarded - start > (1 << 20) or p.poll() is not None,
+            60,
+            "host-2's upload to start",
+            0.005,
+        )
         proxy.stall()
-        wait_until(lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3)), 25,
-                   "the other hosts to prepare", 0.02)
+        wait_until(
+            lambda: p.poll() is not None or all(ready(f"host-{i}") for i in (1, 3)),
+            25,
+            "the other hosts to prepare",
+            0.02,
+        )
         flowing = proxy.bytes_forwarded
         proxy.resume()
-        wait_until(lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None, 10,
-                   "host-2's upload to flow again", 0.002)
+        wait_until(
+            lambda: proxy.bytes_forwarded - flowing > (1 << 20) or p.poll() is not None,
+            10,
+            "host-2's upload to flow again",
+            0.002,
+        )
         p.send_signal(sig)
         assert not ready("host-2"), "".join(lines)
         p.wait(timeout=30)
@@ -282,9 +316,8 @@ def signal_mid_switch(sb, procs, sig: int) -> tuple[int, str, str]:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
     reader.start()
-    wait_until(lambda: p.poll() is not None or any("pausing" in line for line in list(lines)), 90,
-               "host-1 to switch")
-    assert current(sb, 0) != "releases/1", "".join(lines)         # host-1 switched, the others not yet
+    wait_until(lambda: p.poll() is not None or any("pausing" in line for line in list(lines)), 90, "host-1 to switch")
+    assert current(sb, 0) != "releases/1", "".join(lines)  # host-1 switched, the others not yet
     p.send_signal(sig)
     p.wait(timeout=30)
     reader.join(timeout=10)
@@ -300,8 +333,12 @@ def test_sigterm_and_sighup_mid_upload_and_mid_switch_abort_like_ctrl_c(sandbox,
     sb = sandbox(3)
     assert cli(sb, "deploy").returncode == 0
     artifact = big_artifact(tmp_path, 40)
-    cases = [(signal.SIGTERM, "upload"), (signal.SIGHUP, "upload"), (signal.SIGTERM, "switch"),
-             (signal.SIGHUP, "switch")]
+    cases = [
+        (signal.SIGTERM, "upload"),
+        (signal.SIGHUP, "upload"),
+        (signal.SIGTERM, "switch"),
+        (signal.SIGHUP, "switch"),
+    ]
     for n, (sig, moment) in enumerate(cases):
         if moment == "upload":
             code, out, err = signal_mid_upload(sb, procs, artifact, sig)
@@ -318,7 +355,7 @@ def test_sigterm_and_sighup_mid_upload_and_mid_switch_abort_like_ctrl_c(sandbox,
             last = ledger_lines(sb, h)[-1]
             assert last["result"] == "interrupted" and last["error"] == f"interrupted ({name})", last
         code, out = sb.exec(1, "pgrep -u deploy -f 'cat|tar|sleep' || true")
-        assert out.strip() == "", out                                   # no remote process left behind
+        assert out.strip() == "", out  # no remote process left behind
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -340,7 +377,7 @@ def test_sigkill_before_switch_leaves_stale_lock_and_orphan(sandbox, app_repo, p
     pause.release()
     for h in sb.hosts:
         assert current(sb, h) == "releases/2"
-        assert release_dirs(sb, h) == ["1", "2", "3"]         # 3: complete, never switched
+        assert release_dirs(sb, h) == ["1", "2", "3"]  # 3: complete, never switched
         assert lock_info(sb, h)["pid"] == p.pid
 
     # the next run names the stale lock: who, pid, age, and how to clear it
@@ -372,16 +409,14 @@ def test_sigkill_before_switch_leaves_stale_lock_and_orphan(sandbox, app_repo, p
 
 def test_orphans_are_never_kept_or_chosen():
     """Planning: a complete release above the live one that was never switched to."""
-    state = host_state.parse("current\tlink releases/1\n"
-                             "release\t1 1 0 0 0\t{}\nrelease\t2 1 0 0 0\t{}\n")
+    state = host_state.parse("current\tlink releases/1\nrelease\t1 1 0 0 0\t{}\nrelease\t2 1 0 0 0\t{}\n")
     # the next deploy (3) purges the orphan 2 instead of keeping it as 3's rollback target
     assert planning.cleanup(state, 5, 3, 1) == ["2"]
     assert planning.cleanup(state, 5, 1) == ["2"]
     with pytest.raises(DeployerError, match="never"):
         planning.rollback_target(state, 2)
     # a release rolled back from is not an orphan: it may be rolled forward to
-    state = host_state.parse("current\tlink releases/1\n"
-                             "release\t1 1 0 0 0\t{}\nrelease\t2 1 0 1 0\t{}\n")
+    state = host_state.parse("current\tlink releases/1\nrelease\t1 1 0 0 0\t{}\nrelease\t2 1 0 1 0\t{}\n")
     assert planning.cleanup(state, 5, 3, 1) == []
     assert planning.rollback_target(state, 2) == 2
 
@@ -401,7 +436,7 @@ def test_host_3_of_5_dies_before_switch(sandbox, app_repo, procs, tmp_path):
     code, out, err = finish(p, 60)
     assert code == 1, out + err
     assert "host-3" in err and "before any switch" in err
-    assert "current -> releases/2" not in out            # nobody switched, not even briefly
+    assert "current -> releases/2" not in out  # nobody switched, not even briefly
     for i, h in enumerate(sb.hosts):
         if i == 2:
             continue
@@ -418,7 +453,7 @@ def test_host_3_of_5_dies_before_switch(sandbox, app_repo, procs, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for h in sb.hosts:
         assert current(sb, h) == "releases/3"
-        assert release_dirs(sb, h) == ["1", "3"]           # host-3's orphan 2 purged
+        assert release_dirs(sb, h) == ["1", "3"]  # host-3's orphan 2 purged
         assert leftovers(sb, h) == []
 
 
@@ -449,6 +484,7 @@ def probe_answered(answers: bool):
         if answers:
             event.set()
         return event
+
     return probe
 
 
@@ -464,7 +500,7 @@ def test_the_watch_declares_a_silent_link_dead_at_the_dead_link_window(keepalive
     assert dead_at is not None and dead_link_window(ssh) <= dead_at <= dead_link_window(ssh) + 0.2
 
     slow = Watch(probe_answered(True), ssh, clock=lambda: clock[0])
-    assert silent_for(slow, clock, 600) is None             # 10 minutes without a byte of output
+    assert silent_for(slow, clock, 600) is None  # 10 minutes without a byte of output
 
 
 def test_the_watch_takes_its_bound_from_dead_link_window(monkeypatch):
@@ -488,15 +524,16 @@ def test_a_slow_link_is_timed_and_each_command_runs_on_a_channel_opened_ahead(sa
         conn = host_conn(sb, 0)
         started = []
         real_start = runloop.send_exec
-        monkeypatch.setattr(runloop, "send_exec", lambda chan, command: (started.append(chan),
-                                                                     real_start(chan, command)))
+        monkeypatch.setattr(
+            runloop, "send_exec", lambda chan, command: (started.append(chan), real_start(chan, command))
+        )
         try:
             assert conn._conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert conn.run("true").ok
             for _ in range(3):
                 spare = conn._spare
                 assert conn.run("true").ok
-                assert started[-1] is spare._chan           # the channel opened during the run before
+                assert started[-1] is spare._chan  # the channel opened during the run before
             assert len({id(c) for c in started}) == 4
             assert conn.rtt() >= 0.08
         finally:
@@ -510,7 +547,7 @@ def test_a_slow_link_is_timed_and_each_command_runs_on_a_channel_opened_ahead(sa
         proc = cli(sb, "verify")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert files(sb, 0) == files(sb, 1)
-        assert "artifact already on host" in cli(sb, "deploy").stdout        # cached by the streamed upload
+        assert "artifact already on host" in cli(sb, "deploy").stdout  # cached by the streamed upload
     finally:
         proxy.stop()
 
@@ -524,8 +561,9 @@ def test_stalled_link_mid_upload_is_noticed_and_aborted(sandbox, procs, tmp_path
         artifact = big_artifact(tmp_path, 60)
         before = proxy.bytes_forwarded
         p = popen(procs, sb, "deploy", "--artifact", str(artifact))
-        wait_until(lambda: proxy.bytes_forwarded - before > (8 << 20) or p.poll() is not None, 60,
-                   "upload under way", 0.005)
+        wait_until(
+            lambda: proxy.bytes_forwarded - before > (8 << 20) or p.poll() is not None, 60, "upload under way", 0.005
+        )
         proxy.stall()
         stalled = time.monotonic()
         code, out, err = finish(p, 60)
@@ -575,6 +613,7 @@ def test_stall_while_a_command_runs_or_at_exec_is_bounded(sandbox, monkeypatch):
         def exec_on_a_stalling_link(chan, command):
             proxy.stall()
             return original(chan, command)
+
         monkeypatch.setattr(runloop, "send_exec", exec_on_a_stalling_link)
         started = time.monotonic()
         with pytest.raises(TransportError, match="stopped answering"):
@@ -594,7 +633,7 @@ def test_switch_fails_on_host_3_after_others_switched(sandbox, app_repo, procs, 
     pause = Pause(tmp_path, "switch")
     p = popen(procs, sb, "deploy", env=pause.env)
     pause.wait(p)
-    sb.exec(2, f"chmod 555 {D}")                # host-3 cannot create its temp link any more
+    sb.exec(2, f"chmod 555 {D}")  # host-3 cannot create its temp link any more
     pause.release()
     code, out, err = finish(p)
     assert code == 1, out + err
@@ -627,8 +666,9 @@ def test_disk_full_during_extraction(sandbox, app_repo, procs, tmp_path):
     pause = Pause(tmp_path, "prepare")
     p = popen(procs, sb, "deploy", env=pause.env)
     pause.wait(p)
-    sb.exec(0, "avail=$(df -Pk /srv | awk 'NR==2{print $4}'); "
-               "head -c $(( (avail - 200) * 1024 )) /dev/zero > /srv/filler")
+    sb.exec(
+        0, "avail=$(df -Pk /srv | awk 'NR==2{print $4}'); head -c $(( (avail - 200) * 1024 )) /dev/zero > /srv/filler"
+    )
     before = files(sb, 0)
     pause.release()
     code, out, err = finish(p)
@@ -666,8 +706,7 @@ def test_corrupted_or_truncated_artifact_never_becomes_a_release(sandbox, procs,
 
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x01
-    for damage in (lambda: artifact.write_bytes(bytes(flipped)),
-                   lambda: artifact.write_bytes(good[: len(good) // 2])):
+    for damage in (lambda: artifact.write_bytes(bytes(flipped)), lambda: artifact.write_bytes(good[: len(good) // 2])):
         code, out, err = deploy_with(damage)
         assert code == 1, out + err
         assert "failed to prepare" in err
@@ -686,7 +725,7 @@ def test_corrupted_or_truncated_artifact_never_becomes_a_release(sandbox, procs,
     assert "host-2" in proc.stderr and "sha256 mismatch" in proc.stdout
     assert release_dirs(sb, 1) == ["1"] and leftovers(sb, 1) == []
     code, _ = sb.exec(1, f"test -e {D}/.deployer/cache/{sha}.tar.gz")
-    assert code != 0                                      # the bad copy is gone: the next run uploads
+    assert code != 0  # the bad copy is gone: the next run uploads
     proc = cli(sb, "deploy", "--artifact", str(artifact))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(current(sb, h) == "releases/2" for h in sb.hosts)
@@ -740,7 +779,8 @@ def heartbeat_age(sb, h) -> int:
 
 @pytest.mark.slow
 def test_a_frozen_holder_is_taken_over_after_lock_ttl_and_changes_nothing_when_it_wakes(
-        sandbox, app_repo, procs, tmp_path):
+    sandbox, app_repo, procs, tmp_path
+):
     """lock_ttl = 3 s. A holder waiting longer than that keeps its lease (renewed in the
     background); SIGSTOPped past it, the next run takes the lock over by itself, says so, records
     it and deploys; SIGCONT: the first run fails at its switch and changes nothing."""
@@ -774,7 +814,7 @@ def test_a_frozen_holder_is_taken_over_after_lock_ttl_and_changes_nothing_when_i
     code, out, err = finish(first, 60)
     assert code == 1, out + err
     assert "this run lost the lock on host-1, host-2, host-3" in err and "Traceback" not in err
-    assert [(files(sb, h), ledger_lines(sb, h)) for h in sb.hosts] == after    # nothing changed, not even a record
+    assert [(files(sb, h), ledger_lines(sb, h)) for h in sb.hosts] == after  # nothing changed, not even a record
     assert all(lock_info(sb, h) is None and current(sb, h) == "releases/3" for h in sb.hosts)
     assert cli(sb, "deploy").returncode == 0
 
@@ -789,8 +829,11 @@ def test_lock_wait_queues_behind_a_live_holder_then_gives_up_with_exit_3(sandbox
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(waiter.stdout), daemon=True)
     reader.start()
-    said = wait_until(lambda: next((line for line in list(lines) if "waiting up to 60s" in line), None)
-                      or waiter.poll() is not None, 30, "the waiting run to say whom it waits for")
+    said = wait_until(
+        lambda: next((line for line in list(lines) if "waiting up to 60s" in line), None) or waiter.poll() is not None,
+        30,
+        "the waiting run to say whom it waits for",
+    )
     assert isinstance(said, str) and f"pid {holder.pid}" in said, "".join(lines)
     assert waiter.poll() is None
     pause.release()
@@ -821,14 +864,17 @@ def test_cleanup_orders_by_number_not_mtime(sandbox, app_repo):
         commit_change(app_repo, "n.txt", str(i))
         assert cli(sb, "deploy").returncode == 0
     for h in sb.hosts:
-        code, out = sb.exec(h, f"""set -e; cd {D}/releases
+        code, out = sb.exec(
+            h,
+            f"""set -e; cd {D}/releases
             cp -a 4 5; rm 5/.deployer/complete                      # extraction never finished
             cp -a 4 6; touch 6/.deployer/bad                         # failed its health check
             cp -a 4 7                                                # complete, never switched to
             cp -a 4 8; rm 8/.deployer/complete
             mkdir -p 9 .tmp-10-dead     # no .deployer/: another tool's (kept), and a temp dir
             touch -d '2030-01-01' 1 2; touch -d '2001-01-01' 3 4 5 6 7 8 9
-            chown -R deploy:deploy .""")
+            chown -R deploy:deploy .""",
+        )
         assert code == 0, out
     edit_config(sb, lambda doc: doc["app"].update(keep_releases=3))
     commit_change(app_repo, "n.txt", "new")
@@ -871,7 +917,7 @@ def test_broken_current_refused_before_any_change(sandbox, app_repo):
         assert said in row, row
     assert [files(sb, h) for h in sb.hosts] == before
     assert all(leftovers(sb, h) == [] for h in sb.hosts)
-    assert sb.exec(1, f"ls -A {D}/current")[1].split() == ["keep"]      # nothing moved into it
+    assert sb.exec(1, f"ls -A {D}/current")[1].split() == ["keep"]  # nothing moved into it
 
     # repaired by hand, plus stale temp links of dead runs: the deploy works and removes those
     for i in broken:
@@ -892,18 +938,22 @@ def test_current_never_missing_during_1000_switches(sandbox):
     sb = sandbox(1)
     assert cli(sb, "deploy").returncode == 0
     assert cli(sb, "deploy").returncode == 0
-    sb.exec(0, "nohup sh -c 'end=$(($(date +%s)+300)); n=0; bad=0; "
-               "while [ ! -f /tmp/stop ] && [ $(date +%s) -lt $end ]; do "
-               f"t=$(readlink -e {D}/current) || bad=$((bad+1)); "
-               "[ -f \"$t/.deployer/complete\" ] && [ -f \"$t/REVISION\" ] || bad=$((bad+1)); n=$((n+1)); done; "
-               "echo $n $bad > /tmp/reader' >/dev/null 2>&1 &")
+    sb.exec(
+        0,
+        "nohup sh -c 'end=$(($(date +%s)+300)); n=0; bad=0; "
+        "while [ ! -f /tmp/stop ] && [ $(date +%s) -lt $end ]; do "
+        f"t=$(readlink -e {D}/current) || bad=$((bad+1)); "
+        '[ -f "$t/.deployer/complete" ] && [ -f "$t/REVISION" ] || bad=$((bad+1)); n=$((n+1)); done; '
+        "echo $n $bad > /tmp/reader' >/dev/null 2>&1 &",
+    )
     # the deployer's own switch script, 1000 times: 25 per remote command (each in its own
     # subshell) so the test spends its time switching rather than opening SSH sessions
     conn = host_conn(sb)
     try:
         for _batch in range(40):
-            script = commands.unleased("\n".join(
-                f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25)))
+            script = commands.unleased(
+                "\n".join(f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25))
+            )
             result = conn.run(script)
             assert result.ok, result.stderr
     finally:
@@ -925,7 +975,7 @@ def test_rollback_switch_failing_on_one_host_puts_the_others_back(sandbox, app_r
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     assert cli(sb, "deploy").returncode == 0
-    sb.exec(2, f"chmod a-w {D}")                  # host-3 cannot create its temp link next to current
+    sb.exec(2, f"chmod a-w {D}")  # host-3 cannot create its temp link next to current
     try:
         proc = cli(sb, "rollback")
     finally:
@@ -953,9 +1003,9 @@ def test_rollback_without_usable_target_changes_nothing(sandbox, app_repo):
 
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     assert cli(sb, "deploy").returncode == 0
-    sb.exec(0, f"rm -rf {D}/releases/1")                         # target deleted
-    sb.exec(1, f"rm {D}/releases/1/.deployer/complete")         # target incomplete
-    sb.exec(2, f"touch {D}/releases/1/.deployer/bad")           # target marked bad
+    sb.exec(0, f"rm -rf {D}/releases/1")  # target deleted
+    sb.exec(1, f"rm {D}/releases/1/.deployer/complete")  # target incomplete
+    sb.exec(2, f"touch {D}/releases/1/.deployer/bad")  # target marked bad
     before = [files(sb, h) for h in sb.hosts]
     proc = cli(sb, "rollback")
     assert proc.returncode == 1 and "host-1, host-2, host-3" in proc.stderr
@@ -979,8 +1029,10 @@ def test_unsafe_tarballs_rejected_before_upload(sandbox, tmp_path):
     evil = {
         "dotdot": [tar_member("../x", b"x")],
         "absolute": [tar_member("/etc/x", b"x")],
-        "symlink-escape": [tar_member("a", type=tarfile.SYMTYPE, linkname="/etc"),
-                           tar_member("a/passwd", b"root::0:0")],
+        "symlink-escape": [
+            tar_member("a", type=tarfile.SYMTYPE, linkname="/etc"),
+            tar_member("a/passwd", b"root::0:0"),
+        ],
         "hardlink-outside": [tar_member("h", type=tarfile.LNKTYPE, linkname="../../etc/passwd")],
         "device": [tar_member("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)],
         "setuid": [tar_member("suid", b"#!/bin/sh\n", mode=0o4755)],
@@ -995,11 +1047,12 @@ def test_unsafe_tarballs_rejected_before_upload(sandbox, tmp_path):
     # with a matching .json beside it the members are still checked
     path = tmp_path / "evil-symlink-escape.tar.gz"
     data = path.read_bytes()
-    path.with_suffix("").with_suffix(".json").write_text(json.dumps(
-        {"name": "evil", "version": "1", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    path.with_suffix("").with_suffix(".json").write_text(
+        json.dumps({"name": "evil", "version": "1", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    )
     proc = cli(sb, "deploy", "--artifact", str(path))
     assert proc.returncode == 2 and "unsafe member 'a'" in proc.stderr, proc.stderr
-    assert [sb.command_count(h) for h in sb.hosts] == counts      # no host was even contacted
+    assert [sb.command_count(h) for h in sb.hosts] == counts  # no host was even contacted
     for h in sb.hosts:
         assert sb.exec(h, "ls -A /srv")[1].strip() == ""
     assert cli(sb, "deploy").returncode == 0
@@ -1112,11 +1165,14 @@ def test_hung_command_times_out_and_its_process_group_is_killed(sandbox):
         with pytest.raises(TransportError, match="timed out after 2s"):
             conn.run("sleep 1000 & sleep 1001; echo never", timeout=2)
         assert time.monotonic() - started < 8
-        assert conn.run("true").ok                              # the connection is still usable
+        assert conn.run("true").ok  # the connection is still usable
     finally:
         conn.close()
-    gone = wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[01]' || echo none")[1].strip() == "none",
-                      5, "the remote sleeps to be killed")
+    gone = wait_until(
+        lambda: sb.exec(0, "pgrep -f 'sleep 100[01]' || echo none")[1].strip() == "none",
+        5,
+        "the remote sleeps to be killed",
+    )
     assert gone
 
     # the same on cancel (Ctrl-C in a deploy sets it)
@@ -1130,8 +1186,11 @@ def test_hung_command_times_out_and_its_process_group_is_killed(sandbox):
         assert time.monotonic() - started < 5
     finally:
         conn.close()
-    assert wait_until(lambda: sb.exec(0, "pgrep -f 'sleep 100[2]' || echo none")[1].strip() == "none",
-                      5, "the cancelled sleep to be killed")
+    assert wait_until(
+        lambda: sb.exec(0, "pgrep -f 'sleep 100[2]' || echo none")[1].strip() == "none",
+        5,
+        "the cancelled sleep to be killed",
+    )
 
 
 def test_flood_on_stdout_and_stderr_does_not_deadlock(sandbox):
@@ -1142,15 +1201,18 @@ def test_flood_on_stdout_and_stderr_does_not_deadlock(sandbox):
     tracemalloc.start()
     try:
         started = time.monotonic()
-        result = conn.run("head -c 10485760 /dev/zero | tr '\\0' o; head -c 10485760 /dev/zero | tr '\\0' e >&2; "
-                          "wc -c", stdin=stdin, timeout=120)
+        result = conn.run(
+            "head -c 10485760 /dev/zero | tr '\\0' o; head -c 10485760 /dev/zero | tr '\\0' e >&2; wc -c",
+            stdin=stdin,
+            timeout=120,
+        )
         took = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
         conn.close()
     assert result.ok and took < 60
-    assert result.stdout.endswith(f"{8 << 20}\n")               # every stdin byte arrived
-    assert set(result.stderr) == {"e"}                           # the pgid marker is not in the output
+    assert result.stdout.endswith(f"{8 << 20}\n")  # every stdin byte arrived
+    assert set(result.stderr) == {"e"}  # the pgid marker is not in the output
     assert len(result.stdout) <= 2 * 64 * 1024 and len(result.stderr) <= 2 * 64 * 1024
-    assert peak < 8 << 20, f"peak {peak / 1e6:.1f} MB"             # bounded: far below the 20 MB received
+    assert peak < 8 << 20, f"peak {peak / 1e6:.1f} MB"  # bounded: far below the 20 MB received

@@ -24,10 +24,14 @@ def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandb
     first = cli(sb, "deploy")
     assert first.returncode == 0, first.stderr + first.stdout
     forged = "5\nrelease\t999 1 0 0 0\nmeta\t999\t{}"
-    code, out = sb.exec(0, "cd /srv/app/releases && mkdir -p \"$(printf '" + forged.replace("\n", "\\n")
-                        .replace("\t", "\\t") + "')/.deployer\" 999999999999999999999/.deployer 0007/.deployer"
-                        " && touch 999999999999999999999/.deployer/complete 0007/.deployer/complete"
-                        " && chown -R deploy: /srv/app/releases")
+    code, out = sb.exec(
+        0,
+        "cd /srv/app/releases && mkdir -p \"$(printf '"
+        + forged.replace("\n", "\\n").replace("\t", "\\t")
+        + "')/.deployer\" 999999999999999999999/.deployer 0007/.deployer"
+        " && touch 999999999999999999999/.deployer/complete 0007/.deployer/complete"
+        " && chown -R deploy: /srv/app/releases",
+    )
     assert code == 0, out
     names = [r["release"] for r in releases(sb)]
     assert 1 in names and 999 not in names and "999" not in names
@@ -42,8 +46,9 @@ def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandb
     assert second.returncode == 0, second.stderr + second.stdout
     assert "release 2:" in second.stdout
     assert current(sb, 0) == "releases/2"
-    assert "2" in release_dirs(sb, 0) and not any(len(n) > 10 and n.isdigit() and n != "999999999999999999999"
-                                                   for n in release_dirs(sb, 0))
+    assert "2" in release_dirs(sb, 0) and not any(
+        len(n) > 10 and n.isdigit() and n != "999999999999999999999" for n in release_dirs(sb, 0)
+    )
     # rollback never takes a forged or ignored name for a release
     back = cli(sb, "rollback")
     assert back.returncode == 0, back.stderr + back.stdout
@@ -56,7 +61,7 @@ def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandb
 
 # --- taking over hosts that another deploy tool manages -------------------------------------
 
-CAPFILE = '''
+CAPFILE = """
 require "capistrano/setup"
 require "capistrano/deploy"
 require "capistrano/scm/plugin"
@@ -85,9 +90,9 @@ class TarballStrategy < Capistrano::SCM::Plugin
   end
 end
 install_plugin TarballStrategy
-'''
+"""
 
-DEPLOY_RB = '''
+DEPLOY_RB = """
 set :application, "benchapp"
 set :deploy_to, "/srv/benchapp"
 set :branch, "main"
@@ -97,7 +102,7 @@ set :linked_files, %w[config/app.env]
 set :tarball, ENV.fetch("TARBALL")
 set :tarball_revision, ENV.fetch("REVISION")
 set :log_level, :info
-'''
+"""
 
 
 def _tarball(path: Path, version: str) -> Path:
@@ -112,9 +117,12 @@ def _tarball(path: Path, version: str) -> Path:
 
 
 def _prepare_host(sb, deploy_to: str) -> None:
-    code, out = sb.exec(0, f"mkdir -p {deploy_to}/shared/config {deploy_to}/shared/log && "
-                           f"echo 'SECRET_FROM_OLD_TOOL=1' > {deploy_to}/shared/config/app.env && "
-                           f"chown -R deploy: {deploy_to}")
+    code, out = sb.exec(
+        0,
+        f"mkdir -p {deploy_to}/shared/config {deploy_to}/shared/log && "
+        f"echo 'SECRET_FROM_OLD_TOOL=1' > {deploy_to}/shared/config/app.env && "
+        f"chown -R deploy: {deploy_to}",
+    )
     assert code == 0, out
 
 
@@ -128,7 +136,8 @@ def _capistrano(sb, tmp_path: Path) -> Path:
     (work / "config" / "deploy" / "sandbox.rb").write_text(
         f'server "{host.host}", port: {host.port}, user: "deploy", roles: %w[app]\n'
         f'set :ssh_options, {{ keys: ["{sb.key_path}"], auth_methods: %w[publickey], '
-        f'user_known_hosts_file: "{sb.known_hosts_path}", verify_host_key: :always }}\n')
+        f'user_known_hosts_file: "{sb.known_hosts_path}", verify_host_key: :always }}\n'
+    )
     return work
 
 
@@ -145,7 +154,7 @@ def _capistrano_deploys(sb, tmp_path: Path, versions: list[str], first: int = 1)
     work = _capistrano(sb, tmp_path)
     for i, version in enumerate(versions, first):
         _cap(work, "deploy", tarball=_tarball(tmp_path / f"cap-{i}.tar.gz", version), revision=f"{i:040x}")
-        time.sleep(1.1)         # Capistrano names releases by the second
+        time.sleep(1.1)  # Capistrano names releases by the second
     return work
 
 
@@ -192,7 +201,7 @@ def _take_over(sb, deploy_to: str, old_live: str, old_version: str, foreign: lis
     assert release_dirs(sb, 0, deploy_to) == sorted([old_live, str(ours)])
     assert sb.exec(0, f"cat {deploy_to}/current/VERSION")[1].strip() == old_version
 
-    again = cli(sb, "rollback", "--to", str(ours))       # and forward again
+    again = cli(sb, "rollback", "--to", str(ours))  # and forward again
     assert again.returncode == 0, again.stdout + again.stderr
     assert sb.exec(0, f"cat {deploy_to}/current/VERSION")[1].strip() == "ours"
 
@@ -217,7 +226,7 @@ def test_capistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     _capistrano_deploys(sb, tmp_path, ["cap-1", "cap-2"])
     names = release_dirs(sb, 0, "/srv/benchapp")
     assert len(names) == 2 and all(len(n) == 14 and n.isdigit() for n in names)
-    assert current(sb, 0, "/srv/benchapp") == f"/srv/benchapp/releases/{names[1]}"       # absolute
+    assert current(sb, 0, "/srv/benchapp") == f"/srv/benchapp/releases/{names[1]}"  # absolute
 
     rows = {str(r["release"]): r for r in releases(sb)}
     assert rows[names[1]]["git_sha"] == f"{2:040x}" and rows[names[1]]["foreign"] is True
@@ -246,7 +255,7 @@ def test_capistrano_way_back_is_the_release_that_was_live_not_the_newest(sandbox
     _take_over(sb, "/srv/benchapp", first, "cap-1", names, ours=1)
 
 
-ANSISTRANO_PLAYBOOK = '''
+ANSISTRANO_PLAYBOOK = """
 # Ansistrano's deploy steps (ansistrano.deploy, copy_unarchive strategy) as its documentation and
 # tasks describe them: its roles live on GitHub/Galaxy, which this machine cannot reach.
 - hosts: all
@@ -288,7 +297,7 @@ ANSISTRANO_PLAYBOOK = '''
         state: link
         path: "{{ ansistrano_deploy_to }}/current"
         src: "./releases/{{ release_version }}"
-'''
+"""
 
 
 def _ansistrano_deploys(sb, tmp_path: Path, versions: list[str]) -> None:
@@ -303,18 +312,40 @@ def _ansistrano_deploys(sb, tmp_path: Path, versions: list[str]) -> None:
     (work / "hosts.ini").write_text(
         f"{host.name} ansible_host={host.host} ansible_port={host.port} ansible_user=deploy "
         f"ansible_ssh_private_key_file={sb.key_path} ansible_python_interpreter=/usr/bin/python3 "
-        f"ansible_ssh_common_args='-o UserKnownHostsFile={sb.known_hosts_path} -o StrictHostKeyChecking=yes'\n")
-    sockets = tempfile.mkdtemp(prefix="ans-")       # ssh's control sockets need a short path
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "HOME": str(work), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_RETRY_FILES_ENABLED": "0",
-           "ANSIBLE_SSH_CONTROL_PATH_DIR": sockets, "ANSIBLE_PIPELINING": "1"}
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={sb.known_hosts_path} -o StrictHostKeyChecking=yes'\n"
+    )
+    sockets = tempfile.mkdtemp(prefix="ans-")  # ssh's control sockets need a short path
+    env = {
+        **os.environ,
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(work),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": sockets,
+        "ANSIBLE_PIPELINING": "1",
+    }
     for i, version in enumerate(versions):
         tarball = _tarball(tmp_path / f"ansi-{i}.tar.gz", version)
-        proc = subprocess.run([str(playbook_bin), "-i", "hosts.ini", "deploy.yml", "-e", f"tarball={tarball}",
-                               "-e", f"revision={i + 1:040x}"], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [
+                str(playbook_bin),
+                "-i",
+                "hosts.ini",
+                "deploy.yml",
+                "-e",
+                f"tarball={tarball}",
+                "-e",
+                f"revision={i + 1:040x}",
+            ],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        time.sleep(1.1)         # release names are UTC seconds
+        time.sleep(1.1)  # release names are UTC seconds
     subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sockets}/%C", host.host], capture_output=True)
     shutil.rmtree(sockets, ignore_errors=True)
 
@@ -329,7 +360,7 @@ def test_ansistrano_hosts_are_taken_over_and_the_way_back_works(sandbox, ours_re
     _ansistrano_deploys(sb, tmp_path, ["ansi-1", "ansi-2"])
     names = release_dirs(sb, 0, "/srv/ansiapp")
     assert len(names) == 2 and all(n.endswith("Z") for n in names)
-    assert current(sb, 0, "/srv/ansiapp") == f"./releases/{names[1]}"     # as Ansistrano's role writes it
+    assert current(sb, 0, "/srv/ansiapp") == f"./releases/{names[1]}"  # as Ansistrano's role writes it
     _take_over(sb, "/srv/ansiapp", names[1], "ansi-2", names, ours=1)
 
 
@@ -346,8 +377,11 @@ def _deployer_layout(sb, deploy_to: str, count: int, host: int = 0) -> None:
             f"echo {n:040x} > releases/{n}/REVISION",
             f"ln -nfs --relative {deploy_to}/shared/log releases/{n}/log",
             f"ln -nfs --relative {deploy_to}/shared/config/app.env releases/{n}/config/app.env",
-            "printf '%s\\n' '{\"created_at\":\"" + created + "\",\"release_name\":\"" + str(n) +
-            "\",\"user\":\"deploy\",\"target\":\"HEAD\"}' >> .dep/releases_log",
+            "printf '%s\\n' '{\"created_at\":\""
+            + created
+            + '","release_name":"'
+            + str(n)
+            + '","user":"deploy","target":"HEAD"}\' >> .dep/releases_log',
             f"echo {n} > .dep/latest_release",
             f"ln -nfs --relative releases/{n} current",
         ]
@@ -359,11 +393,15 @@ def _deployer_layout(sb, deploy_to: str, count: int, host: int = 0) -> None:
 def test_a_failed_first_deploy_puts_the_foreign_release_back(sandbox, ours_repo):
     """Our first release fails after its switch (a failing after_switch hook): the host goes back
     to the release the other tool left live, which is never marked or changed."""
-    sb = sandbox(2, hooks={"after_switch": [{"command": "echo \"$DEPLOY_PREVIOUS_RELEASE\" > /srv/depapp/shared/prev;"
-                                                        " exit 3"}]}, **_config("/srv/depapp"))
+    sb = sandbox(
+        2,
+        hooks={"after_switch": [{"command": 'echo "$DEPLOY_PREVIOUS_RELEASE" > /srv/depapp/shared/prev; exit 3'}]},
+        **_config("/srv/depapp"),
+    )
     for i in range(2):
-        sb.exec(i, "mkdir -p /srv/depapp/shared/config /srv/depapp/shared/log && "
-                   "echo x > /srv/depapp/shared/config/app.env")
+        sb.exec(
+            i, "mkdir -p /srv/depapp/shared/config /srv/depapp/shared/log && echo x > /srv/depapp/shared/config/app.env"
+        )
         _deployer_layout(sb, "/srv/depapp", 3, host=i)
     before = [_listing(sb, "/srv/depapp/releases/3", host=i) for i in range(2)]
     proc = cli(sb, "deploy")

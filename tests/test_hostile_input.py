@@ -22,7 +22,7 @@ def edit_config(sb, **tables) -> None:
 def test_shell_syntax_in_deploy_to_never_runs_on_the_host(sandbox):
     """deploy_to may hold any characters but newlines: it is a path, quoted everywhere. A deploy
     lands in the literal directory; one that cannot create it says so, and nothing in it ran."""
-    weird = "/srv/app $(touch /tmp/pwned-1) `touch /tmp/pwned-2` \"q;touch /tmp/pwned-3"
+    weird = '/srv/app $(touch /tmp/pwned-1) `touch /tmp/pwned-2` "q;touch /tmp/pwned-3'
     sb = sandbox(1, app={"deploy_to": weird})
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -30,11 +30,13 @@ def test_shell_syntax_in_deploy_to_never_runs_on_the_host(sandbox):
     status = cli(sb, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["hosts"][0]["current"] == 1
 
-    edit_config(sb, app={"deploy_to": "/proc/x$(touch /tmp/pwned-4)\"`touch /tmp/pwned-5`"})
+    edit_config(sb, app={"deploy_to": '/proc/x$(touch /tmp/pwned-4)"`touch /tmp/pwned-5`'})
     refused = cli(sb, "deploy")
     assert refused.returncode == 1
-    assert "cannot create /proc/x$(touch /tmp/pwned-4)\"`touch /tmp/pwned-5`/.deployer: deploy_to is not " \
-           "writable by deploy" in refused.stdout + refused.stderr
+    assert (
+        'cannot create /proc/x$(touch /tmp/pwned-4)"`touch /tmp/pwned-5`/.deployer: deploy_to is not '
+        "writable by deploy" in refused.stdout + refused.stderr
+    )
     assert sb.exec(0, "ls /tmp/pwned-* 2>/dev/null | wc -l") == (0, "0\n")
 
 
@@ -43,19 +45,22 @@ def test_a_health_check_body_with_an_odd_number_of_quotes_passes(sandbox):
     it is, and the deploy passes (before, the script broke, every deploy failed verify and was
     rolled back)."""
     sb = sandbox(1)
-    code, out = sb.exec(0, "mkdir -p /srv/www && printf 'status: \"ok\" and \"ready\n' > /srv/www/health && "
-                           "cd /srv/www && (setsid python3 -m http.server 8081 --bind 127.0.0.1 "
-                           ">/dev/null 2>&1 &) && for i in $(seq 200); do "      # up within 20 s, even on a busy machine
-                           "curl -sf http://127.0.0.1:8081/health && break; sleep 0.1; done")
+    code, out = sb.exec(
+        0,
+        'mkdir -p /srv/www && printf \'status: "ok" and "ready\n\' > /srv/www/health && '
+        "cd /srv/www && (setsid python3 -m http.server 8081 --bind 127.0.0.1 "
+        ">/dev/null 2>&1 &) && for i in $(seq 200); do "  # up within 20 s on a busy machine
+        "curl -sf http://127.0.0.1:8081/health && break; sleep 0.1; done",
+    )
     assert code == 0 and "ready" in out, out
-    edit_config(sb, verify={"url": "http://127.0.0.1:8081/health", "body": 'and "ready', "retries": 5,
-                            "interval": 0.5})
+    edit_config(sb, verify={"url": "http://127.0.0.1:8081/health", "body": 'and "ready', "retries": 5, "interval": 0.5})
     proc = cli(sb, "deploy")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "HTTP 200 after" in proc.stdout and current(sb, 0) == "releases/1"
 
-    edit_config(sb, verify={"url": "http://127.0.0.1:8081/health?$(touch /tmp/pwned)", "body": 'not "there',
-                            "retries": 1})
+    edit_config(
+        sb, verify={"url": "http://127.0.0.1:8081/health?$(touch /tmp/pwned)", "body": 'not "there', "retries": 1}
+    )
     failed = cli(sb, "deploy")
     assert failed.returncode == 1 and current(sb, 0) == "releases/1"
     assert "health check failed: http://127.0.0.1:8081/health?$(touch /tmp/pwned) answered HTTP " in failed.stdout
@@ -66,9 +71,17 @@ def test_a_health_check_body_with_an_odd_number_of_quotes_passes(sandbox):
 def test_a_remote_before_prepare_hook_runs_in_deploy_to(sandbox):
     """Before prepare the new release does not exist yet: remote hooks run in deploy_to (made by
     the lock step on a first deploy), with DEPLOY_RELEASE_PATH naming the release to come."""
-    sb = sandbox(1, hooks={"before_prepare": [
-        {"command": 'pwd > /tmp/before-prepare; echo "$DEPLOY_RELEASE_PATH" >> /tmp/before-prepare; '
-                    '[ ! -e "$DEPLOY_RELEASE_PATH" ] && echo absent >> /tmp/before-prepare'}]})
+    sb = sandbox(
+        1,
+        hooks={
+            "before_prepare": [
+                {
+                    "command": 'pwd > /tmp/before-prepare; echo "$DEPLOY_RELEASE_PATH" >> /tmp/before-prepare; '
+                    '[ ! -e "$DEPLOY_RELEASE_PATH" ] && echo absent >> /tmp/before-prepare'
+                }
+            ]
+        },
+    )
     for number in (1, 2):
         proc = cli(sb, "deploy")
         assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -87,7 +100,7 @@ def test_escape_sequences_in_a_version_never_reach_the_terminal(sandbox, app_rep
     version = "1.0\x1b[2J\x1b]0;owned\x07\u202e\nFAKE LINE"
     meta["version"] = version
     meta_path.write_text(json.dumps(meta))
-    tarball = meta_path.with_name(meta_path.name[:-len(".json")] + ".tar.gz")
+    tarball = meta_path.with_name(meta_path.name[: -len(".json")] + ".tar.gz")
     outputs = [cli(sb, "deploy", "--artifact", str(tarball))]
     assert outputs[0].returncode == 0, outputs[0].stderr
     code, stored = sb.exec(0, "cat /srv/app/releases/1/.deployer/release.json")
@@ -107,7 +120,7 @@ def test_accept_new_keeps_known_hosts_one_entry_a_line(sandbox):
     recorded on lines of their own, the file parses, and the next run connects strictly."""
     sb = sandbox(2, ssh={"host_key_policy": "accept-new"})
     other = sb.known_hosts_path.read_text().splitlines()[0].replace("[127.0.0.1]", "[192.0.2.1]")
-    sb.known_hosts_path.write_text(other)                   # no final newline
+    sb.known_hosts_path.write_text(other)  # no final newline
     proc = cli(sb, "check")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     lines = sb.known_hosts_path.read_text().splitlines()
@@ -129,9 +142,11 @@ def test_a_corrupt_known_hosts_is_bad_input_in_one_line(sandbox):
     for args in (("deploy",), ("status",), ("rollback",)):
         proc = cli(sb, *args)
         assert proc.returncode == 2, proc.stderr + proc.stdout
-        assert proc.stderr.splitlines() == [f"error: known_hosts {sb.known_hosts_path} line 1 is corrupt (not one "
-                                            "host, key type and key: two entries run together?); fix or remove "
-                                            "that line"]
+        assert proc.stderr.splitlines() == [
+            f"error: known_hosts {sb.known_hosts_path} line 1 is corrupt (not one "
+            "host, key type and key: two entries run together?); fix or remove "
+            "that line"
+        ]
     assert sb.command_count(0) == before
 
 
@@ -139,13 +154,22 @@ def test_a_cleanup_failing_after_the_switch_leaves_the_deploy_recorded_ok(sandbo
     """The release is live and passed its checks when its cleanup fails: the ledger has the
     deploy `ok` with its release (so the promotion gate counts it) and a separate cleanup
     `failed` line; the lock is released and the run exits 1 naming the cleanup."""
-    sb = sandbox(2, app={"keep_releases": 1}, stages={"prod": {"requires": "sandbox", "hosts": [
-        {"host": "127.0.0.1", "port": 9, "name": "prod-1"}]}})
+    sb = sandbox(
+        2,
+        app={"keep_releases": 1},
+        stages={"prod": {"requires": "sandbox", "hosts": [{"host": "127.0.0.1", "port": 9, "name": "prod-1"}]}},
+    )
     for _ in range(2):
         assert cli(sb, "deploy", "--stage", "sandbox").returncode == 0
     # release 1 is doomed by the next deploy; on host-1 a root-owned dir in it cannot be removed
-    assert sb.exec(0, "mkdir /srv/app/releases/1/stuck && touch /srv/app/releases/1/stuck/f && "
-                      "chown -R root:root /srv/app/releases/1/stuck")[0] == 0
+    assert (
+        sb.exec(
+            0,
+            "mkdir /srv/app/releases/1/stuck && touch /srv/app/releases/1/stuck/f && "
+            "chown -R root:root /srv/app/releases/1/stuck",
+        )[0]
+        == 0
+    )
     proc = cli(sb, "deploy", "--stage", "sandbox")
     assert proc.returncode == 1
     assert "release 3 is live everywhere, but finish: cleanup failed on host-1" in proc.stderr
@@ -159,8 +183,14 @@ def test_a_cleanup_failing_after_the_switch_leaves_the_deploy_recorded_ok(sandbo
     assert "gate:" in gate.stdout and "passed sandbox" in gate.stdout, gate.stdout + gate.stderr
 
     # the same failure on its own (what is left of release 1 marked as ours again: else it is foreign)
-    assert sb.exec(0, "cd /srv/app/releases/1 && mkdir -p .deployer && touch .deployer/complete && "
-                      "chown -R deploy:deploy .deployer")[0] == 0
+    assert (
+        sb.exec(
+            0,
+            "cd /srv/app/releases/1 && mkdir -p .deployer && touch .deployer/complete && "
+            "chown -R deploy:deploy .deployer",
+        )[0]
+        == 0
+    )
     cleanup = cli(sb, "cleanup", "--stage", "sandbox")
     assert cleanup.returncode == 1 and "cannot remove" in cleanup.stdout + cleanup.stderr
     code, text = sb.exec(0, "cat /srv/app/.deployer/ledger.jsonl")

@@ -17,8 +17,14 @@ from deployer.cli import scaffold
 
 
 def deployer(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deployer", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=cli_env())
+    return subprocess.run(
+        [sys.executable, "-m", "deployer", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
 
 
 def repo_with(tmp_path: Path, name: str, *files: str) -> Path:
@@ -31,18 +37,22 @@ def repo_with(tmp_path: Path, name: str, *files: str) -> Path:
     return repo
 
 
-@pytest.mark.parametrize("files, recipe", [
-    (("manage.py", "gunicorn.conf.py"), "django"),
-    (("gunicorn.conf.py", "app.py"), "python_wsgi"),
-    (("public/index.html",), "static_site"),
-    (("README.md", "src/gunicorn.conf.py"), ""),
-])
+@pytest.mark.parametrize(
+    "files, recipe",
+    [
+        (("manage.py", "gunicorn.conf.py"), "django"),
+        (("gunicorn.conf.py", "app.py"), "python_wsgi"),
+        (("public/index.html",), "static_site"),
+        (("README.md", "src/gunicorn.conf.py"), ""),
+    ],
+)
 def test_recipe_is_guessed_from_the_tree(tmp_path, files, recipe):
     repo = repo_with(tmp_path, "shop", *files)
     assert scaffold.guess_recipe(repo)[0] == recipe
     proc = deployer(repo, "init")
     assert proc.returncode == 0, proc.stderr
     from deployer.config import load as config
+
     cfg = config.parse((repo / "hosts.toml").read_text(), repo / "hosts.toml")
     assert cfg.stage("production").app.recipe == recipe
     assert cfg.stage("production").app.name == "shop" and cfg.stage("production").app.deploy_to == "/srv/shop"
@@ -51,7 +61,7 @@ def test_recipe_is_guessed_from_the_tree(tmp_path, files, recipe):
 
 def test_built_artifacts_are_ignored_so_the_next_build_is_clean(tmp_path):
     repo = repo_with(tmp_path, "shop", "app.py")
-    (repo / ".gitignore").write_text("*.pyc")                  # the user's own lines stay
+    (repo / ".gitignore").write_text("*.pyc")  # the user's own lines stay
     assert deployer(repo, "init").returncode == 0
     assert (repo / ".gitignore").read_text() == "*.pyc\nartifacts/\n"
     git(repo, "add", "-A")
@@ -59,7 +69,7 @@ def test_built_artifacts_are_ignored_so_the_next_build_is_clean(tmp_path):
     for _ in range(2):
         proc = deployer(repo, "build")
         assert proc.returncode == 0, proc.stderr
-    assert deployer(repo, "init", "--force").returncode == 0    # already ignored: not added twice
+    assert deployer(repo, "init", "--force").returncode == 0  # already ignored: not added twice
     assert (repo / ".gitignore").read_text() == "*.pyc\nartifacts/\n"
 
 
@@ -80,24 +90,32 @@ def test_never_overwrites_without_force(tmp_path):
     proc = deployer(repo, "init", "--ci", "github")
     assert proc.returncode == 2 and "tasks.py" in proc.stderr and "--force" in proc.stderr
     assert (repo / "tasks.py").read_text() == "# mine\n"
-    assert not (repo / "hosts.toml").exists() and not (repo / ".github").exists()     # nothing half-done
+    assert not (repo / "hosts.toml").exists() and not (repo / ".github").exists()  # nothing half-done
 
     outside = tmp_path / "outside.toml"
     outside.write_text("keep me\n")
     (repo / "hosts.toml").symlink_to(outside)
     proc = deployer(repo, "init", "--force")
     assert proc.returncode == 0, proc.stderr
-    assert outside.read_text() == "keep me\n"                   # the link was replaced, not written through
+    assert outside.read_text() == "keep me\n"  # the link was replaced, not written through
     assert not (repo / "hosts.toml").is_symlink() and "[stages.production]" in (repo / "hosts.toml").read_text()
     assert "deployer.cli.tasks import ns" in (repo / "tasks.py").read_text()
 
 
-@pytest.mark.parametrize("bad", [["--ci", "jenkins"], ["--stage", "prod uction"], ["--hosts", "a b"],
-                                 ["--deploy-to", "srv/app"], ["--recipe", "rails"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--ci", "jenkins"],
+        ["--stage", "prod uction"],
+        ["--hosts", "a b"],
+        ["--deploy-to", "srv/app"],
+        ["--recipe", "rails"],
+    ],
+)
 def test_bad_options_are_bad_input(tmp_path, bad):
     repo = repo_with(tmp_path, "shop")
     proc = deployer(repo, "init", *bad)
-    if bad[0] == "--recipe":        # an unknown recipe is refused by the config check itself
+    if bad[0] == "--recipe":  # an unknown recipe is refused by the config check itself
         assert proc.returncode == 0
         proc = deployer(repo, "check")
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -113,8 +131,10 @@ def test_ci_workflows_parse(tmp_path):
     repo2 = repo_with(tmp_path, "shop2")
     assert deployer(repo2, "init", "--ci", "gitlab").returncode == 0
     job = yaml.safe_load((repo2 / ".gitlab-ci.yml").read_text())["deploy"]
-    assert ('deployer deploy --stage production --version "$CI_COMMIT_SHA" --lock-wait 600 --json > deploy.json'
-            in job["script"])
+    assert (
+        'deployer deploy --stage production --version "$CI_COMMIT_SHA" --lock-wait 600 --json > deploy.json'
+        in job["script"]
+    )
 
 
 def test_init_check_deploy_on_a_fresh_repository(sandbox, app_repo):
@@ -138,11 +158,15 @@ def test_init_check_deploy_on_a_fresh_repository(sandbox, app_repo):
     flow = yaml.safe_load((app_repo / ".github/workflows/deploy.yml").read_text())
     steps = [s["run"] for s in flow["jobs"]["deploy"]["steps"] if s.get("run", "").startswith("deployer ")]
     assert len(steps) == 2, steps
-    env = {**cli_env(), "PATH": f"{Path(sys.executable).parent}:{cli_env()['PATH']}",
-           "GITHUB_SHA": git(app_repo, "rev-parse", "HEAD")}
+    env = {
+        **cli_env(),
+        "PATH": f"{Path(sys.executable).parent}:{cli_env()['PATH']}",
+        "GITHUB_SHA": git(app_repo, "rev-parse", "HEAD"),
+    }
     for step in steps:
-        proc = subprocess.run(["bash", "-eo", "pipefail", "-c", step], cwd=app_repo, env=env, capture_output=True,
-                              text=True, timeout=180)
+        proc = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", step], cwd=app_repo, env=env, capture_output=True, text=True, timeout=180
+        )
         assert proc.returncode == 0, step + "\n" + proc.stdout + proc.stderr
     assert json.loads((app_repo / "deploy.json").read_text())["result"] == "ok"
     proc = deployer(app_repo, "status", "--json")
@@ -152,6 +176,6 @@ def test_init_check_deploy_on_a_fresh_repository(sandbox, app_repo):
         code, out = sb.exec(h, "cat /srv/app/current/app.py /srv/app/current/hosts.toml")
         assert code == 0 and "hello from sample" in out and "[stages.production]" in out
 
-    inv = Path(sys.executable).with_name("inv")           # the tasks.py init wrote serves `inv` too
+    inv = Path(sys.executable).with_name("inv")  # the tasks.py init wrote serves `inv` too
     proc = subprocess.run([str(inv), "--list"], cwd=app_repo, capture_output=True, text=True, env=cli_env())
     assert proc.returncode == 0 and "deploy" in proc.stdout and "maintenance" in proc.stdout

@@ -25,8 +25,9 @@ def run(argv: list, cwd: Path, env: dict, timeout: float = 600) -> subprocess.Co
 
 def clean_env(tmp_path: Path) -> dict:
     """A user's shell: no PYTHONPATH, no config from the test run, a home of its own."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "DEPLOYER_CONFIG", "VIRTUAL_ENV", "PYTHONHOME")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEPLOYER_CONFIG", "VIRTUAL_ENV", "PYTHONHOME")
+    }
     home = tmp_path / "home"
     home.mkdir()
     env.update(HOME=str(home), TESTCONTAINERS_RYUK_DISABLED="true")
@@ -37,8 +38,13 @@ def clean_env(tmp_path: Path) -> dict:
 def wheel(tmp_path_factory) -> Path:
     """The wheel, built from a copy of the files git would ship (nothing untracked-but-ignored)."""
     base = tmp_path_factory.mktemp("wheel")
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     src = base / "src"
     for rel in filter(None, files):
         if (REPO / rel).is_file():
@@ -46,8 +52,7 @@ def wheel(tmp_path_factory) -> Path:
             (src / rel).write_bytes((REPO / rel).read_bytes())
             (src / rel).chmod((REPO / rel).stat().st_mode)
     out = base / "dist"
-    run([sys.executable, "-m", "pip", "wheel", src, "--no-deps", "-q", "-w", out],
-        base, dict(os.environ))
+    run([sys.executable, "-m", "pip", "wheel", src, "--no-deps", "-q", "-w", out], base, dict(os.environ))
     found = sorted(out.glob("deployer-*.whl"))
     assert len(found) == 1, found
     return found[0]
@@ -55,11 +60,18 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):
     import zipfile
+
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("deployer/config/hosts.example.toml", "deployer/sandbox/sample_app/app.py",
-                   "deployer/sandbox/sample_app/gunicorn.conf.py", "deployer/sandbox/sample_app/bin/selftest",
-                   "deployer/recipes/python_wsgi.py", "deployer/cli/main.py",
-                   "deployer/remote/scripts/prepare.sh", "deployer/remote/scripts/inspect_meta.awk"):
+    for needed in (
+        "deployer/config/hosts.example.toml",
+        "deployer/sandbox/sample_app/app.py",
+        "deployer/sandbox/sample_app/gunicorn.conf.py",
+        "deployer/sandbox/sample_app/bin/selftest",
+        "deployer/recipes/python_wsgi.py",
+        "deployer/cli/main.py",
+        "deployer/remote/scripts/prepare.sh",
+        "deployer/remote/scripts/inspect_meta.awk",
+    ):
         assert needed in names, needed
     info = zipfile.ZipFile(wheel).getinfo("deployer/sandbox/sample_app/bin/selftest")
     assert (info.external_attr >> 16) & 0o111, "bin/selftest lost its executable bit"
@@ -72,12 +84,14 @@ def test_wheel_needs_toml_and_testcontainers_only_with_the_sandbox_extra(wheel):
     import zipfile
 
     from packaging.requirements import Requirement
+
     with zipfile.ZipFile(wheel) as zf:
         meta = next(zf.read(n).decode() for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
     reqs = [Requirement(line.split(":", 1)[1]) for line in meta.splitlines() if line.startswith("Requires-Dist:")]
 
     def needed(extra: str) -> set[str]:
         return {r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": extra})}
+
     assert needed("") == {"fabric", "invoke", "paramiko", "tabulate", "boto3", "botocore"}
     assert needed("sandbox") - needed("") == {"testcontainers", "toml"}
 
@@ -93,20 +107,29 @@ def test_first_deploy_from_a_fresh_venv_in_an_empty_directory(wheel, sandbox_ima
     work.mkdir()
 
     where = run([bin_ / "python", "-c", "import deployer, deployer.recipes; print(deployer.__file__)"], work, env)
-    assert where.stdout.strip().startswith(str(venv)), where.stdout         # the wheel, not the repository
+    assert where.stdout.strip().startswith(str(venv)), where.stdout  # the wheel, not the repository
     listing = run(["deployer", "--list"], work, env).stdout
     for name in ("deploy", "rollback", "status", "init", "run", "logs", "ssh", "maintenance", "sandbox.up"):
         assert f"  {name} " in listing, name
 
-    app = work / "myapp"                      # init in the user's own (fresh) repository
+    app = work / "myapp"  # init in the user's own (fresh) repository
     app.mkdir()
     (app / "gunicorn.conf.py").write_text("bind = '127.0.0.1:8000'\n")
     git(app, "init", "-q", "-b", "main")
     init = run(["deployer", "init"], app, env)
     assert "recipe: python_wsgi" in init.stdout and (app / "hosts.toml").exists() and (app / "tasks.py").exists()
-    ref = Path(run([bin_ / "python", "-c", "import deployer, pathlib; "
-                    "print(pathlib.Path(deployer.__file__).parent / 'config' / 'hosts.example.toml')"],
-                   work, env).stdout.strip())
+    ref = Path(
+        run(
+            [
+                bin_ / "python",
+                "-c",
+                "import deployer, pathlib; "
+                "print(pathlib.Path(deployer.__file__).parent / 'config' / 'hosts.example.toml')",
+            ],
+            work,
+            env,
+        ).stdout.strip()
+    )
     assert ref.is_file() and "[stages.production]" in ref.read_text()
 
     try:
@@ -119,9 +142,16 @@ def test_first_deploy_from_a_fresh_venv_in_an_empty_directory(wheel, sandbox_ima
         assert [r["current"] for r in rows] == [1, 1], rows
         assert (work / ".sandbox" / "sample_app" / "app.py").is_file()
     finally:
-        down = subprocess.run(["deployer", "sandbox.down"], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=120)
+        down = subprocess.run(
+            ["deployer", "sandbox.down"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
     assert down.returncode == 0, down.stderr
-    after = subprocess.run(["deployer", "status", "--config", "hosts.sandbox.toml"], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=120)
-    assert after.returncode == 1                # the hosts are gone
+    after = subprocess.run(
+        ["deployer", "status", "--config", "hosts.sandbox.toml"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert after.returncode == 1  # the hosts are gone

@@ -21,7 +21,7 @@ FAIL_SMOKE = 'test ! -f /tmp/fail-smoke || { echo "smoke broke" >&2; exit 3; }'
 
 def document(proc: subprocess.CompletedProcess, task: str, result: str) -> dict:
     """The one document on stdout, valid against the schema, matching the process's exit code."""
-    doc = json.loads(proc.stdout)           # the whole of stdout: one document, nothing else
+    doc = json.loads(proc.stdout)  # the whole of stdout: one document, nothing else
     VALIDATOR.validate(doc)
     assert (doc["task"], doc["result"], doc["exit_code"]) == (task, result, proc.returncode), proc.stderr
     if result != "ok":
@@ -33,15 +33,30 @@ def test_schema_is_valid_and_strict():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     good = {"task": "status", "result": "ok", "exit_code": 0, "error": None, "stage": "s", "hosts": []}
     VALIDATOR.validate(good)
-    for code in (130, 143, 129):                                # Ctrl-C, SIGTERM, SIGHUP
+    for code in (130, 143, 129):  # Ctrl-C, SIGTERM, SIGHUP
         VALIDATOR.validate({**good, "result": "interrupted", "exit_code": code, "error": "interrupted (SIGTERM)"})
-    for bad in ({**good, "result": "failed"},                     # failed with exit 0 and no error
-                {**good, "result": "interrupted", "exit_code": 1, "error": "x"},
-                {**good, "hosts": [{"host": "a", "error": None, "git sha": "ab"}]},     # key with a space
-                {**good, "hosts": [{"host": "a", "error": None, "complete_releases": "3"}]},   # number as text
-                {**good, "artifacts": [{"version": "v", "git_sha": None, "sha256": "abc123def456", "size": 1,
-                                        "files": 1, "built_at": None, "built_by": None, "dirty": False}]},
-                {**good, "hosts": [{"host": "a", "error": None, "deployed_at": "2026-01-01 10:00"}]}):
+    for bad in (
+        {**good, "result": "failed"},  # failed with exit 0 and no error
+        {**good, "result": "interrupted", "exit_code": 1, "error": "x"},
+        {**good, "hosts": [{"host": "a", "error": None, "git sha": "ab"}]},  # key with a space
+        {**good, "hosts": [{"host": "a", "error": None, "complete_releases": "3"}]},  # number as text
+        {
+            **good,
+            "artifacts": [
+                {
+                    "version": "v",
+                    "git_sha": None,
+                    "sha256": "abc123def456",
+                    "size": 1,
+                    "files": 1,
+                    "built_at": None,
+                    "built_by": None,
+                    "dirty": False,
+                }
+            ],
+        },
+        {**good, "hosts": [{"host": "a", "error": None, "deployed_at": "2026-01-01 10:00"}]},
+    ):
         assert not VALIDATOR.is_valid(bad), bad
 
 
@@ -69,7 +84,7 @@ def test_every_outcome_is_one_valid_document(sandbox, app_repo, tmp_path):
     [host] = doc["hosts"]
     assert (host["host"], host["result"], host["release"], host["error"]) == ("host-1", "ok", 1, None)
     assert all(isinstance(v, float) for v in host["seconds"].values()) and "prepare" in host["seconds"]
-    assert "prepare" in proc.stderr           # progress is human text: stderr
+    assert "prepare" in proc.stderr  # progress is human text: stderr
 
     # the read-only tasks
     doc = document(cli(sb, "status", "-s", "staging", "--json"), "status", "ok")
@@ -106,8 +121,13 @@ def test_every_outcome_is_one_valid_document(sandbox, app_repo, tmp_path):
     # bad config, and a bad command line: still one document
     bad = sb.config_path.with_name("bad.toml")
     bad.write_text(sb.config_path.read_text().replace("deploy_to", "deploy_too", 1))
-    proc = subprocess.run([sys.executable, "-m", "deployer", "status", "--json", "-c", str(bad)],
-                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer", "status", "--json", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     doc = document(proc, "status", "bad_input")
     assert "deploy_too: unknown key (did you mean deploy_to?)" in doc["error"]
     doc = document(cli(sb, "deploy", "--json", "--batch", "x"), "deploy", "bad_input")
@@ -152,11 +172,23 @@ def test_lock_held_and_interrupt_are_documents(sandbox, tmp_path):
     assert doc["exit_code"] == 143
 
 
-@pytest.mark.parametrize("argv", [["deploy", "--json", "--stagee", "x"], ["deploy", "--json", "-j", "0"],
-                                  ["status", "--json", "--config", "missing.toml"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["deploy", "--json", "--stagee", "x"],
+        ["deploy", "--json", "-j", "0"],
+        ["status", "--json", "--config", "missing.toml"],
+    ],
+)
 def test_usage_errors_with_json_are_documents(tmp_path, argv):
-    proc = subprocess.run([sys.executable, "-m", "deployer", *argv], cwd=tmp_path, capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     document(proc, argv[0], "bad_input")
     assert len(proc.stderr.splitlines()) == 1
 
@@ -167,16 +199,25 @@ def test_records_of_odd_host_states_stay_in_the_schema():
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
     from deployer.report import rows as report
-    state = HostState(user="deploy", writable=True, deploy_to_exists=True, current_kind="link",
-                      current_target="releases/cap-1", free_kb=10,
-                      releases=(Release(3, True, meta={"git_sha": "abc", "deployed_at": "2026-01-02T03:04:05+01:00"}),),
-                      foreign=(Foreign("cap-1", revision="r1234", recorded="yesterday"),),
-                      lock=LockInfo(who="x", pid="not a pid", started="?"))
+
+    state = HostState(
+        user="deploy",
+        writable=True,
+        deploy_to_exists=True,
+        current_kind="link",
+        current_target="releases/cap-1",
+        free_kb=10,
+        releases=(Release(3, True, meta={"git_sha": "abc", "deployed_at": "2026-01-02T03:04:05+01:00"}),),
+        foreign=(Foreign("cap-1", revision="r1234", recorded="yesterday"),),
+        lock=LockInfo(who="x", pid="not a pid", started="?"),
+    )
     run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
     down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
-    for task, records in (("status", report.status_records([run, down])),
-                          ("releases", report.releases_records([run, down])),
-                          ("check", report.check_records([run, down]))):
+    for task, records in (
+        ("status", report.status_records([run, down])),
+        ("releases", report.releases_records([run, down])),
+        ("check", report.check_records([run, down])),
+    ):
         VALIDATOR.validate(report.document(task, 1, "unreachable: d", "s", records))
     [rec, _] = report.releases_records([run, down])
     assert rec["releases"][0]["deployed_at"] == "2026-01-02T02:04:05Z" and rec["releases"][0]["git_sha"] is None
@@ -189,28 +230,58 @@ def test_tables_show_what_the_records_say():
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
     from deployer.report import rows as report
+
     sha = "0123456789abcdef0123456789abcdef01234567"
-    state = HostState(user="deploy", writable=True, deploy_to_exists=True, current_kind="link",
-                      current_target="releases/2", free_kb=2 * 1048576, strays=(".tmp-3",), ignored=("old",),
-                      releases=(Release(1, True, bad=True, meta={"version": "v1"}),
-                                Release(2, True, meta={"version": "v2", "git_sha": sha, "deployed_by": "ann",
-                                                       "deployed_at": "2026-01-02T03:04:05+01:00"})),
-                      foreign=(Foreign("cap-1", revision=sha),),
-                      lock=LockInfo(who="bob", pid=42, stage="prod", started="2026-01-02T00:00:00Z"))
+    state = HostState(
+        user="deploy",
+        writable=True,
+        deploy_to_exists=True,
+        current_kind="link",
+        current_target="releases/2",
+        free_kb=2 * 1048576,
+        strays=(".tmp-3",),
+        ignored=("old",),
+        releases=(
+            Release(1, True, bad=True, meta={"version": "v1"}),
+            Release(
+                2,
+                True,
+                meta={
+                    "version": "v2",
+                    "git_sha": sha,
+                    "deployed_by": "ann",
+                    "deployed_at": "2026-01-02T03:04:05+01:00",
+                },
+            ),
+        ),
+        foreign=(Foreign("cap-1", revision=sha),),
+        lock=LockInfo(who="bob", pid=42, stage="prod", started="2026-01-02T00:00:00Z"),
+    )
     run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
     down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
 
     [up, gone] = report.status_rows(report.status_records([run, down]))
     assert {k: up[k] for k in ("current", "version", "git sha", "deployed at", "by", "releases", "foreign")} == {
-        "current": 2, "version": "v2", "git sha": sha[:8], "deployed at": "2026-01-02T02:04:05Z", "by": "ann",
-        "releases": 2, "foreign": 1}
+        "current": 2,
+        "version": "v2",
+        "git sha": sha[:8],
+        "deployed at": "2026-01-02T02:04:05Z",
+        "by": "ann",
+        "releases": 2,
+        "foreign": 1,
+    }
     assert up["lock"].startswith("bob pid 42 (stage prod, started 2026-01-02T00:00:00Z, ")
     assert gone == {"host": "d", "current": "?", "error": "connection refused"}
 
     rows = report.releases_rows(report.releases_records([run, down]))
     assert [(r["N"], r["state"], r.get("current")) for r in rows] == [
-        (1, "bad", ""), (2, "ok", "<- current"), ("cap-1", "foreign", ""), (".tmp-3", "leftover temp dir", None),
-        ("old", "ignored: not a release number", None), ("?", "connection refused", None)]
+        (1, "bad", ""),
+        (2, "ok", "<- current"),
+        ("cap-1", "foreign", ""),
+        (".tmp-3", "leftover temp dir", None),
+        ("old", "ignored: not a release number", None),
+        ("?", "connection refused", None),
+    ]
     assert rows[2]["git sha"] == sha[:8]
 
     [up, gone] = report.check_rows(report.check_records([run, down]))

@@ -61,8 +61,14 @@ def test_maintenance_page_escapes_the_message():
 def run_cli(sb, *args: str) -> subprocess.CompletedProcess:
     """`deployer run ARGS` with --config before the `--` (all after it is the command)."""
     cut = args.index("--") if "--" in args else len(args)
-    return subprocess.run([sys.executable, "-m", "deployer", "run", *args[:cut], "--config", str(sb.config_path),
-                           *args[cut:]], capture_output=True, text=True, timeout=120, env=cli_env(), cwd="/")
+    return subprocess.run(
+        [sys.executable, "-m", "deployer", "run", *args[:cut], "--config", str(sb.config_path), *args[cut:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        cwd="/",
+    )
 
 
 def deployed(sandbox, n=2, **extra):
@@ -75,7 +81,7 @@ def deployed(sandbox, n=2, **extra):
 def test_run_prefixes_output_by_host_and_reports_each_exit_code(sandbox):
     sb = deployed(sandbox, 2)
     sb.exec(1, "touch /tmp/fail-here")
-    command = "pwd -P; echo \"it's $DEPLOY_STAGE\"; test ! -e /tmp/fail-here || exit 3"
+    command = 'pwd -P; echo "it\'s $DEPLOY_STAGE"; test ! -e /tmp/fail-here || exit 3'
     proc = run_cli(sb, "--json", "--", command)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
@@ -87,7 +93,7 @@ def test_run_prefixes_output_by_host_and_reports_each_exit_code(sandbox):
     assert "host-2 (exit 3)" in proc.stderr
 
     sb.exec(1, "rm /tmp/fail-here")
-    proc = run_cli(sb, "--", "echo", "from", "'$(hostname)'")     # words joined as ssh does
+    proc = run_cli(sb, "--", "echo", "from", "'$(hostname)'")  # words joined as ssh does
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "host-1 | from $(hostname)" in lines and "host-2 | from $(hostname)" in lines
@@ -115,9 +121,12 @@ def test_run_without_a_command_is_bad_input(sandbox):
 
 
 def write_log(sb, host, text: str, append: bool = False) -> None:
-    code, out = sb.exec(host, f"install -d -o deploy -g deploy /srv/app/shared/log && "
-                              f"printf '%s' '{text}' {'>>' if append else '>'} /srv/app/shared/log/app.log && "
-                              "chown deploy /srv/app/shared/log/app.log")
+    code, out = sb.exec(
+        host,
+        f"install -d -o deploy -g deploy /srv/app/shared/log && "
+        f"printf '%s' '{text}' {'>>' if append else '>'} /srv/app/shared/log/app.log && "
+        "chown deploy /srv/app/shared/log/app.log",
+    )
     assert code == 0, out
 
 
@@ -129,7 +138,7 @@ def test_logs_tails_shared_files_on_every_host(sandbox):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[:4] == ["host-1 | a2", "host-1 | a3", "host-2 | b2", "host-2 | b3"]
-    proc = cli(sb, "logs", "--json")         # default: the *.log files of shared/log
+    proc = cli(sb, "logs", "--json")  # default: the *.log files of shared/log
     assert proc.returncode == 0, proc.stderr
     VALIDATOR.validate(json.loads(proc.stdout))
     assert [h["stdout"] for h in json.loads(proc.stdout)["hosts"]] == ["a1\na2\na3\n", "b1\nb2\nb3\n"]
@@ -168,12 +177,13 @@ def test_logs_follow_streams_until_ctrl_c_and_leaves_nothing_running(sandbox):
                 assert got, f"stream ended early: {seen} {proc.stderr.read()}"
                 *lines, partial = (partial + got).split(b"\n")
                 seen.extend(done.decode() for done in lines)
+
     try:
         read_until("host-1 | a1")
         read_until("host-2 | b1")
         write_log(sb, 1, "b2 new\n", append=True)
         read_until("host-2 | b2 new")
-        assert _tails(sb, 0) and _tails(sb, 1)      # a tail runs on each host while following
+        assert _tails(sb, 0) and _tails(sb, 1)  # a tail runs on each host while following
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -182,18 +192,21 @@ def test_logs_follow_streams_until_ctrl_c_and_leaves_nothing_running(sandbox):
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "stopped" in out
-    assert _tails(sb, 0) == "" and _tails(sb, 1) == ""     # the remote tails were killed
+    assert _tails(sb, 0) == "" and _tails(sb, 1) == ""  # the remote tails were killed
 
 
 def test_ssh_opens_a_shell_in_current_through_a_pty(sandbox):
     sb = deployed(sandbox, 2)
     keys = b"pwd -P; tty >/dev/null && echo ON-A-TTY; echo MARK-$((6*7)); exit 7\n"
     before = sb.command_count(0)
-    code, text = under_pty([sys.executable, "-m", "deployer", "ssh", "--host", "host-2",
-                            "--config", str(sb.config_path)], keys=keys, timeout=60)
+    code, text = under_pty(
+        [sys.executable, "-m", "deployer", "ssh", "--host", "host-2", "--config", str(sb.config_path)],
+        keys=keys,
+        timeout=60,
+    )
     assert code == 7, text
     assert "/srv/app/releases/1" in text and "ON-A-TTY" in text and "MARK-42" in text
-    assert sb.command_count(0) == before      # one host only: host-1 saw nothing
+    assert sb.command_count(0) == before  # one host only: host-1 saw nothing
 
 
 def test_ssh_unknown_host_is_bad_input(sandbox):
@@ -205,8 +218,9 @@ def test_ssh_unknown_host_is_bad_input(sandbox):
 def test_maintenance_page_is_served_503_by_the_nginx_snippet_and_recorded(sandbox, tmp_path):
     repo = make_repo(tmp_path / "site", {"public/index.html": "<p>live site</p>\n"})
     sb = sandbox(2, source=repo, docker_kwargs=WEB, app={"recipe": "static_site"})
-    site = static_site.nginx_site("/srv/app").replace("server_name _;\n",
-                                                      "server_name _;\n" + ops.nginx_snippet("/srv/app"), 1)
+    site = static_site.nginx_site("/srv/app").replace(
+        "server_name _;\n", "server_name _;\n" + ops.nginx_snippet("/srv/app"), 1
+    )
     for h in sb.hosts:
         sandbox_mod.serve_nginx(h, site)
     proc = cli(sb, "deploy")
@@ -236,6 +250,7 @@ def test_maintenance_page_is_served_503_by_the_nginx_snippet_and_recorded(sandbo
 def test_the_documented_nginx_snippet_is_the_tested_one():
     """The snippet in the user guide is exactly what the 503 test above serves (for /srv/shop)."""
     from helpers import REPO
+
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     assert any(ops.nginx_snippet("/srv/shop") in p.read_text() for p in docs)
 
@@ -243,22 +258,36 @@ def test_the_documented_nginx_snippet_is_the_tested_one():
 def test_run_and_ssh_reach_hosts_only_a_bastion_can_reach(hidden_hosts, app_repo, tmp_path):
     """The same SSH settings as a deploy: through the gateway, host keys checked on both hops."""
     names = [c.name for c in hidden_hosts["targets"]]
-    via = write_config(tmp_path, names, {"user": "deploy", "key": str(hidden_hosts["key"]),
-                                             "gateway": f"deploy@127.0.0.1:{hidden_hosts['bastion'].port}"},
-                           hidden_hosts["known_hosts"], app_repo)
+    via = write_config(
+        tmp_path,
+        names,
+        {
+            "user": "deploy",
+            "key": str(hidden_hosts["key"]),
+            "gateway": f"deploy@127.0.0.1:{hidden_hosts['bastion'].port}",
+        },
+        hidden_hosts["known_hosts"],
+        app_repo,
+    )
     proc = cli(via, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli(via, "--", "pwd -P")
     assert proc.returncode == 0, proc.stderr
-    assert {f"{n} | /srv/app/releases/1" for n in names} <= set(proc.stdout.splitlines())   # names of equal length
-    code, out = under_pty([sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config",
-                           str(via.config_path)], keys=b"pwd -P; exit 3\n", timeout=60)
+    assert {f"{n} | /srv/app/releases/1" for n in names} <= set(proc.stdout.splitlines())  # names of equal length
+    code, out = under_pty(
+        [sys.executable, "-m", "deployer", "ssh", "--host", names[1], "--config", str(via.config_path)],
+        keys=b"pwd -P; exit 3\n",
+        timeout=60,
+    )
     assert code == 3 and "/srv/app/releases/1" in out
 
 
 def test_ssh_as_run_as_and_before_any_release(sandbox):
     sb = sandbox(1, app={"run_as": "app"})
-    code, text = under_pty([sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
-                           keys=b"id -un; pwd -P; exit 0\n", timeout=60)
+    code, text = under_pty(
+        [sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
+        keys=b"id -un; pwd -P; exit 0\n",
+        timeout=60,
+    )
     assert code == 0, text
-    assert "no current release in /srv/app yet" in text and "\rapp\r\n" in text     # the shell runs as app
+    assert "no current release in /srv/app yet" in text and "\rapp\r\n" in text  # the shell runs as app

@@ -54,17 +54,24 @@ def _no_ci(monkeypatch):
 def test_terminal_one_line_per_host_rewritten_in_place_with_colour():
     term = Terminal()
     out = Output(stream=term)
-    for host, step, text in [("host-1", "lock", "ok"), ("host-2", "lock", "ok"), ("host-1", "prepare", "uploading"),
-                             ("host-2", "prepare", "FAILED: disk full"), ("host-1", "prepare", "release 2 ready")]:
+    for host, step, text in [
+        ("host-1", "lock", "ok"),
+        ("host-2", "lock", "ok"),
+        ("host-1", "prepare", "uploading"),
+        ("host-2", "prepare", "FAILED: disk full"),
+        ("host-1", "prepare", "release 2 ready"),
+    ]:
         out.line(host, step, text)
     out.table([{"host": "host-1", "result": "aborted"}])
     shown = screen(term.getvalue())
-    assert [" ".join(line.split()) for line in shown[:2]] == ["host-1 prepare release 2 ready",
-                                                              "host-2 prepare FAILED: disk full"]
+    assert [" ".join(line.split()) for line in shown[:2]] == [
+        "host-1 prepare release 2 ready",
+        "host-2 prepare FAILED: disk full",
+    ]
     assert shown[2].startswith("host") and "aborted" in shown[4]
     raw = term.getvalue()
-    assert "\x1b[31mhost-2           prepare   FAILED: disk full" in raw          # failed: red
-    assert "\x1b[32mhost-1           prepare   release 2 ready" in raw            # ok: green
+    assert "\x1b[31mhost-2           prepare   FAILED: disk full" in raw  # failed: red
+    assert "\x1b[32mhost-1           prepare   release 2 ready" in raw  # ok: green
     assert not STAMPED.match(shown[0])
 
 
@@ -101,8 +108,10 @@ def test_log_lines_carry_utc_times_and_nothing_else():
     out.line("host-2", "prepare", "FAILED: x")
     out.say("done")
     lines = log.getvalue().splitlines()
-    assert [STAMPED.match(line).groups() for line in lines[:2]] == [("host-1", "lock", "ok"),
-                                                                    ("host-2", "prepare", "FAILED: x")]
+    assert [STAMPED.match(line).groups() for line in lines[:2]] == [
+        ("host-1", "lock", "ok"),
+        ("host-2", "prepare", "FAILED: x"),
+    ]
     assert lines[2] == "done" and "\x1b" not in log.getvalue()
 
 
@@ -123,16 +132,21 @@ def test_upload_progress_in_a_log_at_most_once_per_interval():
     assert all("upload" in line and "/s, ETA " in line for line in lines)
     term = Terminal()
     _upload(Output(stream=term), 30)
-    assert term.getvalue().count("upload") > 4 * len(lines)       # a terminal's line updates oftener
-    assert "ETA 31s" in screen(term.getvalue())[0]                 # half sent at 1.7 MB/s, rest in ~30 s
+    assert term.getvalue().count("upload") > 4 * len(lines)  # a terminal's line updates oftener
+    assert "ETA 31s" in screen(term.getvalue())[0]  # half sent at 1.7 MB/s, rest in ~30 s
 
 
-@pytest.mark.parametrize("variables, start, end", [
-    ({"GITHUB_ACTIONS": "true"}, r"^::group::deployer progress$", r"^::endgroup::$"),
-    ({"GITLAB_CI": "true"},
-     r"^\x1b\[0Ksection_start:\d+:deployer_progress\[collapsed=true\]\r\x1b\[0Kdeployer progress$",
-     r"^\x1b\[0Ksection_end:\d+:deployer_progress\r\x1b\[0K$"),
-])
+@pytest.mark.parametrize(
+    "variables, start, end",
+    [
+        ({"GITHUB_ACTIONS": "true"}, r"^::group::deployer progress$", r"^::endgroup::$"),
+        (
+            {"GITLAB_CI": "true"},
+            r"^\x1b\[0Ksection_start:\d+:deployer_progress\[collapsed=true\]\r\x1b\[0Kdeployer progress$",
+            r"^\x1b\[0Ksection_end:\d+:deployer_progress\r\x1b\[0K$",
+        ),
+    ],
+)
 def test_ci_logs_get_one_collapsible_group_around_the_progress(monkeypatch, variables, start, end):
     for k, v in variables.items():
         monkeypatch.setenv(k, v)
@@ -151,8 +165,9 @@ def test_ci_logs_get_one_collapsible_group_around_the_progress(monkeypatch, vari
 
 
 def _under_pty(sb, *args: str, env: dict | None = None) -> tuple[int, str]:
-    return under_pty([sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)], env=env,
-                     cwd=sb.config_path.parent)
+    return under_pty(
+        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)], env=env, cwd=sb.config_path.parent
+    )
 
 
 def test_deploy_on_a_terminal_and_in_a_ci_log(sandbox, app_repo):
@@ -164,8 +179,8 @@ def test_deploy_on_a_terminal_and_in_a_ci_log(sandbox, app_repo):
     shown = screen(raw)
     table = shown.index(next(line for line in shown if line.startswith("host ") and " result " in line))
     live = [line for line in shown[:table] if re.match(r"^host-\d ", line)]
-    assert [line.split()[0] for line in live] == ["host-1", "host-2"], shown     # one line each, in place
-    assert shown[table - 2:table] == live and all(line.split()[1] in ("switch", "finish") for line in live), shown
+    assert [line.split()[0] for line in live] == ["host-1", "host-2"], shown  # one line each, in place
+    assert shown[table - 2 : table] == live and all(line.split()[1] in ("switch", "finish") for line in live), shown
     assert re.search(r"\x1b\[[12]F", raw) and "\x1b[32m" in raw and not any(STAMPED.match(x) for x in shown)
     # NO_COLOR: the same live lines, no colour
     code, raw = _under_pty(sb, "deploy", env={**plain, "NO_COLOR": "1"})
@@ -174,12 +189,17 @@ def test_deploy_on_a_terminal_and_in_a_ci_log(sandbox, app_repo):
     for expected in (0, 1):
         if expected:
             sb.exec(1, "touch /tmp/fail-smoke")
-        proc = subprocess.run([sys.executable, "-m", "deployer", "deploy", "--config", str(sb.config_path)],
-                              capture_output=True, text=True, timeout=120, cwd=sb.config_path.parent,
-                              env={**cli_env(), **plain, "GITHUB_ACTIONS": "true"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "deployer", "deploy", "--config", str(sb.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=sb.config_path.parent,
+            env={**cli_env(), **plain, "GITHUB_ACTIONS": "true"},
+        )
         assert proc.returncode == expected, proc.stderr
         lines = proc.stdout.splitlines()
         first, last = lines.index("::group::deployer progress"), lines.index("::endgroup::")
         assert first < last and lines.count("::group::deployer progress") == lines.count("::endgroup::") == 1
-        assert all(STAMPED.match(line) for line in lines[first + 1:last])
+        assert all(STAMPED.match(line) for line in lines[first + 1 : last])
         assert "\x1b" not in proc.stdout and any(" result " in line for line in lines[last:])

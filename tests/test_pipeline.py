@@ -48,15 +48,26 @@ def test_failing_smoke_on_one_host_switches_none(sandbox, app_repo):
 def _serve_current(sb):
     """A tiny web server on each host serving files through the current symlink."""
     for h in sb.hosts:
-        sb.exec(h, "su deploy -s /bin/sh -c 'nohup python3 -m http.server 8080 --bind 127.0.0.1 "
-                   "--directory /srv/app/current >/dev/null 2>&1 &'")
+        sb.exec(
+            h,
+            "su deploy -s /bin/sh -c 'nohup python3 -m http.server 8080 --bind 127.0.0.1 "
+            "--directory /srv/app/current >/dev/null 2>&1 &'",
+        )
 
 
 def test_failing_http_verify_rolls_back_marks_bad_and_notifies(sandbox, app_repo, webhook):
     url, received = webhook
-    sb = sandbox(3, verify={"url": "http://127.0.0.1:8080/health.txt", "body": "healthy", "retries": 3,
-                            "interval": 0.3, "timeout": 2},
-                 notify={"webhooks": [url]})
+    sb = sandbox(
+        3,
+        verify={
+            "url": "http://127.0.0.1:8080/health.txt",
+            "body": "healthy",
+            "retries": 3,
+            "interval": 0.3,
+            "timeout": 2,
+        },
+        notify={"webhooks": [url]},
+    )
     _serve_current(sb)
     # a first deploy that fails its health check leaves no current at all
     commit_change(app_repo, "health.txt", "sick\n")
@@ -89,9 +100,14 @@ def test_failing_http_verify_rolls_back_marks_bad_and_notifies(sandbox, app_repo
 
 
 def test_migration_runs_once_and_rollback_guard(sandbox, app_repo):
-    sb = sandbox(3, migrate={"command": "echo up $DEPLOY_RELEASE >> /srv/app/shared/migrations.log; echo migrated",
-                             "role": "migrate",
-                             "rollback_command": "echo down $DEPLOY_RELEASE >> /srv/app/shared/migrations.log"})
+    sb = sandbox(
+        3,
+        migrate={
+            "command": "echo up $DEPLOY_RELEASE >> /srv/app/shared/migrations.log; echo migrated",
+            "role": "migrate",
+            "rollback_command": "echo down $DEPLOY_RELEASE >> /srv/app/shared/migrations.log",
+        },
+    )
     for i in range(2):
         commit_change(app_repo, "m.txt", str(i))
         proc = cli(sb, "deploy")
@@ -142,8 +158,11 @@ def test_canary_stops_after_canary_fails_health(sandbox, app_repo):
     assert proc.returncode == 1
     assert "canary: host-1" in proc.stdout and "rest:" not in proc.stdout
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert "switch" not in [line.split()[2] for line in proc.stdout.splitlines()
-                            if line.strip() and "host-2" in line and len(line.split()) > 2]
+    assert "switch" not in [
+        line.split()[2]
+        for line in proc.stdout.splitlines()
+        if line.strip() and "host-2" in line and len(line.split()) > 2
+    ]
 
 
 def test_dry_run_changes_nothing_and_prints_commands(sandbox, app_repo):
@@ -161,12 +180,19 @@ def test_dry_run_changes_nothing_and_prints_commands(sandbox, app_repo):
 
 def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):
     local_file = tmp_path / "local-env"
-    sb = sandbox(2, hooks={
-        "after_prepare": [{"command": "env | grep ^DEPLOY_ | sort > /srv/app/shared/env-$DEPLOY_RELEASE; pwd -P >> "
-                                      "/srv/app/shared/env-$DEPLOY_RELEASE"}],
-        "after_finish": [{"local": f"env | grep ^DEPLOY_ | sort > {local_file}"}],
-        "after_rollback": [{"command": "echo $DEPLOY_RELEASE $DEPLOY_PREVIOUS_RELEASE > /srv/app/shared/rolled"}],
-    })
+    sb = sandbox(
+        2,
+        hooks={
+            "after_prepare": [
+                {
+                    "command": "env | grep ^DEPLOY_ | sort > /srv/app/shared/env-$DEPLOY_RELEASE; pwd -P >> "
+                    "/srv/app/shared/env-$DEPLOY_RELEASE"
+                }
+            ],
+            "after_finish": [{"local": f"env | grep ^DEPLOY_ | sort > {local_file}"}],
+            "after_rollback": [{"command": "echo $DEPLOY_RELEASE $DEPLOY_PREVIOUS_RELEASE > /srv/app/shared/rolled"}],
+        },
+    )
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "z.txt", "2")
     proc = cli(sb, "deploy")

@@ -17,9 +17,12 @@ from deployer.report import ledger, notify
 
 
 def state(*releases, current=None, strays=()):
-    return HostState(current_kind="link" if current else "absent",
-                     current_target=f"releases/{current}" if current else "",
-                     releases=tuple(releases), strays=tuple(strays))
+    return HostState(
+        current_kind="link" if current else "absent",
+        current_target=f"releases/{current}" if current else "",
+        releases=tuple(releases),
+        strays=tuple(strays),
+    )
 
 
 def rel(n, complete=True, bad=False, rolled=False, **meta):
@@ -27,8 +30,11 @@ def rel(n, complete=True, bad=False, rolled=False, **meta):
 
 
 def test_next_release_number_is_one_above_the_highest_anywhere():
-    states = {"a": state(rel(1), rel(2), current=2), "b": state(rel(1), rel(5, complete=False), current=1),
-              "c": state()}
+    states = {
+        "a": state(rel(1), rel(2), current=2),
+        "b": state(rel(1), rel(5, complete=False), current=1),
+        "c": state(),
+    }
     assert planning.next_release_number(states) == 6
     assert planning.next_release_number({"a": state()}) == 1
     with pytest.raises(DeployerError, match="used up"):
@@ -52,8 +58,16 @@ def test_cleanup_by_number_never_current_or_previous():
     st = state(*(rel(n) for n in range(1, 7)), current=5)
     # 6 is an orphan (newer than current, never switched): purged; keep 3 = 5, 4 (previous), 3
     assert sorted(planning.cleanup(st, 3, 5, 4), key=int) == ["1", "2", "6"]
-    st = state(rel(1), rel(2, bad=True), rel(3, complete=False), rel(4), rel(5), rel(6), current=6,
-               strays=(".tmp-7-abc", "junk"))
+    st = state(
+        rel(1),
+        rel(2, bad=True),
+        rel(3, complete=False),
+        rel(4),
+        rel(5),
+        rel(6),
+        current=6,
+        strays=(".tmp-7-abc", "junk"),
+    )
     doomed = planning.cleanup(st, 3, 6, 5)
     assert set(doomed) == {".tmp-7-abc", "2", "3", "1"}
     # keep_releases=1 still keeps current and the release it replaced
@@ -68,17 +82,23 @@ def test_kept_artifacts_follow_surviving_releases():
 
 
 def test_link_source_is_the_newest_usable_release_of_the_same_artifact():
-    st = state(rel(1, artifact_sha256="aa"), rel(2, artifact_sha256="aa"), rel(3, artifact_sha256="aa", bad=True),
-               rel(4, complete=False, artifact_sha256="aa"), rel(5, artifact_sha256="bb"), current=5)
+    st = state(
+        rel(1, artifact_sha256="aa"),
+        rel(2, artifact_sha256="aa"),
+        rel(3, artifact_sha256="aa", bad=True),
+        rel(4, complete=False, artifact_sha256="aa"),
+        rel(5, artifact_sha256="bb"),
+        current=5,
+    )
     assert planning.link_source(st, "aa") == 2
     assert planning.link_source(st, "cc") is None
 
 
 def test_uploads_are_extracted_as_they_arrive_only_on_slow_links():
-    assert not planning.stream_upload(None)                 # not measured: one after the other
-    assert not planning.stream_upload(0.002)                # loopback, LAN, same region
+    assert not planning.stream_upload(None)  # not measured: one after the other
+    assert not planning.stream_upload(0.002)  # loopback, LAN, same region
     assert planning.stream_upload(planning.STREAM_RTT)
-    assert planning.stream_upload(0.08)                     # across the world
+    assert planning.stream_upload(0.08)  # across the world
 
 
 def test_batches_per_strategy():
@@ -92,23 +112,32 @@ def test_batches_per_strategy():
     assert [b.label for b in canary] == ["canary", "rest"]
 
 
-@pytest.mark.parametrize("kind, kwargs, message", [
-    (Strategy, {"name": "yolo"}, "--strategy"), (Strategy, {"batch": 0}, "--batch"),
-    (Strategy, {"pause": -1}, "--pause"), (Strategy, {"bake": -1}, "--bake"), (Options, {"parallel": 0}, "--parallel"),
-    (Options, {"max_fail": -1}, "--max-fail"), (Options, {"forced": True}, "--force needs --reason"),
-    (Options, {"lock_wait": -1}, "--lock-wait"),
-])
+@pytest.mark.parametrize(
+    "kind, kwargs, message",
+    [
+        (Strategy, {"name": "yolo"}, "--strategy"),
+        (Strategy, {"batch": 0}, "--batch"),
+        (Strategy, {"pause": -1}, "--pause"),
+        (Strategy, {"bake": -1}, "--bake"),
+        (Options, {"parallel": 0}, "--parallel"),
+        (Options, {"max_fail": -1}, "--max-fail"),
+        (Options, {"forced": True}, "--force needs --reason"),
+        (Options, {"lock_wait": -1}, "--lock-wait"),
+    ],
+)
 def test_bad_options_are_usage_errors(kind, kwargs, message):
     with pytest.raises(UsageError, match=message):
         kind(**kwargs)
 
 
 def test_state_parse_reads_inspect_output():
-    out = ("user\tdeploy\ndeploy_to\tpresent 1\ncurrent\tlink releases/2\n"
-           'release\t1 1 0 0 1\t{"version": "v1"}\nrelease\t2 1 0 0 0\t{"version": "v2"}\n'
-           "release\t3 0 0 0 0\t\nstray\t.tmp-4-x\n"
-           'lock\t{"who": "a@b", "pid": 7, "stage": "prod", "started": "2026-01-01T00:00:00Z"}\n'
-           "free_kb\t12345\nmissing_tools\t\ncached\t1\n")
+    out = (
+        "user\tdeploy\ndeploy_to\tpresent 1\ncurrent\tlink releases/2\n"
+        'release\t1 1 0 0 1\t{"version": "v1"}\nrelease\t2 1 0 0 0\t{"version": "v2"}\n'
+        "release\t3 0 0 0 0\t\nstray\t.tmp-4-x\n"
+        'lock\t{"who": "a@b", "pid": 7, "stage": "prod", "started": "2026-01-01T00:00:00Z"}\n'
+        "free_kb\t12345\nmissing_tools\t\ncached\t1\n"
+    )
     st = parse(out)
     assert st.current == 2 and st.highest == 3 and st.cached and st.free_kb == 12345
     assert st.release(1).migrated and st.release(2).meta["version"] == "v2" and not st.release(3).complete
@@ -119,8 +148,14 @@ def test_state_parse_reads_inspect_output():
 
 
 def test_env_render_quotes_and_round_trips():
-    values = {"PLAIN": "abc-1.2:3", "SPACES": "a b", "QUOTE": 'say "hi"', "DOLLAR": "$HOME `x`",
-              "NEWLINE": "a\nb", "EMPTY": ""}
+    values = {
+        "PLAIN": "abc-1.2:3",
+        "SPACES": "a b",
+        "QUOTE": 'say "hi"',
+        "DOLLAR": "$HOME `x`",
+        "NEWLINE": "a\nb",
+        "EMPTY": "",
+    }
     text = envfile.render(values).decode()
     assert "PLAIN=abc-1.2:3\n" in text and 'SPACES="a b"\n' in text and 'DOLLAR="\\$HOME \\`x\\`"' in text
     assert envfile.parse(text) == values
@@ -131,9 +166,18 @@ def test_env_resolution_and_diff(monkeypatch, tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("from-file\n")
     ssh = SSHSettings()
-    web = Host("web", "w", ssh, ("web",), env=(("A", EnvValue("1")), ("T", EnvValue(secret="env:TOKEN_X")),
-                                               ("F", EnvValue(secret=f"file:{secret_file}")),
-                                               ("C", EnvValue(secret="cmd:echo from-cmd"))))
+    web = Host(
+        "web",
+        "w",
+        ssh,
+        ("web",),
+        env=(
+            ("A", EnvValue("1")),
+            ("T", EnvValue(secret="env:TOKEN_X")),
+            ("F", EnvValue(secret=f"file:{secret_file}")),
+            ("C", EnvValue(secret="cmd:echo from-cmd")),
+        ),
+    )
     envs = envfile.resolve((web,))
     assert envs["web"].values == {"A": "1", "T": "tok-123456", "F": "from-file", "C": "from-cmd"}
     assert envs["web"].secret_keys == {"T", "F", "C"}
@@ -141,9 +185,11 @@ def test_env_resolution_and_diff(monkeypatch, tmp_path):
     assert ("A", "changed", "0", "1") in rows and ("T", "changed", "(secret)", "(secret)") in rows
     assert ("GONE", "removed", "(secret)", "") in rows
     from deployer.report.output import redact
+
     assert redact("value tok-123456 here") == "value •••••• here"
     monkeypatch.delenv("TOKEN_X")
     from deployer.errors import ConfigError
+
     with pytest.raises(ConfigError, match="TOKEN_X is not set"):
         envfile.resolve((web,))
 
@@ -173,19 +219,22 @@ def test_notification_payload_and_failure_always_sent(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda req, timeout: sent.append(req) or Resp())
     settings = NotifySettings(webhooks=("https://hooks.example.com/T/B/XYZ",), events=("succeeded",))
     notify.send(settings, "started", {"stage": "prod"})
-    assert sent == []                                   # not subscribed
-    notify.send(settings, "failed", {"stage": "prod", "app": "shop", "version": "v2", "release": 4,
-                                     "error": "verify failed"})
+    assert sent == []  # not subscribed
+    notify.send(
+        settings, "failed", {"stage": "prod", "app": "shop", "version": "v2", "release": 4, "error": "verify failed"}
+    )
     body = json.loads(sent[0].data)
     assert body["event"] == "failed" and body["text"] == "✖ deploy failed: shop v2 to prod (release 4): verify failed"
     assert notify._safe_url("https://hooks.example.com/T/B/XYZ") == "https://hooks.example.com/…"
 
 
 def test_state_parse_never_takes_an_odd_name_for_a_release():
-    out = ("current\tlink releases/1\nrelease\t1 1 0 0 0\nrelease\t999999999999999999999 1 0 0 0\n"
-           "release\t0007 1 0 0 0\nrelease\t\u0661 1 0 0 0\nodd\t2\n"
-           "foreign\t20261202072912\nforeign\tbad name\n"
-           "meta\t1\t{\"previous\": \"x\"}\rrelease\t77 1 0 0 0\n")       # \r is no line break here
+    out = (
+        "current\tlink releases/1\nrelease\t1 1 0 0 0\nrelease\t999999999999999999999 1 0 0 0\n"
+        "release\t0007 1 0 0 0\nrelease\t\u0661 1 0 0 0\nodd\t2\n"
+        "foreign\t20261202072912\nforeign\tbad name\n"
+        'meta\t1\t{"previous": "x"}\rrelease\t77 1 0 0 0\n'
+    )  # \r is no line break here
     st = parse(out)
     assert [r.number for r in st.releases] == [1] and st.highest == 1
     assert st.ignored == ("999999999999999999999", "0007") and st.odd_names == 2
@@ -193,11 +242,13 @@ def test_state_parse_never_takes_an_odd_name_for_a_release():
 
 
 def test_foreign_releases_absolute_current_and_the_way_back():
-    out = ("current\tlink /srv/benchapp/releases/20261202072918\n"
-           "foreign\t20261202072912\nforeign\t20261202072918\nforeign\t3\n"
-           "fmtime\t3\t1700000000\nfrev\t20261202072918\tabc123\n"
-           "fcap\t20261202072912\tBranch main (at deadbeef) deployed as release 20261202072912 by me\n"
-           "fdep\t3\t{\"created_at\": \"2021-11-06T20:51:45+0000\", \"release_name\": \"3\"}\n")
+    out = (
+        "current\tlink /srv/benchapp/releases/20261202072918\n"
+        "foreign\t20261202072912\nforeign\t20261202072918\nforeign\t3\n"
+        "fmtime\t3\t1700000000\nfrev\t20261202072918\tabc123\n"
+        "fcap\t20261202072912\tBranch main (at deadbeef) deployed as release 20261202072912 by me\n"
+        'fdep\t3\t{"created_at": "2021-11-06T20:51:45+0000", "release_name": "3"}\n'
+    )
     st = parse(out, "/srv/benchapp/")
     assert st.current_problem() is None and st.live == "20261202072918" and st.current is None
     assert parse(out, "/srv/other").current_problem().startswith("current points outside releases/")
@@ -211,8 +262,12 @@ def test_foreign_releases_absolute_current_and_the_way_back():
         planning.rollback_target(st)
     assert planning.rollback_target(st, to="20261202072912") == "20261202072912"
     # our first release replaced 20261202072918: rolling back from it goes there
-    ours = HostState(current_kind="link", current_target="releases/4", releases=(rel(4, previous="20261202072918"),),
-                     foreign=st.foreign)
+    ours = HostState(
+        current_kind="link",
+        current_target="releases/4",
+        releases=(rel(4, previous="20261202072918"),),
+        foreign=st.foreign,
+    )
     assert planning.rollback_target(ours) == "20261202072918"
     assert planning.rollback_target(ours, to="3") == "3"
     # foreign releases never count toward keep and go only when asked, never the live one
@@ -233,8 +288,22 @@ def test_current_written_as_ansistrano_and_others_write_it():
         assert problem and problem.startswith("current points outside releases/"), target
 
 
-TERMINAL_ACTS_ON = ["\x1b", "\x1b[2J", "\x07", "\x08", "\r", "\n", "\x00", "\x7f", "\x85", "\x9b", "\u2028",
-                    "\u2029", *map(chr, range(0x202a, 0x202f)), *map(chr, range(0x2066, 0x206a))]
+TERMINAL_ACTS_ON = [
+    "\x1b",
+    "\x1b[2J",
+    "\x07",
+    "\x08",
+    "\r",
+    "\n",
+    "\x00",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\u2029",
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+]
 
 
 def test_nothing_a_terminal_acts_on_is_printed_raw():
@@ -243,6 +312,7 @@ def test_nothing_a_terminal_acts_on_is_printed_raw():
     import io
 
     from deployer.report.output import Output, printable
+
     shown = {c: printable(f"v{c}1") for c in TERMINAL_ACTS_ON}
     for c, text in shown.items():
         assert text.isprintable() and text.startswith("v\\") and text.endswith("1"), (c, text)
@@ -264,6 +334,7 @@ def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
     host failing with paramiko's raw InvalidHostKey. Comments, blank and short lines are fine."""
     from deployer.errors import ConfigError
     from deployer.ssh.known_hosts import check_known_hosts
+
     key = "AAAAC3NzaC1lZDI1NTE5AAAAIMDtDMCGoGXM63rJnVJkS+k9z7ySUzY9yj7J0JcNBMjy"
     good = f"# pinned\n\n[127.0.0.1]:2200 ssh-ed25519 {key}\nshort line\n"
     path = tmp_path / "known_hosts"
@@ -274,5 +345,6 @@ def test_a_known_hosts_line_no_ssh_library_can_read_is_bad_input(tmp_path):
     with pytest.raises(ConfigError, match=f"^known_hosts {path} line 5 is corrupt"):
         check_known_hosts(str(path))
     import paramiko  # the same line is one paramiko refuses
+
     with pytest.raises(paramiko.hostkeys.InvalidHostKey):
         paramiko.HostKeys(str(path))

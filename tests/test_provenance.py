@@ -64,8 +64,17 @@ def test_promotion_gate(sandbox, app_repo):
     doc = toml.loads(sb.config_path.read_text())
     doc["stages"]["production"]["verify"] = {"command": "true"}
     sb.config_path.write_text(toml.dumps(doc))
-    proc = cli(sb, "deploy", "--stage", "production", "--version", d2["version"], "--force",
-               "--reason", "hotfix INC-42 approved by ops lead")
+    proc = cli(
+        sb,
+        "deploy",
+        "--stage",
+        "production",
+        "--version",
+        d2["version"],
+        "--force",
+        "--reason",
+        "hotfix INC-42 approved by ops lead",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     entries = audit(sb, "production")
     forced = [e for e in entries if e.get("forced")]
@@ -76,8 +85,10 @@ def test_promotion_gate(sandbox, app_repo):
 
     # staging's audit: one ok deploy of D, one rolled-back attempt of D2, on both hosts
     staging = audit(sb, "staging")
-    assert [(e["result"], e["artifact_sha256"]) for e in staging if e["host"] == "host-1"] == \
-        [("ok", d["sha256"]), ("rolled back", d2["sha256"])]
+    assert [(e["result"], e["artifact_sha256"]) for e in staging if e["host"] == "host-1"] == [
+        ("ok", d["sha256"]),
+        ("rolled back", d2["sha256"]),
+    ]
     assert all(e["who"] and e["time"].endswith("Z") for e in staging)
     assert cli(sb, "audit", "--stage", "staging", "--host", "host-2", "--since", "2000-01-01").returncode == 0
     assert cli(sb, "audit", "--stage", "staging", "--since", "yesterday").returncode == 2
@@ -85,8 +96,12 @@ def test_promotion_gate(sandbox, app_repo):
     # one table of what runs where, stages in declared order
     proc = cli(sb, "status", "--all", "--json")
     rows = json.loads(proc.stdout)["hosts"]
-    assert [(r["stage"], r["host"]) for r in rows] == [("staging", "host-1"), ("staging", "host-2"),
-                                                      ("production", "host-3"), ("production", "host-4")]
+    assert [(r["stage"], r["host"]) for r in rows] == [
+        ("staging", "host-1"),
+        ("staging", "host-2"),
+        ("production", "host-3"),
+        ("production", "host-4"),
+    ]
     assert {r["version"] for r in rows if r["stage"] == "staging"} == {d["version"]}
     assert {r["version"] for r in rows if r["stage"] == "production"} == {d2["version"]}
     assert all(r["agree"] is True for r in rows)
@@ -97,8 +112,11 @@ def test_drift_verification_names_host_and_file(sandbox, app_repo):
     assert cli(sb, "deploy").returncode == 0
     proc = cli(sb, "verify")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sb.exec(1, "echo hacked >> /srv/app/current/app.py; touch /srv/app/current/backdoor.sh; "
-               "echo fine > /srv/app/shared/log/app.log")
+    sb.exec(
+        1,
+        "echo hacked >> /srv/app/current/app.py; touch /srv/app/current/backdoor.sh; "
+        "echo fine > /srv/app/shared/log/app.log",
+    )
     proc = cli(sb, "verify", "--json")
     assert proc.returncode == 1
     rows = {r["host"]: r for r in json.loads(proc.stdout)["hosts"]}
@@ -117,9 +135,11 @@ def test_ledger_survives_sigkill_mid_run(sandbox, app_repo, tmp_path):
     proc = cli_popen(sb, "deploy")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if sb.exec(0, "ls -A /srv/app/.deployer/cache /srv/app/releases")[1].count(".") > 3 \
-                or ".part-" in sb.exec(0, "ls -A /srv/app/.deployer/cache")[1] \
-                or ".tmp-" in sb.exec(0, "ls -A /srv/app/releases")[1]:
+        if (
+            sb.exec(0, "ls -A /srv/app/.deployer/cache /srv/app/releases")[1].count(".") > 3
+            or ".part-" in sb.exec(0, "ls -A /srv/app/.deployer/cache")[1]
+            or ".tmp-" in sb.exec(0, "ls -A /srv/app/releases")[1]
+        ):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)

@@ -21,7 +21,7 @@ from deployer.recipes import django, python_wsgi, static_site
 from deployer.sandbox import hosts as sandbox_mod
 
 SAMPLE_APP = REPO / "deployer" / "sandbox" / "sample_app"
-WEB = {"ports": {"80/tcp": None}}     # publish each host's nginx on 127.0.0.1
+WEB = {"ports": {"80/tcp": None}}  # publish each host's nginx on 127.0.0.1
 
 
 # --- helpers shared with test_zero_downtime ------------------------------------------------------
@@ -101,10 +101,11 @@ def gunicorn_master(sb, host) -> int:
 def workers(sb, host, master: int) -> dict[int, str]:
     """Every worker of a gunicorn master: pid -> its real working directory."""
     # as the workers' user: reading another user's /proc/PID/cwd needs CAP_SYS_PTRACE
-    code, out = sb.exec(host, f"su deploy -s /bin/sh -c "
-                              f"'for p in $(pgrep -P {master}); do echo $p $(readlink /proc/$p/cwd); done'")
+    code, out = sb.exec(
+        host, f"su deploy -s /bin/sh -c 'for p in $(pgrep -P {master}); do echo $p $(readlink /proc/$p/cwd); done'"
+    )
     pairs = [line.split() for line in out.splitlines()]
-    return {int(pair[0]): pair[1] for pair in pairs if len(pair) == 2}     # a worker gone meanwhile: no cwd
+    return {int(pair[0]): pair[1] for pair in pairs if len(pair) == 2}  # a worker gone meanwhile: no cwd
 
 
 def worker_dirs(sb, host) -> set[str]:
@@ -140,21 +141,27 @@ def test_every_recipe_documents_itself_and_parses(tmp_path):
         cfg = parse(tmp_path, name)
         assert cfg.stage("production").pipeline == cfg.pipeline
         assert cfg.app.recipe == name
-    assert parse(tmp_path, "generic").pipeline == config.parse(BASE.format(app="", extra=""),
-                                                               tmp_path / "hosts.toml").pipeline
+    assert (
+        parse(tmp_path, "generic").pipeline
+        == config.parse(BASE.format(app="", extra=""), tmp_path / "hosts.toml").pipeline
+    )
 
 
 def test_python_wsgi_defaults_and_user_keys_win(tmp_path):
     cfg = parse(tmp_path, "python_wsgi")
     p = cfg.pipeline
     assert [h.command for h in p.hooks_at("after_prepare")] == [python_wsgi.PREPARE]
-    assert p.restart.command == python_wsgi.RESTART and p.restart.roles == ()   # every host reloads
+    assert p.restart.command == python_wsgi.RESTART and p.restart.roles == ()  # every host reloads
     assert (p.verify.url, p.verify.status, p.verify.body) == ("http://127.0.0.1/health", 200, "ok")
     assert cfg.app.shared_dirs == ("log", "tmp/pids")
     assert "--chdir" in python_wsgi.RESTART and "$D/current" in python_wsgi.RESTART
 
-    cfg = parse(tmp_path, "python_wsgi", app='shared_dirs = ["log"]',
-                extra='[verify]\nurl = "http://127.0.0.1/up"\n[[hooks.after_prepare]]\ncommand = "bin/assets"\n')
+    cfg = parse(
+        tmp_path,
+        "python_wsgi",
+        app='shared_dirs = ["log"]',
+        extra='[verify]\nurl = "http://127.0.0.1/up"\n[[hooks.after_prepare]]\ncommand = "bin/assets"\n',
+    )
     assert cfg.app.shared_dirs == ("log",)
     assert cfg.pipeline.verify.url == "http://127.0.0.1/up" and cfg.pipeline.verify.body == "ok"
     assert [h.command for h in cfg.pipeline.hooks_at("after_prepare")] == [python_wsgi.PREPARE, "bin/assets"]
@@ -166,8 +173,9 @@ def test_django_defaults_build_on_python_wsgi(tmp_path):
     assert [h.command for h in p.hooks_at("after_prepare")] == [python_wsgi.PREPARE, django.COLLECTSTATIC]
     assert p.restart.command == python_wsgi.RESTART and p.verify.url == "http://127.0.0.1/health"
     assert python_wsgi.DEFAULTS["hooks"]["after_prepare"] == [{"command": python_wsgi.PREPARE}]  # not mutated
-    assert "location /static/" in django.nginx_site("/srv/shop") and "/srv/shop/current/static/" in \
-        django.nginx_site("/srv/shop")
+    assert "location /static/" in django.nginx_site("/srv/shop") and "/srv/shop/current/static/" in django.nginx_site(
+        "/srv/shop"
+    )
 
 
 def test_static_site_defaults(tmp_path):
@@ -184,8 +192,11 @@ def test_static_site_defaults(tmp_path):
 def naive_gunicorn(sb, host) -> None:
     """The trap, for comparison: gunicorn started inside `current` with a resolved working directory
     and no --chdir (what systemd's WorkingDirectory= gives), on port 8001."""
-    code, out = sb.exec(host, "su deploy -s /bin/sh -c 'cd /srv/app/current && env -u PWD python3 -m gunicorn "
-                              "--daemon --pid /tmp/naive.pid --bind 127.0.0.1:8001 app:application'")
+    code, out = sb.exec(
+        host,
+        "su deploy -s /bin/sh -c 'cd /srv/app/current && env -u PWD python3 -m gunicorn "
+        "--daemon --pid /tmp/naive.pid --bind 127.0.0.1:8001 app:application'",
+    )
     assert code == 0, out
 
 
@@ -224,8 +235,11 @@ def test_python_wsgi_reload_serves_the_new_release_from_the_same_master(sandbox,
     old = wait_until(lambda: workers(sb, first, naive), 30, "the naive gunicorn's workers")
     sb.exec(first, f"kill -HUP {naive}")
     # reloaded: every worker it had is gone and new ones run (in the release it started in)
-    new = wait_until(lambda: (w := workers(sb, first, naive)) and not w.keys() & old.keys() and w, 30,
-                     "the naive gunicorn's new workers after HUP")
+    new = wait_until(
+        lambda: (w := workers(sb, first, naive)) and not w.keys() & old.keys() and w,
+        30,
+        "the naive gunicorn's new workers after HUP",
+    )
     assert set(new.values()) == {"/srv/app/releases/1"}
     assert curl(sb, first, "http://127.0.0.1:8001/").split()[1] == "v1"
 
@@ -246,19 +260,25 @@ def test_python_wsgi_refuses_releases_that_cannot_boot(sandbox, tmp_path):
     repo = sample_repo(tmp_path, "v1")
     sb = web_hosts(sandbox, repo, "python_wsgi", 2)
     deploy_ok(sb)
-    commit(repo, "preload", {"VERSION": "v2\n", "gunicorn.conf.py": (SAMPLE_APP / "gunicorn.conf.py").read_text()
-                             + "preload_app = True\n"})
+    commit(
+        repo,
+        "preload",
+        {"VERSION": "v2\n", "gunicorn.conf.py": (SAMPLE_APP / "gunicorn.conf.py").read_text() + "preload_app = True\n"},
+    )
     proc = cli(sb, "deploy")
     assert proc.returncode == 1 and "preload_app = True is refused" in proc.stdout + proc.stderr
-    commit(repo, "broken import", {"gunicorn.conf.py": (SAMPLE_APP / "gunicorn.conf.py").read_text(),
-                                   "app.py": "import no_such_module_here\n"})
+    commit(
+        repo,
+        "broken import",
+        {"gunicorn.conf.py": (SAMPLE_APP / "gunicorn.conf.py").read_text(), "app.py": "import no_such_module_here\n"},
+    )
     proc = cli(sb, "deploy")
     assert proc.returncode == 1 and "gunicorn cannot load this release" in proc.stdout + proc.stderr
     assert "no_such_module_here" in proc.stdout + proc.stderr
     commit(repo, "no gunicorn config", {"app.py": (SAMPLE_APP / "app.py").read_text()}, remove=("gunicorn.conf.py",))
     proc = cli(sb, "deploy")
     assert proc.returncode == 1 and "gunicorn.conf.py missing" in proc.stdout + proc.stderr
-    for h in sb.hosts:     # nothing switched, nothing reloaded: v1 still serves
+    for h in sb.hosts:  # nothing switched, nothing reloaded: v1 still serves
         assert current(sb, h) == "releases/1" and get(h)[1].split()[1] == "v1"
         assert len(reload_log(sb, h)) == 1
 
@@ -269,10 +289,12 @@ def _wheel(directory: Path) -> None:
     import hashlib
     import zipfile
 
-    files = {"tinydep/__init__.py": "VALUE = 'from the wheel'\n",
-             "tinydep-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
-             "tinydep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                            "Tag: py3-none-any\n"}
+    files = {
+        "tinydep/__init__.py": "VALUE = 'from the wheel'\n",
+        "tinydep-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n",
+        "tinydep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
     record = []
     for name, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
@@ -285,7 +307,7 @@ def _wheel(directory: Path) -> None:
         z.writestr("tinydep-1.0.dist-info/RECORD", "\n".join(record) + "\n")
 
 
-@pytest.mark.slow   # a venv with pip (ensurepip) per deploy
+@pytest.mark.slow  # a venv with pip (ensurepip) per deploy
 def test_python_wsgi_builds_the_release_venv_with_requirements_offline(sandbox, tmp_path):
     repo = sample_repo(tmp_path, "v1", **{"requirements.txt": "tinydep==1.0\n"})
     _wheel(repo / "wheels")
@@ -297,7 +319,7 @@ def test_python_wsgi_builds_the_release_venv_with_requirements_offline(sandbox, 
     code, out = sb.exec(h, "/srv/app/current/venv/bin/python -c 'import tinydep, gunicorn; print(tinydep.VALUE)'")
     assert code == 0 and out.strip() == "from the wheel", out
     code, out = sb.exec(h, "python3 -c 'import tinydep'")
-    assert code != 0          # in the release's venv only
+    assert code != 0  # in the release's venv only
     assert get(h)[1].startswith("sample v1 ")
 
 
@@ -324,7 +346,7 @@ def test_django_migrates_once_and_collects_static_on_every_host(sandbox, tmp_pat
     deploy_ok(sb)
     commit(repo, "v2", {"VERSION": "v2\n"})
     deploy_ok(sb)
-    for i, h in enumerate(sb.hosts):       # shared/ is per host: only host-1 (role migrate) migrated
+    for i, h in enumerate(sb.hosts):  # shared/ is per host: only host-1 (role migrate) migrated
         code, log = sb.exec(h, "cat /srv/app/shared/manage.log")
         calls = sorted(tuple(line.split()) for line in log.splitlines())
         expected = [("collectstatic", h.name, n, "--noinput") for n in "12"]
@@ -338,19 +360,29 @@ def test_django_migrates_once_and_collects_static_on_every_host(sandbox, tmp_pat
 
 
 def test_static_site_served_by_nginx_straight_from_current(sandbox, tmp_path):
-    repo = make_repo(tmp_path / "site", {"public/index.html": "<h1>v1</h1>\n", "public/about.html": "about v1\n",
-                                         "public/docs/index.html": "docs v1\n"})
+    repo = make_repo(
+        tmp_path / "site",
+        {
+            "public/index.html": "<h1>v1</h1>\n",
+            "public/about.html": "about v1\n",
+            "public/docs/index.html": "docs v1\n",
+        },
+    )
     sb = web_hosts(sandbox, repo, "static_site", 2)
     deploy_ok(sb)
     for h in sb.hosts:
         assert get(h) == (200, "<h1>v1</h1>\n")
         assert get(h, "/about") == (200, "about v1\n") and get(h, "/docs/") == (200, "docs v1\n")
         assert get(h, "/missing")[0] == 404
-    commit(repo, "v2", {"public/index.html": "<h1>v2</h1>\n", "public/about.html": "about v2\n"},
-           remove=("public/docs/index.html",))
+    commit(
+        repo,
+        "v2",
+        {"public/index.html": "<h1>v2</h1>\n", "public/about.html": "about v2\n"},
+        remove=("public/docs/index.html",),
+    )
     out = deploy_ok(sb)
     assert "restart" not in out
-    for h in sb.hosts:        # no reload of anything: the next request is served from the new release
+    for h in sb.hosts:  # no reload of anything: the next request is served from the new release
         assert get(h) == (200, "<h1>v2</h1>\n") and get(h, "/about.html") == (200, "about v2\n")
         assert get(h, "/docs/")[0] == 404
     assert cli(sb, "rollback").returncode == 0

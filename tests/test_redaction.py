@@ -25,32 +25,34 @@ def secrets(monkeypatch):
     def add(*values):
         for v in values:
             output.add_secret(v)
+
     return add
 
 
 def test_whole_overlapping_nested_and_metacharacter_secrets_are_masked(secrets):
     secrets("abcdef", "defghi", "cde", "a.*b(c)[d]$", "long-secret-value", "secret-val")
-    assert redact("x abcdefghi y") == f"x {MASK} y"                 # overlapping: one span, nothing between
-    assert redact("key long-secret-value!") == f"key {MASK}!"        # a secret inside another
-    assert redact("p=a.*b(c)[d]$ q=aXXb") == f"p={MASK} q=aXXb"       # literal, never a pattern
+    assert redact("x abcdefghi y") == f"x {MASK} y"  # overlapping: one span, nothing between
+    assert redact("key long-secret-value!") == f"key {MASK}!"  # a secret inside another
+    assert redact("p=a.*b(c)[d]$ q=aXXb") == f"p={MASK} q=aXXb"  # literal, never a pattern
     assert redact("nothing here") == "nothing here"
 
 
 def test_a_secret_cut_at_a_line_edge_is_masked_but_short_pieces_of_text_are_not(secrets):
     secrets("s3cr3t-Value-7f9a")
-    assert redact("error: s3cr3t-Va") == f"error: {MASK}"           # a tail cut short
-    assert redact("lue-7f9a was the key") == f"{MASK} was the key"   # a tail that starts mid-way
-    assert redact("one s3cr\ntwo") == f"one {MASK}\ntwo"              # at the end of any line
-    assert redact("s3c rest") == "s3c rest"                          # under 4 characters: not masked
-    assert redact("s3cr3t-Va in the middle") == "s3cr3t-Va in the middle"   # not at an edge
+    assert redact("error: s3cr3t-Va") == f"error: {MASK}"  # a tail cut short
+    assert redact("lue-7f9a was the key") == f"{MASK} was the key"  # a tail that starts mid-way
+    assert redact("one s3cr\ntwo") == f"one {MASK}\ntwo"  # at the end of any line
+    assert redact("s3c rest") == "s3c rest"  # under 4 characters: not masked
+    assert redact("s3cr3t-Va in the middle") == "s3cr3t-Va in the middle"  # not at an edge
 
 
 def test_escaped_and_multiline_forms_of_a_secret_are_masked(secrets):
     value = 'p"a$s\\w`d-é\nsecond-line'
     secrets(value)
     assert redact(json.dumps({"k": value})) == '{"k": "' + MASK + '"}'
-    assert MASK in redact(envfile.render({"K": value}).decode()) and "p\\\"a" not in redact(
-        envfile.render({"K": value}).decode())
+    assert MASK in redact(envfile.render({"K": value}).decode()) and 'p\\"a' not in redact(
+        envfile.render({"K": value}).decode()
+    )
     assert redact("only the second-line leaked") == f"only the {MASK} leaked"
     assert output.redact_data({"a": [value, {"b": value}], "n": 3}) == {"a": [MASK, {"b": MASK}], "n": 3}
 
@@ -58,8 +60,7 @@ def test_escaped_and_multiline_forms_of_a_secret_are_masked(secrets):
 def test_ledger_line_and_bad_marker_never_hold_a_secret(secrets):
     secret = "tok-" + "z" * 30
     secrets(secret)
-    line = ledger.entry("deploy", "prod", "failed", who="a@b", error="smoke: " + secret, reason=secret,
-                        note=[secret])
+    line = ledger.entry("deploy", "prod", "failed", who="a@b", error="smoke: " + secret, reason=secret, note=[secret])
     assert secret not in line and "tok-zzz" not in line and json.loads(line)["error"] == f"smoke: {MASK}"
     # cut to fit a line: redacted before the cut, so no prefix of the secret survives at the end
     long = ledger.entry("deploy", "prod", "failed", who="a@b", error="x" * (ledger.MAX_LINE - 330) + secret)
@@ -71,8 +72,9 @@ def test_ledger_line_and_bad_marker_never_hold_a_secret(secrets):
 def test_notification_payload_and_webhook_errors_hide_secrets_and_url_credentials(secrets, capsys):
     secrets('quote"secret-é')
     url = "http://user:t0ken-abc@127.0.0.1:1/hook/PATH-TOKEN?key=Q-TOKEN"
-    errors = notify.send(NotifySettings(webhooks=(url,), timeout=1), "failed",
-                         {"error": 'smoke printed quote"secret-é', "stage": "prod"})
+    errors = notify.send(
+        NotifySettings(webhooks=(url,), timeout=1), "failed", {"error": 'smoke printed quote"secret-é', "stage": "prod"}
+    )
     printed = capsys.readouterr().err
     assert errors and "t0ken-abc" not in printed and "PATH-TOKEN" not in printed and "Q-TOKEN" not in printed
     assert "http://127.0.0.1:1/…" in printed
@@ -90,9 +92,25 @@ def test_notify_command_payload_is_redacted_before_serialising(secrets, tmp_path
     assert "secret" not in body and "\\u00e9" not in body and json.loads(body)["error"] == f"x {MASK}"
 
 
-ROUND_TRIP = ["plain", "two words", 'dq"inside', "$HOME and ${X}", "`id`", "back\\slash", "end\\",
-              "multi\nline\n", "\nlead", "tab\there", "é ü ✓", "", "a=b=c", "\\n not a newline", "it's",
-              "#not-a-comment", " padded "]
+ROUND_TRIP = [
+    "plain",
+    "two words",
+    'dq"inside',
+    "$HOME and ${X}",
+    "`id`",
+    "back\\slash",
+    "end\\",
+    "multi\nline\n",
+    "\nlead",
+    "tab\there",
+    "é ü ✓",
+    "",
+    "a=b=c",
+    "\\n not a newline",
+    "it's",
+    "#not-a-comment",
+    " padded ",
+]
 
 
 @pytest.mark.parametrize("value", ROUND_TRIP)
@@ -101,13 +119,16 @@ def test_env_values_read_back_exactly_by_our_parser_and_by_sh(value, tmp_path):
     assert envfile.parse(rendered.decode()) == {"A": value, "B": "after"}
     path = tmp_path / "env"
     path.write_bytes(rendered)
-    proc = subprocess.run(["sh", "-c", '. ./env; printf %s "$A"; printf "|%s" "$B"'], cwd=tmp_path,
-                          capture_output=True, timeout=10)
+    proc = subprocess.run(
+        ["sh", "-c", '. ./env; printf %s "$A"; printf "|%s" "$B"'], cwd=tmp_path, capture_output=True, timeout=10
+    )
     assert proc.returncode == 0 and proc.stdout.decode() == value + "|after"
 
 
-@pytest.mark.parametrize("value", ["x\rINJECTED=1", "nul\0byte", "line\u2028sep", "para\u2029sep", "nel\x85x",
-                                   "esc\x1b[31m", "del\x7f", "vt\x0bx"])
+@pytest.mark.parametrize(
+    "value",
+    ["x\rINJECTED=1", "nul\0byte", "line\u2028sep", "para\u2029sep", "nel\x85x", "esc\x1b[31m", "del\x7f", "vt\x0bx"],
+)
 def test_values_an_env_file_cannot_carry_are_refused_without_showing_them(value):
     with pytest.raises(ConfigError) as info:
         envfile.check("A", value)
@@ -121,21 +142,25 @@ def test_keys_are_exactly_shell_names_and_short_secrets_are_refused():
     envfile.check("_a1", "v")
     with pytest.raises(ConfigError, match="shorter than 4"):
         envfile.check("K", "abc", secret=True)
-    envfile.check("K", "", secret=True)         # empty: nothing to leak
-    envfile.check("K", "abc")                   # plain values may be short
+    envfile.check("K", "", secret=True)  # empty: nothing to leak
+    envfile.check("K", "abc")  # plain values may be short
 
 
 def test_config_refuses_an_env_key_ending_in_a_newline(tmp_path):
     from deployer.config import load as config
+
     path = tmp_path / "hosts.toml"
-    path.write_text('[app]\nname = "a"\ndeploy_to = "/srv/a"\n[build]\nsource = "."\n'
-                    '[stages.s]\nhosts = ["h1"]\n[env]\n"KEY\\n" = "v"\n')
+    path.write_text(
+        '[app]\nname = "a"\ndeploy_to = "/srv/a"\n[build]\nsource = "."\n'
+        '[stages.s]\nhosts = ["h1"]\n[env]\n"KEY\\n" = "v"\n'
+    )
     with pytest.raises(ConfigError, match="variable name"):
         config.load(str(path))
 
 
 def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
     from deployer.config.settings import EnvValue, Host, SSHSettings
+
     monkeypatch.setenv("CR_SECRET", "abcd\rINJECTED=1")
     host = Host(name="h", address="h", ssh=SSHSettings(), env=(("S", EnvValue(secret="env:CR_SECRET")),))
     with pytest.raises(ConfigError, match="secret S: its value contains the control character U\\+000D"):
@@ -144,12 +169,17 @@ def test_a_value_with_a_carriage_return_is_refused_before_any_host(monkeypatch):
 
 def test_a_rollback_masks_the_secrets_it_can_read_without_running_anything(secrets, monkeypatch, tmp_path):
     from deployer.config.settings import EnvValue, Host, SSHSettings
+
     monkeypatch.setenv("RB_SECRET", "from-the-environment")
     monkeypatch.delenv("RB_MISSING", raising=False)
     (tmp_path / "key").write_text("from-a-file\n")
     ran = tmp_path / "ran"
-    env = (("A", EnvValue(secret="env:RB_SECRET")), ("B", EnvValue(secret=f"file:{tmp_path / 'key'}")),
-           ("C", EnvValue(secret="env:RB_MISSING")), ("D", EnvValue(secret=f"cmd:touch {ran}; echo from-cmd")))
+    env = (
+        ("A", EnvValue(secret="env:RB_SECRET")),
+        ("B", EnvValue(secret=f"file:{tmp_path / 'key'}")),
+        ("C", EnvValue(secret="env:RB_MISSING")),
+        ("D", EnvValue(secret=f"cmd:touch {ran}; echo from-cmd")),
+    )
     envfile.mask_readable((Host(name="h", address="h", ssh=SSHSettings(), env=env),))
     assert redact("from-the-environment from-a-file") == f"{MASK} {MASK}"
-    assert not ran.exists()                 # a command is never run for it
+    assert not ran.exists()  # a command is never run for it

@@ -79,8 +79,10 @@ def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cl
     assert [e["release"] for e in entries if e["action"] == "deploy" and e["result"] == "ok"] == [1, 2, 3]
 
     # release 2 is pruned by the next deploy; a root-owned file in it makes that rm fail
-    sb.exec(host, "mkdir /srv/app/releases/2/stuck && touch /srv/app/releases/2/stuck/f && "
-                  "chmod 555 /srv/app/releases/2/stuck")
+    sb.exec(
+        host,
+        "mkdir /srv/app/releases/2/stuck && touch /srv/app/releases/2/stuck/f && chmod 555 /srv/app/releases/2/stuck",
+    )
     commit_change(app_repo, "n.txt", "3")
     proc = cli(sb, "deploy")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -93,7 +95,7 @@ def test_one_host_finishes_in_its_switch_command_and_a_failed_cleanup_stays_a_cl
     before = sb2.command_count(sb2.hosts[0])
     proc = cli(sb2, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sb2.command_count(sb2.hosts[0]) - before == 5          # lock, prepare, switch, verify, finish
+    assert sb2.command_count(sb2.hosts[0]) - before == 5  # lock, prepare, switch, verify, finish
 
 
 def test_redeploy_with_hardlink_releases_links_unchanged_files(sandbox, app_repo):
@@ -128,7 +130,7 @@ def test_keep_releases_after_six_deploys(sandbox, app_repo):
     sb = sandbox(3, app={"keep_releases": 3})
     for i in range(6):
         commit_change(app_repo, "n.txt", str(i))
-        proc = cli(sb, "deploy", "--full")      # every release with its artifact cached (a delta caches none)
+        proc = cli(sb, "deploy", "--full")  # every release with its artifact cached (a delta caches none)
         assert proc.returncode == 0, proc.stderr
     for h in sb.hosts:
         assert release_dirs(sb, h) == ["4", "5", "6"]
@@ -169,9 +171,12 @@ def test_deploy_to_not_writable_fails_before_any_change(sandbox):
 
 def test_stale_lock_reported_and_unlock(sandbox):
     sb = sandbox(2)
-    sb.exec(0, "mkdir -p /srv/app/.deployer/lock && "
-               "echo '{\"who\": \"ops@laptop\", \"pid\": 4242, \"stage\": \"sandbox\", "
-               "\"started\": \"2026-01-01T00:00:00Z\"}' > /srv/app/.deployer/lock/info && chown -R deploy /srv")
+    sb.exec(
+        0,
+        "mkdir -p /srv/app/.deployer/lock && "
+        'echo \'{"who": "ops@laptop", "pid": 4242, "stage": "sandbox", '
+        '"started": "2026-01-01T00:00:00Z"}\' > /srv/app/.deployer/lock/info && chown -R deploy /srv',
+    )
     proc = cli(sb, "deploy")
     assert proc.returncode == 3
     assert "ops@laptop pid 4242" in proc.stderr and "deployer unlock --stage sandbox --yes" in proc.stderr
@@ -197,6 +202,7 @@ def test_current_real_directory_is_refused(sandbox):
 
 def test_check_green_and_changed_host_key(sandbox):
     from deployer.sandbox import hosts as sandbox_mod
+
     sb = sandbox(3)
     proc = cli(sb, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -36,11 +36,12 @@ def test_image_tag_hashes_the_definition(monkeypatch):
 
 def test_config_writing_without_the_extra_names_it(tmp_path, monkeypatch):
     """toml comes with the `sandbox` extra only: without it, one line saying what to install."""
-    monkeypatch.setitem(sys.modules, "toml", None)          # `import toml` now raises ImportError
+    monkeypatch.setitem(sys.modules, "toml", None)  # `import toml` now raises ImportError
     host = sandbox_mod.SandboxHost(name="host-1", host="127.0.0.1", port=2222, container_id="x")
     with pytest.raises(sandbox_mod.SandboxError, match=r"pip install 'deployer\[sandbox\]'"):
-        sandbox_mod.write_config(tmp_path / "hosts.toml", [host], tmp_path / "key", tmp_path / "known_hosts",
-                                 source=str(tmp_path))
+        sandbox_mod.write_config(
+            tmp_path / "hosts.toml", [host], tmp_path / "key", tmp_path / "known_hosts", source=str(tmp_path)
+        )
     assert not (tmp_path / "hosts.toml").exists()
 
 
@@ -55,14 +56,30 @@ def test_client_key_is_created_once(tmp_path):
 
 def test_write_config_layout_and_deep_merge(tmp_path):
     hosts = [sandbox_mod.SandboxHost(f"host-{i}", "127.0.0.1", 40000 + i, f"id{i}") for i in (1, 2, 3)]
-    path = sandbox_mod.write_config(tmp_path / "hosts.toml", hosts, tmp_path / "k", tmp_path / "kh",
-                                    source="/src", extra={"app": {"keep_releases": 2}, "hooks": {"x": 1}})
+    path = sandbox_mod.write_config(
+        tmp_path / "hosts.toml",
+        hosts,
+        tmp_path / "k",
+        tmp_path / "kh",
+        source="/src",
+        extra={"app": {"keep_releases": 2}, "hooks": {"x": 1}},
+    )
     doc = toml.loads(path.read_text())
-    assert doc["app"] == {"name": "sample", "deploy_to": "/srv/app", "keep_releases": 2,
-                          "shared_dirs": ["log"], "shared_files": []}
+    assert doc["app"] == {
+        "name": "sample",
+        "deploy_to": "/srv/app",
+        "keep_releases": 2,
+        "shared_dirs": ["log"],
+        "shared_files": [],
+    }
     assert doc["build"] == {"source": "/src"}
-    assert doc["ssh"] == {"user": "deploy", "key": str(tmp_path / "k"), "known_hosts": str(tmp_path / "kh"),
-                          "host_key_policy": "strict", "connect_timeout": 10}
+    assert doc["ssh"] == {
+        "user": "deploy",
+        "key": str(tmp_path / "k"),
+        "known_hosts": str(tmp_path / "kh"),
+        "host_key_policy": "strict",
+        "connect_timeout": 10,
+    }
     assert doc["hooks"] == {"x": 1}
     assert doc["stages"]["sandbox"]["hosts"] == [
         {"host": "127.0.0.1", "port": 40001, "name": "host-1", "roles": ["web", "migrate"]},
@@ -88,8 +105,13 @@ def test_hosts_accept_pinned_ssh_and_have_the_tools(sandbox):
     assert [h.name for h in sb.hosts] == ["host-1", "host-2", "host-3"]
     assert len({h.port for h in sb.hosts}) == 3
     for i in range(3):
-        who, tools, sudo = run(sb, i, "id -un", "mkdir -p /srv/app && touch /srv/app/x && "
-                                               "command -v tar sha256sum python3", "sudo -n -u app id -un")
+        who, tools, sudo = run(
+            sb,
+            i,
+            "id -un",
+            "mkdir -p /srv/app && touch /srv/app/x && command -v tar sha256sum python3",
+            "sudo -n -u app id -un",
+        )
         assert who == (0, "deploy\n", "")
         assert tools[0] == 0 and tools[1].split() == ["/usr/bin/tar", "/usr/bin/sha256sum", "/usr/bin/python3"]
         assert sudo == (0, "app\n", "")
@@ -128,21 +150,24 @@ def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
     label = TEST_LABEL + "-updown"
     extra = []
     try:
-        hosts = sandbox_mod.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path),
-                               label=label)
+        hosts = sandbox_mod.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path), label=label)
         assert [h.name for h in hosts] == ["host-1", "host-2"]
         doc = toml.loads((tmp_path / "hosts.sandbox.toml").read_text())
         assert [h["port"] for h in doc["stages"]["sandbox"]["hosts"]] == [h.port for h in hosts]
         assert (tmp_path / ".sandbox" / "known_hosts").read_text().count("ssh-ed25519") == 2
-        tmpfs_host, = sandbox_mod.start_hosts(1, (tmp_path / ".sandbox" / "id_ed25519.pub").read_text(),
-                                              label=label, prefix="tiny",
-                                              tmpfs={"/srv": "size=1m,uid=1000,gid=1000"})
+        (tmpfs_host,) = sandbox_mod.start_hosts(
+            1,
+            (tmp_path / ".sandbox" / "id_ed25519.pub").read_text(),
+            label=label,
+            prefix="tiny",
+            tmpfs={"/srv": "size=1m,uid=1000,gid=1000"},
+        )
         extra.append(tmpfs_host)
         assert tmpfs_host.name == "tiny-1"
         code, out = sandbox_mod.exec_root(tmpfs_host, "df -k /srv | tail -1; stat -c %U /srv")
         assert code == 0 and out.split()[0] == "tmpfs" and out.split()[-1] == "deploy"
         removed = sandbox_mod.down(tmp_path / ".sandbox", label=label)
-        assert removed == 2 and sandbox_mod.container(tmpfs_host).status == "running"   # not up()'s
+        assert removed == 2 and sandbox_mod.container(tmpfs_host).status == "running"  # not up()'s
     finally:
         sandbox_mod.down(tmp_path / ".sandbox", label=label)
         sandbox_mod.stop_hosts(extra)
@@ -159,7 +184,7 @@ def test_down_removes_only_the_hosts_its_own_up_started(sandbox_image, tmp_path)
         pub = (theirs / "id_ed25519.pub").read_text()
         other = their_hosts + sandbox_mod.start_hosts(1, pub, label=label, prefix="bare")
         my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)
-        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)   # replaces mine
+        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)  # replaces mine
         assert [h.container_id for h in sandbox_mod.running(mine, label)] == [my_hosts[0].container_id]
         assert [h.container_id for h in sandbox_mod.running(theirs, label)] == [their_hosts[0].container_id]
         assert sandbox_mod.down(mine, label) == 1

@@ -20,10 +20,10 @@ def test_a_termination_signal_interrupts_like_ctrl_c_and_maps_to_128_plus_its_nu
     before = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt) as caught:
         with terminations():
-            os.kill(os.getpid(), sig)       # the handler runs in the main thread right after
+            os.kill(os.getpid(), sig)  # the handler runs in the main thread right after
     assert isinstance(caught.value, Terminated)
     assert exit_code(caught.value) == code and describe(caught.value) == signal.Signals(sig).name
-    assert signal.getsignal(sig) is before                  # restored afterwards
+    assert signal.getsignal(sig) is before  # restored afterwards
 
 
 def test_ctrl_c_keeps_its_code():
@@ -45,7 +45,7 @@ def test_a_second_signal_during_cleanup_is_ignored():
     with terminations():
         with no_interrupts():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                os.kill(os.getpid(), sig)           # a CI runner's second SIGTERM: cleanup goes on
+                os.kill(os.getpid(), sig)  # a CI runner's second SIGTERM: cleanup goes on
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
 
 
@@ -55,6 +55,7 @@ def test_outside_the_main_thread_nothing_is_installed():
     def worker():
         with terminations(), no_interrupts():
             seen.append(signal.getsignal(signal.SIGTERM))
+
     t = threading.Thread(target=worker)
     t.start()
     t.join()

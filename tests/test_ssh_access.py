@@ -48,14 +48,15 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     common = {"user": "deploy", "key": str(hidden_hosts["key"])}
     direct = write_config(tmp_path, names, {**common, "connect_timeout": 3}, hidden_hosts["known_hosts"], app_repo)
     proc = cli(direct, "check")
-    assert proc.returncode == 1 and names[0] in proc.stderr      # unreachable from here
+    assert proc.returncode == 1 and names[0] in proc.stderr  # unreachable from here
 
-    via = write_config(tmp_path, names, {**common, "gateway": f"deploy@127.0.0.1:{b.port}"},
-                           hidden_hosts["known_hosts"], app_repo)
+    via = write_config(
+        tmp_path, names, {**common, "gateway": f"deploy@127.0.0.1:{b.port}"}, hidden_hosts["known_hosts"], app_repo
+    )
     proc = cli(via, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
-    assert cli(via, "rollback").returncode == 1        # nothing earlier: refused, but reached them
+    assert cli(via, "rollback").returncode == 1  # nothing earlier: refused, but reached them
 
     # the one TCP connection made is the bastion's, opened by the transport with Nagle off; both
     # hops answer their sshd's host-key notice, so its next reply is not held for a delayed ACK
@@ -67,7 +68,7 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     try:
         assert len(made) == 1 and made[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert conn._conn.gateway.transport.sock is made[0]
-        assert isinstance(made[0], tuning.QuickAckSocket) == tuning.HAS_QUICKACK   # it relays: ACKs at once
+        assert isinstance(made[0], tuning.QuickAckSocket) == tuning.HAS_QUICKACK  # it relays: ACKs at once
         assert conn.run("true").ok
         hops = (conn._conn.transport, conn._conn.gateway.transport)
         assert all(type(t) is tuning.AckingTransport and ignores.get(id(t)) for t in hops), ignores
@@ -77,9 +78,11 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
 
     # the same through ProxyJump in an ssh config file, with a Host alias for the bastion
     ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text(f"Host jump\n  HostName 127.0.0.1\n  Port {b.port}\n  User deploy\n"
-                          f"  IdentityFile {hidden_hosts['key']}\n\n"
-                          f"Host hidden-*\n  ProxyJump jump\n  User deploy\n  IdentityFile {hidden_hosts['key']}\n")
+    ssh_config.write_text(
+        f"Host jump\n  HostName 127.0.0.1\n  Port {b.port}\n  User deploy\n"
+        f"  IdentityFile {hidden_hosts['key']}\n\n"
+        f"Host hidden-*\n  ProxyJump jump\n  User deploy\n  IdentityFile {hidden_hosts['key']}\n"
+    )
     jump = write_config(tmp_path, names, {"config_file": str(ssh_config)}, hidden_hosts["known_hosts"], app_repo)
     proc = cli(jump, "deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -90,15 +93,17 @@ def test_ssh_config_alias_user_port_identity(sandbox, app_repo, tmp_path):
     sb = sandbox(1)
     h = sb.hosts[0]
     ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text(f"Host web-alias\n  HostName 127.0.0.1\n  Port {h.port}\n  User deploy\n"
-                          f"  IdentityFile {sb.key_path}\n")
+    ssh_config.write_text(
+        f"Host web-alias\n  HostName 127.0.0.1\n  Port {h.port}\n  User deploy\n  IdentityFile {sb.key_path}\n"
+    )
     kh = sb.known_hosts_path.read_text()
     cfg = write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config)}, kh, app_repo)
     proc = cli(cfg, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web-alias" in proc.stdout and "deploy" in proc.stdout
-    off = write_config(tmp_path, ["web-alias"], {"config_file": str(ssh_config), "config": False,
-                                                      "connect_timeout": 3}, kh, app_repo)
+    off = write_config(
+        tmp_path, ["web-alias"], {"config_file": str(ssh_config), "config": False, "connect_timeout": 3}, kh, app_repo
+    )
     proc = cli(off, "check")
     assert proc.returncode == 1 and "web-alias" in proc.stderr
 
@@ -159,7 +164,7 @@ def test_a_direct_login_is_on_our_own_socket_with_nagle_off_from_the_first_byte(
     try:
         assert len(made) == 1 and made[0][1]
         assert conn._conn.transport.sock is made[0][0]
-        assert type(made[0][0]) is socket.socket               # not a relay: ACKs as the kernel likes
+        assert type(made[0][0]) is socket.socket  # not a relay: ACKs as the kernel likes
         assert conn.run("true").ok
         # sshd's host-key notice after login was answered (see tuning.AckingTransport)
         assert ignores == {id(conn._conn.transport): 1}

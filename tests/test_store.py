@@ -36,8 +36,9 @@ def parse(tmp_path: Path, store: str):
 
 def test_store_table_is_read_with_its_defaults(tmp_path):
     cfg = parse(tmp_path, 'url = "s3://my-bucket/a/b/"\nendpoint = "http://127.0.0.1:9000/"\n')
-    assert cfg.store == StoreSettings(bucket="my-bucket", prefix="a/b/", endpoint="http://127.0.0.1:9000",
-                                      transfer="push", url_lifetime=900)
+    assert cfg.store == StoreSettings(
+        bucket="my-bucket", prefix="a/b/", endpoint="http://127.0.0.1:9000", transfer="push", url_lifetime=900
+    )
     assert cfg.store.hosts_reach == "http://127.0.0.1:9000"
     assert load.parse(BASE, tmp_path / "hosts.toml").store is None
     bare = parse(tmp_path, 'url = "s3://bucket"\nhost_endpoint = "http://10.0.0.5:8333"\ntransfer = "pull"\n').store
@@ -53,14 +54,17 @@ def test_a_credential_in_hosts_toml_is_refused_with_one_line(tmp_path, key):
     assert "credentials never go in hosts.toml" in message and "AKIAEXAMPLE" not in message
 
 
-@pytest.mark.parametrize("body, wanted", [
-    ('url = "https://bucket"', "store.url: expected s3://bucket"),
-    ('url = "s3://B_ad"', "store.url: expected s3://bucket"),
-    ('endpoint = "x"', "store.url: missing"),
-    ('url = "s3://bucket"\nendpoint = "localhost:9000"', "store.endpoint: expected an http(s) URL"),
-    ('url = "s3://bucket"\ntransfer = "rsync"', "store.transfer: expected one of push, pull"),
-    ('url = "s3://bucket"\nurl_lifetime = 0', "store.url_lifetime: expected seconds"),
-])
+@pytest.mark.parametrize(
+    "body, wanted",
+    [
+        ('url = "https://bucket"', "store.url: expected s3://bucket"),
+        ('url = "s3://B_ad"', "store.url: expected s3://bucket"),
+        ('endpoint = "x"', "store.url: missing"),
+        ('url = "s3://bucket"\nendpoint = "localhost:9000"', "store.endpoint: expected an http(s) URL"),
+        ('url = "s3://bucket"\ntransfer = "rsync"', "store.transfer: expected one of push, pull"),
+        ('url = "s3://bucket"\nurl_lifetime = 0', "store.url_lifetime: expected seconds"),
+    ],
+)
 def test_bad_store_values_are_named(tmp_path, body, wanted):
     with pytest.raises(ConfigError, match=re.escape(wanted)):
         parse(tmp_path, body + "\n")
@@ -78,8 +82,9 @@ def aws_env(s3_store, monkeypatch):
 
 
 def store_for(s3_store, prefix: str, cache: Path, **extra) -> S3Store:
-    settings = StoreSettings(bucket=s3_store.bucket, prefix=prefix, endpoint=s3_store.endpoint,
-                             host_endpoint=s3_store.endpoint, **extra)
+    settings = StoreSettings(
+        bucket=s3_store.bucket, prefix=prefix, endpoint=s3_store.endpoint, host_endpoint=s3_store.endpoint, **extra
+    )
     return S3Store(settings, cache)
 
 
@@ -87,7 +92,7 @@ def test_put_uploads_once_and_another_machine_gets_it_checked(s3_store, aws_env,
     art = build_artifact(app_repo, "sample", tmp_path / "ci-out")
     store = store_for(s3_store, "put-get/", tmp_path / "unused")
     assert store.put(art) == [art.path.name, art.json_path.name]
-    assert store.put(art) == []                              # HEAD first: nothing uploaded again
+    assert store.put(art) == []  # HEAD first: nothing uploaded again
     elsewhere = store_for(s3_store, "put-get/", tmp_path / "laptop-out")
     assert [a.version for a in elsewhere.list()] == [art.version]
     got = elsewhere.get(art.version)
@@ -102,8 +107,9 @@ def test_a_corrupted_object_is_refused_on_download(s3_store, aws_env, app_repo, 
     art = build_artifact(app_repo, "sample", tmp_path / "ci-out")
     store = store_for(s3_store, "corrupt/", tmp_path / "x")
     store.put(art)
-    s3_store.client().put_object(Bucket=s3_store.bucket, Key="corrupt/" + art.path.name,
-                                 Body=art.path.read_bytes()[:-10] + b"0123456789")
+    s3_store.client().put_object(
+        Bucket=s3_store.bucket, Key="corrupt/" + art.path.name, Body=art.path.read_bytes()[:-10] + b"0123456789"
+    )
     with pytest.raises(Exception, match="sha256 mismatch"):
         store_for(s3_store, "corrupt/", tmp_path / "laptop").get(art.version)
 
@@ -114,8 +120,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_env, app_repo, tmp_path,
-                                                                 monkeypatch):
+def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_env, app_repo, tmp_path, monkeypatch):
     art = build_artifact(app_repo, "sample", tmp_path / "out")
     down = S3Store(StoreSettings(bucket="artifacts", endpoint=f"http://127.0.0.1:{closed_port()}"), tmp_path)
     with pytest.raises(StoreError, match="cannot check: unreachable or not answering") as info:
@@ -138,22 +143,45 @@ def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_e
 
 def pull_script(tmp_path: Path, sha: str, endpoint: str) -> str:
     paths = Paths(str(tmp_path / "srv"))
-    return commands.unleased("") + commands.prepare(paths, 1, "tok", sha, upload=True, release_json="{}",
-                                                    fetch_from=endpoint)
+    return commands.unleased("") + commands.prepare(
+        paths, 1, "tok", sha, upload=True, release_json="{}", fetch_from=endpoint
+    )
 
 
 def run_pull(script: str, url: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": path} if path else None
-    return subprocess.run(["sh", "-c", script], input=(url + "\n").encode(), capture_output=True, timeout=60,
-                          env=env)
+    return subprocess.run(["sh", "-c", script], input=(url + "\n").encode(), capture_output=True, timeout=60, env=env)
 
 
 def no_curl_path(tmp_path: Path) -> str:
     """A PATH with everything the script needs but curl: the python3 fallback is taken."""
     bin_dir = tmp_path / "bin-no-curl"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("sh", "cat", "mkdir", "rm", "mv", "tar", "gzip", "cut", "openssl", "sha256sum", "head", "find",
-                 "readlink", "awk", "ln", "printf", "python3", "wc", "tail", "sort", "xargs", "chmod", "touch"):
+    for tool in (
+        "sh",
+        "cat",
+        "mkdir",
+        "rm",
+        "mv",
+        "tar",
+        "gzip",
+        "cut",
+        "openssl",
+        "sha256sum",
+        "head",
+        "find",
+        "readlink",
+        "awk",
+        "ln",
+        "printf",
+        "python3",
+        "wc",
+        "tail",
+        "sort",
+        "xargs",
+        "chmod",
+        "touch",
+    ):
         found = shutil.which(tool)
         if found and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(found)
@@ -172,7 +200,7 @@ def test_the_host_script_pulls_checks_and_names_each_failure(s3_store, aws_env, 
     store.put(art)
     url = store.presign(art)
     script = pull_script(tmp_path, art.sha256, s3_store.endpoint)
-    assert "X-Amz" not in script and url not in script          # the URL travels on stdin only
+    assert "X-Amz" not in script and url not in script  # the URL travels on stdin only
     ok = run_pull(script, url, path)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "srv" / "releases" / "1" / "app.py").is_file()
@@ -188,25 +216,28 @@ def test_the_host_script_pulls_checks_and_names_each_failure(s3_store, aws_env, 
         assert not (tmp_path / "srv" / "releases" / "1").exists()
 
     sig_at = url.index("X-Amz-Signature=") + len("X-Amz-Signature=")
-    tampered = url[:sig_at] + ("0" if url[sig_at] != "0" else "1") + url[sig_at + 1:]
+    tampered = url[:sig_at] + ("0" if url[sig_at] != "0" else "1") + url[sig_at + 1 :]
     fails(tampered, "the store refused the URL (HTTP 403: expired, or its signature does not match)")
-    fails(url.replace(art.path.name, "other.tar.gz"), "HTTP 403")        # the signature covers the key
+    fails(url.replace(art.path.name, "other.tar.gz"), "HTTP 403")  # the signature covers the key
     missing = S3Store(store.settings, tmp_path).client.generate_presigned_url(
-        "get_object", Params={"Bucket": s3_store.bucket, "Key": "nothing/here.tar.gz"}, ExpiresIn=60)
+        "get_object", Params={"Bucket": s3_store.bucket, "Key": "nothing/here.tar.gz"}, ExpiresIn=60
+    )
     fails(missing, "the artifact is not in the store (HTTP 404)")
     short_lived = store_for(s3_store, f"script-{tool}/", tmp_path / "c", url_lifetime=1).presign(art)
     time.sleep(2.2)
     fails(short_lived, "HTTP 403: expired")
     port = closed_port()
-    fails(url.replace(s3_store.endpoint, f"http://127.0.0.1:{port}"),
-          f"cannot reach the store at {s3_store.endpoint} from this host")
+    fails(
+        url.replace(s3_store.endpoint, f"http://127.0.0.1:{port}"),
+        f"cannot reach the store at {s3_store.endpoint} from this host",
+    )
 
 
 def test_the_host_script_still_checks_the_sha256_of_what_it_pulled(s3_store, aws_env, app_repo, tmp_path):
     art = build_artifact(app_repo, "sample", tmp_path / "out")
     store = store_for(s3_store, "sha/", tmp_path / "c")
     store.put(art)
-    script = pull_script(tmp_path, "0" * 64, s3_store.endpoint)       # the operator expects another artifact
+    script = pull_script(tmp_path, "0" * 64, s3_store.endpoint)  # the operator expects another artifact
     proc = run_pull(script, store.presign(art))
     assert proc.returncode == commands.SHA_MISMATCH and b"artifact sha256 mismatch on host" in proc.stderr
     assert not (tmp_path / "srv" / "releases" / "1").exists()
@@ -216,14 +247,25 @@ def test_the_host_script_still_checks_the_sha256_of_what_it_pulled(s3_store, aws
 
 
 def cli(config: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deployer", *args, "--config", str(config)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env}, cwd=config.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "deployer", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=config.parent,
+    )
 
 
 def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tmp_path):
     import toml
-    doc = {"app": {"name": "sample", "deploy_to": "/srv/app"}, "build": {"source": str(app_repo)},
-           "stages": {"s": {"hosts": ["h"]}}, **s3_store.config("publish")}
+
+    doc = {
+        "app": {"name": "sample", "deploy_to": "/srv/app"},
+        "build": {"source": str(app_repo)},
+        "stages": {"s": {"hosts": ["h"]}},
+        **s3_store.config("publish"),
+    }
     config = tmp_path / "hosts.toml"
     config.write_text(toml.dumps(doc))
     first = cli(config, "publish", "--json", env=s3_store.env)
@@ -238,7 +280,8 @@ def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tm
 
     bad = cli(config, "publish", "--version", "nope", env=s3_store.env)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: no artifact 'nope' in " + str(tmp_path / "artifacts") + " (see: deployer artifacts)"]
+        "error: no artifact 'nope' in " + str(tmp_path / "artifacts") + " (see: deployer artifacts)"
+    ]
     doc["store"]["endpoint"] = f"http://127.0.0.1:{closed_port()}"
     config.write_text(toml.dumps(doc))
     document(cli(config, "publish", "--json", env=s3_store.env), "publish", "store_unavailable")

@@ -35,8 +35,9 @@ def test_hosts_pull_the_published_artifact_and_push_still_overrides(sandbox, s3_
     dry = cli(sb, "deploy", "--dry-run", env=s3_store.env)
     assert dry.returncode == 0, dry.stderr
     no_url_anywhere(sb, dry)
-    assert "Contents" not in s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-ok/"), \
+    assert "Contents" not in s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-ok/"), (
         "a dry run publishes nothing"
+    )
     before = {h.name: sb.command_count(h) for h in sb.hosts}
     proc = cli(sb, "deploy", env=s3_store.env)
     assert proc.returncode == 0, proc.stderr
@@ -70,7 +71,7 @@ def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox,
     assert first.returncode == 0, first.stderr
     before = {h.name: release_dirs(sb, h) for h in sb.hosts}
     for h in sb.hosts:
-        sb.exec(h, "rm -rf /srv/app/.deployer/cache/*")        # make every host fetch again
+        sb.exec(h, "rm -rf /srv/app/.deployer/cache/*")  # make every host fetch again
 
     def fails(why: str, code: int = 1, **store) -> None:
         reconfigure(sb, **store)

@@ -16,13 +16,13 @@ import pytest
 from helpers import cli, current, releases
 from test_recipes import commit, deploy_ok, get, reload_log, sample_repo, web_hosts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))     # the repo root holds benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
 from benchmarks.traffic import Traffic, format_summary  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-RATE = 150            # requests/s in total, over 3 hosts x 4 client threads
-SETTLE = 2.0          # seconds of traffic between the steps
+RATE = 150  # requests/s in total, over 3 hosts x 4 client threads
+SETTLE = 2.0  # seconds of traffic between the steps
 
 
 def phase(samples, host: str, start: float, end: float) -> list[str]:
@@ -40,7 +40,7 @@ def reload_at(sb, host, target: str, start: float, end: float) -> float:
 def test_no_request_fails_across_deploy_rollback_and_failed_deploy(sandbox, tmp_path):
     repo = sample_repo(tmp_path, "v1")
     sb = web_hosts(sandbox, repo, "python_wsgi", 3, verify={"retries": 3, "interval": 0.5})
-    deploy_ok(sb)                                   # v1; its restart starts gunicorn on each host
+    deploy_ok(sb)  # v1; its restart starts gunicorn on each host
     assert all(get(h)[1].startswith("sample v1 ") for h in sb.hosts)
     names = [h.name for h in sb.hosts]
     marks: dict[str, tuple[float, float]] = {}
@@ -53,8 +53,9 @@ def test_no_request_fails_across_deploy_rollback_and_failed_deploy(sandbox, tmp_
         assert proc.returncode == expect, proc.stdout + proc.stderr
         return proc.stdout
 
-    with Traffic({h.name: h.http_port for h in sb.hosts}, rate=RATE, threads=4, max_seconds=240,
-                 max_requests=40000) as traffic:
+    with Traffic(
+        {h.name: h.http_port for h in sb.hosts}, rate=RATE, threads=4, max_seconds=240, max_requests=40000
+    ) as traffic:
         commit(repo, "v2", {"VERSION": "v2\n"})
         step("deploy v2", "deploy")
         step("rollback", "rollback")
@@ -67,12 +68,15 @@ def test_no_request_fails_across_deploy_rollback_and_failed_deploy(sandbox, tmp_
 
     # when each host's reload completed (written by the recipe's restart on the host)
     deploy, rollback, failed = marks["deploy v2"], marks["rollback"], marks["deploy v3 (fails verify)"]
-    switched = {h.name: {
-        "v2 live": reload_at(sb, h, "releases/2", *deploy),
-        "v1 back": reload_at(sb, h, "releases/1", *rollback),
-        "v3 live": reload_at(sb, h, "releases/3", *failed),
-        "v3 rolled back": reload_at(sb, h, "releases/1", *failed),
-    } for h in sb.hosts}
+    switched = {
+        h.name: {
+            "v2 live": reload_at(sb, h, "releases/2", *deploy),
+            "v1 back": reload_at(sb, h, "releases/1", *rollback),
+            "v3 live": reload_at(sb, h, "releases/3", *failed),
+            "v3 rolled back": reload_at(sb, h, "releases/1", *failed),
+        }
+        for h in sb.hosts
+    }
 
     print("\n" + format_summary(summary))
     for name, (start, end) in marks.items():

@@ -92,8 +92,13 @@ def _run_command(command: str, cwd: Path, env: dict, log: Log) -> None:
     tail: collections.deque[str] = collections.deque(maxlen=15)
     try:
         proc = subprocess.Popen(
-            command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
     except OSError as exc:
         raise ArtifactError(f"cannot start build command {command!r}: {exc}") from None
@@ -107,8 +112,9 @@ def _run_command(command: str, cwd: Path, env: dict, log: Log) -> None:
     if rc != 0:
         lines = [ln.strip() for ln in tail if ln.strip()][-5:]
         detail = " | ".join(lines) if lines else "no output"
-        raise ArtifactError(f"build command {command!r} failed with exit code {rc}; "
-                            f"output tail: {one_line(detail, 500)}")
+        raise ArtifactError(
+            f"build command {command!r} failed with exit code {rc}; output tail: {one_line(detail, 500)}"
+        )
 
 
 def build_artifact(
@@ -146,9 +152,11 @@ def build_artifact(
     dirty = bool(dirty_lines)
     if dirty and not allow_dirty:
         untracked = any(ln.startswith("??") for ln in dirty_lines)
-        raise ArtifactError(f"work tree {source} is dirty: {dirty_summary(dirty_lines)}; commit"
-                            f"{', or ignore (.gitignore) what is untracked' if untracked else ''}"
-                            ", or pass --allow-dirty")
+        raise ArtifactError(
+            f"work tree {source} is dirty: {dirty_summary(dirty_lines)}; commit"
+            f"{', or ignore (.gitignore) what is untracked' if untracked else ''}"
+            ", or pass --allow-dirty"
+        )
 
     if version is None:
         stamp = _dt.datetime.fromtimestamp(commit_ts, _dt.UTC).strftime("%Y%m%d%H%M%S")
@@ -251,4 +259,3 @@ def build_artifact(
     record_checked(digest, Checked(unpacked, tuple(sorted(e.rel for e in entries if e.kind == "symlink"))))
     log(f"built {tar_path.name}: {len(manifest)} files, {size} bytes, sha256 {digest[:12]}")
     return Artifact(path=tar_path, meta=meta)
-

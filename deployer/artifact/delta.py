@@ -31,15 +31,15 @@ from typing import IO
 from deployer.artifact import members, pack
 from deployer.plan.paths import MANIFEST
 
-CONTROL = ".deployer/delta"         # inside the delta: skip, pairs, exec, links (read by the host script)
+CONTROL = ".deployer/delta"  # inside the delta: skip, pairs, exec, links (read by the host script)
 _CHUNK = 1024 * 1024
-_SPOOL = 8 * 1024 * 1024          # a file larger than this is held in a temp file, not in memory
+_SPOOL = 8 * 1024 * 1024  # a file larger than this is held in a temp file, not in memory
 
 
 @dataclass(frozen=True)
 class Entry:
     path: str
-    kind: str                   # "f" file, "d" directory, "l" symlink (as find's %y prints them)
+    kind: str  # "f" file, "d" directory, "l" symlink (as find's %y prints them)
     mode: int
     sha256: str = ""
     link: str = ""
@@ -49,10 +49,11 @@ class Entry:
 @dataclass(frozen=True)
 class Tree:
     """The tree a full extraction of the artifact gives, and the digests the host checks."""
+
     entries: tuple[Entry, ...]
     mtime: int
-    manifest_sha256: str        # of the manifest text made from the files' actual content
-    listing_sha256: str         # of listing_text(entries)
+    manifest_sha256: str  # of the manifest text made from the files' actual content
+    listing_sha256: str  # of listing_text(entries)
 
     @property
     def files(self) -> dict[str, str]:
@@ -65,10 +66,10 @@ class Tree:
 
 @dataclass(frozen=True)
 class Plan:
-    send: frozenset[str]                # files whose content goes in the delta
-    skip: tuple[str, ...]               # base paths not copied (changed or gone)
+    send: frozenset[str]  # files whose content goes in the delta
+    skip: tuple[str, ...]  # base paths not copied (changed or gone)
     pairs: tuple[tuple[str, str], ...]  # (base path, new path): same content, another path
-    reused: int                         # files copied from the base at the same path
+    reused: int  # files copied from the base at the same path
 
 
 class NotEligible(Exception):
@@ -85,8 +86,9 @@ def read_tree(path: Path) -> Tree:
     return make(path, {}, None)[0]
 
 
-def make(path: Path, base: dict[str, str], dest: Path | None, limit: int | None = None,
-         exclude: tuple[str, ...] = ()) -> tuple[Tree, Plan]:
+def make(
+    path: Path, base: dict[str, str], dest: Path | None, limit: int | None = None, exclude: tuple[str, ...] = ()
+) -> tuple[Tree, Plan]:
     """One pass over the artifact: its tree, the plan against `base` (a base release's manifest)
     and, with dest, the delta tarball written as the artifact is read. TooBig once the files to
     send pass `limit` bytes (the full artifact is then the better upload). Paths at or under
@@ -144,8 +146,12 @@ def make(path: Path, base: dict[str, str], dest: Path | None, limit: int | None 
                 kept.append(ti)
         tree = _tree(entries, mtime, manifest_bytes)
         same = {e.path for e in tree.entries if e.kind == "f" and base.get(e.path) == e.sha256}
-        plan = Plan(frozenset(send), tuple(sorted(rel for rel in full_base if rel not in same)),
-                    tuple(sorted(pairs, key=lambda p: p[1])), len(same))
+        plan = Plan(
+            frozenset(send),
+            tuple(sorted(rel for rel in full_base if rel not in same)),
+            tuple(sorted(pairs, key=lambda p: p[1])),
+            len(same),
+        )
         if out is not None:
             _control(out, tree, plan)
             problem = members.find_problem(kept)
@@ -155,7 +161,7 @@ def make(path: Path, base: dict[str, str], dest: Path | None, limit: int | None 
 
 
 def _tree(entries: dict[str, Entry], mtime: int, manifest_bytes: bytes | None) -> Tree:
-    for rel in list(entries):                       # directories tar makes for members without one
+    for rel in list(entries):  # directories tar makes for members without one
         parent = posixpath.dirname(rel)
         while parent and parent not in entries:
             entries[parent] = Entry(parent, "d", 0o755)
@@ -167,8 +173,7 @@ def _tree(entries: dict[str, Entry], mtime: int, manifest_bytes: bytes | None) -
     text = manifest_text(files)
     if text != manifest_bytes:
         raise NotEligible(f"its {MANIFEST} does not match its files")
-    return Tree(ordered, mtime, hashlib.sha256(text).hexdigest(),
-                hashlib.sha256(listing_text(ordered)).hexdigest())
+    return Tree(ordered, mtime, hashlib.sha256(text).hexdigest(), hashlib.sha256(listing_text(ordered)).hexdigest())
 
 
 def _read(stack: contextlib.ExitStack, tf: tarfile.TarFile, m: tarfile.TarInfo) -> tuple[IO[bytes], str]:
@@ -212,8 +217,7 @@ def parse_manifest(text: str) -> dict[str, str]:
 def _writer(stack: contextlib.ExitStack, dest: Path) -> tarfile.TarFile:
     """The delta: reproducible (the artifact's order and times, uid/gid 0, gzip without a time)."""
     raw = stack.enter_context(open(dest, "wb"))
-    gz = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="",
-                                           compresslevel=pack.GZIP_LEVEL))
+    gz = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=pack.GZIP_LEVEL))
     out = stack.enter_context(tarfile.open(fileobj=gz, mode="w|", format=pack.TAR_FORMAT, encoding="utf-8"))
     out.addfile(_info(".deployer", tarfile.DIRTYPE, 0o755, 0))
     return out

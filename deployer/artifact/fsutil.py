@@ -31,6 +31,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def rmtree(path: Path) -> None:
     """Remove a tree, making read-only directories writable on the way."""
+
     def onerror(func, p, _exc):
         try:
             os.chmod(p, stat.S_IRWXU)

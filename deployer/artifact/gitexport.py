@@ -52,8 +52,12 @@ def _git(cwd: Path, *args: str) -> bytes:
     cmd = ["git", "-c", "core.quotepath=off", *args]
     try:
         proc = subprocess.run(
-            cmd, cwd=cwd, env=_git_env(), stdin=subprocess.DEVNULL,
-            capture_output=True, check=True,
+            cmd,
+            cwd=cwd,
+            env=_git_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=True,
         )
     except FileNotFoundError:
         raise ArtifactError("git executable not found (needed to build artifacts)") from None
@@ -102,10 +106,12 @@ def dirty_entries(source: Path) -> list[str]:
 
 def dirty_summary(lines: list[str], shown: int = 3) -> str:
     """'hosts.toml (untracked), app.py (modified) and 2 more' from `git status --porcelain` lines."""
+
     def one(line: str) -> str:
         code, path = line[:2], line[3:]
         what = "untracked" if code == "??" else "deleted" if "D" in code else "added" if "A" in code else "modified"
         return f"{path} ({what})"
+
     names = ", ".join(one(ln) for ln in lines[:shown])
     return names + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
 
@@ -125,8 +131,11 @@ def export_head(top: Path, prefix: str, sha: str, dest: Path) -> None:
         try:
             proc = subprocess.Popen(
                 ["git", "-c", "core.quotepath=off", "archive", "--format=tar", treeish],
-                cwd=top, env=_git_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=errf,
+                cwd=top,
+                env=_git_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errf,
             )
         except FileNotFoundError:
             raise ArtifactError("git executable not found (needed to build artifacts)") from None
@@ -226,4 +235,3 @@ def relative_files(root: Path) -> set[str]:
         for n in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             found.add(n if rel_dir == "." else posixpath.join(rel_dir.replace(os.sep, "/"), n))
     return found
-

@@ -70,16 +70,24 @@ def json_path_for(path: Path) -> Path:
     return path.with_name(name + ".json")
 
 
-
 # The metadata keys the deployer reads, and what each must be. A hand-edited or foreign .json is
 # refused (exit 2, naming the key) rather than failing later with a traceback.
 _META_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "version": (str,), "git_sha": (str, type(None)), "sha256": (str,), "size": (int,),
-    "unpacked_size": (int,), "file_count": (int,), "dirty": (bool,), "commit_time": (str,),
-    "built_at": (str,), "built_by": (str,), "manifest": (dict,), "manifest_sha256": (str,),
+    "name": (str,),
+    "version": (str,),
+    "git_sha": (str, type(None)),
+    "sha256": (str,),
+    "size": (int,),
+    "unpacked_size": (int,),
+    "file_count": (int,),
+    "dirty": (bool,),
+    "commit_time": (str,),
+    "built_at": (str,),
+    "built_by": (str,),
+    "manifest": (dict,),
+    "manifest_sha256": (str,),
 }
-_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a table",
-               type(None): "null"}
+_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a table", type(None): "null"}
 
 
 def meta_problem(meta: dict) -> str | None:
@@ -88,7 +96,7 @@ def meta_problem(meta: dict) -> str | None:
         if key not in meta:
             continue
         value = meta[key]
-        wrong = isinstance(value, bool) and bool not in types     # True is an int to Python
+        wrong = isinstance(value, bool) and bool not in types  # True is an int to Python
         if wrong or not isinstance(value, types):
             want = " or ".join(_TYPE_NAMES[t] for t in types)
             return f"{key!r} must be {want}, got {json.dumps(value)[:60]}"
@@ -122,8 +130,10 @@ def load_artifact(path: Path) -> Artifact:
         if problem:
             raise ArtifactError(f"metadata {json_path.name}: {problem}")
         if meta["sha256"] != digest:
-            raise ArtifactError(f"artifact {path.name} sha256 mismatch: metadata says "
-                                f"{str(meta['sha256'])[:12]}..., file is {digest[:12]}...")
+            raise ArtifactError(
+                f"artifact {path.name} sha256 mismatch: metadata says "
+                f"{str(meta['sha256'])[:12]}..., file is {digest[:12]}..."
+            )
         size = path.stat().st_size
         if "size" in meta and int(meta["size"]) != size:
             raise ArtifactError(f"artifact {path.name} size mismatch: metadata says {meta['size']}, file is {size}")

@@ -30,7 +30,7 @@ from deployer.plan.paths import MANIFEST as MANIFEST_MEMBER
 from deployer.plan.paths import user_cache
 
 RESERVED_DIR = ".deployer"
-REVISION_FILE = "REVISION"          # top-level file holding the full git sha; the builder always writes it
+REVISION_FILE = "REVISION"  # top-level file holding the full git sha; the builder always writes it
 _MAX_SYMLINK_HOPS = 40
 
 
@@ -113,8 +113,11 @@ def find_problem(members: Iterable[tarfile.TarInfo]) -> tuple[str, str] | None:
                 continue  # "." / "./" root entry
             return name, "member names the archive root"
         key = "/".join(parts)
-        if parts[0] == RESERVED_DIR and not (key == RESERVED_DIR and m.isdir()) \
-                and not (key == MANIFEST_MEMBER and m.isreg()):
+        if (
+            parts[0] == RESERVED_DIR
+            and not (key == RESERVED_DIR and m.isdir())
+            and not (key == MANIFEST_MEMBER and m.isreg())
+        ):
             return name, f"'{RESERVED_DIR}/' is reserved for the deployer"
         if m.ischr() or m.isblk():
             return name, "device file"
@@ -171,8 +174,9 @@ MEMBER_RULES = "2"
 @dataclass(frozen=True)
 class Checked:
     """What the member check learnt about an artifact that passed it."""
-    unpacked_size: int                  # bytes of regular file data: what extraction writes
-    symlinks: tuple[str, ...]           # every symlink member's path, normalised
+
+    unpacked_size: int  # bytes of regular file data: what extraction writes
+    symlinks: tuple[str, ...]  # every symlink member's path, normalised
 
 
 def checked_record(sha256: str) -> Path:
@@ -186,10 +190,11 @@ def record_checked(sha256: str, checked: Checked) -> None:
     record = checked_record(sha256)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(record, json.dumps({"unpacked_size": checked.unpacked_size,
-                                                "symlinks": list(checked.symlinks)}).encode())
+        atomic_write_bytes(
+            record, json.dumps({"unpacked_size": checked.unpacked_size, "symlinks": list(checked.symlinks)}).encode()
+        )
     except OSError:
-        pass            # a read-only home only costs the check again next time
+        pass  # a read-only home only costs the check again next time
 
 
 def _read_record(sha256: str) -> Checked | None:
@@ -241,4 +246,3 @@ def check_members(path: Path, sha256: str | None = None, shared: Sequence[str] =
         name, reason = problem
         raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
     return checked
-

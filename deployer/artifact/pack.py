@@ -31,6 +31,7 @@ GZIP_LEVEL = 9
 @dataclass
 class Entry:
     """One path to pack, relative to the export root."""
+
     rel: str
     kind: str  # "dir" | "file" | "symlink" (| "chr" | "blk" | "fifo", which the member rules refuse)
     path: Path
@@ -169,4 +170,3 @@ def write_tarball(entries: list[Entry], mtime: int, dest_fh: IO[bytes]) -> tuple
                 manifest[e.rel] = reader.hash.hexdigest()
                 unpacked += e.size if e.rel != MANIFEST_MEMBER else 0
     return manifest, unpacked
-

@@ -21,7 +21,7 @@ from deployer.errors import StoreError, UsageError, command_line
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 DEFAULT_REGION = "us-east-1"
-Names = list[str]           # (the class's `list` method shadows the builtin in its annotations)
+Names = list[str]  # (the class's `list` method shadows the builtin in its annotations)
 
 
 def _client(settings: StoreSettings, endpoint: str) -> Any:
@@ -30,9 +30,13 @@ def _client(settings: StoreSettings, endpoint: str) -> Any:
 
     session = boto3.session.Session()
     region = settings.region or session.region_name or DEFAULT_REGION
-    config = Config(signature_version="s3v4", s3={"addressing_style": "path" if endpoint else "auto"},
-                    connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                    retries={"max_attempts": 2, "mode": "standard"})
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if endpoint else "auto"},
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"max_attempts": 2, "mode": "standard"},
+    )
     return session.client("s3", endpoint_url=endpoint or None, region_name=region, config=config)
 
 
@@ -41,8 +45,9 @@ class S3Store:
         self.settings = settings
         self.cache = Path(cache)
         self.client = _client(settings, settings.endpoint)
-        self.where = f"s3://{settings.bucket}/{settings.prefix}" + (f" at {settings.endpoint}"
-                                                                     if settings.endpoint else "")
+        self.where = f"s3://{settings.bucket}/{settings.prefix}" + (
+            f" at {settings.endpoint}" if settings.endpoint else ""
+        )
 
     # -- the store interface ----------------------------------------------------------------------
 
@@ -53,7 +58,7 @@ class S3Store:
         for key in self._keys(".json"):
             meta = self._json(key)
             if isinstance(meta, dict) and meta.get("sha256") and "size" in meta and meta_problem(meta) is None:
-                name = key[len(self.settings.prefix):-len(".json")]
+                name = key[len(self.settings.prefix) : -len(".json")]
                 found.append(Artifact(path=self.cache / f"{name}.tar.gz", meta=meta))
         return sorted(found, key=lambda a: (a.meta.get("built_at", ""), a.version), reverse=True)
 
@@ -62,19 +67,20 @@ class S3Store:
         unless a copy is there, and its sha256 checked against the metadata (load_artifact)."""
         items = self.list()
         exact = [a for a in items if a.version == ref]
-        matches = exact or [a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref)
-                                                                   or (a.git_sha or "").startswith(ref))]
+        matches = exact or [
+            a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))
+        ]
         if len({a.sha256 for a in matches}) > 1:
-            raise UsageError(f"{ref!r} matches several artifacts in {self.where}: "
-                             + ", ".join(sorted({a.version for a in matches})))
+            raise UsageError(
+                f"{ref!r} matches several artifacts in {self.where}: " + ", ".join(sorted({a.version for a in matches}))
+            )
         if not matches:
             raise UsageError(f"no artifact {ref!r} in {self.where} (publish it: {command_line('publish')})")
         art = matches[0]
         if not (art.path.is_file() and art.json_path.is_file()):
             self.cache.mkdir(parents=True, exist_ok=True)
             part = art.path.with_name(art.path.name + ".part")
-            self._call("download", self.client.download_file, self.settings.bucket, self.key(art.path.name),
-                       str(part))
+            self._call("download", self.client.download_file, self.settings.bucket, self.key(art.path.name), str(part))
             part.replace(art.path)
             art.json_path.write_text(json.dumps(art.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return load_artifact(art.path)
@@ -99,6 +105,7 @@ class S3Store:
     def has(self, key: str, size: int | None = None) -> bool:
         """Whether the object is there (with that size, when given)."""
         from botocore.exceptions import ClientError
+
         try:
             head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
@@ -115,17 +122,30 @@ class S3Store:
         client = self.client
         if self.settings.hosts_reach != self.settings.endpoint:
             client = _client(self.settings, self.settings.hosts_reach)
-        return self._call("sign a URL for", client.generate_presigned_url, "get_object",
-                          Params={"Bucket": self.settings.bucket, "Key": self.key(Path(artifact.path).name)},
-                          ExpiresIn=self.settings.url_lifetime)
+        return self._call(
+            "sign a URL for",
+            client.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self.settings.bucket, "Key": self.key(Path(artifact.path).name)},
+            ExpiresIn=self.settings.url_lifetime,
+        )
 
     def _keys(self, suffix: str) -> Names:
         keys: Names = []
-        pages = self._call("list", lambda: list(self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.settings.bucket, Prefix=self.settings.prefix)))
+        pages = self._call(
+            "list",
+            lambda: list(
+                self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.settings.bucket, Prefix=self.settings.prefix
+                )
+            ),
+        )
         for page in pages:
-            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(suffix)
-                     and "/" not in o["Key"][len(self.settings.prefix):]]
+            keys += [
+                o["Key"]
+                for o in page.get("Contents", [])
+                if o["Key"].endswith(suffix) and "/" not in o["Key"][len(self.settings.prefix) :]
+            ]
         return keys
 
     def _json(self, key: str) -> object:
@@ -143,16 +163,18 @@ class S3Store:
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return StoreError(f"store {self.where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)")
+            return StoreError(
+                f"store {self.where}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            )
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "") or str(_status(exc))
             return StoreError(f"store {self.where}: cannot {what}: {code}")
         if isinstance(exc, OSError) and not type(exc).__module__.startswith("botocore"):
             return StoreError(f"store {self.where}: cannot {what}: {exc}")
-        return StoreError(f"store {self.where}: cannot {what}: unreachable or not answering "
-                          f"({type(exc).__name__})")
+        return StoreError(f"store {self.where}: cannot {what}: unreachable or not answering ({type(exc).__name__})")
 
 
 def _status(exc: Any) -> int:

@@ -28,8 +28,13 @@ class LocalStore:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if (tarball.is_file() and isinstance(meta, dict) and meta.get("sha256") and "size" in meta
-                    and meta_problem(meta) is None):
+            if (
+                tarball.is_file()
+                and isinstance(meta, dict)
+                and meta.get("sha256")
+                and "size" in meta
+                and meta_problem(meta) is None
+            ):
                 found.append(Artifact(path=tarball, meta=meta))
         return sorted(found, key=lambda a: (a.meta.get("built_at", ""), a.version), reverse=True)
 
@@ -40,13 +45,15 @@ class LocalStore:
         exact = [a for a in items if a.version == ref]
         if exact:
             return load_artifact(exact[0].path)
-        matches = [a for a in items
-                   if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))]
+        matches = [
+            a for a in items if len(ref) >= 7 and (a.sha256.startswith(ref) or (a.git_sha or "").startswith(ref))
+        ]
         if len({a.sha256 for a in matches}) == 1:
             return load_artifact(matches[0].path)
         if matches:
-            raise UsageError(f"{ref!r} matches several artifacts in {self.root}: "
-                             + ", ".join(sorted({a.version for a in matches})))
+            raise UsageError(
+                f"{ref!r} matches several artifacts in {self.root}: " + ", ".join(sorted({a.version for a in matches}))
+            )
         raise UsageError(f"no artifact {ref!r} in {self.root} (see: {command_line('artifacts')})")
 
     def put(self, artifact: Artifact) -> Artifact:

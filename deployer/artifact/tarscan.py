@@ -32,16 +32,28 @@ from typing import IO, cast
 BLOCK = 512
 _CHUNK = 1024 * 1024
 _ZERO = bytes(BLOCK)
-_MAX_EXTENDED = 1024 * 1024             # a pax header or GNU long name is read whole: bounded
+_MAX_EXTENDED = 1024 * 1024  # a pax header or GNU long name is read whole: bounded
 _POSIX_MAGIC = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
-_MEMBER_TYPES = {b"0": tarfile.REGTYPE, b"\x00": tarfile.AREGTYPE, b"1": tarfile.LNKTYPE,
-                 b"2": tarfile.SYMTYPE, b"5": tarfile.DIRTYPE, b"3": tarfile.CHRTYPE,
-                 b"4": tarfile.BLKTYPE, b"6": tarfile.FIFOTYPE}
+_MEMBER_TYPES = {
+    b"0": tarfile.REGTYPE,
+    b"\x00": tarfile.AREGTYPE,
+    b"1": tarfile.LNKTYPE,
+    b"2": tarfile.SYMTYPE,
+    b"5": tarfile.DIRTYPE,
+    b"3": tarfile.CHRTYPE,
+    b"4": tarfile.BLKTYPE,
+    b"6": tarfile.FIFOTYPE,
+}
 _PAX_KEYS = {"path", "linkpath", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname"}
-_PAX_NUMBERS = {"size": re.compile(r"[0-9]+"), "uid": re.compile(r"[0-9]+"), "gid": re.compile(r"[0-9]+"),
-                "mtime": re.compile(r"[0-9]+(\.[0-9]+)?"), "atime": re.compile(r"[0-9]+(\.[0-9]+)?"),
-                "ctime": re.compile(r"[0-9]+(\.[0-9]+)?")}
+_PAX_NUMBERS = {
+    "size": re.compile(r"[0-9]+"),
+    "uid": re.compile(r"[0-9]+"),
+    "gid": re.compile(r"[0-9]+"),
+    "mtime": re.compile(r"[0-9]+(\.[0-9]+)?"),
+    "atime": re.compile(r"[0-9]+(\.[0-9]+)?"),
+    "ctime": re.compile(r"[0-9]+(\.[0-9]+)?"),
+}
 _PAX_RECORD = re.compile(rb"([1-9][0-9]*) ")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -52,9 +64,9 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Scan:
-    members: list[tarfile.TarInfo]      # as GNU tar will extract them, in archive order
-    unpacked_size: int                  # bytes of regular file data
-    contents: dict[str, bytes]          # the first 256 bytes of the regular files asked for
+    members: list[tarfile.TarInfo]  # as GNU tar will extract them, in archive order
+    unpacked_size: int  # bytes of regular file data
+    contents: dict[str, bytes]  # the first 256 bytes of the regular files asked for
 
 
 class _GzipStream:
@@ -66,7 +78,7 @@ class _GzipStream:
             raise Refused("not a gzip-compressed tar archive (hosts extract with tar -xz)")
         self._fh, self._z = fh, zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._buf, self._pos = self._z.decompress(head), 0
-        self.offset = 0                 # bytes of tar read so far
+        self.offset = 0  # bytes of tar read so far
 
     def _fill(self) -> bool:
         while not self._z.eof:
@@ -78,18 +90,19 @@ class _GzipStream:
             except zlib.error as exc:
                 raise Refused(f"corrupt gzip stream ({exc})") from None
             if out:
-                self._buf, self._pos = self._buf[self._pos:] + out, 0
+                self._buf, self._pos = self._buf[self._pos :] + out, 0
                 return True
         if self._z.unused_data or self._fh.read(1):
-            raise Refused("more than one gzip member or data after the gzip stream "
-                          "(GNU tar would read it, this check would not)")
+            raise Refused(
+                "more than one gzip member or data after the gzip stream (GNU tar would read it, this check would not)"
+            )
         return False
 
     def read(self, n: int) -> bytes:
         """Up to n bytes; fewer only at the end of the stream."""
         while len(self._buf) - self._pos < n and self._fill():
             pass
-        out = self._buf[self._pos:self._pos + n]
+        out = self._buf[self._pos : self._pos + n]
         self._pos += len(out)
         self.offset += len(out)
         return out
@@ -127,7 +140,7 @@ def _text(raw: bytes, what: str) -> str:
 
 
 def _field(block: bytes, start: int, size: int) -> bytes:
-    return block[start:start + size].split(b"\x00", 1)[0]
+    return block[start : start + size].split(b"\x00", 1)[0]
 
 
 def _pax(data: bytes, where: str, allowed: set[str]) -> dict[str, str]:
@@ -137,10 +150,10 @@ def _pax(data: bytes, where: str, allowed: set[str]) -> dict[str, str]:
     while pos < len(data):
         m = _PAX_RECORD.match(data, pos)
         length = int(m.group(1)) if m else 0
-        record = data[pos:pos + length]
+        record = data[pos : pos + length]
         if not m or len(record) != length or not record.endswith(b"\n"):
             raise Refused(f"malformed pax record in {where}")
-        key, eq, value = record[m.end() - pos:-1].partition(b"=")
+        key, eq, value = record[m.end() - pos : -1].partition(b"=")
         keyword = _text(key, f"pax keyword in {where}")
         if not eq or keyword not in allowed:
             raise Refused(f"pax keyword {keyword!r} in {where} is not supported")
@@ -166,7 +179,7 @@ def _header(block: bytes) -> tuple[bytes, bytes, int, int]:
     if magic == _GNU_MAGIC and block[345:500].strip(b"\x00"):
         raise Refused("GNU header with data in its prefix/atime area (readers disagree on it)")
     for what, start, size in (("uid", 108, 8), ("gid", 116, 8), ("mtime", 136, 12)):
-        _number(block[start:start + size], what)
+        _number(block[start : start + size], what)
     mode = _number(block[100:108], "mode", base256=False)
     size = _number(block[124:136], "size")
     typeflag = block[156:157]
@@ -208,7 +221,7 @@ def _strict(stream: _GzipStream, keep: tuple[str, ...]) -> Scan:
             if typeflag == b"x":
                 pax = _pax(data, where, _PAX_KEYS)
             else:
-                _pax(data, where, {"comment"})      # git archive's commit id; nothing else
+                _pax(data, where, {"comment"})  # git archive's commit id; nothing else
             continue
         if typeflag in (b"L", b"K"):
             if typeflag in long or pax is not None:
@@ -268,6 +281,7 @@ def _pick(*overrides: str | None) -> str | None:
 
 def _agree(members: list[tarfile.TarInfo], stream: _GzipStream) -> None:
     """Python's tarfile must list the same members from the same bytes."""
+
     def view(m: tarfile.TarInfo) -> tuple:
         name = m.name.rstrip("/") if m.isdir() else m.name
         return name, m.type, m.linkname, m.size if m.isreg() else 0, m.mode & 0o7777

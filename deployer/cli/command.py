@@ -27,6 +27,7 @@ def _boundary(fn, task_name: str):
     shape for success, host failure, lock held, gate refused, bad input and Ctrl-C), and for a
     failure its exit code with one stderr line per problem (DeployerError).
     SIGTERM and SIGHUP interrupt the task as Ctrl-C does (see signals.py), exiting 143 and 129."""
+
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
         as_json = kwargs.get("json", False)
@@ -41,14 +42,23 @@ def _boundary(fn, task_name: str):
             outcome = Outcome(records, exc.exit_code, str(exc))
         except DeployerError as exc:
             outcome = Outcome([], exc.exit_code, str(exc))
-        except KeyboardInterrupt as exc:     # outside a flow's undo: reading config, building, status
+        except KeyboardInterrupt as exc:  # outside a flow's undo: reading config, building, status
             outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
         if as_json:
-            Output().json(report.document(task_name, outcome.exit_code, outcome.error,
-                                          outcome.stage or kwargs.get("stage"), outcome.hosts, **outcome.extra))
+            Output().json(
+                report.document(
+                    task_name,
+                    outcome.exit_code,
+                    outcome.error,
+                    outcome.stage or kwargs.get("stage"),
+                    outcome.hosts,
+                    **outcome.extra,
+                )
+            )
         if outcome.exit_code:
-            lines = (outcome.error or "failed").splitlines()      # a config's problems: one line each
+            lines = (outcome.error or "failed").splitlines()  # a config's problems: one line each
             raise Exit("\n".join(safe(f"error: {line}") for line in lines), code=outcome.exit_code)
+
     return wrapper
 
 
@@ -71,8 +81,9 @@ class Target:
     out: Output
 
 
-def stage_target(config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None,
-            json: bool = False) -> Target:
+def stage_target(
+    config: str | None, stage: str | None, hosts: str | None = None, roles: str | None = None, json: bool = False
+) -> Target:
     """The preamble of every task that works on a stage: config, stage, --hosts/--roles, output."""
     cfg = config_mod.load(config)
     st = cfg.stage(stage)
@@ -123,12 +134,14 @@ HELP_COMMON = {
 
 def command(name: str | None = None, positional: tuple[str, ...] = (), **extra_help):
     """@task with the error boundary and the common option help (only for options the task has)."""
+
     def wrap(fn):
         params = inspect.signature(fn).parameters
         helps = {k: v for k, v in {**HELP_COMMON, **extra_help}.items() if k in params}
         kwargs = {"help": helps, "positional": list(positional), "klass": DeployerTask}
         if name:
             kwargs["name"] = name
-        dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__   # config_diff: config.diff
+        dotted = fn.__name__.rstrip("_").replace("_", ".") if name else fn.__name__  # config_diff: config.diff
         return task(**kwargs)(_boundary(fn, dotted))
+
     return wrap

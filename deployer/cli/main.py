@@ -18,35 +18,44 @@ from deployer.errors import BAD_INPUT, set_program
 from deployer.errors import did_you_mean as close
 from deployer.report.output import close_group, discard
 
-SIGPIPE_EXIT = 141      # what a shell reports for a program a closed pipe stopped
+SIGPIPE_EXIT = 141  # what a shell reports for a program a closed pipe stopped
 NAME = "deployer"
 
 
 class DeployerProgram(Program):
     def core_args(self):
         return [
-            Argument(names=("help", "h"), optional=True,
-                     help="Show this help, or a task's options (also: TASK -h, help TASK)."),
+            Argument(
+                names=("help", "h"),
+                optional=True,
+                help="Show this help, or a task's options (also: TASK -h, help TASK).",
+            ),
             Argument(names=("version", "V"), kind=bool, default=False, help="Show the version and exit."),
             Argument(names=("list", "l"), optional=True, help="List the tasks (optionally of one namespace)."),
-            Argument(names=("config", "c"), help="Path to hosts.toml, for every task given "
-                     "(default: $DEPLOYER_CONFIG, then ./hosts.toml)."),
+            Argument(
+                names=("config", "c"),
+                help="Path to hosts.toml, for every task given (default: $DEPLOYER_CONFIG, then ./hosts.toml).",
+            ),
             Argument(names=("debug",), kind=bool, default=False, help="Show the task runner's debug log."),
             Argument(names=("complete",), kind=bool, default=False, help="Print tab-completion candidates."),
-            Argument(names=("print-completion-script",), default="",
-                     help="Print the tab-completion script for a shell (bash, zsh, fish)."),
+            Argument(
+                names=("print-completion-script",),
+                default="",
+                help="Print the tab-completion script for a shell (bash, zsh, fish).",
+            ),
         ]
 
     def normalize_argv(self, argv):
         super().normalize_argv(argv)
-        if self.argv[1:2] == ["help"]:         # `deployer help [TASK]`, as git and most tools take it
+        if self.argv[1:2] == ["help"]:  # `deployer help [TASK]`, as git and most tools take it
             self.argv = [self.argv[0], "--help", *self.argv[2:]]
         elif len(self.argv) == 3 and self.argv[2] in ("-h", "--help") and not self.argv[1].startswith("-"):
-            self.argv = [self.argv[0], "--help", self.argv[1]]   # `TASK -h` even when TASK takes a positional
+            self.argv = [self.argv[0], "--help", self.argv[1]]  # `TASK -h` even when TASK takes a positional
 
     def parse_core(self, argv):
         from invoke.completion.complete import print_completion_script
         from invoke.util import enable_logging
+
         self.normalize_argv(argv)
         with self._usage():
             self.parse_core_args()
@@ -69,6 +78,7 @@ class DeployerProgram(Program):
 
     def parse_cleanup(self):
         from invoke.completion.complete import complete
+
         topic = self.args.help.value
         if topic is True:
             self.print_help()
@@ -86,13 +96,19 @@ class DeployerProgram(Program):
                 try:
                     self.scoped_collection = self.collection.subcollection_from_path(root)
                 except KeyError:
-                    raise Exit(f"error: no namespace {root!r}{close(root, self.collection.collections)}",
-                               code=BAD_INPUT) from None
+                    raise Exit(
+                        f"error: no namespace {root!r}{close(root, self.collection.collections)}", code=BAD_INPUT
+                    ) from None
             self.list_tasks()
             raise Exit
         if self.args.complete.value:
-            complete(names=self.binary_names, core=self.core, initial_context=self.initial_context,
-                     collection=self.collection, parser=self._make_parser())
+            complete(
+                names=self.binary_names,
+                core=self.core,
+                initial_context=self.initial_context,
+                collection=self.collection,
+                parser=self._make_parser(),
+            )
         if not self.tasks and not self.collection.default:
             self.no_tasks_given()
 
@@ -113,6 +129,7 @@ class DeployerProgram(Program):
 
     def print_task_help(self, name):
         import inspect
+
         ctx = self.parser.contexts[name]
         print(f"Usage: {self.binary} {name} [options]")
         print("")
@@ -132,8 +149,7 @@ class DeployerProgram(Program):
         return _Usage(self)
 
     def _unknown_task(self, word: str) -> str:
-        return (f"error: no task {word!r}{close(word, self.collection.task_names)}; "
-                f"see: {self.binary} --list")
+        return f"error: no task {word!r}{close(word, self.collection.task_names)}; see: {self.binary} --list"
 
     def explain(self, exc: ParseError) -> str:
         """invoke's parse error as one line a user can act on."""
@@ -153,10 +169,11 @@ class DeployerProgram(Program):
                 return self._unknown_task(word)
             if word.startswith("-"):
                 known = _longs(ctx) + _longs(self.initial_context)
-                return (f"error: {task}: unknown option {word}{close(word, known)}; "
-                        f"see: {self.binary} {task} -h")
-            return (f"error: {task}: unexpected argument {word!r} (options take a name, e.g. --stage {word}); "
-                    f"see: {self.binary} {task} -h")
+                return f"error: {task}: unknown option {word}{close(word, known)}; see: {self.binary} {task} -h"
+            return (
+                f"error: {task}: unexpected argument {word!r} (options take a name, e.g. --stage {word}); "
+                f"see: {self.binary} {task} -h"
+            )
         needs = re.fullmatch(r"Flag <Argument: ([\w-]+).*> needed value and was not given one!", text)
         if needs:
             where = f"{task}: " if task else ""
@@ -176,9 +193,10 @@ class _Usage:
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, ParseError):
             message = self.program.explain(exc)
-            if "--json" in self.program.argv:        # the JSON contract holds for a mistaken command line too
+            if "--json" in self.program.argv:  # the JSON contract holds for a mistaken command line too
                 from deployer.report.output import Output
                 from deployer.report.rows import document
+
                 names = self.program.collection.task_names
                 task = next((a for a in self.program.argv[1:] if a in names), None)
                 Output().json(document(task or "", BAD_INPUT, message.removeprefix("error: "), None, []))
@@ -218,7 +236,7 @@ def main() -> None:
         program.run()
     except SystemExit as exc:
         leave(exc.code)
-    except BrokenPipeError:         # the reader of invoke's own output (--help, --list) went away
+    except BrokenPipeError:  # the reader of invoke's own output (--help, --list) went away
         discard(sys.stdout)
         leave(SIGPIPE_EXIT)
     leave(0)
@@ -236,10 +254,10 @@ def leave(code) -> None:
         print(code, file=sys.stderr)
         code = 1
     close_group()
-    atexit._run_exitfuncs()         # as Python's own exit would, in reverse order; errors are printed
+    atexit._run_exitfuncs()  # as Python's own exit would, in reverse order; errors are printed
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):     # a reader that went away: nothing more can reach it
+        except (OSError, ValueError):  # a reader that went away: nothing more can reach it
             pass
     os._exit(code)

@@ -16,20 +16,23 @@ from deployer.report.output import Output
 from deployer.report.rows import Outcome
 
 
-@command(stage="The one stage to write (default production).",
-         hosts="Comma-separated [user@]host[:port] of your server(s) (default: a placeholder to edit).",
-         user="SSH user on the hosts (default deploy).",
-         deploy_to="Where releases live on the hosts (default /srv/<app name>).",
-         recipe="generic, python_wsgi, django or static_site (default: guessed from the files).",
-         ci="Also write a CI workflow: github (.github/workflows/deploy.yml) or gitlab (.gitlab-ci.yml).",
-         force="Overwrite files that exist already.")
+@command(
+    stage="The one stage to write (default production).",
+    hosts="Comma-separated [user@]host[:port] of your server(s) (default: a placeholder to edit).",
+    user="SSH user on the hosts (default deploy).",
+    deploy_to="Where releases live on the hosts (default /srv/<app name>).",
+    recipe="generic, python_wsgi, django or static_site (default: guessed from the files).",
+    ci="Also write a CI workflow: github (.github/workflows/deploy.yml) or gitlab (.gitlab-ci.yml).",
+    force="Overwrite files that exist already.",
+)
 def init(c, stage="production", hosts=None, user="deploy", deploy_to=None, recipe=None, ci=None, force=False):
     """Write a commented hosts.toml and a tasks.py (and a CI workflow) for the git repository here."""
     if recipe == "generic":
         recipe = ""
     names = [h.strip() for h in hosts.split(",") if h.strip()] if hosts else []
-    plan = scaffold.plan(Path.cwd(), stage=stage, hosts=names, user=user, deploy_to=deploy_to or "",
-                         recipe=recipe, ci=ci or "")
+    plan = scaffold.plan(
+        Path.cwd(), stage=stage, hosts=names, user=user, deploy_to=deploy_to or "", recipe=recipe, ci=ci or ""
+    )
     written = scaffold.write(plan, force=force)
     out = Output()
     for rel in written:
@@ -45,11 +48,18 @@ def _remainder() -> str:
     """What follows `--` on the command line, joined by spaces as ssh does (quote a whole command
     line to keep its own quoting)."""
     argv = sys.argv
-    return " ".join(argv[argv.index("--") + 1:]) if "--" in argv else ""
+    return " ".join(argv[argv.index("--") + 1 :]) if "--" in argv else ""
 
 
-def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str, stage: str, extra: dict,
-             show_output: bool = True) -> Outcome:
+def _outcome(
+    out: Output,
+    outcomes: list[ops.HostAnswer],
+    json: bool,
+    what: str,
+    stage: str,
+    extra: dict,
+    show_output: bool = True,
+) -> Outcome:
     """Each host's output prefixed by its name and the table (or, with --json, one record per
     host); exit 1 naming the hosts that failed."""
     if not json:
@@ -61,9 +71,17 @@ def _outcome(out: Output, outcomes: list[ops.HostAnswer], json: bool, what: str,
                 for line in o.stderr.splitlines():
                     print(ops.prefixed(o.host, width, line), file=sys.stderr, flush=True)
         out.table([o.row() for o in outcomes])
-    records = [{"host": o.host, "result": o.row()["result"], "exit_code": o.exit_code, "stdout": o.stdout,
-                "stderr": o.stderr, "error": o.error or (None if o.ok else o.row()["error"] or None)}
-               for o in outcomes]
+    records = [
+        {
+            "host": o.host,
+            "result": o.row()["result"],
+            "exit_code": o.exit_code,
+            "stdout": o.stdout,
+            "stderr": o.stderr,
+            "error": o.error or (None if o.ok else o.row()["error"] or None),
+        }
+        for o in outcomes
+    ]
     bad = [o for o in outcomes if not o.ok and o.error != "stopped"]
     error = None
     if bad:
@@ -80,17 +98,21 @@ def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=F
     return _outcome(t.out, outcomes, json, "run", t.stage.name, {"command": command})
 
 
-@command(path="File under shared/, or a directory of *.log files (default log).",
-         follow="Keep printing new lines until Ctrl-C.",
-         lines="How many lines to show first (default 20).")
-def logs(c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20,
-         json=False):
+@command(
+    path="File under shared/, or a directory of *.log files (default log).",
+    follow="Keep printing new lines until Ctrl-C.",
+    lines="How many lines to show first (default 20).",
+)
+def logs(
+    c, path="log", stage=None, config=None, hosts=None, roles=None, parallel=10, follow=False, lines=20, json=False
+):
     """Tail a file under shared/ on every host, each line prefixed by host (--follow: until Ctrl-C)."""
     t = stage_target(config, stage, hosts, roles, json)
     if follow and json:
         raise UsageError("--follow and --json exclude each other")
-    outcomes = ops.logs(t.stage, t.hosts, t.out, parallelism(parallel), path, whole_number(lines, "lines"),
-                        follow=follow)
+    outcomes = ops.logs(
+        t.stage, t.hosts, t.out, parallelism(parallel), path, whole_number(lines, "lines"), follow=follow
+    )
     return _outcome(t.out, outcomes, json, "logs", t.stage.name, {"path": path}, show_output=not follow)
 
 
@@ -105,16 +127,16 @@ def ssh(c, stage=None, config=None, host=None, roles=None):
         raise Exit(code=code)
 
 
-@command(positional=("state",), state="on or off.",
-         message="Text of the page (HTML-escaped; default: a short notice).")
+@command(positional=("state",), state="on or off.", message="Text of the page (HTML-escaped; default: a short notice).")
 def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, parallel=10, message="", json=False):
     """Put up (on) or take down (off) shared/maintenance.html, served with 503 by the nginx snippet."""
     if state not in ("on", "off"):
         raise UsageError(f"maintenance expects on or off, got {state!r}")
     t = stage_target(config, stage, hosts, roles, json)
     outcomes = ops.maintenance(t.stage, t.hosts, t.out, parallelism(parallel), state == "on", message or "")
-    result = _outcome(t.out, outcomes, json, f"maintenance {state}", t.stage.name, {"maintenance": state},
-                      show_output=False)
+    result = _outcome(
+        t.out, outcomes, json, f"maintenance {state}", t.stage.name, {"maintenance": state}, show_output=False
+    )
     if not result.exit_code:
         t.out.say(f"maintenance {state} on {len(outcomes)} host(s) of {t.stage.name}")
     return result

@@ -30,7 +30,7 @@ class Number:
     def __init__(self, kind: type, name: str):
         self.kind, self.flag = kind, flag(name)
         self.minimum = MINIMUM.get(name, 0)
-        self.__name__ = "N" if kind is int else "SECONDS"     # invoke shows it in debug output
+        self.__name__ = "N" if kind is int else "SECONDS"  # invoke shows it in debug output
 
     def __call__(self, text):
         what = "a whole number" if self.kind is int else "a number of seconds"
@@ -38,7 +38,7 @@ class Number:
             value = self.kind(text)
         except (TypeError, ValueError):
             raise ParseError(f"{self.flag} expects {what}, got {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):      # nan, inf
+        if value != value or value in (float("inf"), float("-inf")):  # nan, inf
             raise ParseError(f"{self.flag} expects {what}, got {text!r}")
         if value < self.minimum:
             raise ParseError(f"{self.flag} must be at least {self.minimum}, got {text!r}")
@@ -61,15 +61,32 @@ class DeployerTask(Task):
             kind = NUMERIC.get(name) if arg.default is None else type(arg.default)
             if kind in (int, float):
                 arg.kind = Number(kind, name)
-            if arg.default is not None and arg.kind is not bool and arg.default != "" \
-                    and "(default" not in (arg.help or ""):
+            if (
+                arg.default is not None
+                and arg.kind is not bool
+                and arg.default != ""
+                and "(default" not in (arg.help or "")
+            ):
                 arg.help = f"{(arg.help or '').rstrip('.')} (default {arg.default}).".lstrip()
         return args
 
 
-METAVAR = {"stage": "NAME", "config": "PATH", "hosts": "A,B", "roles": "R1,R2", "artifact": "FILE",
-           "version": "VERSION", "to": "RELEASE", "strategy": "all|rolling|canary", "since": "DATE", "host": "NAME",
-           "source": "PATH", "help": "TASK", "list": "NAMESPACE", "print_completion_script": "SHELL"}
+METAVAR = {
+    "stage": "NAME",
+    "config": "PATH",
+    "hosts": "A,B",
+    "roles": "R1,R2",
+    "artifact": "FILE",
+    "version": "VERSION",
+    "to": "RELEASE",
+    "strategy": "all|rolling|canary",
+    "since": "DATE",
+    "host": "NAME",
+    "source": "PATH",
+    "help": "TASK",
+    "list": "NAMESPACE",
+    "print_completion_script": "SHELL",
+}
 
 
 def metavar(name: str) -> str:

@@ -25,14 +25,13 @@ class Plan:
     files: dict[str, str]
     recipe: str
     reason: str
-    ignore: tuple[str, ...] = ()        # lines to append to .gitignore (the build output)
+    ignore: tuple[str, ...] = ()  # lines to append to .gitignore (the build output)
 
 
 def repository_root(start: Path) -> Path:
     """The top of the git work tree holding `start`; bad input (exit 2) outside of one."""
     try:
-        proc = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True,
-                              text=True)
+        proc = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
     except OSError:
         raise UsageError("init needs git: install it, then run init in your app's repository") from None
     if proc.returncode != 0:
@@ -56,9 +55,12 @@ def guess_recipe(root: Path) -> tuple[str, str]:
 
 def hosts_toml(name: str, deploy_to: str, stage: str, hosts: list[str], user: str, recipe: str, why: str) -> str:
     entries = "\n".join(f"    {_toml_str(h)}," for h in hosts) or '    "deploy@app1.example.com",   # user@host[:port]'
-    recipe_line = (f'recipe = "{recipe}"{" " * max(1, 22 - len(recipe))}# guessed: {why}' if recipe else
-                   f'# recipe = "python_wsgi"       # {why}: none guessed (generic release flow)')
-    return f'''# hosts.toml for {name}, written by `deployer init`. Every key, with its default, is described
+    recipe_line = (
+        f'recipe = "{recipe}"{" " * max(1, 22 - len(recipe))}# guessed: {why}'
+        if recipe
+        else f'# recipe = "python_wsgi"       # {why}: none guessed (generic release flow)'
+    )
+    return f"""# hosts.toml for {name}, written by `deployer init`. Every key, with its default, is described
 # in hosts.example.toml (shipped in the deployer package; see docs/configuration.md).
 # Next: put your server(s) below, then run `deployer check`, then `deployer deploy`.
 
@@ -83,7 +85,7 @@ host_key_policy = "strict"      # the hosts' keys must be in known_hosts (ssh-ke
 hosts = [
 {entries}
 ]
-'''
+"""
 
 
 TASKS_PY = '''"""`inv --list` in this repository: the deployer's tasks (deploy, rollback, status, ...),
@@ -94,7 +96,7 @@ from deployer.cli.tasks import ns  # noqa: F401  (invoke picks up `ns`)
 
 
 def github_workflow(stage: str) -> str:
-    return f'''# Deploy on every push to main: build the artifact once, deploy it to {stage}.
+    return f"""# Deploy on every push to main: build the artifact once, deploy it to {stage}.
 # Secrets (Settings > Secrets and variables > Actions): DEPLOY_SSH_KEY (a private key the hosts
 # authorize) and DEPLOY_KNOWN_HOSTS (their lines from `ssh-keyscan`). More: docs/ci-and-cron.md.
 name: deploy
@@ -131,11 +133,11 @@ jobs:
         with:
           name: deploy-result
           path: deploy.json
-'''
+"""
 
 
 def gitlab_ci(stage: str) -> str:
-    return f'''# Deploy on every push to the default branch. CI/CD variables: DEPLOY_SSH_KEY (type File: a
+    return f"""# Deploy on every push to the default branch. CI/CD variables: DEPLOY_SSH_KEY (type File: a
 # private key the hosts authorize) and DEPLOY_KNOWN_HOSTS (their lines from `ssh-keyscan`).
 deploy:
   image: python:3.11
@@ -154,23 +156,31 @@ deploy:
   artifacts:
     when: always
     paths: [deploy.json]
-'''
+"""
 
 
-def plan(start: Path, *, stage: str = "production", hosts: list[str] | None = None, user: str = "deploy",
-         deploy_to: str = "", recipe: str | None = None, ci: str = "") -> Plan:
+def plan(
+    start: Path,
+    *,
+    stage: str = "production",
+    hosts: list[str] | None = None,
+    user: str = "deploy",
+    deploy_to: str = "",
+    recipe: str | None = None,
+    ci: str = "",
+) -> Plan:
     """Every file init would write for the repository holding `start` (nothing is written)."""
     if not re.match(r"^[A-Za-z0-9_-]+$", stage):
         raise UsageError(f"--stage expects letters, digits, '_' or '-', got {stage!r}")
     if ci and ci not in CI_FILES:
         raise UsageError(f"--ci expects {' or '.join(CI_FILES)}, got {ci!r}")
     for h in hosts or []:
-        if not h or any(c.isspace() or c in "\"\\" for c in h) or h.startswith("-"):
+        if not h or any(c.isspace() or c in '"\\' for c in h) or h.startswith("-"):
             raise UsageError(f"--hosts expects [user@]host[:port] names, got {h!r}")
     root = repository_root(start)
     name = app_name(root)
     deploy_to = deploy_to or f"/srv/{name}"
-    if not deploy_to.startswith("/") or any(c.isspace() or c in "\"\\" for c in deploy_to):
+    if not deploy_to.startswith("/") or any(c.isspace() or c in '"\\' for c in deploy_to):
         raise UsageError(f"--deploy-to expects an absolute path, got {deploy_to!r}")
     if recipe is None:
         recipe, why = guess_recipe(root)
@@ -186,15 +196,16 @@ def write(p: Plan, force: bool = False) -> list[str]:
     """Write every file, or none: without force, any file that exists already is bad input."""
     existing = [rel for rel in p.files if (p.root / rel).exists() or (p.root / rel).is_symlink()]
     if existing and not force:
-        raise UsageError(f"{', '.join(existing)} already exist(s) in {p.root}: nothing written "
-                         "(add --force to overwrite)")
+        raise UsageError(
+            f"{', '.join(existing)} already exist(s) in {p.root}: nothing written (add --force to overwrite)"
+        )
     for rel, text in p.files.items():
         path = p.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink():
-            path.unlink()                   # replace the link itself, never write through it
+            path.unlink()  # replace the link itself, never write through it
         path.write_text(text)
-    if p.ignore:        # built artifacts land in the tree: unignored, they make the next build "dirty"
+    if p.ignore:  # built artifacts land in the tree: unignored, they make the next build "dirty"
         gitignore = p.root / ".gitignore"
         if gitignore.is_symlink():
             raise UsageError(f"{gitignore} is a link: add {', '.join(p.ignore)} to it yourself")

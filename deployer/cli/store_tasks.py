@@ -17,9 +17,11 @@ TRANSFERS = ("push", "pull")
 def store_of(cfg: Config):
     """The S3 store of hosts.toml's [store]; without one, bad input."""
     from deployer.artifact.s3store import S3Store
+
     if cfg.store is None:
-        raise UsageError(f"{cfg.path}: no [store] table: say where artifacts are published "
-                         "(url = \"s3://bucket/prefix\")")
+        raise UsageError(
+            f'{cfg.path}: no [store] table: say where artifacts are published (url = "s3://bucket/prefix")'
+        )
     return S3Store(cfg.store, cfg.build.output)
 
 
@@ -38,19 +40,21 @@ def pull_plan(cfg: Config, art, out, dry_run: bool = False) -> Pull:
     store = store_of(cfg)
     if not dry_run:
         uploaded = store.put(art)
-        out.say(f"published {art.version} to {store.where}" if uploaded else
-                f"{art.version} already in {store.where}")
+        out.say(f"published {art.version} to {store.where}" if uploaded else f"{art.version} already in {store.where}")
     assert cfg.store is not None
     return Pull(endpoint=cfg.store.hosts_reach, presign=lambda: store.presign(art))
 
 
-@command(artifact="Publish this .tar.gz (with its .json) instead of building HEAD.",
-         version="Publish this artifact of the local store (version, or a sha256/git sha prefix).",
-         allow_dirty="When building, allow a dirty work tree.")
+@command(
+    artifact="Publish this .tar.gz (with its .json) instead of building HEAD.",
+    version="Publish this artifact of the local store (version, or a sha256/git sha prefix).",
+    allow_dirty="When building, allow a dirty work tree.",
+)
 def publish(c, config=None, artifact=None, version=None, allow_dirty=False, json=False):
     """Upload the artifact and its .json to [store] (what is there already is skipped); any machine
     with the store's credentials can then `deploy --version V`."""
     from deployer.cli.tasks import _artifact
+
     cfg = config_mod.load(config)
     out = text_output(json)
     store = store_of(cfg)

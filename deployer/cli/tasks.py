@@ -36,14 +36,22 @@ from deployer.report.output import Output
 from deployer.report.rows import Outcome
 
 
-def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None = None,
-              shared: tuple[str, ...] = (), local_only: bool = False):
+def _artifact(
+    cfg,
+    artifact_path: str | None,
+    allow_dirty: bool,
+    out: Output,
+    version: str | None = None,
+    shared: tuple[str, ...] = (),
+    local_only: bool = False,
+):
     """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
     unpacked size the one that check measured, never a sidecar's claim. A --version the local
     store lacks comes from [store], when there is one (unless local_only)."""
     from deployer.artifact.build import build_artifact
     from deployer.artifact.load import load_artifact
     from deployer.artifact.members import check_members
+
     if artifact_path and version:
         raise UsageError("--artifact and --version exclude each other")
     if version:
@@ -53,12 +61,20 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
             if cfg.store is None or local_only:
                 raise
             from deployer.cli.store_tasks import store_of
+
             art = store_of(cfg).get(version)
     elif artifact_path:
         art = load_artifact(Path(artifact_path))
     else:
-        art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
-                             include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
+        art = build_artifact(
+            cfg.build.source,
+            cfg.app.name,
+            cfg.build.output,
+            command=cfg.build.command,
+            include=cfg.build.include,
+            allow_dirty=allow_dirty,
+            log=out.say,
+        )
     checked = check_members(art.path, art.sha256, shared)
     return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
 
@@ -67,12 +83,25 @@ def _artifact(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, ve
 def build(c, config=None, allow_dirty=False):
     """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
     from deployer.artifact.build import build_artifact
+
     cfg = config_mod.load(config)
     out = Output()
-    art = build_artifact(cfg.build.source, cfg.app.name, cfg.build.output, command=cfg.build.command,
-                         include=cfg.build.include, allow_dirty=allow_dirty, log=out.say)
-    for line in (f"built {art.path}", f"  version {art.version}", f"  git sha {art.git_sha}", f"  sha256  {art.sha256}",
-                 f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files"):
+    art = build_artifact(
+        cfg.build.source,
+        cfg.app.name,
+        cfg.build.output,
+        command=cfg.build.command,
+        include=cfg.build.include,
+        allow_dirty=allow_dirty,
+        log=out.say,
+    )
+    for line in (
+        f"built {art.path}",
+        f"  version {art.version}",
+        f"  git sha {art.git_sha}",
+        f"  sha256  {art.sha256}",
+        f"  size    {art.size} bytes, {art.meta.get('file_count', '?')} files",
+    ):
         out.say(line)
 
 
@@ -86,42 +115,79 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
     if not json:
         out.table(report.check_rows(records))
     bad = report.check_failures(runs)
-    return Outcome(records, FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None,
-                   st.name)
+    return Outcome(records, FAILED if bad else 0, "check failed: " + "; ".join(bad) if bad else None, st.name)
 
 
-@command(artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
-         version="Deploy this stored artifact (version, or a sha256/git sha prefix; see `artifacts`).",
-         force="Deploy past the promotion gate (needs --reason; recorded in the ledger).",
-         reason="Why --force was needed.",
-         allow_dirty="When building, allow a dirty work tree.",
-         strategy="all: every host switches together; rolling; or canary.",
-         batch="rolling: hosts switched per batch.",
-         pause="rolling: seconds to wait between batches.",
-         canary="canary: hosts switched and verified first.",
-         bake="canary: seconds to keep re-checking the canaries' health before the rest.",
-         max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
-         dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.",
-         transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).",
-         full="Send the whole artifact to every host, never a delta against the live release.")
-def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, roles=None, parallel=10,
-           allow_dirty=False, strategy="all", batch=1, pause=0.0, canary=1, bake=0.0, max_fail=0, dry_run=False,
-           force=False, reason="", json=False, lock_wait=0.0, transfer=None, full=False):
+@command(
+    artifact="Deploy this .tar.gz (with its .json) instead of building HEAD.",
+    version="Deploy this stored artifact (version, or a sha256/git sha prefix; see `artifacts`).",
+    force="Deploy past the promotion gate (needs --reason; recorded in the ledger).",
+    reason="Why --force was needed.",
+    allow_dirty="When building, allow a dirty work tree.",
+    strategy="all: every host switches together; rolling; or canary.",
+    batch="rolling: hosts switched per batch.",
+    pause="rolling: seconds to wait between batches.",
+    canary="canary: hosts switched and verified first.",
+    bake="canary: seconds to keep re-checking the canaries' health before the rest.",
+    max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
+    dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.",
+    transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).",
+    full="Send the whole artifact to every host, never a delta against the live release.",
+)
+def deploy(
+    c,
+    stage=None,
+    config=None,
+    artifact=None,
+    version=None,
+    hosts=None,
+    roles=None,
+    parallel=10,
+    allow_dirty=False,
+    strategy="all",
+    batch=1,
+    pause=0.0,
+    canary=1,
+    bake=0.0,
+    max_fail=0,
+    dry_run=False,
+    force=False,
+    reason="",
+    json=False,
+    lock_wait=0.0,
+    transfer=None,
+    full=False,
+):
     """Deploy: build (or take) the artifact, prepare every host, switch, verify, clean up."""
     t = stage_target(config, stage, hosts, roles, json)
     cfg, st, out = t.cfg, t.stage, t.out
-    plan = Strategy(strategy, batch=whole_number(batch, "batch"), pause=seconds_value(pause, "pause"),
-                    canary=whole_number(canary, "canary"), bake=seconds_value(bake, "bake"))
-    options = Options(plan, max_fail=whole_number(max_fail, "max-fail"), parallel=parallelism(parallel),
-                      dry_run=dry_run, forced=force, reason=reason or "", lock_wait=lock_wait_seconds(lock_wait),
-                      full=bool(full))
+    plan = Strategy(
+        strategy,
+        batch=whole_number(batch, "batch"),
+        pause=seconds_value(pause, "pause"),
+        canary=whole_number(canary, "canary"),
+        bake=seconds_value(bake, "bake"),
+    )
+    options = Options(
+        plan,
+        max_fail=whole_number(max_fail, "max-fail"),
+        parallel=parallelism(parallel),
+        dry_run=dry_run,
+        forced=force,
+        reason=reason or "",
+        lock_wait=lock_wait_seconds(lock_wait),
+        full=bool(full),
+    )
     from deployer.cli import store_tasks
+
     pull = store_tasks.transfer_of(cfg, transfer) == "pull"
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
-        out.say(f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
-                f"to {st.name}, strategy {plan.name}")
+        out.say(
+            f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
+            f"to {st.name}, strategy {plan.name}"
+        )
     pulling = store_tasks.pull_plan(cfg, art, out, dry_run) if pull else None
     runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent, pulling)
     records = report.run_records(runs)
@@ -131,17 +197,40 @@ def deploy(c, stage=None, config=None, artifact=None, version=None, hosts=None, 
     elif not json:
         out.table(rows, report.run_headers(rows))
         out.say(f"deployed {art.version} to {len(runs)} host(s) of {st.name} as release {runs[0].release}")
-    return Outcome(records, 0, None, st.name,
-                   {"version": art.version, "sha256": art.sha256, "git_sha": art.git_sha or None,
-                    "release": runs[0].release if runs else None, "dry_run": dry_run})
+    return Outcome(
+        records,
+        0,
+        None,
+        st.name,
+        {
+            "version": art.version,
+            "sha256": art.sha256,
+            "git_sha": art.git_sha or None,
+            "release": runs[0].release if runs else None,
+            "dry_run": dry_run,
+        },
+    )
 
 
-@command(to="Release to switch to: a number, or the name of another tool's release (default: the newest "
-            "complete one before current; from our first release, the release it replaced).",
-         with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
-         ignore_migrations="Roll back across migrations without running down migrations.")
-def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parallel=10, with_migrations=False,
-             ignore_migrations=False, json=False, lock_wait=0.0):
+@command(
+    to="Release to switch to: a number, or the name of another tool's release (default: the newest "
+    "complete one before current; from our first release, the release it replaced).",
+    with_migrations="Run [migrate] rollback_command for releases being rolled back that ran migrations.",
+    ignore_migrations="Roll back across migrations without running down migrations.",
+)
+def rollback(
+    c,
+    stage=None,
+    config=None,
+    to=None,
+    hosts=None,
+    roles=None,
+    parallel=10,
+    with_migrations=False,
+    ignore_migrations=False,
+    json=False,
+    lock_wait=0.0,
+):
     """Switch current back to an earlier release on every host (no upload, no extraction)."""
     t = stage_target(config, stage, hosts, roles, json)
     target = None
@@ -152,8 +241,16 @@ def rollback(c, stage=None, config=None, to=None, hosts=None, roles=None, parall
     if with_migrations and ignore_migrations:
         raise UsageError("--with-migrations and --ignore-migrations exclude each other")
     migrations = "run" if with_migrations else "ignore" if ignore_migrations else "refuse"
-    runs = run_rollback(t.stage, t.hosts, t.out, target, parallelism(parallel), migrations, t.cfg.path.parent,
-                        lock_wait_seconds(lock_wait))
+    runs = run_rollback(
+        t.stage,
+        t.hosts,
+        t.out,
+        target,
+        parallelism(parallel),
+        migrations,
+        t.cfg.path.parent,
+        lock_wait_seconds(lock_wait),
+    )
     records = report.run_records(runs)
     if not json:
         rows = report.run_rows(records)
@@ -167,8 +264,7 @@ def _read_only(config, stage, hosts, roles, parallel, json, rows_of, records_of)
     records = records_of(runs)
     if not json:
         t.out.table(rows_of(records))
-    return Outcome(records, *_unreachable([(r.name, r.error) for r in runs if r.state is None]),
-                   t.stage.name)
+    return Outcome(records, *_unreachable([(r.name, r.error) for r in runs if r.state is None]), t.stage.name)
 
 
 def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
@@ -176,8 +272,10 @@ def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
     return (FAILED, "unreachable: " + "; ".join(f"{name}: {error}" for name, error in failed)) if failed else (0, None)
 
 
-@command(all="Every stage, in declared order, in one table (marks stages whose hosts disagree).",
-         drift="With --all: also check every host's files against its release manifest.")
+@command(
+    all="Every stage, in declared order, in one table (marks stages whose hosts disagree).",
+    drift="With --all: also check every host's files against its release manifest.",
+)
 def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=False, drift=False, json=False):
     """What runs where: current release, version, git sha, who deployed it, lock."""
     if not all:
@@ -218,8 +316,9 @@ def artifacts(c, config=None, json=False):
     return Outcome([], 0, None, None, {"artifacts": records})
 
 
-@command(since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).",
-         host="Only this host.")
+@command(
+    since="Only entries at or after this UTC date/time (2026-01-31 or 2026-01-31T12:00:00Z).", host="Only this host."
+)
 def audit(c, stage=None, config=None, since=None, host=None, json=False):
     """The ledger of every deploy, rollback, failure, unlock and cleanup, merged across hosts."""
     t = stage_target(config, stage, json=json)
@@ -254,8 +353,9 @@ def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, js
 def cleanup(c, stage=None, config=None, hosts=None, roles=None, parallel=10, foreign=False, lock_wait=0.0):
     """Remove old, failed and leftover releases beyond keep_releases (never current or its predecessor)."""
     t = stage_target(config, stage, hosts, roles)
-    maintenance.cleanup(t.stage, t.hosts, t.out, parallelism(parallel), foreign=foreign,
-                        lock_wait=lock_wait_seconds(lock_wait))
+    maintenance.cleanup(
+        t.stage, t.hosts, t.out, parallelism(parallel), foreign=foreign, lock_wait=lock_wait_seconds(lock_wait)
+    )
 
 
 @command(yes="Required: confirms you know the lock holder is gone.")
@@ -267,24 +367,33 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     maintenance.unlock(t.stage, t.hosts, t.out)
 
 
-@command(name="up", hosts="How many hosts.", config="Where to write the config.",
-         source="App to deploy (default: the bundled sample_app).")
+@command(
+    name="up",
+    hosts="How many hosts.",
+    config="Where to write the config.",
+    source="App to deploy (default: the bundled sample_app).",
+)
 def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
     from deployer.sandbox import hosts as sandbox
+
     n = int(hosts)
     if n < 1:
         raise UsageError(f"--hosts must be at least 1, got {n}")
     src = str(Path(source).resolve()) if source else str(sandbox.sample_repo(Path(".sandbox")))
     started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
-    Output().say(f"{len(started)} sandbox host(s) up; config written to {config}\n"
-                 f"next: {command_line('deploy --config ' + config)}", multiline=True)
+    Output().say(
+        f"{len(started)} sandbox host(s) up; config written to {config}\n"
+        f"next: {command_line('deploy --config ' + config)}",
+        multiline=True,
+    )
 
 
 @command(name="down")
 def sandbox_down(c):
     """Stop and remove the hosts sandbox.up started from this directory (no other checkout's or user's)."""
     from deployer.sandbox import hosts as sandbox
+
     removed = sandbox.down(Path(".sandbox"))
     Output().say(f"{removed} sandbox host(s) removed")
 
@@ -293,8 +402,9 @@ def sandbox_down(c):
 def config_push(c, stage=None, config=None, hosts=None, roles=None, parallel=10, lock_wait=0.0):
     """Write the stage's [env] to each host's env file (no new artifact), then run the restart."""
     t = stage_target(config, stage, hosts, roles)
-    runs = maintenance.push_config(t.stage, t.hosts, t.out, parallelism(parallel), str(t.cfg.path.parent),
-                                   lock_wait_seconds(lock_wait))
+    runs = maintenance.push_config(
+        t.stage, t.hosts, t.out, parallelism(parallel), str(t.cfg.path.parent), lock_wait_seconds(lock_wait)
+    )
     t.out.say(f"config pushed to {len(runs)} host(s) of {t.stage.name}")
 
 
@@ -312,6 +422,7 @@ def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10,
 def config_keys(c):
     """Every hosts.toml key: its type, default and what it does (needs no hosts.toml)."""
     from deployer.config import schema
+
     Output().table(schema.rows())
 
 
@@ -329,11 +440,28 @@ def hosts_(c, stage=None, config=None, json=False):
 def disconnect(c, config=None):
     """Close the connections `ssh.persist` keeps open, for every host (the connection agent exits)."""
     from deployer.ssh.agent_client import stop_agents
-    Output().say(f"closed {stop_agents()} kept-open connection(s)")
 
+    Output().say(f"closed {stop_agents()} kept-open connection(s)")
 
 
 sandbox_ns = Collection("sandbox", sandbox_up, sandbox_down)
 config_ns = Collection("config", config_push, config_diff, config_keys)
-ns = Collection(build, check, deploy, rollback, status, releases, cleanup, unlock, artifacts, audit, verify,
-                hosts_, disconnect, *OPS_TASKS, *STORE_TASKS, sandbox_ns, config_ns)
+ns = Collection(
+    build,
+    check,
+    deploy,
+    rollback,
+    status,
+    releases,
+    cleanup,
+    unlock,
+    artifacts,
+    audit,
+    verify,
+    hosts_,
+    disconnect,
+    *OPS_TASKS,
+    *STORE_TASKS,
+    sandbox_ns,
+    config_ns,
+)

@@ -46,15 +46,19 @@ def check(key: str, value: str, secret: bool = False) -> None:
         raise ConfigError(f"{what} {key!r}: expected a variable name (letters, digits, _)")
     bad = _UNSAFE.search(value)
     if bad:
-        raise ConfigError(f"{what} {key}: its value contains the control character U+{ord(bad.group()):04X} "
-                          f"at position {bad.start()}, which an env file cannot carry safely")
+        raise ConfigError(
+            f"{what} {key}: its value contains the control character U+{ord(bad.group()):04X} "
+            f"at position {bad.start()}, which an env file cannot carry safely"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ConfigError(f"{what} {key}: its value is not valid UTF-8") from None
     if secret and 0 < len(value) < MIN_SECRET:
-        raise ConfigError(f"secret {key}: its value has {len(value)} character(s); secrets shorter than "
-                          f"{MIN_SECRET} cannot be masked in output without masking unrelated text")
+        raise ConfigError(
+            f"secret {key}: its value has {len(value)} character(s); secrets shorter than "
+            f"{MIN_SECRET} cannot be masked in output without masking unrelated text"
+        )
 
 
 def quote(value: str) -> str:
@@ -109,7 +113,7 @@ def _word(text: str, i: int) -> tuple[str, int]:
         elif c == "'":
             end = text.find("'", i + 1)
             end = n if end == -1 else end
-            out.append(text[i + 1:end])
+            out.append(text[i + 1 : end])
             i = end + 1
         elif c == "\\" and i + 1 < n:
             if text[i + 1] != "\n":
@@ -139,8 +143,9 @@ def resolve_secret(key: str, ref: str, cwd: str | None = None) -> str:
         except OSError as exc:
             raise ConfigError(f"secret {key}: cannot read {rest}: {exc.strerror}") from None
     try:
-        proc = subprocess.run(rest, shell=True, capture_output=True, text=True, timeout=60, cwd=cwd,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            rest, shell=True, capture_output=True, text=True, timeout=60, cwd=cwd, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise ConfigError(f"secret {key}: command did not finish within 60s") from None
     if proc.returncode != 0:
@@ -197,7 +202,7 @@ def diff(old: dict[str, str], new: HostEnv) -> list[tuple[str, str, str, str]]:
         if before == after:
             continue
         change = "added" if before is None else "removed" if after is None else "changed"
-        secret = key in new.secret_keys or after is None     # a removed key may have been a secret
+        secret = key in new.secret_keys or after is None  # a removed key may have been a secret
         rows.append((key, change, _shown(before, secret), _shown(after, secret)))
     return rows
 

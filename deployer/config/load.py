@@ -52,15 +52,16 @@ def parse(text: str, path: Path) -> Config:
         raise ConfigError(f"{path}:{at.group(1) + ':' if at else ''} invalid TOML: {exc}") from None
     for key, value in list(data.items()):
         if key not in schema.TOP:
-            reader.note(key, "unknown table" + (did_you_mean(key, schema.TOP)
-                                                or f" (expected one of: {', '.join(schema.TOP)})"))
+            reader.note(
+                key, "unknown table" + (did_you_mean(key, schema.TOP) or f" (expected one of: {', '.join(schema.TOP)})")
+            )
             del data[key]
         elif not isinstance(value, dict):
             reader.note(key, "expected a table")
             del data[key]
     if "app" not in data:
         reader.note("app", "missing table (needs at least deploy_to)")
-        data["app"] = {"deploy_to": "/unset"}      # read on, to report the other problems too
+        data["app"] = {"deploy_to": "/unset"}  # read on, to report the other problems too
     recipe = data["app"].get("recipe")
     if recipe:
         data = reader.section(with_recipe, data, recipe, reader, default=data)
@@ -74,25 +75,37 @@ def parse(text: str, path: Path) -> Config:
     env: dict[str, EnvValue] = reader.section(reader.env, data.get("env", {}), "env", default={})
     store = reader.section(store_mod.read, reader, data["store"], default=None) if "store" in data else None
     declared = data.get("stages", {})
-    read = {name: reader.section(stages.stage, reader, name, body, app, ssh, pipeline, env, default=None)
-            for name, body in declared.items()}
+    read = {
+        name: reader.section(stages.stage, reader, name, body, app, ssh, pipeline, env, default=None)
+        for name, body in declared.items()
+    }
     if not declared:
         reader.note("stages", "no stage defined (expected [stages.NAME] with hosts)")
     for name, body in declared.items():
         requires = body.get("requires", []) if isinstance(body, dict) else []
         for req in [requires] if isinstance(requires, str) else requires:
             if isinstance(req, str) and (req not in declared or req == name):
-                reader.note(f"stages.{name}.requires", f"{req!r} is not another stage{did_you_mean(req, declared)} "
-                                                       f"(stages: {', '.join(declared)})")
+                reader.note(
+                    f"stages.{name}.requires",
+                    f"{req!r} is not another stage{did_you_mean(req, declared)} (stages: {', '.join(declared)})",
+                )
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
-    return Config(path=path, app=app, build=build, ssh=ssh, pipeline=pipeline, store=store,
-                  stages={name: st for name, st in read.items() if st is not None})
+    return Config(
+        path=path,
+        app=app,
+        build=build,
+        ssh=ssh,
+        pipeline=pipeline,
+        store=store,
+        stages={name: st for name, st in read.items() if st is not None},
+    )
 
 
 def with_recipe(data: Doc, name: object, reader: Reader) -> Doc:
     """The recipe's DEFAULTS under the user's document: user keys win, hook lists are appended to."""
     from deployer import recipes
+
     known = sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
     if not isinstance(name, str) or name not in known:
         raise reader.fail("app.recipe", f"unknown recipe {name!r} (recipes: {', '.join(known)})")
@@ -129,9 +142,9 @@ def locate(text: str, where: str) -> int | None:
             path = last_key = header + _keys(key.group(1))
         else:
             path = last_key
-        score = len(path) if path == parts[:len(path)] else 0
+        score = len(path) if path == parts[: len(path)] else 0
         if 0 < score < len(parts) and re.search(r"[{,]\s*" + re.escape(parts[-1]) + r"\s*=", line):
-            score = len(parts)         # set in an inline table on this line
+            score = len(parts)  # set in an inline table on this line
         if (table or key or score == len(parts)) and score > best:
             best, best_line = score, number
     return best_line
@@ -139,4 +152,3 @@ def locate(text: str, where: str) -> int | None:
 
 def _keys(dotted: str) -> list[str]:
     return [k.strip().strip("\"'") for k in dotted.split(".")]
-

@@ -31,11 +31,11 @@ from deployer.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 D = TypeVar("D")
-Doc = dict[str, Any]                # a TOML table as tomllib returns it
+Doc = dict[str, Any]  # a TOML table as tomllib returns it
 
 RESERVED_SHARED = {".deployer", "REVISION"}
 SECRET_SOURCES = ("env", "file", "cmd")
-WEBHOOK_REFS = ("env", "file")          # a webhook URL kept in the environment or a file (CI secret stores)
+WEBHOOK_REFS = ("env", "file")  # a webhook URL kept in the environment or a file (CI secret stores)
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -122,7 +122,7 @@ class Reader:
         given = self.table(data, where, schema.APP, complete=base is None)
         if base is None:
             base = AppSettings(name=given.get("name") or schema.APP["name"].default, deploy_to="/")
-        values = dict(given)            # as given, but for the paths and the user checked below
+        values = dict(given)  # as given, but for the paths and the user checked below
         if "deploy_to" in given:
             d = given["deploy_to"]
             if not d.startswith("/") or posixpath.normpath(d) != d.rstrip("/") or d.rstrip("/") == "":
@@ -146,15 +146,18 @@ class Reader:
         one's link into shared/ (`log` and `log/app.log` made the file a link to itself)."""
         paths = [(p, "shared_dirs") for p in app.shared_dirs] + [(p, "shared_files") for p in app.shared_files]
         for i, (a, key_a) in enumerate(paths):
-            for b, key_b in paths[i + 1:]:
+            for b, key_b in paths[i + 1 :]:
                 if a == b or b.startswith(a + "/") or a.startswith(b + "/"):
-                    raise self.fail(f"{where}.{key_b}", f"{b!r} overlaps {key_a} {a!r} "
-                                    "(shared paths must not contain one another)")
-        env = app.env_file          # linked like a shared file; the same path as one is the same file
+                    raise self.fail(
+                        f"{where}.{key_b}", f"{b!r} overlaps {key_a} {a!r} (shared paths must not contain one another)"
+                    )
+        env = app.env_file  # linked like a shared file; the same path as one is the same file
         for p, key in paths:
             if (env == p and key == "shared_dirs") or env.startswith(p + "/") or p.startswith(env + "/"):
-                raise self.fail(f"{where}.env_file", f"{env!r} overlaps {key} {p!r} "
-                                "(the env file is linked into releases like a shared file)")
+                raise self.fail(
+                    f"{where}.env_file",
+                    f"{env!r} overlaps {key} {p!r} (the env file is linked into releases like a shared file)",
+                )
 
     def build(self, data: object) -> BuildSettings:
         given = self.table(data, "build", schema.BUILD)
@@ -162,9 +165,12 @@ class Reader:
         def get(key: str) -> Any:
             return given.get(key, schema.BUILD[key].default)
 
-        return BuildSettings(source=Path(self.resolve(get("source"))), command=get("command"),
-                             include=self.rel_paths(get("include"), "build.include"),
-                             output=Path(self.resolve(get("output"))))
+        return BuildSettings(
+            source=Path(self.resolve(get("source"))),
+            command=get("command"),
+            include=self.rel_paths(get("include"), "build.include"),
+            output=Path(self.resolve(get("output"))),
+        )
 
     def ssh(self, data: object, where: str, base: SSHSettings) -> SSHSettings:
         values = dict(self.table(data, where, schema.SSH))
@@ -188,7 +194,7 @@ class Reader:
                 out[key] = EnvValue(value=str(value))
                 continue
             if not isinstance(value, dict):
-                raise self.fail(at, f"expected a string or {{ secret = \"env:NAME\" }}, got {value!r}")
+                raise self.fail(at, f'expected a string or {{ secret = "env:NAME" }}, got {value!r}')
             self.table(value, at, schema.SECRET)
             ref = value.get("secret", "")
             kind, _, rest = ref.partition(":")
@@ -221,8 +227,9 @@ class Reader:
             values["verify"] = VerifySettings(**v)
         if "restart" in data:
             r = self.table(data["restart"], f"{where}restart", schema.RESTART)
-            values["restart"] = RestartSettings(command=r.get("command", ""),
-                                                roles=self.names(r.get("roles", []), f"{where}restart.roles"))
+            values["restart"] = RestartSettings(
+                command=r.get("command", ""), roles=self.names(r.get("roles", []), f"{where}restart.roles")
+            )
         if "notify" in data:
             values["notify"] = self.notify(data["notify"], f"{where}notify")
         return replace(base, **values)
@@ -237,9 +244,9 @@ class Reader:
         for url in n.get("webhooks", ()):
             kind, _, rest = url.partition(":") if isinstance(url, str) else ("", "", "")
             if kind in WEBHOOK_REFS and rest and not rest.startswith("//"):
-                url = "file:" + self.resolve(rest) if kind == "file" else url    # env:NAME, file:PATH
+                url = "file:" + self.resolve(rest) if kind == "file" else url  # env:NAME, file:PATH
             elif not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                shown = url.split(":", 1)[0] + ":…" if isinstance(url, str) else repr(url)   # may hold a token
+                shown = url.split(":", 1)[0] + ":…" if isinstance(url, str) else repr(url)  # may hold a token
                 raise self.fail(f"{where}.webhooks", f"expected http(s) URLs, env:NAME or file:PATH, got {shown}")
             hooks.append(url)
         n.update({k: tuple(n[k]) for k in ("events",) if k in n}, webhooks=tuple(hooks))
@@ -251,8 +258,9 @@ class Reader:
         out = []
         for point, entries in data.items():
             if point not in schema.HOOK_POINTS:
-                raise self.fail(f"{where}.{point}",
-                                f"unknown hook point (expected one of: {', '.join(schema.HOOK_POINTS)})")
+                raise self.fail(
+                    f"{where}.{point}", f"unknown hook point (expected one of: {', '.join(schema.HOOK_POINTS)})"
+                )
             if isinstance(entries, dict):
                 entries = [entries]
             if not isinstance(entries, list):

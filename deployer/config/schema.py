@@ -17,13 +17,13 @@ Kind = type | tuple[type, ...]
 
 @dataclass(frozen=True)
 class Key:
-    kind: Kind                          # accepted TOML value type(s); bool is never an int here
-    expected: str                       # what a good value is, as messages say it
-    doc: str                            # one line for `config.keys` and the reader of this file
+    kind: Kind  # accepted TOML value type(s); bool is never an int here
+    expected: str  # what a good value is, as messages say it
+    doc: str  # one line for `config.keys` and the reader of this file
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()       # for a string: its value; for a list: each item
+    choices: tuple[str, ...] = ()  # for a string: its value; for a list: each item
     required: bool = False
 
     def problem(self, value: object) -> str | None:
@@ -31,8 +31,9 @@ class Key:
         if not isinstance(value, self.kind) or (isinstance(value, bool) and self.kind is not bool):
             return f"expected {self.expected}, got {value!r}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (self.minimum is not None and value < self.minimum) or \
-                    (self.maximum is not None and value > self.maximum):
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
                 return f"expected {self.expected}, got {value!r}"
         if self.choices and isinstance(value, str) and value not in self.choices:
             return f"expected {self.expected}, got {value!r}"
@@ -52,27 +53,45 @@ EVENTS = ("started", "succeeded", "failed", "rolled back")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 MAX_PERSIST = 86400
 TRANSFERS = ("push", "pull")
-MAX_URL_LIFETIME = 604800           # the longest a SigV4 presigned URL can live (7 days)
-HOOK_POINTS = tuple(f"{when}_{step}" for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish",
-                                                    "rollback") for when in ("before", "after"))
+MAX_URL_LIFETIME = 604800  # the longest a SigV4 presigned URL can live (7 days)
+HOOK_POINTS = tuple(
+    f"{when}_{step}"
+    for step in ("prepare", "migrate", "smoke", "switch", "verify", "finish", "rollback")
+    for when in ("before", "after")
+)
 PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 
 APP: Table = {
     "name": Key(str, "a string", "used in artifact names and notifications", "app"),
     "deploy_to": Key(str, "an absolute path", "releases/, shared/, current, .deployer/ live here", required=True),
-    "keep_releases": Key(int, "an integer >= 1", "complete releases kept per host (current and its predecessor "
-                         "always kept)", 5, minimum=1),
-    "shared_dirs": Key(list, "a list of relative paths", "created in shared/ if missing, linked into every release",
-                       []),
+    "keep_releases": Key(
+        int,
+        "an integer >= 1",
+        "complete releases kept per host (current and its predecessor always kept)",
+        5,
+        minimum=1,
+    ),
+    "shared_dirs": Key(
+        list, "a list of relative paths", "created in shared/ if missing, linked into every release", []
+    ),
     "shared_files": Key(list, "a list of relative paths", "must exist in shared/, linked into every release", []),
     "recipe": Key(str, "a recipe name (deployer.recipes.<name>)", "defaults and hooks for a kind of app", ""),
     "env_file": Key(str, "a relative path", "where each release links to the env rendered from [env]", ".env"),
     "run_as": Key(str, "a user name", "run hooks, migrate, smoke, restart via `sudo -n -u` this user", ""),
-    "generated": Key(list, "a list of relative paths created in the release by hooks",
-                     "paths hooks create in releases (e.g. venv): not drift", []),
+    "generated": Key(
+        list,
+        "a list of relative paths created in the release by hooks",
+        "paths hooks create in releases (e.g. venv): not drift",
+        [],
+    ),
     "hardlink_releases": Key(bool, "true or false", "a redeploy hard-links an unchanged earlier release", False),
-    "lock_ttl": Key(int, "a whole number of seconds >= 1", "seconds unrenewed after which a lock is stale "
-                    "(taken over)", 120, minimum=1),
+    "lock_ttl": Key(
+        int,
+        "a whole number of seconds >= 1",
+        "seconds unrenewed after which a lock is stale (taken over)",
+        120,
+        minimum=1,
+    ),
 }
 BUILD: Table = {
     "source": Key(str, "a path to a git work tree", "git work tree whose tracked files of HEAD are packed", "."),
@@ -85,23 +104,35 @@ SSH: Table = {
     "port": Key(int, "a port number 1-65535", "default: ~/.ssh/config's Port, else 22", minimum=1, maximum=65535),
     "key": Key(str, "a path to a private key", "default: ssh-agent and ~/.ssh/id_* keys"),
     "known_hosts": Key(str, "a path to a known_hosts file", "known host keys", "~/.ssh/known_hosts"),
-    "host_key_policy": Key(str, "one of " + ", ".join(HOST_KEY_POLICIES) + " (a changed host key is never accepted)",
-                           "strict: unknown keys refused; accept-new: recorded", "strict", choices=HOST_KEY_POLICIES),
+    "host_key_policy": Key(
+        str,
+        "one of " + ", ".join(HOST_KEY_POLICIES) + " (a changed host key is never accepted)",
+        "strict: unknown keys refused; accept-new: recorded",
+        "strict",
+        choices=HOST_KEY_POLICIES,
+    ),
     "connect_timeout": Key(int, SECONDS, "seconds to connect and authenticate", 10, minimum=1),
     "keepalive": Key(int, SECONDS, "seconds between keepalives", 10, minimum=1),
     "command_timeout": Key(int, SECONDS, "seconds any one remote command may run", 900, minimum=1),
-    "config": Key(bool, "true or false", "honour ~/.ssh/config (Host aliases, User, Port, IdentityFile, ProxyJump)",
-                  True),
+    "config": Key(
+        bool, "true or false", "honour ~/.ssh/config (Host aliases, User, Port, IdentityFile, ProxyJump)", True
+    ),
     "config_file": Key(str, "a path to an ssh config file", "the ssh config file honoured", "~/.ssh/config"),
     "gateway": Key(str, "[user@]host[:port] of a jump host", "jump host (bastion); host keys checked there too", ""),
     "forward_agent": Key(bool, "true or false", "forward the local ssh-agent", False),
-    "persist": Key(int, f"seconds, an integer 0-{MAX_PERSIST} (0: off)",
-                   "seconds a local agent keeps connections open after a run (0: off)", 0, minimum=0,
-                   maximum=MAX_PERSIST),
+    "persist": Key(
+        int,
+        f"seconds, an integer 0-{MAX_PERSIST} (0: off)",
+        "seconds a local agent keeps connections open after a run (0: off)",
+        0,
+        minimum=0,
+        maximum=MAX_PERSIST,
+    ),
 }
 HOOK: Table = {
-    "command": Key(str, "a shell command run on the hosts in the release dir", "remote command, in the release dir",
-                   ""),
+    "command": Key(
+        str, "a shell command run on the hosts in the release dir", "remote command, in the release dir", ""
+    ),
     "local": Key(str, "a shell command run on this machine", "command run on this machine", ""),
     "python": Key(str, "module:function", "a Python callable, called with a HookContext", ""),
     "roles": Key(list, "a list of role names", "only hosts with one of these roles (default: all)", []),
@@ -117,15 +148,15 @@ SMOKE: Table = {
 }
 VERIFY: Table = {
     "url": Key(str, "an http(s) URL", "fetched after the switch; failure rolls back", ""),
-    "status": Key(int, "an HTTP status code 100-599", "the status the URL must answer", 200, minimum=100,
-                  maximum=599),
+    "status": Key(int, "an HTTP status code 100-599", "the status the URL must answer", 200, minimum=100, maximum=599),
     "body": Key(str, "a substring the body must contain", "a substring the body must contain", ""),
     "timeout": Key(int, SECONDS, "seconds per attempt", 5, minimum=1),
     "retries": Key(int, "an integer >= 1", "attempts before the check fails", 3, minimum=1),
     "interval": Key((int, float), "seconds >= 0", "seconds between attempts", 2.0, minimum=0),
     "command": Key(str, "a shell command", "a command run in the release dir", ""),
-    "from": Key(str, "host or local", "host: fetched on the host; local: from this machine", "host",
-                choices=("host", "local")),
+    "from": Key(
+        str, "host or local", "host: fetched on the host; local: from this machine", "host", choices=("host", "local")
+    ),
 }
 RESTART: Table = {
     "command": Key(str, "a shell command", "run after each switch and each rollback", ""),
@@ -134,8 +165,9 @@ RESTART: Table = {
 NOTIFY: Table = {
     "webhooks": Key(list, "a list of URLs (or env:NAME / file:PATH holding one)", "JSON POST, Slack-compatible", []),
     "command": Key(str, "a shell command", "a local command given the same JSON on stdin", ""),
-    "events": Key(list, "a list of: " + ", ".join(EVENTS), "events sent (failures always are)", list(EVENTS),
-                  choices=EVENTS),
+    "events": Key(
+        list, "a list of: " + ", ".join(EVENTS), "events sent (failures always are)", list(EVENTS), choices=EVENTS
+    ),
     "timeout": Key(int, SECONDS, "seconds per notification", 5, minimum=1),
 }
 STORE: Table = {
@@ -143,10 +175,21 @@ STORE: Table = {
     "endpoint": Key(str, "an http(s) URL", "the S3 endpoint as this machine reaches it (default: AWS's)", ""),
     "host_endpoint": Key(str, "an http(s) URL", "the S3 endpoint as the hosts reach it (default: endpoint)", ""),
     "region": Key(str, "a region name", "signing region (default: the AWS chain's, else us-east-1)", ""),
-    "transfer": Key(str, "one of " + ", ".join(TRANSFERS), "push: over SSH from here; pull: hosts fetch from the "
-                    "store", "push", choices=TRANSFERS),
-    "url_lifetime": Key(int, f"seconds, an integer 1-{MAX_URL_LIFETIME}", "seconds a presigned download URL is "
-                        "valid (must cover the prepare step)", 900, minimum=1, maximum=MAX_URL_LIFETIME),
+    "transfer": Key(
+        str,
+        "one of " + ", ".join(TRANSFERS),
+        "push: over SSH from here; pull: hosts fetch from the store",
+        "push",
+        choices=TRANSFERS,
+    ),
+    "url_lifetime": Key(
+        int,
+        f"seconds, an integer 1-{MAX_URL_LIFETIME}",
+        "seconds a presigned download URL is valid (must cover the prepare step)",
+        900,
+        minimum=1,
+        maximum=MAX_URL_LIFETIME,
+    ),
 }
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),
@@ -158,28 +201,47 @@ HOST: Table = {
     "env": Key(dict, "a table of KEY = value", "env values for this host only", {}),
 }
 SECRET: Table = {
-    "secret": Key(str, "env:NAME, file:PATH or cmd:COMMAND", "where the secret is read at deploy time",
-                  required=True),
+    "secret": Key(str, "env:NAME, file:PATH or cmd:COMMAND", "where the secret is read at deploy time", required=True),
     "roles": Key(list, "a list of role names", "only hosts with one of these roles receive it", []),
 }
 STAGE: Table = {
-    "hosts": Key(list, "a list of host names or host tables", "\"[user@]host[:port]\" strings or host tables"),
-    "requires": Key((str, list), "a stage name or a list of stage names",
-                    "stages an artifact must have passed first (promotion gate)", []),
-    "hosts_command": Key(str, "a local command printing the hosts as JSON", "instead of hosts: a command "
-                         "printing them", ""),
-    "env": Key(dict, "a table of KEY = value or KEY = { secret = \"env:NAME\" }", "env values for this stage", {}),
+    "hosts": Key(list, "a list of host names or host tables", '"[user@]host[:port]" strings or host tables'),
+    "requires": Key(
+        (str, list),
+        "a stage name or a list of stage names",
+        "stages an artifact must have passed first (promotion gate)",
+        [],
+    ),
+    "hosts_command": Key(
+        str, "a local command printing the hosts as JSON", "instead of hosts: a command printing them", ""
+    ),
+    "env": Key(dict, 'a table of KEY = value or KEY = { secret = "env:NAME" }', "env values for this stage", {}),
     "role_env": Key(dict, "a table of role = { KEY = value }", "env values for hosts with a role", {}),
     "app": Key(dict, "a table of [app] keys to override", "[app] keys overridden for this stage"),
     "ssh": Key(dict, "a table of [ssh] keys to override", "[ssh] keys overridden for this stage"),
-    **{name: Key(dict, f"a [{name}] table replacing the global one for this stage",
-                 f"replaces the global [{name}] for this stage") for name in PIPELINE_TABLES},
+    **{
+        name: Key(
+            dict,
+            f"a [{name}] table replacing the global one for this stage",
+            f"replaces the global [{name}] for this stage",
+        )
+        for name in PIPELINE_TABLES
+    },
 }
 
 # Where each table sits in the file (NAME and POINT stand for any stage name and hook point).
 TABLES: dict[str, Table] = {
-    "app": APP, "build": BUILD, "ssh": SSH, "migrate": MIGRATE, "smoke": SMOKE, "verify": VERIFY,
-    "restart": RESTART, "notify": NOTIFY, "store": STORE, "hooks.POINT": HOOK, "stages.NAME": STAGE,
+    "app": APP,
+    "build": BUILD,
+    "ssh": SSH,
+    "migrate": MIGRATE,
+    "smoke": SMOKE,
+    "verify": VERIFY,
+    "restart": RESTART,
+    "notify": NOTIFY,
+    "store": STORE,
+    "hooks.POINT": HOOK,
+    "stages.NAME": STAGE,
     "stages.NAME.hosts": HOST,
 }
 TOP = ("app", "build", "ssh", "stages", "env", "store", *PIPELINE_TABLES)

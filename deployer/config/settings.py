@@ -37,7 +37,7 @@ class BuildSettings:
 
 @dataclass(frozen=True)
 class SSHSettings:
-    user: str | None = default(SSH, "user")     # None: worked out when connecting (schema.SSH says how)
+    user: str | None = default(SSH, "user")  # None: worked out when connecting (schema.SSH says how)
     port: int | None = default(SSH, "port")
     key: str | None = default(SSH, "key")
     known_hosts: str = default(SSH, "known_hosts")
@@ -58,7 +58,7 @@ class StoreSettings:
     chain (environment, profile), never from hosts.toml."""
 
     bucket: str
-    prefix: str = ""                    # "" or "path/" (always ending in a slash)
+    prefix: str = ""  # "" or "path/" (always ending in a slash)
     endpoint: str = default(STORE, "endpoint")
     host_endpoint: str = default(STORE, "host_endpoint")
     region: str = default(STORE, "region")
@@ -76,8 +76,8 @@ class EnvValue:
     """One [env] value: plain text from hosts.toml, or a reference to a secret kept elsewhere."""
 
     value: str = ""
-    secret: str = ""                # env:NAME | file:PATH | cmd:COMMAND
-    roles: tuple[str, ...] = ()     # only hosts with one of these roles receive it
+    secret: str = ""  # env:NAME | file:PATH | cmd:COMMAND
+    roles: tuple[str, ...] = ()  # only hosts with one of these roles receive it
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Host:
     address: str
     ssh: SSHSettings
     roles: tuple[str, ...] = ()
-    env: tuple[tuple[str, EnvValue], ...] = ()     # merged: global < stage < role < host; role-filtered
+    env: tuple[tuple[str, EnvValue], ...] = ()  # merged: global < stage < role < host; role-filtered
 
     @property
     def port(self) -> int:
@@ -169,8 +169,8 @@ class Stage:
     app: AppSettings
     hosts: tuple[Host, ...]
     pipeline: PipelineSettings = PipelineSettings()
-    requires: tuple[str, ...] = ()      # stages an artifact must have passed first (promotion gate)
-    hosts_command: str = ""             # hosts come from this local command, run when the stage is used
+    requires: tuple[str, ...] = ()  # stages an artifact must have passed first (promotion gate)
+    hosts_command: str = ""  # hosts come from this local command, run when the stage is used
     discover: Callable[[], tuple[Host, ...]] | None = field(default=None, compare=False, repr=False)  # hosts_command
 
     def select(self, names: list[str] | None = None, roles: list[str] | None = None) -> tuple[Host, ...]:
@@ -180,8 +180,9 @@ class Stage:
             known = {h.name for h in hosts} | {h.address for h in hosts}
             unknown = [n for n in names if n not in known]
             if unknown:
-                raise ConfigError(f"stage {self.name}: no host {', '.join(unknown)} "
-                                  f"(hosts: {', '.join(h.name for h in self.hosts)})")
+                raise ConfigError(
+                    f"stage {self.name}: no host {', '.join(unknown)} (hosts: {', '.join(h.name for h in self.hosts)})"
+                )
             hosts = tuple(h for h in hosts if h.name in names or h.address in names)
         if roles:
             hosts = tuple(h for h in hosts if set(roles) & set(h.roles))
@@ -204,11 +205,12 @@ class Config:
         if not name and len(self.stages) == 1:
             name = next(iter(self.stages))
         if not name:
-            raise ConfigError(f"{self.path}: say which stage with --stage "
-                              f"(stages: {', '.join(self.stages)})")
+            raise ConfigError(f"{self.path}: say which stage with --stage (stages: {', '.join(self.stages)})")
         if name not in self.stages:
-            raise ConfigError(f"{self.path}: no stage {name!r}{did_you_mean(name, self.stages)} "
-                              f"(stages: {', '.join(self.stages) or 'none'})")
+            raise ConfigError(
+                f"{self.path}: no stage {name!r}{did_you_mean(name, self.stages)} "
+                f"(stages: {', '.join(self.stages) or 'none'})"
+            )
         stage = self.stages[name]
         if stage.discover is not None:
             stage = replace(stage, hosts=stage.discover(), discover=None)

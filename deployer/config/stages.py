@@ -12,25 +12,36 @@ from deployer.config.reader import Doc, Reader, Reported
 from deployer.config.settings import AppSettings, EnvValue, Host, PipelineSettings, SSHSettings, Stage
 from deployer.errors import ConfigError
 
-DISCOVER_TIMEOUT = 60       # seconds a hosts_command may run
+DISCOVER_TIMEOUT = 60  # seconds a hosts_command may run
 
 
-def stage(reader: Reader, name: str, data: object, app: AppSettings, ssh: SSHSettings,
-          pipeline: PipelineSettings, env: dict[str, EnvValue]) -> Stage:
+def stage(
+    reader: Reader,
+    name: str,
+    data: object,
+    app: AppSettings,
+    ssh: SSHSettings,
+    pipeline: PipelineSettings,
+    env: dict[str, EnvValue],
+) -> Stage:
     where = f"stages.{name}"
     given = reader.table(data, where, schema.STAGE)
     known = len(reader.problems)
     stage_app = reader.section(reader.app, given["app"], f"{where}.app", app, default=app) if "app" in given else app
     stage_ssh = reader.section(reader.ssh, given["ssh"], f"{where}.ssh", ssh, default=ssh) if "ssh" in given else ssh
     stage_env = {**env, **reader.section(reader.env, given.get("env", {}), f"{where}.env", default={})}
-    role_env = {role: reader.section(reader.env, body, f"{where}.role_env.{role}", default={})
-                for role, body in given.get("role_env", {}).items()}
+    role_env = {
+        role: reader.section(reader.env, body, f"{where}.role_env.{role}", default={})
+        for role, body in given.get("role_env", {}).items()
+    }
 
     def build(items: list[object]) -> tuple[Host, ...]:
         if not items:
             raise reader.fail(f"{where}.hosts", "missing or empty (expected a list of hosts)")
-        read = [reader.section(host, reader, e, f"{where}.hosts[{i}]", stage_ssh, stage_env, role_env,
-                               default=None) for i, e in enumerate(items)]
+        read = [
+            reader.section(host, reader, e, f"{where}.hosts[{i}]", stage_ssh, stage_env, role_env, default=None)
+            for i, e in enumerate(items)
+        ]
         hosts = tuple(h for h in read if h is not None)
         if len(hosts) < len(read):
             raise Reported("")
@@ -55,18 +66,32 @@ def stage(reader: Reader, name: str, data: object, app: AppSettings, ssh: SSHSet
     stage_pipeline = pipeline
     for table in schema.PIPELINE_TABLES:
         if table in given:
-            stage_pipeline = reader.section(reader.pipeline, {table: given[table]}, f"{where}.", stage_pipeline,
-                                            default=stage_pipeline)
+            stage_pipeline = reader.section(
+                reader.pipeline, {table: given[table]}, f"{where}.", stage_pipeline, default=stage_pipeline
+            )
     if len(reader.problems) > known:
         raise Reported("")
     requires = given.get("requires", [])
     requires = (requires,) if isinstance(requires, str) else reader.names(requires, f"{where}.requires")
-    return Stage(name=name, app=stage_app, hosts=hosts, pipeline=stage_pipeline, requires=requires,
-                 hosts_command=command, discover=discover)
+    return Stage(
+        name=name,
+        app=stage_app,
+        hosts=hosts,
+        pipeline=stage_pipeline,
+        requires=requires,
+        hosts_command=command,
+        discover=discover,
+    )
 
 
-def host(reader: Reader, entry: object, where: str, ssh: SSHSettings, env: dict[str, EnvValue],
-         role_env: dict[str, dict[str, EnvValue]]) -> Host:
+def host(
+    reader: Reader,
+    entry: object,
+    where: str,
+    ssh: SSHSettings,
+    env: dict[str, EnvValue],
+    role_env: dict[str, dict[str, EnvValue]],
+) -> Host:
     if isinstance(entry, str):
         entry = parse_host_string(entry, lambda m: reader.fail(where, m))
     data = reader.table(entry, where, schema.HOST)
@@ -85,15 +110,27 @@ def host(reader: Reader, entry: object, where: str, ssh: SSHSettings, env: dict[
         merged.update(role_env.get(role, {}))
     merged.update(reader.env(data.get("env", {}), f"{where}.env"))
     merged = {k: v for k, v in merged.items() if not v.roles or set(v.roles) & set(roles)}
-    return Host(name=data.get("name", default_name), address=address, ssh=host_ssh, roles=roles,
-                env=tuple(sorted(merged.items())))
+    return Host(
+        name=data.get("name", default_name),
+        address=address,
+        ssh=host_ssh,
+        roles=roles,
+        env=tuple(sorted(merged.items())),
+    )
 
 
 def run_hosts_command(reader: Reader, command: str, where: str) -> list[object]:
     """Hosts from a local command printing JSON: a list of host entries, or {"hosts": [...]}."""
     try:
-        proc = subprocess.run(command, shell=True, cwd=reader.base, capture_output=True, text=True,
-                              timeout=DISCOVER_TIMEOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            command,
+            shell=True,
+            cwd=reader.base,
+            capture_output=True,
+            text=True,
+            timeout=DISCOVER_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise reader.fail(where, f"{command!r} did not finish within {DISCOVER_TIMEOUT}s") from None
     if proc.returncode != 0:
@@ -106,7 +143,7 @@ def run_hosts_command(reader: Reader, command: str, where: str) -> list[object]:
     if isinstance(data, dict):
         data = data.get("hosts")
     if not isinstance(data, list):
-        raise reader.fail(where, f"{command!r} must print a JSON list of hosts (or {{\"hosts\": [...]}})")
+        raise reader.fail(where, f'{command!r} must print a JSON list of hosts (or {{"hosts": [...]}})')
     return data
 
 

@@ -19,8 +19,11 @@ def read(reader: Reader, data: object) -> StoreSettings:
     if isinstance(data, dict):
         for name in data:
             if _CREDENTIAL.search(name):
-                raise reader.fail(f"store.{name}", "credentials never go in hosts.toml: set AWS_ACCESS_KEY_ID and "
-                                  "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment")
+                raise reader.fail(
+                    f"store.{name}",
+                    "credentials never go in hosts.toml: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, in the environment",
+                )
     given = reader.table(data, "store", schema.STORE)
     url = given["url"]
     bucket, prefix = split_url(url)
@@ -38,6 +41,6 @@ def split_url(url: str) -> tuple[str, str]:
     """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); s3://bucket -> ("bucket", "")."""
     if not url.startswith("s3://"):
         return "", ""
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     prefix = prefix.strip("/")
     return bucket, prefix + "/" if prefix else ""

@@ -27,7 +27,7 @@ def lease_lost(result: Result) -> bool:
 class Remote:
     """Every command runs on its host; the lock holder's commands renew its lease."""
 
-    joins_steps = True              # one command may carry two steps (a switch and its finish)
+    joins_steps = True  # one command may carry two steps (a switch and its finish)
 
     def __init__(self, paths: Paths, token: str, cancel: threading.Event, out: Output):
         self.paths, self.token, self.cancel, self.out = paths, token, cancel, out
@@ -38,18 +38,34 @@ class Remote:
         except TransportError as exc:
             raise HostError(run.name, "connect", str(exc)) from None
 
-    def run(self, run: HostRun, step: str, script: str, *, reads: str | None = None,
-            stdin: Stdin | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None) -> Result:
+    def run(
+        self,
+        run: HostRun,
+        step: str,
+        script: str,
+        *,
+        reads: str | None = None,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Result:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
         `reads`: the read-only part of `script`, for a backend that runs only those."""
-        if run.locked:                  # every command of the lock's holder checks and renews its lease
+        if run.locked:  # every command of the lock's holder checks and renews its lease
             script = commands.lease(self.paths, self.token) + script
             run.renewed = time.monotonic()
         return self.send(run, step, script, stdin=stdin, timeout=timeout, progress=progress)
 
-    def send(self, run: HostRun, step: str, script: str, *, stdin: Stdin | None = None,
-             timeout: float | None = None, progress: Callable[[int], None] | None = None) -> Result:
+    def send(
+        self,
+        run: HostRun,
+        step: str,
+        script: str,
+        *,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Result:
         if run.conn is None or not run.conn.alive:
             self.connect(run)
         assert run.conn is not None
@@ -61,7 +77,7 @@ class Remote:
             raise HostError(run.name, step, str(exc)) from None
         if not result.ok:
             if lease_lost(result):
-                run.locked = False      # not ours any more: nothing to undo or unlock here
+                run.locked = False  # not ours any more: nothing to undo or unlock here
             raise HostError(run.name, step, result.tail())
         return result
 
@@ -90,7 +106,7 @@ class Remote:
                 run.renewed = time.monotonic()
                 try:
                     result = conn.run(commands.lease(self.paths, self.token), timeout=run.host.ssh.connect_timeout)
-                except Exception:       # a dead link is the next command's to report
+                except Exception:  # a dead link is the next command's to report
                     continue
                 if lease_lost(result) and run.locked:
                     self.out.line(run.name, "lock", result.tail())
@@ -99,15 +115,24 @@ class Remote:
 class Printer(Remote):
     """Dry run: every command that would change something is printed, not run; reads run for real."""
 
-    joins_steps = False             # each step's command is printed on its own
+    joins_steps = False  # each step's command is printed on its own
 
-    def run(self, run: HostRun, step: str, script: str, *, reads: str | None = None,
-            stdin: Stdin | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None) -> Result:
+    def run(
+        self,
+        run: HostRun,
+        step: str,
+        script: str,
+        *,
+        reads: str | None = None,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Result:
         if step in READ_ONLY_STEPS:
             return self.send(run, step, script, stdin=stdin, timeout=timeout)
-        self.out.say(f"--- {run.name} · {step}{' (artifact on stdin)' if stdin else ''}\n{script.rstrip()}",
-                     multiline=True)
+        self.out.say(
+            f"--- {run.name} · {step}{' (artifact on stdin)' if stdin else ''}\n{script.rstrip()}", multiline=True
+        )
         if reads is None:
             return Result(0, "", "")
         # taking the lock: what the host holds is read for real, the lock taken as it would be

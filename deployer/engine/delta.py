@@ -24,7 +24,7 @@ from deployer.engine.fleet import HostRun
 from deployer.remote import delta as remote_delta
 from deployer.remote.state import HostState
 
-WORTH = 0.5        # a delta carrying more than this share of the artifact's bytes is not made (TooBig)
+WORTH = 0.5  # a delta carrying more than this share of the artifact's bytes is not made (TooBig)
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class Delta:
     spec: remote_delta.Spec
     path: Path
     size: int
-    sent: int               # files whose content travels
-    reused: int             # files copied on the host (same path or another)
+    sent: int  # files whose content travels
+    reused: int  # files copied on the host (same path or another)
 
 
 class Deltas:
@@ -100,7 +100,7 @@ class Deltas:
             tree, plan = artifact_delta.make(Path(self.artifact.path), manifest, dest, limit, self.exclude)
         except artifact_delta.NotEligible as exc:
             if not isinstance(exc, artifact_delta.TooBig):
-                self.refused = str(exc)         # the artifact itself: no host gets a delta
+                self.refused = str(exc)  # the artifact itself: no host gets a delta
             return None
         spec = remote_delta.Spec(number, sha256_file(dest), tree.manifest_sha256, tree.listing_sha256, tree.mtime)
         return Delta(spec, dest, dest.stat().st_size, len(plan.send), plan.reused + len(plan.pairs))
@@ -109,4 +109,3 @@ class Deltas:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-

@@ -38,28 +38,52 @@ Body = Callable[[HostRun], object]
 class Pipeline:
     """One deploy of one artifact to a stage; `run()` is the whole flow."""
 
-    def __init__(self, stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options,
-                 config_dir: Path = Path("."), pull: Pull | None = None):
+    def __init__(
+        self,
+        stage: Stage,
+        hosts: tuple[Host, ...],
+        artifact: Artifact,
+        out: Output,
+        options: Options,
+        config_dir: Path = Path("."),
+        pull: Pull | None = None,
+    ):
         self.stage = stage
         self.pull = pull
-        self.url = ""                             # the presigned URL hosts pull (pull only; never shown)
+        self.url = ""  # the presigned URL hosts pull (pull only; never shown)
         self.pipeline = stage.pipeline
         self.artifact = artifact
         self.out = out
         self.options = options
-        self.session = Session(stage, hosts, out, options.parallel, "deploy", options.dry_run, config_dir,
-                               artifact=artifact, reason=options.reason, forced=options.forced,
-                               lock_wait=options.lock_wait)
+        self.session = Session(
+            stage,
+            hosts,
+            out,
+            options.parallel,
+            "deploy",
+            options.dry_run,
+            config_dir,
+            artifact=artifact,
+            reason=options.reason,
+            forced=options.forced,
+            lock_wait=options.lock_wait,
+        )
         for run in self.session.runs:
             run.deployed = Deployed()
         self.number: int | None = None
         app = stage.app
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
-        self.envs = envfile.resolve(hosts, str(config_dir))      # secrets resolved before any host is touched
-        self.ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
-                                     version=artifact.version, git_sha=artifact.git_sha or "",
-                                     artifact_sha256=artifact.sha256, hosts=[h.name for h in hosts],
-                                     session=self.session)
+        self.envs = envfile.resolve(hosts, str(config_dir))  # secrets resolved before any host is touched
+        self.ctx = hooks.HookContext(
+            stage=stage.name,
+            app=stage.app.name,
+            deploy_to=stage.app.deploy_to,
+            version=artifact.version,
+            git_sha=artifact.git_sha or "",
+            artifact_sha256=artifact.sha256,
+            hosts=[h.name for h in hosts],
+            session=self.session,
+        )
 
     @property
     def release(self) -> int:
@@ -82,14 +106,16 @@ class Pipeline:
                 self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
                 self.number = planning.next_release_number({r.name: upload.host_state(r) for r in s.active})
                 self.ctx.release = self.number
-                self.out.say(f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
-                             f"to {len(s.active)} host(s)")
+                self.out.say(
+                    f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
+                    f"to {len(s.active)} host(s)"
+                )
                 try:
-                    self.url = self.pull.presign() if self.pull else ""    # one URL for every host of this run
+                    self.url = self.pull.presign() if self.pull else ""  # one URL for every host of this run
                     try:
                         self.step("prepare", self.prepare, tolerate=True)
                     finally:
-                        self.deltas.close()             # needed during prepare only
+                        self.deltas.close()  # needed during prepare only
                     self.migrate()
                     smoke = self.pipeline.smoke
                     if smoke:
@@ -108,8 +134,12 @@ class Pipeline:
         skipped = [r.name for r in s.runs if r.result == "skipped"]
         if skipped:
             self.notify("failed", error=f"skipped hosts: {', '.join(skipped)}")
-            raise RunFailed(f"release {self.number} is live on {len(s.active)} host(s) but SKIPPED "
-                            f"{', '.join(skipped)} (--max-fail)", s.runs, PARTIAL)
+            raise RunFailed(
+                f"release {self.number} is live on {len(s.active)} host(s) but SKIPPED "
+                f"{', '.join(skipped)} (--max-fail)",
+                s.runs,
+                PARTIAL,
+            )
         self.notify("succeeded")
         return s.runs
 
@@ -137,8 +167,10 @@ class Pipeline:
     def fail_before_switch(self, why: str) -> None:
         self.session.abort(self.number)
         self.session.raise_if_lease_lost()
-        raise RunFailed(f"deploy aborted before any switch: {why}; no host switched, partial releases "
-                        "removed, locks released", self.session.runs)
+        raise RunFailed(
+            f"deploy aborted before any switch: {why}; no host switched, partial releases removed, locks released",
+            self.session.runs,
+        )
 
     def undo_skipped(self) -> None:
         skipped = [r for r in self.session.runs if r.result == "skipped" and r.locked]
@@ -151,9 +183,15 @@ class Pipeline:
             raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
 
     def prepare(self, run: HostRun) -> None:
-        upload.prepare(self.session, run, self.artifact, self.release, self.envs[run.name] if self.envs else None,
-                       (self.pull.endpoint, self.url) if self.pull else None,
-                       None if self.options.full else self.deltas)
+        upload.prepare(
+            self.session,
+            run,
+            self.artifact,
+            self.release,
+            self.envs[run.name] if self.envs else None,
+            (self.pull.endpoint, self.url) if self.pull else None,
+            None if self.options.full else self.deltas,
+        )
 
     def migrate(self) -> None:
         m = self.pipeline.migrate
@@ -166,10 +204,12 @@ class Pipeline:
 
         def body(r: HostRun) -> None:
             env = self.ctx.env(r.host, upload.record(r).previous)
-            result = self.session.run(r, "migrate", commands.migrate(self.session.paths, self.release, m.command,
-                                                                     env, self.stage.app.run_as))
+            result = self.session.run(
+                r, "migrate", commands.migrate(self.session.paths, self.release, m.command, env, self.stage.app.run_as)
+            )
             digest = result.field("migrated") or ""
             self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")
+
         self.step("migrate", body, [run])
 
     def remote(self, run: HostRun, step: str, command: str) -> str:
@@ -221,7 +261,7 @@ class Pipeline:
 
         def switch(run: HostRun) -> None:
             script = commands.switch(s.paths, self.release, s.token)
-            if finish_too:      # a cleanup may take longer than a switch: the usual command_timeout
+            if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
             result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             record = upload.record(run)
@@ -260,15 +300,20 @@ class Pipeline:
                 return
             if previous is None:
                 return
-            env = {**self.ctx.env(run.host, previous), "DEPLOY_RELEASE": str(previous),
-                   "DEPLOY_RELEASE_PATH": self.session.paths.release(previous)}
+            env = {
+                **self.ctx.env(run.host, previous),
+                "DEPLOY_RELEASE": str(previous),
+                "DEPLOY_RELEASE_PATH": self.session.paths.release(previous),
+            }
             self.session.in_release(run, "restart", previous, command, env)
             self.out.line(run.name, "restart", f"ok (release {previous})")
+
         chosen = [run for run in runs if upload.record(run).previous is not None] if back else runs
         failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
-            raise hooks.HookFailed(f"restart failed on {names(failures)}: " +
-                                   "; ".join(str(e) for e in failures.values()), "restart")
+            raise hooks.HookFailed(
+                f"restart failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "restart"
+            )
 
     def verify(self, runs: list[HostRun], quiet: bool = False) -> None:
         v = self.pipeline.verify
@@ -281,6 +326,7 @@ class Pipeline:
             if v.command:
                 self.remote(run, "verify", v.command)
             if v.url and v.run_from == "local":
+
                 def from_here() -> None:
                     try:
                         said = hooks.check_url_locally(v, run.host.address)
@@ -288,19 +334,25 @@ class Pipeline:
                         raise HostError(run.name, "verify", str(exc)) from None
                     if not quiet:
                         self.out.line(run.name, "verify", said)
+
                 s.locally(f"--- local · verify {v.url.replace('{host}', run.host.address)}", from_here)
             elif v.url:
-                result = s.run(run, "verify", commands.verify_http(v.url, status=v.status, body=v.body,
-                                                                   timeout=v.timeout, retries=v.retries,
-                                                                   interval=v.interval))
+                result = s.run(
+                    run,
+                    "verify",
+                    commands.verify_http(
+                        v.url, status=v.status, body=v.body, timeout=v.timeout, retries=v.retries, interval=v.interval
+                    ),
+                )
                 if not quiet:
                     self.out.line(run.name, "verify", result.stdout.strip() or "ok")
 
         self.ctx.step = "verify"
         failures = s.fleet.each("verify", check, runs)
         if failures:
-            raise hooks.HookFailed(f"health check failed on {names(failures)}: " +
-                                   "; ".join(str(e) for e in failures.values()), "verify")
+            raise hooks.HookFailed(
+                f"health check failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "verify"
+            )
         self.hooks("after_verify", runs)
 
     def roll_back_switched(self, switched: list[HostRun], why: str, mark_bad: bool = True) -> None:
@@ -315,15 +367,19 @@ class Pipeline:
         if mark_bad:
             reason = f"{utc_now()} {why}"
             with_state = [r for r in s.active if r.locked]
-            s.fleet.each("mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.release, reason)),
-                         with_state)
+            s.fleet.each(
+                "mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.release, reason)), with_state
+            )
             s.abort(None, result="rolled back", error=why)
         else:
             s.abort(self.number, error=why)
         self.notify("rolled back", error=why)
         s.raise_if_lease_lost()
-        raise RunFailed(f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
-                        f"its previous release" + ("; release marked bad" if mark_bad else ""), s.runs)
+        raise RunFailed(
+            f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
+            f"its previous release" + ("; release marked bad" if mark_bad else ""),
+            s.runs,
+        )
 
     def restore(self, runs: list[HostRun]) -> list[HostRun]:
         """Put hosts that switched to the new release back on the release they had before."""
@@ -339,6 +395,7 @@ class Pipeline:
             record.switched = False
             run.result = "restored"
             self.out.line(run.name, "restore", f"current -> {record.previous or 'none'} again")
+
         with no_interrupts():
             s.fleet.cancel.clear()
             failures = s.fleet.each("restore", back, runs)
@@ -365,9 +422,14 @@ class Pipeline:
         less. With more hosts the lock is kept until every one switched (a late failure puts the
         others back)."""
         p = self.pipeline
-        return (len(self.session.active) == 1 and not batch.bake and self.session.backend.joins_steps
-                and not p.restart.command and not p.verify.enabled
-                and not any(p.hooks_at(point) for point in ("after_switch", "before_finish")))
+        return (
+            len(self.session.active) == 1
+            and not batch.bake
+            and self.session.backend.joins_steps
+            and not p.restart.command
+            and not p.verify.enabled
+            and not any(p.hooks_at(point) for point in ("after_switch", "before_finish"))
+        )
 
     def finish_script(self, run: HostRun) -> str:
         env_sha256 = self.envs[run.name].digest if self.envs else None
@@ -395,17 +457,33 @@ class Pipeline:
         settings = self.pipeline.notify
         if not (settings.webhooks or settings.command):
             return
-        data = {"action": "deploy", "app": self.stage.app.name, "stage": self.stage.name,
-                "version": self.artifact.version, "git_sha": self.artifact.git_sha, "release": self.number,
-                "hosts": [r.name for r in self.session.runs], "by": who(), "error": error,
-                "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")]}
-        self.session.locally(f"--- notify · {event} → {len(settings.webhooks)} webhook(s)"
-                             f"{' + command' if settings.command else ''}",
-                             lambda: notify.send(settings, event, data))
+        data = {
+            "action": "deploy",
+            "app": self.stage.app.name,
+            "stage": self.stage.name,
+            "version": self.artifact.version,
+            "git_sha": self.artifact.git_sha,
+            "release": self.number,
+            "hosts": [r.name for r in self.session.runs],
+            "by": who(),
+            "error": error,
+            "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")],
+        }
+        self.session.locally(
+            f"--- notify · {event} → {len(settings.webhooks)} webhook(s){' + command' if settings.command else ''}",
+            lambda: notify.send(settings, event, data),
+        )
 
 
-def deploy(stage: Stage, hosts: tuple[Host, ...], artifact: Artifact, out: Output, options: Options | None = None,
-           config_dir: Path = Path("."), pull: Pull | None = None) -> list[HostRun]:
+def deploy(
+    stage: Stage,
+    hosts: tuple[Host, ...],
+    artifact: Artifact,
+    out: Output,
+    options: Options | None = None,
+    config_dir: Path = Path("."),
+    pull: Pull | None = None,
+) -> list[HostRun]:
     """Deploy one artifact to the hosts (with pull: they fetch it from the store); returns every
     host's record, or raises RunFailed."""
     return Pipeline(stage, hosts, artifact, out, options or Options(), config_dir, pull).run()

@@ -18,21 +18,26 @@ def doomed(session: Session, run: HostRun, number: int | None) -> list[str]:
     return planning.cleanup(host_state(run), session.stage.app.keep_releases, number, record(run).previous)
 
 
-def script(session: Session, run: HostRun, number: int, artifact: Artifact, pipeline: PipelineSettings,
-           env_sha256: str | None) -> str:
+def script(
+    session: Session, run: HostRun, number: int, artifact: Artifact, pipeline: PipelineSettings, env_sha256: str | None
+) -> str:
     removed = doomed(session, run, number)
     keep = planning.kept_artifacts(host_state(run), removed, artifact.sha256)
     checks = [name for name, on in (("smoke", pipeline.smoke), ("verify", pipeline.verify.enabled)) if on]
     # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
     # checks: the promotion gate must see it); a failed cleanup gets a line of its own
     env = {"env_sha256": env_sha256} if env_sha256 is not None else {}
-    done = session.ledger(run, "ok", release=number, previous=record(run).previous, checks=checks,
-                          cleaned=removed, **env)
-    failed = session.ledger(run, "failed", action="cleanup", release=number,
-                            error="cleanup after the deploy failed "
-                                  f"(could not remove {', '.join(removed) or 'cache entries'})")
-    return commands.finish(session.paths, session.token, delete=removed, keep_artifacts=keep, done=done,
-                           failed=failed)
+    done = session.ledger(
+        run, "ok", release=number, previous=record(run).previous, checks=checks, cleaned=removed, **env
+    )
+    failed = session.ledger(
+        run,
+        "failed",
+        action="cleanup",
+        release=number,
+        error=f"cleanup after the deploy failed (could not remove {', '.join(removed) or 'cache entries'})",
+    )
+    return commands.finish(session.paths, session.token, delete=removed, keep_artifacts=keep, done=done, failed=failed)
 
 
 def finish(session: Session, run: HostRun, number: int, finish_script: str | None) -> None:
@@ -44,7 +49,7 @@ def finish(session: Session, run: HostRun, number: int, finish_script: str | Non
     elif result.field("finished") != "0":
         raise HostError(run.name, "finish", result.tail())
     run.locked = False
-    if result.field(commands.CLEANUP_FAILED) is not None:      # recorded and unlocked by the script
+    if result.field(commands.CLEANUP_FAILED) is not None:  # recorded and unlocked by the script
         raise HostError(run.name, "finish", f"cleanup failed: {result.tail()}")
     run.result = "ok"
     removed = doomed(session, run, number)

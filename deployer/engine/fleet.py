@@ -18,7 +18,7 @@ from deployer.errors import DeployerError, HostError
 from deployer.remote.state import HostState
 from deployer.ssh.types import Transport
 
-HOUSEKEEPING = ("abort", "restore")   # undo steps: they never hide the step a host failed in
+HOUSEKEEPING = ("abort", "restore")  # undo steps: they never hide the step a host failed in
 
 
 @dataclass
@@ -28,17 +28,17 @@ class HostRun:
 
     host: Host
     conn: Transport | None = None
-    state: HostState | None = None      # what the host reported when inspected or locked
+    state: HostState | None = None  # what the host reported when inspected or locked
     step: str = "pending"
     result: str = "pending"
     error: str = ""
     locked: bool = False
-    renewed: float = 0.0                # when a command last renewed this run's lease here (monotonic)
+    renewed: float = 0.0  # when a command last renewed this run's lease here (monotonic)
     times: dict[str, float] = field(default_factory=dict)
     deployed: Deployed | None = None
     rolled_back: RolledBack | None = None
     maintained: Maintained | None = None
-    ledger: list[LedgerEntry] | None = None     # audit, promotion gate: the host's ledger
+    ledger: list[LedgerEntry] | None = None  # audit, promotion gate: the host's ledger
     drift: Drift | None = None
 
     @property
@@ -62,8 +62,9 @@ class Fleet:
         self.parallel = max(1, parallel)
         self.cancel = threading.Event()
 
-    def each(self, step: str, fn: Callable[[HostRun], object],
-             runs: list[HostRun] | None = None) -> dict[str, BaseException]:
+    def each(
+        self, step: str, fn: Callable[[HostRun], object], runs: list[HostRun] | None = None
+    ) -> dict[str, BaseException]:
         """Run fn on every run (bounded concurrency). Returns the failures by host name; records them too."""
         runs = self.runs if runs is None else runs
         failures: dict[str, BaseException] = {}

@@ -20,9 +20,8 @@ from deployer.config.settings import Hook, Host, VerifySettings
 from deployer.engine.fleet import HostRun
 from deployer.errors import DeployerError
 
-if TYPE_CHECKING:                       # the session module runs hooks' commands; hooks name it only
+if TYPE_CHECKING:  # the session module runs hooks' commands; hooks name it only
     from deployer.engine.session import Session
-
 
 
 @dataclass
@@ -33,7 +32,7 @@ class HookContext:
     app: str
     deploy_to: str
     step: str = ""
-    release: int | str | None = None   # str: a foreign release (a rollback to another tool's)
+    release: int | str | None = None  # str: a foreign release (a rollback to another tool's)
     version: str = ""
     git_sha: str = ""
     artifact_sha256: str = ""
@@ -87,8 +86,13 @@ def previous_of(run: HostRun) -> int | str | None:
     return run.rolled_back.previous if run.rolled_back is not None else None
 
 
-def run_point(session: Session, ctx: HookContext, point: str, runs: list[HostRun],
-              release_of: Callable[[HostRun], int | str | None]) -> None:
+def run_point(
+    session: Session,
+    ctx: HookContext,
+    point: str,
+    runs: list[HostRun],
+    release_of: Callable[[HostRun], int | str | None],
+) -> None:
     """Every hook declared at `point`, in order: remote ones on their hosts (in parallel, in
     releases/<release_of(run)>, or deploy_to when that is None), local and python ones here.
     HookFailed on the first failure."""
@@ -97,19 +101,29 @@ def run_point(session: Session, ctx: HookContext, point: str, runs: list[HostRun
         if hook.command:
             _run_remote(session, ctx, point, hook.command, targets(hook, runs), release_of)
         else:
-            session.locally(f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}",
-                            functools.partial(_run_here, session, ctx, hook, point))
+            session.locally(
+                f"--- local · {point}\n{hook.local or hook.python + '(ctx)'}",
+                functools.partial(_run_here, session, ctx, hook, point),
+            )
 
 
-def _run_remote(session: Session, ctx: HookContext, point: str, command: str, runs: list[HostRun],
-                release_of: Callable[[HostRun], int | str | None]) -> None:
+def _run_remote(
+    session: Session,
+    ctx: HookContext,
+    point: str,
+    command: str,
+    runs: list[HostRun],
+    release_of: Callable[[HostRun], int | str | None],
+) -> None:
     def remote(run: HostRun) -> None:
         session.in_release(run, point, release_of(run), command, ctx.env(run.host, previous_of(run)))
         session.out.line(run.name, point, "ok")
+
     failures = session.fleet.each(point, remote, runs)
     if failures:
-        raise HookFailed(f"hook failed on {', '.join(sorted(failures))}: "
-                         + "; ".join(str(e) for e in failures.values()))
+        raise HookFailed(
+            f"hook failed on {', '.join(sorted(failures))}: " + "; ".join(str(e) for e in failures.values())
+        )
 
 
 def _run_here(session: Session, ctx: HookContext, hook: Hook, point: str) -> None:
@@ -125,8 +139,16 @@ def _run_here(session: Session, ctx: HookContext, hook: Hook, point: str) -> Non
 def run_local(hook: Hook, ctx: HookContext, cwd: str, timeout: int) -> str:
     env = {**os.environ, **ctx.env()}
     try:
-        proc = subprocess.run(hook.local, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            hook.local,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise HookFailed(f"local hook {hook.point} timed out after {timeout}s: {hook.local}") from None
     if proc.returncode != 0:
@@ -149,8 +171,7 @@ def run_python(hook: Hook, ctx: HookContext) -> object:
         raise HookFailed(f"python hook {hook.point} ({hook.python}) failed: {type(exc).__name__}: {exc}") from None
 
 
-def check_url_locally(settings: VerifySettings, address: str,
-                      sleep: Callable[[float], None] = time.sleep) -> str:
+def check_url_locally(settings: VerifySettings, address: str, sleep: Callable[[float], None] = time.sleep) -> str:
     """The HTTP health check from this machine; `{host}` in the URL becomes the host's address."""
     import urllib.error  # loaded only when a check runs from here: not every run pays the import
     import urllib.request
@@ -170,5 +191,6 @@ def check_url_locally(settings: VerifySettings, address: str,
         last = f"HTTP {code}" + (f" without {settings.body!r}" if code == settings.status else "")
         if attempt < settings.retries:
             sleep(settings.interval)
-    raise HookFailed(f"health check failed: {url} answered {last} (expected {settings.status}) "
-                     f"after {settings.retries} attempt(s)")
+    raise HookFailed(
+        f"health check failed: {url} answered {last} (expected {settings.status}) after {settings.retries} attempt(s)"
+    )

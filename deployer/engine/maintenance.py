@@ -33,24 +33,42 @@ def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
         return session.runs
 
 
-def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-            foreign: bool = False, lock_wait: float = 0.0) -> list[HostRun]:
+def cleanup(
+    stage: Stage,
+    hosts: tuple[Host, ...],
+    out: Output,
+    parallel: int = 10,
+    foreign: bool = False,
+    lock_wait: float = 0.0,
+) -> list[HostRun]:
     """Remove old, failed and leftover releases under the lock; with foreign, other tools' releases
     too (never the live one, nor the one current replaced)."""
     with Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait) as session:
+
         def clean(run: HostRun) -> None:
             state = _state(run)
             current = state.current
             release = state.release(current) if current is not None else None
             previous = release.meta.get("previous") if release else None
-            doomed = planning.cleanup(state, stage.app.keep_releases, current,
-                                      previous if isinstance(previous, (int, str)) else None, foreign=foreign)
+            doomed = planning.cleanup(
+                state,
+                stage.app.keep_releases,
+                current,
+                previous if isinstance(previous, (int, str)) else None,
+                foreign=foreign,
+            )
             keep = planning.kept_artifacts(state, doomed)
             line = session.ledger(run, "ok", release=current, cleaned=doomed)
-            failed = session.ledger(run, "failed", release=current,
-                                    error=f"could not remove {', '.join(doomed) or 'cache entries'}")
-            result = session.run(run, "cleanup", commands.finish(session.paths, session.token, delete=doomed,
-                                                                 keep_artifacts=keep, ledger=line, failed=failed))
+            failed = session.ledger(
+                run, "failed", release=current, error=f"could not remove {', '.join(doomed) or 'cache entries'}"
+            )
+            result = session.run(
+                run,
+                "cleanup",
+                commands.finish(
+                    session.paths, session.token, delete=doomed, keep_artifacts=keep, ledger=line, failed=failed
+                ),
+            )
             run.locked = False
             if result.field(commands.CLEANUP_FAILED) is not None:
                 raise HostError(run.name, "cleanup", result.tail())
@@ -71,6 +89,7 @@ def cleanup(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 
 def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
     """Remove the lock by force, printing who held it."""
     with Session(stage, hosts, out, parallel, action="unlock") as session:
+
         def force(run: HostRun) -> None:
             result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
             held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
@@ -83,26 +102,41 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
         return session.runs
 
 
-def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-                config_dir: str = ".", lock_wait: float = 0.0) -> list[HostRun]:
+def push_config(
+    stage: Stage,
+    hosts: tuple[Host, ...],
+    out: Output,
+    parallel: int = 10,
+    config_dir: str = ".",
+    lock_wait: float = 0.0,
+) -> list[HostRun]:
     """Write a new version of the live release's env on each host (no new artifact), record its
     digest, then run the restart. A rollback later brings back the env of the release it goes to."""
     envs = envfile.resolve(hosts, config_dir)
     if not envs:
         raise UsageError(f"stage {stage.name} has no [env] to push")
     with Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait) as session:
+
         def write(run: HostRun) -> None:
             env, live = envs[run.name], _state(run).current
             if live is None:
                 raise HostError(run.name, "config", "no release of this deployer is live on this host: deploy first")
-            line = session.ledger(run, "ok", release=live, env_file=stage.app.env_file,
-                                  env_sha256=env.digest, keys=sorted(env.values))
-            session.run(run, "config", commands.write_env(session.paths, stage.app.env_file, session.token, live,
-                                                          line), stdin=io.BytesIO(env.render()))
+            line = session.ledger(
+                run, "ok", release=live, env_file=stage.app.env_file, env_sha256=env.digest, keys=sorted(env.values)
+            )
+            session.run(
+                run,
+                "config",
+                commands.write_env(session.paths, stage.app.env_file, session.token, live, line),
+                stdin=io.BytesIO(env.render()),
+            )
             run.locked, run.result = False, "ok"
             run.maintained = Maintained(release=live)
-            out.line(run.name, "config", f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, "
-                                         f"sha256 {env.digest[:12]})")
+            out.line(
+                run.name,
+                "config",
+                f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, sha256 {env.digest[:12]})",
+            )
 
         try:
             session.lock_all()
@@ -112,8 +146,12 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
             if command:
                 live = [r for r in session.runs if r.maintained is not None and r.maintained.release is not None]
                 env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
-                session.must("restart", lambda r: session.in_release(r, "restart", _state(r).current, command, env),
-                             hooks.with_roles(restart.roles, live), failed="config written, but restart failed")
+                session.must(
+                    "restart",
+                    lambda r: session.in_release(r, "restart", _state(r).current, command, env),
+                    hooks.with_roles(restart.roles, live),
+                    failed="config written, but restart failed",
+                )
             return session.runs
         except KeyboardInterrupt as exc:
             with no_interrupts():
@@ -121,12 +159,14 @@ def push_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: in
             raise failed from None
 
 
-def diff_config(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10,
-                config_dir: str = ".") -> list[dict[str, str]]:
+def diff_config(
+    stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10, config_dir: str = "."
+) -> list[dict[str, str]]:
     """Keys that differ between each host's env file and what would be written (secrets masked)."""
     envs = envfile.resolve(hosts, config_dir)
     rows: list[dict[str, str]] = []
     with Session(stage, hosts, out, parallel, action="config") as session:
+
         def read(run: HostRun) -> None:
             result = session.run(run, "inspect", commands.read_env(session.paths, stage.app.env_file))
             want = envs.get(run.name, envfile.HostEnv({}, frozenset()))

@@ -23,13 +23,13 @@ from deployer.remote import commands
 from deployer.report.output import Output, redact
 from deployer.ssh.types import Cancelled, Result, TransportError
 
-if TYPE_CHECKING:                           # paramiko is loaded only when a shell or a log follow runs
+if TYPE_CHECKING:  # paramiko is loaded only when a shell or a log follow runs
     from deployer.ssh.connection import Connection
 
 q = shlex.quote
-MAINTENANCE_PAGE = "maintenance.html"           # under shared/: nginx answers 503 with it while it exists
+MAINTENANCE_PAGE = "maintenance.html"  # under shared/: nginx answers 503 with it while it exists
 MAX_MESSAGE = 2000
-FOLLOW_TIMEOUT = 10 ** 9                        # `logs --follow` ends with Ctrl-C, not a timeout
+FOLLOW_TIMEOUT = 10**9  # `logs --follow` ends with Ctrl-C, not a timeout
 
 
 @dataclass
@@ -37,7 +37,7 @@ class HostAnswer:
     """One host's answer to an ops command."""
 
     host: str
-    exit_code: int | None = None        # None: the command never ran (unreachable, ...)
+    exit_code: int | None = None  # None: the command never ran (unreachable, ...)
     stdout: str = ""
     stderr: str = ""
     error: str = ""
@@ -48,18 +48,31 @@ class HostAnswer:
 
     def row(self) -> dict[str, object]:
         state = "ok" if self.ok else "stopped" if self.error == "stopped" else "failed"
-        return {"host": self.host, "result": state, "exit": "" if self.exit_code is None else self.exit_code,
-                "error": self.error or ("" if self.ok else _last_line(self.stderr))}
+        return {
+            "host": self.host,
+            "result": state,
+            "exit": "" if self.exit_code is None else self.exit_code,
+            "error": self.error or ("" if self.ok else _last_line(self.stderr)),
+        }
 
 
 # -- scripts (pure) ---------------------------------------------------------------------------
 
+
 def in_current(paths: Paths, command: str, env: dict[str, str], run_as: str = "") -> str:
     """`command` run by sh in current (as run_as when set); exit 1 with a line when there is no release."""
-    return "\n".join([
-        f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release in '{q(paths.deploy_to)} >&2; exit 1; }}",
-        *([f"exec {commands.as_user(run_as, env, command)}"] if run_as else
-          [commands.exports(env), f"exec sh -c {q(command)}"]), ""])
+    return "\n".join(
+        [
+            f"cd {q(paths.current)} 2>/dev/null || "
+            f"{{ echo 'no current release in '{q(paths.deploy_to)} >&2; exit 1; }}",
+            *(
+                [f"exec {commands.as_user(run_as, env, command)}"]
+                if run_as
+                else [commands.exports(env), f"exec sh -c {q(command)}"]
+            ),
+            "",
+        ]
+    )
 
 
 def shared_rel(path: str) -> str:
@@ -74,24 +87,30 @@ def shared_rel(path: str) -> str:
 
 def tail(paths: Paths, path: str, lines: int, follow: bool) -> str:
     """The last `lines` lines of shared/PATH (a file, or every *.log in a directory); -F follows."""
-    return "\n".join([
-        f"cd {q(paths.shared)} 2>/dev/null || {{ echo 'no shared/ in '{q(paths.deploy_to)} >&2; exit 1; }}",
-        f"p={q(path)}",
-        'if [ -d "$p" ]; then',
-        '  cd "$p" && set -- *.log',
-        '  [ -f "$1" ] || { printf "no *.log file in shared/%s\\n" "$p" >&2; exit 1; }',
-        'else',
-        '  [ -f "$p" ] || { printf "shared/%s: no such file\\n" "$p" >&2; exit 1; }',
-        '  set -- "$p"',
-        'fi',
-        f"exec tail -n {int(lines)}{' -F' if follow else ''} -- \"$@\"", ""])
+    return "\n".join(
+        [
+            f"cd {q(paths.shared)} 2>/dev/null || {{ echo 'no shared/ in '{q(paths.deploy_to)} >&2; exit 1; }}",
+            f"p={q(path)}",
+            'if [ -d "$p" ]; then',
+            '  cd "$p" && set -- *.log',
+            '  [ -f "$1" ] || { printf "no *.log file in shared/%s\\n" "$p" >&2; exit 1; }',
+            "else",
+            '  [ -f "$p" ] || { printf "shared/%s: no such file\\n" "$p" >&2; exit 1; }',
+            '  set -- "$p"',
+            "fi",
+            f'exec tail -n {int(lines)}{" -F" if follow else ""} -- "$@"',
+            "",
+        ]
+    )
 
 
 def page(message: str) -> str:
     """The maintenance page: the message, HTML-escaped."""
     text = html.escape(message or "We are doing some maintenance. Back soon.")
-    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Maintenance</title></head>\n"
-            f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n")
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>Maintenance</title></head>\n'
+        f"<body><h1>Down for maintenance</h1><p>{text}</p></body></html>\n"
+    )
 
 
 def maintenance_script(paths: Paths, on: bool, content: str, token: str, ledger_line: str) -> str:
@@ -99,8 +118,12 @@ def maintenance_script(paths: Paths, on: bool, content: str, token: str, ledger_
     target = paths.shared_path(MAINTENANCE_PAGE)
     if on:
         tmp = paths.shared_path(f".{MAINTENANCE_PAGE}.{token}")
-        change = [f"mkdir -p {q(paths.shared)}", f"printf '%s' {q(content)} > {q(tmp)}", f"chmod 644 {q(tmp)}",
-                  f"mv -f {q(tmp)} {q(target)}"]
+        change = [
+            f"mkdir -p {q(paths.shared)}",
+            f"printf '%s' {q(content)} > {q(tmp)}",
+            f"chmod 644 {q(tmp)}",
+            f"mv -f {q(tmp)} {q(target)}",
+        ]
     else:
         change = [f"rm -f {q(target)}"]
     return "\n".join(["set -e", *change, commands.append_ledger(paths, ledger_line), ""])
@@ -122,6 +145,7 @@ def nginx_snippet(deploy_to: str) -> str:
 
 # -- flows ------------------------------------------------------------------------------------
 
+
 def run(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, command: str) -> list[HostAnswer]:
     """`command` in current on every host at once; each host's exit code and output."""
     if not command.strip():
@@ -131,8 +155,9 @@ def run(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, comma
     return _each(stage, hosts, out, parallel, "run", lambda session, run: script)
 
 
-def logs(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, path: str, lines: int,
-         follow: bool = False) -> list[HostAnswer]:
+def logs(
+    stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, path: str, lines: int, follow: bool = False
+) -> list[HostAnswer]:
     """The tail of shared/PATH on every host. With follow, lines are printed as they come, prefixed
     by host, until Ctrl-C (the remote tails are killed; every host reports "stopped")."""
     rel = shared_rel(path)
@@ -144,8 +169,9 @@ def logs(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, path
     return _follow(stage, hosts, out, script)
 
 
-def maintenance(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, on: bool,
-                message: str = "") -> list[HostAnswer]:
+def maintenance(
+    stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, on: bool, message: str = ""
+) -> list[HostAnswer]:
     """Put up (on) or take down (off) the maintenance page on every host; each records it in its ledger."""
     if len(message) > MAX_MESSAGE:
         raise UsageError(f"--message is limited to {MAX_MESSAGE} characters")
@@ -167,12 +193,15 @@ def shell(stage: Stage, host: Host) -> int:
     shell_cmd = 'exec "${SHELL:-/bin/sh}" -l'
     if stage.app.run_as:
         shell_cmd = f"exec sudo -u {q(stage.app.run_as)} -s"
-    command = (f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release in '{q(paths.deploy_to)}' yet'; "
-               f"cd {q(paths.deploy_to)} 2>/dev/null; }}; {shell_cmd}")
+    command = (
+        f"cd {q(paths.current)} 2>/dev/null || {{ echo 'no current release in '{q(paths.deploy_to)}' yet'; "
+        f"cd {q(paths.deploy_to)} 2>/dev/null; }}; {shell_cmd}"
+    )
     try:
         conn = Connection(host).open()
     except TransportError as exc:
         from deployer.errors import DeployerError
+
         raise DeployerError(f"{host.name}: connect: {exc}") from None
     try:
         return _relay(conn, command)
@@ -199,11 +228,13 @@ def _collect(session: Session, fn: Callable[[HostRun], None], outcomes: dict[str
         outcomes[name].error = "stopped" if isinstance(exc, Cancelled) else redact(message(exc))
 
 
-def _each(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, action: str,
-          script_of: ScriptOf) -> list[HostAnswer]:
+def _each(
+    stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, action: str, script_of: ScriptOf
+) -> list[HostAnswer]:
     """script_of(session, run) on every host; one answer per host, in the hosts' order."""
     outcomes = {h.name: HostAnswer(h.name) for h in hosts}
     with Session(stage, hosts, out, parallel, action=action) as session:
+
         def one(run: HostRun) -> None:
             result = _run(session, run, script_of(session, run))
             outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
@@ -250,6 +281,7 @@ def _follow(stage: Stage, hosts: tuple[Host, ...], out: Output, script: str) -> 
 
     outcomes = {h.name: HostAnswer(h.name) for h in hosts}
     with Session(stage, hosts, out, len(hosts) or 1, action="logs") as session:
+
         def follow(run: HostRun) -> None:
             conn = Connection(run.host)
             run.conn = conn
@@ -287,12 +319,15 @@ def _relay(conn: Connection, command: str) -> int:
     if tty:
         import termios
         import tty as tty_mod
+
         saved = termios.tcgetattr(fd_in)
-        tty_mod.setraw(fd_in, termios.TCSANOW)      # keys typed ahead are kept, not flushed
+        tty_mod.setraw(fd_in, termios.TCSANOW)  # keys typed ahead are kept, not flushed
         if hasattr(signal, "SIGWINCH"):
+
             def resize(*_: object) -> None:
                 s = os.get_terminal_size(fd_out)
                 chan.resize_pty(width=s.columns, height=s.lines)
+
             previous_winch = signal.signal(signal.SIGWINCH, resize)
     try:
         stdin_open = True
@@ -320,6 +355,7 @@ def _relay(conn: Connection, command: str) -> int:
     finally:
         if saved is not None:
             import termios
+
             termios.tcsetattr(fd_in, termios.TCSADRAIN, saved)
         if previous_winch is not None:
             signal.signal(signal.SIGWINCH, previous_winch)

@@ -25,6 +25,7 @@ class GateRefused(DeployerError):
 
 def _read_ledgers(stage: Stage, out: Output, match: str | None = None, parallel: int = 10) -> list[HostRun]:
     with Session(stage, stage.hosts, out, parallel, action="audit") as session:
+
         def read(run: HostRun) -> None:
             result = session.run(run, "inspect", commands.read_ledger(session.paths, match))
             run.ledger = ledger.parse(result.stdout, run.name)
@@ -36,8 +37,13 @@ def _read_ledgers(stage: Stage, out: Output, match: str | None = None, parallel:
 
 def passed(entries: list[LedgerEntry], stage: str, sha256: str) -> bool:
     """The artifact was deployed to this stage and finished its smoke/verify steps there."""
-    return any(e.get("action") == "deploy" and e.get("result") == "ok" and e.get("stage") == stage
-               and e.get("artifact_sha256") == sha256 for e in entries)
+    return any(
+        e.get("action") == "deploy"
+        and e.get("result") == "ok"
+        and e.get("stage") == stage
+        and e.get("artifact_sha256") == sha256
+        for e in entries
+    )
 
 
 def check_gate(cfg: Config, stage: Stage, artifact: Artifact, out: Output, *, force: bool, reason: str) -> None:
@@ -57,9 +63,11 @@ def check_gate(cfg: Config, stage: Stage, artifact: Artifact, out: Output, *, fo
     if force:
         out.say(f"gate: FORCED past {', '.join(stage.requires)} ({'; '.join(problems)}); reason: {reason}")
         return
-    raise GateRefused(f"refusing to deploy {artifact.version} ({artifact.sha256[:12]}) to {stage.name}: "
-                      f"{problems[0]}{f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''}; it must pass "
-                      f"{', '.join(stage.requires)} first, or use --force --reason \"why\"")
+    raise GateRefused(
+        f"refusing to deploy {artifact.version} ({artifact.sha256[:12]}) to {stage.name}: "
+        f"{problems[0]}{f' (+{len(problems) - 1} more)' if len(problems) > 1 else ''}; it must pass "
+        f'{", ".join(stage.requires)} first, or use --force --reason "why"'
+    )
 
 
 def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | None = None) -> list[LedgerEntry]:
@@ -68,8 +76,7 @@ def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | No
         try:
             datetime.fromisoformat(since.replace("Z", "+00:00"))
         except ValueError:
-            raise UsageError(f"--since expects a date like 2026-01-31 or 2026-01-31T12:00:00Z, got {since!r}") \
-                from None
+            raise UsageError(f"--since expects a date like 2026-01-31 or 2026-01-31T12:00:00Z, got {since!r}") from None
     hosts = stage.select([host] if host else None)
     runs = _read_ledgers(Stage(stage.name, stage.app, hosts, stage.pipeline, stage.requires), out)
     failed = [r for r in runs if r.ledger is None]
@@ -82,24 +89,37 @@ def audit(stage: Stage, out: Output, *, since: str | None = None, host: str | No
 
 
 def audit_rows(entries: list[LedgerEntry]) -> list[dict[str, object]]:
-    return [{
-        "time": e.get("time", ""), "host": e.get("host", ""), "action": e.get("action", ""),
-        "result": e.get("result", ""), "release": e.get("release", "") if e.get("release") is not None else "",
-        "version": e.get("version", ""), "git sha": str(e.get("git_sha", ""))[:8],
-        "artifact": str(e.get("artifact_sha256", ""))[:12], "who": e.get("who", ""),
-        "s": e.get("duration", ""),
-        "note": "; ".join(str(x) for x in (f"FORCED: {e['reason']}" if e.get("forced") else e.get("reason", ""),
-                                           e.get("error", "")) if x),
-    } for e in entries]
+    return [
+        {
+            "time": e.get("time", ""),
+            "host": e.get("host", ""),
+            "action": e.get("action", ""),
+            "result": e.get("result", ""),
+            "release": e.get("release", "") if e.get("release") is not None else "",
+            "version": e.get("version", ""),
+            "git sha": str(e.get("git_sha", ""))[:8],
+            "artifact": str(e.get("artifact_sha256", ""))[:12],
+            "who": e.get("who", ""),
+            "s": e.get("duration", ""),
+            "note": "; ".join(
+                str(x)
+                for x in (f"FORCED: {e['reason']}" if e.get("forced") else e.get("reason", ""), e.get("error", ""))
+                if x
+            ),
+        }
+        for e in entries
+    ]
 
 
 def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
     """Check every host's current tree against the manifest that came with its artifact."""
     with Session(stage, stage.hosts, out, parallel, action="verify") as session:
+
         def check(run: HostRun) -> None:
             app = stage.app
-            result = session.run(run, "inspect", commands.drift(session.paths, app.shared_dirs + app.shared_files,
-                                                                app.generated))
+            result = session.run(
+                run, "inspect", commands.drift(session.paths, app.shared_dirs + app.shared_files, app.generated)
+            )
             found = run.drift = Drift()
             lists = {"modified": found.modified, "removed": found.removed, "added": found.added}
             for parts in (line.split("\t", 1) for line in result.stdout.splitlines()):
@@ -121,10 +141,15 @@ def drift_rows(runs: list[HostRun]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for run in runs:
         found = run.drift or Drift()
-        rows.append({"host": run.name, "state": run.result if run.drift is not None else "FAIL",
-                     "files checked": found.checked or "",
-                     "modified": ", ".join(found.modified[:10]),
-                     "removed": ", ".join(found.removed[:10]),
-                     "added": ", ".join(found.added[:10]),
-                     "error": run.error})
+        rows.append(
+            {
+                "host": run.name,
+                "state": run.result if run.drift is not None else "FAIL",
+                "files checked": found.checked or "",
+                "modified": ", ".join(found.modified[:10]),
+                "removed": ", ".join(found.removed[:10]),
+                "added": ", ".join(found.added[:10]),
+                "error": run.error,
+            }
+        )
     return rows

@@ -8,5 +8,5 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Pull:
-    endpoint: str                   # the store endpoint as the hosts reach it ("" is AWS's), for messages
-    presign: Callable[[], str]      # a fresh presigned GET URL of the artifact: a secret, stdin only
+    endpoint: str  # the store endpoint as the hosts reach it ("" is AWS's), for messages
+    presign: Callable[[], str]  # a fresh presigned GET URL of the artifact: a secret, stdin only

@@ -6,17 +6,17 @@ from dataclasses import dataclass, field
 
 from deployer.ssh.types import Result
 
-LedgerEntry = dict[str, object]         # one parsed ledger line (JSON object)
+LedgerEntry = dict[str, object]  # one parsed ledger line (JSON object)
 
 
 @dataclass
 class Deployed:
     """deploy: where the host was, the release it got, whether it switched."""
 
-    previous: int | str | None = None   # live before this run; str: a foreign release (another tool's)
+    previous: int | str | None = None  # live before this run; str: a foreign release (another tool's)
     release: int | None = None
     switched: bool = False
-    finished: Result | None = None      # the switch command's result when the finish rode on it
+    finished: Result | None = None  # the switch command's result when the finish rode on it
 
 
 @dataclass
@@ -24,7 +24,7 @@ class RolledBack:
     """rollback: where the host was and the release it goes back to."""
 
     previous: int | str | None = None
-    target: int | str | None = None     # str: a foreign release
+    target: int | str | None = None  # str: a foreign release
     switched: bool = False
 
 
@@ -32,9 +32,9 @@ class RolledBack:
 class Maintained:
     """cleanup, config push, unlock: what changed on the host."""
 
-    release: int | None = None          # the live release cleaned beside or whose env was written
+    release: int | None = None  # the live release cleaned beside or whose env was written
     removed: list[str] = field(default_factory=list)
-    held_by: str = ""                   # unlock: who held the lock removed ("" when there was none)
+    held_by: str = ""  # unlock: who held the lock removed ("" when there was none)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Drift:
     """verify: the current tree against its artifact's manifest."""
 
     checked: int = 0
-    manifest: bool = True               # False: the release came without one
+    manifest: bool = True  # False: the release came without one
     modified: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)

@@ -53,21 +53,32 @@ def _meta(run: HostRun, key: str) -> str:
 def migrated_between(run: HostRun) -> list[int]:
     """Releases above the target up to current that ran migrations, newest first."""
     st, target = _state(run), _target(run)
-    floor = 0 if isinstance(target, str) else target     # a foreign target is below all of ours
-    return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)),
-                  reverse=True)
+    floor = 0 if isinstance(target, str) else target  # a foreign target is below all of ours
+    return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)), reverse=True)
 
 
-def rollback(stage: Stage, hosts: tuple[Host, ...], out: Output, to: int | str | None = None, parallel: int = 10,
-             migrations: str = "refuse", config_dir: Path = Path("."), lock_wait: float = 0.0) -> list[HostRun]:
+def rollback(
+    stage: Stage,
+    hosts: tuple[Host, ...],
+    out: Output,
+    to: int | str | None = None,
+    parallel: int = 10,
+    migrations: str = "refuse",
+    config_dir: Path = Path("."),
+    lock_wait: float = 0.0,
+) -> list[HostRun]:
     """migrations: refuse | run | ignore. lock_wait: seconds to wait for a live lock holder."""
     envfile.mask_readable(hosts, str(config_dir))
-    with Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir,
-                 lock_wait=lock_wait) as session:
+    with Session(stage, hosts, out, parallel, action="rollback", config_dir=config_dir, lock_wait=lock_wait) as session:
         for run in session.runs:
             run.rolled_back = RolledBack()
-        ctx = hooks.HookContext(stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to,
-                                session=session, hosts=[h.name for h in hosts])
+        ctx = hooks.HookContext(
+            stage=stage.name,
+            app=stage.app.name,
+            deploy_to=stage.app.deploy_to,
+            session=session,
+            hosts=[h.name for h in hosts],
+        )
         try:
             return _roll_back(session, ctx, to, migrations)
         except (KeyboardInterrupt, Cancelled) as exc:
@@ -99,9 +110,12 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
     ran = sorted({n for run in session.runs for n in migrated_between(run)}, reverse=True)
     if ran and migrations == "refuse":
         session.abort()
-        raise RunFailed(f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
-                        "migrations; pass --with-migrations to run the down migrations first, or "
-                        "--ignore-migrations", session.runs)
+        raise RunFailed(
+            f"rollback refused, nothing changed: release(s) {', '.join(map(str, ran))} ran "
+            "migrations; pass --with-migrations to run the down migrations first, or "
+            "--ignore-migrations",
+            session.runs,
+        )
     first = _record(session.runs[0])
     ctx.release, ctx.previous = first.target, first.previous
     _hooks(session, ctx, "before_rollback")
@@ -110,11 +124,18 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
 
     def switch(run: HostRun) -> None:
         record, target = _record(run), _target(run)
-        line = session.ledger(run, "ok", release=target, previous=record.previous,
-                              version=_meta(run, "version"), git_sha=_meta(run, "git_sha"),
-                              artifact_sha256=_meta(run, "artifact_sha256"))
-        script = commands.switch(session.paths, target, session.token,
-                                 mark_rolled_back=record.previous, release_lock=True, ledger=line)
+        line = session.ledger(
+            run,
+            "ok",
+            release=target,
+            previous=record.previous,
+            version=_meta(run, "version"),
+            git_sha=_meta(run, "git_sha"),
+            artifact_sha256=_meta(run, "artifact_sha256"),
+        )
+        script = commands.switch(
+            session.paths, target, session.token, mark_rolled_back=record.previous, release_lock=True, ledger=line
+        )
         session.run(run, "switch", script, timeout=60)
         record.switched, run.locked, run.result = True, False, "ok"
         session.out.line(run.name, "switch", f"current -> releases/{target} (was {record.previous})")
@@ -146,10 +167,15 @@ def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[in
         raise hooks.HookFailed(f"no host with role {m.role!r} to run down migrations on")
     run = hosts[0]
     for number in releases:
-        env = {**ctx.env(run.host), "DEPLOY_RELEASE": str(number),
-               "DEPLOY_RELEASE_PATH": session.paths.release(number), "DEPLOY_ROLLBACK_TO": str(ctx.release)}
-        session.run(run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env,
-                                                        session.stage.app.run_as))
+        env = {
+            **ctx.env(run.host),
+            "DEPLOY_RELEASE": str(number),
+            "DEPLOY_RELEASE_PATH": session.paths.release(number),
+            "DEPLOY_ROLLBACK_TO": str(ctx.release),
+        }
+        session.run(
+            run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env, session.stage.app.run_as)
+        )
         session.out.line(run.name, "migrate", f"down migration of release {number} ran")
 
 
@@ -159,9 +185,13 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
     if not command:
         return
     switched = [run for run in session.runs if _record(run).switched]
-    failures = session.fleet.each("restart", lambda run: session.in_release(
-        run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous)),
-        hooks.with_roles(r.roles, switched))
+    failures = session.fleet.each(
+        "restart",
+        lambda run: session.in_release(
+            run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous)
+        ),
+        hooks.with_roles(r.roles, switched),
+    )
     for name, exc in failures.items():
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
@@ -175,8 +205,13 @@ def _restore(session: Session, undo: bool = True) -> None:
         record = _record(run)
         if record.previous is None:
             raise HostError(run.name, "restore", "no release was live here before the rollback")
-        line = session.ledger(run, "failed", release=record.previous, previous=record.target,
-                              error=f"put back on release {record.previous}: the rollback failed or was interrupted")
+        line = session.ledger(
+            run,
+            "failed",
+            release=record.previous,
+            previous=record.target,
+            error=f"put back on release {record.previous}: the rollback failed or was interrupted",
+        )
         script = commands.switch(session.paths, record.previous, session.token, ledger=line)
         session.run(run, "restore", commands.unleased(script), timeout=60)
         record.switched = False
@@ -193,6 +228,17 @@ def _notify(session: Session, event: str, error: str = "") -> None:
     stage, settings = session.stage, session.stage.pipeline.notify
     if settings.webhooks or settings.command:
         first = _record(session.runs[0])
-        notify.send(settings, event, {"action": "rollback", "app": stage.app.name, "stage": stage.name,
-                                      "release": first.target, "hosts": [r.name for r in session.runs],
-                                      "by": who(), "error": error, "version": ""})
+        notify.send(
+            settings,
+            event,
+            {
+                "action": "rollback",
+                "app": stage.app.name,
+                "stage": stage.name,
+                "release": first.target,
+                "hosts": [r.name for r in session.runs],
+                "by": who(),
+                "error": error,
+                "version": "",
+            },
+        )

@@ -44,8 +44,10 @@ def who() -> str:
     base = f"{getpass.getuser()}@{socket.gethostname()}"
     env = os.environ
     if env.get("GITHUB_ACTIONS") == "true":
-        return f"{base} (github {env.get('GITHUB_REPOSITORY', '')} run {env.get('GITHUB_RUN_ID', '')} "\
-               f"by {env.get('GITHUB_ACTOR', '?')})"
+        return (
+            f"{base} (github {env.get('GITHUB_REPOSITORY', '')} run {env.get('GITHUB_RUN_ID', '')} "
+            f"by {env.get('GITHUB_ACTOR', '?')})"
+        )
     if env.get("GITLAB_CI"):
         return f"{base} (gitlab job {env.get('CI_JOB_ID', '')} by {env.get('GITLAB_USER_LOGIN', '?')})"
     if env.get("BUILD_URL"):
@@ -78,14 +80,14 @@ class Session:
     dry_run: bool = False
     config_dir: Path = Path(".")
     token: str = field(default_factory=lambda: secrets.token_hex(8))
-    artifact: Artifact | None = None    # what is being deployed, for ledger lines
-    reason: str = ""                    # --force --reason, recorded in the ledger
+    artifact: Artifact | None = None  # what is being deployed, for ledger lines
+    reason: str = ""  # --force --reason, recorded in the ledger
     forced: bool = False
-    lock_wait: float = 0.0              # --lock-wait: seconds to wait for a live holder before exit 3
+    lock_wait: float = 0.0  # --lock-wait: seconds to wait for a live holder before exit 3
 
     def __post_init__(self) -> None:
         for path in sorted({h.ssh.known_hosts for h in self.hosts}):
-            check_known_hosts(path)         # bad input: before any host is contacted
+            check_known_hosts(path)  # bad input: before any host is contacted
         self.paths = Paths(self.stage.app.deploy_to)
         self.runs = [HostRun(h) for h in self.hosts]
         self.fleet = Fleet(self.runs, self.parallel)
@@ -96,20 +98,40 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def ledger(self, run: HostRun, result: str, *, release: int | str | None = None, error: str = "",
-               action: str | None = None, **extra: object) -> str:
+    def ledger(
+        self,
+        run: HostRun,
+        result: str,
+        *,
+        release: int | str | None = None,
+        error: str = "",
+        action: str | None = None,
+        **extra: object,
+    ) -> str:
         """This run's ledger line for one host (for this run's action unless told another)."""
         art = self.artifact
-        fields: dict[str, Any] = {"version": art.version if art else "",           # any JSON value
-                                  "git_sha": (art.git_sha if art else "") or "",
-                                  "artifact_sha256": art.sha256 if art else "", **extra}
-        return ledger.entry(action or self.action, self.stage.name, result, who=who(), host=run.name,
-                            duration=time.monotonic() - self.started, release=release, reason=self.reason,
-                            forced=self.forced, error=error, **fields)
+        fields: dict[str, Any] = {
+            "version": art.version if art else "",  # any JSON value
+            "git_sha": (art.git_sha if art else "") or "",
+            "artifact_sha256": art.sha256 if art else "",
+            **extra,
+        }
+        return ledger.entry(
+            action or self.action,
+            self.stage.name,
+            result,
+            who=who(),
+            host=run.name,
+            duration=time.monotonic() - self.started,
+            release=release,
+            reason=self.reason,
+            forced=self.forced,
+            error=error,
+            **fields,
+        )
 
     @property
     def active(self) -> list[HostRun]:
@@ -121,13 +143,22 @@ class Session:
     def connect(self, run: HostRun) -> None:
         self.backend.connect(run)
 
-    def run(self, run: HostRun, step: str, script: str, *, stdin: Stdin | None = None,
-            timeout: float | None = None, progress: Callable[[int], None] | None = None) -> Result:
+    def run(
+        self,
+        run: HostRun,
+        step: str,
+        script: str,
+        *,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Result:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail)."""
         return self.backend.run(run, step, script, stdin=stdin, timeout=timeout, progress=progress)
 
-    def in_release(self, run: HostRun, step: str, number: int | str | None, command: str,
-                   env: dict[str, str]) -> Result:
+    def in_release(
+        self, run: HostRun, step: str, number: int | str | None, command: str, env: dict[str, str]
+    ) -> Result:
         """A user command (hook, restart, smoke, verify) in releases/N (no N: deploy_to), as
         [app] run_as when set."""
         return self.run(run, step, commands.in_release(self.paths, number, command, env, self.stage.app.run_as))
@@ -139,10 +170,24 @@ class Session:
         ttl = self.stage.app.lock_ttl
         read = commands.inspect(self.paths, lock_token=self.token, artifact_sha=artifact_sha, free_space=space)
         if lock:
-            info = json.dumps({"who": who(), "pid": os.getpid(), "stage": self.stage.name, "action": self.action,
-                               "started": utc_now()})
-            script = commands.inspect(self.paths, lock_info=info, lock_token=self.token, artifact_sha=artifact_sha,
-                                      free_space=space, lock_ttl=ttl, takeover_ledger=self.takeover_line(run))
+            info = json.dumps(
+                {
+                    "who": who(),
+                    "pid": os.getpid(),
+                    "stage": self.stage.name,
+                    "action": self.action,
+                    "started": utc_now(),
+                }
+            )
+            script = commands.inspect(
+                self.paths,
+                lock_info=info,
+                lock_token=self.token,
+                artifact_sha=artifact_sha,
+                free_space=space,
+                lock_ttl=ttl,
+                takeover_ledger=self.takeover_line(run),
+            )
             result = self.backend.run(run, "lock", script, reads=read)
         else:
             result = self.run(run, "inspect", read)
@@ -152,23 +197,38 @@ class Session:
             run.renewed = time.monotonic()
         if state.took_over:
             quiet_for, stale = state.took_over
-            self.out.line(run.name, "lock", f"took over a stale lock: {stale.describe()} had not renewed it "
-                                            f"for {quiet_for}s (lock_ttl {ttl}s); its temp files removed")
+            self.out.line(
+                run.name,
+                "lock",
+                f"took over a stale lock: {stale.describe()} had not renewed it "
+                f"for {quiet_for}s (lock_ttl {ttl}s); its temp files removed",
+            )
         if lock and not run.locked:
             holder = state.lock.describe() if state.lock else "unknown holder"
             silent = state.lock_silent
-            lease = (f", lease renewed {silent}s ago (taken over after {ttl}s without renewal)"
-                     if silent is not None else "")
-            raise LockHeld(f"{run.name}: {self.paths.lock} is held by {holder}{lease}; if that run is gone, "
-                           f"clear it with: {command_line('unlock --stage ' + self.stage.name + ' --yes')}")
+            lease = (
+                f", lease renewed {silent}s ago (taken over after {ttl}s without renewal)" if silent is not None else ""
+            )
+            raise LockHeld(
+                f"{run.name}: {self.paths.lock} is held by {holder}{lease}; if that run is gone, "
+                f"clear it with: {command_line('unlock --stage ' + self.stage.name + ' --yes')}"
+            )
         problem = state.current_problem() if lock else None
         if problem:
             raise HostError(run.name, "check", problem)
 
     def takeover_line(self, run: HostRun) -> str:
         """The ledger line a takeover appends; the host puts the stale holder in place of the mark."""
-        return ledger.entry("takeover", self.stage.name, "ok", who=who(), host=run.name, run=self.action,
-                            lock_ttl=self.stage.app.lock_ttl, stale="@@stale@@")
+        return ledger.entry(
+            "takeover",
+            self.stage.name,
+            "ok",
+            who=who(),
+            host=run.name,
+            run=self.action,
+            lock_ttl=self.stage.app.lock_ttl,
+            stale="@@stale@@",
+        )
 
     def lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
         """Take the lock on every host; with lock_wait, a live holder is waited for (said once,
@@ -196,12 +256,14 @@ class Session:
 
     def _lock_all(self, artifact_sha: str | None = None, max_fail: int = 0) -> None:
         """Lock the first host alone (the tie-breaker between racing runs), then the rest in parallel."""
+
         def connect(r: HostRun) -> None:
             if r.conn is None:
                 self.connect(r)
 
         def lock(r: HostRun) -> None:
             self.inspect(r, lock=True, artifact_sha=artifact_sha)
+
         # connecting is not locking: all hosts connect at once, only the lock mkdirs are ordered
         failures = self.fleet.each("lock", connect)
         ready = [r for r in self.runs if r.name not in failures]
@@ -227,8 +289,15 @@ class Session:
                 self.out.line(run.name, "SKIPPED", f"{run.error} (allowed by --max-fail {max_fail})")
         return True
 
-    def must(self, step: str, fn: Callable[[HostRun], object], runs: list[HostRun] | None = None, *,
-             failed: str = "", undo: bool = False) -> None:
+    def must(
+        self,
+        step: str,
+        fn: Callable[[HostRun], object],
+        runs: list[HostRun] | None = None,
+        *,
+        failed: str = "",
+        undo: bool = False,
+    ) -> None:
         """fn on every host; any failure raises RunFailed "<failed> on <hosts>" (after abort, with undo)."""
         failures = self.fleet.each(step, fn, runs)
         if failures:
@@ -242,16 +311,23 @@ class Session:
 
     # -- undoing ------------------------------------------------------------------------------
 
-    def abort(self, number: int | None = None, runs: list[HostRun] | None = None, result: str = "failed",
-              error: str = "") -> None:
+    def abort(
+        self, number: int | None = None, runs: list[HostRun] | None = None, result: str = "failed", error: str = ""
+    ) -> None:
         """Remove this run's partial work, record the outcome and release the lock on every host it locked."""
+
         def undo(run: HostRun) -> None:
             if not run.locked:
                 return
-            line = self.ledger(run, run.result if run.result in ("skipped", "interrupted") else result,
-                               release=number, error=run.error or error)
+            line = self.ledger(
+                run,
+                run.result if run.result in ("skipped", "interrupted") else result,
+                release=number,
+                error=run.error or error,
+            )
             self.run(run, "abort", commands.abort(self.paths, number, self.token, ledger=line), timeout=60)
             run.locked = False
+
         for run in runs or self.runs:
             if run.result == "pending":
                 run.result = "aborted"
@@ -259,11 +335,16 @@ class Session:
             self.fleet.cancel.clear()
             errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked])
         for name, exc in errors.items():
-            self.out.line(name, "abort", f"could not clean up: {exc} (the next run purges leftovers; "
-                          f"the lock may need: {command_line('unlock --stage ' + self.stage.name + ' --yes')})")
+            self.out.line(
+                name,
+                "abort",
+                f"could not clean up: {exc} (the next run purges leftovers; "
+                f"the lock may need: {command_line('unlock --stage ' + self.stage.name + ' --yes')})",
+            )
 
-    def interrupted(self, exc: BaseException, number: int | None = None,
-                    undone: str = "partial work removed") -> RunFailed:
+    def interrupted(
+        self, exc: BaseException, number: int | None = None, undone: str = "partial work removed"
+    ) -> RunFailed:
         """Ctrl-C, SIGTERM or SIGHUP (or a cancel): undo and record; the RunFailed to raise exits
         128 + the signal."""
         how = f"interrupted ({signals.describe(exc)})"
@@ -274,16 +355,20 @@ class Session:
                 if run.error in ("", "cancelled"):
                     run.error = how
         self.abort(number, result="interrupted", error=how)
-        return RunFailed(f"{how} during {steps(self.runs)}; {undone}, locks released", self.runs,
-                         signals.exit_code(exc))
+        return RunFailed(
+            f"{how} during {steps(self.runs)}; {undone}, locks released", self.runs, signals.exit_code(exc)
+        )
 
     def raise_if_lease_lost(self) -> None:
         """After the undo: a run that lost its lock on some host says so rather than what it undid."""
         lost = [r.name for r in self.runs if LEASE_LOST_TEXT in r.error]
         if lost:
-            raise RunFailed(f"this run lost the lock on {', '.join(lost)}: it stopped renewing its lease for "
-                            f"lock_ttl ({self.stage.app.lock_ttl}s) and another run took the lock over; this run "
-                            "changed nothing there after that", self.runs)
+            raise RunFailed(
+                f"this run lost the lock on {', '.join(lost)}: it stopped renewing its lease for "
+                f"lock_ttl ({self.stage.app.lock_ttl}s) and another run took the lock over; this run "
+                "changed nothing there after that",
+                self.runs,
+            )
 
     def close(self) -> None:
         if self._renewing is not None:

@@ -46,19 +46,27 @@ def check_host(run: HostRun, artifact: Artifact) -> None:
     if not state.cached:
         need += artifact.size
     if state.free_kb is not None and state.free_kb * 1024 < need:
-        raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, "
-                        f"have {state.free_kb} KB")
+        raise HostError(run.name, "check", f"not enough free disk: need {need // 1024} KB, have {state.free_kb} KB")
 
 
 def release_json(session: Session, artifact: Artifact, number: int, run: HostRun) -> str:
     stage = session.stage
-    return json.dumps({
-        "release": number, "app": stage.app.name, "stage": stage.name,
-        "version": artifact.version, "git_sha": artifact.git_sha, "artifact_sha256": artifact.sha256,
-        "manifest_sha256": artifact.meta.get("manifest_sha256", ""),
-        "deployed_by": who(), "deployed_at": utc_now(), "previous": record(run).previous,
-        "deploy_id": session.token,
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "release": number,
+            "app": stage.app.name,
+            "stage": stage.name,
+            "version": artifact.version,
+            "git_sha": artifact.git_sha,
+            "artifact_sha256": artifact.sha256,
+            "manifest_sha256": artifact.meta.get("manifest_sha256", ""),
+            "deployed_by": who(),
+            "deployed_at": utc_now(),
+            "previous": record(run).previous,
+            "deploy_id": session.token,
+        },
+        sort_keys=True,
+    )
 
 
 def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.LinkSource | None:
@@ -69,8 +77,15 @@ def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.
     return commands.LinkSource(number, manifest) if number else None
 
 
-def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None,
-            pull: tuple[str, str] | None = None, deltas: Deltas | None = None) -> None:
+def prepare(
+    session: Session,
+    run: HostRun,
+    artifact: Artifact,
+    number: int,
+    env_file: HostEnv | None,
+    pull: tuple[str, str] | None = None,
+    deltas: Deltas | None = None,
+) -> None:
     """releases/N on one host: from the host's cache (linked from a release with the same files,
     or extracted), else from a delta against its live release (with deltas, pushing), else
     uploaded (extracted as it arrives on a slow link), or with pull (the store's endpoint as hosts
@@ -89,13 +104,22 @@ def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env
     fetch_from = pull[0] if upload and pull else None
     stream = upload and not pull and run.conn is not None and planning.stream_upload(run.conn.rtt())
     env = env_file.render() if env_file is not None else None
-    script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=upload,
-                              release_json=release_json(session, artifact, number, run),
-                              shared_dirs=app.shared_dirs, shared_files=app.shared_files,
-                              env_file=app.env_file if env is not None else None,
-                              env_size=len(env or b""),
-                              link_from=None if upload else link_source(session.stage, state, artifact),
-                              generated=app.generated, stream=stream, fetch_from=fetch_from)
+    script = commands.prepare(
+        session.paths,
+        number,
+        session.token,
+        artifact.sha256,
+        upload=upload,
+        release_json=release_json(session, artifact, number, run),
+        shared_dirs=app.shared_dirs,
+        shared_files=app.shared_files,
+        env_file=app.env_file if env is not None else None,
+        env_size=len(env or b""),
+        link_from=None if upload else link_source(session.stage, state, artifact),
+        generated=app.generated,
+        stream=stream,
+        fetch_from=fetch_from,
+    )
     note = f"; its own {app.env_file}" if env is not None else ""
     if upload and pull:
         session.run(run, "prepare", script, stdin=io.BytesIO((env or b"") + pull[1].encode() + b"\n"))
@@ -116,25 +140,39 @@ def prepare(session: Session, run: HostRun, artifact: Artifact, number: int, env
     out.line(run.name, "prepare", f"full artifact {progress.done()}{how}; release {number} ready{note}")
 
 
-def prepare_delta(session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None,
-                  made: Delta) -> None:
+def prepare_delta(
+    session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None, made: Delta
+) -> None:
     """Only what the live release lacks goes; the host builds the tree and proves it the
     artifact's (remote/delta.py), else HostError with remote_delta.MARK."""
     app, out = session.stage.app, session.out
     env = env_file.render() if env_file is not None else None
-    script = commands.prepare(session.paths, number, session.token, artifact.sha256, upload=True,
-                              release_json=release_json(session, artifact, number, run),
-                              shared_dirs=app.shared_dirs, shared_files=app.shared_files,
-                              env_file=app.env_file if env is not None else None,
-                              env_size=len(env or b""), generated=app.generated, delta=made.spec)
+    script = commands.prepare(
+        session.paths,
+        number,
+        session.token,
+        artifact.sha256,
+        upload=True,
+        release_json=release_json(session, artifact, number, run),
+        shared_dirs=app.shared_dirs,
+        shared_files=app.shared_files,
+        env_file=app.env_file if env is not None else None,
+        env_size=len(env or b""),
+        generated=app.generated,
+        delta=made.spec,
+    )
     progress = UploadProgress(out, run.name, made.size)
     with open(made.path, "rb") as fh:
         data: Stdin = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
         session.run(run, "prepare", script, stdin=data, progress=progress)
     note = f"; its own {app.env_file}" if env is not None else ""
-    out.line(run.name, "prepare", f"delta {human_bytes(made.size)} against release {made.spec.base} "
-             f"({made.sent} files sent, {made.reused} copied on the host), tree verified; "
-             f"release {number} ready{note}")
+    out.line(
+        run.name,
+        "prepare",
+        f"delta {human_bytes(made.size)} against release {made.spec.base} "
+        f"({made.sent} files sent, {made.reused} copied on the host), tree verified; "
+        f"release {number} ready{note}",
+    )
 
 
 class ChainReader:

@@ -10,14 +10,14 @@ from deployer.plan.batches import Strategy
 
 @dataclass(frozen=True)
 class Options:
-    strategy: Strategy = Strategy()     # which hosts switch together
-    max_fail: int = 0       # hosts that may fail before switch and be skipped (exit 5)
+    strategy: Strategy = Strategy()  # which hosts switch together
+    max_fail: int = 0  # hosts that may fail before switch and be skipped (exit 5)
     parallel: int = 10
     dry_run: bool = False
-    forced: bool = False    # --force: past the promotion gate
-    reason: str = ""        # why (required with --force; recorded in the ledger)
+    forced: bool = False  # --force: past the promotion gate
+    reason: str = ""  # why (required with --force; recorded in the ledger)
     lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
-    full: bool = False      # --full: send the whole artifact, never a delta
+    full: bool = False  # --full: send the whole artifact, never a delta
 
     def __post_init__(self) -> None:
         if self.parallel < 1:

@@ -8,7 +8,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST = ".deployer/manifest.sha256"     # in every artifact (and so every release): sha256  path
+MANIFEST = ".deployer/manifest.sha256"  # in every artifact (and so every release): sha256  path
 
 
 def user_cache() -> Path:
@@ -104,8 +104,7 @@ class Paths:
 
     def shared_env_link(self, env_file: str) -> str:
         """What `shared/<env_file>` points at: the live release's env, through `current`."""
-        return posixpath.relpath(posixpath.join(self.current, env_file),
-                                 posixpath.dirname(self.shared_path(env_file)))
+        return posixpath.relpath(posixpath.join(self.current, env_file), posixpath.dirname(self.shared_path(env_file)))
 
     def env_upload(self, token: str) -> str:
         """Where prepare receives the env before its release exists: beside the partial upload,

@@ -41,14 +41,14 @@ def rollback_target(state: HostState, to: int | str | None = None) -> int | str:
         if number == current:
             raise DeployerError(f"release {number} is already current")
         if current is not None and number > current and not release.rolled_back:
-            raise DeployerError(f"release {number} was never live (left by an interrupted deploy); "
-                                "`cleanup` removes it")
+            raise DeployerError(
+                f"release {number} was never live (left by an interrupted deploy); `cleanup` removes it"
+            )
         return number
     if live is None:
         raise DeployerError("no current release to roll back from")
     if current is None:
-        raise DeployerError(f"current is release {live}, which another tool made: name the release to go to "
-                            "with --to")
+        raise DeployerError(f"current is release {live}, which another tool made: name the release to go to with --to")
     older = [r for r in state.releases if r.number < current and r.usable and not r.rolled_back]
     if older:
         return older[-1].number
@@ -74,8 +74,9 @@ def link_source(state: HostState, sha256: str) -> int | None:
     return max(same, default=None)
 
 
-def cleanup(state: HostState, keep: int, current: int | None, previous: int | str | None = None,
-            foreign: bool = False) -> list[str]:
+def cleanup(
+    state: HostState, keep: int, current: int | None, previous: int | str | None = None, foreign: bool = False
+) -> list[str]:
     """Names under releases/ to delete, by release number (never by mtime).
 
     Deleted: leftover temp dirs, incomplete and bad releases, never-switched releases newer than
@@ -115,7 +116,7 @@ def kept_artifacts(state: HostState, deleted: list[str], extra: str | None = Non
     return sorted(s for s in shas if isinstance(s, str) and s.isalnum())
 
 
-STREAM_RTT = 0.03       # seconds of round trip from which an upload is extracted as it arrives
+STREAM_RTT = 0.03  # seconds of round trip from which an upload is extracted as it arrives
 
 
 def stream_upload(rtt: float | None) -> bool:

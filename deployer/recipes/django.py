@@ -45,4 +45,4 @@ def nginx_site(deploy_to: str = "/srv/app", upstream: str = "127.0.0.1:8000") ->
     }}
 }}
 """
-    return base[:base.rstrip().rindex("}")] + static.lstrip("\n")
+    return base[: base.rstrip().rindex("}")] + static.lstrip("\n")

@@ -30,7 +30,7 @@ socket's backlog for a new worker. See README "Recipes" for hosts.toml, the syst
 
 from __future__ import annotations
 
-PIDFILE = "shared/tmp/pids/gunicorn.pid"     # relative to deploy_to
+PIDFILE = "shared/tmp/pids/gunicorn.pid"  # relative to deploy_to
 RELOAD_LOG = "shared/log/gunicorn-reload.log"
 
 # after_prepare, in the new release dir: build venv/, install requirements, let gunicorn load it all.
@@ -124,8 +124,14 @@ DEFAULTS: dict = {
     "app": {"shared_dirs": ["log", "tmp/pids"], "generated": ["venv"]},
     "hooks": {"after_prepare": [{"command": PREPARE}]},
     "restart": {"command": RESTART},
-    "verify": {"url": "http://127.0.0.1/health", "status": 200, "body": "ok", "retries": 5, "interval": 1.0,
-               "timeout": 5},
+    "verify": {
+        "url": "http://127.0.0.1/health",
+        "status": 200,
+        "body": "ok",
+        "retries": 5,
+        "interval": 1.0,
+        "timeout": 5,
+    },
 }
 
 

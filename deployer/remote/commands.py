@@ -32,37 +32,61 @@ UNSAFE_TREE = 25
 CURRENT_NOT_LINK = 30
 RELEASE_INCOMPLETE = 31
 LEASE_LOST = 32
-STORE_FETCH = 26        # prepare_pull.sh: the artifact could not be downloaded from the store
+STORE_FETCH = 26  # prepare_pull.sh: the artifact could not be downloaded from the store
 
-TAKEOVER_MARK = '"@@stale@@"'      # in a takeover's ledger line: replaced by the stale holder, on the host
+TAKEOVER_MARK = '"@@stale@@"'  # in a takeover's ledger line: replaced by the stale holder, on the host
 
-CLEANUP_FAILED = "cleanup_failed"      # the field finish emits (with rm's status) when cleanup failed
+CLEANUP_FAILED = "cleanup_failed"  # the field finish emits (with rm's status) when cleanup failed
 
 
 def _lock(paths: Paths, token: str | None) -> dict[str, Value]:
     """lib.sh's inputs: the ledger and the lock this run holds (or takes)."""
-    return {"STATE": paths.state, "LEDGER": paths.ledger, "LOCK": paths.lock,
-            "LOCK_TOKEN_FILE": paths.lock_token, "TOKEN": token or ""}
+    return {
+        "STATE": paths.state,
+        "LEDGER": paths.ledger,
+        "LOCK": paths.lock,
+        "LOCK_TOKEN_FILE": paths.lock_token,
+        "TOKEN": token or "",
+    }
 
 
-def inspect(paths: Paths, *, lock_info: str | None = None, lock_token: str | None = None,
-            artifact_sha: str | None = None, free_space: bool = True, lock_ttl: int | None = None,
-            takeover_ledger: str | None = None) -> str:
+def inspect(
+    paths: Paths,
+    *,
+    lock_info: str | None = None,
+    lock_token: str | None = None,
+    artifact_sha: str | None = None,
+    free_space: bool = True,
+    lock_ttl: int | None = None,
+    takeover_ledger: str | None = None,
+) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
     With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
     the host's own clock, is taken over (see inspect_lock.sh) and, with takeover_ledger, recorded:
     the line with TAKEOVER_MARK replaced by the stale holder."""
-    values: dict[str, Value] = {**_lock(paths, lock_token), "DEPLOY_TO": paths.deploy_to,
-                                "LOCK_INFO": paths.lock_info, "META_AWK": text("inspect_meta.awk"),
-                                "FREE_SPACE": free_space,
-                                "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else ""}
+    values: dict[str, Value] = {
+        **_lock(paths, lock_token),
+        "DEPLOY_TO": paths.deploy_to,
+        "LOCK_INFO": paths.lock_info,
+        "META_AWK": text("inspect_meta.awk"),
+        "FREE_SPACE": free_space,
+        "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else "",
+    }
     files = ["lib.sh"]
     if lock_info is not None:
         pre, _, post = (takeover_ledger or "").partition(TAKEOVER_MARK)
-        values |= {"INFO": lock_info, "LOCK_BEAT": paths.lock_beat, "LOCK_CLAIM": posixpath.join(paths.lock, "claim"),
-                   "LOCK_TTL": int(lock_ttl) if lock_ttl else "", "RELEASES": paths.releases, "CACHE": paths.cache,
-                   "RECORD_TAKEOVER": bool(takeover_ledger), "TAKEOVER_PRE": pre, "TAKEOVER_POST": post}
+        values |= {
+            "INFO": lock_info,
+            "LOCK_BEAT": paths.lock_beat,
+            "LOCK_CLAIM": posixpath.join(paths.lock, "claim"),
+            "LOCK_TTL": int(lock_ttl) if lock_ttl else "",
+            "RELEASES": paths.releases,
+            "CACHE": paths.cache,
+            "RECORD_TAKEOVER": bool(takeover_ledger),
+            "TAKEOVER_PRE": pre,
+            "TAKEOVER_POST": post,
+        }
         files.append("inspect_lock.sh")
     return render([*files, "inspect.sh"], values)
 
@@ -74,8 +98,11 @@ def lease(paths: Paths, token: str) -> str:
     rename into releases/N, the switch, deletions): a run whose lock was taken over changes
     nothing. The check and the change are two steps of one shell, microseconds apart; a takeover
     needs the lease silent for lock_ttl first."""
-    return render(["lease.sh"], {"LEASE_TOKEN_FILE": paths.lock_token, "LEASE_TOKEN": token,
-                                 "LEASE_BEAT": paths.lock_beat}, header="")
+    return render(
+        ["lease.sh"],
+        {"LEASE_TOKEN_FILE": paths.lock_token, "LEASE_TOKEN": token, "LEASE_BEAT": paths.lock_beat},
+        header="",
+    )
 
 
 def unleased(script: str) -> str:
@@ -87,15 +114,29 @@ def unleased(script: str) -> str:
 @dataclass(frozen=True)
 class LinkSource:
     """An earlier release of the artifact being deployed, and the sha256 of its manifest."""
+
     number: int
     manifest_sha256: str
 
 
-def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool, release_json: str,
-            shared_dirs: tuple[str, ...] = (), shared_files: tuple[str, ...] = (),
-            env_file: str | None = None, env_size: int = 0, link_from: LinkSource | None = None,
-            generated: tuple[str, ...] = (), stream: bool = False, fetch_from: str | None = None,
-            delta: remote_delta.Spec | None = None) -> str:
+def prepare(
+    paths: Paths,
+    number: int,
+    token: str,
+    sha256: str,
+    *,
+    upload: bool,
+    release_json: str,
+    shared_dirs: tuple[str, ...] = (),
+    shared_files: tuple[str, ...] = (),
+    env_file: str | None = None,
+    env_size: int = 0,
+    link_from: LinkSource | None = None,
+    generated: tuple[str, ...] = (),
+    stream: bool = False,
+    fetch_from: str | None = None,
+    delta: remote_delta.Spec | None = None,
+) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
     paths, mark complete, then rename into releases/N. Any failure removes the temp dir.
 
@@ -114,16 +155,31 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
     script exits remote_delta.UNUSABLE."""
     pull = upload and fetch_from is not None
     if env_file:
-        shared_files = tuple(f for f in shared_files if f != env_file)     # the release's own, not shared
+        shared_files = tuple(f for f in shared_files if f != env_file)  # the release's own, not shared
     link_from = None if upload else link_from
     values: dict[str, Value] = {
-        **_lock(paths, token), "RELEASES": paths.releases, "SHARED": paths.shared, "CACHE": paths.cache,
-        "TMP_RELEASE": paths.tmp_release(number, token), "PART": paths.partial_artifact(token),
-        "CACHED": paths.cached_artifact(sha256), "FINAL": paths.release(number), "NUMBER": number,
-        "SHA256": sha256, "RELEASE_JSON": release_json, "UPLOAD": upload, "STREAM": upload and stream and not pull,
-        "PULL": pull, "MANIFEST": MANIFEST, "SHARED_DIRS": shared_dirs, "SHARED_FILES": shared_files,
-        "ENV_FILE": env_file or "", "ENV_BYTES": int(env_size), "ENV_TMP": paths.env_upload(token),
-        "LINK_FROM": link_from.number if link_from else "", "DELTA": delta is not None,
+        **_lock(paths, token),
+        "RELEASES": paths.releases,
+        "SHARED": paths.shared,
+        "CACHE": paths.cache,
+        "TMP_RELEASE": paths.tmp_release(number, token),
+        "PART": paths.partial_artifact(token),
+        "CACHED": paths.cached_artifact(sha256),
+        "FINAL": paths.release(number),
+        "NUMBER": number,
+        "SHA256": sha256,
+        "RELEASE_JSON": release_json,
+        "UPLOAD": upload,
+        "STREAM": upload and stream and not pull,
+        "PULL": pull,
+        "MANIFEST": MANIFEST,
+        "SHARED_DIRS": shared_dirs,
+        "SHARED_FILES": shared_files,
+        "ENV_FILE": env_file or "",
+        "ENV_BYTES": int(env_size),
+        "ENV_TMP": paths.env_upload(token),
+        "LINK_FROM": link_from.number if link_from else "",
+        "DELTA": delta is not None,
     }
     files = ["lib.sh", "prepare_fetch.sh", "prepare_check.sh", "prepare_shared.sh"]
     if delta is not None:
@@ -133,16 +189,18 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
         values |= _env_link(paths, env_file)
         files.append("env_shared.sh")
     if pull:
-        values |= {"STORE_ENDPOINT": fetch_from or "the AWS S3 endpoint",
-                   "PULL_PY": text("pull_fetch.py")}
+        values |= {"STORE_ENDPOINT": fetch_from or "the AWS S3 endpoint", "PULL_PY": text("pull_fetch.py")}
         files.append("prepare_pull.sh")
     if link_from:
         own = (env_file,) if env_file else ()
-        values |= {"LINK_SRC": paths.release(link_from.number),
-                   "LINK_COMPLETE": paths.release_state(link_from.number) + "/complete",
-                   "LINK_MANIFEST": posixpath.join(paths.release(link_from.number), MANIFEST),
-                   "LINK_MANIFEST_SUM": link_from.manifest_sha256,
-                   "LINK_SHARED": (*shared_dirs, *shared_files, *own), "LINK_SKIP": (*generated, *own)}
+        values |= {
+            "LINK_SRC": paths.release(link_from.number),
+            "LINK_COMPLETE": paths.release_state(link_from.number) + "/complete",
+            "LINK_MANIFEST": posixpath.join(paths.release(link_from.number), MANIFEST),
+            "LINK_MANIFEST_SUM": link_from.manifest_sha256,
+            "LINK_SHARED": (*shared_dirs, *shared_files, *own),
+            "LINK_SKIP": (*generated, *own),
+        }
         files += ["manifest.sh", "prepare_link.sh"]
     return render([*files, "prepare.sh"], values)
 
@@ -150,8 +208,13 @@ def prepare(paths: Paths, number: int, token: str, sha256: str, *, upload: bool,
 def _env_link(paths: Paths, env_file: str) -> dict[str, Value]:
     """env_shared.sh's inputs (and ENV_LINK: what a release's <env_file> points at)."""
     shared_env = paths.shared_path(env_file)
-    return {"ENV_FILE": env_file, "ENV_LINK": paths.release_env_link(env_file), "SHARED_ENV": shared_env,
-            "SHARED_ENV_DIR": posixpath.dirname(shared_env), "SHARED_ENV_LINK": paths.shared_env_link(env_file)}
+    return {
+        "ENV_FILE": env_file,
+        "ENV_LINK": paths.release_env_link(env_file),
+        "SHARED_ENV": shared_env,
+        "SHARED_ENV_DIR": posixpath.dirname(shared_env),
+        "SHARED_ENV_LINK": paths.shared_env_link(env_file),
+    }
 
 
 def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str | None = None) -> str:
@@ -160,9 +223,16 @@ def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str 
     versions, whose releases shared one file)."""
     own = paths.release_env(number)
     values: dict[str, Value] = {
-        **_lock(paths, token), **_env_link(paths, env_file), "RELEASES": paths.releases,
-        "RELEASE": paths.release(number), "NUMBER": number, "OWN": own, "ENV_TMP": f"{own}.tmp-{token}",
-        "LINK": posixpath.join(paths.release(number), env_file), "LEDGER_LINE": ledger}
+        **_lock(paths, token),
+        **_env_link(paths, env_file),
+        "RELEASES": paths.releases,
+        "RELEASE": paths.release(number),
+        "NUMBER": number,
+        "OWN": own,
+        "ENV_TMP": f"{own}.tmp-{token}",
+        "LINK": posixpath.join(paths.release(number), env_file),
+        "LEDGER_LINE": ledger,
+    }
     return render(["lib.sh", "env_shared.sh", "write_env.sh"], values)
 
 
@@ -171,18 +241,36 @@ def read_env(paths: Paths, env_file: str) -> str:
     return render(["read_env.sh"], {"FILE": posixpath.join(paths.current, env_file)})
 
 
-def switch(paths: Paths, number: int | str, token: str, *, mark_rolled_back: int | str | None = None,
-           release_lock: bool = False, ledger: str | None = None) -> str:
+def switch(
+    paths: Paths,
+    number: int | str,
+    token: str,
+    *,
+    mark_rolled_back: int | str | None = None,
+    release_lock: bool = False,
+    ledger: str | None = None,
+) -> str:
     """Point current at releases/N atomically: a temp link renamed over it (rename(2)).
 
     A str names a foreign release (another tool's directory): it only has to be a directory, and
     nothing is written into it; mark_rolled_back marks only a release of ours."""
-    n = cast(int, number)        # a foreign release's name makes its path the same way
+    n = cast(int, number)  # a foreign release's name makes its path the same way
     mark = paths.release_state(mark_rolled_back) if isinstance(mark_rolled_back, int) else ""
-    return render(["lib.sh", "switch.sh"], {
-        **_lock(paths, token), "CURRENT": paths.current, "RELEASE": paths.release(n), "NUMBER": str(number),
-        "FOREIGN": isinstance(number, str), "TARGET": paths.release_target(n), "TMP_LINK": paths.tmp_current(token),
-        "MARK_STATE": mark, "LEDGER_LINE": ledger, "UNLOCK": release_lock})
+    return render(
+        ["lib.sh", "switch.sh"],
+        {
+            **_lock(paths, token),
+            "CURRENT": paths.current,
+            "RELEASE": paths.release(n),
+            "NUMBER": str(number),
+            "FOREIGN": isinstance(number, str),
+            "TARGET": paths.release_target(n),
+            "TMP_LINK": paths.tmp_current(token),
+            "MARK_STATE": mark,
+            "LEDGER_LINE": ledger,
+            "UNLOCK": release_lock,
+        },
+    )
 
 
 def unswitch(paths: Paths, number: int) -> str:
@@ -190,19 +278,35 @@ def unswitch(paths: Paths, number: int) -> str:
     return render(["unswitch.sh"], {"CURRENT": paths.current, "TARGET": paths.release_target(number)})
 
 
-def finish(paths: Paths, token: str, *, delete: list[str], keep_artifacts: list[str], ledger: str | None = None,
-           done: str | None = None, failed: str | None = None) -> str:
+def finish(
+    paths: Paths,
+    token: str,
+    *,
+    delete: list[str],
+    keep_artifacts: list[str],
+    ledger: str | None = None,
+    done: str | None = None,
+    failed: str | None = None,
+) -> str:
     """Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock.
 
     Ledger lines: `done` first, whatever the cleanup does (a deploy's outcome: its release is
     live already); then `ledger` if the cleanup succeeded, `failed` if it did not. A failed
     cleanup still releases the lock and exits 0, emitting `cleanup_failed<TAB>status` (its
     errors are on stderr), so it is never mistaken for a failure of what came before."""
-    return render(["lib.sh", "finish.sh"], {
-        **_lock(paths, token), "DEPLOY_TO": paths.deploy_to, "CACHE": paths.cache,
-        "DELETE": [posixpath.join(paths.releases, name) for name in delete],
-        "KEEP": [f"{sha}.tar.gz" for sha in keep_artifacts],
-        "DONE_LINE": done, "LEDGER_LINE": ledger, "FAILED_LINE": failed})
+    return render(
+        ["lib.sh", "finish.sh"],
+        {
+            **_lock(paths, token),
+            "DEPLOY_TO": paths.deploy_to,
+            "CACHE": paths.cache,
+            "DELETE": [posixpath.join(paths.releases, name) for name in delete],
+            "KEEP": [f"{sha}.tar.gz" for sha in keep_artifacts],
+            "DONE_LINE": done,
+            "LEDGER_LINE": ledger,
+            "FAILED_LINE": failed,
+        },
+    )
 
 
 def switch_then_finish(switch_script: str, finish_script: str) -> str:
@@ -214,18 +318,29 @@ def switch_then_finish(switch_script: str, finish_script: str) -> str:
 def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:
     """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
     values: dict[str, Value] = {
-        **_lock(paths, token), "PART": paths.partial_artifact(token), "ENV_TMP": paths.env_upload(token),
-        "TMP_LINK": paths.tmp_current(token), "TMP_RELEASE": "", "LEDGER_LINE": ledger}
+        **_lock(paths, token),
+        "PART": paths.partial_artifact(token),
+        "ENV_TMP": paths.env_upload(token),
+        "TMP_LINK": paths.tmp_current(token),
+        "TMP_RELEASE": "",
+        "LEDGER_LINE": ledger,
+    }
     if number is not None:
-        values |= {"TMP_RELEASE": paths.tmp_release(number, token), "RELEASE": paths.release(number),
-                   "CURRENT": paths.current, "TARGET": paths.release_target(number)}
+        values |= {
+            "TMP_RELEASE": paths.tmp_release(number, token),
+            "RELEASE": paths.release(number),
+            "CURRENT": paths.current,
+            "TARGET": paths.release_target(number),
+        }
     return render(["lib.sh", "abort.sh"], values)
 
 
 def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) -> str:
     """Release the lock: only with the holder's token, or by force when token is None."""
-    return render(["lib.sh", "unlock.sh"], {**_lock(paths, token), "FORCE": token is None,
-                                            "LOCK_INFO": paths.lock_info, "LEDGER_LINE": ledger})
+    return render(
+        ["lib.sh", "unlock.sh"],
+        {**_lock(paths, token), "FORCE": token is None, "LOCK_INFO": paths.lock_info, "LEDGER_LINE": ledger},
+    )
 
 
 def read_ledger(paths: Paths, match: str | None = None) -> str:
@@ -239,8 +354,10 @@ def drift(paths: Paths, shared: tuple[str, ...] = (), generated: tuple[str, ...]
     Prints `modified|removed|added<TAB>path` lines, or `no_manifest`. Shared paths are skipped;
     so are paths hooks generate in the release (`generated`) and __pycache__ directories.
     """
-    return render(["lib.sh", "manifest.sh", "drift.sh"], {
-        "CURRENT": paths.current, "MANIFEST": MANIFEST, "SHARED_PATHS": shared, "SKIP": (*shared, *generated)})
+    return render(
+        ["lib.sh", "manifest.sh", "drift.sh"],
+        {"CURRENT": paths.current, "MANIFEST": MANIFEST, "SHARED_PATHS": shared, "SKIP": (*shared, *generated)},
+    )
 
 
 # -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------
@@ -261,8 +378,7 @@ def _user(command: str, env: dict[str, str], run_as: str) -> dict[str, Value]:
     return {"COMMAND": command, "USER_ENV": _env_words(env), "RUN_AS": run_as}
 
 
-def in_release(paths: Paths, number: int | str | None, command: str, env: dict[str, str],
-               run_as: str = "") -> str:
+def in_release(paths: Paths, number: int | str | None, command: str, env: dict[str, str], run_as: str = "") -> str:
     """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the
     deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
     where = paths.deploy_to if number is None else paths.release(number)
@@ -271,24 +387,43 @@ def in_release(paths: Paths, number: int | str | None, command: str, env: dict[s
 
 def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
     """Run the migration in releases/N; on success record it (digest of its output) in the release."""
-    return render(["lib.sh", "user.sh", "migrate.sh"], {
-        "RELEASE": paths.release(number), "RECORD": paths.release_state(number) + "/migrated",
-        **_user(command, env, run_as)})
+    return render(
+        ["lib.sh", "user.sh", "migrate.sh"],
+        {
+            "RELEASE": paths.release(number),
+            "RECORD": paths.release_state(number) + "/migrated",
+            **_user(command, env, run_as),
+        },
+    )
 
 
 def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
     """Run the down-migration with release N's code; then its record is removed."""
-    return render(["user.sh", "unmigrate.sh"], {
-        "RELEASE": paths.release(number), "RECORD": paths.release_state(number) + "/migrated",
-        **_user(command, env, run_as)})
+    return render(
+        ["user.sh", "unmigrate.sh"],
+        {
+            "RELEASE": paths.release(number),
+            "RECORD": paths.release_state(number) + "/migrated",
+            **_user(command, env, run_as),
+        },
+    )
 
 
 def verify_http(url: str, *, status: int, body: str, timeout: int, retries: int, interval: float) -> str:
     """Fetch url from the host itself (curl, else python3) until it answers `status` (and has `body`)."""
-    return render(["verify_http.sh"], {
-        "URL": url, "STATUS": int(status), "BODY": body, "WITHOUT": " without " + repr(body) if body else "",
-        "TIMEOUT": int(timeout), "RETRIES": int(retries), "INTERVAL": f"{float(interval):g}",
-        "FETCH_PY": text("verify_fetch.py")})
+    return render(
+        ["verify_http.sh"],
+        {
+            "URL": url,
+            "STATUS": int(status),
+            "BODY": body,
+            "WITHOUT": " without " + repr(body) if body else "",
+            "TIMEOUT": int(timeout),
+            "RETRIES": int(retries),
+            "INTERVAL": f"{float(interval):g}",
+            "FETCH_PY": text("verify_fetch.py"),
+        },
+    )
 
 
 def mark_bad(paths: Paths, number: int, reason: str) -> str:
@@ -298,6 +433,7 @@ def mark_bad(paths: Paths, number: int, reason: str) -> str:
 
 
 # -- shell text for engine/ops.py's scripts (in_current, maintenance) ---------------------------
+
 
 def _assigns(env: dict[str, str]) -> list[str]:
     """NAME='value' words, the names checked as for the scripts' USER_ENV."""
@@ -319,5 +455,6 @@ def as_user(run_as: str, env: dict[str, str], command: str) -> str:
 
 def append_ledger(paths: Paths, line: str) -> str:
     """One O_APPEND write of one line (< PIPE_BUF): never torn, never interleaved."""
-    return (f"{{ [ -d {q(paths.state)} ] || mkdir -p {q(paths.state)}; }} && "
-            f"printf '%s\\n' {q(line)} >> {q(paths.ledger)}")
+    return (
+        f"{{ [ -d {q(paths.state)} ] || mkdir -p {q(paths.state)}; }} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
+    )

@@ -28,20 +28,26 @@ from deployer.plan.paths import Paths
 from deployer.remote.render import Value
 
 UNUSABLE = 27
-MARK = "delta not usable"          # what stderr says when the host should get the full artifact
+MARK = "delta not usable"  # what stderr says when the host should get the full artifact
 
 
 @dataclass(frozen=True)
 class Spec:
-    base: int                   # the release the delta is against
-    sha256: str                 # of the delta tarball
-    manifest_sha256: str        # of the new artifact's manifest
-    listing_sha256: str         # of the new tree's listing
-    mtime: int                  # the artifact's file times
+    base: int  # the release the delta is against
+    sha256: str  # of the delta tarball
+    manifest_sha256: str  # of the new artifact's manifest
+    listing_sha256: str  # of the new tree's listing
+    mtime: int  # the artifact's file times
 
 
 def inputs(paths: Paths, spec: Spec) -> dict[str, Value]:
     """prepare_delta.sh's inputs."""
-    return {"DELTA_BASE": paths.release(spec.base), "DELTA_NUMBER": spec.base, "DELTA_SHA256": spec.sha256,
-            "DELTA_MANIFEST_SUM": spec.manifest_sha256, "DELTA_LISTING_SUM": spec.listing_sha256,
-            "DELTA_MTIME": int(spec.mtime), "DELTA_CONTROL": CONTROL}
+    return {
+        "DELTA_BASE": paths.release(spec.base),
+        "DELTA_NUMBER": spec.base,
+        "DELTA_SHA256": spec.sha256,
+        "DELTA_MANIFEST_SUM": spec.manifest_sha256,
+        "DELTA_LISTING_SUM": spec.listing_sha256,
+        "DELTA_MTIME": int(spec.mtime),
+        "DELTA_CONTROL": CONTROL,
+    }

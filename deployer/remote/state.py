@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 MAX_RELEASE = 10**9
 # The only names under releases/ the inspect script prints; anything else is counted, never printed.
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
-_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z?\Z")     # Capistrano, Ansistrano
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z?\Z")  # Capistrano, Ansistrano
 
 
 def release_number(name: str) -> int | None:
@@ -44,6 +44,7 @@ class Foreign:
 
     Its time is what that tool recorded (Deployer's .dep/releases_log), else the timestamp in its
     name (Capistrano, Ansistrano), else the directory's mtime; releases are ordered by it, then name."""
+
     name: str
     mtime: int = 0
     revision: str = ""
@@ -58,7 +59,7 @@ class Foreign:
             if m:
                 year, month, day, hour, minute, second = map(int, m.groups())
                 return datetime(year, month, day, hour, minute, second, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except ValueError:          # digits that are no date
+        except ValueError:  # digits that are no date
             pass
         if self.mtime:
             return datetime.fromtimestamp(self.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -89,8 +90,13 @@ class LockInfo:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        return cls(who=str(data.get("who", "?")), pid=data.get("pid"), stage=str(data.get("stage", "?")),
-                   started=str(data.get("started", "")), token=str(data.get("token", "")))
+        return cls(
+            who=str(data.get("who", "?")),
+            pid=data.get("pid"),
+            stage=str(data.get("stage", "?")),
+            started=str(data.get("started", "")),
+            token=str(data.get("token", "")),
+        )
 
     def age(self, now: datetime | None = None) -> str:
         try:
@@ -114,17 +120,17 @@ class HostState:
     user: str = ""
     deploy_to_exists: bool = False
     writable: bool = False
-    current_kind: str = "absent"        # link | dangling | dir | file | absent
+    current_kind: str = "absent"  # link | dangling | dir | file | absent
     current_target: str = ""
     releases: tuple[Release, ...] = ()
-    foreign: tuple[Foreign, ...] = ()   # oldest first
-    ignored: tuple[str, ...] = ()       # names under releases/ read as neither kind (see parse)
-    odd_names: int = 0                  # names with bytes the inspect script never prints
+    foreign: tuple[Foreign, ...] = ()  # oldest first
+    ignored: tuple[str, ...] = ()  # names under releases/ read as neither kind (see parse)
+    odd_names: int = 0  # names with bytes the inspect script never prints
     strays: tuple[str, ...] = ()
     lock: LockInfo | None = None
     lock_acquired: bool = False
-    lock_silent: int | None = None      # seconds since the holder last renewed its lease (host clock)
-    took_over: tuple[int, LockInfo] | None = None   # (seconds silent, holder) of a stale lock replaced
+    lock_silent: int | None = None  # seconds since the holder last renewed its lease (host clock)
+    took_over: tuple[int, LockInfo] | None = None  # (seconds silent, holder) of a stale lock replaced
     free_kb: int | None = None
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
@@ -140,9 +146,9 @@ class HostState:
         target = self.current_target
         if target.startswith("/") and self.deploy_to:
             base = posixpath.normpath(posixpath.join(self.deploy_to, "releases")) + "/"
-            target = "releases/" + target[len(base):] if target.startswith(base) else ""
+            target = "releases/" + target[len(base) :] if target.startswith(base) else ""
         elif target:
-            target = posixpath.normpath(target)     # Ansistrano writes ./releases/NAME
+            target = posixpath.normpath(target)  # Ansistrano writes ./releases/NAME
         head, _, name = target.rstrip("/").partition("/")
         return name if head == "releases" and NAME.match(name) else None
 
@@ -199,7 +205,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
     values: dict = {"releases": [], "strays": [], "foreign": [], "ignored": [], "deploy_to": deploy_to}
     metas: dict[str, dict] = {}
     foreign_info: dict[str, dict] = {}
-    for line in output.split("\n"):        # "\n" only: str.splitlines would also split on \r, \x1c...
+    for line in output.split("\n"):  # "\n" only: str.splitlines would also split on \r, \x1c...
         key, _, value = line.partition("\t")
         if key == "user":
             values["user"] = value
@@ -218,8 +224,9 @@ def parse(output: str, deploy_to: str = "") -> HostState:
                 if NAME.match(name):
                     values["ignored"].append(name)
                 continue
-            values["releases"].append(Release(number, complete == "1", bad == "1", rolled == "1", migrated == "1",
-                                              _json_object(raw)))
+            values["releases"].append(
+                Release(number, complete == "1", bad == "1", rolled == "1", migrated == "1", _json_object(raw))
+            )
         elif key == "foreign":
             if NAME.match(value):
                 values["foreign"].append(Foreign(value))
@@ -231,7 +238,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             name, _, raw = value.partition("\t")
             info = foreign_info.setdefault(name, {})
             for k, v in _foreign_record(key, raw).items():
-                info.setdefault(k, v)       # the release's own REVISION file first
+                info.setdefault(k, v)  # the release's own REVISION file first
         elif key == "odd" and value.isdigit():
             values["odd_names"] = int(value)
         elif key == "meta":
@@ -239,7 +246,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             metas[listed] = _json_object(raw)
         elif key == "stray":
             values["strays"].append(value)
-        elif key == "lock":             # the lock is there; who holds it follows, if known
+        elif key == "lock":  # the lock is there; who holds it follows, if known
             values.setdefault("lock", LockInfo.parse(value))
         elif key == "lockinfo":
             values["lock"] = LockInfo.parse(value)
@@ -256,9 +263,15 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["missing_tools"] = tuple(value.split())
         elif key == "cached":
             values["cached"] = value == "1"
-    values["releases"] = tuple(sorted((replace(r, meta=metas[str(r.number)]) if str(r.number) in metas else r
-                                       for r in {r.number: r for r in values["releases"]}.values()),
-                                      key=lambda r: r.number))
+    values["releases"] = tuple(
+        sorted(
+            (
+                replace(r, meta=metas[str(r.number)]) if str(r.number) in metas else r
+                for r in {r.number: r for r in values["releases"]}.values()
+            ),
+            key=lambda r: r.number,
+        )
+    )
     foreign = {f.name: replace(f, **foreign_info.get(f.name, {})) for f in values["foreign"]}
     values["foreign"] = tuple(sorted(foreign.values(), key=lambda f: f.order))
     values["strays"] = tuple(values["strays"])
@@ -267,7 +280,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
 
 
 _CAP_REVISION = re.compile(r"\(at ([^)\s]+)\)")
-_REVISION = re.compile(r"[\w.:+/@-]{1,64}\Z", re.ASCII)      # shown in tables: no control bytes
+_REVISION = re.compile(r"[\w.:+/@-]{1,64}\Z", re.ASCII)  # shown in tables: no control bytes
 
 
 def _foreign_record(kind: str, raw: str) -> dict:

@@ -12,17 +12,38 @@ from datetime import UTC, datetime
 
 from deployer.report.output import redact_data
 
-MAX_LINE = 3500          # well under PIPE_BUF (4096): one atomic append
+MAX_LINE = 3500  # well under PIPE_BUF (4096): one atomic append
 ACTIONS = ("deploy", "rollback", "unlock", "takeover", "cleanup", "config")
 
 
-def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0.0, release: int | str | None = None,
-          version: str = "", git_sha: str = "", artifact_sha256: str = "", reason: str = "", error: str = "",
-          forced: bool = False, host: str = "", **extra) -> str:
+def entry(
+    action: str,
+    stage: str,
+    result: str,
+    *,
+    who: str,
+    duration: float = 0.0,
+    release: int | str | None = None,
+    version: str = "",
+    git_sha: str = "",
+    artifact_sha256: str = "",
+    reason: str = "",
+    error: str = "",
+    forced: bool = False,
+    host: str = "",
+    **extra,
+) -> str:
     data = {
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "action": action, "stage": stage, "result": result, "release": release, "version": version,
-        "git_sha": git_sha, "artifact_sha256": artifact_sha256, "who": who, "duration": round(duration, 2),
+        "action": action,
+        "stage": stage,
+        "result": result,
+        "release": release,
+        "version": version,
+        "git_sha": git_sha,
+        "artifact_sha256": artifact_sha256,
+        "who": who,
+        "duration": round(duration, 2),
         "host": host,
     }
     if reason:
@@ -32,7 +53,7 @@ def entry(action: str, stage: str, result: str, *, who: str, duration: float = 0
     if error:
         data["error"] = error
     data.update(extra)
-    data = redact_data(data)        # before any cut: a line on a host never holds a secret, whole or in part
+    data = redact_data(data)  # before any cut: a line on a host never holds a secret, whole or in part
     line = json.dumps(data, sort_keys=True, ensure_ascii=True)
     if len(line) > MAX_LINE and error:
         error = data["error"]

@@ -16,7 +16,7 @@ from deployer.config.settings import NotifySettings
 from deployer.report.output import MASK, add_secret, redact_data, safe
 
 ALWAYS = ("failed", "rolled back")
-ATTEMPTS = 2            # a webhook that fails is tried once more, after BACKOFF seconds
+ATTEMPTS = 2  # a webhook that fails is tried once more, after BACKOFF seconds
 BACKOFF = 1.0
 
 
@@ -54,7 +54,7 @@ def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
                 with urllib.request.urlopen(request, timeout=settings.timeout) as response:
                     response.read(1024)
                 break
-            except Exception as exc:     # any failure to deliver is reported, never raised
+            except Exception as exc:  # any failure to deliver is reported, never raised
                 if attempt + 1 < ATTEMPTS and _worth_retrying(exc):
                     time.sleep(BACKOFF)
                     continue
@@ -63,11 +63,18 @@ def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
                 break
     if settings.command:
         try:
-            proc = subprocess.run(settings.command, shell=True, input=body, capture_output=True,
-                                  timeout=settings.timeout * 2, env=command_env(event, data))
+            proc = subprocess.run(
+                settings.command,
+                shell=True,
+                input=body,
+                capture_output=True,
+                timeout=settings.timeout * 2,
+                env=command_env(event, data),
+            )
             if proc.returncode != 0:
-                errors.append(f"notify command exited {proc.returncode}: "
-                              f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
+                errors.append(
+                    f"notify command exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()[-200:]}"
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             errors.append(f"notify command: {exc}")
     errors = redact_data(errors)
@@ -80,6 +87,7 @@ def _credentials(url: str) -> tuple[str, dict]:
     """A URL's user:password@ taken out of it and sent as HTTP basic auth instead."""
     from base64 import b64encode
     from urllib.parse import unquote, urlsplit, urlunsplit
+
     parts = urlsplit(url)
     if parts.username is None:
         return url, {}
@@ -92,6 +100,7 @@ def _safe_url(url: str) -> str:
     """Webhook URLs carry tokens (in user:password@, the path or the query): only scheme, host
     and port are shown."""
     from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
         host = parts.netloc.rpartition("@")[2]
@@ -104,13 +113,19 @@ def _safe_url(url: str) -> str:
 def _scrub(text: str, url: str) -> str:
     """An error message with the webhook URL's secret parts masked (some errors quote the URL)."""
     from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
         return text.replace(url, MASK)
     userinfo = parts.netloc.rpartition("@")[0]
-    secret_parts = [url, userinfo, parts.password or "", parts.path.lstrip("/") if parts.path.strip("/") else "",
-                    parts.query]
+    secret_parts = [
+        url,
+        userinfo,
+        parts.password or "",
+        parts.path.lstrip("/") if parts.path.strip("/") else "",
+        parts.query,
+    ]
     for part in sorted(filter(None, secret_parts), key=len, reverse=True):
         text = text.replace(part, MASK)
     return text

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 _SECRETS: set[str] = set()
 MASK = "••••••"
-MIN_SECRET = 4      # shorter values cannot be masked without masking unrelated text: envfile refuses them
+MIN_SECRET = 4  # shorter values cannot be masked without masking unrelated text: envfile refuses them
 
 
 def add_secret(value: str) -> None:
@@ -25,6 +25,7 @@ def add_secret(value: str) -> None:
     from deployer.config.envfile import (
         quote,  # the dotenv form: a `cat .env` in a hook's output
     )
+
     forms.add(quote(value).removeprefix('"').removesuffix('"'))
     for form in list(forms):
         forms.update(line for line in form.splitlines())
@@ -89,7 +90,7 @@ def _cut_edges(text: str, start: int, end: int, secret: str) -> list[tuple[int, 
         return []
     spans = []
     head, i = secret[:MIN_SECRET], text.find(secret[:MIN_SECRET], max(start, end - len(secret) + 1), end)
-    while i != -1:              # the line ends with a prefix of the secret
+    while i != -1:  # the line ends with a prefix of the secret
         if secret.startswith(text[i:end]):
             spans.append((i, end))
             break
@@ -97,8 +98,8 @@ def _cut_edges(text: str, start: int, end: int, secret: str) -> list[tuple[int, 
     tail = secret[-MIN_SECRET:]
     limit = min(end, start + len(secret) - 1)
     i = text.rfind(tail, start, limit)
-    while i != -1:              # the line starts with a suffix of the secret
-        if secret.endswith(text[start:i + MIN_SECRET]):
+    while i != -1:  # the line starts with a suffix of the secret
+        if secret.endswith(text[start : i + MIN_SECRET]):
             spans.append((start, i + MIN_SECRET))
             break
         i = text.rfind(tail, start, i + MIN_SECRET - 1)
@@ -127,10 +128,10 @@ def safe(text, keep_newlines: bool = False):
     return printable(redact(text), keep_newlines)
 
 
-LOG_EVERY = 5.0         # seconds between two progress lines of one host's upload in a log
-LIVE_EVERY = 0.25       # ... and on a terminal, where the host's line is rewritten in place
+LOG_EVERY = 5.0  # seconds between two progress lines of one host's upload in a log
+LIVE_EVERY = 0.25  # ... and on a terminal, where the host's line is rewritten in place
 _GREEN, _RED, _YELLOW = "32", "31", "33"
-_GROUP: dict = {}       # the CI log group this process has open: {"stream": ..., "end": text}
+_GROUP: dict = {}  # the CI log group this process has open: {"stream": ..., "end": text}
 
 
 def _on_terminal(stream) -> bool:
@@ -146,8 +147,10 @@ def _group_markers(title: str) -> tuple[str, str] | None:
         return f"::group::{title}", "::endgroup::"
     if os.environ.get("GITLAB_CI"):
         now = int(time.time())
-        return (f"\x1b[0Ksection_start:{now}:deployer_progress[collapsed=true]\r\x1b[0K{title}",
-                "\x1b[0Ksection_end:{now}:deployer_progress\r\x1b[0K")     # {now}: when it ends
+        return (
+            f"\x1b[0Ksection_start:{now}:deployer_progress[collapsed=true]\r\x1b[0K{title}",
+            "\x1b[0Ksection_end:{now}:deployer_progress\r\x1b[0K",
+        )  # {now}: when it ends
     return None
 
 
@@ -175,7 +178,7 @@ class Output:
         self.colour = self.live and not os.environ.get("NO_COLOR")
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        self._board: dict[str, str] = {}    # host -> its live line (terminal only)
+        self._board: dict[str, str] = {}  # host -> its live line (terminal only)
         self._drawn = 0
 
     def line(self, host: str, step: str, text: str) -> None:
@@ -198,6 +201,7 @@ class Output:
         headers = headers or (list(rows[0]) if rows else [])
         body = [[safe(row.get(h, "")) for h in headers] for row in rows]
         from tabulate import tabulate  # type: ignore[import-untyped, unused-ignore]  # loaded when a table is printed
+
         self._print(tabulate(body, headers=headers, tablefmt="simple"), final=True)
 
     def json(self, data) -> None:
@@ -207,6 +211,7 @@ class Output:
         """Rewrite the block of host lines in place (cursor up, clear, redraw), each cut to the
         terminal's width so that none wraps and the block keeps its height."""
         import shutil
+
         width = max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
         line = safe(f"{host:<16} {step:<9} {text}")[:width]
         colour = self.colour and _colour(step, text)
@@ -278,7 +283,7 @@ def discard(stream):
     sink = open(os.devnull, "w")
     try:
         os.dup2(sink.fileno(), stream.fileno())
-    except (OSError, ValueError, AttributeError):     # no descriptor of its own (a test's StringIO)
+    except (OSError, ValueError, AttributeError):  # no descriptor of its own (a test's StringIO)
         return sink
     return stream
 
@@ -307,8 +312,9 @@ class UploadProgress:
             self.last = now
             rate = sent / max(now - self.started, 1e-6)
             eta = f", ETA {int((self.total - sent) / rate) + 1}s" if rate > 0 else ""
-            self.out.line(self.host, "upload", f"{human_bytes(sent)} / {human_bytes(self.total)} "
-                          f"({human_bytes(rate)}/s{eta})")
+            self.out.line(
+                self.host, "upload", f"{human_bytes(sent)} / {human_bytes(self.total)} ({human_bytes(rate)}/s{eta})"
+            )
 
     def done(self) -> str:
         elapsed = max(self.clock() - self.started, 1e-6)

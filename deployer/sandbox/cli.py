@@ -17,8 +17,9 @@ def main(argv: list[str]) -> None:
     ``python -m benchmarks.traffic`` in the repository.)"""
     parser = argparse.ArgumentParser(prog="python -m deployer.sandbox")
     sub = parser.add_subparsers(dest="cmd")
-    serve = sub.add_parser("serve", help="nginx on every running sandbox host for a recipe; "
-                                         "sets [app] recipe in the config")
+    serve = sub.add_parser(
+        "serve", help="nginx on every running sandbox host for a recipe; sets [app] recipe in the config"
+    )
     serve.add_argument("--config", required=True, help="the config sandbox.up wrote")
     serve.add_argument("--recipe", required=True, help="python_wsgi, django or static_site")
     sub.add_parser("probe", help="GET / once on every running sandbox host, print the answers")
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> None:
                 print(f"{h.name}: nginx serves http://127.0.0.1:{h.http_port}/ ({args.recipe})")
         return
     import urllib.request
+
     for h in hosts:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{h.http_port}/", timeout=5) as r:

@@ -45,8 +45,11 @@ def ensure_client_key(directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         key.unlink(missing_ok=True)
         key.with_suffix(".pub").unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", "deployer-sandbox", "-f", str(key)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-C", "deployer-sandbox", "-f", str(key)],
+            check=True,
+            capture_output=True,
+        )
     key.chmod(0o600)
     return key
 
@@ -110,7 +113,7 @@ def known_hosts_name(host: str, port: int) -> str:
 def host_key_line(h: SandboxHost) -> str:
     """A known_hosts line pinning the host key the container generated,
     e.g. ``[127.0.0.1]:32771 ssh-ed25519 AAAA...``."""
-    for _ in range(5):          # docker exec now and then hands back no output under load
+    for _ in range(5):  # docker exec now and then hands back no output under load
         code, out = exec_root(h, "cat /etc/ssh/ssh_host_ed25519_key.pub")
         if code != 0:
             raise SandboxError(f"{h.name}: cannot read host key: {out.strip()}")
@@ -123,7 +126,7 @@ def host_key_line(h: SandboxHost) -> str:
 
 def served_host_key(h: SandboxHost, timeout: float = 5.0) -> str:
     """``TYPE BASE64`` of the key sshd serves right now (an SSH handshake, no authentication)."""
-    import paramiko
+    import paramiko  # type: ignore[import-untyped, unused-ignore]
 
     with socket.create_connection((h.host, h.port), timeout=timeout) as sock:
         transport = paramiko.Transport(sock)
@@ -171,8 +174,9 @@ def _wait_ready(h: SandboxHost, timeout: float = READY_TIMEOUT, not_key: str | N
         tail = "\n".join(logs(h).splitlines()[-20:])
     except Exception as e:
         tail = f"(no logs: {e})"
-    raise SandboxError(f"{h.name}: sshd not ready on {h.host}:{h.port} after {timeout:.0f}s ({last!r}); "
-                       f"container log:\n{tail}")
+    raise SandboxError(
+        f"{h.name}: sshd not ready on {h.host}:{h.port} after {timeout:.0f}s ({last!r}); container log:\n{tail}"
+    )
 
 
 def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: dict) -> SandboxHost:
@@ -184,7 +188,7 @@ def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: di
     kwargs = dict(docker_kwargs)
     kwargs["labels"] = {**kwargs.get("labels", {}), label: name}
     c = DockerContainer(image)
-    ports: dict[str, Any] = c.ports         # testcontainers types it narrower than docker accepts
+    ports: dict[str, Any] = c.ports  # testcontainers types it narrower than docker accepts
     c.tmpfs.update(kwargs.pop("tmpfs", {}))  # testcontainers passes these two to docker itself
     c.with_envs(**kwargs.pop("environment", {}), AUTHORIZED_KEY=pubkey.strip())
     for inside, outside in kwargs.pop("ports", {}).items():  # testcontainers passes ports itself too
@@ -196,8 +200,9 @@ def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: di
     try:
         wrapped.reload()
         ports = _published(wrapped)
-        h = SandboxHost(name=name, host="127.0.0.1", port=ports["22/tcp"], container_id=wrapped.id, label=label,
-                        ports=ports)
+        h = SandboxHost(
+            name=name, host="127.0.0.1", port=ports["22/tcp"], container_id=wrapped.id, label=label, ports=ports
+        )
         _wait_ready(h)
     except BaseException:
         wrapped.remove(force=True)
@@ -223,8 +228,9 @@ def _published(wrapped) -> dict[str, int]:
     return found
 
 
-def start_hosts(n: int, pubkey: str, *, label: str = DEFAULT_LABEL, prefix: str = "host",
-                **docker_kwargs: Any) -> list[SandboxHost]:
+def start_hosts(
+    n: int, pubkey: str, *, label: str = DEFAULT_LABEL, prefix: str = "host", **docker_kwargs: Any
+) -> list[SandboxHost]:
     """Start n hosts in parallel (``host-1``..``host-n``), each accepting SSH when this returns.
 
     docker_kwargs go to ``docker run``, e.g. a tiny /srv for disk-full tests:
@@ -233,8 +239,9 @@ def start_hosts(n: int, pubkey: str, *, label: str = DEFAULT_LABEL, prefix: str 
     """
     image = ensure_image()
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(n, 16) or 1) as pool:
-        futures = [pool.submit(_start_one, image, f"{prefix}-{i}", pubkey, label, docker_kwargs)
-                   for i in range(1, n + 1)]
+        futures = [
+            pool.submit(_start_one, image, f"{prefix}-{i}", pubkey, label, docker_kwargs) for i in range(1, n + 1)
+        ]
         concurrent.futures.wait(futures)
     hosts = [f.result() for f in futures if f.exception() is None]
     errors = [exc for f in futures if (exc := f.exception()) is not None]
@@ -279,8 +286,9 @@ def stop_all(label: str = DEFAULT_LABEL) -> int:
 def regenerate_host_key(h: SandboxHost) -> str:
     """Give the host a new host key and make sshd serve it; return the new known_hosts line."""
     old = served_host_key(h)
-    code, out = exec_root(h, "rm -f /etc/ssh/ssh_host_* && "
-                             "ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && kill -HUP 1")
+    code, out = exec_root(
+        h, "rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && kill -HUP 1"
+    )
     if code != 0:
         raise SandboxError(f"{h.name}: cannot regenerate host key: {out.strip()}")
     new = _wait_ready(h, not_key=old)  # sshd re-executes itself on SIGHUP
@@ -293,7 +301,7 @@ def regenerate_host_key(h: SandboxHost) -> str:
 # --- files for the deployer --------------------------------------------------
 
 
-BUNDLED_APP = Path(__file__).resolve().parent / "sample_app"     # package data: in the wheel too
+BUNDLED_APP = Path(__file__).resolve().parent / "sample_app"  # package data: in the wheel too
 
 
 def sample_repo(workdir: Path) -> Path:
@@ -329,20 +337,43 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def write_config(path: Path, hosts: list[SandboxHost], key_path: Path, known_hosts_path: Path, *,
-                 stage: str = "sandbox", deploy_to: str = "/srv/app", app_name: str = "sample",
-                 source: str, extra: dict | None = None) -> Path:
+def write_config(
+    path: Path,
+    hosts: list[SandboxHost],
+    key_path: Path,
+    known_hosts_path: Path,
+    *,
+    stage: str = "sandbox",
+    deploy_to: str = "/srv/app",
+    app_name: str = "sample",
+    source: str,
+    extra: dict | None = None,
+) -> Path:
     """Write a hosts.toml for the hosts; the first host has roles web+migrate, the others web."""
     doc: dict[str, Any] = {
-        "app": {"name": app_name, "deploy_to": deploy_to, "keep_releases": 5,
-                "shared_dirs": ["log"], "shared_files": []},
+        "app": {
+            "name": app_name,
+            "deploy_to": deploy_to,
+            "keep_releases": 5,
+            "shared_dirs": ["log"],
+            "shared_files": [],
+        },
         "build": {"source": str(source)},
-        "ssh": {"user": "deploy", "key": str(Path(key_path).resolve()),
-                "known_hosts": str(Path(known_hosts_path).resolve()),
-                "host_key_policy": "strict", "connect_timeout": 10},
-        "stages": {stage: {"hosts": [
-            {"host": h.host, "port": h.port, "name": h.name, "roles": ["web", "migrate"] if i == 0 else ["web"]}
-            for i, h in enumerate(hosts)]}},
+        "ssh": {
+            "user": "deploy",
+            "key": str(Path(key_path).resolve()),
+            "known_hosts": str(Path(known_hosts_path).resolve()),
+            "host_key_policy": "strict",
+            "connect_timeout": 10,
+        },
+        "stages": {
+            stage: {
+                "hosts": [
+                    {"host": h.host, "port": h.port, "name": h.name, "roles": ["web", "migrate"] if i == 0 else ["web"]}
+                    for i, h in enumerate(hosts)
+                ]
+            }
+        },
     }
     _deep_merge(doc, extra or {})
     path = Path(path)
@@ -354,7 +385,7 @@ def write_config(path: Path, hosts: list[SandboxHost], key_path: Path, known_hos
 def toml_module():
     """The TOML writer, part of the optional extra."""
     try:
-        import toml
+        import toml  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         raise SandboxError("sandbox hosts need the optional extra: pip install 'deployer[sandbox]'") from None
     return toml
@@ -371,8 +402,14 @@ def instance(workdir: Path, label: str = DEFAULT_LABEL) -> dict[str, str]:
     return {f"{label}.instance": digest}
 
 
-def up(n: int, workdir: Path = Path(".sandbox"), config_path: Path = Path("hosts.sandbox.toml"),
-       source: str = ".", *, label: str = DEFAULT_LABEL) -> list[SandboxHost]:
+def up(
+    n: int,
+    workdir: Path = Path(".sandbox"),
+    config_path: Path = Path("hosts.sandbox.toml"),
+    source: str = ".",
+    *,
+    label: str = DEFAULT_LABEL,
+) -> list[SandboxHost]:
     """Replace the sandbox this directory started with n fresh hosts; write the key, known_hosts
     and config.
 
@@ -382,8 +419,9 @@ def up(n: int, workdir: Path = Path(".sandbox"), config_path: Path = Path("hosts
     ensure_image()
     key = ensure_client_key(workdir)
     # port 80 is published too (loopback only), for `python -m deployer.sandbox serve` and request streams
-    hosts = start_hosts(n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None},
-                        labels=instance(workdir, label))
+    hosts = start_hosts(
+        n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None}, labels=instance(workdir, label)
+    )
     known_hosts = write_known_hosts(Path(workdir) / "known_hosts", hosts)
     write_config(config_path, hosts, key, known_hosts, source=source)
     return hosts
@@ -395,7 +433,7 @@ def down(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> int:
 
 
 def _filter(workdir: Path, label: str) -> str:
-    (key, value), = instance(workdir, label).items()
+    ((key, value),) = instance(workdir, label).items()
     return f"{key}={value}"
 
 
@@ -405,8 +443,16 @@ def running(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> lis
     for c in _docker_client().containers.list(filters={"label": _filter(workdir, label)}):
         ports = _published(c)
         if "22/tcp" in ports:
-            hosts.append(SandboxHost(name=c.labels[label], host="127.0.0.1", port=ports["22/tcp"],
-                                     container_id=c.id, label=label, ports=ports))
+            hosts.append(
+                SandboxHost(
+                    name=c.labels[label],
+                    host="127.0.0.1",
+                    port=ports["22/tcp"],
+                    container_id=c.id,
+                    label=label,
+                    ports=ports,
+                )
+            )
     return sorted(hosts, key=lambda h: (len(h.name), h.name))
 
 
@@ -419,9 +465,12 @@ def serve_nginx(h: SandboxHost, site: str) -> None:
     """Make ``site`` nginx's only server block in the container, then start (or reload) nginx."""
     import shlex
 
-    code, out = exec_root(h, "rm -f /etc/nginx/sites-enabled/* && "
-                             f"printf '%s' {shlex.quote(site)} > /etc/nginx/sites-enabled/app && nginx -t -q && "
-                             "if [ -s /run/nginx.pid ] && kill -0 \"$(cat /run/nginx.pid)\" 2>/dev/null; "
-                             "then nginx -s reload; else nginx; fi")
+    code, out = exec_root(
+        h,
+        "rm -f /etc/nginx/sites-enabled/* && "
+        f"printf '%s' {shlex.quote(site)} > /etc/nginx/sites-enabled/app && nginx -t -q && "
+        'if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; '
+        "then nginx -s reload; else nginx; fi",
+    )
     if code != 0:
         raise SandboxError(f"{h.name}: nginx did not start: {out.strip()}")

@@ -31,7 +31,9 @@ NEEDPW_PASSWORD = "needpw-secret"
 # Files written into the root file system (path -> (mode, content)).
 FILES: dict[str, tuple[int, str]] = {
     # Included at the top of Debian's sshd_config: the first value obtained wins.
-    "/etc/ssh/sshd_config.d/sandbox.conf": (0o644, """\
+    "/etc/ssh/sshd_config.d/sandbox.conf": (
+        0o644,
+        """\
 HostKey /etc/ssh/ssh_host_ed25519_key
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -41,14 +43,20 @@ MaxStartups 200
 MaxSessions 100
 LogLevel VERBOSE
 PrintMotd no
-"""),
-    "/etc/sudoers.d/sandbox": (0o440, """\
+""",
+    ),
+    "/etc/sudoers.d/sandbox": (
+        0o440,
+        """\
 deploy ALL=(app) NOPASSWD: ALL
 needpw ALL=(ALL) ALL
-"""),
+""",
+    ),
     # Runs as PID 1: a fresh host key per container, the client key authorized,
     # then sshd in the foreground logging to stderr (docker logs).
-    ENTRYPOINT: (0o755, """\
+    ENTRYPOINT: (
+        0o755,
+        """\
 #!/bin/sh
 set -eu
 rm -f /etc/ssh/ssh_host_*
@@ -62,7 +70,8 @@ for user in deploy needpw; do
 done
 install -d -m 0755 /run/sshd
 exec /usr/sbin/sshd -D -e
-"""),
+""",
+    ),
 }
 
 # Run inside the chroot after debootstrap and after FILES are written.
@@ -161,8 +170,7 @@ def _build(tag: str, log: Callable[[str], Any]) -> None:
         log(f"building {tag}: docker import")
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         changes = [arg for change in IMAGE_CHANGES for arg in ("--change", change)]
-        imp = subprocess.run(["docker", "import", *changes, "-", tag], stdin=tar.stdout,
-                             capture_output=True, text=True)
+        imp = subprocess.run(["docker", "import", *changes, "-", tag], stdin=tar.stdout, capture_output=True, text=True)
         if tar.stdout is not None:
             tar.stdout.close()
         if tar.wait() != 0 or imp.returncode != 0:

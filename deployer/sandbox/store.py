@@ -24,14 +24,14 @@ BUCKET = "artifacts"
 ACCESS_KEY = "deployer-test"
 SECRET_KEY = "deployer-test-secret-key"
 READY_TIMEOUT = 60.0
-LABEL = "deployer-sandbox-test"           # the tests' label: their cleanup removes it too
+LABEL = "deployer-sandbox-test"  # the tests' label: their cleanup removes it too
 
 
 @dataclass
 class StoreServer:
     container_id: str
-    endpoint: str           # as this process reaches it: http://127.0.0.1:PORT
-    host_endpoint: str      # as the sandbox hosts reach it: http://CONTAINER-IP:8333
+    endpoint: str  # as this process reaches it: http://127.0.0.1:PORT
+    host_endpoint: str  # as the sandbox hosts reach it: http://CONTAINER-IP:8333
     bucket: str = BUCKET
 
     @property
@@ -41,15 +41,27 @@ class StoreServer:
 
     def config(self, prefix: str, **extra: object) -> dict:
         """A [store] table for hosts.toml (write_config's extra)."""
-        return {"store": {"url": f"s3://{self.bucket}/{prefix}", "endpoint": self.endpoint,
-                          "host_endpoint": self.host_endpoint, **extra}}
+        return {
+            "store": {
+                "url": f"s3://{self.bucket}/{prefix}",
+                "endpoint": self.endpoint,
+                "host_endpoint": self.host_endpoint,
+                **extra,
+            }
+        }
 
     def client(self):
         import boto3
         from botocore.config import Config
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
-                            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
 
 
 def weed_binary() -> Path:
@@ -68,19 +80,44 @@ def start(image: str, workdir: Path, label: str = LABEL) -> StoreServer:
     import docker
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "s3.json").write_text(json.dumps({"identities": [{
-        "name": "deployer", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    (workdir / "s3.json").write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "deployer",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            }
+        )
+    )
     (workdir / "s3.json").chmod(0o644)
     client = docker.from_env()
     container = client.containers.run(
-        image, entrypoint="/usr/local/bin/weed", detach=True, labels={label: "s3-store"},
-        command=["mini", "-dir=/tmp", "-ip=127.0.0.1", f"-s3.port={S3_PORT}", "-s3.config=/etc/s3/s3.json",
-                 f"-bucket={BUCKET}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
-                 "-s3.port.lance=0"],
-        volumes={str(weed_binary().resolve()): {"bind": "/usr/local/bin/weed", "mode": "ro"},
-                 str(workdir): {"bind": "/etc/s3", "mode": "ro"}},
-        ports={f"{S3_PORT}/tcp": ("127.0.0.1", None)})
+        image,
+        entrypoint="/usr/local/bin/weed",
+        detach=True,
+        labels={label: "s3-store"},
+        command=[
+            "mini",
+            "-dir=/tmp",
+            "-ip=127.0.0.1",
+            f"-s3.port={S3_PORT}",
+            "-s3.config=/etc/s3/s3.json",
+            f"-bucket={BUCKET}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ],
+        volumes={
+            str(weed_binary().resolve()): {"bind": "/usr/local/bin/weed", "mode": "ro"},
+            str(workdir): {"bind": "/etc/s3", "mode": "ro"},
+        },
+        ports={f"{S3_PORT}/tcp": ("127.0.0.1", None)},
+    )
     try:
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"][f"{S3_PORT}/tcp"][0]["HostPort"])
@@ -111,6 +148,7 @@ def _wait_ready(server: StoreServer, container) -> None:
 
 def stop(server: StoreServer) -> None:
     import docker
+
     try:
         docker.from_env().containers.get(server.container_id).remove(force=True, v=True)
     except docker.errors.NotFound:

@@ -13,7 +13,9 @@ def transport_for(host: Host) -> Transport:
     (else agent_client.refusal says why, once)."""
     if host.ssh.persist > 0:
         from deployer.ssh.agent_client import AgentConnection, refusal
+
         if refusal() is None:
             return AgentConnection(host)
     from deployer.ssh.connection import Connection
+
     return Connection(host)

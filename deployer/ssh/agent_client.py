@@ -35,13 +35,25 @@ from deployer.ssh.agent_protocol import frame, frame_json, host_spec, read_frame
 from deployer.ssh.agent_socket import AgentRefused, private_dir
 from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, Stdin, Transport, TransportError
 
-START_TIMEOUT = 10.0            # seconds for a new agent to start listening
-ANSWER_MARGIN = 60.0            # beyond the command's own timeout, enforced by the agent itself
+START_TIMEOUT = 10.0  # seconds for a new agent to start listening
+ANSWER_MARGIN = 60.0  # beyond the command's own timeout, enforced by the agent itself
 # What the agent keeps of the starting run's environment: what SSH and Python need (ssh config
 # and keys under HOME, the ssh-agent, a ProxyCommand's PATH, the locale). Nothing else: secrets
 # that `env:` sources read, tokens and the like stay out of a process that outlives the run.
-AGENT_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SHELL", "TMPDIR", "TZ", "LANG", "LANGUAGE",
-             "SSH_AUTH_SOCK", "PYTHONPATH", "PYTHONHOME")
+AGENT_ENV = (
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PATH",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "SSH_AUTH_SOCK",
+    "PYTHONPATH",
+    "PYTHONHOME",
+)
 
 
 class AgentGone(TransportError):
@@ -49,6 +61,7 @@ class AgentGone(TransportError):
 
 
 # -- where the agent listens ----------------------------------------------------------------------
+
 
 @functools.cache
 def _code_digest() -> str:
@@ -119,9 +132,16 @@ def _spawn(idle: int, path: Path) -> Path:
     env = agent_env(dict(os.environ))
     with open(path.with_suffix(".log"), "ab") as log:
         os.chmod(log.name, 0o600)
-        subprocess.Popen([sys.executable, "-m", "deployer.ssh.agent_server", str(path), str(int(idle))],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
-                         env=env, start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "deployer.ssh.agent_server", str(path), str(int(idle))],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     until = time.monotonic() + START_TIMEOUT
     while time.monotonic() < until:
         if answers(path):
@@ -158,6 +178,7 @@ def answers(path: Path) -> bool:
 
 # -- the client ------------------------------------------------------------------------------------
 
+
 class AgentConnection:
     """A types.Transport served by the agent's warm connection to the host."""
 
@@ -178,6 +199,7 @@ class AgentConnection:
             with _refused_lock:
                 _refuse(str(exc))
             from deployer.ssh.connection import Connection
+
             return Connection(self.host).open()
         self._open = True
         return self
@@ -207,14 +229,22 @@ class AgentConnection:
         except TransportError:
             return None
 
-    def run(self, script: str, *, stdin: Stdin | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
+    def run(
+        self,
+        script: str,
+        *,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Result:
         if not self._open:
             raise TransportError("connection lost")
         timeout = timeout or self.host.ssh.command_timeout
         with self._talking(), self._socket() as s:
-            s.sendall(frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script,
-                                        "timeout": timeout}))
+            s.sendall(
+                frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script, "timeout": timeout})
+            )
             replies = _Replies(s, progress)
             ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
             if ended is None:
@@ -222,8 +252,9 @@ class AgentConnection:
             if isinstance(ended, tuple):
                 got = ended
             else:
-                got = replies.wait(cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN,
-                                   cancel_sent=ended == "cancelled")
+                got = replies.wait(
+                    cancel, deadline=time.monotonic() + timeout + ANSWER_MARGIN, cancel_sent=ended == "cancelled"
+                )
         kind, body = self._answer(got)
         if kind != b"R":
             raise AgentGone(f"unexpected answer from the connection agent: {kind!r}")
@@ -329,8 +360,9 @@ class _Replies:
                 return got
 
 
-def _send_stdin(sock: socket.socket, stdin: Stdin, replies: _Replies,
-                cancel: threading.Event | None) -> tuple[bytes, bytes] | str | None:
+def _send_stdin(
+    sock: socket.socket, stdin: Stdin, replies: _Replies, cancel: threading.Event | None
+) -> tuple[bytes, bytes] | str | None:
     """Stream stdin as D frames. None when all was sent, "cancelled" (C sent instead of E), or
     the final answer when the command ended before reading all of its stdin."""
     while chunk := stdin.read(CHUNK):
@@ -339,12 +371,12 @@ def _send_stdin(sock: socket.socket, stdin: Stdin, replies: _Replies,
         while view:
             if cancel is not None and cancel.is_set():
                 if len(view) < whole:
-                    sock.sendall(view)          # a frame half sent is completed before the next
+                    sock.sendall(view)  # a frame half sent is completed before the next
                 sock.sendall(frame(b"C"))
                 return "cancelled"
             _, writable, _ = select.select([], [sock], [], SLICE)
             if writable:
-                view = view[sock.send(view):]
+                view = view[sock.send(view) :]
             early = replies.poll(0)
             if early is not None:
                 return early

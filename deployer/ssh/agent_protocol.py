@@ -17,10 +17,11 @@ from deployer.config.settings import Host, SSHSettings
 
 _HEAD = struct.Struct(">cI")
 MAX_FRAME = 4 * 1024 * 1024
-PER_CONNECTION = ("persist", "command_timeout")   # settings that do not make a connection different
+PER_CONNECTION = ("persist", "command_timeout")  # settings that do not make a connection different
 
 
 # -- framing ----------------------------------------------------------------------------------------
+
 
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
     return _HEAD.pack(kind, len(payload)) + payload
@@ -59,6 +60,7 @@ def read_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
 
 
 # -- what identifies a connection -----------------------------------------------------------------
+
 
 def host_spec(host: Host) -> dict[str, Any]:
     """What the agent needs to open the same connection: address and SSH settings, nothing else

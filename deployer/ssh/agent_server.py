@@ -33,7 +33,7 @@ from deployer.ssh.connection import Connection
 from deployer.ssh.types import Cancelled, TransportError
 
 ACCEPT_SLICE = 0.5
-DRAIN_TIMEOUT = 10.0        # how long a finished request waits for its client to hang up
+DRAIN_TIMEOUT = 10.0  # how long a finished request waits for its client to hang up
 
 
 class _Stdin:
@@ -127,7 +127,7 @@ class Agent:
             conn = self.conns.get(key)
             quiet = time.monotonic() - self.used.get(key, 0.0)
             if reopen and conn is not None and conn.alive and quiet > host.ssh.keepalive:
-                conn.ping(timeout=host.ssh.connect_timeout)      # closes it when unanswered
+                conn.ping(timeout=host.ssh.connect_timeout)  # closes it when unanswered
             if conn is None or not conn.alive:
                 if not reopen:
                     return None
@@ -187,10 +187,13 @@ class Agent:
             sock.sendall(frame_json(b"P", {"sent": sent}))
 
         try:
-            result = conn.run(request["script"], stdin=stdin, timeout=float(request["timeout"]),
-                              progress=progress, cancel=cancel)
-            answer = frame_json(b"R", {"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
-                                       "lost": not conn.alive})
+            result = conn.run(
+                request["script"], stdin=stdin, timeout=float(request["timeout"]), progress=progress, cancel=cancel
+            )
+            answer = frame_json(
+                b"R",
+                {"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr, "lost": not conn.alive},
+            )
         except Cancelled as exc:
             answer = frame_json(b"X", {"kind": "cancelled", "message": str(exc), "lost": not conn.alive})
         except TransportError as exc:
@@ -224,7 +227,7 @@ class Agent:
                 except TimeoutError:
                     with self.lock:
                         if self.stopping or (self.active == 0 and time.monotonic() - self.last > self.idle):
-                            self._unlink(inode)     # new clients start a new agent from here on
+                            self._unlink(inode)  # new clients start a new agent from here on
                             return
                     continue
                 sock.settimeout(None)
@@ -252,7 +255,7 @@ def main(argv: list[str]) -> int:
         return 2
     path, idle = Path(argv[0]), float(argv[1])
     try:
-        check_peer_credentials()            # it serves only its own user, so it must see who asks
+        check_peer_credentials()  # it serves only its own user, so it must see who asks
         private_dir(path.parent)
     except AgentRefused as exc:
         print(f"agent: not starting: {exc}", file=sys.stderr, flush=True)

@@ -33,17 +33,21 @@ class AgentRefused(TransportError):
 
 # -- who is at the other end -----------------------------------------------------------------------
 
+
 def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a connected Unix socket: SO_PEERCRED (Linux),
     else getpeereid(3) (macOS, the BSDs). AgentRefused when the system offers neither."""
     if hasattr(socket, "SO_PEERCRED"):
-        ucred = struct.Struct("3i")                     # pid, uid, gid
+        ucred = struct.Struct("3i")  # pid, uid, gid
         return int(ucred.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, ucred.size))[1])
     getpeereid = _getpeereid()
     if getpeereid is None:
-        raise AgentRefused("this system offers no way to check who is at the other end of a Unix socket "
-                           "(neither SO_PEERCRED nor getpeereid)")
+        raise AgentRefused(
+            "this system offers no way to check who is at the other end of a Unix socket "
+            "(neither SO_PEERCRED nor getpeereid)"
+        )
     import ctypes
+
     uid, gid = ctypes.c_uint32(), ctypes.c_uint32()
     if getpeereid(sock.fileno(), ctypes.byref(uid), ctypes.byref(gid)) != 0:
         err = ctypes.get_errno()
@@ -55,6 +59,7 @@ def peer_uid(sock: socket.socket) -> int:
 def _getpeereid() -> Callable[..., int] | None:
     """libc's getpeereid, or None (glibc has none; Linux has SO_PEERCRED instead)."""
     import ctypes
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).getpeereid
     except (OSError, AttributeError):
@@ -94,6 +99,7 @@ def connect(path: Path, timeout: float | None = None) -> socket.socket:
 
 # -- where it listens ------------------------------------------------------------------------------
 
+
 def agent_dirs() -> list[Path]:
     """Where agents of this user may listen: under the user cache, and (for a cache path too
     long for a socket) $TMPDIR/deployer-<uid>/agent."""
@@ -108,8 +114,10 @@ def socket_path(name: str) -> Path:
         path = Path(os.path.abspath(directory)).resolve() / name
         if len(os.fsencode(str(path))) <= MAX_SOCKET_PATH:
             return private_dir(path.parent) / name
-    raise AgentRefused(f"the agent's socket path {path} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket "
-                       f"allows: set XDG_CACHE_HOME (or TMPDIR) to a shorter directory")
+    raise AgentRefused(
+        f"the agent's socket path {path} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket "
+        f"allows: set XDG_CACHE_HOME (or TMPDIR) to a shorter directory"
+    )
 
 
 def private_dir(path: Path) -> Path:
@@ -119,7 +127,7 @@ def private_dir(path: Path) -> Path:
     not a directory, or when `path` itself is not this user's or others may add to it (a link
     there named like the agent's log would redirect it). Each directory is checked before
     anything is created in it."""
-    resolved = Path(os.path.abspath(path)).resolve()        # /tmp -> /private/tmp on macOS
+    resolved = Path(os.path.abspath(path)).resolve()  # /tmp -> /private/tmp on macOS
     for directory in (*reversed(resolved.parents), resolved):
         last = directory == resolved
         if not os.path.lexists(directory):

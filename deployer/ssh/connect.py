@@ -35,8 +35,10 @@ def login(host: Host) -> fabric.Connection:
     try:
         conn = _fabric_connection(host.address, ssh.user, ssh.port, ssh, gateway=_gateway(ssh))
     except InvalidHostKey:
-        raise TransportError(f"known_hosts {os.path.expanduser(ssh.known_hosts)} has a corrupt line "
-                             "(two entries run together?); fix or remove it") from None
+        raise TransportError(
+            f"known_hosts {os.path.expanduser(ssh.known_hosts)} has a corrupt line "
+            "(two entries run together?); fix or remove it"
+        ) from None
     try:
         _open(conn, ssh)
     except paramiko.BadHostKeyException as exc:
@@ -61,8 +63,10 @@ def login(host: Host) -> fabric.Connection:
 
 class _StrictPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        raise TransportError(f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}): "
-                             "not in known_hosts; verify it and add it, or use host_key_policy = \"accept-new\"")
+        raise TransportError(
+            f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}): "
+            'not in known_hosts; verify it and add it, or use host_key_policy = "accept-new"'
+        )
 
 
 class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
@@ -109,14 +113,20 @@ def _harden(conn: fabric.Connection, ssh: SSHSettings) -> fabric.Connection:
     return conn
 
 
-def _fabric_connection(address: str, user: str | None, port: int | None, ssh: SSHSettings,
-                       gateway: fabric.Connection | None = None) -> fabric.Connection:
+def _fabric_connection(
+    address: str, user: str | None, port: int | None, ssh: SSHSettings, gateway: fabric.Connection | None = None
+) -> fabric.Connection:
     connect_kwargs: dict[str, object] = {"banner_timeout": ssh.connect_timeout, "auth_timeout": ssh.connect_timeout}
     if ssh.key:
         connect_kwargs.update(key_filename=[ssh.key], look_for_keys=False, allow_agent=False)
-    kwargs: dict[str, Any] = {"user": user, "port": port, "connect_timeout": ssh.connect_timeout,
-                              "forward_agent": ssh.forward_agent, "connect_kwargs": connect_kwargs,
-                              "config": _fabric_config(ssh)}
+    kwargs: dict[str, Any] = {
+        "user": user,
+        "port": port,
+        "connect_timeout": ssh.connect_timeout,
+        "forward_agent": ssh.forward_agent,
+        "connect_kwargs": connect_kwargs,
+        "config": _fabric_config(ssh),
+    }
     if gateway is not None:
         kwargs["gateway"] = gateway
     return _harden(fabric.Connection(address, **kwargs), ssh)
@@ -149,8 +159,9 @@ def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
     if first.gateway or first.is_connected:
         conn.open()
         return
-    sock = first.connect_kwargs["sock"] = tuning.tcp(first.host, first.port, ssh.connect_timeout,
-                                                     relay=first is not conn)
+    sock = first.connect_kwargs["sock"] = tuning.tcp(
+        first.host, first.port, ssh.connect_timeout, relay=first is not conn
+    )
     try:
         conn.open()
     except BaseException:

@@ -60,7 +60,7 @@ class Connection:
             conn, self._conn = self._conn, None
             try:
                 conn.close()
-            except Exception:       # closing a dead link must not hide why it died
+            except Exception:  # closing a dead link must not hide why it died
                 pass
 
     @property
@@ -78,9 +78,16 @@ class Connection:
         self.close()
         return False
 
-    def run(self, script: str, *, stdin: Stdin | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None,
-            on_output: Callable[[bytes], None] | None = None) -> Result:
+    def run(
+        self,
+        script: str,
+        *,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
+        on_output: Callable[[bytes], None] | None = None,
+    ) -> Result:
         """Run one remote command; stream `stdin` to it in chunks. Never raises on a non-zero exit.
 
         Raises TransportError when the host stops answering or `timeout` passes (the remote process
@@ -96,8 +103,17 @@ class Connection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"cannot open a session: {exc or type(exc).__name__}") from None
         self.commands_run += 1
-        return runloop.run(self, chan, ssh, script, stdin=stdin, timeout=timeout or ssh.command_timeout,
-                           progress=progress, cancel=cancel, on_output=on_output)
+        return runloop.run(
+            self,
+            chan,
+            ssh,
+            script,
+            stdin=stdin,
+            timeout=timeout or ssh.command_timeout,
+            progress=progress,
+            cancel=cancel,
+            on_output=on_output,
+        )
 
     def interactive(self, command: str, term: str, width: int, height: int) -> Any:
         """A session with a pseudo-terminal running `command` (a shell for a person at a
@@ -160,7 +176,7 @@ class _Spare:
             if timed is not None:
                 timed(time.monotonic() - started)
         except Exception:
-            pass                    # the command that wanted it opens its own and reports why
+            pass  # the command that wanted it opens its own and reports why
         finally:
             self._opened.set()
 

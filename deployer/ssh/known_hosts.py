@@ -29,5 +29,7 @@ def check_known_hosts(path: str) -> None:
         try:
             base64.decodebytes(fields[2].encode())
         except binascii.Error:
-            raise ConfigError(f"known_hosts {path} line {number} is corrupt (not one host, key type and "
-                              "key: two entries run together?); fix or remove that line") from None
+            raise ConfigError(
+                f"known_hosts {path} line {number} is corrupt (not one host, key type and "
+                "key: two entries run together?); fix or remove that line"
+            ) from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from deployer.config.settings import SSHSettings
 
-PROBE_WAIT = 2                  # keepalive intervals an unanswered probe gets before the link is dead
+PROBE_WAIT = 2  # keepalive intervals an unanswered probe gets before the link is dead
 
 
 def probe_interval(ssh: SSHSettings) -> float:
@@ -54,8 +54,9 @@ class Watch:
     """One command's view of the link: `traffic()` on every byte, `dead()` polled while waiting.
     `probe` sends a probe and returns the event its answer sets."""
 
-    def __init__(self, probe: Callable[[], threading.Event], ssh: SSHSettings,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, probe: Callable[[], threading.Event], ssh: SSHSettings, clock: Callable[[], float] = time.monotonic
+    ):
         self.send_probe = probe
         self.clock = clock
         self.interval = probe_interval(ssh)

@@ -21,12 +21,12 @@ from deployer.config.settings import SSHSettings
 from deployer.ssh.liveness import Watch
 from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, Stdin, TransportError
 
-PACKET = 32 * 1024              # one channel send at most (the SSH maximum packet size)
+PACKET = 32 * 1024  # one channel send at most (the SSH maximum packet size)
 OUTPUT_TAIL = 64 * 1024
-EOF_GRACE = 2.0                 # seconds to wait for output still in flight after the exit status
-KILL_GRACE = 2.0                # seconds between TERM and KILL of a remote process group
+EOF_GRACE = 2.0  # seconds to wait for output still in flight after the exit status
+KILL_GRACE = 2.0  # seconds between TERM and KILL of a remote process group
 _MARK_LINE = re.compile(rb"^deployer-pgid (\d+)\n", re.MULTILINE)
-_HEAD_MAX = 4096                # stderr bytes searched for the marker
+_HEAD_MAX = 4096  # stderr bytes searched for the marker
 
 
 class Link(Protocol):
@@ -52,15 +52,26 @@ def wrap(script: str) -> str:
 def kill_script(pgid: int, grace: float = KILL_GRACE) -> str:
     """TERM the process group (the shell's traps clean up), wait up to `grace`, then KILL what is left."""
     steps = max(int(grace / 0.1), 1)
-    return (f"p={int(pgid)}\n"
-            "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null || exit 0\n"
-            f"i=0; while [ $i -lt {steps} ] && kill -0 -$p 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
-            "kill -KILL -$p 2>/dev/null; exit 0\n")
+    return (
+        f"p={int(pgid)}\n"
+        "kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null || exit 0\n"
+        f"i=0; while [ $i -lt {steps} ] && kill -0 -$p 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
+        "kill -KILL -$p 2>/dev/null; exit 0\n"
+    )
 
 
-def run(link: Link, chan: Any, ssh: SSHSettings, script: str, *, stdin: Stdin | None, timeout: float,
-        progress: Callable[[int], None] | None, cancel: threading.Event | None,
-        on_output: Callable[[bytes], None] | None) -> Result:
+def run(
+    link: Link,
+    chan: Any,
+    ssh: SSHSettings,
+    script: str,
+    *,
+    stdin: Stdin | None,
+    timeout: float,
+    progress: Callable[[int], None] | None,
+    cancel: threading.Event | None,
+    on_output: Callable[[bytes], None] | None,
+) -> Result:
     """Run `script` on `chan`, a session channel of `link` just opened (see Connection.run)."""
     deadline = time.monotonic() + timeout
     out, err = (Tail() if on_output is None else Echo(on_output)), Stderr()
@@ -90,9 +101,9 @@ def run(link: Link, chan: Any, ssh: SSHSettings, script: str, *, stdin: Stdin | 
         while True:
             check()
             if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
-                chan.status_event.wait(SLICE)        # only the exit status is still to come
+                chan.status_event.wait(SLICE)  # only the exit status is still to come
             else:
-                select.select([chan], [], [], SLICE)   # output or EOF wakes this
+                select.select([chan], [], [], SLICE)  # output or EOF wakes this
             if drain(chan, out, err):
                 watch.traffic()
             if not chan.exit_status_ready() or chan.recv_ready() or chan.recv_stderr_ready():
@@ -106,7 +117,7 @@ def run(link: Link, chan: Any, ssh: SSHSettings, script: str, *, stdin: Stdin | 
                 break
         drain(chan, out, err)
         code = int(chan.recv_exit_status())
-        if code == -1:          # no exit status: the command was killed by a signal, or refused
+        if code == -1:  # no exit status: the command was killed by a signal, or refused
             err.add(b"\n(no exit status: the command was killed by a signal or the host refused it)\n")
     except TimeoutError:
         raise TransportError("host stopped answering (timed out)") from None
@@ -134,8 +145,15 @@ def send_exec(chan: Any, command: str) -> None:
     chan.transport._send_user_message(m)
 
 
-def _upload(chan: Any, stdin: Stdin, out: Tail, err: Stderr, watch: Watch, check: Callable[[], None],
-            progress: Callable[[int], None] | None) -> None:
+def _upload(
+    chan: Any,
+    stdin: Stdin,
+    out: Tail,
+    err: Stderr,
+    watch: Watch,
+    check: Callable[[], None],
+    progress: Callable[[int], None] | None,
+) -> None:
     """Send stdin in packets, reading output in between; stop early if the command exits."""
     sent = 0
     while chunk := stdin.read(CHUNK):
@@ -143,11 +161,11 @@ def _upload(chan: Any, stdin: Stdin, out: Tail, err: Stderr, watch: Watch, check
         while offset < len(chunk):
             check()
             if chan.exit_status_ready() or chan.closed:
-                return                      # the command stopped reading: its exit status says why
+                return  # the command stopped reading: its exit status says why
             try:
-                n = chan.send(chunk[offset:offset + PACKET])
+                n = chan.send(chunk[offset : offset + PACKET])
             except TimeoutError:
-                n = 0                       # no window yet: the remote is still consuming
+                n = 0  # no window yet: the remote is still consuming
             except OSError:
                 if chan.closed or chan.exit_status_ready():
                     return
@@ -218,7 +236,7 @@ class Stderr(Tail):
     def __init__(self) -> None:
         super().__init__()
         self.pgid: int | None = None
-        self._head: bytearray | None = bytearray()     # None once the marker was found or given up
+        self._head: bytearray | None = bytearray()  # None once the marker was found or given up
 
     def add(self, data: bytes) -> None:
         if self._head is None:
@@ -227,9 +245,9 @@ class Stderr(Tail):
         match = _MARK_LINE.search(self._head)
         if match:
             self.pgid = int(match.group(1))
-            del self._head[match.start():match.end()]
+            del self._head[match.start() : match.end()]
         elif len(self._head) < _HEAD_MAX:
-            return                  # the marker comes first; wait for the rest of its line
+            return  # the marker comes first; wait for the rest of its line
         head, self._head = self._head, None
         super().add(bytes(head))
 

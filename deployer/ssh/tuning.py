@@ -57,4 +57,4 @@ class AckingTransport(paramiko.Transport):
             ignore = paramiko.Message()
             ignore.add_byte(cMSG_IGNORE)
             ignore.add_string(b"")
-            self._send_message(ignore)      # not _send_user_message: this is the reading thread
+            self._send_message(ignore)  # not _send_user_message: this is the reading thread

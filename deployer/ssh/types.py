@@ -12,8 +12,8 @@ from typing import Protocol
 from deployer.errors import DeployerError
 from deployer.report import output
 
-CHUNK = 256 * 1024              # stdin is read and sent in pieces of this size
-SLICE = 0.25                    # how often a waiting command checks cancel, deadline and liveness
+CHUNK = 256 * 1024  # stdin is read and sent in pieces of this size
+SLICE = 0.25  # how often a waiting command checks cancel, deadline and liveness
 
 # output.redact, typed for this strictly checked package
 _redact: Callable[[str], str] = output.redact
@@ -40,7 +40,7 @@ class Result:
     def field(self, key: str) -> str | None:
         """The value of the first `key<TAB>value` line a script emitted, or None."""
         prefix = key + "\t"
-        return next((line[len(prefix):] for line in self.stdout.splitlines() if line.startswith(prefix)), None)
+        return next((line[len(prefix) :] for line in self.stdout.splitlines() if line.startswith(prefix)), None)
 
     def tail(self, lines: int = 5) -> str:
         """The last lines of the output, secrets masked line by line (a kept tail may start
@@ -78,8 +78,15 @@ class Transport(Protocol):
         """Seconds of one round trip to the host, None when not measured."""
         ...
 
-    def run(self, script: str, *, stdin: Stdin | None = None, timeout: float | None = None,
-            progress: Callable[[int], None] | None = None, cancel: threading.Event | None = None) -> Result:
+    def run(
+        self,
+        script: str,
+        *,
+        stdin: Stdin | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Result:
         """Run one remote command, `stdin` streamed to it. Never raises on a non-zero exit;
         TransportError when the host stops answering or `timeout` passes, Cancelled on `cancel`
         (the remote process group is killed in both cases)."""

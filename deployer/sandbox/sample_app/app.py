@@ -24,9 +24,9 @@ def _read(name):
 
 SHA = _read("REVISION")[:7] or "unknown"
 VERSION = _read("VERSION") or SHA
-BODY = f"sample {VERSION} {SHA}\n".encode("utf-8")
+BODY = f"sample {VERSION} {SHA}\n".encode()
 SICK = (HERE / "UNHEALTHY").exists()
-SICK_BODY = f"unhealthy: {_read('UNHEALTHY')}\n".encode("utf-8")
+SICK_BODY = f"unhealthy: {_read('UNHEALTHY')}\n".encode()
 
 
 def application(environ, start_response):
@@ -36,8 +36,11 @@ def application(environ, start_response):
         status = "503 Service Unavailable" if SICK else status
     else:
         body = BODY
-    start_response(status, [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-    ])
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
     return [body]

@@ -9,5 +9,5 @@ wsgi_app = "app:application"
 bind = "127.0.0.1:8000"
 workers = 2
 timeout = 30
-graceful_timeout = 20       # in-flight requests of old workers get this long to finish on reload
-backlog = 2048              # connections wait here while new workers start
+graceful_timeout = 20  # in-flight requests of old workers get this long to finish on reload
+backlog = 2048  # connections wait here while new workers start
