@@ -1216,3 +1216,51 @@ def test_flood_on_stdout_and_stderr_does_not_deadlock(sandbox):
     assert set(result.stderr) == {"e"}  # the pgid marker is not in the output
     assert len(result.stdout) <= 2 * 64 * 1024 and len(result.stderr) <= 2 * 64 * 1024
     assert peak < 8 << 20, f"peak {peak / 1e6:.1f} MB"  # bounded: far below the 20 MB received
+
+
+# --- the abort meets this run's own prepare still running (its link dropped) ---------------------
+
+
+def test_abort_while_this_runs_prepare_still_extracts_leaves_no_release(sandbox, tmp_path):
+    """A dropped link leaves the prepare running on the host while the deployer aborts over a new
+    connection. The abort must win: no releases/N (not even a half-removed tree marked complete),
+    no temp dir, no lock, and the prepare itself stops without renaming anything."""
+    sb = sandbox(1)
+    paths, token = Paths(D), "run1"
+    members = [tar_member(f"d{i % 40}/f{i}.txt", os.urandom(512)) for i in range(20000)]
+    artifact = write_tar_gz(tmp_path / "many.tar.gz", members)
+    sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    first, second = host_conn(sb, 0), host_conn(sb, 0)
+    try:
+        took = first.run(commands.inspect(paths, lock_info="{}", lock_token=token))
+        assert took.ok and lock_info(sb, 0) is not None, took.tail()
+        outcome: list = []
+
+        def prepare() -> None:
+            script = commands.lease(paths, token) + commands.prepare(
+                paths, 1, token, sha, upload=True, release_json="{}"
+            )
+            with artifact.open("rb") as stdin:
+                outcome.append(first.run(script, stdin=stdin, timeout=120))
+
+        worker = threading.Thread(target=prepare, daemon=True)
+        worker.start()
+        tmp = f"{D}/releases/.tmp-1-{token}"
+        wait_until(
+            lambda: (
+                int(sb.exec(0, f"find {tmp} -type f 2>/dev/null | wc -l")[1].split()[0]) > 500 or not worker.is_alive()
+            ),
+            60,
+            "tar to be extracting",
+            0.02,
+        )
+        assert worker.is_alive(), "the prepare ended before the abort: the race was not opened"
+        aborted = second.run(commands.lease(paths, token) + commands.abort(paths, 1, token))
+        worker.join(timeout=120)
+    finally:
+        first.close()
+        second.close()
+    assert aborted.ok, aborted.tail()
+    assert outcome and not outcome[0].ok, "the prepare went on to the end after the abort"
+    assert release_dirs(sb, 0) == [] and leftovers(sb, 0) == []
+    assert sb.exec(0, f"ls -A {D}/releases")[1].strip() == ""
