@@ -7,7 +7,8 @@
 # release of the artifact to hard-link, see prepare_link.sh), DELTA (1: stdin carries a delta
 # against an earlier release instead of the artifact, see prepare_delta.sh).
 # stdin: ENV_BYTES bytes of env first (values never on a command line), then the artifact.
-trap 'rm -rf "$TMP_RELEASE" "$PART" "$PART.sum" "$ENV_TMP"' EXIT
+# (the abort renames a temp dir that a prepare still writes to .tmp-aborted-TOKEN: the last one out removes it)
+trap 'rm -rf "$TMP_RELEASE" "${TMP_RELEASE%/*}/.tmp-aborted-$TOKEN" "$PART" "$PART.sum" "$ENV_TMP"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
 mkdir -p "$RELEASES" "$SHARED" "$CACHE"
 if [ -n "$ENV_FILE" ]; then
