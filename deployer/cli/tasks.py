@@ -36,6 +36,21 @@ from deployer.report.output import Output
 from deployer.report.rows import Outcome
 
 
+def _build(cfg, allow_dirty: bool, out: Output):
+    """The artifact of the configured source's HEAD (or work tree), built by the [build] settings."""
+    from deployer.artifact.build import build_artifact
+
+    return build_artifact(
+        cfg.build.source,
+        cfg.app.name,
+        cfg.build.output,
+        command=cfg.build.command,
+        include=cfg.build.include,
+        allow_dirty=allow_dirty,
+        log=out.say,
+    )
+
+
 def _artifact(
     cfg,
     artifact_path: str | None,
@@ -48,7 +63,6 @@ def _artifact(
     """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
     unpacked size the one that check measured, never a sidecar's claim. A --version the local
     store lacks comes from [store], when there is one (unless local_only)."""
-    from deployer.artifact.build import build_artifact
     from deployer.artifact.load import load_artifact
     from deployer.artifact.members import check_members
 
@@ -66,15 +80,7 @@ def _artifact(
     elif artifact_path:
         art = load_artifact(Path(artifact_path))
     else:
-        art = build_artifact(
-            cfg.build.source,
-            cfg.app.name,
-            cfg.build.output,
-            command=cfg.build.command,
-            include=cfg.build.include,
-            allow_dirty=allow_dirty,
-            log=out.say,
-        )
+        art = _build(cfg, allow_dirty, out)
     checked = check_members(art.path, art.sha256, shared)
     return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
 
@@ -82,19 +88,9 @@ def _artifact(
 @command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
 def build(c, config=None, allow_dirty=False):
     """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
-    from deployer.artifact.build import build_artifact
-
     cfg = config_mod.load(config)
     out = Output()
-    art = build_artifact(
-        cfg.build.source,
-        cfg.app.name,
-        cfg.build.output,
-        command=cfg.build.command,
-        include=cfg.build.include,
-        allow_dirty=allow_dirty,
-        log=out.say,
-    )
+    art = _build(cfg, allow_dirty, out)
     for line in (
         f"built {art.path}",
         f"  version {art.version}",
