@@ -104,19 +104,14 @@ def prepare(
     fetch_from = pull[0] if upload and pull else None
     stream = upload and not pull and run.conn is not None and planning.stream_upload(run.conn.rtt())
     env = env_file.render() if env_file is not None else None
-    script = commands.prepare(
-        session.paths,
+    script = prepare_script(
+        session,
+        run,
+        artifact,
         number,
-        session.token,
-        artifact.sha256,
+        env,
         upload=upload,
-        release_json=release_json(session, artifact, number, run),
-        shared_dirs=app.shared_dirs,
-        shared_files=app.shared_files,
-        env_file=app.env_file if env is not None else None,
-        env_size=len(env or b""),
         link_from=None if upload else link_source(session.stage, state, artifact),
-        generated=app.generated,
         stream=stream,
         fetch_from=fetch_from,
     )
@@ -140,6 +135,40 @@ def prepare(
     out.line(run.name, "prepare", f"full artifact {progress.done()}{how}; release {number} ready{note}")
 
 
+def prepare_script(
+    session: Session,
+    run: HostRun,
+    artifact: Artifact,
+    number: int,
+    env: bytes | None,
+    *,
+    upload: bool,
+    link_from: commands.LinkSource | None = None,
+    stream: bool = False,
+    fetch_from: str | None = None,
+    delta: remote_delta.Spec | None = None,
+) -> str:
+    """The prepare command for this host: the stage's layout and env, and how the artifact arrives."""
+    app = session.stage.app
+    return commands.prepare(
+        session.paths,
+        number,
+        session.token,
+        artifact.sha256,
+        release_json=release_json(session, artifact, number, run),
+        shared_dirs=app.shared_dirs,
+        shared_files=app.shared_files,
+        env_file=app.env_file if env is not None else None,
+        env_size=len(env or b""),
+        generated=app.generated,
+        upload=upload,
+        link_from=link_from,
+        stream=stream,
+        fetch_from=fetch_from,
+        delta=delta,
+    )
+
+
 def prepare_delta(
     session: Session, run: HostRun, artifact: Artifact, number: int, env_file: HostEnv | None, made: Delta
 ) -> None:
@@ -147,20 +176,7 @@ def prepare_delta(
     artifact's (remote/delta.py), else HostError with remote_delta.MARK."""
     app, out = session.stage.app, session.out
     env = env_file.render() if env_file is not None else None
-    script = commands.prepare(
-        session.paths,
-        number,
-        session.token,
-        artifact.sha256,
-        upload=True,
-        release_json=release_json(session, artifact, number, run),
-        shared_dirs=app.shared_dirs,
-        shared_files=app.shared_files,
-        env_file=app.env_file if env is not None else None,
-        env_size=len(env or b""),
-        generated=app.generated,
-        delta=made.spec,
-    )
+    script = prepare_script(session, run, artifact, number, env, upload=True, delta=made.spec)
     progress = UploadProgress(out, run.name, made.size)
     with open(made.path, "rb") as fh:
         data: Stdin = ChainReader([io.BytesIO(env), fh]) if env is not None else fh
