@@ -3,6 +3,7 @@ download script run by a real shell against it, and `deployer publish`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -241,6 +243,100 @@ def test_the_host_script_still_checks_the_sha256_of_what_it_pulled(s3_store, aws
     proc = run_pull(script, store.presign(art))
     assert proc.returncode == commands.SHA_MISMATCH and b"artifact sha256 mismatch on host" in proc.stderr
     assert not (tmp_path / "srv" / "releases" / "1").exists()
+
+
+class Relay:
+    """A relay on loopback to the store that, once `at` bytes of a response went through, waits
+    for `until()` (bounded) and then cuts the connection (cut) or flips that byte (flip)."""
+
+    def __init__(self, target: tuple[str, int], at: int, mode: str, until=lambda: True):
+        self.target, self.at, self.mode, self.until = target, at, mode, until
+        self.waited_out = False  # `until` never came true
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with self.server:
+            client, _ = self.server.accept()
+        upstream = socket.create_connection(self.target, timeout=10)
+        upstream.settimeout(None)
+        threading.Thread(target=self._copy, args=(client, upstream), daemon=True).start()
+        sent, done = 0, False
+        with client, upstream:
+            while data := upstream.recv(65536):
+                if not done and sent + len(data) > self.at:
+                    deadline = time.monotonic() + 20
+                    while not self.until() and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    self.waited_out = not self.until()
+                    cut, done = self.at - sent, True
+                    if self.mode == "cut":
+                        client.sendall(data[:cut])
+                        client.shutdown(socket.SHUT_RDWR)  # close alone leaves a recv elsewhere blocked
+                        return
+                    data = data[:cut] + bytes([data[cut] ^ 0xFF]) + data[cut + 1 :]
+                client.sendall(data)
+                sent += len(data)
+
+    @staticmethod
+    def _copy(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_RDWR)  # the client is done: so is the relay
+        except OSError:
+            pass
+
+
+def big_artifact(tmp_path: Path) -> tuple[Path, str]:
+    """A tarball whose first member is small and whose second is 2 MB of random bytes."""
+    src = tmp_path / "big-src"
+    src.mkdir()
+    (src / "a.txt").write_text("first\n")
+    (src / "big.bin").write_bytes(os.urandom(2 << 20))
+    path = tmp_path / "big.tar.gz"
+    subprocess.run(["tar", "-czf", str(path), "-C", str(src), "a.txt", "big.bin"], check=True)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("tool", ["curl", "python3"])
+def test_the_host_extracts_while_it_downloads_and_a_broken_download_fails_cleanly(s3_store, aws_env, tmp_path, tool):
+    """tar has written the first member while the rest of the download is held back; a download
+    cut mid-stream exits 26 naming it, a byte flipped mid-stream fails the sha256 (23): each one
+    line, no release, no partial file, nothing cached."""
+    path = no_curl_path(tmp_path) if tool == "python3" else None
+    tarball, sha = big_artifact(tmp_path)
+    key = f"stream-{tool}/big.tar.gz"
+    s3_store.client().put_object(Bucket=s3_store.bucket, Key=key, Body=tarball.read_bytes())
+    store_at = s3_store.endpoint.split("//")[1].rsplit(":", 1)
+    target = (store_at[0], int(store_at[1]))
+    srv = tmp_path / "srv"
+    first = Path(Paths(str(srv)).tmp_release(1, "tok")) / "a.txt"
+    script = pull_script(tmp_path, sha, s3_store.endpoint)
+
+    def through(relay: Relay) -> subprocess.CompletedProcess:
+        shutil.rmtree(srv, ignore_errors=True)
+        signer = dataclasses.replace(s3_store, endpoint=f"http://127.0.0.1:{relay.port}").client()
+        url = signer.generate_presigned_url("get_object", Params={"Bucket": s3_store.bucket, "Key": key}, ExpiresIn=60)
+        return run_pull(script, url, path)
+
+    def left_nothing(proc: subprocess.CompletedProcess, code: int, why: str) -> None:
+        err = proc.stderr.decode()
+        assert proc.returncode == code and why in err and len(err.strip().splitlines()) == 1, err
+        assert not (srv / "releases" / "1").exists()
+        assert [p.name for p in (srv / ".deployer" / "cache").iterdir()] == []
+
+    held = Relay(target, 1 << 20, "flip", until=first.exists)
+    assert through(held).returncode == commands.SHA_MISMATCH and not held.waited_out, "tar ran while downloading"
+    ok = Relay(target, 1 << 40, "flip")
+    proc = through(ok)
+    assert proc.returncode == 0, proc.stderr
+    assert (srv / "releases" / "1" / "big.bin").stat().st_size == 2 << 20
+    cut = Relay(target, 1 << 20, "cut", until=first.exists)
+    left_nothing(through(cut), commands.STORE_FETCH, "broke before the whole artifact arrived")
+    flipped = Relay(target, 1 << 20, "flip")
+    left_nothing(through(flipped), commands.SHA_MISMATCH, "artifact sha256 mismatch on host")
 
 
 # ---------------------------------------------------------------- deployer publish

@@ -34,7 +34,7 @@ while :; do
             printf '%s\n' "$INFO" > "$LOCK_INFO"; : > "$LOCK_BEAT"; rmdir "$LOCK_CLAIM"
             case $t in
               ''|*[!0-9A-Za-z_-]*) ;;
-              *) rm -rf "$RELEASES"/.tmp-*-"$t" "$CACHE"/.part-"$t" "$CACHE"/.part-"$t".sum "$DEPLOY_TO"/.current-"$t";;
+              *) rm -rf "$RELEASES"/.tmp-*-"$t" "$CACHE"/.part-"$t" "$CACHE"/.part-"$t".* "$DEPLOY_TO"/.current-"$t";;
             esac
             printf 'takeover\t%s\t%s\n' "$s" "$h"
             if [ -n "$RECORD_TAKEOVER" ]; then

@@ -2,13 +2,17 @@
 # paths, mark it complete, then rename it into releases/N. Any failure removes the temp dir.
 # Inputs: RELEASES, SHARED, CACHE, TMP_RELEASE (the temp release), PART (this run's upload), CACHED,
 # FINAL (releases/N), NUMBER, TOKEN, SHA256, RELEASE_JSON, UPLOAD (1: the artifact comes on
-# stdin), STREAM (1: extract it as it arrives), SHARED_DIRS and SHARED_FILES (word lists),
+# stdin), STREAM (1: extract it as it arrives), PULL (1: the host downloads it, prepare_pull.sh), SHARED_DIRS and SHARED_FILES (word lists),
 # ENV_FILE (empty: none), ENV_BYTES, ENV_TMP, ENV_LINK, LINK_FROM (empty: extract; else an earlier
 # release of the artifact to hard-link, see prepare_link.sh), DELTA (1: stdin carries a delta
 # against an earlier release instead of the artifact, see prepare_delta.sh).
-# stdin: ENV_BYTES bytes of env first (values never on a command line), then the artifact.
+# stdin: ENV_BYTES bytes of env first (values never on a command line), then the artifact (PULL:
+# the presigned URL instead, see prepare_pull.sh).
 # (the abort renames a temp dir that a prepare still writes to .tmp-aborted-TOKEN: the last one out removes it)
-trap 'rm -rf "$TMP_RELEASE" "${TMP_RELEASE%/*}/.tmp-aborted-$TOKEN" "$PART" "$PART.sum" "$ENV_TMP"' EXIT
+# (a pull still downloading is stopped: `pulling` is its pid, see prepare_pull.sh)
+pulling=
+trap '[ -z "$pulling" ] || kill "$pulling" 2>/dev/null || :
+rm -rf "$TMP_RELEASE" "${TMP_RELEASE%/*}/.tmp-aborted-$TOKEN" "$PART" "$PART".sum "$PART".got "$PART".err "$ENV_TMP"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM
 mkdir -p "$RELEASES" "$SHARED" "$CACHE"
 if [ -n "$ENV_FILE" ]; then
@@ -24,7 +28,7 @@ mkdir "$TMP_RELEASE"
 if [ -n "$DELTA" ]; then
   receive_delta; refuse_unsafe
 elif [ -n "$UPLOAD" ]; then
-  if [ -n "$STREAM" ]; then receive_streamed; else receive_whole; fi
+  if [ -n "$PULL" ]; then receive_pulled; elif [ -n "$STREAM" ]; then receive_streamed; else receive_whole; fi
   refuse_unsafe
 else
   linked=0
