@@ -45,6 +45,8 @@ class S3Store:
         self.settings = settings
         self.cache = Path(cache)
         self.client = _client(settings, settings.endpoint)
+        self._uploading: Any = None  # the transfer in flight (put), for cancel()
+        self._cancelled = False
         self.where = f"s3://{settings.bucket}/{settings.prefix}" + (
             f" at {settings.endpoint}" if settings.endpoint else ""
         )
@@ -93,9 +95,16 @@ class S3Store:
             key = self.key(path.name)
             if self.has(key, path.stat().st_size if path == Path(artifact.path) else None):
                 continue
-            self._call("upload", self.client.upload_file, str(path), self.settings.bucket, key)
+            self._call("upload", self._upload, path, key)
             uploaded.append(path.name)
         return uploaded
+
+    def cancel(self) -> None:
+        """Stop a `put` running in another thread: parts not yet sent are skipped (its `put`
+        then raises StoreError); a put after this uploads nothing."""
+        self._cancelled = True
+        if self._uploading is not None:
+            self._uploading.cancel()
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -130,6 +139,21 @@ class S3Store:
             ExpiresIn=self.settings.url_lifetime,
         )
 
+    def _upload(self, path: Path, key: str) -> None:
+        """upload_file's transfer (multipart when large), kept so cancel() can stop it."""
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+        if self._cancelled:
+            raise StoreError(f"store {self.where}: upload cancelled")
+        with create_transfer_manager(self.client, TransferConfig()) as manager:
+            self._uploading = manager.upload(str(path), self.settings.bucket, key)
+            if self._cancelled:
+                self._uploading.cancel()
+            try:
+                self._uploading.result()
+            finally:
+                self._uploading = None
+
     def _keys(self, suffix: str) -> Names:
         keys: Names = []
         pages = self._call(
@@ -162,6 +186,8 @@ class S3Store:
             raise self._error(what, exc) from None
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
         from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

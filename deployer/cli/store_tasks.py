@@ -7,7 +7,7 @@ from invoke import Task
 from deployer.cli.command import command, text_output
 from deployer.config import load as config_mod
 from deployer.config.settings import Config
-from deployer.engine.pull import Pull
+from deployer.engine.pull import Background, Pull
 from deployer.errors import UsageError
 from deployer.report.rows import Outcome
 
@@ -35,14 +35,39 @@ def transfer_of(cfg: Config, given: str | None) -> str:
     return chosen
 
 
-def pull_plan(cfg: Config, art, out, dry_run: bool = False) -> Pull:
-    """Publish the artifact if the store lacks it (a HEAD per object first), then the hosts' plan."""
-    store = store_of(cfg)
-    if not dry_run:
-        uploaded = store.put(art)
-        out.say(f"published {art.version} to {store.where}" if uploaded else f"{art.version} already in {store.where}")
+def open_store(cfg: Config) -> Background:
+    """The S3 store made in the background: boto3's import and client set-up stay off the run's
+    critical path."""
+    return Background(lambda: store_of(cfg), "store")
+
+
+def pull_plan(cfg: Config, art, out, dry_run: bool = False, opening: Background | None = None) -> Pull:
+    """The hosts' plan, and the artifact published in the background if the store lacks it (a
+    HEAD per object first): the deploy waits for it right before prepare, saying what went."""
     assert cfg.store is not None
-    return Pull(endpoint=cfg.store.hosts_reach, presign=lambda: store.presign(art))
+    opening = opening or open_store(cfg)
+    holder: list = []
+
+    def publish():
+        store = opening.result()
+        holder.append(store)
+        return store, ([] if dry_run else store.put(art))
+
+    job = Background(publish, "publish")
+
+    def ready():
+        store, uploaded = job.result()
+        if not dry_run:
+            out.say(
+                f"published {art.version} to {store.where}" if uploaded else f"{art.version} already in {store.where}"
+            )
+        return lambda: store.presign(art)
+
+    def cancel() -> None:
+        if holder:
+            holder[0].cancel()
+
+    return Pull(endpoint=cfg.store.hosts_reach, publish=ready, cancel=cancel)
 
 
 @command(

@@ -177,6 +177,7 @@ def deploy(
     from deployer.cli import store_tasks
 
     pull = store_tasks.transfer_of(cfg, transfer) == "pull"
+    opening = store_tasks.open_store(cfg) if pull else None
     art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
     provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     if dry_run:
@@ -184,8 +185,12 @@ def deploy(
             f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
             f"to {st.name}, strategy {plan.name}"
         )
-    pulling = store_tasks.pull_plan(cfg, art, out, dry_run) if pull else None
-    runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent, pulling)
+    pulling = store_tasks.pull_plan(cfg, art, out, dry_run, opening) if pull else None
+    try:
+        runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent, pulling)
+    finally:
+        if pulling is not None:
+            pulling.cancel()  # a run that failed before prepare leaves no upload running
     records = report.run_records(runs)
     rows = report.run_rows(records)
     if dry_run:

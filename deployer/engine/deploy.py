@@ -23,7 +23,7 @@ from deployer.engine.fleet import HostRun
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
-from deployer.errors import PARTIAL, HostError
+from deployer.errors import PARTIAL, DeployerError, HostError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
@@ -111,7 +111,7 @@ class Pipeline:
                     f"to {len(s.active)} host(s)"
                 )
                 try:
-                    self.url = self.pull.presign() if self.pull else ""  # one URL for every host of this run
+                    self.url = self.presign()  # one URL for every host of this run
                     try:
                         self.step("prepare", self.prepare, tolerate=True)
                     finally:
@@ -176,6 +176,21 @@ class Pipeline:
         skipped = [r for r in self.session.runs if r.result == "skipped" and r.locked]
         if skipped:
             self.session.abort(self.number, skipped)
+
+    def presign(self) -> str:
+        """The URL hosts pull (pull only), once the publish overlapping the lock and check is
+        done; a failed publish aborts the run before any prepare, with the store's exit code."""
+        if self.pull is None:
+            return ""
+        try:
+            return self.pull.presign()
+        except DeployerError as exc:
+            self.session.abort(self.number)
+            raise RunFailed(
+                f"deploy aborted before any prepare: {exc}; no host changed, locks released",
+                self.session.runs,
+                exc.exit_code,
+            ) from None
 
     def reachable(self, run: HostRun) -> None:
         """One round trip that runs nothing (an SSH global request), bounded by connect_timeout."""

@@ -1,12 +1,51 @@
-"""What a deploy needs to have hosts pull the artifact from the store instead of receiving it."""
+"""What a deploy needs to have hosts pull the artifact from the store instead of receiving it,
+and the publish that runs meanwhile: started as soon as the artifact is known, waited for only
+right before the hosts fetch it (locking and checking them overlap the upload)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+class Background(Generic[T]):
+    """fn run in a daemon thread from now on; `result()` waits for it, then returns what it
+    returned or raises what it raised (in the caller's thread)."""
+
+    def __init__(self, fn: Callable[[], T], name: str = "background"):
+        self._fn = fn
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # handed to whoever waits
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set when fn returned
+
+
+@dataclass
 class Pull:
     endpoint: str  # the store endpoint as the hosts reach it ("" is AWS's), for messages
-    presign: Callable[[], str]  # a fresh presigned GET URL of the artifact: a secret, stdin only
+    publish: Callable[[], Callable[[], str]]  # waits for the publish, raises StoreError if it failed;
+    # returns what signs a fresh presigned GET URL of the artifact (a secret, stdin only)
+    cancel: Callable[[], None] = lambda: None  # stops a publish still running (the run ended without it)
+    _sign: Callable[[], str] | None = field(default=None, init=False, repr=False)
+
+    def presign(self) -> str:
+        """A presigned URL of the published artifact (waits for the publish the first time)."""
+        if self._sign is None:
+            self._sign = self.publish()
+        return self._sign()
