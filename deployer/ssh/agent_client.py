@@ -33,7 +33,7 @@ from deployer.config.settings import Host
 from deployer.ssh import agent_socket
 from deployer.ssh.agent_protocol import frame, frame_json, host_spec, read_frame
 from deployer.ssh.agent_socket import AgentRefused, private_dir
-from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, Stdin, Transport, TransportError
+from deployer.ssh.types import CHUNK, SLICE, WHOLE_OUTPUT_MAX, Cancelled, Result, Stdin, Transport, TransportError
 
 START_TIMEOUT = 10.0  # seconds for a new agent to start listening
 ANSWER_MARGIN = 60.0  # beyond the command's own timeout, enforced by the agent itself
@@ -237,15 +237,17 @@ class AgentConnection:
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
+        max_output: int | None = None,
     ) -> Result:
         if not self._open:
             raise TransportError("connection lost")
         timeout = timeout or self.host.ssh.command_timeout
+        request = {"op": "run", "host": host_spec(self.host), "script": script, "timeout": timeout}
+        if max_output is not None:
+            request["max_output"] = max_output = min(max(int(max_output), 0), WHOLE_OUTPUT_MAX)
         with self._talking(), self._socket() as s:
-            s.sendall(
-                frame_json(b"Q", {"op": "run", "host": host_spec(self.host), "script": script, "timeout": timeout})
-            )
-            replies = _Replies(s, progress)
+            s.sendall(frame_json(b"Q", request))
+            replies = _Replies(s, progress, max_output)
             ended = _send_stdin(s, stdin, replies, cancel) if stdin is not None else None
             if ended is None:
                 s.sendall(frame(b"E"))
@@ -260,7 +262,8 @@ class AgentConnection:
             raise AgentGone(f"unexpected answer from the connection agent: {kind!r}")
         if body.get("lost"):
             self._open = False
-        return Result(int(body["code"]), str(body["stdout"]), str(body["stderr"]))
+        stdout = replies.stdout.decode("utf-8", "surrogateescape") + str(body["stdout"])
+        return Result(int(body["code"]), stdout, str(body["stderr"]))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -327,11 +330,14 @@ class AgentConnection:
 
 
 class _Replies:
-    """Reads the agent's frames: progress while stdin is sent, then the final answer."""
+    """Reads the agent's frames: progress while stdin is sent, stdout kept whole (O, when the
+    run asked for max_output), then the final answer."""
 
-    def __init__(self, sock: socket.socket, progress: Callable[[int], None] | None):
+    def __init__(self, sock: socket.socket, progress: Callable[[int], None] | None, max_output: int | None = None):
         self.sock = sock
         self.progress = progress
+        self.max_output = max_output or 0
+        self.stdout = bytearray()
 
     def poll(self, wait: float) -> tuple[bytes, bytes] | None:
         """One final frame if it arrived within `wait` (progress frames are handled here)."""
@@ -341,9 +347,13 @@ class _Replies:
             if got is None:
                 raise EOFError("the agent closed the connection")
             kind, payload = got
-            if kind != b"P":
+            if kind == b"O":
+                if len(self.stdout) + len(payload) > self.max_output:
+                    raise EOFError("the agent sent more output than asked for")
+                self.stdout += payload
+            elif kind != b"P":
                 return got
-            if self.progress:
+            elif self.progress:
                 self.progress(int(json.loads(payload)["sent"]))
             readable, _, _ = select.select([self.sock], [], [], 0)
         return None

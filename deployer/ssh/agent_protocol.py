@@ -2,7 +2,8 @@
 
 One Unix-socket connection per request. Frames are a type byte, a 4-byte length, a payload.
   client -> agent: Q request (JSON), D stdin bytes, E end of stdin, C cancel
-  agent -> client: P bytes of stdin sent (JSON), R result (JSON), X error (JSON), K answer (JSON)
+  agent -> client: P bytes of stdin sent (JSON), R result (JSON), X error (JSON), K answer (JSON),
+                   O stdout bytes (a run that asked for max_output: its stdout, then R without it)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from deployer.config.settings import Host, SSHSettings
 
 _HEAD = struct.Struct(">cI")
 MAX_FRAME = 4 * 1024 * 1024
+OUTPUT_FRAME = 1024 * 1024  # stdout bytes per O frame
 PER_CONNECTION = ("persist", "command_timeout")  # settings that do not make a connection different
 
 

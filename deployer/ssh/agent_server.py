@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.ssh.agent_client import START_TIMEOUT, answers
-from deployer.ssh.agent_protocol import connection_key, frame_json, host_from_spec, read_frame
+from deployer.ssh.agent_protocol import OUTPUT_FRAME, connection_key, frame, frame_json, host_from_spec, read_frame
 from deployer.ssh.agent_socket import (
     AgentRefused,
     check_peer_credentials,
@@ -186,19 +186,30 @@ class Agent:
         def progress(sent: int) -> None:
             sock.sendall(frame_json(b"P", {"sent": sent}))
 
+        max_output = request.get("max_output")
+        whole = b""
         try:
             result = conn.run(
-                request["script"], stdin=stdin, timeout=float(request["timeout"]), progress=progress, cancel=cancel
+                request["script"],
+                stdin=stdin,
+                timeout=float(request["timeout"]),
+                progress=progress,
+                cancel=cancel,
+                max_output=None if max_output is None else int(max_output),
             )
+            stdout = result.stdout
+            if max_output is not None:  # any size: in O frames, its bytes exact
+                whole, stdout = stdout.encode("utf-8", "surrogateescape"), ""
             answer = frame_json(
-                b"R",
-                {"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr, "lost": not conn.alive},
+                b"R", {"code": result.exit_code, "stdout": stdout, "stderr": result.stderr, "lost": not conn.alive}
             )
         except Cancelled as exc:
             answer = frame_json(b"X", {"kind": "cancelled", "message": str(exc), "lost": not conn.alive})
         except TransportError as exc:
             answer = frame_json(b"X", {"kind": "transport", "message": str(exc), "lost": not conn.alive})
         try:
+            for at in range(0, len(whole), OUTPUT_FRAME):
+                sock.sendall(frame(b"O", whole[at : at + OUTPUT_FRAME]))
             sock.sendall(answer)
         except OSError:
             return

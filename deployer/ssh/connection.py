@@ -87,13 +87,15 @@ class Connection:
         progress: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
         on_output: Callable[[bytes], None] | None = None,
+        max_output: int | None = None,
     ) -> Result:
         """Run one remote command; stream `stdin` to it in chunks. Never raises on a non-zero exit.
 
         Raises TransportError when the host stops answering or `timeout` passes (the remote process
         group is killed first), Cancelled when `cancel` is set (same). Output is read while stdin is
-        sent, so a command flooding stdout/stderr cannot deadlock it; only the tails are kept, and
-        `on_output` gets stdout as it arrives.
+        sent, so a command flooding stdout/stderr cannot deadlock it; only the tails are kept (all
+        of stdout up to `max_output` bytes when given, see types.Transport.run), and `on_output`
+        gets stdout as it arrives.
         """
         if not self.alive:
             raise TransportError("connection lost")
@@ -113,6 +115,7 @@ class Connection:
             progress=progress,
             cancel=cancel,
             on_output=on_output,
+            max_output=max_output,
         )
 
     def interactive(self, command: str, term: str, width: int, height: int) -> Any:

@@ -19,7 +19,7 @@ import paramiko  # type: ignore[import-untyped, unused-ignore]
 
 from deployer.config.settings import SSHSettings
 from deployer.ssh.liveness import Watch
-from deployer.ssh.types import CHUNK, SLICE, Cancelled, Result, Stdin, TransportError
+from deployer.ssh.types import CHUNK, SLICE, WHOLE_OUTPUT_MAX, Cancelled, Result, Stdin, TransportError
 
 PACKET = 32 * 1024  # one channel send at most (the SSH maximum packet size)
 OUTPUT_TAIL = 64 * 1024
@@ -71,10 +71,12 @@ def run(
     progress: Callable[[int], None] | None,
     cancel: threading.Event | None,
     on_output: Callable[[bytes], None] | None,
+    max_output: int | None = None,
 ) -> Result:
     """Run `script` on `chan`, a session channel of `link` just opened (see Connection.run)."""
     deadline = time.monotonic() + timeout
-    out, err = (Tail() if on_output is None else Echo(on_output)), Stderr()
+    out: Tail = Whole(max_output) if max_output is not None else Tail() if on_output is None else Echo(on_output)
+    err = Stderr()
     watch = Watch(link.probe, ssh)
 
     def check() -> None:
@@ -84,6 +86,9 @@ def run(
         if time.monotonic() > deadline:
             _kill(link, chan, ssh, out, err)
             raise TransportError(f"command timed out after {timeout:g}s (remote processes killed)")
+        if out.over:
+            _kill(link, chan, ssh, out, err)
+            raise TransportError(f"{out.over} (remote processes killed)")
         if not link.alive:
             raise TransportError("connection lost while the command ran")
         if watch.dead():
@@ -116,6 +121,8 @@ def run(
             if time.monotonic() - exited_at > EOF_GRACE:
                 break
         drain(chan, out, err)
+        if out.over:
+            raise TransportError(out.over)
         code = int(chan.recv_exit_status())
         if code == -1:  # no exit status: the command was killed by a signal, or refused
             err.add(b"\n(no exit status: the command was killed by a signal or the host refused it)\n")
@@ -208,6 +215,7 @@ class Tail:
 
     def __init__(self) -> None:
         self.buf = bytearray()
+        self.over = ""  # why the output is refused (Whole), else empty
 
     def add(self, data: bytes) -> None:
         self.buf += data
@@ -216,6 +224,25 @@ class Tail:
 
     def text(self) -> str:
         return self.buf.decode("utf-8", "replace")
+
+
+class Whole(Tail):
+    """All of stdout, up to `cap` bytes; beyond that `over` says so and nothing more is kept."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = min(max(int(cap), 0), WHOLE_OUTPUT_MAX)
+
+    def add(self, data: bytes) -> None:
+        if self.over:
+            return
+        if len(self.buf) + len(data) > self.cap:
+            self.over = f"output over {self.cap} bytes refused"
+            return
+        self.buf += data
+
+    def text(self) -> str:
+        return self.buf.decode("utf-8", "surrogateescape")
 
 
 class Echo(Tail):

@@ -14,6 +14,7 @@ from deployer.report import output
 
 CHUNK = 256 * 1024  # stdin is read and sent in pieces of this size
 SLICE = 0.25  # how often a waiting command checks cancel, deadline and liveness
+WHOLE_OUTPUT_MAX = 64 * 1024 * 1024  # the most stdout a caller may ask to keep whole (max_output)
 
 # output.redact, typed for this strictly checked package
 _redact: Callable[[str], str] = output.redact
@@ -86,8 +87,12 @@ class Transport(Protocol):
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
+        max_output: int | None = None,
     ) -> Result:
         """Run one remote command, `stdin` streamed to it. Never raises on a non-zero exit;
         TransportError when the host stops answering or `timeout` passes, Cancelled on `cancel`
-        (the remote process group is killed in both cases)."""
+        (the remote process group is killed in both cases). Only stdout's last bytes are kept,
+        unless `max_output` (at most WHOLE_OUTPUT_MAX): then all of it, decoded with
+        surrogateescape (its bytes exact), and more than `max_output` bytes is a TransportError
+        (the command killed)."""
         ...
