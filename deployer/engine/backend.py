@@ -15,7 +15,7 @@ from deployer.report.output import Output
 from deployer.ssh import transport_for
 from deployer.ssh.types import Cancelled, Result, Stdin, TransportError
 
-READ_ONLY_STEPS = ("inspect",)
+READ_ONLY_STEPS = ("inspect", "manifest")  # a dry run runs these for real
 LEASE_LOST_TEXT = "lost the lock"
 
 
@@ -48,13 +48,14 @@ class Remote:
         stdin: Stdin | None = None,
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
+        max_output: int | None = None,
     ) -> Result:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
         `reads`: the read-only part of `script`, for a backend that runs only those."""
         if run.locked:  # every command of the lock's holder checks and renews its lease
             script = commands.lease(self.paths, self.token) + script
             run.renewed = time.monotonic()
-        return self.send(run, step, script, stdin=stdin, timeout=timeout, progress=progress)
+        return self.send(run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output)
 
     def send(
         self,
@@ -65,12 +66,15 @@ class Remote:
         stdin: Stdin | None = None,
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
+        max_output: int | None = None,
     ) -> Result:
         if run.conn is None or not run.conn.alive:
             self.connect(run)
         assert run.conn is not None
         try:
-            result = run.conn.run(script, cancel=self.cancel, stdin=stdin, timeout=timeout, progress=progress)
+            result = run.conn.run(
+                script, cancel=self.cancel, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output
+            )
         except Cancelled:
             raise
         except TransportError as exc:
@@ -127,9 +131,10 @@ class Printer(Remote):
         stdin: Stdin | None = None,
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
+        max_output: int | None = None,
     ) -> Result:
         if step in READ_ONLY_STEPS:
-            return self.send(run, step, script, stdin=stdin, timeout=timeout)
+            return self.send(run, step, script, stdin=stdin, timeout=timeout, max_output=max_output)
         self.out.say(
             f"--- {run.name} · {step}{' (artifact on stdin)' if stdin else ''}\n{script.rstrip()}", multiline=True
         )

@@ -2,7 +2,8 @@
 
 A host's base is its live release when that release is ours and complete. What the base holds
 comes from the artifact store beside the new artifact (the base artifact's .json carries its
-manifest: no round trip); a host whose base is not in the store gets the full artifact. Each
+manifest: no round trip); else `ask` (engine/base_manifest.py: one command) reads it from the
+first host on that base, once per base; a base neither gives gets the full artifact. Each
 base's delta is made once (one pass over the artifact, `artifact.delta.make`) into a temp dir
 this object removes on `close`. Hosts prepare in parallel threads: one lock.
 """
@@ -14,6 +15,7 @@ import json
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from deployer.engine.fleet import HostRun
 from deployer.remote import delta as remote_delta
 from deployer.remote.state import HostState
 
+Ask = Callable[[HostRun, int], dict[str, str] | None]  # (host, base release) -> its manifest
 WORTH = 0.5  # a delta carrying more than this share of the artifact's bytes is not made (TooBig)
 
 
@@ -57,8 +60,9 @@ class Deltas:
         sha = release.meta.get("artifact_sha256")
         return (number, sha) if isinstance(sha, str) and len(sha) == 64 else None
 
-    def for_host(self, run: HostRun) -> Delta | None:
-        """The delta for this host, or None (full upload)."""
+    def for_host(self, run: HostRun, ask: Ask | None = None) -> Delta | None:
+        """The delta for this host, or None (full upload). `ask`: the base's manifest from this
+        host, when the store has none (asked at most once per base)."""
         found = self.base(run.state)
         if found is None or not self.artifact.meta.get("manifest_sha256"):
             return None
@@ -70,6 +74,8 @@ class Deltas:
             if key not in self.made:
                 release = run.state.release(number) if run.state is not None else None
                 manifest = self._stored_manifest(base_sha, release.meta.get("version") if release else None)
+                if manifest is None and ask is not None:
+                    manifest = ask(run, number)
                 self.made[key] = self._make(number, manifest) if manifest else None
             made = self.made[key]
         if made is None or made.spec.base == number:

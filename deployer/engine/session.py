@@ -152,9 +152,13 @@ class Session:
         stdin: Stdin | None = None,
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
+        max_output: int | None = None,
     ) -> Result:
-        """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail)."""
-        return self.backend.run(run, step, script, stdin=stdin, timeout=timeout, progress=progress)
+        """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
+        `max_output`: keep all of stdout, up to that many bytes (types.Transport.run)."""
+        return self.backend.run(
+            run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output
+        )
 
     def in_release(
         self, run: HostRun, step: str, number: int | str | None, command: str, env: dict[str, str]

@@ -3,6 +3,7 @@ or taken from the host's cache) unpacked as releases/N with its env file and sha
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import BinaryIO
@@ -10,6 +11,7 @@ from typing import BinaryIO
 from deployer.artifact.load import Artifact
 from deployer.config.envfile import HostEnv
 from deployer.config.settings import Stage
+from deployer.engine import base_manifest
 from deployer.engine.delta import Delta, Deltas
 from deployer.engine.fleet import HostRun
 from deployer.engine.records import Deployed
@@ -92,7 +94,8 @@ def prepare(
     reach it, a presigned URL) fetched by the host from the store."""
     app, state, out = session.stage.app, host_state(run), session.out
     upload = not state.cached
-    made = deltas.for_host(run) if upload and deltas is not None and not pull else None
+    ask = functools.partial(base_manifest.ask, session)
+    made = deltas.for_host(run, ask) if upload and deltas is not None and not pull else None
     if made is not None:
         try:
             return prepare_delta(session, run, artifact, number, env_file, made)

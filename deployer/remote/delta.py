@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.artifact.delta import CONTROL
-from deployer.plan.paths import Paths
-from deployer.remote.render import Value
+from deployer.plan.paths import MANIFEST, Paths
+from deployer.remote.render import Value, render
 
 UNUSABLE = 27
 MARK = "delta not usable"  # what stderr says when the host should get the full artifact
@@ -51,3 +51,8 @@ def inputs(paths: Paths, spec: Spec) -> dict[str, Value]:
         "DELTA_MTIME": int(spec.mtime),
         "DELTA_CONTROL": CONTROL,
     }
+
+
+def read_manifest(paths: Paths, number: int) -> str:
+    """Print releases/N's manifest (a base the client's artifact store has no .json for)."""
+    return render(["read_manifest.sh"], {"RELEASE": paths.release(number), "MANIFEST": MANIFEST})
