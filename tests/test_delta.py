@@ -27,6 +27,8 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "t@t",
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",  # the artifact's times: long before the host's clock
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
 }
 
 
@@ -98,6 +100,18 @@ def listing(root: Path) -> list[tuple]:
     return sorted(out)
 
 
+def mtimes(root: Path) -> dict[str, int]:
+    """Every file's and directory's time but the deployer's own (a full extraction leaves the
+    artifact's; tarfile leaves a symlink's as it was made)."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            rel = str(Path(dirpath, name).relative_to(root))
+            if rel != ".deployer" and not rel.startswith(".deployer/") and not Path(dirpath, name).is_symlink():
+                out[rel] = int(Path(dirpath, name).lstat().st_mtime)
+    return out
+
+
 def extract(art, dest: Path) -> None:
     dest.mkdir(parents=True)
     with tarfile.open(art.path) as tf:
@@ -111,14 +125,35 @@ def host_with_base(tmp: Path, art) -> Paths:
     return paths
 
 
-def prepare_delta(paths: Paths, art, base_manifest: dict, tmp: Path, number: int = 2):
+def tools_without(names: tuple[str, ...], where: Path) -> str:
+    """A PATH holding every command of this one but those whose name starts with one of `names`."""
+    where.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        for f in sorted(Path(d).iterdir()) if Path(d).is_dir() else ():
+            if not f.name.startswith(names) and not (where / f.name).exists() and os.access(f, os.X_OK):
+                (where / f.name).symlink_to(f)
+    return str(where)
+
+
+@pytest.fixture(scope="module", params=["python3", "sh"])
+def host_path(request, tmp_path_factory):
+    """How the host builds the tree: delta_build.py (cp hidden: the shell steps could not copy)
+    or the shell steps of prepare_delta.sh (python3 hidden)."""
+    hide = ("cp",) if request.param == "python3" else ("python",)
+    return tools_without(hide, tmp_path_factory.mktemp("tools") / "bin")
+
+
+def prepare_delta(paths: Paths, art, base_manifest: dict, tmp: Path, number: int = 2, path: str | None = None):
     dest = tmp / f"delta-{number}.tar.gz"
     tree, plan = artifact_delta.make(art.path, base_manifest, dest)
     spec = remote_delta.Spec(
         1, hashlib.sha256(dest.read_bytes()).hexdigest(), tree.manifest_sha256, tree.listing_sha256, tree.mtime
     )
     script = commands.prepare(paths, number, "tok", art.sha256, upload=True, release_json="{}", delta=spec)
-    proc = subprocess.run(["sh", "-c", UNFENCED + script], input=dest.read_bytes(), capture_output=True, timeout=60)
+    env = {**os.environ, "PATH": path} if path else None
+    proc = subprocess.run(
+        ["sh", "-c", UNFENCED + script], input=dest.read_bytes(), capture_output=True, timeout=60, env=env
+    )
     return proc, plan, dest
 
 
@@ -151,14 +186,15 @@ def test_delta_is_reproducible_and_small(two, tmp_path):
     assert files == {"app/mod3.py", "REVISION"} | control
 
 
-def test_host_builds_the_same_tree_as_a_full_extraction(two):
+def test_host_builds_the_same_tree_as_a_full_extraction(two, host_path):
     tmp, a, b = two
     paths = host_with_base(tmp, a)
-    proc, _, _ = prepare_delta(paths, b, a.manifest, tmp)
+    proc, _, _ = prepare_delta(paths, b, a.manifest, tmp, path=host_path)
     assert proc.returncode == 0, proc.stderr.decode()
     extract(b, tmp / "full")
     got = [e for e in listing(Path(paths.release(2))) if not e[0].startswith(".deployer/") or e[0] == MANIFEST]
     assert got == listing(tmp / "full")
+    assert mtimes(Path(paths.release(2))) == mtimes(tmp / "full")
     assert Path(paths.release(2), MANIFEST).read_bytes() == Path(tmp / "full", MANIFEST).read_bytes()
     assert not list(Path(paths.releases).glob(".tmp-*")) and not list(Path(paths.cache).iterdir())
     # copies, never links: an in-place write in the old release stays there
@@ -167,7 +203,7 @@ def test_host_builds_the_same_tree_as_a_full_extraction(two):
 
 
 @pytest.mark.parametrize("edit", ["content", "mode", "extra", "missing", "symlink"])
-def test_an_edited_base_is_never_spread(two, edit):
+def test_an_edited_base_is_never_spread(two, edit, host_path):
     tmp, a, b = two
     paths = host_with_base(tmp, a)
     victim = Path(paths.release(1), "app/mod1.py")
@@ -185,7 +221,7 @@ def test_an_edited_base_is_never_spread(two, edit):
     else:
         victim.unlink()
         victim.symlink_to("/etc/passwd")
-    proc, _, _ = prepare_delta(paths, b, a.manifest, tmp)
+    proc, _, _ = prepare_delta(paths, b, a.manifest, tmp, path=host_path)
     if edit == "mode":  # modes come from the artifact, never from the base
         assert proc.returncode == 0, proc.stderr.decode()
         assert oct(Path(paths.release(2), "app/mod1.py").stat().st_mode & 0o777) == "0o644"

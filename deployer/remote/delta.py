@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from deployer.artifact.delta import CONTROL
 from deployer.plan.paths import MANIFEST, Paths
-from deployer.remote.render import Value, render
+from deployer.remote.render import Value, render, text
 
 UNUSABLE = 27
 MARK = "delta not usable"  # what stderr says when the host should get the full artifact
@@ -50,6 +50,7 @@ def inputs(paths: Paths, spec: Spec) -> dict[str, Value]:
         "DELTA_LISTING_SUM": spec.listing_sha256,
         "DELTA_MTIME": int(spec.mtime),
         "DELTA_CONTROL": CONTROL,
+        "DELTA_PY": text("delta_build.py"),
     }
 
 

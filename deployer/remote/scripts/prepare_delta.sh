@@ -32,6 +32,11 @@ receive_delta() {
   rc=0; tar -xzf "$PART" -C "$TMP_RELEASE" --no-same-owner || rc=$?
   rm -f "$PART"
   if [ $rc -ne 0 ]; then no_space; exit $rc; fi
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -I -S -c "$DELTA_PY" "$TMP_RELEASE" "$DELTA_BASE" "$MANIFEST" "$DELTA_CONTROL" "$DELTA_MTIME" \
+      "$DELTA_MANIFEST_SUM" "$DELTA_LISTING_SUM" "$NUMBER" "$DELTA_NUMBER" || exit $?
+    return 0
+  fi
   # 2. what the base holds, copied (never linked), by the base's own manifest minus the skip list;
   # a path with a `..` component is never copied; -P: a link in the base is copied as a link
   # (and refused below)
