@@ -14,6 +14,10 @@ In prepare's temp dir (a failure anywhere leaves nothing: prepare's trap removes
    manifest's, and the listing of every entry (type, mode, path, link target) must hash to the
    artifact's listing. Nothing extra, nothing missing.
 
+With python3 on the host, steps 2-4 are one pass (scripts/delta_build.py): each file copied is
+hashed as it is read and written with the artifact's mode and time, then one lstat walk gives the
+manifest and the listing; the shell steps are the fallback.
+
 Anything that does not hold (a base edited by hand, a file added or gone, a link made there)
 exits UNUSABLE with MARK on stderr: the deployer then sends the full artifact to that host. The
 manifest the release keeps is the one just computed and proven equal to the artifact's.
