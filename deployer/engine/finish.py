@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from deployer.artifact.load import Artifact
 from deployer.config.settings import PipelineSettings
-from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.session import Session
-from deployer.engine.upload import host_state, record
+from deployer.engine.upload import record
 from deployer.errors import HostError
 from deployer.plan import releases as planning
 from deployer.remote import commands

@@ -56,6 +56,13 @@ class HostRun:
         self.step, self.result, self.error = step, "failed", message
 
 
+def host_state(run: HostRun) -> HostState:
+    """What a host reported when inspected or locked (every host a flow works on was)."""
+    if run.state is None:
+        raise HostError(run.name, "check", "no state read from this host")
+    return run.state
+
+
 class Fleet:
     def __init__(self, runs: Iterable[HostRun], parallel: int = 10):
         self.runs = list(runs)

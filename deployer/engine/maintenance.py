@@ -7,20 +7,14 @@ import io
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
-from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
 from deployer.errors import HostError, UsageError
 from deployer.plan import releases as planning
 from deployer.remote import commands
-from deployer.remote import state as host_state
+from deployer.remote.state import LockInfo
 from deployer.report.output import Output
-
-
-def _state(run: HostRun) -> host_state.HostState:
-    if run.state is None:
-        raise HostError(run.name, "check", "no state read from this host")
-    return run.state
 
 
 def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
@@ -46,7 +40,7 @@ def cleanup(
     with Session(stage, hosts, out, parallel, action="cleanup", lock_wait=lock_wait) as session:
 
         def clean(run: HostRun) -> None:
-            state = _state(run)
+            state = host_state(run)
             current = state.current
             release = state.release(current) if current is not None else None
             previous = release.meta.get("previous") if release else None
@@ -94,7 +88,7 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
             result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
             held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
             run.result = "ok"
-            holder = host_state.LockInfo.parse(held[0]).describe() if held else ""
+            holder = LockInfo.parse(held[0]).describe() if held else ""
             run.maintained = Maintained(held_by=holder)
             out.line(run.name, "unlock", f"removed lock held by {holder}" if held else "no lock")
 
@@ -118,7 +112,7 @@ def push_config(
     with Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait) as session:
 
         def write(run: HostRun) -> None:
-            env, live = envs[run.name], _state(run).current
+            env, live = envs[run.name], host_state(run).current
             if live is None:
                 raise HostError(run.name, "config", "no release of this deployer is live on this host: deploy first")
             line = session.ledger(
@@ -148,7 +142,7 @@ def push_config(
                 env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
                 session.must(
                     "restart",
-                    lambda r: session.in_release(r, "restart", _state(r).current, command, env),
+                    lambda r: session.in_release(r, "restart", host_state(r).current, command, env),
                     hooks.with_roles(restart.roles, live),
                     failed="config written, but restart failed",
                 )

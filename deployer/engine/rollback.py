@@ -12,22 +12,15 @@ from pathlib import Path
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import hooks
-from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import RolledBack
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
 from deployer.errors import DeployerError, HostError
 from deployer.plan import releases as planning
 from deployer.remote import commands
-from deployer.remote.state import HostState
 from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
-
-
-def _state(run: HostRun) -> HostState:
-    if run.state is None:
-        raise HostError(run.name, "check", "no state read from this host")
-    return run.state
 
 
 def _record(run: HostRun) -> RolledBack:
@@ -46,13 +39,13 @@ def _target(run: HostRun) -> int | str:
 def _meta(run: HostRun, key: str) -> str:
     """What our release's metadata says (a foreign release has none)."""
     target = _target(run)
-    release = _state(run).release(target) if isinstance(target, int) else None
+    release = host_state(run).release(target) if isinstance(target, int) else None
     return str(release.meta.get(key, "")) if release else ""
 
 
 def migrated_between(run: HostRun) -> list[int]:
     """Releases above the target up to current that ran migrations, newest first."""
-    st, target = _state(run), _target(run)
+    st, target = host_state(run), _target(run)
     floor = 0 if isinstance(target, str) else target  # a foreign target is below all of ours
     return sorted((r.number for r in st.releases if r.migrated and floor < r.number <= (st.current or 0)), reverse=True)
 
@@ -96,9 +89,9 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
 
     def choose(run: HostRun) -> None:
         record = _record(run)
-        record.previous = _state(run).live
+        record.previous = host_state(run).live
         try:
-            record.target = planning.rollback_target(_state(run), to)
+            record.target = planning.rollback_target(host_state(run), to)
         except DeployerError as exc:
             raise HostError(run.name, "check", str(exc)) from None
 

@@ -14,6 +14,7 @@ from deployer.config.settings import Stage
 from deployer.engine import base_manifest
 from deployer.engine.delta import Delta, Deltas
 from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import host_state as host_state  # deploy.py reads it as upload.host_state
 from deployer.engine.records import Deployed
 from deployer.engine.session import Session, utc_now, who
 from deployer.errors import HostError
@@ -23,13 +24,6 @@ from deployer.remote import delta as remote_delta
 from deployer.remote.state import HostState
 from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
-
-
-def host_state(run: HostRun) -> HostState:
-    """What a locked host reported (every host a deploy works on was inspected when locked)."""
-    if run.state is None:
-        raise HostError(run.name, "check", "no state read from this host")
-    return run.state
 
 
 def record(run: HostRun) -> Deployed:
