@@ -287,3 +287,45 @@ def test_tables_show_what_the_records_say():
     [up, gone] = report.check_rows(report.check_records([run, down]))
     assert (up["deploy_to writable"], up["free disk"], up["current"], up["ignored"]) == ("yes", "2.0 GB", 2, "old")
     assert gone == {"host": "d", "ssh": "FAIL", "error": "connection refused"}
+
+    from deployer.engine.records import Drift
+
+    changed = [f"app/f{i}.py" for i in range(12)]
+    drifted = HostRun(host=Host(name="a", address="a", ssh=SSHSettings()), result="DRIFT")
+    drifted.drift = Drift(checked=40, modified=changed, added=["new.txt"])
+    bare = HostRun(host=Host(name="b", address="b", ssh=SSHSettings()), result="no manifest")
+    bare.drift = Drift(manifest=False)
+    clean = HostRun(host=Host(name="c", address="c", ssh=SSHSettings()), result="ok", drift=Drift(checked=7))
+    down.result = "failed"
+    records = report.drift_records([drifted, bare, clean, down])
+    VALIDATOR.validate(report.document("verify", 1, "drift", "s", records))
+    assert report.drift_rows(records) == [
+        {
+            "host": "a",
+            "state": "DRIFT",
+            "files checked": 40,
+            "modified": ", ".join(changed[:10]),
+            "removed": "",
+            "added": "new.txt",
+            "error": "",
+        },
+        {
+            "host": "b",
+            "state": "no manifest",
+            "files checked": "",
+            "modified": "",
+            "removed": "",
+            "added": "",
+            "error": "",
+        },
+        {"host": "c", "state": "ok", "files checked": 7, "modified": "", "removed": "", "added": "", "error": ""},
+        {
+            "host": "d",
+            "state": "FAIL",
+            "files checked": "",
+            "modified": "",
+            "removed": "",
+            "added": "",
+            "error": "connection refused",
+        },
+    ]

@@ -15,7 +15,7 @@ from deployer.engine.records import Drift, LedgerEntry
 from deployer.engine.session import Session
 from deployer.errors import GATE_REFUSED, DeployerError, UsageError
 from deployer.remote import commands
-from deployer.report import ledger
+from deployer.report import ledger, rows
 from deployer.report.output import Output
 
 
@@ -138,18 +138,5 @@ def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
 
 
 def drift_rows(runs: list[HostRun]) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for run in runs:
-        found = run.drift or Drift()
-        rows.append(
-            {
-                "host": run.name,
-                "state": run.result if run.drift is not None else "FAIL",
-                "files checked": found.checked or "",
-                "modified": ", ".join(found.modified[:10]),
-                "removed": ", ".join(found.removed[:10]),
-                "added": ", ".join(found.added[:10]),
-                "error": run.error,
-            }
-        )
-    return rows
+    """The verify table, derived from the --json records (report/rows.py shapes both)."""
+    return rows.drift_rows(rows.drift_records(runs))

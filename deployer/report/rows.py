@@ -178,6 +178,25 @@ def _ignored(rec: dict) -> str:
     return ", ".join(names)
 
 
+DRIFT_STATES = {"ok": "ok", "drift": "DRIFT", "no_manifest": "no manifest", "failed": "FAIL"}
+
+
+def drift_rows(records: list[dict]) -> list[dict]:
+    """Table rows of verify records (drift_records): the first ten paths of each list."""
+    return [
+        {
+            "host": rec["host"],
+            "state": DRIFT_STATES.get(rec["result"], rec["result"]),
+            "files checked": rec["files_checked"] or "",
+            "modified": ", ".join(rec["modified"][:10]),
+            "removed": ", ".join(rec["removed"][:10]),
+            "added": ", ".join(rec["added"][:10]),
+            "error": rec["error"] or "",
+        }
+        for rec in records
+    ]
+
+
 def artifact_rows(records: list[dict]) -> list[dict]:
     """Table rows of stored artifacts (artifact_records)."""
     return [
