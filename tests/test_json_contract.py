@@ -198,7 +198,7 @@ def test_records_of_odd_host_states_stay_in_the_schema():
     from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
-    from deployer.report import rows as report
+    from deployer.report import document
 
     state = HostState(
         user="deploy",
@@ -214,12 +214,12 @@ def test_records_of_odd_host_states_stay_in_the_schema():
     run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
     down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
     for task, records in (
-        ("status", report.status_records([run, down])),
-        ("releases", report.releases_records([run, down])),
-        ("check", report.check_records([run, down])),
+        ("status", document.status_records([run, down])),
+        ("releases", document.releases_records([run, down])),
+        ("check", document.check_records([run, down])),
     ):
-        VALIDATOR.validate(report.document(task, 1, "unreachable: d", "s", records))
-    [rec, _] = report.releases_records([run, down])
+        VALIDATOR.validate(document.document(task, 1, "unreachable: d", "s", records))
+    [rec, _] = document.releases_records([run, down])
     assert rec["releases"][0]["deployed_at"] == "2026-01-02T02:04:05Z" and rec["releases"][0]["git_sha"] is None
     assert rec["releases"][1]["deployed_at"] is None and rec["releases"][1]["release"] == "cap-1"
 
@@ -229,7 +229,7 @@ def test_tables_show_what_the_records_say():
     from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
     from deployer.remote.state import Foreign, HostState, LockInfo, Release
-    from deployer.report import rows as report
+    from deployer.report import document, rows
 
     sha = "0123456789abcdef0123456789abcdef01234567"
     state = HostState(
@@ -260,7 +260,7 @@ def test_tables_show_what_the_records_say():
     run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
     down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
 
-    [up, gone] = report.status_rows(report.status_records([run, down]))
+    [up, gone] = rows.status_rows(document.status_records([run, down]))
     assert {k: up[k] for k in ("current", "version", "git sha", "deployed at", "by", "releases", "foreign")} == {
         "current": 2,
         "version": "v2",
@@ -273,8 +273,8 @@ def test_tables_show_what_the_records_say():
     assert up["lock"].startswith("bob pid 42 (stage prod, started 2026-01-02T00:00:00Z, ")
     assert gone == {"host": "d", "current": "?", "error": "connection refused"}
 
-    rows = report.releases_rows(report.releases_records([run, down]))
-    assert [(r["N"], r["state"], r.get("current")) for r in rows] == [
+    table = rows.releases_rows(document.releases_records([run, down]))
+    assert [(r["N"], r["state"], r.get("current")) for r in table] == [
         (1, "bad", ""),
         (2, "ok", "<- current"),
         ("cap-1", "foreign", ""),
@@ -282,9 +282,9 @@ def test_tables_show_what_the_records_say():
         ("old", "ignored: not a release number", None),
         ("?", "connection refused", None),
     ]
-    assert rows[2]["git sha"] == sha[:8]
+    assert table[2]["git sha"] == sha[:8]
 
-    [up, gone] = report.check_rows(report.check_records([run, down]))
+    [up, gone] = rows.check_rows(document.check_records([run, down]))
     assert (up["deploy_to writable"], up["free disk"], up["current"], up["ignored"]) == ("yes", "2.0 GB", 2, "old")
     assert gone == {"host": "d", "ssh": "FAIL", "error": "connection refused"}
 
@@ -297,9 +297,9 @@ def test_tables_show_what_the_records_say():
     bare.drift = Drift(manifest=False)
     clean = HostRun(host=Host(name="c", address="c", ssh=SSHSettings()), result="ok", drift=Drift(checked=7))
     down.result = "failed"
-    records = report.drift_records([drifted, bare, clean, down])
-    VALIDATOR.validate(report.document("verify", 1, "drift", "s", records))
-    assert report.drift_rows(records) == [
+    records = document.drift_records([drifted, bare, clean, down])
+    VALIDATOR.validate(document.document("verify", 1, "drift", "s", records))
+    assert rows.drift_rows(records) == [
         {
             "host": "a",
             "state": "DRIFT",

@@ -17,9 +17,9 @@ from deployer.config.settings import Config, Host, Stage
 from deployer.engine.session import RunFailed
 from deployer.engine.signals import describe, exit_code, terminations
 from deployer.errors import DeployerError, UsageError
-from deployer.report import rows as report
+from deployer.report import document, rows
+from deployer.report.document import Outcome
 from deployer.report.output import Output, safe
-from deployer.report.rows import Outcome
 
 
 def _boundary(fn, task_name: str):
@@ -35,10 +35,10 @@ def _boundary(fn, task_name: str):
             with terminations():
                 outcome = fn(c, *args, **kwargs) or Outcome()
         except RunFailed as exc:
-            records = report.run_records(exc.runs)
+            records = document.run_records(exc.runs)
             if not as_json:
-                rows = report.run_rows(records)
-                Output().table(rows, report.run_headers(rows))
+                table = rows.run_rows(records)
+                Output().table(table, rows.run_headers(table))
             outcome = Outcome(records, exc.exit_code, str(exc))
         except DeployerError as exc:
             outcome = Outcome([], exc.exit_code, str(exc))
@@ -46,7 +46,7 @@ def _boundary(fn, task_name: str):
             outcome = Outcome([], exit_code(exc), f"interrupted ({describe(exc)})")
         if as_json:
             Output().json(
-                report.document(
+                document.document(
                     task_name,
                     outcome.exit_code,
                     outcome.error,

@@ -194,8 +194,8 @@ class _Usage:
         if isinstance(exc, ParseError):
             message = self.program.explain(exc)
             if "--json" in self.program.argv:  # the JSON contract holds for a mistaken command line too
+                from deployer.report.document import document
                 from deployer.report.output import Output
-                from deployer.report.rows import document
 
                 names = self.program.collection.task_names
                 task = next((a for a in self.program.argv[1:] if a in names), None)

@@ -12,8 +12,8 @@ from deployer.cli import scaffold
 from deployer.cli.command import command, parallelism, stage_target, whole_number
 from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
+from deployer.report.document import Outcome
 from deployer.report.output import Output
-from deployer.report.rows import Outcome
 
 
 @command(

@@ -9,7 +9,7 @@ from deployer.config import load as config_mod
 from deployer.config.settings import Config
 from deployer.engine.pull import Background, Pull
 from deployer.errors import UsageError
-from deployer.report.rows import Outcome
+from deployer.report.document import Outcome
 
 TRANSFERS = ("push", "pull")
 

@@ -15,7 +15,7 @@ from deployer.engine.records import Drift, LedgerEntry
 from deployer.engine.session import Session
 from deployer.errors import GATE_REFUSED, DeployerError, UsageError
 from deployer.remote import commands
-from deployer.report import ledger, rows
+from deployer.report import document, ledger, rows
 from deployer.report.output import Output
 
 
@@ -138,5 +138,5 @@ def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
 
 
 def drift_rows(runs: list[HostRun]) -> list[dict[str, object]]:
-    """The verify table, derived from the --json records (report/rows.py shapes both)."""
-    return rows.drift_rows(rows.drift_records(runs))
+    """The verify table, derived from the --json records (report/document.py shapes both)."""
+    return rows.drift_rows(document.drift_records(runs))
