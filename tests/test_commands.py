@@ -15,10 +15,11 @@ from helpers import tar_gz, tar_member
 
 from deployer.plan.paths import Paths
 from deployer.remote import commands, render, state
+from deployer.remote import lock as remote_lock
 
-# what a session holding the lock puts in front of a script (commands.lease), for scripts run
+# what a session holding the lock puts in front of a script (remote_lock.lease), for scripts run
 # here without a lock: `held` always passes
-UNFENCED = commands.unleased("")
+UNFENCED = remote_lock.unleased("")
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
@@ -31,7 +32,7 @@ def make_tarball(files: dict[str, bytes]) -> bytes:
 
 def test_unlock_exact_string():
     paths = Paths("/srv/my app")
-    assert commands.unlock(paths, "abc") == (
+    assert remote_lock.unlock(paths, "abc") == (
         "set -e\numask 022\n"
         "STATE='/srv/my app/.deployer'\nLEDGER='/srv/my app/.deployer/ledger.jsonl'\n"
         "LOCK='/srv/my app/.deployer/lock'\nLOCK_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nTOKEN=abc\n"
@@ -114,7 +115,7 @@ def root(tmp_path):
 
 def full_cycle(paths: Paths, number: int, token: str, payload: bytes, release_json: str, **kw):
     sha = hashlib.sha256(payload).hexdigest()
-    inspect = sh(commands.inspect(paths, lock_info='{"who": "me"}', lock_token=token, artifact_sha=sha))
+    inspect = sh(remote_lock.inspect(paths, lock_info='{"who": "me"}', lock_token=token, artifact_sha=sha))
     assert inspect.returncode == 0, inspect.stderr
     st = state.parse(inspect.stdout.decode())
     assert st.lock_acquired
@@ -153,7 +154,7 @@ def test_scripts_run_locally_with_hostile_values(root, tmp_path, monkeypatch, st
 
     # second deploy reuses the cached artifact (no stdin), then rollback-style switch back to 1
     full_cycle(paths, 2, "t2", payload, "{}")
-    out = sh(commands.inspect(paths)).stdout.decode()
+    out = sh(remote_lock.inspect(paths)).stdout.decode()
     st = state.parse(out)
     assert st.current == 2 and [r.number for r in st.releases] == [1, 2]
     assert all(r.complete for r in st.releases) and st.lock is None
@@ -365,13 +366,13 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
     lock = tmp_path / ".deployer" / "lock"
     lock.mkdir(parents=True)  # a holder between its mkdir and its info write
     writer = subprocess.Popen(["sh", "-c", f'sleep 0.3; printf \'%s\\n\' \'{{"who": "a@x", "pid": 7}}\' > {lock}/info'])
-    late = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    late = state.parse(sh(remote_lock.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     writer.wait()
     assert not late.lock_acquired and late.lock.who == "a@x" and late.lock.pid == 7
 
     (lock / "info").unlink()  # a holder that leaves without ever saying who
     remover = subprocess.Popen(["sh", "-c", f"sleep 0.3; rm -rf {lock}"])
-    taken = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    taken = state.parse(sh(remote_lock.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     remover.wait()
     assert taken.lock_acquired and (lock / "token").read_text() == "B"
 
@@ -379,14 +380,14 @@ def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
 def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     paths = Paths(str(tmp_path))
     first = state.parse(
-        sh(commands.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode()
+        sh(remote_lock.inspect(paths, lock_info='{"who": "a@x", "pid": 1}', lock_token="A")).stdout.decode()
     )
-    second = state.parse(sh(commands.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
+    second = state.parse(sh(remote_lock.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     assert first.lock_acquired and not second.lock_acquired
     assert second.lock.who == "a@x" and second.lock.pid == 1
-    sh(commands.unlock(paths, "B"))
+    sh(remote_lock.unlock(paths, "B"))
     assert (tmp_path / ".deployer" / "lock").is_dir()
-    sh(commands.unlock(paths, "A"))
+    sh(remote_lock.unlock(paths, "A"))
     assert not (tmp_path / ".deployer" / "lock").exists()
 
 
@@ -395,7 +396,7 @@ def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_a
     """The finish runs only once the switch succeeded; a finish that fails stops there (its own
     set -e) and is reported as `finished`, the command itself still succeeding (switched)."""
     paths = Paths(str(tmp_path))
-    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
+    assert state.parse(sh(remote_lock.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
     for n in (1, 2):
         (tmp_path / "releases" / str(n) / ".deployer").mkdir(parents=True)
     (tmp_path / "releases" / "2" / ".deployer" / "complete").touch()
@@ -420,13 +421,13 @@ def test_switch_then_finish_runs_the_finish_only_after_a_switch_and_reports_it_a
 
 def test_inspect_reports_current_kinds(tmp_path):
     paths = Paths(str(tmp_path))
-    assert state.parse(sh(commands.inspect(paths)).stdout.decode()).current_kind == "absent"
+    assert state.parse(sh(remote_lock.inspect(paths)).stdout.decode()).current_kind == "absent"
     (tmp_path / "current").symlink_to("releases/9")
-    st = state.parse(sh(commands.inspect(paths)).stdout.decode())
+    st = state.parse(sh(remote_lock.inspect(paths)).stdout.decode())
     assert st.current_kind == "dangling" and st.current_problem()
     (tmp_path / "current").unlink()
     (tmp_path / "current").mkdir()
-    st = state.parse(sh(commands.inspect(paths)).stdout.decode())
+    st = state.parse(sh(remote_lock.inspect(paths)).stdout.decode())
     assert st.current_kind == "dir" and "real directory" in st.current_problem()
 
 
@@ -497,16 +498,16 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
     link = commands.LinkSource(1, hostile)
     many = (hostile, "log " + hostile)
     return {
-        "inspect": commands.inspect(paths, lock_info=hostile, lock_token=hostile, artifact_sha=hostile),
-        "inspect-lease": commands.inspect(
+        "inspect": remote_lock.inspect(paths, lock_info=hostile, lock_token=hostile, artifact_sha=hostile),
+        "inspect-lease": remote_lock.inspect(
             paths,
             lock_info=hostile,
             lock_token=hostile,
             lock_ttl=1,
-            takeover_ledger=hostile + commands.TAKEOVER_MARK + hostile,
+            takeover_ledger=hostile + remote_lock.TAKEOVER_MARK + hostile,
         ),
-        "lease": commands.lease(paths, hostile) + commands.switch(paths, 3, hostile),
-        "unleased": commands.unleased(commands.switch(paths, 3, hostile)),
+        "lease": remote_lock.lease(paths, hostile) + commands.switch(paths, 3, hostile),
+        "unleased": remote_lock.unleased(commands.switch(paths, 3, hostile)),
         "prepare-upload": commands.prepare(
             paths,
             3,
@@ -540,8 +541,8 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
             commands.switch(paths, 3, hostile), commands.finish(paths, hostile, delete=[hostile], keep_artifacts=[])
         ),
         "abort": commands.abort(paths, 3, hostile, ledger=hostile),
-        "unlock-token": commands.unlock(paths, hostile),
-        "unlock-force": commands.unlock(paths, None, ledger=hostile),
+        "unlock-token": remote_lock.unlock(paths, hostile),
+        "unlock-force": remote_lock.unlock(paths, None, ledger=hostile),
         "read_ledger": commands.read_ledger(paths, hostile),
         "drift": commands.drift(paths, many, many),
         "in_release": commands.in_release(paths, 3, command, env),
@@ -581,11 +582,12 @@ def test_no_builder_runs_a_hostile_value(tmp_path, where):
             assert not canary.exists(), f"{name} ran a value: {hostile!r}"
     public = {
         n
-        for n, f in vars(commands).items()
+        for module in (commands, remote_lock)
+        for n, f in vars(module).items()
         if callable(f)
         and not n.startswith("_")
-        and getattr(f, "__module__", "") == commands.__name__
-        and n not in ("LinkSource", "q")
+        and getattr(f, "__module__", "") == module.__name__
+        and n not in ("LinkSource", "q", "lock_values")
     }
     assert public <= {n.split("-")[0] for n in names}, "a builder the test does not cover"
 
@@ -595,7 +597,7 @@ def test_the_lock_and_health_check_messages_carry_hostile_values_verbatim(tmp_pa
     they are: quoted, not expanded, not cut at a quote."""
     (tmp_path / "file").write_text("")
     deploy_to = f'{tmp_path}/file/x$(id)"`y`'
-    locked = sh(commands.inspect(Paths(deploy_to), lock_info="{}", lock_token="t"))
+    locked = sh(remote_lock.inspect(Paths(deploy_to), lock_info="{}", lock_token="t"))
     assert locked.returncode == commands.NOT_WRITABLE
     assert locked.stderr.decode().startswith(f"cannot create {deploy_to}/.deployer: deploy_to is not writable by ")
     url, body = 'http://127.0.0.1:9/$(id)"', 'say "hi'
@@ -614,7 +616,7 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
     either way, and the failure is emitted as its own field with exit 0 (on its own or after the
     switch), never taken for a failed switch."""
     paths = Paths(str(tmp_path / "app"))
-    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
+    assert state.parse(sh(remote_lock.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
     for n in (1, 2):
         (tmp_path / "app" / "releases" / str(n) / ".deployer").mkdir(parents=True)
         (tmp_path / "app" / "releases" / str(n) / ".deployer" / "complete").touch()
@@ -645,7 +647,7 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
     assert not (tmp_path / "app" / ".deployer" / "lock").exists()
 
     (fake / "rm").unlink()
-    assert state.parse(sh(commands.inspect(paths, lock_info="{}", lock_token="U")).stdout.decode()).lock_acquired
+    assert state.parse(sh(remote_lock.inspect(paths, lock_info="{}", lock_token="U")).stdout.decode()).lock_acquired
     ok = sh(
         commands.finish(
             paths, "U", delete=["1"], keep_artifacts=[], ledger='{"cleanup": "ok"}', failed='{"cleanup": "failed"}'
@@ -786,7 +788,7 @@ TAKEOVER_LINE = '{"action": "takeover", "stale": "@@stale@@"}'
 
 def lock(paths: Paths, token: str, ttl: int | None = 3) -> state.HostState:
     out = sh(
-        commands.inspect(
+        remote_lock.inspect(
             paths,
             lock_info=json.dumps({"who": token, "pid": 1}),
             lock_token=token,
@@ -801,7 +803,7 @@ def lock(paths: Paths, token: str, ttl: int | None = 3) -> state.HostState:
 def leased(paths: Paths, token: str, script: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
     """A script as a session holding the lock sends it: the lease check in front."""
     return subprocess.run(
-        ["sh", "-c", commands.lease(paths, token) + script], input=stdin, capture_output=True, timeout=30
+        ["sh", "-c", remote_lock.lease(paths, token) + script], input=stdin, capture_output=True, timeout=30
     )
 
 
@@ -850,7 +852,7 @@ def test_racing_takeovers_of_one_stale_lock_make_exactly_one_holder(tmp_path):
     paths = Paths(str(tmp_path))
     for trial in range(5):
         if os.path.isdir(paths.lock):
-            commands_ok = sh(commands.unlock(paths))
+            commands_ok = sh(remote_lock.unlock(paths))
             assert commands_ok.returncode == 0
         assert lock(paths, "dead").lock_acquired
         age_heartbeat(paths, 60)
@@ -858,7 +860,7 @@ def test_racing_takeovers_of_one_stale_lock_make_exactly_one_holder(tmp_path):
             UNFENCED
             + "\n".join(
                 "("
-                + commands.inspect(
+                + remote_lock.inspect(
                     paths,
                     lock_info=json.dumps({"who": f"r{i}"}),
                     lock_token=f"r{i}",
@@ -921,7 +923,7 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
         proc = leased(paths, "A", script, b"K=v\n")
         assert proc.returncode == commands.LEASE_LOST and b"lost the lock" in proc.stderr, script
     assert snapshot() == before and os.readlink(paths.current) == "releases/1"
-    sh(commands.unlock(paths, "A"))
+    sh(remote_lock.unlock(paths, "A"))
     assert Path(paths.lock_token).read_text() == "B"
 
     # and the new holder's own commands pass
@@ -932,7 +934,7 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
 
 def test_the_lease_check_is_quoted_and_renews_only_its_own_lock():
     paths = Paths("/srv/my app")
-    assert commands.lease(paths, "t'x") == (
+    assert remote_lock.lease(paths, "t'x") == (
         "LEASE_TOKEN_FILE='/srv/my app/.deployer/lock/token'\nLEASE_TOKEN='t'\"'\"'x'\n"
         "LEASE_BEAT='/srv/my app/.deployer/lock/beat'\n" + render.text("lease.sh")
     )

@@ -52,6 +52,7 @@ from deployer.errors import DeployerError
 from deployer.plan import releases as planning
 from deployer.plan.paths import Paths
 from deployer.remote import commands
+from deployer.remote import lock as remote_lock
 from deployer.remote import state as host_state
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
@@ -756,7 +757,7 @@ def test_racing_deploys_loser_leaves_winners_lock_alone(sandbox, procs, tmp_path
     # a wrong token does not unlock
     conn = host_conn(sb, 0)
     try:
-        assert conn.run(commands.unlock(PATHS, "0" * 16)).ok
+        assert conn.run(remote_lock.unlock(PATHS, "0" * 16)).ok
     finally:
         conn.close()
     assert lock_info(sb, 0)["pid"] == winner.pid
@@ -951,7 +952,7 @@ def test_current_never_missing_during_1000_switches(sandbox):
     conn = host_conn(sb)
     try:
         for _batch in range(40):
-            script = commands.unleased(
+            script = remote_lock.unleased(
                 "\n".join(f"( {commands.switch(PATHS, 1 + i % 2, 'swap')} ) >/dev/null || exit 1" for i in range(25))
             )
             result = conn.run(script)
@@ -1232,12 +1233,12 @@ def test_abort_while_this_runs_prepare_still_extracts_leaves_no_release(sandbox,
     sha = hashlib.sha256(artifact.read_bytes()).hexdigest()
     first, second = host_conn(sb, 0), host_conn(sb, 0)
     try:
-        took = first.run(commands.inspect(paths, lock_info="{}", lock_token=token))
+        took = first.run(remote_lock.inspect(paths, lock_info="{}", lock_token=token))
         assert took.ok and lock_info(sb, 0) is not None, took.tail()
         outcome: list = []
 
         def prepare() -> None:
-            script = commands.lease(paths, token) + commands.prepare(
+            script = remote_lock.lease(paths, token) + commands.prepare(
                 paths, 1, token, sha, upload=True, release_json="{}"
             )
             with artifact.open("rb") as stdin:
@@ -1255,7 +1256,7 @@ def test_abort_while_this_runs_prepare_still_extracts_leaves_no_release(sandbox,
             0.02,
         )
         assert worker.is_alive(), "the prepare ended before the abort: the race was not opened"
-        aborted = second.run(commands.lease(paths, token) + commands.abort(paths, 1, token))
+        aborted = second.run(remote_lock.lease(paths, token) + commands.abort(paths, 1, token))
         worker.join(timeout=120)
     finally:
         first.close()

@@ -25,6 +25,7 @@ from deployer.config.settings import StoreSettings
 from deployer.errors import STORE, ConfigError, StoreError, UsageError
 from deployer.plan.paths import Paths
 from deployer.remote import commands
+from deployer.remote import lock as remote_lock
 
 BASE = '[app]\ndeploy_to = "/srv/a"\n[stages.s]\nhosts = ["h"]\n'
 
@@ -145,7 +146,7 @@ def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_e
 
 def pull_script(tmp_path: Path, sha: str, endpoint: str) -> str:
     paths = Paths(str(tmp_path / "srv"))
-    return commands.unleased("") + commands.prepare(
+    return remote_lock.unleased("") + commands.prepare(
         paths, 1, "tok", sha, upload=True, release_json="{}", fetch_from=endpoint
     )
 

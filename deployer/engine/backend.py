@@ -10,7 +10,7 @@ from collections.abc import Callable
 from deployer.engine.fleet import HostRun
 from deployer.errors import HostError
 from deployer.plan.paths import Paths
-from deployer.remote import commands
+from deployer.remote import commands, lock
 from deployer.report.output import Output
 from deployer.ssh import transport_for
 from deployer.ssh.types import Cancelled, Result, Stdin, TransportError
@@ -20,7 +20,7 @@ LEASE_LOST_TEXT = "lost the lock"
 
 
 def lease_lost(result: Result) -> bool:
-    """The command stopped because this run's lock was taken over (commands.lease)."""
+    """The command stopped because this run's lock was taken over (lock.lease)."""
     return result.exit_code == commands.LEASE_LOST and LEASE_LOST_TEXT in result.stderr
 
 
@@ -53,7 +53,7 @@ class Remote:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
         `reads`: the read-only part of `script`, for a backend that runs only those."""
         if run.locked:  # every command of the lock's holder checks and renews its lease
-            script = commands.lease(self.paths, self.token) + script
+            script = lock.lease(self.paths, self.token) + script
             run.renewed = time.monotonic()
         return self.send(run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output)
 
@@ -109,7 +109,7 @@ class Remote:
                     continue
                 run.renewed = time.monotonic()
                 try:
-                    result = conn.run(commands.lease(self.paths, self.token), timeout=run.host.ssh.connect_timeout)
+                    result = conn.run(lock.lease(self.paths, self.token), timeout=run.host.ssh.connect_timeout)
                 except Exception:  # a dead link is the next command's to report
                     continue
                 if lease_lost(result) and run.locked:

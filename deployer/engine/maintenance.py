@@ -12,7 +12,7 @@ from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
 from deployer.errors import HostError, UsageError
 from deployer.plan import releases as planning
-from deployer.remote import commands
+from deployer.remote import commands, lock
 from deployer.remote.state import LockInfo
 from deployer.report.output import Output
 
@@ -85,7 +85,7 @@ def unlock(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 1
     with Session(stage, hosts, out, parallel, action="unlock") as session:
 
         def force(run: HostRun) -> None:
-            result = session.run(run, "unlock", commands.unlock(session.paths, ledger=session.ledger(run, "ok")))
+            result = session.run(run, "unlock", lock.unlock(session.paths, ledger=session.ledger(run, "ok")))
             held = [line.split("\t", 1)[1] for line in result.stdout.splitlines() if line.startswith("removed\t")]
             run.result = "ok"
             holder = LockInfo.parse(held[0]).describe() if held else ""

@@ -17,7 +17,7 @@ from deployer.engine.records import RolledBack
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
 from deployer.errors import DeployerError, HostError
 from deployer.plan import releases as planning
-from deployer.remote import commands
+from deployer.remote import commands, lock
 from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
@@ -206,7 +206,7 @@ def _restore(session: Session, undo: bool = True) -> None:
             error=f"put back on release {record.previous}: the rollback failed or was interrupted",
         )
         script = commands.switch(session.paths, record.previous, session.token, ledger=line)
-        session.run(run, "restore", commands.unleased(script), timeout=60)
+        session.run(run, "restore", lock.unleased(script), timeout=60)
         record.switched = False
 
     if switched:

@@ -30,6 +30,7 @@ from deployer.engine.signals import no_interrupts
 from deployer.errors import DeployerError, HostError, LockHeld, command_line
 from deployer.plan.paths import Paths
 from deployer.remote import commands
+from deployer.remote import lock as remote_lock
 from deployer.remote import state as host_state
 from deployer.report import ledger
 from deployer.report.output import Output
@@ -172,7 +173,7 @@ class Session:
         # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
         space = artifact_sha is not None or not lock
         ttl = self.stage.app.lock_ttl
-        read = commands.inspect(self.paths, lock_token=self.token, artifact_sha=artifact_sha, free_space=space)
+        read = remote_lock.inspect(self.paths, lock_token=self.token, artifact_sha=artifact_sha, free_space=space)
         if lock:
             info = json.dumps(
                 {
@@ -183,7 +184,7 @@ class Session:
                     "started": utc_now(),
                 }
             )
-            script = commands.inspect(
+            script = remote_lock.inspect(
                 self.paths,
                 lock_info=info,
                 lock_token=self.token,

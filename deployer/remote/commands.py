@@ -3,7 +3,8 @@
 Each builder names the script's files and its inputs; `render.render` is the only place a value
 enters a script (NAME=value lines, every value shlex-quoted). The transport is the only place that
 executes these. Scripts that change a host call `held` before each change: the session puts the
-lease check (`lease`) in front of every command of a run that holds the lock. One script is one
+lease check (`lock.lease`; the lock's own scripts are in lock.py) in front of every command of a
+run that holds the lock. One script is one
 remote command execution, so the deploy is a handful of round trips per host: inspect+lock,
 prepare (upload+extract+link), switch, finish.
 """
@@ -18,6 +19,7 @@ from typing import cast
 
 from deployer.plan.paths import MANIFEST, Paths
 from deployer.remote import delta as remote_delta
+from deployer.remote.lock import lock_values
 from deployer.remote.render import Value, render, text
 from deployer.report.output import redact
 
@@ -34,81 +36,7 @@ RELEASE_INCOMPLETE = 31
 LEASE_LOST = 32
 STORE_FETCH = 26  # prepare_pull.sh: the artifact could not be downloaded from the store
 
-TAKEOVER_MARK = '"@@stale@@"'  # in a takeover's ledger line: replaced by the stale holder, on the host
-
 CLEANUP_FAILED = "cleanup_failed"  # the field finish emits (with rm's status) when cleanup failed
-
-
-def _lock(paths: Paths, token: str | None) -> dict[str, Value]:
-    """lib.sh's inputs: the ledger and the lock this run holds (or takes)."""
-    return {
-        "STATE": paths.state,
-        "LEDGER": paths.ledger,
-        "LOCK": paths.lock,
-        "LOCK_TOKEN_FILE": paths.lock_token,
-        "TOKEN": token or "",
-    }
-
-
-def inspect(
-    paths: Paths,
-    *,
-    lock_info: str | None = None,
-    lock_token: str | None = None,
-    artifact_sha: str | None = None,
-    free_space: bool = True,
-    lock_ttl: int | None = None,
-    takeover_ledger: str | None = None,
-) -> str:
-    """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
-
-    With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
-    the host's own clock, is taken over (see inspect_lock.sh) and, with takeover_ledger, recorded:
-    the line with TAKEOVER_MARK replaced by the stale holder."""
-    values: dict[str, Value] = {
-        **_lock(paths, lock_token),
-        "DEPLOY_TO": paths.deploy_to,
-        "LOCK_INFO": paths.lock_info,
-        "META_AWK": text("inspect_meta.awk"),
-        "FREE_SPACE": free_space,
-        "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else "",
-    }
-    files = ["lib.sh"]
-    if lock_info is not None:
-        pre, _, post = (takeover_ledger or "").partition(TAKEOVER_MARK)
-        values |= {
-            "INFO": lock_info,
-            "LOCK_BEAT": paths.lock_beat,
-            "LOCK_CLAIM": posixpath.join(paths.lock, "claim"),
-            "LOCK_TTL": int(lock_ttl) if lock_ttl else "",
-            "RELEASES": paths.releases,
-            "CACHE": paths.cache,
-            "RECORD_TAKEOVER": bool(takeover_ledger),
-            "TAKEOVER_PRE": pre,
-            "TAKEOVER_POST": post,
-        }
-        files.append("inspect_lock.sh")
-    return render([*files, "inspect.sh"], values)
-
-
-def lease(paths: Paths, token: str) -> str:
-    """What every command of a run holding the lock starts with: `held` checks that the lock
-    still holds this run's token and renews the lease (the heartbeat's mtime), else stops the
-    script (LEASE_LOST). The scripts call `held` again right before each change they make (the
-    rename into releases/N, the switch, deletions): a run whose lock was taken over changes
-    nothing. The check and the change are two steps of one shell, microseconds apart; a takeover
-    needs the lease silent for lock_ttl first."""
-    return render(
-        ["lease.sh"],
-        {"LEASE_TOKEN_FILE": paths.lock_token, "LEASE_TOKEN": token, "LEASE_BEAT": paths.lock_beat},
-        header="",
-    )
-
-
-def unleased(script: str) -> str:
-    """A script run on a host where this run already released the lock (a rollback putting back a
-    host that switched and unlocked before another host failed): `held` has nothing to check."""
-    return text("unleased.sh") + script
 
 
 @dataclass(frozen=True)
@@ -158,7 +86,7 @@ def prepare(
         shared_files = tuple(f for f in shared_files if f != env_file)  # the release's own, not shared
     link_from = None if upload else link_from
     values: dict[str, Value] = {
-        **_lock(paths, token),
+        **lock_values(paths, token),
         "RELEASES": paths.releases,
         "SHARED": paths.shared,
         "CACHE": paths.cache,
@@ -223,7 +151,7 @@ def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str 
     versions, whose releases shared one file)."""
     own = paths.release_env(number)
     values: dict[str, Value] = {
-        **_lock(paths, token),
+        **lock_values(paths, token),
         **_env_link(paths, env_file),
         "RELEASES": paths.releases,
         "RELEASE": paths.release(number),
@@ -259,7 +187,7 @@ def switch(
     return render(
         ["lib.sh", "switch.sh"],
         {
-            **_lock(paths, token),
+            **lock_values(paths, token),
             "CURRENT": paths.current,
             "RELEASE": paths.release(n),
             "NUMBER": str(number),
@@ -297,7 +225,7 @@ def finish(
     return render(
         ["lib.sh", "finish.sh"],
         {
-            **_lock(paths, token),
+            **lock_values(paths, token),
             "DEPLOY_TO": paths.deploy_to,
             "CACHE": paths.cache,
             "DELETE": [posixpath.join(paths.releases, name) for name in delete],
@@ -318,7 +246,7 @@ def switch_then_finish(switch_script: str, finish_script: str) -> str:
 def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:
     """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
     values: dict[str, Value] = {
-        **_lock(paths, token),
+        **lock_values(paths, token),
         "PART": paths.partial_artifact(token),
         "ENV_TMP": paths.env_upload(token),
         "TMP_LINK": paths.tmp_current(token),
@@ -333,14 +261,6 @@ def abort(paths: Paths, number: int | None, token: str, ledger: str | None = Non
             "TARGET": paths.release_target(number),
         }
     return render(["lib.sh", "abort.sh"], values)
-
-
-def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) -> str:
-    """Release the lock: only with the holder's token, or by force when token is None."""
-    return render(
-        ["lib.sh", "unlock.sh"],
-        {**_lock(paths, token), "FORCE": token is None, "LOCK_INFO": paths.lock_info, "LEDGER_LINE": ledger},
-    )
 
 
 def read_ledger(paths: Paths, match: str | None = None) -> str:

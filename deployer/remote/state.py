@@ -1,4 +1,4 @@
-"""What a host reported about itself (the output of commands.inspect), as values."""
+"""What a host reported about itself (the output of lock.inspect), as values."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ class HostState:
 
 
 def parse(output: str, deploy_to: str = "") -> HostState:
-    """Read the tab-separated lines of commands.inspect.
+    """Read the tab-separated lines of lock.inspect.
 
     A release line counts only with a plain release number (release_number); any other name is
     kept in `ignored`, so a forged or absurd name (releases/999999999999999999999) never becomes a

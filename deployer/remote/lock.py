@@ -1,0 +1,92 @@
+"""Reading a host and holding its lock: inspect (the host's state; with lock_info, also take the
+lock), lease (renew it and check it still holds, in front of every command of a locked run),
+unleased, unlock. lock_values: the lock's inputs every changing script's lib.sh reads."""
+
+from __future__ import annotations
+
+import posixpath
+
+from deployer.plan.paths import Paths
+from deployer.remote.render import Value, render, text
+
+TAKEOVER_MARK = '"@@stale@@"'  # in a takeover's ledger line: replaced by the stale holder, on the host
+
+
+def lock_values(paths: Paths, token: str | None) -> dict[str, Value]:
+    """lib.sh's inputs: the ledger and the lock this run holds (or takes)."""
+    return {
+        "STATE": paths.state,
+        "LEDGER": paths.ledger,
+        "LOCK": paths.lock,
+        "LOCK_TOKEN_FILE": paths.lock_token,
+        "TOKEN": token or "",
+    }
+
+
+def inspect(
+    paths: Paths,
+    *,
+    lock_info: str | None = None,
+    lock_token: str | None = None,
+    artifact_sha: str | None = None,
+    free_space: bool = True,
+    lock_ttl: int | None = None,
+    takeover_ledger: str | None = None,
+) -> str:
+    """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
+
+    With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
+    the host's own clock, is taken over (see inspect_lock.sh) and, with takeover_ledger, recorded:
+    the line with TAKEOVER_MARK replaced by the stale holder."""
+    values: dict[str, Value] = {
+        **lock_values(paths, lock_token),
+        "DEPLOY_TO": paths.deploy_to,
+        "LOCK_INFO": paths.lock_info,
+        "META_AWK": text("inspect_meta.awk"),
+        "FREE_SPACE": free_space,
+        "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else "",
+    }
+    files = ["lib.sh"]
+    if lock_info is not None:
+        pre, _, post = (takeover_ledger or "").partition(TAKEOVER_MARK)
+        values |= {
+            "INFO": lock_info,
+            "LOCK_BEAT": paths.lock_beat,
+            "LOCK_CLAIM": posixpath.join(paths.lock, "claim"),
+            "LOCK_TTL": int(lock_ttl) if lock_ttl else "",
+            "RELEASES": paths.releases,
+            "CACHE": paths.cache,
+            "RECORD_TAKEOVER": bool(takeover_ledger),
+            "TAKEOVER_PRE": pre,
+            "TAKEOVER_POST": post,
+        }
+        files.append("inspect_lock.sh")
+    return render([*files, "inspect.sh"], values)
+
+
+def lease(paths: Paths, token: str) -> str:
+    """What every command of a run holding the lock starts with: `held` checks that the lock
+    still holds this run's token and renews the lease (the heartbeat's mtime), else stops the
+    script (LEASE_LOST). The scripts call `held` again right before each change they make (the
+    rename into releases/N, the switch, deletions): a run whose lock was taken over changes
+    nothing. The check and the change are two steps of one shell, microseconds apart; a takeover
+    needs the lease silent for lock_ttl first."""
+    return render(
+        ["lease.sh"],
+        {"LEASE_TOKEN_FILE": paths.lock_token, "LEASE_TOKEN": token, "LEASE_BEAT": paths.lock_beat},
+        header="",
+    )
+
+
+def unleased(script: str) -> str:
+    """A script run on a host where this run already released the lock (a rollback putting back a
+    host that switched and unlocked before another host failed): `held` has nothing to check."""
+    return text("unleased.sh") + script
+
+
+def unlock(paths: Paths, token: str | None = None, ledger: str | None = None) -> str:
+    """Release the lock: only with the holder's token, or by force when token is None."""
+    return render(
+        ["lib.sh", "unlock.sh"],
+        {**lock_values(paths, token), "FORCE": token is None, "LOCK_INFO": paths.lock_info, "LEDGER_LINE": ledger},
+    )
