@@ -7,7 +7,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from deployer.sandbox.hosts import running, serve_nginx, toml_module
+from deployer.sandbox.deploy_files import toml_module
+from deployer.sandbox.hosts import running, serve_nginx
 from deployer.sandbox.image import SandboxError, ensure_image
 
 

@@ -1,5 +1,6 @@
 """Real-SSH sandbox hosts: containers of the sandbox image (see image.py) running sshd, for tests
-and the demo, and the files a deployer run needs to reach them.
+and the demo, and the known_hosts file a deployer run needs to reach them (the sample app and the
+hosts.toml: deploy_files.py).
 
 Containers are started with testcontainers (an optional extra, ``deployer[sandbox]``; imported
 lazily) without its reaper, so hosts started by ``up()`` outlive the process until ``down()``
@@ -17,11 +18,9 @@ always does): ``serve_nginx`` installs a recipe's server block and starts nginx.
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 import hashlib
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -30,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# tasks.py and benchmarks/ call these as hosts.sample_repo and hosts.write_config
+from deployer.sandbox.deploy_files import sample_repo as sample_repo
+from deployer.sandbox.deploy_files import write_config as write_config
 from deployer.sandbox.image import SandboxError, ensure_image, require
 
 DEFAULT_LABEL = "deployer-sandbox"
@@ -298,26 +300,7 @@ def regenerate_host_key(h: SandboxHost) -> str:
     return line
 
 
-# --- files for the deployer --------------------------------------------------
-
-
-BUNDLED_APP = Path(__file__).resolve().parent / "sample_app"  # package data: in the wheel too
-
-
-def sample_repo(workdir: Path) -> Path:
-    """The bundled sample app as a git repository of its own under workdir (one commit), made
-    once: a deploy builds from git, and the installed package is no repository."""
-    repo = Path(workdir) / "sample_app"
-    if (repo / ".git").is_dir():
-        return repo
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(BUNDLED_APP, repo, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    ident = ["-c", "user.name=deployer sandbox", "-c", "user.email=sandbox@localhost", "-c", "commit.gpgsign=false"]
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*ident, "commit", "-q", "-m", "sample app"]):
-        r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SandboxError(f"cannot make {repo} a git repository: {r.stderr.strip()}")
-    return repo
+# --- known_hosts for the deployer ----------------------------------------------
 
 
 def write_known_hosts(path: Path, hosts: Iterable[SandboxHost]) -> Path:
@@ -326,69 +309,6 @@ def write_known_hosts(path: Path, hosts: Iterable[SandboxHost]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(host_key_line(h) + "\n" for h in hosts))
     return path
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
-def write_config(
-    path: Path,
-    hosts: list[SandboxHost],
-    key_path: Path,
-    known_hosts_path: Path,
-    *,
-    stage: str = "sandbox",
-    deploy_to: str = "/srv/app",
-    app_name: str = "sample",
-    source: str,
-    extra: dict | None = None,
-) -> Path:
-    """Write a hosts.toml for the hosts; the first host has roles web+migrate, the others web."""
-    doc: dict[str, Any] = {
-        "app": {
-            "name": app_name,
-            "deploy_to": deploy_to,
-            "keep_releases": 5,
-            "shared_dirs": ["log"],
-            "shared_files": [],
-        },
-        "build": {"source": str(source)},
-        "ssh": {
-            "user": "deploy",
-            "key": str(Path(key_path).resolve()),
-            "known_hosts": str(Path(known_hosts_path).resolve()),
-            "host_key_policy": "strict",
-            "connect_timeout": 10,
-        },
-        "stages": {
-            stage: {
-                "hosts": [
-                    {"host": h.host, "port": h.port, "name": h.name, "roles": ["web", "migrate"] if i == 0 else ["web"]}
-                    for i, h in enumerate(hosts)
-                ]
-            }
-        },
-    }
-    _deep_merge(doc, extra or {})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(toml_module().dumps(doc))
-    return path
-
-
-def toml_module():
-    """The TOML writer, part of the optional extra."""
-    try:
-        import toml  # type: ignore[import-untyped, unused-ignore]
-    except ImportError:
-        raise SandboxError("sandbox hosts need the optional extra: pip install 'deployer[sandbox]'") from None
-    return toml
 
 
 # --- inv sandbox.up / sandbox.down -------------------------------------------
