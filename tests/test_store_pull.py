@@ -73,7 +73,7 @@ def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox,
     for h in sb.hosts:
         sb.exec(h, "rm -rf /srv/app/.deployer/cache/*")  # make every host fetch again
 
-    def fails(why: str, code: int = 1, **store) -> None:
+    def fails(why: str, code: int = 1, **store) -> str:
         reconfigure(sb, **store)
         proc = cli(sb, "deploy", env=s3_store.env)
         assert proc.returncode == code, proc.stdout + proc.stderr
@@ -83,6 +83,7 @@ def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox,
         for h in sb.hosts:
             assert current(sb, h) == "releases/1" and release_dirs(sb, h) == before[h.name]
             assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
+        return proc.stderr
 
     unreachable = s3_store.host_endpoint.rsplit(":", 1)[0] + ":1"
     fails(f"cannot reach the store at {unreachable} from this host", host_endpoint=unreachable)
@@ -91,4 +92,6 @@ def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox,
     doc["hooks"] = {"before_prepare": [{"local": "sleep 3"}]}
     sb.config_path.write_text(toml.dumps(doc))
     fails("the store refused the URL (HTTP 403: expired", host_endpoint=s3_store.host_endpoint, url_lifetime=1)
-    fails("unreachable or not answering", code=STORE, endpoint=unreachable.replace(":1", ":2"), url_lifetime=900)
+    # the publish runs while the hosts are locked: its failure aborts before any prepare, one line
+    err = fails("unreachable or not answering", code=STORE, endpoint=unreachable.replace(":1", ":2"), url_lifetime=900)
+    assert err.strip().splitlines() == [err.strip()] and "deploy aborted before any prepare: store s3://" in err
