@@ -20,7 +20,6 @@ import datetime as dt
 import gzip
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -38,10 +37,11 @@ from . import harness  # noqa: E402
 from .netproxy import NetProxy, Uplink  # noqa: E402
 from .process import Proc, compile_source  # noqa: E402
 from .records import median  # noqa: E402
+from .section import markers, write_section  # noqa: E402
 from .workload import Spec, _git, git_artifact  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- delta:begin -->", "<!-- delta:end -->"
+BEGIN, END = markers("delta")
 
 
 def log(msg: str) -> None:
@@ -218,15 +218,6 @@ def render(rows: list[Row], arts: dict, gz: dict, disk: tuple[int, int] | None, 
     return "\n".join(lines)
 
 
-def write_section(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", lambda m: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.delta", description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", default="5", help="host counts (default 5)")
@@ -271,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.stop_hosts(bench.hosts)
         command = "python -m benchmarks.delta " + " ".join(argv if argv is not None else sys.argv[1:])
         section = render(rows, arts, gz, disk, args.reps, command.strip())
-    write_section(args.out, section)
+    write_section(args.out, section, "delta")
     print(section)
     return 0
 

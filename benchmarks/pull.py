@@ -1,4 +1,4 @@
-"""Push against pull behind one shared operator uplink (benchmarks/uplink.py), in one run:
+"""Push against pull behind one shared operator uplink, in one run; writes its section of results.md.
 
 * push floor: benchmarks/floor.sh, OpenSSH streaming the tarball to every host through the uplink;
 * pull floor: one upload of the artifact to the store through the uplink (boto3), then every host
@@ -6,8 +6,9 @@
 * deploy with pull: `deployer deploy --artifact FILE` with [store] transfer = "pull" (publish
   included: the store starts without the artifact), every host verified afterwards.
 
-Operator bytes are the bytes through the uplink from this machine. Writes a Markdown report
-(default benchmarks/results-pull.md) and prints it.
+The uplink is a NetProxy per target (each host, the store) sharing one netproxy.Uplink: the cap,
+and the operator's bytes. The section goes between `<!-- pull:begin -->` and `<!-- pull:end -->`
+of benchmarks/results.md (`--out`). The 100-host run on loopback is benchmarks/pull_scale.py.
 
     TESTCONTAINERS_RYUK_DISABLED=true .venv/bin/python -m benchmarks.pull --hosts 20 --mbit 50
 """
@@ -15,183 +16,232 @@ Operator bytes are the bytes through the uplink from this machine. Writes a Mark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks import harness
+from benchmarks import harness, process
+from benchmarks.netproxy import NetProxy, Uplink
 from benchmarks.process import HERE, run_timed
-from benchmarks.uplink import Bucket, Port
+from benchmarks.section import wrap, write_section
 from benchmarks.workload import Spec, git_artifact
 from deployer.sandbox import hosts as sandbox
 from deployer.sandbox import store as store_mod
 
 KB = 1024
 MB = 1024 * 1024
+SECTION = "pull"
 
 
 @dataclasses.dataclass
 class Row:
     what: str
     seconds: float
-    up: int
-    down: int
+    up: int  # operator bytes sent
+    down: int = 0  # operator bytes received
     rss_mb: float | None = None
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    host_cpu: float | None = None  # CPU seconds of every host container meanwhile (cgroup)
+    correct: int | None = None  # hosts verified afterwards
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hosts", type=int, default=20)
-    ap.add_argument("--mbit", type=float, default=50.0, help="the operator's uplink, Mbit/s")
-    ap.add_argument("--artifact-mb", type=float, default=20.0)
-    ap.add_argument("--out", type=Path, default=HERE / "results-pull.md")
-    args = ap.parse_args(argv)
-    log = print
+@dataclasses.dataclass
+class Rig:
+    """Sandbox hosts, the store beside them and the bench artifact."""
+
+    work: Path
+    bench: harness.Bench
+    server: store_mod.StoreServer
+    artifact: object
+    src: Path | None = None  # the deployer measured: an exported revision, else the work tree
+    measured: str = ""  # what src is, for the report
+
+
+@contextlib.contextmanager
+def rig(n: int, artifact_mb: float, ref: str | None = None, log=print) -> Iterator[Rig]:
+    """n hosts and a store started, the artifact built, the deployer measured (revision ref, else
+    the work tree) byte-compiled; everything removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
+    src, sha = process.snapshot(ref, work / "deployer-src") if ref else (None, None)
+    process.compile_source(src)
+    measured = process.describe_source(src, ref, sha)
     key = sandbox.ensure_client_key(work / "key")
     image = sandbox.ensure_image()
-    hosts = harness.start_hosts(args.hosts, key, log=log)
-    server = None
-    ports: list[Port] = []
+    hosts = harness.start_hosts(n, key, log=log)
+    server = bench = None
     try:
         server = store_mod.start(image, work / "store", label=harness.LABEL)
         bench = harness.Bench(work, key, hosts, log=log)
-        bucket = Bucket(args.mbit * 1e6 / 8)
-        direct = bench.targets(len(hosts))
-        # every operator connection goes through the uplink: one port per host, one for the store
-        via = []
-        for h in direct:
-            ports.append(Port((h.host, h.port), bucket))
-            via.append(dataclasses.replace(h, host="127.0.0.1", port=ports[-1].port))
-        keys = {h.container_id: " ".join(sandbox.host_key_line(h).split()[1:3]) for h in hosts}
-        known = work / "known_hosts_uplink"
-        known.write_text("".join(f"{sandbox.known_hosts_name(v.host, v.port)} {keys[v.container_id]}\n" for v in via))
-        store_ip = server.host_endpoint.split("//")[1].rsplit(":", 1)[0]
-        ports.append(Port((store_ip, store_mod.S3_PORT), bucket))
-        endpoint = f"http://127.0.0.1:{ports[-1].port}"
-        log(f"  uplink {args.mbit:g} Mbit/s shared by {len(ports)} ports; building the artifact")
-        artifact = git_artifact(Spec(target_mb=args.artifact_mb), work / "app", log=lambda m: None)
-        rows = [
-            push_floor(bench, key, known, via, artifact, bucket),
-            pull_floor(server, endpoint, direct, artifact, bucket),
-            pull_deploy(bench, server, endpoint, via, known, artifact, bucket, work),
-        ]
-        problems = harness.verify_hosts(direct, "/srv/bench/pull", artifact)
-        report = render(args, artifact, rows, problems)
-        args.out.write_text(report)
-        print(report)
-        return 0 if not problems else 1
+        log("  building the artifact")
+        artifact = git_artifact(Spec(target_mb=artifact_mb), work / "app", log=lambda m: None)
+        yield Rig(work, bench, server, artifact, src, measured)
     finally:
-        for port in ports:
-            port.close()
+        if bench is not None:
+            bench.close()
         if server is not None:
             store_mod.stop(server)
         sandbox.stop_hosts(hosts)
 
 
-def push_floor(bench, key: Path, known: Path, via, artifact, bucket: Bucket) -> Row:
-    bucket.reset()
-    argv = [
-        "bash",
-        str(harness.FLOOR),
-        str(key),
-        str(known),
-        "/srv/floor/push",
-        "1",
-        str(artifact.path),
-        *[f"{h.host}:{h.port}" for h in via],
-    ]
-    proc = run_timed(argv).check("push floor")
-    return Row("push floor (OpenSSH to each host)", proc.seconds, *bucket.reset(), proc.max_rss_mb)
-
-
-def pull_floor(server, endpoint: str, direct, artifact, bucket: Bucket) -> Row:
-    """One upload through the uplink, then every host fetching and extracting it at once."""
-    uploader = dataclasses.replace(server, endpoint=endpoint).client()
-    signer = dataclasses.replace(server, endpoint=server.host_endpoint).client()
-    key = f"floor/{artifact.path.name}"
-    bucket.reset()
-    started = time.monotonic()
-    uploader.upload_file(str(artifact.path), server.bucket, key)
-    url = signer.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": key}, ExpiresIn=600)
-    script = "mkdir -p /srv/floor/pull/1 && curl -sSf " + shlex.quote(url) + " | tar -xzf - -C /srv/floor/pull/1"
-
-    def fetch(h) -> int:
-        return sandbox.exec_root(h, script)[0]
-
-    with ThreadPoolExecutor(max_workers=len(direct)) as pool:
-        codes = list(pool.map(fetch, direct))
-    seconds = time.monotonic() - started
-    if any(codes):
-        raise SystemExit(f"pull floor failed on {sum(1 for c in codes if c)} host(s)")
-    return Row(r"pull floor (upload once, hosts `curl \| tar`)", seconds, *bucket.reset())
-
-
-def pull_deploy(bench, server, endpoint: str, via, known: Path, artifact, bucket: Bucket, work: Path) -> Row:
-    config = sandbox.write_config(
-        work / "hosts-pull.toml",
-        via,
-        bench.key,
+def pull_config(rig: Rig, targets, known: Path, endpoint: str, deploy_to: str, name: str) -> Path:
+    """A hosts.toml with [store] transfer = "pull" (deploy --transfer push overrides it)."""
+    return sandbox.write_config(
+        rig.work / f"hosts-{name}.toml",
+        targets,
+        rig.bench.key,
         known,
-        deploy_to="/srv/bench/pull",
+        deploy_to=deploy_to,
         app_name="benchapp",
-        source=str(work),
+        source=str(rig.work),
         extra={
             "store": {
-                "url": f"s3://{server.bucket}/bench",
+                "url": f"s3://{rig.server.bucket}/{name}",
                 "endpoint": endpoint,
-                "host_endpoint": server.host_endpoint,
+                "host_endpoint": rig.server.host_endpoint,
                 "transfer": "pull",
             }
         },
     )
-    env = {**harness.cli_env(None), **server.env}
-    argv = [*harness.deployer_argv(None), "deploy", "--artifact", str(artifact.path), "--config", str(config)]
-    if len(via) > 10:
-        argv += ["--parallel", str(len(via))]
-    bucket.reset()
-    proc = run_timed(argv, env=env, cwd=work).check("deploy with pull")
+
+
+def deploy_argv(r: Rig, config: Path, hosts: int, *more: str) -> list[str]:
+    artifact = r.artifact
+    argv = [*process.deployer_argv(r.src), "deploy", "--artifact", str(artifact.path), "--config", str(config), *more]
+    return argv + (["--parallel", str(hosts)] if hosts > 10 else [])
+
+
+class Link:
+    """The operator's uplink: a NetProxy per target sharing one cap; the bytes through it."""
+
+    def __init__(self, mbit: float):
+        self.uplink = Uplink(mbit * 1e6 / 8)
+        self.proxies: list[NetProxy] = []
+        self._last = (0, 0)
+
+    def port(self, target: tuple[str, int]) -> int:
+        self.proxies.append(NetProxy(target, uplink=self.uplink).start())
+        return self.proxies[-1].port
+
+    def counts(self) -> tuple[int, int]:
+        """Bytes up and down since the last call."""
+        up = self.uplink.bytes
+        down = sum(p.bytes_forwarded - p.bytes_up for p in self.proxies)
+        last, self._last = self._last, (up, down)
+        return up - last[0], down - last[1]
+
+    def close(self) -> None:
+        for p in self.proxies:
+            p.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.pull", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=20)
+    ap.add_argument("--mbit", type=float, default=50.0, help="the operator's uplink, Mbit/s")
+    ap.add_argument("--artifact-mb", type=float, default=20.0)
+    ap.add_argument("--deployer-ref", help="measure this git revision of deployer/ instead of the work tree")
+    ap.add_argument("--out", type=Path, default=HERE / "results.md")
+    args = ap.parse_args(argv)
+    link = Link(args.mbit)
+    with rig(args.hosts, args.artifact_mb, args.deployer_ref) as r:
+        try:
+            direct = r.bench.targets(args.hosts)
+            via = [dataclasses.replace(h, host="127.0.0.1", port=link.port((h.host, h.port))) for h in direct]
+            keys = {h.container_id: " ".join(sandbox.host_key_line(h).split()[1:3]) for h in r.bench.hosts}
+            known = r.work / "known_hosts_uplink"
+            known.write_text(
+                "".join(f"{sandbox.known_hosts_name(v.host, v.port)} {keys[v.container_id]}\n" for v in via)
+            )
+            store_ip = r.server.host_endpoint.split("//")[1].rsplit(":", 1)[0]
+            endpoint = f"http://127.0.0.1:{link.port((store_ip, store_mod.S3_PORT))}"
+            print(f"  uplink {args.mbit:g} Mbit/s shared by {len(link.proxies)} proxies")
+            link.counts()
+            rows = [
+                push_floor(r, known, via, link),
+                pull_floor(r, endpoint, direct, link),
+                pull_deploy(r, endpoint, via, known, link),
+            ]
+            problems = harness.verify_hosts(direct, "/srv/bench/pull", r.artifact)
+        finally:
+            link.close()
+        command = "python -m benchmarks.pull " + " ".join(argv if argv is not None else sys.argv[1:])
+        section = render(args, r, rows, problems, command.strip())
+    write_section(args.out, section, SECTION)
+    print(section)
+    return 0 if not problems else 1
+
+
+def push_floor(r: Rig, known: Path, via, link: Link) -> Row:
+    argv = ["bash", str(harness.FLOOR), str(r.bench.key), str(known), "/srv/floor/push", "1", str(r.artifact.path)]
+    proc = run_timed([*argv, *[f"{h.host}:{h.port}" for h in via]]).check("push floor")
+    return Row("push floor (OpenSSH to each host)", proc.seconds, *link.counts(), proc.max_rss_mb)
+
+
+def pull_floor(r: Rig, endpoint: str, direct, link: Link) -> Row:
+    """One upload through the uplink, then every host fetching and extracting it at once."""
+    server, artifact = r.server, r.artifact
+    uploader = dataclasses.replace(server, endpoint=endpoint).client()
+    signer = dataclasses.replace(server, endpoint=server.host_endpoint).client()
+    key = f"floor/{artifact.path.name}"
+    link.counts()
+    started = time.monotonic()
+    uploader.upload_file(str(artifact.path), server.bucket, key)
+    url = signer.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": key}, ExpiresIn=600)
+    script = "mkdir -p /srv/floor/pull/1 && curl -sSf " + shlex.quote(url) + " | tar -xzf - -C /srv/floor/pull/1"
+    with ThreadPoolExecutor(max_workers=len(direct)) as pool:
+        codes = list(pool.map(lambda h: sandbox.exec_root(h, script)[0], direct))
+    seconds = time.monotonic() - started
+    if any(codes):
+        raise SystemExit(f"pull floor failed on {sum(1 for c in codes if c)} host(s)")
+    return Row(r"pull floor (upload once, hosts `curl \| tar`)", seconds, *link.counts())
+
+
+def pull_deploy(r: Rig, endpoint: str, via, known: Path, link: Link) -> Row:
+    config = pull_config(r, via, known, endpoint, "/srv/bench/pull", "bench")
+    env = {**process.cli_env(r.src), **r.server.env}
+    link.counts()
+    proc = run_timed(deploy_argv(r, config, len(via)), env=env, cwd=r.work).check("deploy with pull")
     return Row(
         "deployer deploy, transfer = pull (publish included)",
         proc.seconds,
-        *bucket.reset(),
+        *link.counts(),
         proc.max_rss_mb,
         harness.phase_times(proc.stdout, [h.name for h in via]),
     )
 
 
-def render(args, artifact, rows: list[Row], problems: list[str]) -> str:
+def render(args, r: Rig, rows: list[Row], problems: list[str], command: str) -> str:
     push, pull, deploy = rows
+    artifact = r.artifact
     size = artifact.size
     budget = 1.1 * size + args.hosts * 16 * KB
     lines = [
-        "# Push vs pull behind one operator uplink",
+        "## Push against pull behind one operator uplink",
         "",
         f"{args.hosts} hosts, artifact {size / MB:.1f} MB, operator uplink {args.mbit:g} Mbit/s shared by every "
-        "connection from this machine (benchmarks/uplink.py). Produced by `python -m benchmarks.pull`, one run, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; hosts, store and client share the machine "
-        f"({os.cpu_count()} CPUs).",
+        "connection from this machine (a NetProxy per host and one for the store, one netproxy.Uplink). "
+        f"Command: `{command}`, one run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; hosts, store and "
+        f"client share the machine ({os.cpu_count()} CPUs). Deployer measured: {r.measured}.",
         "",
         "| run | seconds | operator bytes up | bytes down | peak RSS |",
         "|---|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        rss = f"{r.rss_mb:.0f} MB" if r.rss_mb else "-"
-        lines.append(f"| {r.what} | {r.seconds:.1f} | {r.up / MB:.1f} MB | {r.down / MB:.2f} MB | {rss} |")
+    for row in rows:
+        rss = f"{row.rss_mb:.0f} MB" if row.rss_mb else "-"
+        lines.append(f"| {row.what} | {row.seconds:.1f} | {row.up / MB:.1f} MB | {row.down / MB:.2f} MB | {rss} |")
     ratio = deploy.seconds / pull.seconds
     phases = ", ".join(f"{name} {seconds:.1f}" for name, seconds in deploy.phases.items())
     lines += [
         "",
-        f"The deploy's phases (slowest host, seconds): {phases}; the rest is the CLI, the build check "
-        "and the publish before the hosts are locked.",
-    ]
-    lines += [
+        f"The deploy's phases (slowest host, seconds): {phases}. The publish runs while the hosts are locked "
+        "and checked; prepare waits for it.",
         "",
         "| target | value | result |",
         "|---|---:|---|",
@@ -201,9 +251,8 @@ def render(args, artifact, rows: list[Row], problems: list[str]) -> str:
         f"| {'pass' if deploy.up <= budget else 'MISS'} |",
         f"| every host runs the release, files checked | {args.hosts - len(problems)}/{args.hosts} "
         f"| {'pass' if not problems else 'MISS: ' + '; '.join(problems[:3])} |",
-        "",
     ]
-    return "\n".join(lines)
+    return wrap(SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":
