@@ -22,6 +22,7 @@ from deployer.artifact.build import build_artifact
 from deployer.artifact.s3store import S3Store
 from deployer.config import load
 from deployer.config.settings import StoreSettings
+from deployer.engine.pull import Background, Pull
 from deployer.errors import STORE, ConfigError, StoreError, UsageError
 from deployer.plan.paths import Paths
 from deployer.remote import commands
@@ -139,6 +140,31 @@ def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_e
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(StoreError, match="no AWS credentials"):
         store_for(s3_store, "p/", tmp_path).put(art)
+
+
+def test_the_publish_runs_beside_the_deploy_and_hands_its_result_or_error_over_once():
+    """Background runs while the caller goes on; Pull waits for the publish once, then signs each
+    time; a failure raised in the thread is raised where the deploy waits."""
+    go = threading.Event()
+    seen: list[bool] = []
+
+    def publish():
+        seen.append(go.wait(5))  # only set once Background returned: it ran in a thread
+        signs = iter(["a", "b"])
+        return lambda: next(signs)
+
+    job = Background(publish)
+    go.set()
+    waits: list[int] = []
+    pull = Pull("http://store", publish=lambda: (waits.append(1), job.result())[1])
+    assert [pull.presign(), pull.presign()] == ["a", "b"] and seen == [True] and waits == [1]
+
+    def fail():
+        raise StoreError("store s3://b/p: cannot check: unreachable or not answering (EndpointConnectionError)")
+
+    failing = Pull("http://store", publish=Background(fail).result)
+    with pytest.raises(StoreError, match="cannot check"):
+        failing.presign()
 
 
 # ---------------------------------------------------------------- the host's download, run here by sh
