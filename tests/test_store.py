@@ -118,6 +118,16 @@ def test_a_corrupted_object_is_refused_on_download(s3_store, aws_env, app_repo, 
         store_for(s3_store, "corrupt/", tmp_path / "laptop").get(art.version)
 
 
+def test_a_cancelled_publish_uploads_nothing(s3_store, aws_env, app_repo, tmp_path):
+    """What a deploy that ended before prepare does to the publish still running beside it."""
+    art = build_artifact(app_repo, "sample", tmp_path / "out")
+    store = store_for(s3_store, "cancelled/", tmp_path / "c")
+    store.cancel()
+    with pytest.raises(StoreError, match="upload cancelled"):
+        store.put(art)
+    assert "Contents" not in s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="cancelled/")
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
