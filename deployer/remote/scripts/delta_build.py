@@ -5,7 +5,7 @@
 # the manifest and the listing, which must hash to the artifact's. Exits 27 with "delta not
 # usable: ..." when anything differs; a full disk is said as such (exit 1).
 # argv: TMP_RELEASE DELTA_BASE MANIFEST DELTA_CONTROL DELTA_MTIME DELTA_MANIFEST_SUM
-# DELTA_LISTING_SUM NUMBER DELTA_NUMBER
+# DELTA_LISTING_SUM NUMBER DELTA_NUMBER. Python 3.5 or newer (no f-strings).
 import errno
 import hashlib
 import os
@@ -17,24 +17,25 @@ import sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # the shell's traps do the cleanup: no traceback
 tmp, base, manifest, control, mtime, manifest_sum, listing_sum, number, base_number = sys.argv[1:10]
 MTIME = int(mtime)
-NS = MTIME * 1_000_000_000
+NS = MTIME * 10**9
+BASE = "release " + base_number  # what messages call the base
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 def unusable(why):
-    sys.stderr.write(f"delta not usable: {why}\n")
+    sys.stderr.write("delta not usable: " + why + "\n")
     sys.exit(27)
 
 
 def copy_failed(exc):
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        sys.stderr.write(f"no space left on device: building release {number} from release {base_number} failed\n")
+        sys.stderr.write("no space left on device: building release " + number + " from " + BASE + " failed\n")
         sys.exit(1)
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        unusable(f"release {base_number} holds links the artifact does not")
-    unusable(f"copying from release {base_number} failed")
+        unusable(BASE + " holds links the artifact does not")
+    unusable("copying from " + BASE + " failed")
 
 
 def lines(path):
@@ -69,7 +70,7 @@ def copy(src, dst, execs, src_dirs, dst_dirs, hashes):
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            unusable(f"release {base_number} holds links the artifact does not")
+            unusable(BASE + " holds links the artifact does not")
         out = os.open(dname, WRITE_FLAGS, 0o755 if dst in execs else 0o644, dir_fd=dst_dirs.fd(ddir))
         try:
             h = hashlib.sha256()
@@ -143,8 +144,8 @@ def main():
         pairs = [line.split(b"\t", 1) for line in lines(os.path.join(ctl, b"pairs"))]
         execs = set(lines(os.path.join(ctl, b"exec")))
     except OSError as exc:
-        unusable(f"reading the delta's lists or release {base_number}'s manifest failed: {exc.strerror}")
-    hashes: dict[bytes, str] = {}
+        unusable("reading the delta's lists or " + BASE + "'s manifest failed: " + str(exc.strerror))
+    hashes = {}  # type: dict[bytes, str]
     try:
         src_dirs, dst_dirs = Dirs(os.fsencode(base)), Dirs(root)
         for rel in base_files:
@@ -156,15 +157,15 @@ def main():
     except OSError as exc:
         copy_failed(exc)
     shutil.rmtree(ctl)
-    listing: list[bytes] = []
-    files: list[bytes] = []
+    listing = []  # type: list[bytes]
+    files = []  # type: list[bytes]
     try:
         walk(root, b"", execs, hashes, listing, files)
     except OSError as exc:
-        unusable(f"checking the tree built from release {base_number} failed: {exc.strerror}")
+        unusable("checking the tree built from " + BASE + " failed: " + str(exc.strerror))
     text = b"".join(b"%s  %s\n" % (hashes[p].encode(), p) for p in sorted(files))
     if hashlib.sha256(text).hexdigest() != manifest_sum:
-        unusable(f"files copied from release {base_number} differ from the artifact (edited there?)")
+        unusable("files copied from " + BASE + " differ from the artifact (edited there?)")
     own = os.path.join(root, os.fsencode(manifest))
     try:
         fd = os.open(own, WRITE_FLAGS, 0o644)
@@ -177,10 +178,10 @@ def main():
         y = b"d" if stat.S_ISDIR(st.st_mode) else b"f" if stat.S_ISREG(st.st_mode) else b"?"
         listing.append(b"%s %o %s\t\n" % (y, stat.S_IMODE(st.st_mode), rel))
     if hashlib.sha256(b"".join(sorted(listing))).hexdigest() != listing_sum:
-        unusable(f"the tree built from release {base_number} differs from the artifact (a file added, a mode?)")
+        unusable("the tree built from " + BASE + " differs from the artifact (a file added, a mode?)")
 
 
 try:
     main()
 except Exception as exc:  # anything unforeseen: this host gets the full artifact
-    unusable(f"building release {number} from release {base_number} failed: {exc!r}")
+    unusable("building release " + number + " from " + BASE + " failed: " + repr(exc))
