@@ -5,7 +5,7 @@
 
 Starts sandbox hosts (sshd containers, removed at the end), generates the artifact, measures every
 (hosts, latency) configuration, the peak memory for a normal and a large artifact, and one scale
-run; prints the Markdown report and writes it to --out.
+run; prints the Markdown report and writes it as its own section of --out (the rest of the file stays).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/run.py
 
 from deployer.sandbox import hosts as sandbox  # noqa: E402
 
-from . import harness, process, report  # noqa: E402
+from . import harness, process, report, section  # noqa: E402
 from .workload import Spec, direct_artifact, git_artifact  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             notes=notes,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    # its own section: the other benchmarks' sections and hand-written ones stay as they are
+    section.write_section(args.out, section.wrap("run", text), "run")
     print(text)
     log(f"written to {args.out}")
     return 0

@@ -95,6 +95,8 @@ def test_rollback_puts_every_host_back(bench):
 def test_report_end_to_end(sandbox_image, tmp_path, capsys):
     """The documented command with tiny parameters: every section and the expected rows/columns."""
     out = tmp_path / "results.md"
+    other = "<!-- delta:begin -->\n## Delta releases\nkept\n\n<!-- delta:end -->\n"
+    out.write_text("<!-- run:begin -->\nold run\n<!-- run:end -->\n\n" + other)
     code = bench_run.main(
         [
             "--hosts",
@@ -122,8 +124,10 @@ def test_report_end_to_end(sandbox_image, tmp_path, capsys):
         ]
     )
     assert code == 0
-    text = out.read_text()
-    assert text in capsys.readouterr().out
+    written = out.read_text()
+    assert other in written and "old run" not in written  # only its own section is rewritten
+    text = written.split("<!-- run:begin -->\n", 1)[1].split("<!-- run:end -->", 1)[0]
+    assert text.strip() in capsys.readouterr().out
     for heading in (
         "# Deployer performance against the floor",
         "## Side by side",
