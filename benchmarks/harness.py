@@ -41,6 +41,7 @@ from benchmarks.process import (
     run_timed,
 )
 from benchmarks.records import COUNTED, PHASES, ConfigResult, Measurement, MemoryResult, ScaleResult
+from deployer.sandbox import deploy_files
 from deployer.sandbox import hosts as sandbox
 from deployer.sandbox.hosts import SandboxHost
 
@@ -147,7 +148,7 @@ class Bench:
         extra = {"ssh": {"persist": persist}} if persist else {}
         if hardlink:
             extra["app"] = {"hardlink_releases": True}
-        return sandbox.write_config(
+        return deploy_files.write_config(
             path,
             targets,
             self.key,

@@ -32,6 +32,7 @@ from benchmarks.netproxy import NetProxy, Uplink
 from benchmarks.process import HERE, run_timed
 from benchmarks.section import wrap, write_section
 from benchmarks.workload import Spec, git_artifact
+from deployer.sandbox import deploy_files
 from deployer.sandbox import hosts as sandbox
 from deployer.sandbox import store as store_mod
 
@@ -92,7 +93,7 @@ def rig(n: int, artifact_mb: float, ref: str | None = None, log=print) -> Iterat
 
 def pull_config(rig: Rig, targets, known: Path, endpoint: str, deploy_to: str, name: str) -> Path:
     """A hosts.toml with [store] transfer = "pull" (deploy --transfer push overrides it)."""
-    return sandbox.write_config(
+    return deploy_files.write_config(
         rig.work / f"hosts-{name}.toml",
         targets,
         rig.bench.key,

@@ -31,9 +31,10 @@ from deployer.errors import FAILED, UsageError, command_line
 from deployer.plan.batches import Strategy
 from deployer.plan.options import Options
 from deployer.remote.state import NAME
+from deployer.report import document
 from deployer.report import rows as report
+from deployer.report.document import Outcome
 from deployer.report.output import Output
-from deployer.report.rows import Outcome
 
 
 def _build(cfg, allow_dirty: bool, out: Output):
@@ -107,7 +108,7 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
     t = stage_target(config, stage, hosts, roles, json)
     st, out = t.stage, t.out
     runs = maintenance.inspect(st, t.hosts, out, parallelism(parallel))
-    records = report.check_records(runs)
+    records = document.check_records(runs)
     if not json:
         out.table(report.check_rows(records))
     bad = report.check_failures(runs)
@@ -191,7 +192,7 @@ def deploy(
     finally:
         if pulling is not None:
             pulling.cancel()  # a run that failed before prepare leaves no upload running
-    records = report.run_records(runs)
+    records = document.run_records(runs)
     rows = report.run_rows(records)
     if dry_run:
         out.say(f"DRY RUN complete: release {runs[0].release} would go to {', '.join(r.name for r in runs)}")
@@ -252,7 +253,7 @@ def rollback(
         t.cfg.path.parent,
         lock_wait_seconds(lock_wait),
     )
-    records = report.run_records(runs)
+    records = document.run_records(runs)
     if not json:
         rows = report.run_rows(records)
         t.out.table(rows, report.run_headers(rows))
@@ -287,7 +288,7 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
     for st in [cfg.stage(name) for name in cfg.stages]:
         runs = maintenance.inspect(st, st.hosts, out, parallelism(parallel))
         drifted = {r.name: r.result for r in provenance.drift(st, out, parallelism(parallel))} if drift else {}
-        stage_records = report.status_records(runs)
+        stage_records = document.status_records(runs)
         stage_rows = report.status_rows(stage_records)
         versions = {r.get("version") for r in stage_rows}
         for row, record in zip(stage_rows, stage_records, strict=True):
@@ -310,7 +311,7 @@ def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=
 def artifacts(c, config=None, json=False):
     """Stored artifacts: version, git sha, sha256, size, built."""
     cfg = config_mod.load(config)
-    records = report.artifact_records(LocalStore(cfg.build.output).list())
+    records = document.artifact_records(LocalStore(cfg.build.output).list())
     if not json:
         out = Output()
         out.table(report.artifact_rows(records)) if records else out.say(f"no artifacts in {cfg.build.output}")
@@ -336,12 +337,12 @@ def verify(c, stage=None, config=None, parallel=10, json=False):
     t = stage_target(config, stage, json=json)
     st, out = t.stage, t.out
     runs = provenance.drift(st, out, parallelism(parallel))
-    rows = provenance.drift_rows(runs)
+    rows = report.drift_rows(document.drift_records(runs))
     if not json:
         out.table(rows)
     bad = [r for r in rows if r["state"] != "ok"]
     error = "drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad) if bad else None
-    return Outcome(report.drift_records(runs), FAILED if bad else 0, error, st.name)
+    return Outcome(document.drift_records(runs), FAILED if bad else 0, error, st.name)
 
 
 @command()
@@ -376,12 +377,13 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
 )
 def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
+    from deployer.sandbox import deploy_files
     from deployer.sandbox import hosts as sandbox
 
     n = int(hosts)
     if n < 1:
         raise UsageError(f"--hosts must be at least 1, got {n}")
-    src = str(Path(source).resolve()) if source else str(sandbox.sample_repo(Path(".sandbox")))
+    src = str(Path(source).resolve()) if source else str(deploy_files.sample_repo(Path(".sandbox")))
     started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
     Output().say(
         f"{len(started)} sandbox host(s) up; config written to {config}\n"
@@ -416,7 +418,7 @@ def config_diff(c, stage=None, config=None, hosts=None, roles=None, parallel=10,
     rows = maintenance.diff_config(t.stage, t.hosts, t.out, parallelism(parallel), str(t.cfg.path.parent))
     if not json:
         t.out.table(rows) if rows else t.out.say("no differences")
-    return Outcome(report.diff_records(t.hosts, rows), 0, None, t.stage.name)
+    return Outcome(document.diff_records(t.hosts, rows), 0, None, t.stage.name)
 
 
 @command(name="keys")
@@ -431,7 +433,7 @@ def config_keys(c):
 def hosts_(c, stage=None, config=None, json=False):
     """The stage's resolved inventory (static hosts or hosts_command), with roles and env keys."""
     t = stage_target(config, stage, json=json)
-    records = report.inventory_records(t.stage.hosts)
+    records = document.inventory_records(t.stage.hosts)
     if not json:
         t.out.table(report.inventory_rows(records))
     return Outcome(records, 0, None, t.stage.name)

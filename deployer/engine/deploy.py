@@ -19,7 +19,7 @@ from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import faults, finish, hooks, signals, upload
 from deployer.engine.delta import Deltas
-from deployer.engine.fleet import HostRun
+from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
@@ -102,9 +102,9 @@ class Pipeline:
                 s.lock_all(self.artifact.sha256, self.options.max_fail)
                 self.undo_skipped()
                 for run in s.active:
-                    upload.record(run).previous = upload.host_state(run).live
+                    upload.record(run).previous = host_state(run).live
                 self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
-                self.number = planning.next_release_number({r.name: upload.host_state(r) for r in s.active})
+                self.number = planning.next_release_number({r.name: host_state(r) for r in s.active})
                 self.ctx.release = self.number
                 self.out.say(
                     f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "

@@ -15,7 +15,7 @@ from deployer.engine.records import Drift, LedgerEntry
 from deployer.engine.session import Session
 from deployer.errors import GATE_REFUSED, DeployerError, UsageError
 from deployer.remote import commands
-from deployer.report import document, ledger, rows
+from deployer.report import ledger
 from deployer.report.output import Output
 
 
@@ -135,8 +135,3 @@ def drift(stage: Stage, out: Output, parallel: int = 10) -> list[HostRun]:
 
         session.fleet.each("inspect", check)
         return session.runs
-
-
-def drift_rows(runs: list[HostRun]) -> list[dict[str, object]]:
-    """The verify table, derived from the --json records (report/document.py shapes both)."""
-    return rows.drift_rows(document.drift_records(runs))

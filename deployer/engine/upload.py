@@ -13,8 +13,7 @@ from deployer.config.envfile import HostEnv
 from deployer.config.settings import Stage
 from deployer.engine import base_manifest
 from deployer.engine.delta import Delta, Deltas
-from deployer.engine.fleet import HostRun
-from deployer.engine.fleet import host_state as host_state  # deploy.py reads it as upload.host_state
+from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import Deployed
 from deployer.engine.session import Session, utc_now, who
 from deployer.errors import HostError

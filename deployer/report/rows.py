@@ -7,17 +7,6 @@ from deployer.engine.fleet import HostRun
 from deployer.remote.state import LockInfo
 from deployer.report.document import PHASES
 
-# tasks.py reads the records through this module as well (report.status_records, ...)
-from deployer.report.document import Outcome as Outcome
-from deployer.report.document import artifact_records as artifact_records
-from deployer.report.document import check_records as check_records
-from deployer.report.document import diff_records as diff_records
-from deployer.report.document import drift_records as drift_records
-from deployer.report.document import inventory_records as inventory_records
-from deployer.report.document import releases_records as releases_records
-from deployer.report.document import run_records as run_records
-from deployer.report.document import status_records as status_records
-
 
 def run_rows(records: list[dict]) -> list[dict]:
     """Table rows of deploy/rollback records (run_records)."""

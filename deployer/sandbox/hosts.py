@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# tasks.py and benchmarks/ call these as hosts.sample_repo and hosts.write_config
-from deployer.sandbox.deploy_files import sample_repo as sample_repo
-from deployer.sandbox.deploy_files import write_config as write_config
+from deployer.sandbox.deploy_files import write_config
 from deployer.sandbox.image import SandboxError, ensure_image, require
 
 DEFAULT_LABEL = "deployer-sandbox"
