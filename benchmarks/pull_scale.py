@@ -78,7 +78,7 @@ def measure(rig: Rig, hosts, what: str, action, deploy_to: str | None) -> Row:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pull_scale", description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=100)
-    ap.add_argument("--parallel", type=int, default=0, help="deployer --parallel (0: as many as hosts)")
+    ap.add_argument("--parallel", type=int, default=20, help="deployer --parallel (0: as many as hosts)")
     ap.add_argument("--artifact-mb", type=float, default=20.0)
     ap.add_argument("--deployer-ref", help="measure this git revision of deployer/ instead of the work tree")
     ap.add_argument("--out", type=Path, default=HERE / "results.md")
