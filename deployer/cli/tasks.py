@@ -281,7 +281,7 @@ def _unreachable(failed: list[tuple[str, str]]) -> tuple[int, str | None]:
 def status(c, stage=None, config=None, hosts=None, roles=None, parallel=10, all=False, drift=False, json=False):
     """What runs where: current release, version, git sha, who deployed it, lock."""
     if not all:
-        return _read_only(config, stage, hosts, roles, parallel, json, report.status_rows, report.status_records)
+        return _read_only(config, stage, hosts, roles, parallel, json, report.status_rows, document.status_records)
     cfg = config_mod.load(config)
     out = text_output(json)
     rows, records, unreachable = [], [], []
@@ -337,18 +337,19 @@ def verify(c, stage=None, config=None, parallel=10, json=False):
     t = stage_target(config, stage, json=json)
     st, out = t.stage, t.out
     runs = provenance.drift(st, out, parallelism(parallel))
-    rows = report.drift_rows(document.drift_records(runs))
+    records = document.drift_records(runs)
+    rows = report.drift_rows(records)
     if not json:
         out.table(rows)
     bad = [r for r in rows if r["state"] != "ok"]
     error = "drift or failure on " + ", ".join(f"{r['host']} ({r['state']})" for r in bad) if bad else None
-    return Outcome(document.drift_records(runs), FAILED if bad else 0, error, st.name)
+    return Outcome(records, FAILED if bad else 0, error, st.name)
 
 
 @command()
 def releases(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Every release on every host, with its state and the current marker."""
-    return _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows, report.releases_records)
+    return _read_only(config, stage, hosts, roles, parallel, json, report.releases_rows, document.releases_records)
 
 
 @command(foreign="Also remove releases another deploy tool made (never the live one or its predecessor).")
