@@ -425,3 +425,31 @@ def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tm
     config.write_text(toml.dumps(doc))
     none = cli(config, "publish", env=s3_store.env)
     assert none.returncode == 2 and "no [store] table" in none.stderr
+
+
+def test_put_sends_the_json_only_once_approved(s3_store, aws_env, app_repo, tmp_path):
+    """before_json runs between the tarball and its .json: the tarball may be in the store before
+    the artifact's checks end, the .json (what lists it) only after; one that raises sends none."""
+    art = build_artifact(app_repo, "sample", tmp_path / "out")
+    store = store_for(s3_store, "approved/", tmp_path / "a")
+    seen: list[list[str]] = []
+
+    def keys() -> list[str]:
+        listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="approved/")
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
+    assert store.put(art, before_json=lambda: seen.append(keys())) == [art.path.name, art.json_path.name]
+    assert seen == [["approved/" + art.path.name]] and keys() == sorted(
+        ["approved/" + art.path.name, "approved/" + art.json_path.name]
+    )
+
+    other = store_for(s3_store, "refused/", tmp_path / "r")
+
+    def refuse() -> None:
+        raise StoreError("refused")
+
+    with pytest.raises(StoreError, match="refused"):
+        other.put(art, before_json=refuse)
+    listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="refused/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["refused/" + art.path.name]
+    assert other.list() == []

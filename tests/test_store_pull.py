@@ -4,11 +4,14 @@ URL expired, the store is down or the host cannot reach it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import tarfile
 
 import pytest
 import toml
-from helpers import cli, commit_change, current, release_dirs
+from helpers import cli, commit_change, current, release_dirs, tar_member, write_tar_gz
 
 from deployer.errors import STORE
 
@@ -95,3 +98,24 @@ def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox,
     # the publish runs while the hosts are locked: its failure aborts before any prepare, one line
     err = fails("unreachable or not answering", code=STORE, endpoint=unreachable.replace(":1", ":2"), url_lifetime=900)
     assert err.strip().splitlines() == [err.strip()] and "deploy aborted before any prepare: store s3://" in err
+
+
+def test_a_refused_artifact_is_never_listed_in_the_store(sandbox, s3_store, tmp_path):
+    """The publish starts while the artifact's members are checked; only the .json (what makes it
+    a listed, deployable artifact) waits for the check, and a refused artifact never gets one."""
+    sb = sandbox(1, **s3_store.config("pull-refused", transfer="pull"))
+    path = write_tar_gz(
+        tmp_path / "evil-1.tar.gz",
+        [tar_member("REVISION", b"x\n"), tar_member("a", type=tarfile.SYMTYPE, linkname="/etc"), tar_member("b")],
+    )
+    data = path.read_bytes()
+    path.with_suffix("").with_suffix(".json").write_text(
+        json.dumps({"name": "evil", "version": "1", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    )
+    count = sb.command_count(sb.hosts[0])
+    proc = cli(sb, "deploy", "--artifact", str(path), env=s3_store.env)
+    assert proc.returncode == 2 and "unsafe member 'a'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    listed = s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-refused/").get("Contents", [])
+    assert not [o["Key"] for o in listed if o["Key"].endswith(".json")], listed
+    assert sb.command_count(sb.hosts[0]) == count  # no host was contacted

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 from invoke import Task
 
 from deployer.cli.command import command, text_output
 from deployer.config import load as config_mod
 from deployer.config.settings import Config
 from deployer.engine.pull import Background, Pull
-from deployer.errors import UsageError
+from deployer.errors import StoreError, UsageError
 from deployer.report.document import Outcome
 
 TRANSFERS = ("push", "pull")
@@ -41,17 +43,35 @@ def open_store(cfg: Config) -> Background:
     return Background(lambda: store_of(cfg), "store")
 
 
-def pull_plan(cfg: Config, art, out, dry_run: bool = False, opening: Background | None = None) -> Pull:
+def pull_plan(
+    cfg: Config,
+    art,
+    out,
+    dry_run: bool = False,
+    opening: Background | None = None,
+    approved: threading.Event | None = None,
+) -> Pull:
     """The hosts' plan, and the artifact published in the background if the store lacks it (a
-    HEAD per object first): the deploy waits for it right before prepare, saying what went."""
+    HEAD per object first): the deploy waits for it right before prepare, saying what went. With
+    `approved`, the .json (what lists the artifact) goes only once it is set (the artifact's
+    checks passed); a `cancel` meanwhile leaves it out."""
     assert cfg.store is not None
     opening = opening or open_store(cfg)
     holder: list = []
+    stopped = threading.Event()
+
+    def approval() -> None:
+        if approved is not None:
+            approved.wait()
+        if stopped.is_set():
+            raise StoreError(f"publish of {art.version} cancelled before its .json")
 
     def publish():
         store = opening.result()
         holder.append(store)
-        return store, ([] if dry_run else store.put(art))
+        if dry_run or stopped.is_set():
+            return store, []
+        return store, store.put(art, before_json=approval)
 
     job = Background(publish, "publish")
 
@@ -64,8 +84,11 @@ def pull_plan(cfg: Config, art, out, dry_run: bool = False, opening: Background 
         return lambda: store.presign(art)
 
     def cancel() -> None:
+        stopped.set()
         if holder:
             holder[0].cancel()
+        if approved is not None:
+            approved.set()  # a publish waiting for approval wakes, sees `stopped` and sends no .json
 
     return Pull(endpoint=cfg.store.hosts_reach, publish=ready, cancel=cancel)
 

@@ -7,6 +7,7 @@ at the boundary every task has (see command.py); nothing below prints a tracebac
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 from invoke import Collection
@@ -61,27 +62,36 @@ def _artifact(
     shared: tuple[str, ...] = (),
     local_only: bool = False,
 ):
-    """The artifact to deploy, its members checked (a fresh build's when it was packed) and its
-    unpacked size the one that check measured, never a sidecar's claim. A --version the local
-    store lacks comes from [store], when there is one (unless local_only)."""
+    """The artifact to deploy, its members checked (see _load and _checked)."""
+    return _checked(_load(cfg, artifact_path, allow_dirty, out, version, local_only), shared)
+
+
+def _load(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None, local_only: bool):
+    """The artifact named (--artifact, --version, else a fresh build), not checked yet. A --version
+    the local store lacks comes from [store], when there is one (unless local_only)."""
     from deployer.artifact.load import load_artifact
-    from deployer.artifact.members import check_members
 
     if artifact_path and version:
         raise UsageError("--artifact and --version exclude each other")
     if version:
         try:
-            art = LocalStore(cfg.build.output).get(version)
+            return LocalStore(cfg.build.output).get(version)
         except UsageError:
             if cfg.store is None or local_only:
                 raise
             from deployer.cli.store_tasks import store_of
 
-            art = store_of(cfg).get(version)
-    elif artifact_path:
-        art = load_artifact(Path(artifact_path))
-    else:
-        art = _build(cfg, allow_dirty, out)
+            return store_of(cfg).get(version)
+    if artifact_path:
+        return load_artifact(Path(artifact_path))
+    return _build(cfg, allow_dirty, out)
+
+
+def _checked(art, shared: tuple[str, ...]):
+    """art with its members checked (a fresh build's when it was packed) and its unpacked size the
+    one that check measured, never a sidecar's claim."""
+    from deployer.artifact.members import check_members
+
     checked = check_members(art.path, art.sha256, shared)
     return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
 
@@ -179,14 +189,24 @@ def deploy(
 
     pull = store_tasks.transfer_of(cfg, transfer) == "pull"
     opening = store_tasks.open_store(cfg) if pull else None
-    art = _artifact(cfg, artifact, allow_dirty, out, version, st.app.shared_dirs + st.app.shared_files)
-    provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
+    loaded = _load(cfg, artifact, allow_dirty, out, version, local_only=False)
+    # with pull, the upload starts now, while the members and the gate are checked: only the
+    # .json, which makes it a listed artifact, waits for both
+    approved = threading.Event()
+    pulling = store_tasks.pull_plan(cfg, loaded, out, dry_run, opening, approved) if pull else None
+    try:
+        art = _checked(loaded, st.app.shared_dirs + st.app.shared_files)
+        provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
+    except BaseException:
+        if pulling is not None:
+            pulling.cancel()  # refused: the store gets no .json (a tarball sent so far stays unlisted)
+        raise
+    approved.set()
     if dry_run:
         out.say(
             f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
             f"to {st.name}, strategy {plan.name}"
         )
-    pulling = store_tasks.pull_plan(cfg, art, out, dry_run, opening) if pull else None
     try:
         runs = run_deploy(st, t.hosts, art, out, options, cfg.path.parent, pulling)
     finally:
