@@ -17,13 +17,17 @@ from deployer.engine.signals import (
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_termination_signal_interrupts_like_ctrl_c_and_maps_to_128_plus_its_number(sig, code):
-    before = signal.getsignal(sig)
-    with pytest.raises(KeyboardInterrupt) as caught:
-        with terminations():
-            os.kill(os.getpid(), sig)  # the handler runs in the main thread right after
-    assert isinstance(caught.value, Terminated)
-    assert exit_code(caught.value) == code and describe(caught.value) == signal.Signals(sig).name
-    assert signal.getsignal(sig) is before  # restored afterwards
+    # the default disposition, whatever this test runs under (nohup ignores SIGHUP: see below)
+    outer = signal.signal(sig, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            with terminations():
+                os.kill(os.getpid(), sig)  # the handler runs in the main thread right after
+        assert isinstance(caught.value, Terminated)
+        assert exit_code(caught.value) == code and describe(caught.value) == signal.Signals(sig).name
+        assert signal.getsignal(sig) is signal.SIG_DFL  # restored afterwards
+    finally:
+        signal.signal(sig, outer)
 
 
 def test_ctrl_c_keeps_its_code():
