@@ -22,7 +22,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -34,10 +33,9 @@ import toml
 from helpers import (
     big_artifact,
     cli,
-    cli_env,
+    cli_popen,
     commit_change,
     current,
-    default_sigint,
     host_conn,
     release_dirs,
     status,
@@ -79,15 +77,8 @@ def procs():
 
 
 def popen(procs, sb, *args: str, env: dict | None = None) -> subprocess.Popen:
-    p = subprocess.Popen(
-        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**cli_env(), **(env or {})},
-        cwd=sb.config_path.parent,
-        preexec_fn=default_sigint,
-    )
+    """helpers.cli_popen, kept in `procs` so the test's cleanup kills it if it is still running."""
+    p = cli_popen(sb, *args, env=env)
     procs.append(p)
     return p
 
