@@ -453,3 +453,30 @@ def test_put_sends_the_json_only_once_approved(s3_store, aws_env, app_repo, tmp_
     listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="refused/").get("Contents", [])
     assert [o["Key"] for o in listed] == ["refused/" + art.path.name]
     assert other.list() == []
+
+
+def test_a_cancel_while_put_waits_for_approval_sends_no_json(s3_store, aws_env, app_repo, tmp_path):
+    """The deploy's refusal path: the tarball is up, put waits for the checks, the run cancels."""
+    art = build_artifact(app_repo, "sample", tmp_path / "out")
+    store = store_for(s3_store, "cancel-wait/", tmp_path / "w")
+    approved, waiting, outcome = threading.Event(), threading.Event(), []
+
+    def approval() -> None:
+        waiting.set()
+        approved.wait(30)
+
+    def put() -> None:
+        try:
+            outcome.append(store.put(art, before_json=approval))
+        except StoreError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=put)
+    worker.start()
+    assert waiting.wait(30), "put never reached its approval"
+    store.cancel()
+    approved.set()
+    worker.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreError), outcome
+    listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="cancel-wait/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["cancel-wait/" + art.path.name]

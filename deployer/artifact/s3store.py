@@ -91,13 +91,12 @@ class S3Store:
     def put(self, artifact: Artifact, before_json: Callable[[], object] | None = None) -> Names:
         """Upload the tarball, then its JSON, each only if the store does not hold it yet (HEAD
         first); returns the object names uploaded (none: it was published already). before_json
-        is waited for between the two; a `cancel` meanwhile stops before the JSON."""
+        is waited for between the two; a `cancel` meanwhile stops before the JSON (as it stops any
+        upload)."""
         uploaded = []
         for path in (Path(artifact.path), artifact.json_path):
             if path == artifact.json_path and before_json is not None:
                 before_json()
-                if self._cancelled:
-                    raise StoreError(f"publish to {self.where} cancelled before {path.name}")
             key = self.key(path.name)
             if self.has(key, path.stat().st_size if path == Path(artifact.path) else None):
                 continue

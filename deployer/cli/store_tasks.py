@@ -10,7 +10,7 @@ from deployer.cli.command import command, text_output
 from deployer.config import load as config_mod
 from deployer.config.settings import Config
 from deployer.engine.pull import Background, Pull
-from deployer.errors import StoreError, UsageError
+from deployer.errors import UsageError
 from deployer.report.document import Outcome
 
 TRANSFERS = ("push", "pull")
@@ -60,18 +60,13 @@ def pull_plan(
     holder: list = []
     stopped = threading.Event()
 
-    def approval() -> None:
-        if approved is not None:
-            approved.wait()
-        if stopped.is_set():
-            raise StoreError(f"publish of {art.version} cancelled before its .json")
-
     def publish():
         store = opening.result()
         holder.append(store)
         if dry_run or stopped.is_set():
             return store, []
-        return store, store.put(art, before_json=approval)
+        # a cancel while put waits for approval reaches the store: put then sends no .json
+        return store, store.put(art, before_json=approved.wait if approved is not None else None)
 
     job = Background(publish, "publish")
 
@@ -88,7 +83,7 @@ def pull_plan(
         if holder:
             holder[0].cancel()
         if approved is not None:
-            approved.set()  # a publish waiting for approval wakes, sees `stopped` and sends no .json
+            approved.set()  # a put waiting for approval wakes, finds the store cancelled, sends no .json
 
     return Pull(endpoint=cfg.store.hosts_reach, publish=ready, cancel=cancel)
 
