@@ -12,11 +12,13 @@ import os
 import select
 import shlex
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tarfile
 import termios
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,3 +383,54 @@ def kill_agents(under: str, sig: int = signal.SIGKILL) -> None:
         except ProcessLookupError:
             pass
     wait_until(lambda: not agent_pids(under), 10, "the agents to exit")
+
+
+# --- a TCP path that can be cut ------------------------------------------------------------------
+
+
+class Forwarder:
+    """127.0.0.1:port relayed to target, every connection, until close(): from then on the
+    listener is gone and open connections are reset (a store or host that went down)."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                return
+            upstream.settimeout(None)
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _copy(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        self.server.close()
+        for conn in self.open:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()

@@ -20,6 +20,7 @@ from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
 from deployer.artifact.s3store import S3Store
+from deployer.cli import store_tasks
 from deployer.config import load
 from deployer.config.settings import StoreSettings
 from deployer.engine.pull import Background, Pull
@@ -153,7 +154,7 @@ def test_store_down_and_no_credentials_are_one_line_store_errors(s3_store, aws_e
 
 
 def test_the_publish_runs_beside_the_deploy_and_hands_its_result_or_error_over_once():
-    """Background runs while the caller goes on; Pull waits for the publish once, then signs each
+    """Background runs while the caller goes on; Pull waits for the tarball once, then signs each
     time; a failure raised in the thread is raised where the deploy waits."""
     go = threading.Event()
     seen: list[bool] = []
@@ -166,13 +167,13 @@ def test_the_publish_runs_beside_the_deploy_and_hands_its_result_or_error_over_o
     job = Background(publish)
     go.set()
     waits: list[int] = []
-    pull = Pull("http://store", publish=lambda: (waits.append(1), job.result())[1])
+    pull = Pull("http://store", fetchable=lambda: (waits.append(1), job.result())[1])
     assert [pull.presign(), pull.presign()] == ["a", "b"] and seen == [True] and waits == [1]
 
     def fail():
         raise StoreError("store s3://b/p: cannot check: unreachable or not answering (EndpointConnectionError)")
 
-    failing = Pull("http://store", publish=Background(fail).result)
+    failing = Pull("http://store", fetchable=Background(fail).result)
     with pytest.raises(StoreError, match="cannot check"):
         failing.presign()
 
@@ -453,6 +454,34 @@ def test_put_sends_the_json_only_once_approved(s3_store, aws_env, app_repo, tmp_
     listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="refused/").get("Contents", [])
     assert [o["Key"] for o in listed] == ["refused/" + art.path.name]
     assert other.list() == []
+
+
+def test_hosts_may_fetch_the_tarball_while_its_json_waits(s3_store, aws_env, app_repo, tmp_path):
+    """pull_plan hands out a URL as soon as the tarball is in the store: the hosts fetch it while
+    the .json (what lists the artifact) still waits; `published` waits for that, and says so."""
+    import urllib.request
+
+    art = build_artifact(app_repo, "sample", tmp_path / "out")
+    cfg = load.parse(
+        BASE + "[store]\n" + f'url = "s3://{s3_store.bucket}/early/"\nendpoint = "{s3_store.endpoint}"\n',
+        tmp_path / "hosts.toml",
+    )
+    said: list[str] = []
+    out = type("Out", (), {"say": lambda self, line: said.append(line)})()
+    approved = threading.Event()
+    pull = store_tasks.pull_plan(cfg, art, out, approved=approved)
+    url = pull.presign()
+    with urllib.request.urlopen(url, timeout=30) as got:
+        assert hashlib.sha256(got.read()).hexdigest() == art.sha256
+    listed = s3_store.client().list_objects_v2(Bucket=s3_store.bucket, Prefix="early/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["early/" + art.path.name]  # no .json yet: not listed
+    finished = Background(pull.published)
+    time.sleep(0.3)
+    assert not said, "published returned before the .json was approved"
+    approved.set()
+    finished.result()
+    assert said == [f"published {art.version} to s3://{s3_store.bucket}/early/ at {s3_store.endpoint}"]
+    assert [a.sha256 for a in store_for(s3_store, "early/", tmp_path / "c").list()] == [art.sha256]
 
 
 def test_a_cancel_while_put_waits_for_approval_sends_no_json(s3_store, aws_env, app_repo, tmp_path):

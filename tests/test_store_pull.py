@@ -7,11 +7,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import tarfile
 
 import pytest
 import toml
-from helpers import cli, commit_change, current, release_dirs, tar_member, write_tar_gz
+from helpers import (
+    Forwarder,
+    cli,
+    cli_popen,
+    commit_change,
+    current,
+    release_dirs,
+    tar_member,
+    wait_until,
+    write_tar_gz,
+)
 
 from deployer.errors import STORE
 
@@ -119,3 +130,35 @@ def test_a_refused_artifact_is_never_listed_in_the_store(sandbox, s3_store, tmp_
     listed = s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-refused/").get("Contents", [])
     assert not [o["Key"] for o in listed if o["Key"].endswith(".json")], listed
     assert sb.command_count(sb.hosts[0]) == count  # no host was contacted
+
+
+def test_a_publish_that_fails_after_the_hosts_fetched_aborts_before_any_switch(sandbox, s3_store, app_repo, tmp_path):
+    """The hosts fetch the tarball while its .json still goes up; if that fails (the store went
+    down meanwhile), nothing switches: exit STORE, one line, partial releases gone, locks released."""
+    at = s3_store.endpoint.split("//")[1].rsplit(":", 1)
+    path = Forwarder((at[0], int(at[1])))  # the operator's way to the store (the hosts go direct)
+    sb = sandbox(2, **s3_store.config("pull-json", transfer="pull", endpoint=f"http://127.0.0.1:{path.port}"))
+    first = cli(sb, "deploy", env=s3_store.env)
+    assert first.returncode == 0, first.stderr
+    before = {h.name: release_dirs(sb, h) for h in sb.hosts}
+    commit_change(app_repo, "app.py", "print('v2')\n")
+    flag = tmp_path / "json-held"
+    proc = cli_popen(sb, "deploy", env={**s3_store.env, "DEPLOYER_TEST_PAUSE_BEFORE": f"publish-json:{flag}"})
+    try:
+        wait_until(flag.exists, 60, "the publish to reach its .json")
+        for h in sb.hosts:  # the hosts prepare while the .json is held
+            wait_until(lambda h=h: sb.exec(h, "test -d /srv/app/releases/2")[0] == 0, 60, f"{h.name} prepared")
+        path.close()
+        flag.unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == STORE, out + err
+    assert "deploy aborted before any switch: store s3://" in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    no_url_anywhere(sb, subprocess.CompletedProcess([], proc.returncode, out, err))
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1" and release_dirs(sb, h) == before[h.name]
+        assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
+    listed = s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-json/").get("Contents", [])
+    assert len([o for o in listed if o["Key"].endswith(".json")]) == 1, listed  # the first deploy's only

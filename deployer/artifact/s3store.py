@@ -48,6 +48,7 @@ class S3Store:
         self.client = _client(settings, settings.endpoint)
         self._uploading: Any = None  # the transfer in flight (put), for cancel()
         self._cancelled = False
+        self._signer: Any = None
         self.where = f"s3://{settings.bucket}/{settings.prefix}" + (
             f" at {settings.endpoint}" if settings.endpoint else ""
         )
@@ -88,15 +89,23 @@ class S3Store:
             art.json_path.write_text(json.dumps(art.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return load_artifact(art.path)
 
-    def put(self, artifact: Artifact, before_json: Callable[[], object] | None = None) -> Names:
+    def put(
+        self,
+        artifact: Artifact,
+        before_json: Callable[[], object] | None = None,
+        stored: Callable[[], object] | None = None,
+    ) -> Names:
         """Upload the tarball, then its JSON, each only if the store does not hold it yet (HEAD
-        first); returns the object names uploaded (none: it was published already). before_json
-        is waited for between the two; a `cancel` meanwhile stops before the JSON (as it stops any
-        upload)."""
+        first); returns the object names uploaded (none: it was published already). Between the
+        two, `stored` is told the tarball is there (hosts may fetch it) and before_json is waited
+        for; a `cancel` meanwhile stops before the JSON (as it stops any upload)."""
         uploaded = []
         for path in (Path(artifact.path), artifact.json_path):
-            if path == artifact.json_path and before_json is not None:
-                before_json()
+            if path == artifact.json_path:
+                if stored is not None:
+                    stored()
+                if before_json is not None:
+                    before_json()
             key = self.key(path.name)
             if self.has(key, path.stat().st_size if path == Path(artifact.path) else None):
                 continue
@@ -130,15 +139,20 @@ class S3Store:
             raise self._error("check", exc) from None
         return size is None or int(head.get("ContentLength", -1)) == size
 
+    def signer(self) -> Any:
+        """The client that signs the hosts' URLs: this one, unless hosts reach the store by
+        another endpoint (made once; making it costs as much as the store's own client)."""
+        if self._signer is None:
+            same = self.settings.hosts_reach == self.settings.endpoint
+            self._signer = self.client if same else _client(self.settings, self.settings.hosts_reach)
+        return self._signer
+
     def presign(self, artifact: Artifact) -> str:
         """A GET URL for the artifact, valid url_lifetime seconds, signed for the endpoint the
         hosts reach. A secret: it travels to hosts over stdin only."""
-        client = self.client
-        if self.settings.hosts_reach != self.settings.endpoint:
-            client = _client(self.settings, self.settings.hosts_reach)
         return self._call(
             "sign a URL for",
-            client.generate_presigned_url,
+            self.signer().generate_presigned_url,
             "get_object",
             Params={"Bucket": self.settings.bucket, "Key": self.key(Path(artifact.path).name)},
             ExpiresIn=self.settings.url_lifetime,

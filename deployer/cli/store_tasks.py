@@ -9,6 +9,7 @@ from invoke import Task
 from deployer.cli.command import command, text_output
 from deployer.config import load as config_mod
 from deployer.config.settings import Config
+from deployer.engine import faults
 from deployer.engine.pull import Background, Pull
 from deployer.errors import UsageError
 from deployer.report.document import Outcome
@@ -52,31 +53,55 @@ def pull_plan(
     approved: threading.Event | None = None,
 ) -> Pull:
     """The hosts' plan, and the artifact published in the background if the store lacks it (a
-    HEAD per object first): the deploy waits for it right before prepare, saying what went. With
+    HEAD per object first). The deploy waits for the tarball right before prepare (hosts fetch it
+    while its .json goes up), and for the whole publish once prepared, saying what went. With
     `approved`, the .json (what lists the artifact) goes only once it is set (the artifact's
     checks passed); a `cancel` meanwhile leaves it out."""
     assert cfg.store is not None
     opening = opening or open_store(cfg)
     holder: list = []
+    signing: list[Background] = []
     stopped = threading.Event()
+    stored = threading.Event()  # the tarball is in the store: hosts may fetch it
+    settled = threading.Event()  # that, or the publish ended without it
+
+    def tarball_in() -> None:
+        stored.set()
+        settled.set()
 
     def publish():
-        store = opening.result()
-        holder.append(store)
-        if dry_run or stopped.is_set():
-            return store, []
-        # a cancel while put waits for approval reaches the store: put then sends no .json
-        return store, store.put(art, before_json=approved.wait if approved is not None else None)
+        try:
+            store = opening.result()
+            holder.append(store)
+            signing.append(Background(store.signer, "signer"))  # made while the tarball goes up
+            if dry_run or stopped.is_set():
+                return store, []
+
+            def before_json() -> None:
+                faults.pause_before("publish-json")
+                if approved is not None:
+                    approved.wait()  # a cancel meanwhile reaches the store: put then sends no .json
+
+            return store, store.put(art, before_json=before_json, stored=tarball_in)
+        finally:
+            settled.set()
 
     job = Background(publish, "publish")
 
-    def ready():
+    def fetchable():
+        settled.wait()
+        if not stored.is_set():
+            job.result()  # raises what stopped it (a dry run or a cancel returns)
+        signing[0].result()
+        store = holder[0]
+        return lambda: store.presign(art)
+
+    def published() -> None:
         store, uploaded = job.result()
         if not dry_run:
             out.say(
                 f"published {art.version} to {store.where}" if uploaded else f"{art.version} already in {store.where}"
             )
-        return lambda: store.presign(art)
 
     def cancel() -> None:
         stopped.set()
@@ -85,7 +110,7 @@ def pull_plan(
         if approved is not None:
             approved.set()  # a put waiting for approval wakes, finds the store cancelled, sends no .json
 
-    return Pull(endpoint=cfg.store.hosts_reach, publish=ready, cancel=cancel)
+    return Pull(endpoint=cfg.store.hosts_reach, fetchable=fetchable, published=published, cancel=cancel)
 
 
 @command(

@@ -116,6 +116,7 @@ class Pipeline:
                         self.step("prepare", self.prepare, tolerate=True)
                     finally:
                         self.deltas.close()  # needed during prepare only
+                    self.published()
                     self.migrate()
                     smoke = self.pipeline.smoke
                     if smoke:
@@ -188,6 +189,21 @@ class Pipeline:
             self.session.abort(self.number)
             raise RunFailed(
                 f"deploy aborted before any prepare: {exc}; no host changed, locks released",
+                self.session.runs,
+                exc.exit_code,
+            ) from None
+
+    def published(self) -> None:
+        """With pull, the rest of the publish (the .json that lists the artifact), sent while the
+        hosts fetched the tarball; its failure aborts before any switch."""
+        if self.pull is None:
+            return
+        try:
+            self.pull.published()
+        except DeployerError as exc:
+            self.session.abort(self.number)
+            raise RunFailed(
+                f"deploy aborted before any switch: {exc}; no host switched, partial releases removed, locks released",
                 self.session.runs,
                 exc.exit_code,
             ) from None

@@ -1,6 +1,7 @@
 """What a deploy needs to have hosts pull the artifact from the store instead of receiving it,
-and the publish that runs meanwhile: started as soon as the artifact is known, waited for only
-right before the hosts fetch it (locking and checking them overlap the upload)."""
+and the publish that runs meanwhile: started as soon as the artifact is known, its tarball waited
+for only right before the hosts fetch it (locking and checking them overlap the upload), the rest
+(the .json that lists it) once they have it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ class Background(Generic[T]):
         except BaseException as exc:  # handed to whoever waits
             self._error = exc
 
+    def wait(self, timeout: float) -> bool:
+        """Whether fn ended within timeout seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def result(self) -> T:
         self._thread.join()
         if self._error is not None:
@@ -39,13 +45,14 @@ class Background(Generic[T]):
 @dataclass
 class Pull:
     endpoint: str  # the store endpoint as the hosts reach it ("" is AWS's), for messages
-    publish: Callable[[], Callable[[], str]]  # waits for the publish, raises StoreError if it failed;
-    # returns what signs a fresh presigned GET URL of the artifact (a secret, stdin only)
+    fetchable: Callable[[], Callable[[], str]]  # waits for the tarball in the store, raises StoreError
+    # if the publish failed first; returns what signs a fresh presigned GET URL of it (a secret, stdin only)
+    published: Callable[[], None] = lambda: None  # waits for the rest of the publish, raises StoreError
     cancel: Callable[[], None] = lambda: None  # stops a publish still running (the run ended without it)
     _sign: Callable[[], str] | None = field(default=None, init=False, repr=False)
 
     def presign(self) -> str:
-        """A presigned URL of the published artifact (waits for the publish the first time)."""
+        """A presigned URL of the artifact (waits for its tarball in the store the first time)."""
         if self._sign is None:
-            self._sign = self.publish()
+            self._sign = self.fetchable()
         return self._sign()
