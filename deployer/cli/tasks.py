@@ -37,6 +37,8 @@ from deployer.report import rows as report
 from deployer.report.document import Outcome
 from deployer.report.output import Output
 
+STORE_HEAD_START = 2.0  # seconds a pull deploy waits for its store client before it connects to hosts
+
 
 def _build(cfg, allow_dirty: bool, out: Output):
     """The artifact of the configured source's HEAD (or work tree), built by the [build] settings."""
@@ -202,6 +204,9 @@ def deploy(
             pulling.cancel()  # refused: the store gets no .json (a tarball sent so far stays unlisted)
         raise
     approved.set()
+    if opening is not None:
+        # the upload is the long pole: it starts before the hosts' key exchanges take the CPU
+        opening.wait(STORE_HEAD_START)
     if dry_run:
         out.say(
             f"DRY RUN: nothing on the hosts will change. Plan for {art.version} ({art.sha256[:12]}) "
