@@ -278,7 +278,7 @@ def render(args, r: Rig, push: Row, pairs: list[tuple[Row, Row]], problems: list
         f"Each repetition, pull floor/deploy seconds: {each}; deploy / pull floor "
         f"{', '.join(f'{x:.2f}' for x in ratios)}.",
         f"The median deploy's phases (slowest host, seconds): {phases}. The publish runs while the hosts are "
-        "locked and checked; prepare waits for it.",
+        "locked and checked; prepare waits for the tarball (its .json goes up while the hosts fetch).",
         "",
         "| target | value | result |",
         "|---|---:|---|",
