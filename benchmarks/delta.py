@@ -78,10 +78,12 @@ class Row:
     first: list[float] = field(default_factory=list)
     one: list[float] = field(default_factory=list)
     ten: list[float] = field(default_factory=list)
+    linked: list[float] = field(default_factory=list)  # the ten % artifact again, hard-linked: sends, copies nothing
     bytes_floor: list[int] = field(default_factory=list)  # per host, flattened
     bytes_first: list[int] = field(default_factory=list)
     bytes_one: list[int] = field(default_factory=list)
     bytes_ten: list[int] = field(default_factory=list)
+    bytes_linked: list[int] = field(default_factory=list)
     cmds_one: list[int] = field(default_factory=list)
     cmds_ten: list[int] = field(default_factory=list)
     deltas_one: list[int] = field(default_factory=list)  # hosts that said "against release"
@@ -122,7 +124,7 @@ def run_config(bench: harness.Bench, arts: dict, n: int, mbit: int, reps: int) -
     targets, proxies = capped_targets(bench, n, uplink) if uplink else (bench.targets(n), [])
     try:
         for rep in range(reps):
-            one_rep(bench, row, arts, targets, f"delta-n{n}-u{mbit}-r{rep}", rep % 2 == 0)
+            one_rep(bench, row, arts, targets, f"delta-n{n}-u{mbit}-r{rep}", rep % 2 == 0, not mbit)
             log(
                 f"  {n} host(s), uplink {mbit or 'uncapped'} Mbit/s, rep {rep + 1}/{reps}: floor {row.floor[-1]:.2f}s "
                 f"first {row.first[-1]:.2f}s one-file {row.one[-1]:.2f}s ten % {row.ten[-1]:.2f}s; "
@@ -135,7 +137,9 @@ def run_config(bench: harness.Bench, arts: dict, n: int, mbit: int, reps: int) -
     return row
 
 
-def one_rep(bench: harness.Bench, row: Row, arts: dict, targets: list, tag: str, floor_first: bool) -> None:
+def one_rep(
+    bench: harness.Bench, row: Row, arts: dict, targets: list, tag: str, floor_first: bool, uncapped: bool
+) -> None:
     real = bench.hosts[: len(targets)]
     config = bench.config(targets, bench.deploy_dir("bench", tag))
 
@@ -157,6 +161,15 @@ def one_rep(bench: harness.Bench, row: Row, arts: dict, targets: list, tag: str,
         for kind in ("one", "ten"):
             proc = measure(kind, lambda k=kind: bench.cli(config, "deploy", "--artifact", str(arts[k].path)))
             getattr(row, f"deltas_{kind}").append(proc.stdout.count(" against release "))
+        if not uncapped:
+            return
+        # what a deploy costs when it sends and copies nothing: the same artifact again, linked
+        # from a release that has its tarball cached (a full upload first, not timed)
+        bench.cli(config, "deploy", "--full", "--artifact", str(arts["ten"].path))
+        linked = bench.config(targets, bench.deploy_dir("bench", tag), hardlink=True)
+        proc = measure("linked", lambda: bench.cli(linked, "deploy", "--artifact", str(arts["ten"].path)))
+        if proc.stdout.count("linked from release") < len(targets):
+            raise SystemExit(f"the linked redeploy did not link on every host:\n{proc.stdout}")
 
     for step in (floor, deployer) if floor_first else (deployer, floor):
         step()
@@ -190,13 +203,16 @@ def render(rows: list[Row], arts: dict, gz: dict, disk: tuple[int, int] | None, 
         f"{gz['ten'] / 1024:.0f} KB gzipped (level 9)",
         "- `first`: deploy of the base artifact to empty hosts (full upload); `one-file`, `ten %`: the next "
         "deploys, deltas against the release before; the floor pushes the one-file artifact in full",
+        "- `linked`: the ten % artifact deployed again with `app.hardlink_releases`: the new release is "
+        "hard-linked from the last one (a full upload of it first, untimed), nothing sent or copied: what a "
+        "deploy costs here beyond its transfer; measured without an uplink cap only",
         "- bytes per host: what the host's interface received during the run (SSH, TCP/IP included), "
         "largest host; commands: remote commands per host (range)",
         "",
         "| hosts | uplink Mbit/s | floor s | first s | one-file s | ten % s | first/floor | one-file/floor | "
         "ten %/floor | floor KB/host | first KB/host | one-file KB/host | ten % KB/host | ten % / gzip of changed "
-        "| cmds/host one-file | hosts on delta |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cmds/host one-file | hosts on delta | linked s | linked/floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = r.med("floor") or 1
@@ -205,7 +221,8 @@ def render(rows: list[Row], arts: dict, gz: dict, disk: tuple[int, int] | None, 
             f"{r.med('one'):.2f} | {r.med('ten'):.2f} | {r.med('first') / floor:.2f} | {r.med('one') / floor:.3f} | "
             f"{r.med('ten') / floor:.3f} | {max(r.bytes_floor) / 1024:.0f} | {max(r.bytes_first) / 1024:.0f} | "
             f"{max(r.bytes_one) / 1024:.0f} | {max(r.bytes_ten) / 1024:.0f} | {max(r.bytes_ten) / gz['ten']:.2f} | "
-            f"{min(r.cmds_one)}-{max(r.cmds_one)} | {min(r.deltas_one)}/{r.hosts} |"
+            f"{min(r.cmds_one)}-{max(r.cmds_one)} | {min(r.deltas_one)}/{r.hosts} | "
+            + (f"{r.med('linked'):.2f} | {r.med('linked') / floor:.3f} |" if r.linked else "- | - |")
         )
     if disk:
         lines += [
