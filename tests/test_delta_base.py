@@ -6,6 +6,8 @@ real hosts (sshd containers), direct and through the connection agent."""
 from __future__ import annotations
 
 import hashlib
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +60,20 @@ def test_the_recorded_sha256_comes_from_the_release_json():
     with pytest.raises(base_manifest.Unusable):
         base_manifest.recorded_sha(run, 1)
     assert base_manifest.STEP in READ_ONLY_STEPS  # a dry run reads it for real
+
+
+def test_a_base_is_named_only_by_a_sha256_the_host_cannot_turn_into_a_path(tmp_path):
+    """The base's artifact sha256 comes from the host's release.json and names the delta's file
+    on this machine: anything but 64 lowercase hex digits means no delta (a full upload)."""
+    from deployer.engine.delta import Deltas
+
+    def base(sha: str):
+        meta = json.dumps({"release": 1, "artifact_sha256": sha})
+        return Deltas(None).base(state.parse(f"current\tlink releases/1\nrelease\t1 1 0 0 0\t{meta}\n", "/srv/a"))
+
+    assert base("a" * 64) == (1, "a" * 64)
+    for bad in ["../" * 21 + "x", "A" * 64, "a" * 63 + "/", "a" * 65, "a" * 63 + "\n"]:
+        assert base(bad) is None, bad
 
 
 def test_whole_keeps_every_byte_up_to_its_cap_and_refuses_more():
@@ -193,3 +209,31 @@ def test_an_edited_manifest_on_the_host_means_the_full_artifact(sandbox, app_rep
     assert helpers.current(sb, 0) == "releases/2"
     code, out = sb.exec(0, "cd /srv/app/current && sha256sum -c --quiet .deployer/manifest.sha256")
     assert code == 0, out
+
+
+def test_a_host_slow_to_answer_holds_up_only_its_own_base(sandbox, app_repo):
+    """host-1 runs release 1 (its .json gone from the store: asked of the host), host-2 release 2
+    (in the store). host-1's manifest read hangs: host-2 prepares its delta meanwhile; host-1's
+    read is cut at min(30 s, command_timeout) and it gets the full artifact. Both deploy."""
+    sb = sandbox(2, ssh={"command_timeout": 6})
+    bigger_app(app_repo)
+    assert cli(sb, "deploy").returncode == 0
+    forget_artifacts(sb)  # release 1's artifact: only the hosts know its manifest now
+    commit_change(app_repo, "pkg/m1/f60.py", "second\n")
+    assert cli(sb, "deploy", "-H", "host-2").returncode == 0  # release 2 on host-2, its .json kept
+    # host-1's cat stalls on that manifest (a hung disk), not on anything else
+    stall = '#!/bin/sh\ncase "$*" in *manifest.sha256*) sleep 60;; esac\nexec /bin/cat "$@"\n'
+    code, out = sb.exec(0, f"printf %s {shlex.quote(stall)} > /usr/local/bin/cat && chmod 755 /usr/local/bin/cat")
+    assert code == 0, out
+    commit_change(app_repo, "pkg/m1/f61.py", "third\n")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.splitlines()
+    fast = [i for i, line in enumerate(lines) if "host-2" in line and "against release 2" in line]
+    slow = [i for i, line in enumerate(lines) if "host-1" in line and "not usable" in line]
+    assert fast and slow and fast[0] < slow[0], proc.stdout  # host-2 did not wait for host-1's answer
+    assert "timed out after 6s" in lines[slow[0]], lines[slow[0]]
+    assert [helpers.current(sb, h) for h in sb.hosts] == ["releases/3", "releases/3"]
+    for h in sb.hosts:
+        code, out = sb.exec(h, "cd /srv/app/current && /bin/sha256sum -c --quiet .deployer/manifest.sha256")
+        assert code == 0, out

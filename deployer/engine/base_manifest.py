@@ -3,8 +3,9 @@
 
 One command prints releases/N/.deployer/manifest.sha256, kept whole (the transport keeps only a
 tail otherwise); it is used only if its sha256 is the `manifest_sha256` that release recorded in
-its release.json. Anything else (no digest recorded, a file edited by hand, a lost link): that
-base gets no delta, said in one line, and its hosts get the full artifact."""
+its release.json. Anything else (no digest recorded, a file edited by hand, a lost link, no
+answer within TIMEOUT: the other hosts on that base wait for it): that base gets no delta, said
+in one line, and its hosts get the full artifact."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from deployer.remote import delta as remote_delta
 from deployer.ssh.types import WHOLE_OUTPUT_MAX
 
 STEP = "manifest"  # read only: a dry run runs it for real (backend.READ_ONLY_STEPS)
+TIMEOUT = 30  # seconds (at most command_timeout): the hosts on this base wait for the answer
 
 
 class Unusable(Exception):
@@ -52,7 +54,13 @@ def ask(session: Session, run: HostRun, number: int) -> dict[str, str] | None:
     locked = run.locked
     try:
         sha = recorded_sha(run, number)
-        result = session.run(run, STEP, remote_delta.read_manifest(session.paths, number), max_output=WHOLE_OUTPUT_MAX)
+        result = session.run(
+            run,
+            STEP,
+            remote_delta.read_manifest(session.paths, number),
+            max_output=WHOLE_OUTPUT_MAX,
+            timeout=min(TIMEOUT, run.host.ssh.command_timeout),
+        )
         return accept(result.stdout, sha)
     except HostError as exc:
         if locked and not run.locked:

@@ -5,13 +5,15 @@ comes from the artifact store beside the new artifact (the base artifact's .json
 manifest: no round trip); else `ask` (engine/base_manifest.py: one command) reads it from the
 first host on that base, once per base; a base neither gives gets the full artifact. Each
 base's delta is made once (one pass over the artifact, `artifact.delta.make`) into a temp dir
-this object removes on `close`. Hosts prepare in parallel threads: one lock.
+this object removes on `close`. Hosts prepare in parallel threads: a lock per base, so a host
+slow to answer holds up only the hosts on its base.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from deployer.remote import delta as remote_delta
 from deployer.remote.state import HostState
 
 Ask = Callable[[HostRun, int], dict[str, str] | None]  # (host, base release) -> its manifest
+SHA256 = re.compile("[0-9a-f]{64}")  # what the host's release.json says it is (it names a local file)
 WORTH = 0.5  # a delta carrying more than this share of the artifact's bytes is not made (TooBig)
 
 
@@ -44,7 +47,8 @@ class Deltas:
         """exclude: paths a release links elsewhere (shared paths, the env file): never copied."""
         self.artifact = artifact
         self.exclude = exclude
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the dicts below and the temp dir
+        self.bases: dict[str, threading.Lock] = {}  # one per base sha256: its manifest and delta made once
         self.refused: str | None = None
         self.made: dict[str, Delta | None] = {}
         self.dir: Path | None = None
@@ -58,7 +62,7 @@ class Deltas:
         if number is None or release is None or not release.complete or release.bad:
             return None
         sha = release.meta.get("artifact_sha256")
-        return (number, sha) if isinstance(sha, str) and len(sha) == 64 else None
+        return (number, sha) if isinstance(sha, str) and SHA256.fullmatch(sha) else None
 
     def for_host(self, run: HostRun, ask: Ask | None = None) -> Delta | None:
         """The delta for this host, or None (full upload). `ask`: the base's manifest from this
@@ -68,16 +72,17 @@ class Deltas:
             return None
         number, base_sha = found
         with self.lock:
-            if self.refused is not None:
-                return None
-            key = base_sha
-            if key not in self.made:
+            base = self.bases.setdefault(base_sha, threading.Lock())
+        with base:
+            if base_sha not in self.made:
                 release = run.state.release(number) if run.state is not None else None
                 manifest = self._stored_manifest(base_sha, release.meta.get("version") if release else None)
                 if manifest is None and ask is not None:
                     manifest = ask(run, number)
-                self.made[key] = self._make(number, manifest) if manifest else None
-            made = self.made[key]
+                self.made[base_sha] = self._make(number, base_sha, manifest) if manifest else None
+            made = self.made[base_sha]
+        if self.refused is not None:
+            return None
         if made is None or made.spec.base == number:
             return made
         return dataclasses.replace(made, spec=dataclasses.replace(made.spec, base=number))
@@ -96,10 +101,13 @@ class Deltas:
                 return {str(k): str(v) for k, v in meta["manifest"].items()}
         return None
 
-    def _make(self, number: int, manifest: dict[str, str]) -> Delta | None:
-        if self.dir is None:
-            self.dir = Path(tempfile.mkdtemp(prefix="deployer-delta-"))
-        dest = self.dir / f"{len(self.made)}.tar.gz"
+    def _make(self, number: int, base_sha: str, manifest: dict[str, str]) -> Delta | None:
+        if self.refused is not None:
+            return None
+        with self.lock:
+            if self.dir is None:
+                self.dir = Path(tempfile.mkdtemp(prefix="deployer-delta-"))
+        dest = self.dir / f"{base_sha}.tar.gz"
         unpacked = self.artifact.meta.get("unpacked_size")
         limit = int(WORTH * unpacked) if isinstance(unpacked, int) and unpacked > 0 else None
         try:
