@@ -113,10 +113,11 @@ def many_changes(repo: Path) -> None:
     git(repo, "commit", "-q", "-m", "many")
 
 
-@pytest.mark.parametrize("fault", ["sigint", "cut"])
+@pytest.mark.parametrize("fault", ["sigint", "sigterm", "cut"])
 def test_interrupted_delta_leaves_no_partial_release(sandbox, app_repo, tmp_path, fault):
-    """The delta's link is held once 60 KB of the prepare command went; then Ctrl-C, or the link
-    is cut (it flows again for the abort). Either way: no release 2, no temp dir, no partial upload."""
+    """The delta's link is held once 60 KB of the prepare command went; then Ctrl-C, a SIGTERM (a
+    cancelled CI job), or the link is cut (it flows again for the abort). Each way: no release 2,
+    no temp dir, no partial upload."""
     from test_faults import leftovers, via_proxy
 
     sb = sandbox(1)
@@ -133,8 +134,8 @@ def test_interrupted_delta_leaves_no_partial_release(sandbox, app_repo, tmp_path
         flag.unlink()
         wait_until(lambda: proxy.stalled or p.poll() is not None, 60, "the delta to be held")
         time.sleep(0.3)
-        if fault == "sigint":
-            p.send_signal(signal.SIGINT)
+        if fault in ("sigint", "sigterm"):
+            p.send_signal(signal.SIGINT if fault == "sigint" else signal.SIGTERM)
             time.sleep(0.2)
             proxy.hold_at = None
             proxy.resume()
@@ -145,7 +146,7 @@ def test_interrupted_delta_leaves_no_partial_release(sandbox, app_repo, tmp_path
         out, err = p.communicate(timeout=90)
     finally:
         proxy.stop()
-    assert p.returncode == (130 if fault == "sigint" else 1), out + err
+    assert p.returncode == {"sigint": 130, "sigterm": 143, "cut": 1}[fault], out + err
     h = sb.hosts[0]
     wait_until(lambda: leftovers(sb, h) == [], 30, f"the host's own cleanup: {leftovers(sb, h)} {out} {err}")
     assert release_dirs(sb, h) == ["1"] and current(sb, h) == "releases/1"
@@ -175,3 +176,43 @@ def test_one_file_change_bytes_and_commands(sandbox, app_repo):
         assert proxy.bytes_up - full > 5 * full  # the artifact is far larger than the delta
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("builder", ["python3", "shell"])
+def test_a_full_disk_while_the_host_builds_a_delta_leaves_nothing(sandbox, app_repo, tmp_path, builder):
+    """The disk fills after the free-space check, while the host copies the base's files into the
+    new release (the python pass, or the shell steps on a host without python3): one line saying
+    so, exit 1, no release 2, no temp dir; with room again the next deploy is a delta."""
+    from test_faults import Pause, files, leftovers
+
+    sb = sandbox(1, docker_kwargs={"tmpfs": {"/srv": "size=4m,uid=1000,gid=1000"}})
+    if builder == "shell":
+        code, out = sb.exec(0, "for p in /usr/bin/python3*; do mv $p $p.hidden; done")
+        assert code == 0, out
+        assert sb.exec(0, "command -v python3")[0] != 0  # prepare_delta.sh takes the shell steps
+    bigger_app(app_repo)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "pkg/m1/f60.py", "changed\n")
+    pause = Pause(tmp_path, "prepare")
+    p = cli_popen(sb, "deploy", env=pause.env)
+    try:
+        pause.wait(p)
+        code, out = sb.exec(
+            0,
+            "avail=$(df -Pk /srv | awk 'NR==2{print $4}'); head -c $(( (avail - 150) * 1024 )) /dev/zero > /srv/filler",
+        )
+        assert code == 0, out
+        before = files(sb, 0)
+        pause.release()
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 1, out + err
+    assert "no space left" in (out + err).lower() and "Traceback" not in out + err, out + err
+    h = sb.hosts[0]
+    assert release_dirs(sb, h) == ["1"] and current(sb, h) == "releases/1"
+    assert leftovers(sb, h) == [] and files(sb, 0) == before
+    sb.exec(0, "rm -f /srv/filler")
+    again = cli(sb, "deploy")
+    assert again.returncode == 0 and "against release 1" in again.stdout, again.stdout + again.stderr
+    assert current(sb, h) == "releases/2"
