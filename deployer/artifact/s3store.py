@@ -144,7 +144,9 @@ class S3Store:
         another endpoint (made once; making it costs as much as the store's own client)."""
         if self._signer is None:
             same = self.settings.hosts_reach == self.settings.endpoint
-            self._signer = self.client if same else _client(self.settings, self.settings.hosts_reach)
+            self._signer = (
+                self.client if same else self._call("sign a URL for", _client, self.settings, self.settings.hosts_reach)
+            )
         return self._signer
 
     def presign(self, artifact: Artifact) -> str:

@@ -74,6 +74,8 @@ class Deltas:
         with self.lock:
             base = self.bases.setdefault(base_sha, threading.Lock())
         with base:
+            if self.refused is not None:  # the artifact itself: ask no host for anything
+                return None
             if base_sha not in self.made:
                 release = run.state.release(number) if run.state is not None else None
                 manifest = self._stored_manifest(base_sha, release.meta.get("version") if release else None)
@@ -81,8 +83,6 @@ class Deltas:
                     manifest = ask(run, number)
                 self.made[base_sha] = self._make(number, base_sha, manifest) if manifest else None
             made = self.made[base_sha]
-        if self.refused is not None:
-            return None
         if made is None or made.spec.base == number:
             return made
         return dataclasses.replace(made, spec=dataclasses.replace(made.spec, base=number))
