@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from deployer.artifact.load import Artifact
 from deployer.config import envfile
@@ -33,6 +34,7 @@ from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
 Body = Callable[[HostRun], object]
+T = TypeVar("T")
 
 
 class Pipeline:
@@ -179,34 +181,26 @@ class Pipeline:
             self.session.abort(self.number, skipped)
 
     def presign(self) -> str:
-        """The URL hosts pull (pull only), once the publish overlapping the lock and check is
-        done; a failed publish aborts the run before any prepare, with the store's exit code."""
+        """The URL hosts pull (pull only), once the tarball is in the store (the publish overlaps
+        the lock and check); a failed publish aborts the run before any prepare."""
         if self.pull is None:
             return ""
-        try:
-            return self.pull.presign()
-        except DeployerError as exc:
-            self.session.abort(self.number)
-            raise RunFailed(
-                f"deploy aborted before any prepare: {exc}; no host changed, locks released",
-                self.session.runs,
-                exc.exit_code,
-            ) from None
+        return self.from_store(self.pull.presign, "before any prepare", "no host changed, locks released")
 
     def published(self) -> None:
         """With pull, the rest of the publish (the .json that lists the artifact), sent while the
         hosts fetched the tarball; its failure aborts before any switch."""
-        if self.pull is None:
-            return
+        if self.pull is not None:
+            undone = "no host switched, partial releases removed, locks released"
+            self.from_store(self.pull.published, "before any switch", undone)
+
+    def from_store(self, wait: Callable[[], T], when: str, undone: str) -> T:
+        """What wait() returns; a store failure aborts the run, with the store's exit code."""
         try:
-            self.pull.published()
+            return wait()
         except DeployerError as exc:
             self.session.abort(self.number)
-            raise RunFailed(
-                f"deploy aborted before any switch: {exc}; no host switched, partial releases removed, locks released",
-                self.session.runs,
-                exc.exit_code,
-            ) from None
+            raise RunFailed(f"deploy aborted {when}: {exc}; {undone}", self.session.runs, exc.exit_code) from None
 
     def reachable(self, run: HostRun) -> None:
         """One round trip that runs nothing (an SSH global request), bounded by connect_timeout."""
