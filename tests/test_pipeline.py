@@ -150,6 +150,62 @@ def test_rolling_batch_one_switches_one_at_a_time(sandbox, app_repo):
     assert stamps[1] - stamps[0] >= 0.5 and stamps[2] - stamps[1] >= 0.5
 
 
+def _locked(sb, h) -> bool:
+    return sb.exec(h, "test -e /srv/app/.deployer/lock")[0] == 0
+
+
+def _said(out: str, host: str, step: str) -> bool:
+    """A progress line of host at step (after its timestamp)."""
+    return any(line.split()[1:3] == [host, step] for line in out.splitlines())
+
+
+def test_rolling_failure_in_the_last_batch_puts_every_earlier_batch_back(sandbox, app_repo):
+    """Batches 1 and 2 switch and pass; host-3's health check fails in batch 3: the hosts of the
+    earlier batches go back too, the new release is marked bad everywhere, locks released."""
+    sb = sandbox(3, verify={"command": 'test "$DEPLOY_HOST" != host-3 || test "$DEPLOY_RELEASE" = 1'})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "x.txt", "2")
+    proc = cli(sb, "deploy", "--strategy", "rolling", "--batch", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "batch 3/3: host-3" in out and "ROLLING BACK" in out and "health check failed on host-3" in proc.stderr
+    # host-1 and host-2 passed their own batch before host-3 switched; all three were put back
+    lines = out.splitlines()
+    last_batch = lines.index("batch 3/3: host-3")
+    assert all(any(line.split()[1:3] == [n, "verify"] for line in lines[:last_batch]) for n in ("host-1", "host-2"))
+    for name in ("host-1", "host-2", "host-3"):
+        assert _said(out, name, "switch") and _said(out, name, "restore"), (name, out)
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1", h.name
+        assert not _locked(sb, h), h.name
+    bad = {r["host"] for r in releases(sb) if r["bad"] and r["release"] == 2}
+    assert bad == {"host-1", "host-2", "host-3"}
+    assert cli(sb, "rollback", "--to", "2").returncode == 1  # never a rollback target
+
+
+def test_canary_failing_during_the_bake_is_put_back_and_the_rest_never_switch(sandbox, app_repo):
+    """The canary's health check passes right after its switch and fails on its first re-check
+    during --bake (a per-release counter on the host, no clock): the canary goes back to the old
+    release, the rest are never switched."""
+    count = "/srv/app/shared/verified-$DEPLOY_RELEASE"
+    check = f'n=$(($(cat {count} 2>/dev/null || echo 0) + 1)); echo $n > {count}; test "$n" -lt 2'
+    sb = sandbox(3, verify={"command": check})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "x.txt", "2")
+    proc = cli(sb, "deploy", "--strategy", "canary", "--canary", "1", "--bake", "0.5")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "canary: host-1" in proc.stdout and "baking canary" in proc.stdout and "rest:" not in proc.stdout
+    assert "health check failed on host-1" in proc.stderr
+    assert sb.exec(0, "cat /srv/app/shared/verified-2")[1].strip() == "2"  # passed once, failed on the re-check
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1", h.name
+        assert not _locked(sb, h), h.name
+    for h in sb.hosts[1:]:  # never switched, so never verified
+        assert sb.exec(h, "test -e /srv/app/shared/verified-2")[0] != 0, h.name
+        assert not _said(proc.stdout, h.name, "switch"), proc.stdout
+    assert {r["host"] for r in releases(sb) if r["bad"] and r["release"] == 2} >= {"host-1"}
+
+
 def test_canary_stops_after_canary_fails_health(sandbox, app_repo):
     sb = sandbox(3, verify={"command": 'test "$DEPLOY_HOST" != host-1 || test "$DEPLOY_RELEASE" = 1'})
     assert cli(sb, "deploy").returncode == 0
