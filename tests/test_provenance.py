@@ -107,6 +107,47 @@ def test_promotion_gate(sandbox, app_repo):
     assert all(r["agree"] is True for r in rows)
 
 
+def status_all(sb) -> tuple[str, list[dict]]:
+    """status --all as text and as --json rows."""
+    text = cli(sb, "status", "--all")
+    assert text.returncode == 0, text.stdout + text.stderr
+    proc = cli(sb, "status", "--all", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return text.stdout, json.loads(proc.stdout)["hosts"]
+
+
+def differs(text: str) -> set[str]:
+    """Hosts whose row of the text table says DIFFERS."""
+    return {
+        word for line in text.splitlines() if "DIFFERS" in line for word in line.split() if word.startswith("host-")
+    }
+
+
+def test_status_all_marks_a_stage_whose_hosts_disagree(sandbox, app_repo):
+    sb = two_stages(sandbox, app_repo)
+    for stage in ("staging", "production"):
+        proc = cli(sb, "deploy", "--stage", stage)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    text, rows = status_all(sb)
+    assert differs(text) == set() and all(r["agree"] is True for r in rows)
+
+    # a new version on one staging host: staging differs, production still agrees
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    proc = cli(sb, "deploy", "--stage", "staging", "-H", "host-1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text, rows = status_all(sb)
+    assert differs(text) == {"host-1", "host-2"}, text
+    by_host = {r["host"]: r for r in rows}
+    assert by_host["host-1"]["version"] != by_host["host-2"]["version"]
+    assert [by_host[h]["agree"] for h in ("host-1", "host-2", "host-3", "host-4")] == [False, False, True, True]
+
+    # the rest of staging catches up: agreement again
+    proc = cli(sb, "deploy", "--stage", "staging")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text, rows = status_all(sb)
+    assert differs(text) == set() and all(r["agree"] is True for r in rows), text
+
+
 def test_drift_verification_names_host_and_file(sandbox, app_repo):
     sb = sandbox(3, app={"shared_dirs": ["log"]})
     assert cli(sb, "deploy").returncode == 0
