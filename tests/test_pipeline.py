@@ -4,11 +4,13 @@ rolling and canary strategies, notifications, dry run, --max-fail."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers import cli, commit_change, current, release_dirs, releases, tree
+import toml
+from helpers import cli, cli_popen, commit_change, current, release_dirs, releases, tree, wait_until
 
 
 @pytest.fixture
@@ -232,6 +234,62 @@ def test_dry_run_changes_nothing_and_prints_commands(sandbox, app_repo):
     out = proc.stdout
     assert "DRY RUN" in out and "release 2 would go to host-1, host-2, host-3" in out
     assert "--- host-2 · prepare (artifact on stdin)" in out and "mv -T" in out and "COMMAND=bin/run" in out
+
+
+def snapshot(sb, h) -> str:
+    """Every path under deploy_to (ledger, lock, cache, env files included) with its type, mode,
+    owner, size, mtime, ctime and link target, then every file's sha256."""
+    code, out = sb.exec(
+        h,
+        "cd /srv/app && find . -printf '%p %y %m %U %s %T@ %C@ %l\\n' | sort "
+        "&& find . -type f -exec sha256sum {} + | sort",
+    )
+    assert code == 0, out
+    return out
+
+
+def test_dry_run_changes_no_byte_mode_or_mtime_even_with_a_delta_and_a_stale_lock(sandbox, app_repo, tmp_path):
+    """A dry run reads each host's state and prints; with a delta-eligible redeploy, an env file
+    that would change, and a stale lock a real run would take over, every file, mode, mtime and
+    ctime under deploy_to stays as it was."""
+    sb = sandbox(3, app={"lock_ttl": 2}, env={"LOG_LEVEL": "info"})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"]["LOG_LEVEL"] = "debug"
+    sb.config_path.write_text(toml.dumps(doc))
+
+    def dry_run_changes_nothing() -> str:
+        before = [snapshot(sb, h) for h in sb.hosts]
+        assert all(".deployer/ledger.jsonl" in b and ".env" in b for b in before)
+        proc = cli(sb, "deploy", "--dry-run")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "DRY RUN" in proc.stdout
+        assert [snapshot(sb, h) for h in sb.hosts] == before
+        return proc.stdout
+
+    assert "delta" in dry_run_changes_nothing()
+
+    # a deploy killed before its switch leaves its lock, its orphan release and its cached artifact
+    flag = tmp_path / "pause-switch"
+    p = cli_popen(sb, "deploy", env={"DEPLOYER_TEST_PAUSE_BEFORE": f"switch:{flag}"})
+    try:
+        wait_until(lambda: flag.exists() or p.poll() is not None, 90, "the deploy to reach its switch")
+        assert p.poll() is None, p.communicate()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=10)
+        flag.unlink(missing_ok=True)
+    for h in sb.hosts:  # its lease long expired: stale
+        assert sb.exec(h, "touch -d '-1 hour' /srv/app/.deployer/lock/beat")[0] == 0
+    dry_run_changes_nothing()
+
+    # the lock was stale indeed: a real run takes it over
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("took over a stale lock") == 3
 
 
 def test_hook_env_vars_and_local_hook(sandbox, app_repo, tmp_path):
