@@ -352,6 +352,41 @@ def test_sigterm_and_sighup_mid_upload_and_mid_switch_abort_like_ctrl_c(sandbox,
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_a_second_signal_during_the_put_back_is_ignored(sandbox, app_repo, procs, tmp_path):
+    """A CI runner's SIGTERM mid-switch, then another SIGTERM (and a SIGHUP, a Ctrl-C) while the
+    deployer holds just before putting host-1 back: the cleanup is not cut short. Exit 143, every
+    host on the old release, no lock, no leftovers, the ledger names the first signal."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    pause = Pause(tmp_path, "restore")
+    p = popen(procs, sb, "deploy", "--strategy", "rolling", "--batch", "1", "--pause", "60", env=pause.env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+    wait_until(lambda: p.poll() is not None or any("pausing" in line for line in list(lines)), 90, "host-1 to switch")
+    assert current(sb, 0) == "releases/2" and current(sb, 1) == "releases/1", "".join(lines)
+    p.send_signal(signal.SIGTERM)
+    pause.wait(p)  # inside the cleanup, host-1 not yet put back
+    assert current(sb, 0) == "releases/2"
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        p.send_signal(sig)  # an ignored signal is discarded when sent: nothing pends past this line
+    assert p.poll() is None
+    pause.release()
+    p.wait(timeout=60)
+    reader.join(timeout=10)
+    out, err = "".join(lines), p.stderr.read()
+    assert p.returncode == 143, out + err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    assert any(line.split()[1:3] == ["host-1", "restore"] for line in lines), out
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1", h.name
+        assert release_dirs(sb, h) == ["1"], h.name
+        assert leftovers(sb, h) == [] and lock_info(sb, h) is None, h.name
+        last = ledger_lines(sb, h)[-1]
+        assert last["result"] == "interrupted" and last["error"] == "interrupted (SIGTERM)", last
+
+
 # --- 2. SIGKILL between extraction and switch --------------------------------------------------
 
 

@@ -473,6 +473,7 @@ class Pipeline:
             s.fleet.cancel.set()
             switched = [r for r in s.runs if upload.record(r).switched]
             if switched and self.number is not None:
+                faults.pause_before("restore")  # tests: a second signal lands in this cleanup
                 self.restore(switched)
             failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
