@@ -89,6 +89,66 @@ def test_deploy_through_a_bastion_to_hosts_only_it_can_reach(hidden_hosts, app_r
     assert all(target_current(c) == "releases/2" for c in hidden_hosts["targets"])
 
 
+def test_host_keys_are_checked_on_every_hop_through_a_bastion(hidden_hosts, app_repo, tmp_path):
+    """Through ssh.gateway and through ProxyJump: the bastion's key missing, the bastion's key
+    wrong, a target's key wrong each refuse the deploy in one line naming the key, with
+    known_hosts untouched and nothing deployed; accept-new records only an unknown key."""
+    b = hidden_hosts["bastion"]
+    names = [c.name for c in hidden_hosts["targets"]]
+    lines = hidden_hosts["known_hosts"].splitlines()
+    bastion_line, target_line = lines[-1], lines[0]
+    bastion_name, target_name = bastion_line.split()[0], target_line.split()[0]
+    bastion_blob, target_blob = bastion_line.split()[2], target_line.split()[2]
+    good = "\n".join(lines) + "\n"
+    cases = {  # known_hosts -> the line that must name the problem
+        "bastion unknown": ("\n".join(lines[:-1]) + "\n", f"unknown host key for {bastion_name}"),
+        "bastion changed": (good.replace(bastion_blob, target_blob), "host key CHANGED for 127.0.0.1:"),
+        "target changed": (
+            good.replace(target_line, target_line.replace(target_blob, bastion_blob)),
+            f"host key CHANGED for {target_name}",
+        ),
+    }
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        f"Host jump\n  HostName 127.0.0.1\n  Port {b.port}\n  User deploy\n"
+        f"  IdentityFile {hidden_hosts['key']}\n\n"
+        f"Host hidden-*\n  ProxyJump jump\n  User deploy\n  IdentityFile {hidden_hosts['key']}\n"
+    )
+    ways = {
+        "gateway": {"user": "deploy", "key": str(hidden_hosts["key"]), "gateway": f"deploy@127.0.0.1:{b.port}"},
+        "ProxyJump": {"config_file": str(ssh_config)},
+    }
+
+    def refused(ssh: dict, known_hosts: str, why: str) -> None:
+        cfg = write_config(tmp_path, names, ssh, known_hosts, app_repo)
+        proc = cli(cfg, "deploy")
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        # the host's row names the key; stderr is the one line saying nothing changed
+        said = [line for line in proc.stdout.splitlines() if "host key" in line]
+        assert said and all(why in line and "SHA256:" in line for line in said), proc.stdout
+        assert proc.stderr.startswith("error: deploy failed before any change:"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert (tmp_path / "known_hosts").read_text() == known_hosts
+        assert not any(target_current(c) for c in hidden_hosts["targets"])
+        assert all(c.exec_run(["test", "-e", "/srv/app/releases"]).exit_code != 0 for c in hidden_hosts["targets"])
+
+    for ssh in ways.values():
+        for case, (known_hosts, why) in cases.items():
+            refused(ssh, known_hosts, why)
+            if case != "bastion unknown":  # accept-new records unknown keys, never a changed one
+                refused({**ssh, "host_key_policy": "accept-new"}, known_hosts, why)
+
+    # accept-new and the bastion unknown: its key recorded (and only it), then the deploy goes through
+    cfg = write_config(
+        tmp_path, names, {**ways["ProxyJump"], "host_key_policy": "accept-new"}, cases["bastion unknown"][0], app_repo
+    )
+    proc = cli(cfg, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recorded = (tmp_path / "known_hosts").read_text()
+    assert recorded == cases["bastion unknown"][0] + f"{bastion_name} ssh-ed25519 {bastion_blob}\n"
+    assert all(target_current(c) == "releases/1" for c in hidden_hosts["targets"])
+
+
 def test_ssh_config_alias_user_port_identity(sandbox, app_repo, tmp_path):
     sb = sandbox(1)
     h = sb.hosts[0]

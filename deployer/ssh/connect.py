@@ -80,6 +80,8 @@ class _AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         with self._lock:
             client.get_host_keys().add(hostname, key.get_name(), key)
+            if os.path.exists(self.path) and paramiko.HostKeys(self.path).check(hostname, key):
+                return  # another host's connection through the same bastion recorded it
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             with open(self.path, "a+b") as fh:
                 # a file whose last line has no newline would glue the two entries into one
@@ -165,5 +167,7 @@ def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
     try:
         conn.open()
     except BaseException:
+        for hop in hops:  # each transport's thread stopped first: else it logs the closed socket
+            hop.client.close()
         sock.close()
         raise
