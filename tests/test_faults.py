@@ -1017,6 +1017,57 @@ def test_rollback_switch_failing_on_one_host_puts_the_others_back(sandbox, app_r
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
+# --- 11c. a rollback interrupted ----------------------------------------------------------------
+
+BLOCKING_HOOK = (
+    'test "$DEPLOY_HOST" != host-2 || { touch /tmp/hook-in; i=0; '
+    "while [ ! -f /tmp/hook-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }"
+)
+
+
+def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
+    """A rollback of 3 hosts interrupted while host-2 runs a rollback hook: before the switch
+    (every host locked, none switched) and after it (every host switched back, locks released):
+    every host ends on the release it had, unlocked, nothing left behind, the interruption in
+    its ledger, exit 128 + the signal, and the next rollback works."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    for sig, point in (
+        (signal.SIGINT, "after_rollback"),
+        (signal.SIGTERM, "after_rollback"),
+        (signal.SIGTERM, "before_rollback"),
+    ):
+        name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+        edit_config(sb, lambda doc, point=point: doc.__setitem__("hooks", {point: [{"command": BLOCKING_HOOK}]}))
+        sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
+        p = popen(procs, sb, "rollback")
+        wait_until(
+            lambda p=p: p.poll() is not None or sb.exec(1, "test -f /tmp/hook-in")[0] == 0, 60, f"{point} on host-2"
+        )
+        assert p.poll() is None, p.communicate()
+        switched = [current(sb, h) for h in sb.hosts]
+        assert switched == ["releases/1"] * 3 if point == "after_rollback" else ["releases/2"] * 3, switched
+        p.send_signal(sig)
+        code, out, err = finish(p, 60)
+        assert code == 128 + sig, (name, point, out + err)
+        assert f"interrupted ({name})" in err and "Traceback" not in err, err
+        for h in sb.hosts:
+            assert current(sb, h) == "releases/2", (name, point, h.name)
+            assert release_dirs(sb, h) == ["1", "2"] and leftovers(sb, h) == [], (name, point, h.name)
+            assert lock_info(sb, h) is None, (name, point, h.name)
+            last = ledger_lines(sb, h)[-1]
+            assert last["action"] == "rollback" and last["result"] == "interrupted", (point, last)
+            assert f"interrupted ({name})" in last["error"], (point, last)
+        code, out = sb.exec(1, "pgrep -u deploy -f 'hook-go|sleep' || true")
+        assert out.strip() == "", out  # the hook was killed, not left waiting
+    sb.exec(1, "touch /tmp/hook-go")
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks
+from deployer.engine import hooks, signals
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import RolledBack
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
@@ -76,8 +76,9 @@ def rollback(
             return _roll_back(session, ctx, to, migrations)
         except (KeyboardInterrupt, Cancelled) as exc:
             with no_interrupts():
-                _restore(session, undo=False)
-                failed = session.interrupted(exc, undone="hosts left as they were")
+                put_back = _restore(session, undo=False, why=f"interrupted ({signals.describe(exc)})")
+                undone = "switched hosts put back" if put_back else "hosts left as they were"
+                failed = session.interrupted(exc, undone=undone)
             raise failed from None
         except hooks.HookFailed as exc:
             session.abort()
@@ -189,9 +190,10 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
 
-def _restore(session: Session, undo: bool = True) -> None:
+def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
     """Put hosts a failed rollback already switched back where they were (then abort, with undo).
-    Their switch released their lock, so the restore is not fenced; it is recorded in its ledger."""
+    Their switch released their lock, so the restore is not fenced; it is recorded in its ledger
+    (`why`: the interruption, recorded as such). True when some host was switched."""
     switched = [r for r in session.runs if _record(r).switched]
 
     def back(run: HostRun) -> None:
@@ -200,10 +202,12 @@ def _restore(session: Session, undo: bool = True) -> None:
             raise HostError(run.name, "restore", "no release was live here before the rollback")
         line = session.ledger(
             run,
-            "failed",
+            "interrupted" if why else "failed",
             release=record.previous,
             previous=record.target,
-            error=f"put back on release {record.previous}: the rollback failed or was interrupted",
+            error=f"{why}: put back on release {record.previous}"
+            if why
+            else f"put back on release {record.previous}: the rollback failed",
         )
         script = commands.switch(session.paths, record.previous, session.token, ledger=line)
         session.run(run, "restore", lock.unleased(script), timeout=60)
@@ -215,6 +219,7 @@ def _restore(session: Session, undo: bool = True) -> None:
             session.fleet.each("restore", back, switched)
     if undo:
         session.abort()
+    return bool(switched)
 
 
 def _notify(session: Session, event: str, error: str = "") -> None:
