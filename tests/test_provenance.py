@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 
 import toml
@@ -146,6 +147,62 @@ def test_status_all_marks_a_stage_whose_hosts_disagree(sandbox, app_repo):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text, rows = status_all(sb)
     assert differs(text) == set() and all(r["agree"] is True for r in rows), text
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_promotion_gate_needs_every_staging_host_and_refuses_when_one_cannot_be_read(sandbox, app_repo):
+    """The gate asks every host of the required stage: D on host-1 alone is not enough, and a
+    staging host that cannot be reached is a refusal (naming it), never a pass; --force
+    --reason is the only way past it."""
+    sb = two_stages(sandbox, app_repo)
+    assert cli(sb, "build").returncode == 0
+    d = json.loads(cli(sb, "artifacts", "--json").stdout)["artifacts"][0]
+
+    def nothing_on_production():
+        for h in (2, 3):
+            assert release_dirs(sb, h) == []
+            assert sb.exec(h, "ls /srv/app/.deployer/cache")[0] != 0
+
+    # staging deployed on host-1 only: production refused, host-2 named, host-1 not
+    proc = cli(sb, "deploy", "--stage", "staging", "--hosts", "host-1", "--version", d["version"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert current(sb, 0) == "releases/1" and release_dirs(sb, 1) == []
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d["version"])
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "staging/host-2: no successful, verified deploy" in proc.stderr and "staging/host-1" not in proc.stderr
+    assert "(+" not in proc.stderr  # the one missing host, nothing else
+    nothing_on_production()
+
+    # D on both staging hosts, then host-2 unreachable (its port refuses): still refused, naming it
+    assert cli(sb, "deploy", "--stage", "staging", "--hosts", "host-2", "--version", d["version"]).returncode == 0
+    doc = toml.loads(sb.config_path.read_text())
+    doc["stages"]["staging"]["hosts"][1]["port"] = free_port()
+    sb.config_path.write_text(toml.dumps(doc))
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d["version"])
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "staging/host-2: cannot read its ledger" in proc.stderr and "staging/host-1" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    nothing_on_production()
+
+    # --force without a reason is a usage error; with one it deploys and the ledger says so
+    assert cli(sb, "deploy", "--stage", "production", "--version", d["version"], "--force").returncode == 2
+    nothing_on_production()
+    reason = "staging host-2 down, D verified there before"
+    proc = cli(sb, "deploy", "--stage", "production", "--version", d["version"], "--force", "--reason", reason)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gate: FORCED past staging (staging/host-2: cannot read its ledger" in proc.stdout
+    assert current(sb, 2) == current(sb, 3) == "releases/1"
+    forced = [e for e in audit(sb, "production") if e.get("forced")]
+    assert sorted((e["host"], e["reason"], e["artifact_sha256"]) for e in forced) == [
+        ("host-3", reason, d["sha256"]),
+        ("host-4", reason, d["sha256"]),
+    ]
 
 
 def test_drift_verification_names_host_and_file(sandbox, app_repo):
