@@ -846,6 +846,53 @@ def test_a_frozen_holder_is_taken_over_after_lock_ttl_and_changes_nothing_when_i
     assert cli(sb, "deploy").returncode == 0
 
 
+@pytest.mark.slow
+def test_a_command_running_past_lock_ttl_keeps_the_lease_and_the_lock(sandbox, procs):
+    """lock_ttl = 2 s and a smoke test that runs for several of them: while it runs, the lease is
+    renewed beside it (the heartbeat's mtime keeps moving, by the host's clock), so a second
+    deploy is refused as locked, nothing is taken over, and the first deploy succeeds."""
+    ttl = 2
+    beat = f"{D}/.deployer/lock/beat"
+    # once a second: the heartbeat's mtime and its age; ends when the test says so (at most 60 s)
+    smoke = (
+        "i=0; while [ ! -e /tmp/smoke-go ] && [ $i -lt 60 ]; do "
+        f'b=$(stat -c %Y {beat}); echo "$b $(( $(date +%s) - b ))" >> /tmp/beats; sleep 1; i=$((i + 1)); done'
+    )
+    sb = sandbox(2, app={"lock_ttl": ttl}, smoke={"command": smoke})
+    artifact = built_artifact(sb)
+    first = popen(procs, sb, "deploy", "--artifact", str(artifact))
+
+    def samples(h) -> list[tuple[int, int]]:
+        code, out = sb.exec(h, "cat /tmp/beats 2>/dev/null || true")
+        return [(int(b), int(age)) for b, age in (line.split() for line in out.splitlines() if line.strip())]
+
+    # the smoke test has run for 3 x lock_ttl on both hosts
+    wait_until(
+        lambda: min(len(samples(h)) for h in sb.hosts) >= 3 * ttl or first.poll() is not None,
+        60,
+        "the smoke test to run past lock_ttl",
+        0.2,
+    )
+    assert first.poll() is None, finish(first)
+    held = cli(sb, "deploy", "--artifact", str(artifact))
+    assert held.returncode == 3, held.stdout + held.stderr
+    assert f"pid {first.pid}" in held.stderr and "lease renewed" in held.stderr
+    assert first.poll() is None  # still in its smoke test
+    for h in sb.hosts:
+        sb.exec(h, "touch /tmp/smoke-go")
+    code, out, err = finish(first)
+    assert code == 0, out + err
+    assert "took over" not in out + err and "lost the lock" not in err
+    for h in sb.hosts:
+        seen = samples(h)
+        assert len(seen) >= 3 * ttl
+        # renewed while the one command ran: many distinct heartbeats, none older than lock_ttl
+        assert len({b for b, _ in seen}) >= len(seen) // ttl, seen
+        assert max(age for _, age in seen) <= ttl, seen
+        assert current(sb, h) == "releases/1" and lock_info(sb, h) is None
+        assert [e["action"] for e in ledger_lines(sb, h)] == ["deploy"]
+
+
 def test_lock_wait_queues_behind_a_live_holder_then_gives_up_with_exit_3(sandbox, procs, tmp_path):
     sb = sandbox(2)
     artifact = built_artifact(sb)
