@@ -9,6 +9,8 @@ import json
 import shutil
 import subprocess
 import tarfile
+import threading
+import time
 
 import pytest
 import toml
@@ -77,6 +79,66 @@ def test_hosts_pull_the_published_artifact_and_push_still_overrides(sandbox, s3_
     assert again.returncode == 0, again.stderr
     assert "already in s3://artifacts/pull-ok/" in again.stdout
     assert all(current(sb, h) == "releases/3" for h in sb.hosts)
+
+
+# a fetcher in PATH ahead of the real one: holds (bounded) until the test lets it go, then runs
+# the real one with the same arguments and stdin, so the process list shows what it was given
+HOLD = "touch /tmp/fetch-held; i=0; while [ -e /tmp/hold-fetch ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+FETCHERS = {  # name -> (wrapper, what its held line in `ps` shows)
+    "curl": (f'#!/bin/sh\n{HOLD}\nexec /usr/bin/curl "$@"\n', ("/usr/local/bin/curl ", "http_code")),
+    "python3": (
+        f'#!/bin/sh\ncase "$2" in *urlopen*) {HOLD};; esac\nexec /usr/bin/python3 "$@"\n',
+        ("/usr/local/bin/python3 -c", "urlopen"),
+    ),
+}
+
+
+def test_the_presigned_url_never_shows_in_a_hosts_process_list(sandbox, s3_store):
+    """host-1 fetches with curl, host-2 (no curl) with python3; both are held in the process list
+    while the test samples `ps` on the hosts, then let go and sampled until the deploy ends: no
+    sample holds the URL's signature, and each host was seen fetching."""
+    sb = sandbox(2, **s3_store.config("pull-ps", transfer="pull"))
+    sb.exec(1, "mv /usr/bin/curl /usr/bin/curl.off")
+    fetchers = dict(zip((h.name for h in sb.hosts), FETCHERS, strict=True))
+    for h in sb.hosts:
+        path = f"/usr/local/bin/{fetchers[h.name]}"
+        wrapper = FETCHERS[fetchers[h.name]][0]
+        code, out = sb.exec(h, f"cat > {path} <<'EOF'\n{wrapper}EOF\nchmod 755 {path}; touch /tmp/hold-fetch")
+        assert code == 0, out
+    samples: list[str] = []
+    seen_fetching = {h.name: 0 for h in sb.hosts}
+    stop = threading.Event()
+
+    def sample_ps():
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            for h in sb.hosts:
+                _, out = sb.exec(h, "ps -ww -eo args")
+                samples.append(out)
+                marks = FETCHERS[fetchers[h.name]][1]
+                seen_fetching[h.name] += any(all(m in line for m in marks) for line in out.splitlines())
+            time.sleep(0.05)
+
+    proc = cli_popen(sb, "deploy", env=s3_store.env)
+    sampler = threading.Thread(target=sample_ps, daemon=True)
+    sampler.start()
+    try:
+        wait_until(lambda: all(seen_fetching.values()), 60, "both hosts seen fetching")
+        for h in sb.hosts:
+            sb.exec(h, "rm -f /tmp/hold-fetch")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        stop.set()
+        sampler.join(10)
+    assert proc.returncode == 0, out + err
+    assert out.count("fetched from the store, sha256 checked") == 2, out
+    assert all(sb.exec(h, "test -e /tmp/fetch-held")[0] == 0 for h in sb.hosts)  # through the held fetchers
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+    assert all(seen_fetching.values()) and len(samples) >= 2, seen_fetching
+    leaked = [s for s in samples if "X-Amz-Signature" in s or "X-Amz-Credential" in s]
+    assert not leaked, leaked[0]
+    no_url_anywhere(sb, subprocess.CompletedProcess([], 0, out, err))
 
 
 def test_a_failed_pull_fails_prepare_before_any_switch_naming_the_cause(sandbox, s3_store):
