@@ -434,3 +434,29 @@ class Forwarder:
             except OSError:
                 pass
             conn.close()
+
+
+class ProcessLists:
+    """`ps -ww -eo args` of every host of a sandbox, sampled in a thread from now until stop() (at
+    most `limit` seconds): `samples` holds (host name, output) pairs."""
+
+    def __init__(self, sb, limit: float = 120):
+        self.samples: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sb, limit), daemon=True)
+        self._thread.start()
+
+    def _run(self, sb, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for h in sb.hosts:
+                self.samples.append((h.name, sb.exec(h, "ps -ww -eo args")[1]))
+            time.sleep(0.05)
+
+    def showing(self, text: str) -> list[str]:
+        """Every sample with text in it."""
+        return [out for _, out in list(self.samples) if text in out]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)

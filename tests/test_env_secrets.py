@@ -9,7 +9,7 @@ import threading
 import time
 
 import toml
-from helpers import cli, cli_popen, current, release_dirs, wait_until
+from helpers import ProcessLists, cli, cli_popen, current, release_dirs, wait_until
 
 from deployer.config import envfile
 
@@ -42,20 +42,7 @@ def env_of(sb, host) -> tuple[str, str]:
 def test_stage_env_differs_secret_only_on_role_hosts_and_never_leaks(sandbox, monkeypatch):
     monkeypatch.setenv("TEST_API_KEY", SECRET)
     sb = staged(sandbox, hooks={"after_prepare": [{"command": "sleep 1"}]})
-    seen_in_ps: list[str] = []
-    stop = threading.Event()
-
-    def sample_ps():
-        deadline = time.monotonic() + 60
-        while not stop.is_set() and time.monotonic() < deadline:
-            for h in sb.hosts:
-                _, out = sb.exec(h, "ps -eo args")
-                if SECRET in out:
-                    seen_in_ps.append(out)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample_ps, daemon=True)
-    sampler.start()
+    ps = ProcessLists(sb, limit=60)
     outputs = []
     for stage in ("staging", "production"):
         dry = cli(sb, "deploy", "--stage", stage, "--dry-run")
@@ -63,8 +50,7 @@ def test_stage_env_differs_secret_only_on_role_hosts_and_never_leaks(sandbox, mo
         proc = cli(sb, "deploy", "--stage", stage)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outputs += [dry.stdout, dry.stderr, proc.stdout, proc.stderr]
-    stop.set()
-    sampler.join(10)
+    ps.stop()
 
     staging, mode = env_of(sb, 0)
     assert mode == "600"
@@ -77,7 +63,7 @@ def test_stage_env_differs_secret_only_on_role_hosts_and_never_leaks(sandbox, mo
     # the same artifact everywhere
     assert len({sb.exec(h, "cat /srv/app/current/REVISION")[1] for h in sb.hosts}) == 1
 
-    assert not seen_in_ps, "secret visible in the host's process list"
+    assert ps.samples and not ps.showing(SECRET), "secret visible in the host's process list"
     assert all(SECRET not in text for text in outputs)
     for h in sb.hosts:
         _, ledger_text = sb.exec(h, "cat /srv/app/.deployer/ledger.jsonl")

@@ -9,13 +9,12 @@ import json
 import shutil
 import subprocess
 import tarfile
-import threading
-import time
 
 import pytest
 import toml
 from helpers import (
     Forwarder,
+    ProcessLists,
     cli,
     cli_popen,
     commit_change,
@@ -105,38 +104,27 @@ def test_the_presigned_url_never_shows_in_a_hosts_process_list(sandbox, s3_store
         wrapper = FETCHERS[fetchers[h.name]][0]
         code, out = sb.exec(h, f"cat > {path} <<'EOF'\n{wrapper}EOF\nchmod 755 {path}; touch /tmp/hold-fetch")
         assert code == 0, out
-    samples: list[str] = []
-    seen_fetching = {h.name: 0 for h in sb.hosts}
-    stop = threading.Event()
 
-    def sample_ps():
-        deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline:
-            for h in sb.hosts:
-                _, out = sb.exec(h, "ps -ww -eo args")
-                samples.append(out)
-                marks = FETCHERS[fetchers[h.name]][1]
-                seen_fetching[h.name] += any(all(m in line for m in marks) for line in out.splitlines())
-            time.sleep(0.05)
+    def seen_fetching(name: str) -> bool:
+        marks = FETCHERS[fetchers[name]][1]
+        lines = (line for host, out in list(ps.samples) if host == name for line in out.splitlines())
+        return any(all(m in line for m in marks) for line in lines)
 
     proc = cli_popen(sb, "deploy", env=s3_store.env)
-    sampler = threading.Thread(target=sample_ps, daemon=True)
-    sampler.start()
+    ps = ProcessLists(sb)
     try:
-        wait_until(lambda: all(seen_fetching.values()), 60, "both hosts seen fetching")
+        wait_until(lambda: all(seen_fetching(h.name) for h in sb.hosts), 60, "both hosts seen fetching")
         for h in sb.hosts:
             sb.exec(h, "rm -f /tmp/hold-fetch")
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-        stop.set()
-        sampler.join(10)
+        ps.stop()
     assert proc.returncode == 0, out + err
     assert out.count("fetched from the store, sha256 checked") == 2, out
     assert all(sb.exec(h, "test -e /tmp/fetch-held")[0] == 0 for h in sb.hosts)  # through the held fetchers
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
-    assert all(seen_fetching.values()) and len(samples) >= 2, seen_fetching
-    leaked = [s for s in samples if "X-Amz-Signature" in s or "X-Amz-Credential" in s]
+    leaked = ps.showing("X-Amz-Signature") + ps.showing("X-Amz-Credential")
     assert not leaked, leaked[0]
     no_url_anywhere(sb, subprocess.CompletedProcess([], 0, out, err))
 
