@@ -49,7 +49,7 @@ def test_switch_exact_string():
         "STATE=/srv/app/.deployer\nLEDGER=/srv/app/.deployer/ledger.jsonl\nLOCK=/srv/app/.deployer/lock\n"
         "LOCK_TOKEN_FILE=/srv/app/.deployer/lock/token\nTOKEN=tok\n"
         "CURRENT=/srv/app/current\nRELEASE=/srv/app/releases/7\nNUMBER=7\nFOREIGN=''\nTARGET=releases/7\n"
-        "TMP_LINK=/srv/app/.current-tok\nMARK_STATE=''\nLEDGER_LINE=''\nUNLOCK=''\n"
+        "TMP_LINK=/srv/app/.current-tok\nMARK_STATE=''\nLEDGER_LINE=''\nUNLOCK=''\nONLY_FROM=''\n"
         + render.text("lib.sh")
         + render.text("switch.sh")
     )
@@ -57,7 +57,8 @@ def test_switch_exact_string():
 
 def test_a_script_file_is_sent_without_its_comments_and_values_only_as_quoted_assignments():
     assert render.text("unswitch.sh") == (
-        'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"; fi\n'
+        'if [ "$(readlink "$CURRENT" 2>/dev/null)" = "$TARGET" ]; then held; rm -f "$CURRENT"\n'
+        "else printf 'unchanged\\t\\n'; fi\n"
     )
     values = {"CURRENT": "/a b/current", "TARGET": "it's", "LIST": ["x y", "$z"]}
     assert render.render(["unswitch.sh"], values, header="") == (
@@ -359,6 +360,33 @@ def test_switch_refuses_real_directory_and_incomplete_release(tmp_path):
     assert list((tmp_path / "current").iterdir()) == []
 
 
+def test_a_conditional_switch_back_changes_nothing_unless_current_is_where_it_was_sent(tmp_path):
+    """Putting back a host whose switch's answer never came: only if current points at the
+    release it was switched to; else nothing changes (no rename, no ledger line, the lock kept)."""
+    paths = Paths(str(tmp_path))
+    for n in (1, 2):
+        (tmp_path / "releases" / str(n) / ".deployer").mkdir(parents=True)
+        (tmp_path / "releases" / str(n) / ".deployer" / "complete").touch()
+    (tmp_path / ".deployer" / "lock").mkdir(parents=True)
+    (tmp_path / ".deployer" / "lock" / "token").write_text("t\n")
+    (tmp_path / "current").symlink_to("releases/1")
+    back = commands.switch(paths, 1, "t", ledger='{"x": 1}', release_lock=True, only_from="releases/2")
+    proc = sh(remote_lock.unleased(back))
+    assert proc.returncode == 0 and commands.unchanged(proc.stdout.decode())
+    assert os.readlink(tmp_path / "current") == "releases/1"
+    assert (tmp_path / ".deployer" / "lock").is_dir() and not (tmp_path / ".deployer" / "ledger.jsonl").exists()
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to("releases/2")
+    proc = sh(remote_lock.unleased(back))
+    assert proc.returncode == 0 and not commands.unchanged(proc.stdout.decode())
+    assert os.readlink(tmp_path / "current") == "releases/1"
+    assert not (tmp_path / ".deployer" / "lock").exists()
+    assert (tmp_path / ".deployer" / "ledger.jsonl").read_text() == '{"x": 1}\n'
+    proc = sh(commands.unswitch(paths, 2))
+    assert proc.returncode == 0 and commands.unchanged(proc.stdout.decode())
+    assert os.readlink(tmp_path / "current") == "releases/1"
+
+
 def test_a_lost_lock_race_names_the_holder_or_takes_the_lock_it_left(tmp_path):
     """Two runs a moment apart: the loser of the mkdir reads the holder's info even if the holder
     writes it a little later, and if the holder leaves in between, the loser takes the lock."""
@@ -535,6 +563,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "write_env": commands.write_env(paths, hostile, hostile, 3, ledger=hostile),
         "read_env": commands.read_env(paths, hostile),
         "switch": commands.switch(paths, 3, hostile, mark_rolled_back=2, release_lock=True, ledger=hostile),
+        "switch-only_from": commands.switch(paths, 3, hostile, ledger=hostile, only_from=hostile),
         "unswitch": commands.unswitch(paths, 3),
         "finish": commands.finish(paths, hostile, delete=[hostile, "2"], keep_artifacts=[hostile], ledger=hostile),
         "switch_then_finish": commands.switch_then_finish(
@@ -587,7 +616,7 @@ def test_no_builder_runs_a_hostile_value(tmp_path, where):
         if callable(f)
         and not n.startswith("_")
         and getattr(f, "__module__", "") == module.__name__
-        and n not in ("LinkSource", "q", "lock_values")
+        and n not in ("LinkSource", "q", "lock_values", "unchanged")
     }
     assert public <= {n.split("-")[0] for n in names}, "a builder the test does not cover"
 

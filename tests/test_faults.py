@@ -1115,6 +1115,70 @@ def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
+# --- 11d. a signal while a switch's answer is still on its way -------------------------------
+
+# host-2's `mv` onto current, held with /tmp/hold-switch: "before" holds before the rename (the
+# switch never happens), "after" holds after it (the rename is done, its answer not yet back)
+HELD_MV = f"""#!/bin/sh
+last=; for a; do last=$a; done
+hold() {{ rm -f /tmp/hold-switch; touch /tmp/switch-in; i=0
+  while [ ! -f /tmp/switch-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
+when=; [ "$last" != {D}/current ] || when=$(cat /tmp/hold-switch 2>/dev/null || :)
+[ "$when" != before ] || hold
+/bin/mv "$@" || exit $?
+[ "$when" != after ] || hold
+"""
+
+
+def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(sandbox, app_repo, procs):
+    """SIGTERM while host-2's switch (of a deploy, then of a rollback) has renamed current but its
+    answer has not come back, and while it has not renamed yet: every host ends on the release it
+    had, unlocked, the interruption in its ledger, exit 143. A switch whose answer never came is
+    put back only where current points at what it switched to."""
+    sb = sandbox(3)
+    sb.exec(1, f"cat > /usr/local/bin/mv <<'EOF'\n{HELD_MV}EOF\nchmod 755 /usr/local/bin/mv")
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+
+    def interrupt(action: str, when: str) -> tuple[int, str, str]:
+        sb.exec(1, f"rm -f /tmp/switch-*; echo {when} > /tmp/hold-switch; chown deploy /tmp/hold-switch")
+        p = popen(procs, sb, action)
+
+        def in_switch() -> bool:
+            return p.poll() is not None or sb.exec(1, "test -f /tmp/switch-in")[0] == 0
+
+        wait_until(in_switch, 90, "host-2's switch")
+        assert p.poll() is None, p.communicate()
+        held = current(sb, 1)
+        p.send_signal(signal.SIGTERM)
+        code, out, err = finish(p, 60)
+        assert code == 143, (action, when, out + err)
+        assert "interrupted (SIGTERM)" in err and "Traceback" not in err, err
+        return held, out, err
+
+    for action, when, was, releases in (
+        ("deploy", "after", "releases/1", ["1"]),
+        ("deploy", "before", "releases/1", ["1"]),
+        ("rollback", "after", "releases/2", ["1", "2"]),
+        ("rollback", "before", "releases/2", ["1", "2"]),
+    ):
+        if action == "rollback" and current(sb, 0) != "releases/2":
+            assert cli(sb, "deploy").returncode == 0
+        before = len(ledger_lines(sb, 1))
+        held, out, err = interrupt(action, when)
+        assert (held != was) == (when == "after"), (action, when, held)  # the rename had (not) happened
+        for h in sb.hosts:
+            assert current(sb, h) == was, (action, when, h.name, out + err)
+            assert release_dirs(sb, h) == releases and leftovers(sb, h) == [], (action, when, h.name)
+            assert lock_info(sb, h) is None, (action, when, h.name)
+            last = ledger_lines(sb, h)[-1]
+            assert last["action"] == action and last["result"] == "interrupted", (action, when, last)
+        assert len(ledger_lines(sb, 1)) == before + 1, (action, when)  # one line for its one run
+    sb.exec(1, "rm -f /usr/local/bin/mv")
+    assert cli(sb, "rollback").returncode == 0
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

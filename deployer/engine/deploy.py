@@ -288,9 +288,12 @@ class Pipeline:
             script = commands.switch(s.paths, self.release, s.token)
             if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
-            result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             record = upload.record(run)
-            record.switched = True
+            # a signal or a lost link may cut the answer off after the rename: put back if so
+            # (a finish riding along released the lock; one host, so no fleet is left mixed)
+            record.in_doubt = not finish_too
+            result = s.run(run, "switch", script, timeout=None if finish_too else 60)
+            record.switched, record.in_doubt = True, False
             switched.append(run)
             self.out.line(run.name, "switch", f"current -> releases/{self.number}")
             if finish_too:
@@ -299,7 +302,8 @@ class Pipeline:
         self.ctx.step = "switch"
         failures = s.fleet.each("switch", switch, runs)
         if failures:
-            self.roll_back_switched(switched, f"switch failed on {names(failures)}", mark_bad=False)
+            doubt = [r for r in runs if upload.record(r).in_doubt]
+            self.roll_back_switched(switched + doubt, f"switch failed on {names(failures)}", mark_bad=False)
         self.hooks("after_switch", runs)
         self.restart(runs)
         self.verify(runs)
@@ -407,18 +411,28 @@ class Pipeline:
         )
 
     def restore(self, runs: list[HostRun]) -> list[HostRun]:
-        """Put hosts that switched to the new release back on the release they had before."""
+        """Put hosts that switched to the new release (or may have: in doubt) back on the release
+        they had before. Only where current points at the new release: an in-doubt host whose
+        switch never happened is left as it is. Returns the hosts put back."""
         s = self.session
+        put_back: list[HostRun] = []
 
         def back(run: HostRun) -> None:
             record = upload.record(run)
             if record.previous is None:
                 script = commands.unswitch(s.paths, self.release)
             else:
-                script = commands.switch(s.paths, record.previous, s.token)
-            s.run(run, "restore", script, timeout=60)
-            record.switched = False
+                script = commands.switch(
+                    s.paths, record.previous, s.token, only_from=s.paths.release_target(self.release)
+                )
+            result = s.run(run, "restore", script, timeout=60)
+            doubted, record.switched, record.in_doubt = record.in_doubt, False, False
+            if commands.unchanged(result.stdout):
+                if not doubted:
+                    self.out.line(run.name, "restore", "current had been changed by someone else: left as it is")
+                return
             run.result = "restored"
+            put_back.append(run)
             self.out.line(run.name, "restore", f"current -> {record.previous or 'none'} again")
 
         with no_interrupts():
@@ -426,7 +440,7 @@ class Pipeline:
             failures = s.fleet.each("restore", back, runs)
         for name, exc in failures.items():
             self.out.line(name, "restore", f"FAILED to restore: {exc}")
-        return [r for r in runs if r.name not in failures]
+        return put_back
 
     def finish_all(self) -> None:
         """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
@@ -471,7 +485,7 @@ class Pipeline:
         s = self.session
         with no_interrupts():
             s.fleet.cancel.set()
-            switched = [r for r in s.runs if upload.record(r).switched]
+            switched = [r for r in s.runs if upload.record(r).switched or upload.record(r).in_doubt]
             if switched and self.number is not None:
                 faults.pause_before("restore")  # tests: a second signal lands in this cleanup
                 self.restore(switched)

@@ -16,6 +16,7 @@ class Deployed:
     previous: int | str | None = None  # live before this run; str: a foreign release (another tool's)
     release: int | None = None
     switched: bool = False
+    in_doubt: bool = False  # the switch went out, no answer came: it may or may not have happened
     finished: Result | None = None  # the switch command's result when the finish rode on it
 
 
@@ -26,6 +27,7 @@ class RolledBack:
     previous: int | str | None = None
     target: int | str | None = None  # str: a foreign release
     switched: bool = False
+    in_doubt: bool = False  # the switch went out, no answer came: it may or may not have happened
 
 
 @dataclass

@@ -8,6 +8,7 @@ each such release's code, newest first, on the migrate host) or --ignore-migrati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
@@ -130,8 +131,9 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
         script = commands.switch(
             session.paths, target, session.token, mark_rolled_back=record.previous, release_lock=True, ledger=line
         )
+        record.in_doubt = True  # until the answer: a signal or a lost link may cut it off after the rename
         session.run(run, "switch", script, timeout=60)
-        record.switched, run.locked, run.result = True, False, "ok"
+        record.switched, record.in_doubt, run.locked, run.result = True, False, False, "ok"
         session.out.line(run.name, "switch", f"current -> releases/{target} (was {record.previous})")
 
     failures = session.fleet.each("switch", switch)
@@ -191,10 +193,12 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
 
 
 def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
-    """Put hosts a failed rollback already switched back where they were (then abort, with undo).
-    Their switch released their lock, so the restore is not fenced; it is recorded in its ledger
-    (`why`: the interruption, recorded as such). True when some host was switched."""
-    switched = [r for r in session.runs if _record(r).switched]
+    """Put hosts a failed rollback already switched (or may have: in doubt) back where they were
+    (then abort, with undo). Only where current points at the rollback's target: an in-doubt host
+    whose switch never happened keeps its lock for the abort. Their switch released their lock, so
+    the restore is not fenced (it releases the lock if this run still holds it); it is recorded in
+    its ledger (`why`: the interruption, recorded as such). True when some host was switched."""
+    switched = [r for r in session.runs if _record(r).switched or _record(r).in_doubt]
 
     def back(run: HostRun) -> None:
         record = _record(run)
@@ -209,17 +213,32 @@ def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
             if why
             else f"put back on release {record.previous}: the rollback failed",
         )
-        script = commands.switch(session.paths, record.previous, session.token, ledger=line)
-        session.run(run, "restore", lock.unleased(script), timeout=60)
-        record.switched = False
+        to = session.paths.release_target(cast(int, record.target))  # a foreign name makes its path the same way
+        script = commands.switch(
+            session.paths, record.previous, session.token, ledger=line, only_from=to, release_lock=True
+        )
+        held, run.locked = run.locked, False  # unleased: the switch may have released it already
+        try:
+            result = session.run(run, "restore", lock.unleased(script), timeout=60)
+        except BaseException:
+            run.locked = held
+            raise
+        doubted, record.switched, record.in_doubt = record.in_doubt, False, False
+        if commands.unchanged(result.stdout):
+            run.locked = held  # the switch never happened here: the lock is still this run's
+            if not doubted:
+                session.out.line(run.name, "restore", "current had been changed by someone else: left as it is")
+            return
+        put_back.append(run)
 
+    put_back: list[HostRun] = []
     if switched:
         with no_interrupts():
             session.fleet.cancel.clear()
             session.fleet.each("restore", back, switched)
     if undo:
         session.abort()
-    return bool(switched)
+    return bool(put_back)
 
 
 def _notify(session: Session, event: str, error: str = "") -> None:

@@ -177,11 +177,13 @@ def switch(
     mark_rolled_back: int | str | None = None,
     release_lock: bool = False,
     ledger: str | None = None,
+    only_from: str | None = None,
 ) -> str:
     """Point current at releases/N atomically: a temp link renamed over it (rename(2)).
 
     A str names a foreign release (another tool's directory): it only has to be a directory, and
-    nothing is written into it; mark_rolled_back marks only a release of ours."""
+    nothing is written into it; mark_rolled_back marks only a release of ours. only_from: switch
+    only if current points there (what it was switched to), else change nothing (`unchanged`)."""
     n = cast(int, number)  # a foreign release's name makes its path the same way
     mark = paths.release_state(mark_rolled_back) if isinstance(mark_rolled_back, int) else ""
     return render(
@@ -197,8 +199,14 @@ def switch(
             "MARK_STATE": mark,
             "LEDGER_LINE": ledger,
             "UNLOCK": release_lock,
+            "ONLY_FROM": only_from,
         },
     )
+
+
+def unchanged(stdout: str) -> bool:
+    """A conditional switch or unswitch found current elsewhere and changed nothing."""
+    return any(line.startswith("unchanged\t") for line in stdout.splitlines())
 
 
 def unswitch(paths: Paths, number: int) -> str:

@@ -2,7 +2,12 @@
 # Inputs: CURRENT, RELEASE, NUMBER, FOREIGN (1: another tool's release: it only has to be a
 # directory, nothing is written into it), TARGET (what current points at), TMP_LINK, MARK_STATE
 # (the state dir of a release to mark rolled back; empty: none), LEDGER_LINE (empty: none),
-# UNLOCK (1: release the lock), and lib.sh's.
+# UNLOCK (1: release the lock), ONLY_FROM (non-empty: switch only if current points there, else
+# print `unchanged` and change nothing: putting back a host whose switch's answer never came),
+# and lib.sh's.
+if [ -n "$ONLY_FROM" ] && [ "$(readlink "$CURRENT" 2>/dev/null)" != "$ONLY_FROM" ]; then
+  emit unchanged "$(readlink "$CURRENT" 2>/dev/null || :)"; exit 0
+fi
 if [ -e "$CURRENT" ] && [ ! -L "$CURRENT" ]; then
   echo "$CURRENT is a real directory or file, not a symlink: refusing to replace it" >&2; exit 30
 fi
