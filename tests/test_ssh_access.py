@@ -102,7 +102,7 @@ def test_host_keys_are_checked_on_every_hop_through_a_bastion(hidden_hosts, app_
     good = "\n".join(lines) + "\n"
     cases = {  # known_hosts -> the line that must name the problem
         "bastion unknown": ("\n".join(lines[:-1]) + "\n", f"unknown host key for {bastion_name}"),
-        "bastion changed": (good.replace(bastion_blob, target_blob), "host key CHANGED for 127.0.0.1:"),
+        "bastion changed": (good.replace(bastion_blob, target_blob), f"host key CHANGED for [127.0.0.1]:{b.port}:"),
         "target changed": (
             good.replace(target_line, target_line.replace(target_blob, bastion_blob)),
             f"host key CHANGED for {target_name}",

@@ -159,15 +159,28 @@ def _open(conn: fabric.Connection, ssh: SSHSettings) -> None:
         hop.connect_kwargs.setdefault("transport_factory", tuning.AckingTransport)
     first = hops[-1]
     if first.gateway or first.is_connected:
-        conn.open()
+        _open_naming_the_hop(conn, hops)
         return
     sock = first.connect_kwargs["sock"] = tuning.tcp(
         first.host, first.port, ssh.connect_timeout, relay=first is not conn
     )
     try:
-        conn.open()
+        _open_naming_the_hop(conn, hops)
     except BaseException:
         for hop in hops:  # each transport's thread stopped first: else it logs the closed socket
             hop.client.close()
         sock.close()
+        raise
+
+
+def _open_naming_the_hop(conn: fabric.Connection, hops: list[fabric.Connection]) -> None:
+    """conn.open(); a changed host key names its hop as known_hosts does, `[host]:port` off
+    port 22 (paramiko's exception drops the port): the first hop, bastion end first, not logged in."""
+    try:
+        conn.open()
+    except paramiko.BadHostKeyException as exc:
+        for hop in reversed(hops):
+            if hop.transport is None or not hop.transport.is_authenticated():
+                exc.hostname = hop.host if hop.port == 22 else f"[{hop.host}]:{hop.port}"
+                break
         raise
