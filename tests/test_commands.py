@@ -413,10 +413,11 @@ def test_lock_is_won_once_and_only_the_token_unlocks(tmp_path):
     second = state.parse(sh(remote_lock.inspect(paths, lock_info='{"who": "b@y"}', lock_token="B")).stdout.decode())
     assert first.lock_acquired and not second.lock_acquired
     assert second.lock.who == "a@x" and second.lock.pid == 1
-    sh(remote_lock.unlock(paths, "B"))
-    assert (tmp_path / ".deployer" / "lock").is_dir()
-    sh(remote_lock.unlock(paths, "A"))
+    sh(remote_lock.unlock(paths, "B", ledger='{"by": "B"}'))
+    assert (tmp_path / ".deployer" / "lock").is_dir() and not (tmp_path / ".deployer" / "ledger.jsonl").exists()
+    sh(remote_lock.unlock(paths, "A", ledger='{"by": "A"}'))
     assert not (tmp_path / ".deployer" / "lock").exists()
+    assert (tmp_path / ".deployer" / "ledger.jsonl").read_text() == '{"by": "A"}\n'
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])

@@ -1179,6 +1179,42 @@ def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(san
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
 
+# --- 11e. a signal while a lock's answer is on its way -------------------------------------
+
+# host-2's `df` (the lock command's free-space read, after the lock is taken) held once
+HELD_DF = """#!/bin/sh
+if [ -f /tmp/hold-df ]; then rm -f /tmp/hold-df; touch /tmp/df-in; i=0
+  while [ ! -f /tmp/df-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
+exec /bin/df "$@"
+"""
+
+
+def test_a_signal_while_a_lock_answer_is_in_flight_leaves_no_lock(sandbox, app_repo, procs):
+    """SIGTERM after host-2's lock command took the lock but before its answer came back: this
+    run's token is released there too, with an `interrupted` line, so the next deploy needs no
+    `unlock` and no wait for lock_ttl."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    sb.exec(1, f"cat > /usr/local/bin/df <<'EOF'\n{HELD_DF}EOF\nchmod 755 /usr/local/bin/df")
+    sb.exec(1, "rm -f /tmp/df-*; touch /tmp/hold-df; chown deploy /tmp/hold-df")
+    p = popen(procs, sb, "deploy")
+    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/df-in")[0] == 0, 90, "host-2's lock")
+    assert p.poll() is None, p.communicate()
+    assert lock_info(sb, 1) is not None  # taken, its answer held
+    p.send_signal(signal.SIGTERM)
+    code, out, err = finish(p, 60)
+    assert code == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err, out + err
+    for h in sb.hosts:
+        assert lock_info(sb, h) is None and leftovers(sb, h) == [], h.name
+        assert current(sb, h) == "releases/1" and release_dirs(sb, h) == ["1"], h.name
+        last = ledger_lines(sb, h)[-1]
+        assert last["result"] == "interrupted" and last["error"] == "interrupted (SIGTERM)", (h.name, last)
+    sb.exec(1, "rm -f /usr/local/bin/df")
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

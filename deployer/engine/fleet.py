@@ -33,6 +33,7 @@ class HostRun:
     result: str = "pending"
     error: str = ""
     locked: bool = False
+    lock_in_doubt: bool = False  # the lock command went out, no answer came: it may hold the lock
     renewed: float = 0.0  # when a command last renewed this run's lease here (monotonic)
     times: dict[str, float] = field(default_factory=dict)
     deployed: Deployed | None = None

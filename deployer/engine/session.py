@@ -193,11 +193,12 @@ class Session:
                 lock_ttl=ttl,
                 takeover_ledger=self.takeover_line(run),
             )
+            run.lock_in_doubt = True  # until its answer: a signal or a lost link may cut it off
             result = self.backend.run(run, "lock", script, reads=read)
         else:
             result = self.run(run, "inspect", read)
         state = run.state = host_state.parse(result.stdout, self.paths.deploy_to)
-        run.locked = state.lock_acquired
+        run.locked, run.lock_in_doubt = state.lock_acquired, False
         if run.locked:
             run.renewed = time.monotonic()
         if state.took_over:
@@ -322,7 +323,7 @@ class Session:
         """Remove this run's partial work, record the outcome and release the lock on every host it locked."""
 
         def undo(run: HostRun) -> None:
-            if not run.locked:
+            if not (run.locked or run.lock_in_doubt):
                 return
             line = self.ledger(
                 run,
@@ -330,15 +331,19 @@ class Session:
                 release=number,
                 error=run.error or error,
             )
-            self.run(run, "abort", commands.abort(self.paths, number, self.token, ledger=line), timeout=60)
-            run.locked = False
+            if run.locked:
+                script = commands.abort(self.paths, number, self.token, ledger=line)
+            else:  # nothing was made under a lock this run may hold: release it if it does
+                script = remote_lock.unlock(self.paths, self.token, ledger=line)
+            self.run(run, "abort", script, timeout=60)
+            run.locked = run.lock_in_doubt = False
 
         for run in runs or self.runs:
             if run.result == "pending":
                 run.result = "aborted"
         with no_interrupts():
             self.fleet.cancel.clear()
-            errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked])
+            errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked or r.lock_in_doubt])
         for name, exc in errors.items():
             self.out.line(
                 name,
