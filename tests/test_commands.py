@@ -571,6 +571,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
             commands.switch(paths, 3, hostile), commands.finish(paths, hostile, delete=[hostile], keep_artifacts=[])
         ),
         "abort": commands.abort(paths, 3, hostile, ledger=hostile),
+        "finish_cut": commands.finish_cut(paths, hostile, done=hostile, ledger=hostile),
         "unlock-token": remote_lock.unlock(paths, hostile),
         "unlock-force": remote_lock.unlock(paths, None, ledger=hostile),
         "read_ledger": commands.read_ledger(paths, hostile),

@@ -1215,6 +1215,67 @@ def test_a_signal_while_a_lock_answer_is_in_flight_leaves_no_lock(sandbox, app_r
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --- 11f. a signal during the finish, the release live everywhere -----------------------------
+
+# host-2's `rm -rf --` (the finish removing old releases) held once
+HELD_RM = """#!/bin/sh
+if [ "$1 $2" = "-rf --" ] && [ -f /tmp/hold-rm ]; then rm -f /tmp/hold-rm; touch /tmp/rm-in; i=0
+  while [ ! -f /tmp/rm-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
+exec /bin/rm "$@"
+"""
+
+
+def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, app_repo, procs):
+    """SIGTERM while host-2 removes old releases, after host-1 and host-3 finished: the release
+    switched and passed its checks on every host, so it stays live on all three (never a mixed
+    fleet); every lock is released; exit 143, saying so; the next deploy cleans up."""
+    sb = sandbox(3, app={"keep_releases": 1})
+    for n in (1, 2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    sb.exec(1, f"cat > /usr/local/bin/rm <<'EOF'\n{HELD_RM}EOF\nchmod 755 /usr/local/bin/rm")
+    sb.exec(1, "/bin/rm -f /tmp/rm-*; touch /tmp/hold-rm; chown deploy /tmp/hold-rm")
+    p = popen(procs, sb, "deploy")
+    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/rm-in")[0] == 0, 90, "host-2's finish")
+    assert p.poll() is None, p.communicate()
+    wait_until(lambda: lock_info(sb, 0) is None and lock_info(sb, 2) is None, 30, "host-1 and host-3 to finish")
+    p.send_signal(signal.SIGTERM)
+    code, out, err = finish(p, 60)
+    assert code == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err, out + err
+    assert "release 3 is live on every host" in err and "cleanup cut short on host-2" in err, err
+    # the release the held cleanup was removing lost its mark first: never a rollback target
+    assert sb.exec(1, f"test -d {D}/releases/1 && ! test -e {D}/releases/1/.deployer/complete")[0] == 0
+    sb.exec(1, "/bin/rm -f /usr/local/bin/rm")
+
+    def check(number: int, cut: list[str]) -> None:
+        for h in sb.hosts:
+            assert current(sb, h) == f"releases/{number}", (h.name, out + err)
+            assert lock_info(sb, h) is None and leftovers(sb, h) == [], h.name
+            lines = [line for line in ledger_lines(sb, h) if line["release"] == number]
+            deploys = [line["result"] for line in lines if line["action"] == "deploy"]
+            cleanups = [line["result"] for line in lines if line["action"] == "cleanup"]
+            assert deploys == ["ok"], (h.name, lines)  # recorded once, by the finish or after it
+            assert cleanups == (["interrupted"] if h.name in cut else []), (h.name, lines)
+
+    check(3, ["host-2"])
+    # a signal during a before_finish hook (no finish started): every host records it after
+    commit_change(app_repo, "app.py", "VERSION = 4\n")
+    hook = BLOCKING_HOOK.replace("hook-in", "finish-hook-in")
+    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"before_finish": [{"command": hook}]}))
+    sb.exec(1, "/bin/rm -f /tmp/finish-hook-in /tmp/hook-go")
+    p = popen(procs, sb, "deploy")
+    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/finish-hook-in")[0] == 0, 90, "the hook")
+    p.send_signal(signal.SIGTERM)
+    code, out, err = finish(p, 60)
+    assert code == 143 and "release 4 is live on every host" in err, out + err
+    check(4, ["host-1", "host-2", "host-3"])
+    edit_config(sb, lambda doc: doc.pop("hooks"))
+    commit_change(app_repo, "app.py", "VERSION = 5\n")
+    assert cli(sb, "deploy").returncode == 0
+    assert all(release_dirs(sb, h) == ["4", "5"] for h in sb.hosts)
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

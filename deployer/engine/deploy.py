@@ -73,6 +73,7 @@ class Pipeline:
         for run in self.session.runs:
             run.deployed = Deployed()
         self.number: int | None = None
+        self.live = False  # switched and checked on every host (only the finish is left)
         app = stage.app
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
         self.envs = envfile.resolve(hosts, str(config_dir))  # secrets resolved before any host is touched
@@ -126,6 +127,7 @@ class Pipeline:
                 except hooks.HookFailed as exc:
                     self.fail_before_switch(str(exc))
                 self.switch_in_batches()
+                self.live = True  # switched and checked on every host: a signal no longer puts back
                 self.finish_all()
             except (KeyboardInterrupt, Cancelled) as exc:
                 self.interrupted(exc)
@@ -482,6 +484,8 @@ class Pipeline:
 
     def interrupted(self, exc: BaseException) -> None:
         """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
+        if self.live:
+            self.cut_short(exc)
         s = self.session
         with no_interrupts():
             s.fleet.cancel.set()
@@ -492,6 +496,33 @@ class Pipeline:
             failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
         raise failed from None
+
+    def cut_short(self, exc: BaseException) -> None:
+        """A signal during the finish: the release switched and passed its checks on every host, so
+        it stays live (putting only some hosts back would leave a mixed fleet). Hosts whose finish
+        did not complete record the deploy and release their lock; exit 128 + the signal."""
+        s, how = self.session, f"interrupted ({signals.describe(exc)})"
+        cut = [r for r in s.active if r.locked]
+
+        def record(run: HostRun) -> None:
+            env_sha256 = self.envs[run.name].digest if self.envs else None
+            done = finish.done_line(s, run, self.release, self.pipeline, env_sha256, [])
+            finish.cut_short(s, run, self.release, done, how)
+
+        with no_interrupts():
+            s.fleet.cancel.clear()
+            failures = s.fleet.each("finish", record, cut)
+            where = f"; cleanup cut short on {', '.join(r.name for r in cut)}" if cut else ""
+            self.notify("succeeded", error=f"{how} during finish{where}")
+        locks = "locks released"
+        if failures:
+            locks = f"could not release the lock on {names(failures)}: {s.unlock_hint()}"
+        live = f"release {self.number} is live on every host (switched and checked)"
+        raise RunFailed(
+            f"{how} during finish: {live}{where}; {locks}",
+            s.runs,
+            signals.exit_code(exc),
+        ) from None
 
     def notify(self, event: str, error: str = "") -> None:
         settings = self.pipeline.notify

@@ -23,13 +23,9 @@ def script(
 ) -> str:
     removed = doomed(session, run, number)
     keep = planning.kept_artifacts(host_state(run), removed, artifact.sha256)
-    checks = [name for name, on in (("smoke", pipeline.smoke), ("verify", pipeline.verify.enabled)) if on]
     # the deploy is recorded ok whatever its cleanup does (the release is live and passed its
     # checks: the promotion gate must see it); a failed cleanup gets a line of its own
-    env = {"env_sha256": env_sha256} if env_sha256 is not None else {}
-    done = session.ledger(
-        run, "ok", release=number, previous=record(run).previous, checks=checks, cleaned=removed, **env
-    )
+    done = done_line(session, run, number, pipeline, env_sha256, removed)
     failed = session.ledger(
         run,
         "failed",
@@ -38,6 +34,32 @@ def script(
         error=f"cleanup after the deploy failed (could not remove {', '.join(removed) or 'cache entries'})",
     )
     return commands.finish(session.paths, session.token, delete=removed, keep_artifacts=keep, done=done, failed=failed)
+
+
+def done_line(
+    session: Session,
+    run: HostRun,
+    number: int,
+    pipeline: PipelineSettings,
+    env_sha256: str | None,
+    removed: list[str],
+) -> str:
+    """The deploy's ledger line on this host: ok, with the checks it passed and what it removed."""
+    checks = [name for name, on in (("smoke", pipeline.smoke), ("verify", pipeline.verify.enabled)) if on]
+    env = {"env_sha256": env_sha256} if env_sha256 is not None else {}
+    return session.ledger(
+        run, "ok", release=number, previous=record(run).previous, checks=checks, cleaned=removed, **env
+    )
+
+
+def cut_short(session: Session, run: HostRun, number: int, done: str, why: str) -> None:
+    """A signal stopped the finish here: record the deploy (unless its finish did), say the cleanup
+    was cut short, release the lock."""
+    line = session.ledger(
+        run, "interrupted", action="cleanup", release=number, error=f"{why}: cleanup cut short, release {number} live"
+    )
+    session.run(run, "finish", commands.finish_cut(session.paths, session.token, done=done, ledger=line), timeout=60)
+    run.locked, run.result, run.error = False, "ok", f"{why}: cleanup cut short"
 
 
 def finish(session: Session, run: HostRun, number: int, finish_script: str | None) -> None:

@@ -348,9 +348,11 @@ class Session:
             self.out.line(
                 name,
                 "abort",
-                f"could not clean up: {exc} (the next run purges leftovers; "
-                f"the lock may need: {command_line('unlock --stage ' + self.stage.name + ' --yes')})",
+                f"could not clean up: {exc} (the next run purges leftovers; the lock may need: {self.unlock_hint()})",
             )
+
+    def unlock_hint(self) -> str:
+        return command_line("unlock --stage " + self.stage.name + " --yes")
 
     def interrupted(
         self, exc: BaseException, number: int | None = None, undone: str = "partial work removed"

@@ -251,6 +251,12 @@ def switch_then_finish(switch_script: str, finish_script: str) -> str:
     return f"{switch_script}set +e\n(\n{finish_script})\nf=$?\nset -e\nprintf '%s\\t%s\\n' finished \"$f\"\n"
 
 
+def finish_cut(paths: Paths, token: str, *, done: str, ledger: str) -> str:
+    """After a signal cut a deploy's finish short (its release live): the deploy's `done` line
+    unless the finish wrote it, then `ledger`, then release the lock. No cleanup."""
+    return render(["lib.sh", "finish_cut.sh"], {**lock_values(paths, token), "DONE_LINE": done, "LEDGER_LINE": ledger})
+
+
 def abort(paths: Paths, number: int | None, token: str, ledger: str | None = None) -> str:
     """Remove this run's temp dirs and its release N (only if this run created it), unlock."""
     values: dict[str, Value] = {

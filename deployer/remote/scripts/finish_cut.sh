@@ -1,0 +1,7 @@
+# A finish cut short by a signal, the release live here: the deploy's line unless the finish had
+# written it (`recorded` in the lock dir), then LEDGER_LINE, then release the lock.
+# Inputs: DONE_LINE, LEDGER_LINE (empty: none), and lib.sh's.
+held
+[ -f "$LOCK/recorded" ] || [ -z "$DONE_LINE" ] || ledger "$DONE_LINE"
+[ -z "$LEDGER_LINE" ] || ledger "$LEDGER_LINE"
+unlock_own
