@@ -1276,6 +1276,42 @@ def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, 
     assert all(release_dirs(sb, h) == ["4", "5"] for h in sb.hosts)
 
 
+# --- 11g. a signal during the put-back's restart -----------------------------------------------
+
+HELD_RESTART = (
+    'if [ -f /tmp/hold-restart ] && [ "$DEPLOY_HOST" = host-2 ]; then touch /tmp/restart-in; i=0; '
+    "while [ ! -f /tmp/restart-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi; "
+    'readlink /srv/app/current > "/tmp/restarted-$DEPLOY_HOST"'
+)
+
+
+def test_a_signal_during_the_put_back_restart_does_not_cut_it_short(sandbox, app_repo, procs):
+    """An after_switch hook fails, so the deploy puts every host back and restarts the old release;
+    a SIGTERM while host-2's restart runs is ignored like any signal during the put-back: the
+    restart completes on every host, the release is marked bad, locks are released, exit 1."""
+    sb = sandbox(3, restart={"command": HELD_RESTART})
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"after_switch": [{"command": "exit 7"}]}))
+    sb.exec(1, "rm -f /tmp/restart-* /tmp/restarted-*; touch /tmp/hold-restart")
+    for h in (0, 2):
+        sb.exec(h, "rm -f /tmp/restarted-*")
+    p = popen(procs, sb, "deploy")
+    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/restart-in")[0] == 0, 90, "the restart")
+    assert p.poll() is None, p.communicate()
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)  # put back, restarting
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert p.poll() is None  # ignored: the put-back goes on
+    sb.exec(1, "touch /tmp/restart-go")
+    code, out, err = finish(p, 60)
+    assert code == 1 and "rolled back" in err and "release marked bad" in err, out + err
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/1" and lock_info(sb, h) is None, h.name
+        assert sb.exec(h, "cat /tmp/restarted-*")[1].strip() == "releases/1", h.name  # restarted on the old
+        assert sb.exec(h, f"test -f {D}/releases/2/.deployer/bad")[0] == 0, h.name
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

@@ -390,20 +390,23 @@ class Pipeline:
         """After a switch: every switched host back to its previous release, restart, mark bad, exit 1."""
         s = self.session
         self.out.say(f"ROLLING BACK: {why}")
-        restored = self.restore(list(switched))
-        try:
-            self.restart(restored, back=True)
-        except hooks.HookFailed as exc:
-            self.out.say(f"warning: restart after rollback failed: {exc}")
-        if mark_bad:
-            reason = f"{utc_now()} {why}"
-            with_state = [r for r in s.active if r.locked]
-            s.fleet.each(
-                "mark bad", lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.release, reason)), with_state
-            )
-            s.abort(None, result="rolled back", error=why)
-        else:
-            s.abort(self.number, error=why)
+        with no_interrupts():  # the put-back, its restart and the mark: a signal does not cut them short
+            restored = self.restore(list(switched))
+            try:
+                self.restart(restored, back=True)
+            except hooks.HookFailed as exc:
+                self.out.say(f"warning: restart after rollback failed: {exc}")
+            if mark_bad:
+                reason = f"{utc_now()} {why}"
+                with_state = [r for r in s.active if r.locked]
+                s.fleet.each(
+                    "mark bad",
+                    lambda r: s.run(r, "mark bad", commands.mark_bad(s.paths, self.release, reason)),
+                    with_state,
+                )
+                s.abort(None, result="rolled back", error=why)
+            else:
+                s.abort(self.number, error=why)
         self.notify("rolled back", error=why)
         s.raise_if_lease_lost()
         raise RunFailed(
