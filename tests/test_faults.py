@@ -1130,6 +1130,27 @@ when=; [ "$last" != {D}/current ] || when=$(cat /tmp/hold-switch 2>/dev/null || 
 """
 
 
+def hold_once(sb, index: int, tool: str, match: str = "true") -> None:
+    """Put a wrapper of `tool` first in a host's PATH: the first call for which `match` (a shell
+    test of its arguments) holds says so in /tmp/<tool>-in and waits for /tmp/<tool>-go (at most
+    90 s) before running the real tool."""
+    wrapper = f"""#!/bin/sh
+if {match} && [ -f /tmp/hold-{tool} ]; then /bin/rm -f /tmp/hold-{tool}; touch /tmp/{tool}-in; i=0
+  while [ ! -f /tmp/{tool}-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
+exec /bin/{tool} "$@"
+"""
+    sb.exec(index, f"cat > /usr/local/bin/{tool} <<'EOF'\n{wrapper}EOF\nchmod 755 /usr/local/bin/{tool}")
+    sb.exec(index, f"/bin/rm -f /tmp/{tool}-*; touch /tmp/hold-{tool}; chown deploy /tmp/hold-{tool}")
+
+
+def run_until_held(procs, sb, index: int, what: str, *args: str) -> subprocess.Popen:
+    """Start the deployer and wait until host <index> says /tmp/<what>-in (held there)."""
+    p = popen(procs, sb, *args)
+    wait_until(lambda: p.poll() is not None or sb.exec(index, f"test -f /tmp/{what}-in")[0] == 0, 90, what)
+    assert p.poll() is None, p.communicate()
+    return p
+
+
 def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(sandbox, app_repo, procs):
     """SIGTERM while host-2's switch (of a deploy, then of a rollback) has renamed current but its
     answer has not come back, and while it has not renamed yet: every host ends on the release it
@@ -1142,13 +1163,7 @@ def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(san
 
     def interrupt(action: str, when: str) -> tuple[int, str, str]:
         sb.exec(1, f"rm -f /tmp/switch-*; echo {when} > /tmp/hold-switch; chown deploy /tmp/hold-switch")
-        p = popen(procs, sb, action)
-
-        def in_switch() -> bool:
-            return p.poll() is not None or sb.exec(1, "test -f /tmp/switch-in")[0] == 0
-
-        wait_until(in_switch, 90, "host-2's switch")
-        assert p.poll() is None, p.communicate()
+        p = run_until_held(procs, sb, 1, "switch", action)
         held = current(sb, 1)
         p.send_signal(signal.SIGTERM)
         code, out, err = finish(p, 60)
@@ -1181,13 +1196,6 @@ def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(san
 
 # --- 11e. a signal while a lock's answer is on its way -------------------------------------
 
-# host-2's `df` (the lock command's free-space read, after the lock is taken) held once
-HELD_DF = """#!/bin/sh
-if [ -f /tmp/hold-df ]; then rm -f /tmp/hold-df; touch /tmp/df-in; i=0
-  while [ ! -f /tmp/df-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
-exec /bin/df "$@"
-"""
-
 
 def test_a_signal_while_a_lock_answer_is_in_flight_leaves_no_lock(sandbox, app_repo, procs):
     """SIGTERM after host-2's lock command took the lock but before its answer came back: this
@@ -1196,11 +1204,8 @@ def test_a_signal_while_a_lock_answer_is_in_flight_leaves_no_lock(sandbox, app_r
     sb = sandbox(3)
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
-    sb.exec(1, f"cat > /usr/local/bin/df <<'EOF'\n{HELD_DF}EOF\nchmod 755 /usr/local/bin/df")
-    sb.exec(1, "rm -f /tmp/df-*; touch /tmp/hold-df; chown deploy /tmp/hold-df")
-    p = popen(procs, sb, "deploy")
-    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/df-in")[0] == 0, 90, "host-2's lock")
-    assert p.poll() is None, p.communicate()
+    hold_once(sb, 1, "df")  # the lock command's free-space read, after the lock is taken
+    p = run_until_held(procs, sb, 1, "df", "deploy")
     assert lock_info(sb, 1) is not None  # taken, its answer held
     p.send_signal(signal.SIGTERM)
     code, out, err = finish(p, 60)
@@ -1217,13 +1222,6 @@ def test_a_signal_while_a_lock_answer_is_in_flight_leaves_no_lock(sandbox, app_r
 
 # --- 11f. a signal during the finish, the release live everywhere -----------------------------
 
-# host-2's `rm -rf --` (the finish removing old releases) held once
-HELD_RM = """#!/bin/sh
-if [ "$1 $2" = "-rf --" ] && [ -f /tmp/hold-rm ]; then rm -f /tmp/hold-rm; touch /tmp/rm-in; i=0
-  while [ ! -f /tmp/rm-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
-exec /bin/rm "$@"
-"""
-
 
 def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, app_repo, procs):
     """SIGTERM while host-2 removes old releases, after host-1 and host-3 finished: the release
@@ -1234,11 +1232,8 @@ def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, 
         commit_change(app_repo, "app.py", f"VERSION = {n}\n")
         assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 3\n")
-    sb.exec(1, f"cat > /usr/local/bin/rm <<'EOF'\n{HELD_RM}EOF\nchmod 755 /usr/local/bin/rm")
-    sb.exec(1, "/bin/rm -f /tmp/rm-*; touch /tmp/hold-rm; chown deploy /tmp/hold-rm")
-    p = popen(procs, sb, "deploy")
-    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/rm-in")[0] == 0, 90, "host-2's finish")
-    assert p.poll() is None, p.communicate()
+    hold_once(sb, 1, "rm", '[ "$1 $2" = "-rf --" ]')  # the finish removing old releases
+    p = run_until_held(procs, sb, 1, "rm", "deploy")
     wait_until(lambda: lock_info(sb, 0) is None and lock_info(sb, 2) is None, 30, "host-1 and host-3 to finish")
     p.send_signal(signal.SIGTERM)
     code, out, err = finish(p, 60)
@@ -1264,8 +1259,7 @@ def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, 
     hook = BLOCKING_HOOK.replace("hook-in", "finish-hook-in")
     edit_config(sb, lambda doc: doc.__setitem__("hooks", {"before_finish": [{"command": hook}]}))
     sb.exec(1, "/bin/rm -f /tmp/finish-hook-in /tmp/hook-go")
-    p = popen(procs, sb, "deploy")
-    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/finish-hook-in")[0] == 0, 90, "the hook")
+    p = run_until_held(procs, sb, 1, "finish-hook", "deploy")
     p.send_signal(signal.SIGTERM)
     code, out, err = finish(p, 60)
     assert code == 143 and "release 4 is live on every host" in err, out + err
@@ -1296,9 +1290,7 @@ def test_a_signal_during_the_put_back_restart_does_not_cut_it_short(sandbox, app
     sb.exec(1, "rm -f /tmp/restart-* /tmp/restarted-*; touch /tmp/hold-restart")
     for h in (0, 2):
         sb.exec(h, "rm -f /tmp/restarted-*")
-    p = popen(procs, sb, "deploy")
-    wait_until(lambda: p.poll() is not None or sb.exec(1, "test -f /tmp/restart-in")[0] == 0, 90, "the restart")
-    assert p.poll() is None, p.communicate()
+    p = run_until_held(procs, sb, 1, "restart", "deploy")
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)  # put back, restarting
     p.send_signal(signal.SIGTERM)
     time.sleep(0.5)
