@@ -1117,30 +1117,22 @@ def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
 
 # --- 11d. a signal while a switch's answer is still on its way -------------------------------
 
-# host-2's `mv` onto current, held with /tmp/hold-switch: "before" holds before the rename (the
-# switch never happens), "after" holds after it (the rename is done, its answer not yet back)
-HELD_MV = f"""#!/bin/sh
-last=; for a; do last=$a; done
-hold() {{ rm -f /tmp/hold-switch; touch /tmp/switch-in; i=0
-  while [ ! -f /tmp/switch-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
-when=; [ "$last" != {D}/current ] || when=$(cat /tmp/hold-switch 2>/dev/null || :)
-[ "$when" != before ] || hold
-/bin/mv "$@" || exit $?
-[ "$when" != after ] || hold
-"""
 
-
-def hold_once(sb, index: int, tool: str, match: str = "true") -> None:
+def hold_once(sb, index: int, tool: str, match: str = "true", after: bool = False) -> None:
     """Put a wrapper of `tool` first in a host's PATH: the first call for which `match` (a shell
     test of its arguments) holds says so in /tmp/<tool>-in and waits for /tmp/<tool>-go (at most
-    90 s) before running the real tool."""
-    wrapper = f"""#!/bin/sh
-if {match} && [ -f /tmp/hold-{tool} ]; then /bin/rm -f /tmp/hold-{tool}; touch /tmp/{tool}-in; i=0
-  while [ ! -f /tmp/{tool}-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi
-exec /bin/{tool} "$@"
-"""
-    sb.exec(index, f"cat > /usr/local/bin/{tool} <<'EOF'\n{wrapper}EOF\nchmod 755 /usr/local/bin/{tool}")
+    90 s), before running the real tool or, with `after`, once it ran (its answer held back)."""
+    hold = (
+        f"if {match} && [ -f /tmp/hold-{tool} ]; then /bin/rm -f /tmp/hold-{tool}; touch /tmp/{tool}-in; i=0\n"
+        f"  while [ ! -f /tmp/{tool}-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; fi\n"
+    )
+    run = f'/bin/{tool} "$@"'
+    body = f"{run}; s=$?\n{hold}exit $s\n" if after else f"{hold}exec {run}\n"
+    sb.exec(index, f"cat > /usr/local/bin/{tool} <<'EOF'\n#!/bin/sh\n{body}EOF\nchmod 755 /usr/local/bin/{tool}")
     sb.exec(index, f"/bin/rm -f /tmp/{tool}-*; touch /tmp/hold-{tool}; chown deploy /tmp/hold-{tool}")
+
+
+ONTO_CURRENT = f'{{ for a; do :; done; [ "$a" = {D}/current ]; }}'  # mv's last argument: a switch
 
 
 def run_until_held(procs, sb, index: int, what: str, *args: str) -> subprocess.Popen:
@@ -1157,13 +1149,12 @@ def test_a_signal_while_a_switch_answer_is_in_flight_leaves_no_host_switched(san
     had, unlocked, the interruption in its ledger, exit 143. A switch whose answer never came is
     put back only where current points at what it switched to."""
     sb = sandbox(3)
-    sb.exec(1, f"cat > /usr/local/bin/mv <<'EOF'\n{HELD_MV}EOF\nchmod 755 /usr/local/bin/mv")
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
 
     def interrupt(action: str, when: str) -> tuple[int, str, str]:
-        sb.exec(1, f"rm -f /tmp/switch-*; echo {when} > /tmp/hold-switch; chown deploy /tmp/hold-switch")
-        p = run_until_held(procs, sb, 1, "switch", action)
+        hold_once(sb, 1, "mv", ONTO_CURRENT, after=when == "after")
+        p = run_until_held(procs, sb, 1, "mv", action)
         held = current(sb, 1)
         p.send_signal(signal.SIGTERM)
         code, out, err = finish(p, 60)
@@ -1268,6 +1259,38 @@ def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, 
     commit_change(app_repo, "app.py", "VERSION = 5\n")
     assert cli(sb, "deploy").returncode == 0
     assert all(release_dirs(sb, h) == ["4", "5"] for h in sb.hosts)
+
+
+def test_one_host_whose_switch_carried_its_finish_is_told_apart_after_a_signal(sandbox, app_repo, procs):
+    """One host, nothing between its switch and its finish: they ride one command. A SIGTERM with
+    its answer held back after the rename: the host is read once and the release stays live,
+    recorded once, lock released, exit 143 saying so. Held after the whole finish (the lock
+    already gone): the same, nothing added. Held before the rename: the usual clean abort."""
+    sb = sandbox(1)
+    assert cli(sb, "deploy").returncode == 0
+    cases = (
+        ("mv", ONTO_CURRENT, True, 2, True),
+        ("rm", f'[ "$1 $2" = "-rf {D}/.deployer/lock" ]', True, 3, False),
+        ("mv", ONTO_CURRENT, False, 3, None),
+    )
+    for n, (tool, match, after, live, cut) in enumerate(cases, start=2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        hold_once(sb, 0, tool, match, after)
+        p = run_until_held(procs, sb, 0, tool, "deploy")
+        p.send_signal(signal.SIGTERM)
+        code, out, err = finish(p, 60)
+        assert code == 143 and "Traceback" not in err, (tool, out + err)
+        assert current(sb, 0) == f"releases/{live}" and lock_info(sb, 0) is None, (tool, out + err)
+        lines = [line for line in ledger_lines(sb, 0) if line["release"] == n]
+        if cut is None:  # never switched: aborted, its release removed
+            assert "no host left switched" in err and str(n) not in release_dirs(sb, 0), err
+            assert [line["result"] for line in lines] == ["interrupted"], lines
+            continue
+        assert f"release {n} is live on every host" in err and ("cleanup cut short" in err) == cut, err
+        assert [line["result"] for line in lines if line["action"] == "deploy"] == ["ok"], lines
+        assert len(lines) == (2 if cut else 1), lines  # + the cleanup's interrupted line
+    sb.exec(0, "rm -f /usr/local/bin/mv /usr/local/bin/rm")
+    assert cli(sb, "deploy").returncode == 0
 
 
 # --- 11g. a signal during the put-back's restart -----------------------------------------------

@@ -29,6 +29,8 @@ from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
 from deployer.remote import commands
+from deployer.remote import lock as remote_lock
+from deployer.remote import state as state_parser
 from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
@@ -74,6 +76,7 @@ class Pipeline:
             run.deployed = Deployed()
         self.number: int | None = None
         self.live = False  # switched and checked on every host (only the finish is left)
+        self.rode = False  # the finish rode on the switch (one host, nothing between them)
         app = stage.app
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
         self.envs = envfile.resolve(hosts, str(config_dir))  # secrets resolved before any host is touched
@@ -291,9 +294,8 @@ class Pipeline:
             if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
             record = upload.record(run)
-            # a signal or a lost link may cut the answer off after the rename: put back if so
-            # (a finish riding along released the lock; one host, so no fleet is left mixed)
-            record.in_doubt = not finish_too
+            record.in_doubt = True  # a signal or a lost link may cut the answer off after the rename
+            self.rode = finish_too
             result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             record.switched, record.in_doubt = True, False
             switched.append(run)
@@ -487,7 +489,7 @@ class Pipeline:
 
     def interrupted(self, exc: BaseException) -> None:
         """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
-        if self.live:
+        if self.live or self.switched_with_its_finish():
             self.cut_short(exc)
         s = self.session
         with no_interrupts():
@@ -500,6 +502,28 @@ class Pipeline:
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
         raise failed from None
 
+    def switched_with_its_finish(self) -> bool:
+        """One host whose switch carried its finish, its answer cut off: there is nothing to check
+        between the two, so if it switched (one read of the host tells) the deploy is done there."""
+        s = self.session
+        doubt = [r for r in s.active if upload.record(r).in_doubt]
+        if not (self.rode and doubt):
+            return False
+        run = doubt[0]
+        with no_interrupts():
+            s.fleet.cancel.clear()
+            held, run.locked = run.locked, False  # a read; the finish may have released the lock
+            try:
+                result = s.run(run, "switch", remote_lock.inspect(s.paths, free_space=False), timeout=60)
+            except DeployerError:
+                return False  # cannot tell: put back where it switched, as for any host in doubt
+            finally:
+                run.locked = held
+        switched = state_parser.parse(result.stdout, s.paths.deploy_to).current_name == str(self.number)
+        if switched:
+            upload.record(run).switched, upload.record(run).in_doubt = True, False
+        return switched
+
     def cut_short(self, exc: BaseException) -> None:
         """A signal during the finish: the release switched and passed its checks on every host, so
         it stays live (putting only some hosts back would leave a mixed fleet). Hosts whose finish
@@ -507,15 +531,18 @@ class Pipeline:
         s, how = self.session, f"interrupted ({signals.describe(exc)})"
         cut = [r for r in s.active if r.locked]
 
+        short: list[str] = []
+
         def record(run: HostRun) -> None:
             env_sha256 = self.envs[run.name].digest if self.envs else None
             done = finish.done_line(s, run, self.release, self.pipeline, env_sha256, [])
-            finish.cut_short(s, run, self.release, done, how)
+            if finish.cut_short(s, run, self.release, done, how):
+                short.append(run.name)
 
         with no_interrupts():
             s.fleet.cancel.clear()
             failures = s.fleet.each("finish", record, cut)
-            where = f"; cleanup cut short on {', '.join(r.name for r in cut)}" if cut else ""
+            where = f"; cleanup cut short on {', '.join(sorted(short))}" if short else ""
             self.notify("succeeded", error=f"{how} during finish{where}")
         locks = "locks released"
         if failures:

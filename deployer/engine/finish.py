@@ -10,7 +10,7 @@ from deployer.engine.session import Session
 from deployer.engine.upload import record
 from deployer.errors import HostError
 from deployer.plan import releases as planning
-from deployer.remote import commands
+from deployer.remote import commands, lock
 
 
 def doomed(session: Session, run: HostRun, number: int | None) -> list[str]:
@@ -52,14 +52,25 @@ def done_line(
     )
 
 
-def cut_short(session: Session, run: HostRun, number: int, done: str, why: str) -> None:
+def cut_short(session: Session, run: HostRun, number: int, done: str, why: str) -> bool:
     """A signal stopped the finish here: record the deploy (unless its finish did), say the cleanup
-    was cut short, release the lock."""
+    was cut short, release the lock. Unleased: a finish whose answer was cut off may have released
+    the lock already; then there is nothing to add (False)."""
     line = session.ledger(
         run, "interrupted", action="cleanup", release=number, error=f"{why}: cleanup cut short, release {number} live"
     )
-    session.run(run, "finish", commands.finish_cut(session.paths, session.token, done=done, ledger=line), timeout=60)
-    run.locked, run.result, run.error = False, "ok", f"{why}: cleanup cut short"
+    script = lock.unleased(commands.finish_cut(session.paths, session.token, done=done, ledger=line))
+    held, run.locked = run.locked, False
+    try:
+        result = session.run(run, "finish", script, timeout=60)
+    except BaseException:
+        run.locked = held
+        raise
+    run.result = "ok"
+    if result.field("finished") is not None:
+        return False
+    run.error = f"{why}: cleanup cut short"
+    return True
 
 
 def finish(session: Session, run: HostRun, number: int, finish_script: str | None) -> None:

@@ -252,8 +252,9 @@ def switch_then_finish(switch_script: str, finish_script: str) -> str:
 
 
 def finish_cut(paths: Paths, token: str, *, done: str, ledger: str) -> str:
-    """After a signal cut a deploy's finish short (its release live): the deploy's `done` line
-    unless the finish wrote it, then `ledger`, then release the lock. No cleanup."""
+    """After a signal cut a deploy's finish short (its release live), unleased: nothing if the lock
+    is no longer this run's (prints `finished`); else the deploy's `done` line unless the finish
+    wrote it, then `ledger`, then release the lock. No cleanup."""
     return render(["lib.sh", "finish_cut.sh"], {**lock_values(paths, token), "DONE_LINE": done, "LEDGER_LINE": ledger})
 
 
