@@ -489,10 +489,10 @@ class Pipeline:
 
     def interrupted(self, exc: BaseException) -> None:
         """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
-        if self.live or self.switched_with_its_finish():
-            self.cut_short(exc)
         s = self.session
         with no_interrupts():
+            if self.live or self.switched_with_its_finish():
+                self.cut_short(exc)
             s.fleet.cancel.set()
             switched = [r for r in s.runs if upload.record(r).switched or upload.record(r).in_doubt]
             if switched and self.number is not None:
@@ -530,7 +530,6 @@ class Pipeline:
         did not complete record the deploy and release their lock; exit 128 + the signal."""
         s, how = self.session, f"interrupted ({signals.describe(exc)})"
         cut = [r for r in s.active if r.locked]
-
         short: list[str] = []
 
         def record(run: HostRun) -> None:
