@@ -387,6 +387,30 @@ def test_a_second_signal_during_the_put_back_is_ignored(sandbox, app_repo, procs
         assert last["result"] == "interrupted" and last["error"] == "interrupted (SIGTERM)", last
 
 
+def test_a_host_lost_before_its_put_back_is_named_not_claimed_back(sandbox, app_repo, procs, tmp_path):
+    """SIGTERM after host-1 switched (a rolling deploy pausing after its first batch), and host-1
+    dies before it is put back: the last line names host-1 as maybe still on the new release and
+    still locked, instead of claiming no host is left switched and every lock released; the
+    others end clean."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    pause = Pause(tmp_path, "restore")
+    p = popen(procs, sb, "deploy", "--strategy", "rolling", "--batch", "1", "--pause", "60", env=pause.env)
+    wait_until(lambda: p.poll() is not None or current(sb, 0) == "releases/2", 90, "host-1 to switch")
+    time.sleep(0.5)  # into the pause after the batch
+    p.send_signal(signal.SIGTERM)
+    pause.wait(p)
+    sb.container(0).kill()
+    pause.release()
+    code, out, err = finish(p, 120)
+    assert code == 143 and "Traceback" not in err, out + err
+    assert "host-1 could not be put back and may still run release 2" in err, err
+    assert "no host left switched" not in err and "locks released except on host-1" in err, err
+    for h in sb.hosts[1:]:
+        assert current(sb, h) == "releases/1" and lock_info(sb, h) is None and leftovers(sb, h) == [], h.name
+
+
 # --- 2. SIGKILL between extraction and switch --------------------------------------------------
 
 

@@ -77,6 +77,7 @@ class Pipeline:
         self.number: int | None = None
         self.live = False  # switched and checked on every host (only the finish is left)
         self.rode = False  # the finish rode on the switch (one host, nothing between them)
+        self.stranded: list[str] = []  # hosts a put-back could not reach: maybe on the new release
         app = stage.app
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
         self.envs = envfile.resolve(hosts, str(config_dir))  # secrets resolved before any host is touched
@@ -176,7 +177,8 @@ class Pipeline:
         self.session.abort(self.number)
         self.session.raise_if_lease_lost()
         raise RunFailed(
-            f"deploy aborted before any switch: {why}; no host switched, partial releases removed, locks released",
+            f"deploy aborted before any switch: {why}; no host switched, partial releases removed, "
+            + self.session.locks_said(),
             self.session.runs,
         )
 
@@ -190,13 +192,13 @@ class Pipeline:
         the lock and check); a failed publish aborts the run before any prepare."""
         if self.pull is None:
             return ""
-        return self.from_store(self.pull.presign, "before any prepare", "no host changed, locks released")
+        return self.from_store(self.pull.presign, "before any prepare", "no host changed")
 
     def published(self) -> None:
         """With pull, the rest of the publish (the .json that lists the artifact), sent while the
         hosts fetched the tarball; its failure aborts before any switch."""
         if self.pull is not None:
-            undone = "no host switched, partial releases removed, locks released"
+            undone = "no host switched, partial releases removed"
             self.from_store(self.pull.published, "before any switch", undone)
 
     def from_store(self, wait: Callable[[], T], when: str, undone: str) -> T:
@@ -205,6 +207,7 @@ class Pipeline:
             return wait()
         except DeployerError as exc:
             self.session.abort(self.number)
+            undone += ", " + self.session.locks_said()
             raise RunFailed(f"deploy aborted {when}: {exc}; {undone}", self.session.runs, exc.exit_code) from None
 
     def reachable(self, run: HostRun) -> None:
@@ -412,8 +415,9 @@ class Pipeline:
         self.notify("rolled back", error=why)
         s.raise_if_lease_lost()
         raise RunFailed(
-            f"deploy of release {self.number} rolled back: {why}; every switched host is back on "
-            f"its previous release" + ("; release marked bad" if mark_bad else ""),
+            f"deploy of release {self.number} rolled back: {why}; "
+            + self.put_back_said("every switched host is back on its previous release")
+            + ("; release marked bad" if mark_bad else ""),
             s.runs,
         )
 
@@ -447,7 +451,18 @@ class Pipeline:
             failures = s.fleet.each("restore", back, runs)
         for name, exc in failures.items():
             self.out.line(name, "restore", f"FAILED to restore: {exc}")
+        self.stranded += sorted(failures)
         return put_back
+
+    def put_back_said(self, everyone: str) -> str:
+        """What the put-back did, for the run's last line: `everyone` unless a host could not be
+        put back (it may still run the new release)."""
+        if not self.stranded:
+            return everyone
+        return (
+            f"{', '.join(self.stranded)} could not be put back and may still run release {self.number}; "
+            "every other host is on its previous release"
+        )
 
     def finish_all(self) -> None:
         """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
@@ -498,7 +513,8 @@ class Pipeline:
             if switched and self.number is not None:
                 faults.pause_before("restore")  # tests: a second signal lands in this cleanup
                 self.restore(switched)
-            failed = s.interrupted(exc, self.number, "no host left switched to the new release, partial work removed")
+            undone = self.put_back_said("no host left switched to the new release")
+            failed = s.interrupted(exc, self.number, f"{undone}, partial work removed")
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
         raise failed from None
 

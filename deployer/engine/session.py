@@ -95,6 +95,7 @@ class Session:
         self.started = time.monotonic()
         self.backend = (Printer if self.dry_run else Remote)(self.paths, self.token, self.fleet.cancel, self.out)
         self._renewing: threading.Event | None = None
+        self.unreleased: list[str] = []  # hosts whose abort failed: this run's lock may be left there
 
     def __enter__(self) -> Session:
         return self
@@ -344,12 +345,22 @@ class Session:
         with no_interrupts():
             self.fleet.cancel.clear()
             errors = self.fleet.each("abort", undo, [r for r in (runs or self.runs) if r.locked or r.lock_in_doubt])
+        self.unreleased = sorted({*self.unreleased, *errors})
         for name, exc in errors.items():
             self.out.line(
                 name,
                 "abort",
                 f"could not clean up: {exc} (the next run purges leftovers; the lock may need: {self.unlock_hint()})",
             )
+
+    def locks_said(self) -> str:
+        """'locks released', or where this run's lock may be left (an abort that could not reach the host)."""
+        if not self.unreleased:
+            return "locks released"
+        return (
+            f"locks released except on {', '.join(self.unreleased)} (the next run takes a lock over once "
+            f"its lease runs out, lock_ttl {self.stage.app.lock_ttl}s; at once: {self.unlock_hint()})"
+        )
 
     def unlock_hint(self) -> str:
         return command_line("unlock --stage " + self.stage.name + " --yes")
@@ -368,7 +379,7 @@ class Session:
                     run.error = how
         self.abort(number, result="interrupted", error=how)
         return RunFailed(
-            f"{how} during {steps(self.runs)}; {undone}, locks released", self.runs, signals.exit_code(exc)
+            f"{how} during {steps(self.runs)}; {undone}, {self.locks_said()}", self.runs, signals.exit_code(exc)
         )
 
     def raise_if_lease_lost(self) -> None:
