@@ -2,8 +2,7 @@
 # this run's token, its finish completed (or the lock was taken over): nothing to add (`finished`).
 # Else the deploy's line unless the finish had written it (`recorded` in the lock dir), then
 # LEDGER_LINE, then release the lock. Inputs: DONE_LINE, LEDGER_LINE (empty: none), and lib.sh's.
-t=; { read -r t < "$LOCK_TOKEN_FILE"; } 2>/dev/null || :
-if [ "$t" != "$TOKEN" ]; then emit finished 1; exit 0; fi
+owned || { emit finished 1; exit 0; }
 [ -f "$LOCK/recorded" ] || [ -z "$DONE_LINE" ] || ledger "$DONE_LINE"
 [ -z "$LEDGER_LINE" ] || ledger "$LEDGER_LINE"
 unlock_own
