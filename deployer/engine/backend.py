@@ -49,10 +49,13 @@ class Remote:
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
         max_output: int | None = None,
+        leased: bool = True,
     ) -> Result:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
-        `reads`: the read-only part of `script`, for a backend that runs only those."""
-        if run.locked:  # every command of the lock's holder checks and renews its lease
+        `reads`: the read-only part of `script`, for a backend that runs only those. `leased=False`:
+        no lease check in front, where the lock may be gone already (a put-back after an answer
+        that never came)."""
+        if run.locked and leased:  # every command of the lock's holder checks and renews its lease
             script = lock.lease(self.paths, self.token) + script
             run.renewed = time.monotonic()
         return self.send(run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output)
@@ -132,6 +135,7 @@ class Printer(Remote):
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
         max_output: int | None = None,
+        leased: bool = True,
     ) -> Result:
         if step in READ_ONLY_STEPS:
             return self.send(run, step, script, stdin=stdin, timeout=timeout, max_output=max_output)

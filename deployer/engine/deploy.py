@@ -290,7 +290,7 @@ class Pipeline:
         s = self.session
         self.hooks("before_switch", runs)
 
-        finish_too = self.finish_rides_switch(batch)
+        finish_too = self.rode = self.finish_rides_switch(batch)
 
         def switch(run: HostRun) -> None:
             script = commands.switch(s.paths, self.release, s.token)
@@ -298,7 +298,6 @@ class Pipeline:
                 script = commands.switch_then_finish(script, self.finish_script(run))
             record = upload.record(run)
             record.in_doubt = True  # a signal or a lost link may cut the answer off after the rename
-            self.rode = finish_too
             result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             record.switched, record.in_doubt = True, False
             switched.append(run)
@@ -528,13 +527,11 @@ class Pipeline:
         run = doubt[0]
         with no_interrupts():
             s.fleet.cancel.clear()
-            held, run.locked = run.locked, False  # a read; the finish may have released the lock
+            read = remote_lock.inspect(s.paths, free_space=False)  # unleased: the finish may have unlocked
             try:
-                result = s.run(run, "switch", remote_lock.inspect(s.paths, free_space=False), timeout=60)
+                result = s.run(run, "switch", read, timeout=60, leased=False)
             except DeployerError:
                 return False  # cannot tell: put back where it switched, as for any host in doubt
-            finally:
-                run.locked = held
         switched = state_parser.parse(result.stdout, s.paths.deploy_to).current_name == str(self.number)
         if switched:
             upload.record(run).switched, upload.record(run).in_doubt = True, False
@@ -556,15 +553,12 @@ class Pipeline:
 
         with no_interrupts():
             s.fleet.cancel.clear()
-            failures = s.fleet.each("finish", record, cut)
+            s.unreleased += sorted(s.fleet.each("finish", record, cut))
             where = f"; cleanup cut short on {', '.join(sorted(short))}" if short else ""
             self.notify("succeeded", error=f"{how} during finish{where}")
-        locks = "locks released"
-        if failures:
-            locks = f"could not release the lock on {names(failures)}: {s.unlock_hint()}"
         live = f"release {self.number} is live on every host (switched and checked)"
         raise RunFailed(
-            f"{how} during finish: {live}{where}; {locks}",
+            f"{how} during finish: {live}{where}; {s.locks_said()}",
             s.runs,
             signals.exit_code(exc),
         ) from None

@@ -60,13 +60,8 @@ def cut_short(session: Session, run: HostRun, number: int, done: str, why: str) 
         run, "interrupted", action="cleanup", release=number, error=f"{why}: cleanup cut short, release {number} live"
     )
     script = lock.unleased(commands.finish_cut(session.paths, session.token, done=done, ledger=line))
-    held, run.locked = run.locked, False
-    try:
-        result = session.run(run, "finish", script, timeout=60)
-    except BaseException:
-        run.locked = held
-        raise
-    run.result = "ok"
+    result = session.run(run, "finish", script, timeout=60, leased=False)
+    run.locked, run.result = False, "ok"
     if result.field("finished") is not None:
         return False
     run.error = f"{why}: cleanup cut short"

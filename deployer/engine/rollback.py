@@ -217,18 +217,14 @@ def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
         script = commands.switch(
             session.paths, record.previous, session.token, ledger=line, only_from=to, release_lock=True
         )
-        held, run.locked = run.locked, False  # unleased: the switch may have released it already
-        try:
-            result = session.run(run, "restore", lock.unleased(script), timeout=60)
-        except BaseException:
-            run.locked = held
-            raise
+        # unleased: the switch may have released the lock already
+        result = session.run(run, "restore", lock.unleased(script), timeout=60, leased=False)
         doubted, record.switched, record.in_doubt = record.in_doubt, False, False
-        if commands.unchanged(result.stdout):
-            run.locked = held  # the switch never happened here: the lock is still this run's
+        if commands.unchanged(result.stdout):  # never switched here: the lock, if held, is for the abort
             if not doubted:
                 session.out.line(run.name, "restore", "current had been changed by someone else: left as it is")
             return
+        run.locked = False
         put_back.append(run)
 
     put_back: list[HostRun] = []

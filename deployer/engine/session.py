@@ -155,11 +155,13 @@ class Session:
         timeout: float | None = None,
         progress: Callable[[int], None] | None = None,
         max_output: int | None = None,
+        leased: bool = True,
     ) -> Result:
         """Run one script on one host; a non-zero exit becomes HostError(host, step, output tail).
-        `max_output`: keep all of stdout, up to that many bytes (types.Transport.run)."""
+        `max_output`: keep all of stdout, up to that many bytes (types.Transport.run). `leased`:
+        see backend.Remote.run."""
         return self.backend.run(
-            run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output
+            run, step, script, stdin=stdin, timeout=timeout, progress=progress, max_output=max_output, leased=leased
         )
 
     def in_release(

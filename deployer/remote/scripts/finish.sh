@@ -1,8 +1,9 @@
 # Cleanup (release dirs chosen by the planner, stale cache entries), then release the lock.
 # Ledger lines: DONE_LINE first, whatever the cleanup does (a deploy's outcome: its release is live
 # already; `recorded` in the lock dir says it was written, for finish_cut.sh); then LEDGER_LINE if
-# the cleanup succeeded, FAILED_LINE if it did not (each: empty for none). A failed cleanup still releases the lock and exits 0, emitting `cleanup_failed<TAB>status`
-# (its errors are on stderr), so it is never mistaken for a failure of what came before.
+# the cleanup succeeded, FAILED_LINE if it did not (each: empty for none). A failed cleanup still
+# releases the lock and exits 0, emitting `cleanup_failed<TAB>status` (its errors are on stderr),
+# so it is never mistaken for a failure of what came before.
 # Inputs: DELETE (word list of release dirs), KEEP (word list of cache file names), CACHE,
 # DEPLOY_TO, and lib.sh's.
 held
