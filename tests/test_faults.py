@@ -1351,6 +1351,27 @@ def test_a_signal_during_the_put_back_restart_does_not_cut_it_short(sandbox, app
         assert sb.exec(h, f"test -f {D}/releases/2/.deployer/bad")[0] == 0, h.name
 
 
+def test_a_host_lost_before_a_rollbacks_put_back_is_named(sandbox, app_repo, procs):
+    """A rollback interrupted during host-2's after_rollback hook, host-1 dead by then: the last
+    line names host-1 as maybe still on the rollback's target instead of claiming every switched
+    host was put back; host-2 and host-3 end on the release they had, unlocked."""
+    sb = sandbox(3)
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    assert cli(sb, "deploy").returncode == 0
+    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"after_rollback": [{"command": BLOCKING_HOOK}]}))
+    sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
+    p = run_until_held(procs, sb, 1, "hook", "rollback")
+    sb.container(0).kill()
+    p.send_signal(signal.SIGTERM)
+    code, out, err = finish(p, 120)
+    assert code == 143 and "Traceback" not in err, out + err
+    assert "host-1 could not be put back and may still be on the rollback's target" in err, err
+    assert "switched hosts put back" not in err, err
+    for h in sb.hosts[1:]:
+        assert current(sb, h) == "releases/2" and lock_info(sb, h) is None, h.name
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

@@ -77,8 +77,7 @@ def rollback(
             return _roll_back(session, ctx, to, migrations)
         except (KeyboardInterrupt, Cancelled) as exc:
             with no_interrupts():
-                put_back = _restore(session, undo=False, why=f"interrupted ({signals.describe(exc)})")
-                undone = "switched hosts put back" if put_back else "hosts left as they were"
+                undone = _restore(session, undo=False, why=f"interrupted ({signals.describe(exc)})")
                 failed = session.interrupted(exc, undone=undone)
             raise failed from None
         except hooks.HookFailed as exc:
@@ -138,9 +137,9 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
 
     failures = session.fleet.each("switch", switch)
     if failures:
-        _restore(session)
+        undone = _restore(session)
         session.raise_if_lease_lost()
-        raise RunFailed(f"rollback switch failed on {names(failures)}; switched hosts put back", session.runs)
+        raise RunFailed(f"rollback switch failed on {names(failures)}; {undone}", session.runs)
     _restart(session, ctx)
     _hooks(session, ctx, "after_rollback")
     _notify(session, "rolled back", f"manual rollback to release {first.target}")
@@ -192,12 +191,12 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
 
-def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
+def _restore(session: Session, undo: bool = True, why: str = "") -> str:
     """Put hosts a failed rollback already switched (or may have: in doubt) back where they were
     (then abort, with undo). Only where current points at the rollback's target: an in-doubt host
     whose switch never happened keeps its lock for the abort. Their switch released their lock, so
     the restore is not fenced (it releases the lock if this run still holds it); it is recorded in
-    its ledger (`why`: the interruption, recorded as such). True when some host was switched."""
+    its ledger (`why`: the interruption, recorded as such). Returns what it did, for the last line."""
     switched = [r for r in session.runs if _record(r).switched or _record(r).in_doubt]
 
     def back(run: HostRun) -> None:
@@ -228,13 +227,21 @@ def _restore(session: Session, undo: bool = True, why: str = "") -> bool:
         put_back.append(run)
 
     put_back: list[HostRun] = []
+    failures: dict[str, BaseException] = {}
     if switched:
         with no_interrupts():
             session.fleet.cancel.clear()
-            session.fleet.each("restore", back, switched)
+            failures = session.fleet.each("restore", back, switched)
+    for name, exc in failures.items():
+        session.out.line(name, "restore", f"FAILED to restore: {exc}")
     if undo:
         session.abort()
-    return bool(put_back)
+    if failures:
+        return (
+            f"{names(failures)} could not be put back and may still be on the rollback's target; "
+            "every other host is on the release it had"
+        )
+    return "switched hosts put back" if put_back else "hosts left as they were"
 
 
 def _notify(session: Session, event: str, error: str = "") -> None:
