@@ -9,7 +9,8 @@ from pathlib import Path
 from invoke import Exit, Task
 
 from deployer.cli import scaffold
-from deployer.cli.command import command, parallelism, stage_target, whole_number
+from deployer.cli.command import Target, command, parallelism, stage_target, whole_number
+from deployer.config import envfile
 from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.report.document import Outcome
@@ -65,11 +66,13 @@ def _outcome(
     if not json:
         if show_output:
             width = max((len(o.host) for o in outcomes), default=0)
+            err = Output(stream=sys.stderr)
             for o in outcomes:
-                for line in o.stdout.splitlines():
-                    out.say(ops.prefixed(o.host, width, line))
-                for line in o.stderr.splitlines():
-                    print(ops.prefixed(o.host, width, line), file=sys.stderr, flush=True)
+                for where, text, cut in ((out, o.stdout, o.stdout_cut), (err, o.stderr, o.stderr_cut)):
+                    if cut:
+                        where.say(ops.prefixed(o.host, width, f"… {cut} bytes cut"))
+                    for line in text.splitlines():
+                        where.say(ops.prefixed(o.host, width, line))  # control characters shown escaped
         out.table([o.row() for o in outcomes])
     records = [
         {
@@ -78,6 +81,8 @@ def _outcome(
             "exit_code": o.exit_code,
             "stdout": o.stdout,
             "stderr": o.stderr,
+            "stdout_cut": o.stdout_cut,
+            "stderr_cut": o.stderr_cut,
             "error": o.error or (None if o.ok else o.row()["error"] or None),
         }
         for o in outcomes
@@ -89,11 +94,19 @@ def _outcome(
     return Outcome(records, FAILED if bad else 0, error, stage, extra)
 
 
+def _masked(t: Target) -> None:
+    """Register the stage's secret values before a host's output is printed: a `cat .env` or a
+    log line shows them masked. One this machine cannot read gets a note on stderr."""
+    for note in envfile.mask_readable(t.stage.hosts, str(t.cfg.path.parent), commands=True):
+        Output(stream=sys.stderr).say(f"note: {note}")
+
+
 @command(name="run")
 def run_(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=False):
     """Run a command in `current` on every host: deployer run -- CMD (output prefixed by host)."""
     command = _remainder()
     t = stage_target(config, stage, hosts, roles, json)
+    _masked(t)
     outcomes = ops.run(t.stage, t.hosts, t.out, parallelism(parallel), command)
     return _outcome(t.out, outcomes, json, "run", t.stage.name, {"command": command})
 
@@ -110,6 +123,7 @@ def logs(
     t = stage_target(config, stage, hosts, roles, json)
     if follow and json:
         raise UsageError("--follow and --json exclude each other")
+    _masked(t)
     outcomes = ops.logs(
         t.stage, t.hosts, t.out, parallelism(parallel), path, whole_number(lines, "lines"), follow=follow
     )

@@ -169,17 +169,24 @@ def resolve(hosts: tuple[Host, ...], cwd: str | None = None) -> dict[str, HostEn
     return out
 
 
-def mask_readable(hosts: tuple[Host, ...], cwd: str | None = None) -> None:
-    """Register the secrets this machine can read without running anything (env:, file:), for
-    flows that write no env but run release commands (rollback: restart, hooks, down migrations)
-    whose output could show them. One it cannot read is skipped: a rollback never waits on it."""
+def mask_readable(hosts: tuple[Host, ...], cwd: str | None = None, commands: bool = False) -> list[str]:
+    """Register the secrets this machine can read for flows that write no env but print or
+    record what hosts say: without running anything (env:, file:) for a rollback (restart,
+    hooks, down migrations), and with `commands` (cmd: too) for `run` and `logs`, whose whole
+    point is to print it. One it cannot read is skipped, never fatal: the list says which
+    (one line each, for the operator: its value is shown as is)."""
+    unread: dict[tuple[str, str], str] = {}
+    done: set[tuple[str, str]] = set()
     for host in hosts:
         for key, item in host.env:
-            if item.secret and not item.secret.startswith("cmd:"):
-                try:
-                    add_secret(resolve_secret(key, item.secret, cwd))
-                except ConfigError:
-                    pass
+            if not item.secret or (key, item.secret) in done or (item.secret.startswith("cmd:") and not commands):
+                continue
+            done.add((key, item.secret))
+            try:
+                add_secret(resolve_secret(key, item.secret, cwd))
+            except ConfigError as exc:
+                unread[(key, item.secret)] = f"{exc}: its value is not masked in this output"
+    return list(unread.values())
 
 
 def _value(key: str, item: EnvValue, cache: dict[tuple[str, str], str], cwd: str | None) -> str:

@@ -30,6 +30,7 @@ q = shlex.quote
 MAINTENANCE_PAGE = "maintenance.html"  # under shared/: nginx answers 503 with it while it exists
 MAX_MESSAGE = 2000
 FOLLOW_TIMEOUT = 10**9  # `logs --follow` ends with Ctrl-C, not a timeout
+LINE_MAX = 64 * 1024  # `logs --follow`: a line is printed in pieces of at most this many bytes
 
 
 @dataclass
@@ -41,6 +42,8 @@ class HostAnswer:
     stdout: str = ""
     stderr: str = ""
     error: str = ""
+    stdout_cut: int = 0  # bytes left out at the start of stdout, stderr (only their tails are kept)
+    stderr_cut: int = 0
 
     @property
     def ok(self) -> bool:
@@ -237,14 +240,23 @@ def _each(
 
         def one(run: HostRun) -> None:
             result = _run(session, run, script_of(session, run))
-            outcomes[run.name] = HostAnswer(run.name, result.exit_code, result.stdout, result.stderr)
+            outcomes[run.name] = HostAnswer(
+                run.name,
+                result.exit_code,
+                result.stdout,
+                result.stderr,
+                stdout_cut=result.stdout_cut,
+                stderr_cut=result.stderr_cut,
+            )
 
         _collect(session, one, outcomes)
     return [outcomes[h.name] for h in hosts]
 
 
 class _Prefixed:
-    """Complete lines of one host's stream, printed as `host | line` as they arrive."""
+    """Complete lines of one host's stream, printed as `host | line` as they arrive: a secret
+    split between two reads is masked whole. A line longer than LINE_MAX is printed in pieces
+    (a secret cut at a piece's edge is still masked: see `redact`)."""
 
     def __init__(self, host: str, width: int, write: Callable[[str], None]):
         self.host, self.width, self.write = host, width, write
@@ -253,6 +265,12 @@ class _Prefixed:
     def __call__(self, data: bytes) -> None:
         self.partial += data
         *done, self.partial = self.partial.split(b"\n")
+        while len(self.partial) > LINE_MAX:
+            cut = LINE_MAX
+            while cut > LINE_MAX - 3 and self.partial[cut] & 0xC0 == 0x80:  # not inside a character
+                cut -= 1
+            done.append(self.partial[:cut])
+            self.partial = self.partial[cut:]
         for line in done:
             self.write(prefixed(self.host, self.width, line.decode("utf-8", "replace")))
 

@@ -18,7 +18,7 @@ MIN_SECRET = 4  # shorter values cannot be masked without masking unrelated text
 def add_secret(value: str) -> None:
     """Register a secret value: every string this process sends to a host, a webhook or a
     terminal has it masked (see `redact`). Each line of a multi-line value, and the forms the
-    value takes once escaped in a dotenv file or in JSON, are masked too."""
+    value takes once escaped in a dotenv file, in JSON or in a shell's single quotes, are masked too."""
     if len(value) < MIN_SECRET:
         return
     forms = {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
@@ -27,6 +27,7 @@ def add_secret(value: str) -> None:
     )
 
     forms.add(quote(value).removeprefix('"').removesuffix('"'))
+    forms.add(value.replace("'", "'\\''"))  # in single quotes, as `export -p` or `set` shows it
     for form in list(forms):
         forms.update(line for line in form.splitlines())
     _SECRETS.update(f for f in forms if len(f) >= MIN_SECRET)

@@ -263,7 +263,8 @@ class AgentConnection:
         if body.get("lost"):
             self._open = False
         stdout = replies.stdout.decode("utf-8", "surrogateescape") + str(body["stdout"])
-        return Result(int(body["code"]), stdout, str(body["stderr"]))
+        cut = body.get("cut") or (0, 0)  # an agent started by an earlier version sends none
+        return Result(int(body["code"]), stdout, str(body["stderr"]), int(cut[0]), int(cut[1]))
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -201,7 +201,14 @@ class Agent:
             if max_output is not None:  # any size: in O frames, its bytes exact
                 whole, stdout = stdout.encode("utf-8", "surrogateescape"), ""
             answer = frame_json(
-                b"R", {"code": result.exit_code, "stdout": stdout, "stderr": result.stderr, "lost": not conn.alive}
+                b"R",
+                {
+                    "code": result.exit_code,
+                    "stdout": stdout,
+                    "stderr": result.stderr,
+                    "cut": [result.stdout_cut, result.stderr_cut],
+                    "lost": not conn.alive,
+                },
             )
         except Cancelled as exc:
             answer = frame_json(b"X", {"kind": "cancelled", "message": str(exc), "lost": not conn.alive})

@@ -135,7 +135,7 @@ def run(
             chan.close()
         except Exception:
             pass
-    return Result(code, out.text(), err.text())
+    return Result(code, out.text(), err.text(), out.cut, err.cut)
 
 
 def send_exec(chan: Any, command: str) -> None:
@@ -211,19 +211,36 @@ def _kill(link: Link, chan: Any, ssh: SSHSettings, out: Tail, err: Stderr) -> No
 
 
 class Tail:
-    """Keeps the last bytes of a stream: a flooding command cannot exhaust memory."""
+    """Keeps the last OUTPUT_TAIL bytes of a stream (a flooding command cannot exhaust memory)
+    and counts the bytes dropped before them."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
         self.over = ""  # why the output is refused (Whole), else empty
+        self.dropped = 0
 
     def add(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) > 2 * OUTPUT_TAIL:
+            self.dropped += len(self.buf) - OUTPUT_TAIL
             del self.buf[:-OUTPUT_TAIL]
 
+    def kept(self) -> bytes:
+        """The last OUTPUT_TAIL bytes, from the first whole UTF-8 character on."""
+        start = max(len(self.buf) - OUTPUT_TAIL, 0)
+        if self.dropped or start:
+            end = min(start + 3, len(self.buf))
+            while start < end and self.buf[start] & 0xC0 == 0x80:  # a continuation byte
+                start += 1
+        return bytes(self.buf[start:])
+
+    @property
+    def cut(self) -> int:
+        """How many bytes of the stream `text` leaves out at its start."""
+        return self.dropped + len(self.buf) - len(self.kept())
+
     def text(self) -> str:
-        return self.buf.decode("utf-8", "replace")
+        return self.kept().decode("utf-8", "replace")
 
 
 class Whole(Tail):
@@ -240,6 +257,10 @@ class Whole(Tail):
             self.over = f"output over {self.cap} bytes refused"
             return
         self.buf += data
+
+    @property
+    def cut(self) -> int:
+        return 0
 
     def text(self) -> str:
         return self.buf.decode("utf-8", "surrogateescape")
@@ -279,7 +300,7 @@ class Stderr(Tail):
         super().add(bytes(head))
 
     def text(self) -> str:
-        return (self.buf + (self._head or b"")).decode("utf-8", "replace")
+        return (self.kept() if self._head is None else bytes(self._head)).decode("utf-8", "replace")
 
 
 def drain(chan: Any, out: Tail, err: Tail) -> bool:

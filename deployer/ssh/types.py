@@ -33,6 +33,8 @@ class Result:
     exit_code: int
     stdout: str
     stderr: str
+    stdout_cut: int = 0  # bytes left out at the start of stdout (only its tail is kept)
+    stderr_cut: int = 0
 
     @property
     def ok(self) -> bool:
