@@ -1,6 +1,6 @@
-"""What `run` and `logs` print of a host's output, on real hosts: the stage's secret values
+"""What `run`, `logs` and `ssh` print of a host's output, on real hosts: the stage's secret values
 masked (on stdout and stderr, in tables, error columns and --json, while following), a host's
-control characters shown escaped, and a cut output said so."""
+control characters shown escaped, a cut output said so, and `ssh` refusing what it cannot do."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import time
 
 import toml
-from helpers import cli, cli_popen
+from helpers import cli, cli_popen, under_pty
 from test_json_contract import VALIDATOR
 from test_ops import deployed, run_cli, write_log
 
@@ -204,3 +204,40 @@ def test_a_cut_output_says_how_many_bytes_were_cut(sandbox):
     )
     proc = run_cli(sb, "--json", "--", "echo short")
     assert json.loads(proc.stdout)["hosts"][0]["stdout_cut"] == 0
+
+
+def test_ssh_without_a_terminal_refuses_at_once(sandbox):
+    sb = deployed(sandbox, 1)
+    before = sb.command_count(0), sb.logins(0)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployer", "ssh", "--config", str(sb.config_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: stdin is not a terminal; use `deployer run -- CMD` to run a command without one"
+    ]
+    assert (sb.command_count(0), sb.logins(0)) == before
+
+
+def test_ssh_host_matching_two_hosts_is_bad_input_and_address_port_picks_one(sandbox):
+    sb = deployed(sandbox, 2)
+    one, two = sb.hosts
+    assert one.host == two.host == "127.0.0.1"
+    proc = cli(sb, "ssh", "--host", "127.0.0.1")
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"--host 127.0.0.1 matches 2 hosts: host-1 (127.0.0.1:{one.port}), host-2 (127.0.0.1:{two.port})" in proc.stderr
+    )
+    logins = sb.logins(0), sb.logins(1)
+    code, text = under_pty(
+        [sys.executable, "-m", "deployer", "ssh", "--host", f"127.0.0.1:{two.port}", "--config", str(sb.config_path)],
+        keys=b"cat /etc/hostname; exit 5\n",
+        timeout=60,
+    )
+    assert code == 5, text
+    assert sb.exec(1, "cat /etc/hostname")[1].strip() in text
+    assert (sb.logins(0), sb.logins(1)) == (logins[0], logins[1] + 1)

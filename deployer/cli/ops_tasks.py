@@ -130,12 +130,15 @@ def logs(
     return _outcome(t.out, outcomes, json, "logs", t.stage.name, {"path": path}, show_output=not follow)
 
 
-@command(host="The host's name (default: the stage's first host).")
+@command(host="The host's name, address or address:port (default: the stage's first host).")
 def ssh(c, stage=None, config=None, host=None, roles=None):
     """An interactive shell in `current` on one host (through a pseudo-terminal, same SSH settings)."""
     t = stage_target(config, stage, host, roles)
     if not t.hosts:
         raise UsageError("no host selected")
+    if host and len(t.hosts) > 1:
+        matches = ", ".join(f"{h.name} ({h.endpoint})" for h in t.hosts)
+        raise UsageError(f"--host {host} matches {len(t.hosts)} hosts: {matches}; name one (its name or address:port)")
     code = ops.shell(t.stage, t.hosts[0])
     if code:
         raise Exit(code=code)

@@ -96,6 +96,14 @@ class Host:
     def user(self) -> str | None:
         return self.ssh.user
 
+    @property
+    def endpoint(self) -> str:
+        """address:port ([address]:port for an IPv6 address), as --hosts may name it."""
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+    def named(self, names: list[str]) -> bool:
+        return self.name in names or self.address in names or self.endpoint in names
+
 
 @dataclass(frozen=True)
 class Hook:
@@ -177,13 +185,12 @@ class Stage:
         """Hosts filtered by --hosts and --roles; an unknown name is bad input."""
         hosts = self.hosts
         if names:
-            known = {h.name for h in hosts} | {h.address for h in hosts}
-            unknown = [n for n in names if n not in known]
+            unknown = [n for n in names if not any(h.named([n]) for h in hosts)]
             if unknown:
                 raise ConfigError(
                     f"stage {self.name}: no host {', '.join(unknown)} (hosts: {', '.join(h.name for h in self.hosts)})"
                 )
-            hosts = tuple(h for h in hosts if h.name in names or h.address in names)
+            hosts = tuple(h for h in hosts if h.named(names))
         if roles:
             hosts = tuple(h for h in hosts if set(roles) & set(h.roles))
             if not hosts:

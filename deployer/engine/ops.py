@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from deployer.config.settings import Host, Stage
 from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
-from deployer.errors import UsageError
+from deployer.errors import UsageError, command_line
 from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.report.output import Output, redact
@@ -189,8 +189,12 @@ def maintenance(
 
 def shell(stage: Stage, host: Host) -> int:
     """An interactive login shell in current on one host (as run_as when set), through a
-    pseudo-terminal; returns the shell's exit status."""
+    pseudo-terminal; returns the shell's exit status. Without a terminal on stdin (a pipe,
+    /dev/null) it is bad input: the remote shell would wait for keys that never come."""
     from deployer.ssh.connection import Connection
+
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UsageError(f"stdin is not a terminal; use `{command_line('run -- CMD')}` to run a command without one")
 
     paths = Paths(stage.app.deploy_to)
     shell_cmd = 'exec "${SHELL:-/bin/sh}" -l'
