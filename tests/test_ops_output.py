@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import toml
 from helpers import cli, cli_popen, under_pty
 from test_json_contract import VALIDATOR
@@ -183,8 +184,10 @@ def test_a_hosts_control_characters_are_shown_escaped(sandbox):
     assert "host-1 | err\\x1b]0;title\\x07" in proc.stderr.splitlines()
 
 
-def test_a_cut_output_says_how_many_bytes_were_cut(sandbox):
-    sb = deployed(sandbox, 1)
+@pytest.mark.parametrize("persist", [0, 30], ids=["direct", "agent"])
+def test_a_cut_output_says_how_many_bytes_were_cut(sandbox, persist):
+    """Counted where the output is read, and passed on by a connection agent (ssh.persist)."""
+    sb = deployed(sandbox, 1, ssh={"persist": persist})
     command = "head -c 100000 /dev/zero | tr '\\0' x; echo; echo END; head -c 70000 /dev/zero | tr '\\0' y >&2"
     proc = run_cli(sb, "--", command)
     assert proc.returncode == 0, proc.stderr
@@ -202,8 +205,10 @@ def test_a_cut_output_says_how_many_bytes_were_cut(sandbox):
         70000 - 65536,
         65536,
     )
+    logins = sb.logins(0)
     proc = run_cli(sb, "--json", "--", "echo short")
     assert json.loads(proc.stdout)["hosts"][0]["stdout_cut"] == 0
+    assert sb.logins(0) == (logins if persist else logins + 1)  # the agent's kept connection, or a new one
 
 
 def test_ssh_without_a_terminal_refuses_at_once(sandbox):
