@@ -13,7 +13,7 @@ from helpers import git, tar_member, write_tar_gz
 
 from deployer.artifact.build import build_artifact
 from deployer.artifact.fsutil import sha256_file
-from deployer.artifact.load import Artifact, load_artifact
+from deployer.artifact.load import Artifact, load_artifact, revision_problem
 from deployer.artifact.members import check_members, checked_record
 from deployer.errors import ArtifactError
 
@@ -580,3 +580,15 @@ def test_a_malformed_json_beside_artifact_is_bad_input_in_one_line(repo, tmp_pat
     ]
     listed = cli("artifacts")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+
+
+def test_the_json_must_name_the_commit_the_artifact_holds():
+    sha, other = "a" * 40, "b" * 40
+    assert revision_problem({"git_sha": sha, "version": f"20260101000000-{sha[:7]}"}, sha) is None
+    assert revision_problem({"version": "1.2.3"}, sha) is None  # says nothing of the commit
+    assert revision_problem({"version": f"20260101000000-{sha[:7]}-dirty", "git_sha": None}, sha) is None
+    assert revision_problem({"git_sha": sha}, other) == f"names git sha {sha}, but the artifact holds git sha {other}"
+    assert revision_problem({"git_sha": sha}, None) == f"names git sha {sha}, but the artifact holds no REVISION"
+    assert revision_problem({"version": f"20260101000000-{sha[:7]}"}, other) == (
+        f"names version 20260101000000-{sha[:7]}, but the artifact holds git sha {other}"
+    )

@@ -256,6 +256,7 @@ def build_artifact(
         rmtree(export)
 
     # its members passed the rules before packing
-    record_checked(digest, Checked(unpacked, tuple(sorted(e.rel for e in entries if e.kind == "symlink"))))
+    links = tuple(sorted(e.rel for e in entries if e.kind == "symlink"))
+    record_checked(digest, Checked(unpacked, links, sha))
     log(f"built {tar_path.name}: {len(manifest)} files, {size} bytes, sha256 {digest[:12]}")
     return Artifact(path=tar_path, meta=meta)

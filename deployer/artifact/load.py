@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployer.artifact.fsutil import one_line, sha256_file
-from deployer.artifact.members import REVISION_FILE, checked_from, find_problem, record_checked, scan_tarball
+from deployer.artifact.members import checked_from, find_problem, record_checked, scan_tarball
 from deployer.errors import ArtifactError
 from deployer.plan.paths import MANIFEST as MANIFEST_MEMBER
 
 _VERSION_IN_NAME = re.compile(r"^(?P<name>.+)-(?P<version>\d{14}-[0-9a-f]{7,40}(?:-dirty)?)$")
+_BUILT_VERSION = re.compile(r"^\d{14}-(?P<sha>[0-9a-f]{7,40})(?:-dirty)?$")  # the builder's default
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ def load_artifact(path: Path) -> Artifact:
     if unsafe:
         bad, reason = unsafe
         raise ArtifactError(f"{path.name}: unsafe member '{bad}': {reason}")
-    record_checked(digest, checked_from(members, scanned.unpacked_size))
-    revision = scanned.contents.get(REVISION_FILE, b"").decode("ascii", "replace").strip() or None
+    checked = checked_from(scanned)
+    record_checked(digest, checked)
+    revision = checked.revision
     stem = path.name
     for suffix in (".tar.gz", ".tgz"):
         if stem.endswith(suffix):
@@ -167,3 +169,17 @@ def load_artifact(path: Path) -> Artifact:
         "dirty": version.endswith("-dirty"),
     }
     return Artifact(path=path, meta=meta)
+
+
+def revision_problem(meta: dict, revision: str | None) -> str | None:
+    """Why this metadata does not describe the artifact whose REVISION holds `revision` (its
+    git_sha differs, or its version names another commit), or None."""
+    claimed = meta.get("git_sha") or None
+    if claimed and claimed != revision:
+        has = f"git sha {revision}" if revision else "no REVISION"
+        return f"names git sha {claimed}, but the artifact holds {has}"
+    built = _BUILT_VERSION.match(str(meta.get("version", "")))
+    if built and not (revision or "").startswith(built.group("sha")):
+        has = f"git sha {revision}" if revision else "no REVISION"
+        return f"names version {meta.get('version')}, but the artifact holds {has}"
+    return None

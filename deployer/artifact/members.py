@@ -177,6 +177,7 @@ class Checked:
 
     unpacked_size: int  # bytes of regular file data: what extraction writes
     symlinks: tuple[str, ...]  # every symlink member's path, normalised
+    revision: str | None = None  # the top-level REVISION's first line (the git sha), if any
 
 
 def checked_record(sha256: str) -> Path:
@@ -191,7 +192,14 @@ def record_checked(sha256: str, checked: Checked) -> None:
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
-            record, json.dumps({"unpacked_size": checked.unpacked_size, "symlinks": list(checked.symlinks)}).encode()
+            record,
+            json.dumps(
+                {
+                    "unpacked_size": checked.unpacked_size,
+                    "symlinks": list(checked.symlinks),
+                    "revision": checked.revision,
+                }
+            ).encode(),
         )
     except OSError:
         pass  # a read-only home only costs the check again next time
@@ -200,15 +208,26 @@ def record_checked(sha256: str, checked: Checked) -> None:
 def _read_record(sha256: str) -> Checked | None:
     try:
         data = json.loads(checked_record(sha256).read_text(encoding="utf-8"))
-        return Checked(int(data["unpacked_size"]), tuple(str(s) for s in data["symlinks"]))
+        revision = data["revision"]  # a record without it (older) is scanned again
+        return Checked(
+            int(data["unpacked_size"]),
+            tuple(str(s) for s in data["symlinks"]),
+            str(revision) if revision is not None else None,
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def checked_from(members: Sequence[tarfile.TarInfo], unpacked_size: int) -> Checked:
-    """The Checked record of members that passed the rules."""
-    links = ("/".join(split_name(m.name)) for m in members if m.issym())
-    return Checked(unpacked_size, tuple(sorted(links)))
+def revision_of(contents: dict[str, bytes]) -> str | None:
+    """The git sha a scan's REVISION member holds (its first line), or None."""
+    text = contents.get(REVISION_FILE, b"").decode("ascii", "replace").strip()
+    return text.splitlines()[0].strip() if text else None
+
+
+def checked_from(scanned: tarscan.Scan) -> Checked:
+    """The Checked record of a scan whose members passed the rules (read with want_revision)."""
+    links = ("/".join(split_name(m.name)) for m in scanned.members if m.issym())
+    return Checked(scanned.unpacked_size, tuple(sorted(links)), revision_of(scanned.contents))
 
 
 def _shared_problem(symlinks: Iterable[str], shared: Iterable[str]) -> tuple[str, str] | None:
@@ -233,12 +252,12 @@ def check_members(path: Path, sha256: str | None = None, shared: Sequence[str] =
     path = Path(path)
     checked = _read_record(sha256) if sha256 else None
     if checked is None:
-        scanned = scan_tarball(path)
+        scanned = scan_tarball(path, want_revision=True)
         problem = find_problem(scanned.members)
         if problem:
             name, reason = problem
             raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
-        checked = checked_from(scanned.members, scanned.unpacked_size)
+        checked = checked_from(scanned)
         if sha256:
             record_checked(sha256, checked)
     problem = _shared_problem(checked.symlinks, shared)

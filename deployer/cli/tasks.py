@@ -90,12 +90,19 @@ def _load(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, versio
 
 
 def _checked(art, shared: tuple[str, ...]):
-    """art with its members checked (a fresh build's when it was packed) and its unpacked size the
-    one that check measured, never a sidecar's claim."""
+    """art with its members checked (a fresh build's when it was packed), its unpacked size the
+    one that check measured and its git sha the one its REVISION holds, never a sidecar's claim
+    (a .json naming another commit or version is refused)."""
+    from deployer.artifact.load import revision_problem
     from deployer.artifact.members import check_members
+    from deployer.errors import ArtifactError
 
     checked = check_members(art.path, art.sha256, shared)
-    return dataclasses.replace(art, meta={**art.meta, "unpacked_size": checked.unpacked_size})
+    problem = revision_problem(art.meta, checked.revision)
+    if problem:
+        raise ArtifactError(f"refusing {art.path.name}: its .json {problem}")
+    meta = {**art.meta, "unpacked_size": checked.unpacked_size, "git_sha": checked.revision}
+    return dataclasses.replace(art, meta=meta)
 
 
 @command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
