@@ -10,11 +10,14 @@ signature.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deployer.artifact import signing
+from deployer.artifact.fsutil import sha256_file
 from deployer.artifact.load import Artifact, load_artifact, meta_problem
 from deployer.config.settings import StoreSettings
 from deployer.errors import StoreError, UsageError, command_line
@@ -23,6 +26,7 @@ CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 DEFAULT_REGION = "us-east-1"
 Names = list[str]  # (the class's `list` method shadows the builtin in its annotations)
+_SAME = ("name", "version", "git_sha", "sha256", "size", "manifest_sha256")  # a JSON saying these is current
 
 
 def _client(settings: StoreSettings, endpoint: str) -> Any:
@@ -49,6 +53,9 @@ class S3Store:
         self._uploading: Any = None  # the transfer in flight (put), for cancel()
         self._cancelled = False
         self._signer: Any = None
+        self._trusted: dict | None = None
+        self._private: Any = None
+        self.replaced: Names = []  # objects a put found wrong in the store and uploaded again
         self.where = f"s3://{settings.bucket}/{settings.prefix}" + (
             f" at {settings.endpoint}" if settings.endpoint else ""
         )
@@ -68,7 +75,8 @@ class S3Store:
 
     def get(self, ref: str) -> Artifact:
         """By exact version or a sha256/git sha prefix (>= 7 chars); downloaded into the cache
-        unless a copy is there, and its sha256 checked against the metadata (load_artifact)."""
+        unless a copy is there, and its sha256 checked against the metadata (load_artifact).
+        With trusted_keys, a .json not signed by one of them is refused before anything else."""
         items = self.list()
         exact = [a for a in items if a.version == ref]
         matches = exact or [
@@ -81,10 +89,20 @@ class S3Store:
         if not matches:
             raise UsageError(f"no artifact {ref!r} in {self.where} (publish it: {command_line('publish')})")
         art = matches[0]
+        if self.settings.trusted_keys:
+            signing.verify(art.meta, self.trusted(), art.json_path.name)
         if not (art.path.is_file() and art.json_path.is_file()):
             self.cache.mkdir(parents=True, exist_ok=True)
             part = art.path.with_name(art.path.name + ".part")
             self._call("download", self.client.download_file, self.settings.bucket, self.key(art.path.name), str(part))
+            got = sha256_file(part)
+            if got != art.sha256:
+                part.unlink(missing_ok=True)
+                raise StoreError(
+                    f"store {self.where}: its copy of {art.path.name} is not the artifact its .json names "
+                    f"(sha256 mismatch: .json says {art.sha256[:12]}..., the object is {got[:12]}...); "
+                    f"publish it again: {command_line('publish --version ' + art.version)}"
+                )
             part.replace(art.path)
             art.json_path.write_text(json.dumps(art.meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return load_artifact(art.path)
@@ -95,23 +113,56 @@ class S3Store:
         before_json: Callable[[], object] | None = None,
         stored: Callable[[], object] | None = None,
     ) -> Names:
-        """Upload the tarball, then its JSON, each only if the store does not hold it yet (HEAD
-        first); returns the object names uploaded (none: it was published already). Between the
-        two, `stored` is told the tarball is there (hosts may fetch it) and before_json is waited
-        for; a `cancel` meanwhile stops before the JSON (as it stops any upload)."""
+        """Upload the tarball, then its JSON (signed with signing_key, when set), each only if the
+        store does not hold it yet: the tarball by its sha256 (kept as the object's metadata), the
+        JSON by what it says; returns the object names uploaded (none: it was published already;
+        a wrong copy in the store is replaced, its name in `replaced`). Between the two, `stored`
+        is told the tarball is there (hosts may fetch it) and before_json is waited for; a
+        `cancel` meanwhile stops before the JSON (as it stops any upload)."""
         uploaded = []
-        for path in (Path(artifact.path), artifact.json_path):
-            if path == artifact.json_path:
-                if stored is not None:
-                    stored()
-                if before_json is not None:
-                    before_json()
-            key = self.key(path.name)
-            if self.has(key, path.stat().st_size if path == Path(artifact.path) else None):
-                continue
-            self._call("upload", self._upload, path, key)
-            uploaded.append(path.name)
+        if self.settings.signing_key:
+            self.private()  # a bad key fails before anything goes up
+        tarball = Path(artifact.path)
+        key = self.key(tarball.name)
+        if not self._holds(key, artifact):
+            self._call("upload", self._upload, tarball, key, {"sha256": artifact.sha256})
+            uploaded.append(tarball.name)
+        if stored is not None:
+            stored()
+        if before_json is not None:
+            before_json()
+        body, meta = self._json_body(artifact)
+        key = self.key(artifact.json_path.name)
+        if not self._json_current(key, meta):
+            self._call("upload", self._put_bytes, key, body)
+            uploaded.append(artifact.json_path.name)
         return uploaded
+
+    def mend_copy(self, artifact: Artifact) -> str | None:
+        """Why the store's copy of the artifact's tarball is not it, or None; a wrong copy is
+        replaced by this one (read whole and hashed here: asked only after a host found the
+        sha256 it fetched wrong, when the metadata said the copy was right)."""
+        name = Path(artifact.path).name
+
+        def digest() -> str:
+            body = self.client.get_object(Bucket=self.settings.bucket, Key=self.key(name))["Body"]
+            hashed = hashlib.sha256()
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                hashed.update(chunk)
+            return hashed.hexdigest()
+
+        got = self._call("read", digest)
+        if got == artifact.sha256:
+            return None
+        try:
+            self._call("upload", self._upload, Path(artifact.path), self.key(name), {"sha256": artifact.sha256})
+            then = "it is replaced by this artifact now: deploy again"
+        except StoreError as exc:
+            then = f"replacing it failed ({exc}): publish it again"
+        return (
+            f"the store's copy of {name} is not this artifact (sha256 {got[:12]}..., expected "
+            f"{artifact.sha256[:12]}...): the store held a wrong object, not a transfer fault; {then}"
+        )
 
     def cancel(self) -> None:
         """Stop a `put` running in another thread: parts not yet sent are skipped (its `put`
@@ -125,19 +176,66 @@ class S3Store:
     def key(self, name: str) -> str:
         return self.settings.prefix + name
 
-    def has(self, key: str, size: int | None = None) -> bool:
-        """Whether the object is there (with that size, when given)."""
+    def trusted(self) -> dict:
+        """trusted_keys, loaded once: fingerprint -> public key."""
+        if self._trusted is None:
+            self._trusted = signing.load_trusted(self.settings.trusted_keys)
+        return self._trusted
+
+    def private(self) -> Any:
+        """signing_key, loaded once."""
+        if self._private is None:
+            self._private = signing.load_private(self.settings.signing_key)
+        return self._private
+
+    def _head(self, key: str) -> dict | None:
+        """The object's HEAD answer, or None when it is not there."""
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.settings.bucket, Key=key)
+            return self.client.head_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404:
-                return False
+                return None
             raise self._error("check", exc) from None
         except Exception as exc:
             raise self._error("check", exc) from None
-        return size is None or int(head.get("ContentLength", -1)) == size
+
+    def _holds(self, key: str, artifact: Artifact) -> bool:
+        """Whether the store holds this tarball: its size, and the sha256 its upload recorded
+        (an object of the same size but other bytes, or of unknown sha256, is uploaded again)."""
+        head = self._head(key)
+        if head is None:
+            return False
+        if int(head.get("ContentLength", -1)) == artifact.size and head.get("Metadata", {}).get("sha256") == (
+            artifact.sha256
+        ):
+            return True
+        self.replaced.append(Path(artifact.path).name)
+        return False
+
+    def _json_body(self, artifact: Artifact) -> tuple[bytes, dict]:
+        """The JSON as it goes up (signed with signing_key, when set) and what it says."""
+        path = artifact.json_path
+        data = path.read_bytes() if path.is_file() else json.dumps(artifact.meta, indent=2, sort_keys=True).encode()
+        meta = json.loads(data)
+        if not self.settings.signing_key:
+            return data, meta
+        meta = signing.sign(meta, self.private())
+        return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), meta
+
+    def _json_current(self, key: str, ours: dict) -> bool:
+        """Whether the store's JSON already says what ours does (and, when signing, is signed by
+        this key): then it stays. Without signing_key, a signed one is never replaced by ours."""
+        theirs = self._json(key, missing=None)
+        if not isinstance(theirs, dict) or any(theirs.get(k) != ours.get(k) for k in _SAME):
+            if theirs is not None:
+                self.replaced.append(key[len(self.settings.prefix) :])
+            return False
+        if not self.settings.signing_key:
+            return True
+        mine = self.private().public_key()
+        return signing.signature_problem(theirs, {signing.fingerprint(mine): mine}) is None
 
     def signer(self) -> Any:
         """The client that signs the hosts' URLs: this one, unless hosts reach the store by
@@ -160,14 +258,14 @@ class S3Store:
             ExpiresIn=self.settings.url_lifetime,
         )
 
-    def _upload(self, path: Path, key: str) -> None:
+    def _upload(self, path: Path, key: str, metadata: dict[str, str]) -> None:
         """upload_file's transfer (multipart when large), kept so cancel() can stop it."""
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
         if self._cancelled:
             raise StoreError(f"store {self.where}: upload cancelled")
         with create_transfer_manager(self.client, TransferConfig()) as manager:
-            self._uploading = manager.upload(str(path), self.settings.bucket, key)
+            self._uploading = manager.upload(str(path), self.settings.bucket, key, extra_args={"Metadata": metadata})
             if self._cancelled:
                 self._uploading.cancel()
             try:
@@ -193,8 +291,23 @@ class S3Store:
             ]
         return keys
 
-    def _json(self, key: str) -> object:
-        body = self._call("read", self.client.get_object, Bucket=self.settings.bucket, Key=key)["Body"].read()
+    def _put_bytes(self, key: str, body: bytes) -> None:
+        if self._cancelled:
+            raise StoreError(f"store {self.where}: upload cancelled")
+        self.client.put_object(Bucket=self.settings.bucket, Key=key, Body=body)
+
+    def _json(self, key: str, missing: object = ...) -> object:
+        """The object parsed as JSON (None: not JSON); with `missing`, that when it is not there."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if missing is not ... and _status(exc) == 404:
+                return missing
+            raise self._error("read", exc) from None
+        except Exception as exc:
+            raise self._error("read", exc) from None
         try:
             return json.loads(body)
         except ValueError:

@@ -110,7 +110,16 @@ def pull_plan(
         if approved is not None:
             approved.set()  # a put waiting for approval wakes, finds the store cancelled, sends no .json
 
-    return Pull(endpoint=cfg.store.hosts_reach, fetchable=fetchable, published=published, cancel=cancel)
+    def copy_problem() -> str | None:
+        return holder[0].mend_copy(art) if holder else None
+
+    return Pull(
+        endpoint=cfg.store.hosts_reach,
+        fetchable=fetchable,
+        published=published,
+        cancel=cancel,
+        copy_problem=copy_problem,
+    )
 
 
 @command(
@@ -128,6 +137,8 @@ def publish(c, config=None, artifact=None, version=None, allow_dirty=False, json
     store = store_of(cfg)
     art = _artifact(cfg, artifact, allow_dirty, out, version, local_only=True)
     uploaded = store.put(art)
+    for name in store.replaced:
+        out.say(f"the store's {name} was not this artifact's: replaced")
     if uploaded:
         out.say(f"published {art.version} ({art.sha256[:12]}) to {store.where}: {', '.join(uploaded)}")
     else:

@@ -83,7 +83,13 @@ def _load(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, versio
                 raise
             from deployer.cli.store_tasks import store_of
 
-            return store_of(cfg).get(version)
+            got = store_of(cfg).get(version)
+            if not cfg.store.trusted_keys:
+                out.say(
+                    f"warning: {got.version} taken from the store unverified ([store] trusted_keys is not set): "
+                    "whoever can write to the bucket chooses the code"
+                )
+            return got
     if artifact_path:
         return load_artifact(Path(artifact_path))
     return _build(cfg, allow_dirty, out)

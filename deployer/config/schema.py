@@ -190,6 +190,18 @@ STORE: Table = {
         minimum=1,
         maximum=MAX_URL_LIFETIME,
     ),
+    "signing_key": Key(
+        str,
+        "a path to an Ed25519 private key (ssh-keygen -t ed25519)",
+        "publish signs each artifact's .json with this key (a path: never the key itself)",
+        "",
+    ),
+    "trusted_keys": Key(
+        list,
+        "a list of ssh-ed25519 public key lines or .pub file paths",
+        "a deploy from the store takes only a .json signed by one of these",
+        [],
+    ),
 }
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),

@@ -64,6 +64,8 @@ class StoreSettings:
     region: str = default(STORE, "region")
     transfer: str = default(STORE, "transfer")
     url_lifetime: int = default(STORE, "url_lifetime")
+    signing_key: str = default(STORE, "signing_key")  # a path ("" none): the key never sits here
+    trusted_keys: tuple[str, ...] = ()  # ssh-ed25519 lines, or paths of files holding them
 
     @property
     def hosts_reach(self) -> str:

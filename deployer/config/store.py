@@ -34,7 +34,14 @@ def read(reader: Reader, data: object) -> StoreSettings:
         if value and (not value.startswith(("http://", "https://")) or any(c.isspace() for c in value)):
             raise reader.fail(f"store.{key}", f"expected an http(s) URL, got {value!r}")
     values = {k: v.rstrip("/") if k.endswith("endpoint") else v for k, v in given.items() if k != "url"}
-    return StoreSettings(bucket=bucket, prefix=prefix, **values)
+    if values.get("signing_key"):
+        values["signing_key"] = reader.resolve(values["signing_key"])
+    trusted = []
+    for i, entry in enumerate(values.pop("trusted_keys", [])):
+        if not isinstance(entry, str) or not entry.strip():
+            raise reader.fail(f"store.trusted_keys[{i}]", "expected an ssh-ed25519 key line or a file path")
+        trusted.append(entry.strip() if entry.startswith("ssh-") else reader.resolve(entry))
+    return StoreSettings(bucket=bucket, prefix=prefix, trusted_keys=tuple(trusted), **values)
 
 
 def split_url(url: str) -> tuple[str, str]:

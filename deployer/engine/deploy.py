@@ -216,15 +216,22 @@ class Pipeline:
             raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
 
     def prepare(self, run: HostRun) -> None:
-        upload.prepare(
-            self.session,
-            run,
-            self.artifact,
-            self.release,
-            self.envs[run.name] if self.envs else None,
-            (self.pull.endpoint, self.url) if self.pull else None,
-            None if self.options.full else self.deltas,
-        )
+        try:
+            upload.prepare(
+                self.session,
+                run,
+                self.artifact,
+                self.release,
+                self.envs[run.name] if self.envs else None,
+                (self.pull.endpoint, self.url) if self.pull else None,
+                None if self.options.full else self.deltas,
+            )
+        except HostError as exc:
+            # a pulled artifact with the wrong sha256: the store's copy may be what is wrong
+            wrong = self.pull.store_copy_problem() if self.pull and upload.SHA_MISMATCH in exc.message else None
+            if wrong:
+                raise HostError(run.name, "prepare", wrong) from None
+            raise
 
     def migrate(self) -> None:
         m = self.pipeline.migrate

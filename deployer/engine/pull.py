@@ -49,10 +49,25 @@ class Pull:
     # if the publish failed first; returns what signs a fresh presigned GET URL of it (a secret, stdin only)
     published: Callable[[], None] = lambda: None  # waits for the rest of the publish, raises StoreError
     cancel: Callable[[], None] = lambda: None  # stops a publish still running (the run ended without it)
+    copy_problem: Callable[[], str | None] = lambda: None  # why the store's copy is not the artifact (then
+    # replaced), or None
     _sign: Callable[[], str] | None = field(default=None, init=False, repr=False)
+    _checked: list[str | None] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def presign(self) -> str:
         """A presigned URL of the artifact (waits for its tarball in the store the first time)."""
         if self._sign is None:
             self._sign = self.fetchable()
         return self._sign()
+
+    def store_copy_problem(self) -> str | None:
+        """copy_problem(), asked once per run however many hosts found a wrong sha256 (a
+        failure to ask is no answer: the host's own message stands)."""
+        with self._lock:
+            if not self._checked:
+                try:
+                    self._checked.append(self.copy_problem())
+                except Exception:
+                    self._checked.append(None)
+            return self._checked[0]

@@ -24,6 +24,8 @@ from deployer.remote.state import HostState
 from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
 
+SHA_MISMATCH = "artifact sha256 mismatch on host"  # what prepare_fetch.sh says of a wrong artifact
+
 
 def record(run: HostRun) -> Deployed:
     """The deploy's record for this host (made when the host was locked)."""
