@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from helpers import REPO, cli, closed_pipe
+from helpers import REPO, cli, cli_env, closed_pipe, commit_change, current, status
 
 from deployer.report.output import Output
 
@@ -83,3 +83,39 @@ def test_atexit_handlers_of_a_python_hook_run_when_the_cli_leaves(sandbox):
     assert proc.returncode == 0, proc.stderr
     assert "hook ok: exit_hook:register" in proc.stdout + proc.stderr
     assert (sb.config_path.parent / "atexit-ran").read_text() == "sandbox 1"
+
+
+def _stdout_closed() -> None:
+    os.close(1)  # in the child before exec: `deployer ... >&-`, as cron and CI wrappers run it
+
+
+def _cli_closed_stdout(sb, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deployer", *args, "--config", str(sb.config_path)],
+        stdout=None,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=180,
+        env=cli_env(),
+        cwd=sb.config_path.parent,
+        preexec_fn=_stdout_closed,
+    )
+
+
+def test_a_closed_stdout_drops_the_output_and_keeps_the_code_the_run_earned(sandbox, app_repo):
+    sb = sandbox(1)
+    proc = _cli_closed_stdout(sb, "deploy")
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    assert current(sb, sb.hosts[0]) == "releases/1"
+    assert [(r["current"], r["lock"]) for r in status(sb)] == [(1, None)]
+    for args in (("status", "--json"), ("releases", "--json"), ("status",), ("--help",)):
+        proc = _cli_closed_stdout(sb, *args)
+        assert (proc.returncode, proc.stderr) == (0, ""), (args, proc.stderr)
+    proc = _cli_closed_stdout(sb, "deploy", "--stage", "nope")  # bad input: its code and its one line
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
+    sb.exec(sb.hosts[0], "chmod 555 /srv/app/releases")  # the next release cannot be made: a failed run
+    commit_change(app_repo, "n.txt", "2")
+    proc = _cli_closed_stdout(sb, "deploy")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "NoneType" not in proc.stderr, proc.stderr
+    assert [(r["current"], r["lock"]) for r in status(sb)] == [(1, None)]

@@ -232,6 +232,7 @@ program = DeployerProgram(namespace=ns, version=__version__, name=NAME, binary=N
 
 def main() -> None:
     set_program(NAME)
+    reopen_closed_std()
     try:
         program.run()
     except SystemExit as exc:
@@ -240,6 +241,23 @@ def main() -> None:
         discard(sys.stdout)
         leave(SIGPIPE_EXIT)
     leave(0)
+
+
+def reopen_closed_std() -> None:
+    """A standard stream closed by the caller (`deployer deploy >&-`, as cron and CI wrappers do)
+    becomes /dev/null, as a reader that left does: what is printed goes nowhere and the run keeps
+    its code. The descriptor is taken too, so no file or socket opened later lands on 0, 1 or 2
+    (where a hook or a subprocess would read or write it)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            sink = os.open(os.devnull, os.O_RDWR)
+            if sink != fd:
+                os.dup2(sink, fd)
+                os.close(sink)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))
 
 
 def leave(code) -> None:
