@@ -11,7 +11,8 @@ the new release bad. Ctrl-C, SIGTERM and SIGHUP abort the same way (exit 130, 14
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +25,7 @@ from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
 from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
-from deployer.errors import PARTIAL, DeployerError, HostError
+from deployer.errors import FAILED, PARTIAL, DeployerError, HostError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
@@ -107,30 +108,9 @@ class Pipeline:
         with s:
             try:
                 s.lock_all(self.artifact.sha256, self.options.max_fail)
-                self.undo_skipped()
-                for run in s.active:
-                    upload.record(run).previous = host_state(run).live
-                self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
-                self.number = planning.next_release_number({r.name: host_state(r) for r in s.active})
-                self.ctx.release = self.number
-                self.out.say(
-                    f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) "
-                    f"to {len(s.active)} host(s)"
-                )
-                try:
-                    self.url = self.presign()  # one URL for every host of this run
-                    try:
-                        self.step("prepare", self.prepare, tolerate=True)
-                    finally:
-                        self.deltas.close()  # needed during prepare only
-                    self.published()
-                    self.migrate()
-                    smoke = self.pipeline.smoke
-                    if smoke:
-                        self.step("smoke", lambda r: self.remote(r, "smoke", smoke))
-                except hooks.HookFailed as exc:
-                    self.fail_before_switch(str(exc))
-                self.switch_in_batches()
+                with self.before_any_switch():
+                    self.ready()
+                    self.switch_in_batches()
                 self.live = True  # switched and checked on every host: a signal no longer puts back
                 self.finish_all()
             except (KeyboardInterrupt, Cancelled) as exc:
@@ -151,6 +131,50 @@ class Pipeline:
             )
         self.notify("succeeded")
         return s.runs
+
+    def ready(self) -> None:
+        """check → release number → prepare → migrate → smoke: every host ready to switch."""
+        s = self.session
+        self.undo_skipped()
+        for run in s.active:
+            upload.record(run).previous = host_state(run).live
+        self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
+        self.number = planning.next_release_number({r.name: host_state(r) for r in s.active})
+        self.ctx.release = self.number
+        self.out.say(
+            f"release {self.number}: {self.artifact.version} ({self.artifact.sha256[:12]}) to {len(s.active)} host(s)"
+        )
+        self.url = self.presign()  # one URL for every host of this run
+        try:
+            self.step("prepare", self.prepare, tolerate=True)
+        finally:
+            self.deltas.close()  # needed during prepare only
+        self.published()
+        self.migrate()
+        smoke = self.pipeline.smoke
+        if smoke:
+            self.step("smoke", lambda r: self.remote(r, "smoke", smoke))
+
+    @contextmanager
+    def before_any_switch(self) -> Iterator[None]:
+        """Once the lock is held and until a host switched, every failure releases it: a failed
+        step or hook, the release numbers used up, a Python hook's own DeployerError (its exit
+        code kept), and, for anything unforeseen, the lock released before the traceback."""
+        try:
+            yield
+        except (RunFailed, Cancelled):  # a Cancelled is a signal's: the caller's interrupted() undoes
+            raise
+        except DeployerError as exc:
+            if self.switched():
+                raise
+            self.fail_before_switch(str(exc), exc.exit_code)
+        except Exception:
+            if not self.switched():
+                self.session.abort(self.number)
+            raise
+
+    def switched(self) -> bool:
+        return any(upload.record(r).switched or upload.record(r).in_doubt for r in self.session.runs)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -173,13 +197,14 @@ class Pipeline:
             return
         self.fail_before_switch(f"{names(failures)} failed to {name}")
 
-    def fail_before_switch(self, why: str) -> None:
+    def fail_before_switch(self, why: str, exit_code: int = FAILED) -> None:
         self.session.abort(self.number)
         self.session.raise_if_lease_lost()
         raise RunFailed(
             f"deploy aborted before any switch: {why}; no host switched, partial releases removed, "
             + self.session.locks_said(),
             self.session.runs,
+            exit_code,
         )
 
     def undo_skipped(self) -> None:
