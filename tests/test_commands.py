@@ -867,6 +867,30 @@ def test_a_live_lease_is_kept_and_a_stale_one_taken_over_with_the_dead_runs_left
     assert record == {"action": "takeover", "stale": {"holder": {"who": "A", "pid": 1}, "silent_s": taken.took_over[0]}}
 
 
+def test_a_heartbeat_in_the_future_is_stale_lock_ttl_after_it_was_first_seen(tmp_path):
+    """The host's clock stepped back after the holder's last renewal: its silence is counted from
+    when a run first saw that heartbeat; a live holder's next renewal (host clock) ends it."""
+    paths = Paths(str(tmp_path))
+    future = Path(paths.lock, "future")
+    assert lock(paths, "A").lock_acquired
+    age_heartbeat(paths, -3600)
+    seen = lock(paths, "B")
+    assert not seen.lock_acquired and seen.lock_future and seen.lock_silent == 0
+    age_mark = time.time() - 60
+    os.utime(future, (age_mark, age_mark))  # first seen a minute ago, lock_ttl 3
+    assert leased(paths, "A", "echo renewed").stdout == b"renewed\n"  # the holder was alive after all
+    held = lock(paths, "B")
+    assert not held.lock_acquired and not held.lock_future and held.lock_silent in (0, 1)
+    age_heartbeat(paths, -7200)  # stepped back again: the old mark is for another heartbeat
+    held = lock(paths, "B")
+    assert not held.lock_acquired and held.lock_future and held.lock_silent == 0
+    os.utime(future, (age_mark, age_mark))
+    taken = lock(paths, "B")
+    assert taken.lock_acquired and taken.lock_future and taken.took_over[0] >= 59
+    assert Path(paths.lock_token).read_text() == "B" and not future.exists()
+    assert sorted(os.listdir(paths.lock)) == ["beat", "info", "token"]
+
+
 def test_a_lock_without_heartbeat_or_without_ttl_is_never_taken_over(tmp_path):
     paths = Paths(str(tmp_path))
     assert lock(paths, "A", ttl=None).lock_acquired

@@ -458,6 +458,48 @@ def test_sigkill_before_switch_leaves_stale_lock_and_orphan(sandbox, app_repo, p
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_a_heartbeat_from_the_future_is_taken_over_after_lock_ttl_by_the_hosts_clock(
+    sandbox, app_repo, procs, tmp_path
+):
+    """The host's clock stepped back an hour after a killed run's last renewal (`touch -d` on its
+    heartbeat): the next run says so and waits out lock_ttl by the host's clock, then takes over.
+    A live holder whose heartbeat is put in the future renews it and is never taken over."""
+    sb = sandbox(1, app={"lock_ttl": 3})
+    h = sb.hosts[0]
+    assert cli(sb, "deploy").returncode == 0
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    to_the_future = f"touch -d '+1 hour' {PATHS.lock_beat}"
+
+    pause = Pause(tmp_path, "switch")
+    live = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(live)
+    assert sb.exec(h, to_the_future)[0] == 0
+    time.sleep(4)  # past lock_ttl: the holder renewed meanwhile (every lock_ttl / 4)
+    for _ in range(2):
+        proc = cli(sb, "deploy")
+        assert proc.returncode == 3 and "in the future" not in proc.stderr, proc.stderr
+    assert lock_info(sb, h)["pid"] == live.pid
+    pause.release()
+    assert finish(live)[0] == 0 and current(sb, h) == "releases/2"
+
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    pause = Pause(tmp_path, "switch")
+    dead = popen(procs, sb, "deploy", env=pause.env)
+    pause.wait(dead)
+    dead.send_signal(signal.SIGKILL)
+    dead.wait(timeout=10)
+    pause.release()
+    assert sb.exec(h, to_the_future)[0] == 0
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 3 and "heartbeat is in the future (host clock stepped back?)" in proc.stderr, proc.stderr
+    time.sleep(4)  # past lock_ttl since the future heartbeat was first seen
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "took over a stale lock" in said and "heartbeat is in the future (host clock stepped back?)" in said
+    assert current(sb, h) == "releases/4" and lock_info(sb, h) is None and leftovers(sb, h) == []
+
+
 def test_orphans_are_never_kept_or_chosen():
     """Planning: a complete release above the live one that was never switched to."""
     state = host_state.parse("current\tlink releases/1\nrelease\t1 1 0 0 0\t{}\nrelease\t2 1 0 0 0\t{}\n")

@@ -40,6 +40,9 @@ from deployer.ssh.types import Result, Stdin
 __all__ = ["RunFailed", "Session", "no_interrupts", "names", "steps", "utc_now", "who"]
 
 
+FUTURE_BEAT = ", its heartbeat is in the future (host clock stepped back?)"
+
+
 def who() -> str:
     """user@machine, plus the CI job when the usual CI variables say there is one."""
     base = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -204,20 +207,24 @@ class Session:
         run.locked, run.lock_in_doubt = state.lock_acquired, False
         if run.locked:
             run.renewed = time.monotonic()
+        future = FUTURE_BEAT if state.lock_future else ""
         if state.took_over:
             quiet_for, stale = state.took_over
             self.out.line(
                 run.name,
                 "lock",
                 f"took over a stale lock: {stale.describe()} had not renewed it "
-                f"for {quiet_for}s (lock_ttl {ttl}s); its temp files removed",
+                f"for {quiet_for}s{future} (lock_ttl {ttl}s); its temp files removed",
             )
         if lock and not run.locked:
             holder = state.lock.describe() if state.lock else "unknown holder"
             silent = state.lock_silent
-            lease = (
-                f", lease renewed {silent}s ago (taken over after {ttl}s without renewal)" if silent is not None else ""
-            )
+            if state.lock_future:
+                lease = f"{future}, not renewed since it was first seen {silent}s ago (taken over after {ttl}s)"
+            elif silent is not None:
+                lease = f", lease renewed {silent}s ago (taken over after {ttl}s without renewal)"
+            else:
+                lease = ""
             raise LockHeld(
                 f"{run.name}: {self.paths.lock} is held by {holder}{lease}; if that run is gone, "
                 f"clear it with: {command_line('unlock --stage ' + self.stage.name + ' --yes')}"

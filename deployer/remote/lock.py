@@ -36,8 +36,9 @@ def inspect(
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
     With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
-    the host's own clock, is taken over (see inspect_lock.sh) and, with takeover_ledger, recorded:
-    the line with TAKEOVER_MARK replaced by the stale holder."""
+    the host's own clock (a heartbeat in the future counts from when it was first seen), is taken
+    over (see inspect_lock.sh) and, with takeover_ledger, recorded: the line with TAKEOVER_MARK
+    replaced by the stale holder."""
     values: dict[str, Value] = {
         **lock_values(paths, lock_token),
         "DEPLOY_TO": paths.deploy_to,
@@ -53,6 +54,7 @@ def inspect(
             "INFO": lock_info,
             "LOCK_BEAT": paths.lock_beat,
             "LOCK_CLAIM": posixpath.join(paths.lock, "claim"),
+            "LOCK_FUTURE": posixpath.join(paths.lock, "future"),
             "LOCK_TTL": int(lock_ttl) if lock_ttl else "",
             "RELEASES": paths.releases,
             "CACHE": paths.cache,

@@ -131,6 +131,7 @@ class HostState:
     lock_acquired: bool = False
     lock_silent: int | None = None  # seconds since the holder last renewed its lease (host clock)
     took_over: tuple[int, LockInfo] | None = None  # (seconds silent, holder) of a stale lock replaced
+    lock_future: bool = False  # the holder's heartbeat is in the future (the host's clock stepped back)
     free_kb: int | None = None
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
@@ -254,6 +255,8 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["lock_acquired"] = True
         elif key == "lock_silent" and value.isdigit():
             values["lock_silent"] = int(value)
+        elif key == "lock_future":
+            values["lock_future"] = value == "1"
         elif key == "takeover":
             silent, _, raw = value.partition("\t")
             values["took_over"] = (int(silent) if silent.isdigit() else 0, LockInfo.parse(raw))
