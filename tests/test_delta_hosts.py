@@ -216,3 +216,29 @@ def test_a_full_disk_while_the_host_builds_a_delta_leaves_nothing(sandbox, app_r
     again = cli(sb, "deploy")
     assert again.returncode == 0 and "against release 1" in again.stdout, again.stdout + again.stderr
     assert current(sb, h) == "releases/2"
+
+
+@pytest.mark.parametrize("builder", ["python3", "shell"])
+def test_a_fifo_in_the_delta_base_is_refused_before_any_copy_and_the_full_artifact_sent(sandbox, app_repo, builder):
+    """A fifo planted in the live release where the delta takes a file from it (as a renamed copy
+    too): without python3, `cp -P` would wait on it for ever. The host refuses it before copying,
+    naming the path as no regular file, and gets the full artifact: the deploy completes."""
+    import shutil
+
+    sb = sandbox(1)
+    if builder == "shell":
+        assert sb.exec(0, "for p in /usr/bin/python3*; do mv $p $p.hidden; done")[0] == 0
+        assert sb.exec(0, "command -v python3")[0] != 0  # prepare_delta.sh takes the shell steps
+    bigger_app(app_repo)
+    assert cli(sb, "deploy").returncode == 0
+    shutil.copy(app_repo / "pkg/m0/f7.py", app_repo / "pkg/f7-again.py")  # a pair: same content, new path
+    commit_change(app_repo, "pkg/m1/f60.py", "changed\n")
+    base = "/srv/app/releases/1/pkg/m0/f7.py"
+    assert sb.exec(0, f"rm {base} && mkfifo -m 644 {base} && chown deploy: {base}")[0] == 0
+
+    proc = cli(sb, "deploy", timeout=120)  # before: blocked for ever in cp -P
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said
+    assert "release 1: pkg/m0/f7.py is not a regular file" in said and "holds links" not in said, said
+    assert "sending the full artifact" in said and current(sb, sb.hosts[0]) == "releases/2"
+    assert sb.exec(0, "cmp /srv/app/releases/2/pkg/f7-again.py /srv/app/releases/2/pkg/m0/f7.py")[0] == 0

@@ -69,8 +69,8 @@ def copy(src, dst, execs, src_dirs, dst_dirs, hashes):
     fd = os.open(sname, READ_FLAGS, dir_fd=src_dirs.fd(sdir))
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            unusable(BASE + " holds links the artifact does not")
+        if not stat.S_ISREG(st.st_mode):  # a fifo (opened without waiting), a device, a directory
+            unusable(BASE + ": " + src.decode("utf-8", "replace") + " is not a regular file")
         out = os.open(dname, WRITE_FLAGS, 0o755 if dst in execs else 0o644, dir_fd=dst_dirs.fd(ddir))
         try:
             h = hashlib.sha256()

@@ -39,9 +39,15 @@ receive_delta() {
   fi
   # 2. what the base holds, copied (never linked), by the base's own manifest minus the skip list;
   # a path with a `..` component is never copied; -P: a link in the base is copied as a link
-  # (and refused below)
+  # (and refused below). Anything else that is no regular file (a fifo: cp would wait on it for
+  # ever, a device, a directory) is refused before anything is copied.
   (cd "$DELTA_BASE" && cut -c67- "$MANIFEST" | grep -vxF -f "$rd_ctl/skip" |
-     grep -v -e '^\.\.$' -e '^\.\./' -e '/\.\./' -e '/\.\.$' | sed 's|^|./|' | tr '\n' '\0' |
+     grep -v -e '^\.\.$' -e '^\.\./' -e '/\.\./' -e '/\.\.$' > "$rd_ctl/copy") 2>/dev/null || :
+  cut -f1 "$rd_ctl/pairs" | cat "$rd_ctl/copy" - | while IFS= read -r rd_p; do
+    [ -L "$DELTA_BASE/$rd_p" ] || [ -f "$DELTA_BASE/$rd_p" ] || { printf '%s\n' "$rd_p"; break; }
+  done > "$rd_ctl/irregular"
+  [ ! -s "$rd_ctl/irregular" ] || unusable "release $DELTA_NUMBER: $(cat "$rd_ctl/irregular") is not a regular file"
+  (cd "$DELTA_BASE" && sed 's|^|./|' "$rd_ctl/copy" | tr '\n' '\0' |
      xargs -0 -r cp -RP --parents -t "$TMP_RELEASE" --) 2>/dev/null || copy_failed
   rd_tab=$(printf '\t')
   while IFS=$rd_tab read -r rd_s rd_d; do
