@@ -8,7 +8,7 @@ import json
 
 import paramiko
 import toml
-from helpers import cli, current, release_dirs
+from helpers import cli, commit_change, current, git, release_dirs, tar_member, write_tar_gz
 
 
 def edit_config(sb, **tables) -> None:
@@ -86,6 +86,36 @@ def test_a_remote_before_prepare_hook_runs_in_deploy_to(sandbox):
         proc = cli(sb, "deploy")
         assert proc.returncode == 0, proc.stderr + proc.stdout
         assert sb.exec(0, "cat /tmp/before-prepare") == (0, f"/srv/app\n/srv/app/releases/{number}\nabsent\n")
+
+
+def test_a_file_name_with_a_newline_is_refused_by_the_build_and_in_a_foreign_artifact(sandbox, app_repo, tmp_path):
+    """A manifest, a listing and a host's shell read one name per line: `we\\nird.txt` deployed,
+    then `verify` reported drift on a clean release. The build refuses it (exit 2, the name
+    escaped, nothing sent), and so does the member check of an artifact built elsewhere."""
+    sb = sandbox(1)
+    assert cli(sb, "deploy").returncode == 0
+    (app_repo / "we\nird.txt").write_text("odd\n")
+    commit_change(app_repo, "n.txt", "2")
+    before = sb.command_count(0)
+    for args in (("build",), ("deploy",)):
+        proc = cli(sb, *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "we\\nird.txt" in lines[0] and "control character" in lines[0], proc.stderr
+    assert sb.command_count(0) == before and release_dirs(sb, sb.hosts[0]) == ["1"]
+    git(app_repo, "rm", "-q", "we\nird.txt")
+    commit_change(app_repo, "n.txt", "3")
+    assert cli(sb, "deploy").returncode == 0 and cli(sb, "verify").returncode == 0
+
+    foreign = write_tar_gz(
+        tmp_path / "foreign.tar.gz", [tar_member("REVISION", b"f\n"), tar_member("we\nird.txt", b"odd\n")]
+    )
+    before = sb.command_count(0)
+    proc = cli(sb, "deploy", "--artifact", str(foreign))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "we\\nird.txt" in lines[0] and "control character" in lines[0], proc.stderr
+    assert sb.command_count(0) == before and current(sb, sb.hosts[0]) == "releases/2"
 
 
 def test_escape_sequences_in_a_version_never_reach_the_terminal(sandbox, app_repo, tmp_path):

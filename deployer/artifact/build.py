@@ -67,7 +67,15 @@ from deployer.artifact.gitexport import (
     set_mtimes,
 )
 from deployer.artifact.load import Artifact
-from deployer.artifact.members import REVISION_FILE, Checked, Unsafe, find_problem, record_checked, split_name
+from deployer.artifact.members import (
+    REVISION_FILE,
+    Checked,
+    Unsafe,
+    find_problem,
+    record_checked,
+    shown,
+    split_name,
+)
 from deployer.artifact.pack import collect, manifest_sha256, tarinfo_for, with_manifest, write_tarball
 from deployer.errors import ArtifactError
 from deployer.plan.paths import MANIFEST as MANIFEST_MEMBER
@@ -215,7 +223,7 @@ def build_artifact(
         problem = find_problem(tarinfo_for(e, commit_ts) for e in entries)
         if problem:
             bad, reason = problem
-            raise ArtifactError(f"refusing to pack '{bad}': {reason}")
+            raise ArtifactError(f"refusing to pack '{shown(bad)}': {reason}")
 
         manifest = {e.rel: sha256_file(e.path) for e in entries if e.kind == "file"}
         entries = with_manifest(export, entries, manifest)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deployer.artifact.fsutil import CHUNK, one_line
-from deployer.artifact.members import Unsafe, split_name
+from deployer.artifact.members import Unsafe, shown, split_name
 from deployer.errors import ArtifactError
 
 Log = Callable[[str], object]
@@ -120,7 +120,7 @@ def _safe_join(root: Path, rel: str) -> Path:
     try:
         parts = split_name(rel)
     except Unsafe as exc:
-        raise ArtifactError(f"refusing to export '{rel}': {exc}") from None
+        raise ArtifactError(f"refusing to export '{shown(rel)}': {exc}") from None
     return root.joinpath(*parts) if parts else root
 
 
@@ -168,7 +168,10 @@ def export_head(top: Path, prefix: str, sha: str, dest: Path) -> None:
 
 
 def _extract_one(tf: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, symlinks: set[str]) -> None:
-    parts = split_name(m.name) if m.name else []
+    try:
+        parts = split_name(m.name) if m.name else []
+    except Unsafe as exc:
+        raise ArtifactError(f"refusing to export '{shown(m.name)}': {exc}") from None
     if not parts:
         return
     for i in range(1, len(parts)):

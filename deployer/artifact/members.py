@@ -3,11 +3,11 @@
 The same rules apply to the file list before packing and, via ``check_members``, to an existing
 tarball before any upload, read as the host's GNU tar will read it (``tarscan``: one gzip member,
 nothing after the end marker, no header construction two readers could disagree on): no absolute
-paths, no ``..``, no symlink resolving outside the tree, no path going through a symlink member,
-hardlinks only to earlier regular files in the archive, no devices/fifos, no setuid/setgid,
-nothing under ``.deployer/`` (reserved for the deployer's own markers on the hosts) except the
-manifest the builder writes, no duplicates. ``tarfile.data_filter`` is applied as a second line
-of defence.
+paths, no ``..``, no control characters in names (manifests are one name per line), no symlink
+resolving outside the tree, no path going through a symlink member, hardlinks only to earlier
+regular files in the archive, no devices/fifos, no setuid/setgid, nothing under ``.deployer/``
+(reserved for the deployer's own markers on the hosts) except the manifest the builder writes, no
+duplicates. ``tarfile.data_filter`` is applied as a second line of defence.
 
 A tarball that passed is recorded per sha256 in the user's cache, so the same bytes are not
 scanned again under the same rules.
@@ -38,14 +38,23 @@ class Unsafe(Exception):
     """A member name the rules refuse (the message says why)."""
 
 
+def shown(name: str) -> str:
+    """A name for a one-line message: control characters escaped (a newline as `\\n`)."""
+    return "".join(repr(c)[1:-1] if c < " " or c == "\x7f" else c for c in name)
+
+
 def split_name(name: str) -> list[str]:
-    """The path components of a member name, without '' and '.'; Unsafe when absolute, NUL or '..'."""
+    """The path components of a member name, without '' and '.'; Unsafe when absolute, with NUL
+    or another control character (a newline), or with '..'."""
     if not name:
         raise Unsafe("empty member name")
     if name.startswith("/"):
         raise Unsafe("absolute path")
     if "\x00" in name:
         raise Unsafe("NUL byte in name")
+    control = next((c for c in name if c < " " or c == "\x7f"), None)
+    if control is not None:  # a manifest, a listing, a host's shell read one name per line
+        raise Unsafe(f"control character {control!r} in name")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise Unsafe("path contains a '..' component")
@@ -168,7 +177,7 @@ def scan_tarball(path: Path, want_revision: bool = False) -> tarscan.Scan:
 
 
 # Bump when the member rules change: earlier "checked" records then no longer count.
-MEMBER_RULES = "2"
+MEMBER_RULES = "3"
 
 
 @dataclass(frozen=True)
@@ -256,7 +265,7 @@ def check_members(path: Path, sha256: str | None = None, shared: Sequence[str] =
         problem = find_problem(scanned.members)
         if problem:
             name, reason = problem
-            raise ArtifactError(f"{path.name}: unsafe member '{name}': {reason}")
+            raise ArtifactError(f"{path.name}: unsafe member '{shown(name)}': {reason}")
         checked = checked_from(scanned)
         if sha256:
             record_checked(sha256, checked)
