@@ -81,6 +81,8 @@ def test_good_config_parses_with_overrides(tmp_path):
         (('deploy_to = "/srv/shop"\n', ""), "app.deploy_to: missing"),
         (('deploy_to = "/srv/shop"', 'deploy_to = "srv/shop"'), "app.deploy_to: expected an absolute"),
         (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/../etc"'), "app.deploy_to: expected an absolute"),
+        (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/sh\\u0000op"'), "app.deploy_to: contains a NUL byte"),
+        (('deploy_to = "/srv/shop"', 'deploy_to = "/srv/sh\\nop"'), "app.deploy_to: must not contain newlines"),
         (("connect_timeout = 5", 'connect_timeout = "5"'), "ssh.connect_timeout: expected seconds"),
         (('user = "deploy"', 'host_key_policy = "yes"'), "ssh.host_key_policy: expected one of strict, accept-new"),
         (('shared_files = [".env"]', 'shared_files = ["../etc/passwd"]'), "app.shared_files"),

@@ -16,6 +16,26 @@ import pytest
 from helpers import REPO, cli, commit_change, current, release_dirs, releases, status
 
 
+def test_release_dirs_named_like_options_are_listed_by_name_as_no_release_number(sandbox):
+    """`-v` and `--help` under releases/ hold only allowed characters: they are listed as what
+    they are (not a release number), never as names with characters outside the allowed ones."""
+    sb = sandbox(1)
+    assert cli(sb, "deploy").returncode == 0
+    code, out = sb.exec(
+        0, "cd /srv/app/releases && mkdir -p ./-v/.deployer ./--help && chown -R deploy: /srv/app/releases"
+    )
+    assert code == 0, out
+    host = json.loads(cli(sb, "releases", "--json").stdout)["hosts"][0]
+    assert sorted(host["ignored"]) == ["--help", "-v"] and host["odd_names"] == 0
+    listed = cli(sb, "releases")
+    assert listed.returncode == 0 and "characters outside" not in listed.stdout, listed.stdout
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert {r[1] for r in rows if "ignored:" in r and "number" in r} == {"-v", "--help"}, listed.stdout
+    check = cli(sb, "check")
+    assert check.returncode == 0 and "--help, -v" in check.stdout, check.stdout
+    assert cli(sb, "deploy").returncode == 0 and current(sb, 0) == "releases/2"
+
+
 def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandbox):
     """A directory whose name holds a newline and a tab once printed a forged `release` line into
     the state read, and releases/999999999999999999999 sent the next release to 10^21: both are

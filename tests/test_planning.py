@@ -232,12 +232,12 @@ def test_state_parse_never_takes_an_odd_name_for_a_release():
     out = (
         "current\tlink releases/1\nrelease\t1 1 0 0 0\nrelease\t999999999999999999999 1 0 0 0\n"
         "release\t0007 1 0 0 0\nrelease\t\u0661 1 0 0 0\nodd\t2\n"
-        "foreign\t20261202072912\nforeign\tbad name\n"
+        "foreign\t20261202072912\nforeign\tbad name\ndashed\t--help\ndashed\t-v\ndashed\tv\ndashed\t-\nx\n"
         'meta\t1\t{"previous": "x"}\rrelease\t77 1 0 0 0\n'
     )  # \r is no line break here
     st = parse(out)
     assert [r.number for r in st.releases] == [1] and st.highest == 1
-    assert st.ignored == ("999999999999999999999", "0007") and st.odd_names == 2
+    assert st.ignored == ("999999999999999999999", "0007", "--help", "-v", "-") and st.odd_names == 2
     assert [f.name for f in st.foreign] == ["20261202072912"]
 
 

@@ -127,7 +127,9 @@ class Reader:
             d = given["deploy_to"]
             if not d.startswith("/") or posixpath.normpath(d) != d.rstrip("/") or d.rstrip("/") == "":
                 raise self.fail(f"{where}.deploy_to", f"expected an absolute, normalised path, got {d!r}")
-            if "\n" in d or "\0" in d:
+            if "\0" in d:
+                raise self.fail(f"{where}.deploy_to", "contains a NUL byte (no path can)")
+            if "\n" in d:
                 raise self.fail(f"{where}.deploy_to", "must not contain newlines")
             values["deploy_to"] = d.rstrip("/")
         if "env_file" in given:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 MAX_RELEASE = 10**9
 # The only names under releases/ the inspect script prints; anything else is counted, never printed.
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+DASHED = re.compile(r"-[A-Za-z0-9._-]{0,127}\Z")  # a name like an option: printed, never a release
 _STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z?\Z")  # Capistrano, Ansistrano
 
 
@@ -228,6 +229,9 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["releases"].append(
                 Release(number, complete == "1", bad == "1", rolled == "1", migrated == "1", _json_object(raw))
             )
+        elif key == "dashed":  # `-v`, `--help`: no release, said so by name
+            if DASHED.match(value):
+                values["ignored"].append(value)
         elif key == "foreign":
             if NAME.match(value):
                 values["foreign"].append(Foreign(value))

@@ -125,7 +125,8 @@ def releases_rows(records: list[dict]) -> list[dict]:
                     "host": host,
                     "N": "?",
                     "complete": "?",
-                    "state": f"ignored: {rec['odd_names']} name(s) with characters outside A-Z a-z 0-9 . _ -",
+                    "state": f"ignored: {rec['odd_names']} name(s) with characters outside A-Z a-z 0-9 . _ - "
+                    "or longer than 128 (never printed)",
                 }
             )
     return rows

@@ -10,15 +10,16 @@ if [ -L "$c" ]; then k='link'; [ -e "$c" ] || k=dangling
 elif [ -d "$c" ]; then k='dir'; elif [ -e "$c" ]; then k='file'; else k=absent; fi
 emit current "$k $(readlink "$c" 2>/dev/null || true)"
 # names are printed only when made of [A-Za-z0-9._-] (so no line can be forged); others are
-# counted. A directory without .deployer/ is another tool's release (foreign). The files awk
+# counted. One starting with '-' (`-v`, `--help`) is no release of anybody's: printed as such,
+# never read. A directory without .deployer/ is another tool's release (foreign). The files awk
 # reads are collected in "$@".
 set --
 o=0; f=
 for r in "$DEPLOY_TO"/releases/* "$DEPLOY_TO"/releases/.tmp-*; do
   [ -d "$r" ] || continue; n=${r##*/}
-  case $n in ""|-*|*[!A-Za-z0-9._-]*) o=$((o+1)); continue;; esac
+  case $n in ""|*[!A-Za-z0-9._-]*) o=$((o+1)); continue;; esac
   [ ${#n} -le 128 ] || { o=$((o+1)); continue; }
-  case $n in .tmp-*) emit stray "$n"; continue;; .*) continue;; esac
+  case $n in .tmp-*) emit stray "$n"; continue;; .*) continue;; -*) emit dashed "$n"; continue;; esac
   s="$r/.deployer"
   if [ ! -d "$s" ]; then
     emit foreign "$n"; f="$f $n"; [ ! -f "$r/REVISION" ] || set -- "$@" "$r/REVISION"; continue
