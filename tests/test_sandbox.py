@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import pytest
@@ -26,12 +27,12 @@ def run(sb, index: int, *commands: str) -> list[tuple[int, str, str]]:
 # --- without containers ------------------------------------------------------
 
 
-def test_image_tag_hashes_the_definition(monkeypatch):
+def test_image_tag_hashes_the_definition():
     tag = image_mod.image_tag()
     name, digest = tag.split(":")
     assert name == "deployer-sandbox" and len(digest) == 12 and int(digest, 16) >= 0
-    monkeypatch.setattr(image_mod, "PACKAGES", [*image_mod.PACKAGES, "git"])
-    assert image_mod.image_tag() != tag
+    more = dataclasses.replace(image_mod.BASE, packages=(*image_mod.BASE.packages, "git"))
+    assert image_mod.image_tag(more) != tag
 
 
 def test_config_writing_without_the_extra_names_it(tmp_path, monkeypatch):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from deployer.sandbox.deploy_files import toml_module
 from deployer.sandbox.hosts import running, serve_nginx
-from deployer.sandbox.image import SandboxError, ensure_image
+from deployer.sandbox.image import FLAVOURS, SandboxError, ensure_image
 
 
 def main(argv: list[str]) -> None:
-    """No arguments: build the image (scripts/setup). ``serve``: make the running sandbox hosts web
+    """No arguments: build the images, both flavours (scripts/setup). ``serve``: make the running sandbox hosts web
     servers for a recipe. ``probe``: GET / once on each of them. (A request stream against them:
     ``python -m benchmarks.traffic`` in the repository.)"""
     parser = argparse.ArgumentParser(prog="python -m deployer.sandbox")
@@ -27,7 +27,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     if args.cmd is None:
-        print(ensure_image(log=lambda msg: print(msg, file=sys.stderr, flush=True)))
+        for flavour in FLAVOURS.values():
+            print(ensure_image(log=lambda msg: print(msg, file=sys.stderr, flush=True), flavour=flavour))
         return
     hosts = [h for h in running() if h.http_port]
     if not hosts:

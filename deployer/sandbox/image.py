@@ -1,8 +1,10 @@
-"""The sandbox image: Debian with sshd, built locally and tagged by a hash of its definition.
+"""The sandbox images: Debian with sshd, built locally and tagged by a hash of their definition.
 
 No image can be pulled here, so the image is built locally: ``debootstrap`` a minimal Debian root
 file system, configure it in a chroot, ``docker import`` it. The tag carries a hash of the image
 definition below, so editing the definition forces a rebuild and unchanged definitions skip it.
+Two definitions (flavours) go through the same builder: ``BASE`` (sshd as PID 1, what most tests
+use) and ``SYSTEMD`` (systemd as PID 1 running sshd and nginx, as on a production server).
 """
 
 from __future__ import annotations
@@ -16,47 +18,95 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deployer.errors import DeployerError
 
-# --- image definition: everything here goes into the tag's hash -------------
+# --- image definitions: everything in one goes into its tag's hash ------------
 
-SUITE = "bookworm"
-PACKAGES = ["openssh-server", "python3", "python3-venv", "sudo", "procps", "nginx-light", "gunicorn", "curl"]
+
+@dataclass(frozen=True)
+class Flavour:
+    """One image definition: debootstrap's packages, files written into the root file system
+    (path -> (mode, content)), a script run in the chroot after both, and ``docker import``'s
+    ``--change`` instructions."""
+
+    name: str
+    packages: tuple[str, ...]
+    files: dict[str, tuple[int, str]]
+    setup: str
+    changes: tuple[str, ...]
+    suite: str = "bookworm"
+
+    def tag(self) -> str:
+        """``deployer-sandbox[-flavour]:<12 hex>``: the hash of the whole definition."""
+        definition = json.dumps(
+            {
+                "suite": self.suite,
+                "packages": list(self.packages),
+                "files": self.files,
+                "setup": self.setup,
+                "changes": list(self.changes),
+            },
+            sort_keys=True,
+        )
+        return f"{self.name}:{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
+
+
+PACKAGES = ("openssh-server", "python3", "python3-venv", "sudo", "procps", "nginx-light", "gunicorn", "curl")
 ENTRYPOINT = "/usr/local/sbin/sandbox-init"
 NEEDPW_PASSWORD = "needpw-secret"
 
-# Files written into the root file system (path -> (mode, content)).
-FILES: dict[str, tuple[int, str]] = {
+
+def _sshd_config(permit_root_login: str) -> str:
     # Included at the top of Debian's sshd_config: the first value obtained wins.
-    "/etc/ssh/sshd_config.d/sandbox.conf": (
-        0o644,
-        """\
+    return f"""\
 HostKey /etc/ssh/ssh_host_ed25519_key
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-PermitRootLogin no
+PermitRootLogin {permit_root_login}
 UseDNS no
 MaxStartups 200
 MaxSessions 100
 LogLevel VERBOSE
 PrintMotd no
-""",
-    ),
-    "/etc/sudoers.d/sandbox": (
-        0o440,
-        """\
+"""
+
+
+# Both flavours: the users, then what cannot work in an unprivileged container, then a small image.
+_USERS = """\
+useradd --uid 1000 --user-group --create-home --home-dir /home/deploy --shell /bin/bash deploy
+useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+"""
+_CLEAN = """\
+# pam_loginuid cannot write /proc/self/loginuid in an unprivileged container.
+sed -i 's/^session\\s\\+required\\s\\+pam_loginuid.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
+rm -f /etc/ssh/ssh_host_*
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
+"""
+
+# The default image: sshd as PID 1 in the foreground, logging to stderr (docker logs); the deploy
+# user may sudo as `app`, `needpw` only with a password; /srv belongs to deploy.
+BASE = Flavour(
+    name="deployer-sandbox",
+    packages=PACKAGES,
+    files={
+        "/etc/ssh/sshd_config.d/sandbox.conf": (0o644, _sshd_config("no")),
+        "/etc/sudoers.d/sandbox": (
+            0o440,
+            """\
 deploy ALL=(app) NOPASSWD: ALL
 needpw ALL=(ALL) ALL
 """,
-    ),
-    # Runs as PID 1: a fresh host key per container, the client key authorized,
-    # then sshd in the foreground logging to stderr (docker logs).
-    ENTRYPOINT: (
-        0o755,
-        """\
+        ),
+        # Runs as PID 1: a fresh host key per container, the client key authorized,
+        # then sshd in the foreground logging to stderr (docker logs).
+        ENTRYPOINT: (
+            0o755,
+            """\
 #!/bin/sh
 set -eu
 rm -f /etc/ssh/ssh_host_*
@@ -71,40 +121,86 @@ done
 install -d -m 0755 /run/sshd
 exec /usr/sbin/sshd -D -e
 """,
-    ),
-}
-
-# Run inside the chroot after debootstrap and after FILES are written.
-SETUP = f"""\
+        ),
+    },
+    setup=f"""\
 set -eu
-useradd --uid 1000 --user-group --create-home --home-dir /home/deploy --shell /bin/bash deploy
-useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
-useradd --user-group --create-home --shell /bin/bash needpw
+{_USERS}useradd --user-group --create-home --shell /bin/bash needpw
 echo 'needpw:{NEEDPW_PASSWORD}' | chpasswd
 install -d -o deploy -g deploy -m 0755 /srv
 visudo -c -q
-# pam_loginuid cannot write /proc/self/loginuid in an unprivileged container.
-sed -i 's/^session\\s\\+required\\s\\+pam_loginuid.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
-rm -f /etc/ssh/ssh_host_*
-apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log
-"""
+{_CLEAN}""",
+    changes=(f'CMD ["{ENTRYPOINT}"]', "EXPOSE 22"),
+)
 
-IMAGE_CHANGES = [f'CMD ["{ENTRYPOINT}"]', "EXPOSE 22"]
-IMAGE_NAME = "deployer-sandbox"
+FIRSTBOOT = "/usr/local/sbin/sandbox-firstboot"
+
+# A production-shaped host: systemd is PID 1 and runs sshd, nginx and (later) the app. The deploy
+# user has no sudo rule at all; root logs in with the key only. /srv/app belongs to deploy.
+# Start it as hosts.py does (SYSTEMD_RUN): /run tmpfs, the cgroup tree read-only, container=docker.
+SYSTEMD = Flavour(
+    name="deployer-sandbox-systemd",
+    packages=(*PACKAGES, "systemd", "systemd-sysv", "dbus"),
+    files={
+        "/etc/ssh/sshd_config.d/sandbox.conf": (0o644, _sshd_config("prohibit-password")),
+        # Before sshd on every boot: a host key if the container has none yet (so it is fresh per
+        # container and kept across restarts), and the client key (docker run -e AUTHORIZED_KEY,
+        # which systemd keeps from its services: read from PID 1's environment) for deploy and root.
+        FIRSTBOOT: (
+            0o755,
+            """\
+#!/bin/sh
+set -eu
+[ -s /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+key=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^AUTHORIZED_KEY=//p')
+for user in deploy root; do
+    home=$(getent passwd "$user" | cut -d: -f6)
+    install -d -o "$user" -g "$user" -m 0700 "$home/.ssh"
+    printf '%s\\n' "$key" > "$home/.ssh/authorized_keys"
+    chown "$user:$user" "$home/.ssh/authorized_keys"
+    chmod 0600 "$home/.ssh/authorized_keys"
+done
+""",
+        ),
+        "/etc/systemd/system/sandbox-firstboot.service": (
+            0o644,
+            f"""\
+[Unit]
+Description=sandbox host key and authorized keys
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart={FIRSTBOOT}
+RemainAfterExit=yes
+
+[Install]
+RequiredBy=ssh.service
+""",
+        ),
+    },
+    setup=f"""\
+set -eu
+{_USERS}install -d -o deploy -g deploy -m 0755 /srv/app
+systemctl enable sandbox-firstboot.service ssh.service nginx.service
+# Nothing to do in a container, and each would fail (a degraded system) or slow the boot.
+systemctl mask systemd-logind.service getty.target console-getty.service systemd-udevd.service \\
+    systemd-udev-trigger.service systemd-tmpfiles-setup-dev.service sys-kernel-config.mount \\
+    apt-daily.timer apt-daily-upgrade.timer
+{_CLEAN}""",
+    changes=('CMD ["/sbin/init"]', "EXPOSE 22 80"),
+)
+
+FLAVOURS = {"default": BASE, "systemd": SYSTEMD}
 
 
 class SandboxError(DeployerError):
     """The sandbox cannot be built or started; the message says why in one line."""
 
 
-def image_tag() -> str:
-    """``deployer-sandbox:<12 hex>``: the hash of the whole image definition."""
-    definition = json.dumps(
-        {"suite": SUITE, "packages": PACKAGES, "files": FILES, "setup": SETUP, "changes": IMAGE_CHANGES},
-        sort_keys=True,
-    )
-    return f"{IMAGE_NAME}:{hashlib.sha256(definition.encode()).hexdigest()[:12]}"
+def image_tag(flavour: Flavour = BASE) -> str:
+    """The flavour's tag, e.g. ``deployer-sandbox:<12 hex>``."""
+    return flavour.tag()
 
 
 # --- building ----------------------------------------------------------------
@@ -129,9 +225,9 @@ def check_docker() -> None:
         raise SandboxError(f"no Docker engine answers ({reason})")
 
 
-def ensure_image(log: Callable[[str], Any] = print) -> str:
-    """Return the image tag, building the image first if Docker does not have it."""
-    tag = image_tag()
+def ensure_image(log: Callable[[str], Any] = print, flavour: Flavour = BASE) -> str:
+    """Return the flavour's image tag, building the image first if Docker does not have it."""
+    tag = flavour.tag()
     if tag in _present:
         return tag
     check_docker()
@@ -145,31 +241,35 @@ def ensure_image(log: Callable[[str], Any] = print) -> str:
     with open(os.path.join(tempfile.gettempdir(), "deployer-sandbox-build.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _docker_cli("image", "inspect", tag).returncode != 0:
-            _build(tag, log)
+            _build(tag, flavour, log)
     _present.add(tag)
     return tag
 
 
+DEB_CACHE = "/var/cache/deployer-sandbox/debs"
 _present: set[str] = set()  # tags seen in this process: skip asking Docker again
 
 
-def _build(tag: str, log: Callable[[str], Any]) -> None:
+def _build(tag: str, flavour: Flavour, log: Callable[[str], Any]) -> None:
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="deployer-sandbox-", dir="/var/tmp")
     root = os.path.join(workdir, "rootfs")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        log(f"building {tag}: debootstrap {SUITE} (about a minute)")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, root], env)
-        for path, (mode, content) in FILES.items():
+        log(f"building {tag}: debootstrap {flavour.suite} (one to a few minutes)")
+        packages = ",".join(flavour.packages)
+        os.makedirs(DEB_CACHE, exist_ok=True)  # the flavours share most packages: fetched once
+        debootstrap = ["debootstrap", "--variant=minbase", f"--cache-dir={DEB_CACHE}", f"--include={packages}"]
+        _run([*debootstrap, flavour.suite, root], env)
+        for path, (mode, content) in flavour.files.items():
             target = Path(root + path)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
             target.chmod(mode)
-        _run(["chroot", root, "/bin/sh", "-c", SETUP], env)
+        _run(["chroot", root, "/bin/sh", "-c", flavour.setup], env)
         log(f"building {tag}: docker import")
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        changes = [arg for change in IMAGE_CHANGES for arg in ("--change", change)]
+        changes = [arg for change in flavour.changes for arg in ("--change", change)]
         imp = subprocess.run(["docker", "import", *changes, "-", tag], stdin=tar.stdout, capture_output=True, text=True)
         if tar.stdout is not None:
             tar.stdout.close()
