@@ -20,6 +20,7 @@ from helpers import GIT_ENV, REPO, TEST_LABEL, Sandbox, git
 
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox.hosts import SandboxHost
+from deployer.sandbox.image import SYSTEMD
 
 if str(REPO) not in sys.path:  # benchmarks/ (harness, netproxy) sits beside the package, not in it
     sys.path.insert(0, str(REPO))
@@ -58,14 +59,9 @@ def client_key(tmp_path_factory) -> Path:
     return sandbox_mod.ensure_client_key(tmp_path_factory.mktemp("client-key"))
 
 
-@pytest.fixture
-def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sandbox]:
-    """Factory: ``sandbox(n=3, *, source=None, docker_kwargs=None, **extra_config) -> Sandbox``.
-
-    Starts n fresh hosts, writes known_hosts and a hosts.toml (extra_config deep-merged
-    into it) under tmp_path. ``source`` defaults to the app_repo fixture. Every host
-    started is removed at teardown.
-    """
+def _sandbox_factory(client_key: Path, app_repo: Path, tmp_path: Path, *, systemd: bool = False):
+    """``(make, started)``: make(n, *, source, docker_kwargs, **extra_config) starts hosts into
+    started (the fixture removes them) and writes known_hosts and a hosts.toml for them."""
     import docker
 
     client = docker.from_env()
@@ -77,9 +73,9 @@ def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sand
     ) -> Sandbox:
         nonlocal count
         count += 1
-        directory = tmp_path / f"sandbox-{count}"
+        directory = tmp_path / f"{'systemd-' if systemd else ''}sandbox-{count}"
         hosts = sandbox_mod.start_hosts(
-            n, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL, **(docker_kwargs or {})
+            n, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL, systemd=systemd, **(docker_kwargs or {})
         )
         started.extend(hosts)
         known_hosts = sandbox_mod.write_known_hosts(directory / "known_hosts", hosts)
@@ -96,6 +92,42 @@ def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sand
             docker=client,
         )
 
+    return make, started, client
+
+
+@pytest.fixture
+def sandbox(sandbox_image, client_key, app_repo, tmp_path) -> Callable[..., Sandbox]:
+    """Factory: ``sandbox(n=3, *, source=None, docker_kwargs=None, **extra_config) -> Sandbox``.
+
+    Starts n fresh hosts, writes known_hosts and a hosts.toml (extra_config deep-merged
+    into it) under tmp_path. ``source`` defaults to the app_repo fixture. Every host
+    started is removed at teardown.
+    """
+    make, started, client = _sandbox_factory(client_key, app_repo, tmp_path)
+    yield make
+    sandbox_mod.stop_hosts(started)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def systemd_image() -> str:
+    """The systemd sandbox image tag, built if needed (as sandbox_image: skips without Docker,
+    fails under CI=true)."""
+    try:
+        return sandbox_mod.ensure_image(log=lambda msg: print(msg, flush=True), flavour=SYSTEMD)
+    except sandbox_mod.SandboxError as e:
+        message = f"systemd sandbox hosts unavailable: {e}"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)  # never under CI=true: that fails just above
+
+
+@pytest.fixture
+def systemd_sandbox(sandbox_image, systemd_image, client_key, app_repo, tmp_path) -> Callable[..., Sandbox]:
+    """As ``sandbox``, with production-shaped hosts: systemd is PID 1 and runs sshd and nginx, the
+    config logs in as ``deploy`` (no sudo rule; /srv/app is its own), root logs in with the same
+    key. ``sandbox_mod.restart_host`` reboots one (address and host key kept)."""
+    make, started, client = _sandbox_factory(client_key, app_repo, tmp_path, systemd=True)
     yield make
     sandbox_mod.stop_hosts(started)
     client.close()

@@ -413,8 +413,9 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
     hosts="How many hosts.",
     config="Where to write the config.",
     source="App to deploy (default: the bundled sample_app).",
+    systemd="Production-shaped hosts: systemd runs sshd and nginx; deploy has no sudo.",
 )
-def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
+def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None, systemd=False):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
     from deployer.sandbox import deploy_files
     from deployer.sandbox import hosts as sandbox
@@ -423,7 +424,7 @@ def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None):
     if n < 1:
         raise UsageError(f"--hosts must be at least 1, got {n}")
     src = str(Path(source).resolve()) if source else str(deploy_files.sample_repo(Path(".sandbox")))
-    started = sandbox.up(n, Path(".sandbox"), Path(config), source=src)
+    started = sandbox.up(n, Path(".sandbox"), Path(config), source=src, systemd=systemd)
     Output().say(
         f"{len(started)} sandbox host(s) up; config written to {config}\n"
         f"next: {command_line('deploy --config ' + config)}",

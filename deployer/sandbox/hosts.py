@@ -30,10 +30,23 @@ from pathlib import Path
 from typing import Any
 
 from deployer.sandbox.deploy_files import write_config
-from deployer.sandbox.image import SandboxError, ensure_image, require
+from deployer.sandbox.image import BASE, SYSTEMD, SandboxError, ensure_image, require
 
 DEFAULT_LABEL = "deployer-sandbox"
 READY_TIMEOUT = 30.0
+BOOT_TIMEOUT = 60.0  # a systemd host: until `systemctl is-system-running` has an answer
+
+# How a systemd host runs without --privileged: its own /run, the cgroup tree read-only, and the
+# signal that makes systemd halt (on docker's default SIGTERM it would re-execute itself).
+SYSTEMD_RUN: dict[str, Any] = {
+    "tmpfs": {"/run": "", "/run/lock": ""},
+    "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+    "environment": {"container": "docker"},
+    "stop_signal": "SIGRTMIN+3",
+}
+# A systemd host may be restarted (a reboot) and must keep its address: its published ports are
+# chosen here, below the ephemeral range docker and the kernel hand out, instead of by docker.
+FIXED_PORTS = range(20000, 32000)
 
 
 def ensure_client_key(directory: Path) -> Path:
@@ -70,6 +83,7 @@ class SandboxHost:
     container_id: str
     label: str = DEFAULT_LABEL
     ports: dict[str, int] = field(default_factory=dict)
+    systemd: bool = False  # systemd is PID 1 (the SYSTEMD image), not sshd
 
     @property
     def http_port(self) -> int | None:
@@ -179,35 +193,109 @@ def _wait_ready(h: SandboxHost, timeout: float = READY_TIMEOUT, not_key: str | N
     )
 
 
-def _start_one(image: str, name: str, pubkey: str, label: str, docker_kwargs: dict) -> SandboxHost:
+def _start_one(
+    image: str, name: str, pubkey: str, label: str, docker_kwargs: dict, systemd: bool = False
+) -> SandboxHost:
+    import docker
+
+    for attempt in range(5):  # a systemd host's fixed port may be taken meanwhile: another one
+        try:
+            return _start_container(image, name, pubkey, label, docker_kwargs, systemd)
+        except docker.errors.APIError as e:
+            taken = "already allocated" in str(e) or "address already in use" in str(e)
+            if not (systemd and taken) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_container(image: str, name: str, pubkey: str, label: str, docker_kwargs: dict, systemd: bool) -> SandboxHost:
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
     testcontainers_config.ryuk_disabled = True  # the reaper image cannot be pulled; down() cleans up
-    kwargs = dict(docker_kwargs)
+    kwargs = _systemd_kwargs(docker_kwargs) if systemd else dict(docker_kwargs)
     kwargs["labels"] = {**kwargs.get("labels", {}), label: name}
     c = DockerContainer(image)
     ports: dict[str, Any] = c.ports  # testcontainers types it narrower than docker accepts
-    c.tmpfs.update(kwargs.pop("tmpfs", {}))  # testcontainers passes these two to docker itself
+    c.tmpfs.update(kwargs.pop("tmpfs", {}))  # testcontainers passes these four to docker itself
+    c.volumes.update(kwargs.pop("volumes", {}))
     c.with_envs(**kwargs.pop("environment", {}), AUTHORIZED_KEY=pubkey.strip())
-    for inside, outside in kwargs.pop("ports", {}).items():  # testcontainers passes ports itself too
-        ports[inside] = _loopback_only(inside, outside)
+    for inside, outside in {**kwargs.pop("ports", {}), "22/tcp": None}.items():  # 22: on loopback only
+        address, port = _loopback_only(inside, outside)
+        ports[inside] = (address, _fixed_port() if systemd and port is None else port)
     c.with_kwargs(**kwargs)
-    ports["22/tcp"] = ("127.0.0.1", None)  # a random port, on loopback only
-    c.start()
+    try:
+        c.start()
+    except BaseException:
+        if c._container is not None:  # created, but it could not start (a port taken)
+            c._container.remove(force=True)
+        raise
     wrapped = c.get_wrapped_container()
     try:
         wrapped.reload()
         ports = _published(wrapped)
         h = SandboxHost(
-            name=name, host="127.0.0.1", port=ports["22/tcp"], container_id=wrapped.id, label=label, ports=ports
+            name=name,
+            host="127.0.0.1",
+            port=ports["22/tcp"],
+            container_id=wrapped.id,
+            label=label,
+            ports=ports,
+            systemd=systemd,
         )
+        _wait_booted(h)
         _wait_ready(h)
     except BaseException:
         wrapped.remove(force=True)
         raise
     return h
+
+
+def _systemd_kwargs(docker_kwargs: dict) -> dict:
+    """docker_kwargs on top of SYSTEMD_RUN, the mappings merged."""
+    kwargs = {**SYSTEMD_RUN, **docker_kwargs}
+    for key in ("tmpfs", "volumes", "environment"):
+        kwargs[key] = {**SYSTEMD_RUN[key], **docker_kwargs.get(key, {})}
+    return kwargs
+
+
+def _fixed_port() -> int:
+    """A port in FIXED_PORTS nothing listens on right now (on 127.0.0.1)."""
+    import random
+
+    for _ in range(50):
+        port = random.choice(FIXED_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise SandboxError(f"no free port in {FIXED_PORTS.start}-{FIXED_PORTS.stop - 1} on 127.0.0.1")
+
+
+def _wait_booted(h: SandboxHost, timeout: float = BOOT_TIMEOUT) -> str:
+    """On a systemd host, wait until systemd has finished booting; return its state (``running``,
+    or ``degraded`` when a unit failed). Other hosts: ``""`` at once."""
+    import docker
+
+    if not h.systemd:
+        return ""
+    deadline = time.monotonic() + timeout
+    state = "no answer"
+    while time.monotonic() < deadline:
+        left = max(1, int(deadline - time.monotonic()))
+        try:  # --wait: returns once the boot is done (or the time is up)
+            _, out = exec_root(h, f"timeout {left} systemctl is-system-running --wait")
+            state = (out.strip().splitlines() or ["no answer"])[-1]
+        except docker.errors.APIError as e:  # still restarting
+            state = str(e)
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(0.2)
+    _, failed = exec_root(h, "systemctl --failed --no-legend --plain 2>&1 | head -n 5")
+    raise SandboxError(f"{h.name}: systemd not booted after {timeout:.0f}s ({state!r}); failed units: {failed.strip()}")
 
 
 def _loopback_only(inside: str, outside: Any) -> tuple[str, int | None]:
@@ -229,18 +317,29 @@ def _published(wrapped) -> dict[str, int]:
 
 
 def start_hosts(
-    n: int, pubkey: str, *, label: str = DEFAULT_LABEL, prefix: str = "host", **docker_kwargs: Any
+    n: int,
+    pubkey: str,
+    *,
+    label: str = DEFAULT_LABEL,
+    prefix: str = "host",
+    systemd: bool = False,
+    **docker_kwargs: Any,
 ) -> list[SandboxHost]:
     """Start n hosts in parallel (``host-1``..``host-n``), each accepting SSH when this returns.
 
     docker_kwargs go to ``docker run``, e.g. a tiny /srv for disk-full tests:
     ``tmpfs={"/srv": "size=1m,uid=1000,gid=1000"}``, or nginx reachable from this machine:
     ``ports={"80/tcp": None}`` (published on 127.0.0.1 only; read it as ``host.http_port``).
+    ``systemd``: hosts of the SYSTEMD image (systemd runs sshd and nginx; deploy has no sudo,
+    root logs in with the key), booted when this returns; ``restart_host`` reboots one.
     """
-    image = ensure_image()
+    image = ensure_image(flavour=SYSTEMD if systemd else BASE)
+    if systemd:
+        docker_kwargs["labels"] = {**docker_kwargs.get("labels", {}), f"{label}.flavour": "systemd"}
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(n, 16) or 1) as pool:
         futures = [
-            pool.submit(_start_one, image, f"{prefix}-{i}", pubkey, label, docker_kwargs) for i in range(1, n + 1)
+            pool.submit(_start_one, image, f"{prefix}-{i}", pubkey, label, docker_kwargs, systemd)
+            for i in range(1, n + 1)
         ]
         concurrent.futures.wait(futures)
     hosts = [f.result() for f in futures if f.exception() is None]
@@ -249,6 +348,22 @@ def start_hosts(
         stop_hosts(hosts)
         raise errors[0]
     return hosts
+
+
+def restart_host(h: SandboxHost) -> SandboxHost:
+    """Reboot a host (``docker restart``) and wait until it is booted and sshd answers again; return
+    it as it is now. A systemd host keeps its address and host key, as a rebooted server does; a
+    default host serves a new key and docker may give it new ports."""
+    import dataclasses
+
+    c = container(h)
+    c.restart(timeout=30)
+    c.reload()
+    ports = _published(c)
+    h = dataclasses.replace(h, port=ports["22/tcp"], ports=ports)
+    _wait_booted(h)
+    _wait_ready(h)
+    return h
 
 
 def stop_hosts(hosts: Iterable[SandboxHost]) -> None:
@@ -327,18 +442,24 @@ def up(
     source: str = ".",
     *,
     label: str = DEFAULT_LABEL,
+    systemd: bool = False,
 ) -> list[SandboxHost]:
-    """Replace the sandbox this directory started with n fresh hosts; write the key, known_hosts
-    and config.
+    """Replace the sandbox this directory started with n fresh hosts (``systemd``: of the SYSTEMD
+    image); write the key, known_hosts and config.
 
     Each host's port 80 is published on 127.0.0.1 as well (see ``running()`` / ``http_port``).
     """
     down(workdir, label)
-    ensure_image()
+    ensure_image(flavour=SYSTEMD if systemd else BASE)
     key = ensure_client_key(workdir)
     # port 80 is published too (loopback only), for `python -m deployer.sandbox serve` and request streams
     hosts = start_hosts(
-        n, key.with_suffix(".pub").read_text(), label=label, ports={"80/tcp": None}, labels=instance(workdir, label)
+        n,
+        key.with_suffix(".pub").read_text(),
+        label=label,
+        systemd=systemd,
+        ports={"80/tcp": None},
+        labels=instance(workdir, label),
     )
     known_hosts = write_known_hosts(Path(workdir) / "known_hosts", hosts)
     write_config(config_path, hosts, key, known_hosts, source=source)
@@ -369,14 +490,16 @@ def running(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> lis
                     container_id=c.id,
                     label=label,
                     ports=ports,
+                    systemd=c.labels.get(f"{label}.flavour") == "systemd",
                 )
             )
     return sorted(hosts, key=lambda h: (len(h.name), h.name))
 
 
 # --- web serving ---------------------------------------------------------------
-# Sandbox hosts have no systemd: nginx is started directly, as root, by docker exec. The app server
-# (gunicorn) is started by the python_wsgi recipe's restart command on the first deploy.
+# Default sandbox hosts have no systemd: nginx is started directly, as root, by docker exec; on a
+# systemd host, systemd reloads it. The app server (gunicorn) is started by the python_wsgi recipe's
+# restart command on the first deploy.
 
 
 def serve_nginx(h: SandboxHost, site: str) -> None:
@@ -387,7 +510,8 @@ def serve_nginx(h: SandboxHost, site: str) -> None:
         h,
         "rm -f /etc/nginx/sites-enabled/* && "
         f"printf '%s' {shlex.quote(site)} > /etc/nginx/sites-enabled/app && nginx -t -q && "
-        'if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; '
+        "if [ -d /run/systemd/system ]; then systemctl reload-or-restart nginx; "
+        'elif [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; '
         "then nginx -s reload; else nginx; fi",
     )
     if code != 0:
