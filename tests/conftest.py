@@ -123,7 +123,7 @@ def systemd_image() -> str:
 
 
 @pytest.fixture
-def systemd_sandbox(sandbox_image, systemd_image, client_key, app_repo, tmp_path) -> Callable[..., Sandbox]:
+def systemd_sandbox(systemd_image, client_key, app_repo, tmp_path) -> Callable[..., Sandbox]:
     """As ``sandbox``, with production-shaped hosts: systemd is PID 1 and runs sshd and nginx, the
     config logs in as ``deploy`` (no sudo rule; /srv/app is its own), root logs in with the same
     key. ``sandbox_mod.restart_host`` reboots one (address and host key kept)."""

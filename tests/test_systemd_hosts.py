@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 import toml
-from helpers import cli, cli_env, git, host_conn
-from test_recipes import deploy_ok, get, sample_repo, web_hosts
+from helpers import cli, cli_env, git, host_conn, wait_until
+from test_recipes import commit, deploy_ok, get, reload_log, sample_repo, web_hosts, worker_dirs, workers
 
+from deployer.recipes import python_wsgi
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
+from deployer.sandbox.hosts import restart_host
 
 
 def run(sb, index: int, *commands: str, **ssh_changes) -> list[tuple[int, str, str]]:
@@ -105,7 +107,7 @@ def test_restart_keeps_address_and_host_key(systemd_sandbox):
     pinned = sb.known_hosts_path.read_text()
     sb.exec(0, "touch /run/before-reboot")
     booted = sb.exec(0, "systemctl show -p ActiveEnterTimestampMonotonic --value ssh")[1]
-    after = sandbox_mod.restart_host(h)
+    after = restart_host(h)
     assert (after.port, after.ports) == (h.port, h.ports)
     assert sb.exec(0, "test -e /run/before-reboot; echo $?")[1] == "1\n"  # /run is new: a reboot
     assert sb.exec(0, "systemctl is-system-running") == (0, "running\n")
@@ -139,3 +141,88 @@ def test_sandbox_up_systemd_and_down(systemd_image, tmp_path):
         assert sandbox_mod.down(workdir) == 1 and sandbox_mod.running(workdir) == []
     finally:
         sandbox_mod.down(workdir)
+
+
+# --- the recipe's systemd unit under a real systemd ------------------------------------------------
+
+SUDOERS = "deploy ALL=(root) NOPASSWD: {cmds}\n"
+
+
+def install_unit(sb, name: str = "sample") -> None:
+    """As root, what the docs tell an operator: python_wsgi's unit (enabled), a sudoers rule letting
+    deploy start, reload and restart it, and shared/bin/start-gunicorn for the first deploy."""
+    unit = python_wsgi.systemd_unit(name=name, deploy_to="/srv/app", user="deploy")
+    cmds = ", ".join(f"/usr/bin/systemctl {verb} {name}" for verb in ("start", "reload", "restart"))
+    start = f"#!/bin/sh\nexec sudo -n systemctl start {name}\n"
+    code, out = sb.exec(
+        0,
+        f"printf '%s' {shlex.quote(unit)} > /etc/systemd/system/{name}.service && systemctl daemon-reload && "
+        f"systemctl enable -q {name} && printf '%s' {shlex.quote(SUDOERS.format(cmds=cmds))} > /etc/sudoers.d/{name} "
+        f"&& chmod 0440 /etc/sudoers.d/{name} && visudo -c -q && "
+        f"install -d -o deploy -g deploy /srv/app/shared /srv/app/shared/bin && "
+        f"printf '%s' {shlex.quote(start)} > /srv/app/shared/bin/start-gunicorn && "
+        "chown deploy:deploy /srv/app/shared/bin/start-gunicorn && chmod 0755 /srv/app/shared/bin/start-gunicorn",
+    )
+    assert code == 0, out
+
+
+def test_python_wsgi_unit_under_systemd(systemd_sandbox, tmp_path):
+    """The recipe's unit as docs/recipes.md installs it: the first deploy starts it through sudo
+    (shared/bin/start-gunicorn), later deploys and rollbacks reload the master systemd watches, the
+    deploy user's sudo rule reloads and restarts it, and it comes back after a reboot."""
+    repo = sample_repo(tmp_path, "v1")
+    sb = web_hosts(systemd_sandbox, repo, "python_wsgi", 1)
+    (h,) = sb.hosts
+    install_unit(sb)
+
+    def state() -> tuple[str, int, int]:
+        """(systemd's ActiveState, its MainPID, the recipe's pid file)."""
+        code, out = sb.exec(
+            0, "systemctl show -p ActiveState,MainPID sample; cat /srv/app/shared/tmp/pids/gunicorn.pid"
+        )
+        *props, pidfile = out.split()
+        shown = dict(prop.split("=", 1) for prop in props)
+        return shown["ActiveState"], int(shown["MainPID"]), int(pidfile)
+
+    def version() -> str:
+        return get(h)[1].split()[1]
+
+    deploy_ok(sb)  # Type=notify: Debian's gunicorn 20.1 tells systemd it is ready
+    active, master, pidfile = state()
+    assert active == "active" and master == pidfile and version() == "v1"
+    assert reload_log(sb, h)[-1][2].startswith(f"started master {master}:")
+
+    commit(repo, "v2", {"VERSION": "v2\n"})
+    deploy_ok(sb)  # the recipe signals the master itself: systemd keeps watching the same one
+    assert state() == ("active", master, master) and version() == "v2"
+    assert worker_dirs(sb, h) == {"/srv/app/releases/2"}
+
+    proc = cli(sb, "rollback")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert state() == ("active", master, master) and version() == "v1"
+
+    before = workers(sb, h, master)
+    # the sudo rule: exactly these command lines, nothing else (sudo compares arguments literally)
+    reload, suffixed, stop = run(
+        sb,
+        0,
+        "sudo -n systemctl reload sample",
+        "sudo -n systemctl reload sample.service",
+        "sudo -n systemctl stop sample",
+    )
+    assert reload[0] == 0 and suffixed[0] != 0 and stop[0] != 0
+    assert state() == ("active", master, master)
+    # ExecReload is the same HUP: the master replaces its workers (a reload returns before that)
+    wait_until(
+        lambda: (now := workers(sb, h, master)) and not now.keys() & before.keys(), 30, "new workers after the reload"
+    )
+    ((code, _, err),) = run(sb, 0, "sudo -n systemctl restart sample")
+    assert code == 0, err
+    active, new_master, pidfile = state()
+    assert active == "active" and new_master == pidfile != master and version() == "v1"
+
+    # a reboot: systemd starts the enabled unit, serving what current points at
+    restart_host(h)
+    active, booted, pidfile = state()
+    assert active == "active" and booted == pidfile and version() == "v1"
+    assert worker_dirs(sb, h) == {"/srv/app/releases/1"}
