@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli, commit_change, current, release_dirs, releases, status
+from helpers import REPO, cli, commit_change, current, host_conn, release_dirs, releases, status
+
+from deployer.plan.paths import Paths
+from deployer.remote import commands, lock
 
 
 def test_release_dirs_named_like_options_are_listed_by_name_as_no_release_number(sandbox):
@@ -77,6 +80,40 @@ def test_odd_names_under_releases_never_forge_a_release_or_push_the_number(sandb
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     gone = cli(sb, "rollback", "--to", "999999999999999999999")
     assert gone.returncode == 1 and "does not exist" in gone.stdout + gone.stderr
+
+
+def test_a_release_linking_out_of_deploy_to_is_never_switched_to(sandbox, app_repo):
+    """releases/99 (our marks: complete, rolled back) and releases/theirs (another tool's look),
+    each a symlink to a directory outside deploy_to: `rollback --to` refuses each in one line and
+    nothing switches; the host's switch refuses one too (planted after the read); `current`
+    pointing at one fails `check`, naming it."""
+    sb = sandbox(1)
+    for n in (1, 2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        assert cli(sb, "deploy").returncode == 0
+    code, out = sb.exec(
+        0,
+        "mkdir -p /tmp/elsewhere/.deployer /tmp/theirs && touch /tmp/elsewhere/.deployer/complete"
+        " /tmp/elsewhere/.deployer/rolled_back && chown -R deploy: /tmp/elsewhere /tmp/theirs"
+        " && cd /srv/app/releases && ln -s /tmp/elsewhere 99 && ln -s /tmp/theirs theirs && chown -h deploy: 99 theirs",
+    )
+    assert code == 0, out
+    for name in ("99", "theirs"):
+        proc = cli(sb, "rollback", "--to", name)
+        said = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and f"releases/{name} is a symlink" in said and "Traceback" not in said, said
+        assert current(sb, 0) == "releases/2"
+    conn = host_conn(sb, 0)
+    try:
+        result = conn.run(lock.unleased(commands.switch(Paths("/srv/app"), 99, "0" * 16)))
+    finally:
+        conn.close()
+    assert result.exit_code == commands.RELEASE_INCOMPLETE and "symlink" in result.stderr, result
+    assert current(sb, 0) == "releases/2"
+    assert cli(sb, "check").returncode == 0
+    sb.exec(0, "cd /srv/app && ln -sfn releases/99 current")
+    check = cli(sb, "check")
+    assert check.returncode == 1 and "releases/99" in check.stderr and "symlink" in check.stderr, check.stderr
 
 
 # --- taking over hosts that another deploy tool manages -------------------------------------

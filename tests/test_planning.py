@@ -54,6 +54,17 @@ def test_rollback_target_skips_incomplete_bad_and_rolled_back():
         planning.rollback_target(state(rel(1)))
 
 
+def test_a_symlink_under_releases_is_never_a_rollback_target():
+    st = parse("current\tlink releases/2\nrelease\t1 1 0 0 0\nrelease\t2 1 0 0 0\nlinked\t99\nlinked\tx\n")
+    assert st.linked == ("99", "x") and st.current_problem() is None
+    for to in ("99", "x"):
+        with pytest.raises(DeployerError, match=f"releases/{to} is a symlink"):
+            planning.rollback_target(st, to=to)
+    assert planning.rollback_target(st) == 1
+    pointed = parse("current\tlink releases/99\nrelease\t1 1 0 0 0\nlinked\t99\n", "/srv/app")
+    assert "a symlink" in (pointed.current_problem() or "")
+
+
 def test_cleanup_by_number_never_current_or_previous():
     st = state(*(rel(n) for n in range(1, 7)), current=5)
     # 6 is an orphan (newer than current, never switched): purged; keep 3 = 5, 4 (previous), 3

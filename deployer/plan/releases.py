@@ -26,6 +26,10 @@ def rollback_target(state: HostState, to: int | str | None = None) -> int | str:
     current, live = state.current, state.live
     if to is not None:
         name = str(to)
+        if name in state.linked:
+            raise DeployerError(
+                f"releases/{name} is a symlink, not a directory under releases/: refusing to switch to it"
+            )
         number = release_number(name)
         release = state.release(number) if number is not None else None
         if number is None or release is None:

@@ -126,6 +126,7 @@ class HostState:
     releases: tuple[Release, ...] = ()
     foreign: tuple[Foreign, ...] = ()  # oldest first
     ignored: tuple[str, ...] = ()  # names under releases/ read as neither kind (see parse)
+    linked: tuple[str, ...] = ()  # symlinks under releases/: never a release (they may lead anywhere)
     odd_names: int = 0  # names with bytes the inspect script never prints
     strays: tuple[str, ...] = ()
     lock: LockInfo | None = None
@@ -193,6 +194,11 @@ class HostState:
             return f"current is a dangling link (-> {self.current_target}); point it at a release or remove it"
         if self.current_kind == "link" and self.current_name is None:
             return f"current points outside releases/ (-> {self.current_target})"
+        if self.current_kind == "link" and self.current_name in self.linked:
+            name = self.current_name
+            return (
+                f"current points at releases/{name}, a symlink (it may lead out of deploy_to), not a release directory"
+            )
         if self.current_kind == "link" and self.live is None:
             return f"current points at releases/{self.current_name}, which is not a release directory"
         return None
@@ -204,7 +210,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
     A release line counts only with a plain release number (release_number); any other name is
     kept in `ignored`, so a forged or absurd name (releases/999999999999999999999) never becomes a
     release or decides the next number. Lines that do not parse are skipped."""
-    values: dict = {"releases": [], "strays": [], "foreign": [], "ignored": [], "deploy_to": deploy_to}
+    values: dict = {"releases": [], "strays": [], "foreign": [], "ignored": [], "linked": [], "deploy_to": deploy_to}
     metas: dict[str, dict] = {}
     foreign_info: dict[str, dict] = {}
     for line in output.split("\n"):  # "\n" only: str.splitlines would also split on \r, \x1c...
@@ -249,6 +255,9 @@ def parse(output: str, deploy_to: str = "") -> HostState:
         elif key == "meta":
             listed, _, raw = value.partition("\t")
             metas[listed] = _json_object(raw)
+        elif key == "linked":
+            if NAME.match(value):
+                values["linked"].append(value)
         elif key == "stray":
             values["strays"].append(value)
         elif key == "lock":  # the lock is there; who holds it follows, if known
@@ -283,6 +292,7 @@ def parse(output: str, deploy_to: str = "") -> HostState:
     values["foreign"] = tuple(sorted(foreign.values(), key=lambda f: f.order))
     values["strays"] = tuple(values["strays"])
     values["ignored"] = tuple(values["ignored"])
+    values["linked"] = tuple(values["linked"])
     return HostState(**values)
 
 

@@ -20,6 +20,8 @@ for r in "$DEPLOY_TO"/releases/* "$DEPLOY_TO"/releases/.tmp-*; do
   case $n in ""|*[!A-Za-z0-9._-]*) o=$((o+1)); continue;; esac
   [ ${#n} -le 128 ] || { o=$((o+1)); continue; }
   case $n in .tmp-*) emit stray "$n"; continue;; .*) continue;; -*) emit dashed "$n"; continue;; esac
+  # a link is no release (it may lead out of deploy_to): never switched to, never removed
+  if [ -L "$r" ]; then emit linked "$n"; continue; fi
   s="$r/.deployer"
   if [ ! -d "$s" ]; then
     emit foreign "$n"; f="$f $n"; [ ! -f "$r/REVISION" ] || set -- "$@" "$r/REVISION"; continue

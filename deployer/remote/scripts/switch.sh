@@ -11,6 +11,9 @@ fi
 if [ -e "$CURRENT" ] && [ ! -L "$CURRENT" ]; then
   echo "$CURRENT is a real directory or file, not a symlink: refusing to replace it" >&2; exit 30
 fi
+if [ -L "$RELEASE" ]; then
+  echo "releases/$NUMBER is a symlink, not a directory under releases/: refusing to switch to it" >&2; exit 31
+fi
 if [ -n "$FOREIGN" ]; then
   [ -d "$RELEASE" ] || { echo "release $NUMBER is not on this host" >&2; exit 31; }
 else
