@@ -1139,21 +1139,27 @@ BLOCKING_HOOK = (
 
 
 def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
-    """A rollback of 3 hosts interrupted while host-2 runs a rollback hook: before the switch
-    (every host locked, none switched) and after it (every host switched back, locks released):
-    every host ends on the release it had, unlocked, nothing left behind, the interruption in
-    its ledger, exit 128 + the signal, and the next rollback works."""
+    """A rollback of 3 hosts interrupted while host-2 runs a before_rollback hook (every host
+    locked, none switched) or its restart (every host switched back, locks released): every host
+    ends on the release it had, unlocked, nothing left behind, the interruption in its ledger,
+    exit 128 + the signal, and the next rollback works. (During after_rollback the target stays
+    live: the next test.)"""
     sb = sandbox(3)
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     assert cli(sb, "deploy").returncode == 0
-    for sig, point in (
-        (signal.SIGINT, "after_rollback"),
-        (signal.SIGTERM, "after_rollback"),
-        (signal.SIGTERM, "before_rollback"),
-    ):
+    for sig, point in ((signal.SIGINT, "restart"), (signal.SIGTERM, "restart"), (signal.SIGTERM, "before_rollback")):
         name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
-        edit_config(sb, lambda doc, point=point: doc.__setitem__("hooks", {point: [{"command": BLOCKING_HOOK}]}))
+
+        def held_at(doc, point=point):
+            doc.pop("restart", None)
+            doc.pop("hooks", None)
+            if point == "restart":
+                doc["restart"] = {"command": BLOCKING_HOOK}
+            else:
+                doc["hooks"] = {point: [{"command": BLOCKING_HOOK}]}
+
+        edit_config(sb, held_at)
         sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
         p = popen(procs, sb, "rollback")
         wait_until(
@@ -1161,7 +1167,7 @@ def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
         )
         assert p.poll() is None, p.communicate()
         switched = [current(sb, h) for h in sb.hosts]
-        assert switched == ["releases/1"] * 3 if point == "after_rollback" else ["releases/2"] * 3, switched
+        assert switched == ["releases/1"] * 3 if point == "restart" else ["releases/2"] * 3, switched
         p.send_signal(sig)
         code, out, err = finish(p, 60)
         assert code == 128 + sig, (name, point, out + err)
@@ -1177,6 +1183,40 @@ def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
         assert out.strip() == "", out  # the hook was killed, not left waiting
     sb.exec(1, "touch /tmp/hook-go")
     proc = cli(sb, "rollback")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(current(sb, h) == "releases/1" for h in sb.hosts)
+
+
+def test_a_signal_during_after_rollback_keeps_the_target_live(sandbox, app_repo, procs):
+    """Every host switched to the rollback's target and restarted; Ctrl-C or SIGTERM while host-2
+    runs an after_rollback hook keeps the target live on every host (putting hosts back would
+    bring back the release the operator was escaping): each host's ledger has the rollback's `ok`
+    line, once, and nothing after it; no lock is left; the hook is killed; exit 130 or 143 saying
+    the target is live on every host."""
+    sb = sandbox(3)
+    for n in (1, 2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        assert cli(sb, "deploy").returncode == 0
+    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"after_rollback": [{"command": BLOCKING_HOOK}]}))
+    for sig, target in ((signal.SIGINT, 1), (signal.SIGTERM, 2)):
+        name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+        sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
+        before = [len(ledger_lines(sb, h)) for h in sb.hosts]
+        p = run_until_held(procs, sb, 1, "hook", "rollback", "--to", str(target))
+        p.send_signal(sig)
+        code, out, err = finish(p, 60)
+        assert code == 128 + sig and "Traceback" not in err, (name, out + err)
+        assert f"interrupted ({name}) during after_rollback" in err, err
+        assert f"(release {target}) is live on every host" in err and "locks released" in err, err
+        for h, seen in zip(sb.hosts, before, strict=True):
+            assert current(sb, h) == f"releases/{target}", (name, h.name, out + err)
+            assert lock_info(sb, h) is None and leftovers(sb, h) == [], (name, h.name)
+            lines = ledger_lines(sb, h)[seen:]
+            assert [(x["action"], x["result"], x["release"]) for x in lines] == [("rollback", "ok", target)], lines
+        code, hook = sb.exec(1, "pgrep -u deploy -f 'hook-go|sleep' || true")
+        assert hook.strip() == "", hook  # the hook was killed, not left waiting
+    edit_config(sb, lambda doc: doc.pop("hooks"))
+    proc = cli(sb, "rollback", "--to", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(current(sb, h) == "releases/1" for h in sb.hosts)
 
@@ -1394,14 +1434,14 @@ def test_a_signal_during_the_put_back_restart_does_not_cut_it_short(sandbox, app
 
 
 def test_a_host_lost_before_a_rollbacks_put_back_is_named(sandbox, app_repo, procs):
-    """A rollback interrupted during host-2's after_rollback hook, host-1 dead by then: the last
-    line names host-1 as maybe still on the rollback's target instead of claiming every switched
-    host was put back; host-2 and host-3 end on the release they had, unlocked."""
+    """A rollback interrupted during host-2's restart, host-1 dead by then: the last line names
+    host-1 as maybe still on the rollback's target instead of claiming every switched host was
+    put back; host-2 and host-3 end on the release they had, unlocked."""
     sb = sandbox(3)
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     assert cli(sb, "deploy").returncode == 0
-    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"after_rollback": [{"command": BLOCKING_HOOK}]}))
+    edit_config(sb, lambda doc: doc.__setitem__("restart", {"command": BLOCKING_HOOK}))
     sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
     p = run_until_held(procs, sb, 1, "hook", "rollback")
     sb.container(0).kill()

@@ -23,6 +23,8 @@ from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
+LIVE = "after_rollback"  # the step from which the rollback's target stays live
+
 
 def _record(run: HostRun) -> RolledBack:
     if run.rolled_back is None:
@@ -76,6 +78,8 @@ def rollback(
         try:
             return _roll_back(session, ctx, to, migrations)
         except (KeyboardInterrupt, Cancelled) as exc:
+            if ctx.step == LIVE:
+                raise _kept_live(session, exc) from None
             with no_interrupts():
                 undone = _restore(session, undo=False, why=f"interrupted ({signals.describe(exc)})")
                 failed = session.interrupted(exc, undone=undone)
@@ -141,9 +145,29 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
         session.raise_if_lease_lost()
         raise RunFailed(f"rollback switch failed on {names(failures)}; {undone}", session.runs)
     _restart(session, ctx)
+    ctx.step = LIVE  # every host switched and restarted: from here a signal keeps the target live
     _hooks(session, ctx, "after_rollback")
     _notify(session, "rolled back", f"manual rollback to release {first.target}")
     return session.runs
+
+
+def _kept_live(session: Session, exc: BaseException) -> RunFailed:
+    """A signal during after_rollback: every host switched to the target (each recorded it and
+    released its lock in its switch), so the target stays live everywhere, as after a deploy's
+    finish (putting some hosts back would leave a mixed fleet). Exit 128 + the signal."""
+    how = f"interrupted ({signals.describe(exc)})"
+    target = _record(session.runs[0]).target
+    with no_interrupts():
+        session.fleet.cancel.clear()
+        for run in session.runs:
+            run.error = f"{how} during {LIVE}"
+        _notify(session, "rolled back", f"manual rollback to release {target}; {how} during {LIVE}")
+    return RunFailed(
+        f"{how} during {LIVE}: the rollback's target (release {target}) is live on every host; "
+        f"{LIVE} cut short; {session.locks_said()}",
+        session.runs,
+        signals.exit_code(exc),
+    )
 
 
 def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
