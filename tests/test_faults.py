@@ -1367,6 +1367,55 @@ def test_a_signal_during_the_finish_leaves_the_release_live_everywhere(sandbox, 
     assert all(release_dirs(sb, h) == ["4", "5"] for h in sb.hosts)
 
 
+def test_a_failed_finish_records_the_live_release_as_deployed(sandbox, app_repo, procs):
+    """The release switched and passed its checks on every host, then its finish fails: a
+    before_finish hook failing on host-2, or host-2's connection killed while it removes old
+    releases. Each host's ledger gets the deploy `ok` with its release, once, and the finish's
+    failure apart (a `cleanup` line `failed`), never a `deploy failed` without a release; --json
+    gives every host that release; locks are released; exit 1 saying it is live everywhere."""
+    sb = sandbox(3, app={"keep_releases": 1})
+    for n in (1, 2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        assert cli(sb, "deploy").returncode == 0
+
+    def check(number: int, proc_out: str, before: list[int], failed_step: str) -> None:
+        doc = json.loads(proc_out)
+        assert doc["exit_code"] == 1 and f"release {number} is live everywhere, but " in doc["error"], doc
+        rows = {row["host"]: row for row in doc["hosts"]}
+        assert [rows[h.name]["release"] for h in sb.hosts] == [number] * 3, rows
+        assert (rows["host-2"]["result"], rows["host-2"]["step"]) == ("failed", failed_step), rows
+        for h, seen in zip(sb.hosts, before, strict=True):
+            assert current(sb, h) == f"releases/{number}" and lock_info(sb, h) is None, h.name
+            lines = [(x["action"], x["result"], x["release"]) for x in ledger_lines(sb, h)[seen:]]
+            cut = h.name == "host-2" or failed_step == "before_finish"
+            assert lines == [("deploy", "ok", number)] + ([("cleanup", "failed", number)] if cut else []), lines
+
+    commit_change(app_repo, "app.py", "VERSION = 3\n")
+    edit_config(sb, lambda doc: doc.__setitem__("hooks", {"before_finish": [{"command": HOST_2_FAILS}]}))
+    before = [len(ledger_lines(sb, h)) for h in sb.hosts]
+    proc = cli(sb, "deploy", "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    check(3, proc.stdout, before, "before_finish")
+
+    edit_config(sb, lambda doc: doc.pop("hooks"))
+    commit_change(app_repo, "app.py", "VERSION = 4\n")
+    before = [len(ledger_lines(sb, h)) for h in sb.hosts]
+    hold_once(sb, 1, "rm", '[ "$1 $2" = "-rf --" ]')  # the finish removing old releases
+    p = run_until_held(procs, sb, 1, "rm", "deploy", "--json")
+    sb.exec(1, "pkill -KILL -f 'deploy@notty'")  # host-2's connection dies mid-finish
+    code, out, err = finish(p, 120)
+    assert code == 1 and "Traceback" not in err, out + err
+    sb.exec(1, "touch /tmp/rm-go")  # the orphaned cleanup goes on
+    wait_until(lambda: sb.exec(1, "pgrep -f '[/]usr/local/bin/rm")[0] != 0, 30, "the orphaned cleanup to end")
+    check(4, out, before, "finish")
+    sb.exec(1, "/bin/rm -f /usr/local/bin/rm")
+    commit_change(app_repo, "app.py", "VERSION = 5\n")
+    assert cli(sb, "deploy").returncode == 0
+
+
+HOST_2_FAILS = 'test "$DEPLOY_HOST" != host-2'
+
+
 def test_one_host_whose_switch_carried_its_finish_is_told_apart_after_a_signal(sandbox, app_repo, procs):
     """One host, nothing between its switch and its finish: they ride one command. A SIGTERM with
     its answer held back after the rename: the host is read once and the release stays live,

@@ -505,8 +505,32 @@ class Pipeline:
                 raise hooks.HookFailed(f"cleanup failed on {names(failures)}", "finish")
             self.hooks("after_finish", s.active)
         except hooks.HookFailed as exc:
-            s.abort(None)
-            raise RunFailed(f"release {self.number} is live everywhere, but {exc}", s.runs) from None
+            self.finished_apart(str(exc))
+            raise RunFailed(f"release {self.number} is live everywhere, but {exc}; {s.locks_said()}", s.runs) from None
+
+    def finished_apart(self, why: str) -> None:
+        """The finish failed (a hook, a lost link) with the release live on every host, as a failed
+        cleanup does: each host whose finish did not complete records the deploy `ok` and a failed
+        `cleanup` line, and releases its lock; every host's record names the release."""
+        s = self.session
+
+        def record(run: HostRun) -> None:
+            if finish.cut_short(s, run, self.release, self.done_line(run), why, result="failed"):
+                if run.result != "failed":
+                    run.result, run.error = "ok", f"{why}: cleanup cut short"
+
+        with no_interrupts():
+            s.fleet.cancel.clear()
+            for run in s.active:
+                upload.record(run).release = self.number
+                if run.result == "pending":
+                    run.result = "ok"
+            s.unreleased += sorted(s.fleet.each("record", record, [r for r in s.active if r.locked]))
+
+    def done_line(self, run: HostRun) -> str:
+        """The deploy's ledger line on a host whose finish did not complete (nothing removed)."""
+        env_sha256 = self.envs[run.name].digest if self.envs else None
+        return finish.done_line(self.session, run, self.release, self.pipeline, env_sha256, [])
 
     def finish_rides_switch(self, batch: Batch) -> bool:
         """One host (so one batch) and nothing to run between its switch and its finish (no hook,
@@ -578,13 +602,15 @@ class Pipeline:
         short: list[str] = []
 
         def record(run: HostRun) -> None:
-            env_sha256 = self.envs[run.name].digest if self.envs else None
-            done = finish.done_line(s, run, self.release, self.pipeline, env_sha256, [])
-            if finish.cut_short(s, run, self.release, done, how):
+            run.result = "ok"
+            if finish.cut_short(s, run, self.release, self.done_line(run), how):
+                run.error = f"{how}: cleanup cut short"
                 short.append(run.name)
 
         with no_interrupts():
             s.fleet.cancel.clear()
+            for run in s.active:
+                upload.record(run).release = self.number
             s.unreleased += sorted(s.fleet.each("finish", record, cut))
             where = f"; cleanup cut short on {', '.join(sorted(short))}" if short else ""
             self.notify("succeeded", error=f"{how} during finish{where}")

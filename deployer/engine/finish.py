@@ -52,20 +52,18 @@ def done_line(
     )
 
 
-def cut_short(session: Session, run: HostRun, number: int, done: str, why: str) -> bool:
-    """A signal stopped the finish here: record the deploy (unless its finish did), say the cleanup
-    was cut short, release the lock. Unleased: a finish whose answer was cut off may have released
-    the lock already; then there is nothing to add (False)."""
+def cut_short(session: Session, run: HostRun, number: int, done: str, why: str, result: str = "interrupted") -> bool:
+    """Something stopped the finish here (a signal, a failed hook, a lost link), the release live:
+    record the deploy (unless its finish did), a `cleanup` line (`result`) saying why, release the
+    lock. Unleased: a finish whose answer was cut off may have released the lock already; then
+    there is nothing to add (False)."""
     line = session.ledger(
-        run, "interrupted", action="cleanup", release=number, error=f"{why}: cleanup cut short, release {number} live"
+        run, result, action="cleanup", release=number, error=f"{why}: cleanup cut short, release {number} live"
     )
     script = lock.unleased(commands.finish_cut(session.paths, session.token, done=done, ledger=line))
-    result = session.run(run, "finish", script, timeout=60, leased=False)
-    run.locked, run.result = False, "ok"
-    if result.field("finished") is not None:
-        return False
-    run.error = f"{why}: cleanup cut short"
-    return True
+    finished = session.run(run, "finish", script, timeout=60, leased=False)
+    run.locked = False
+    return finished.field("finished") is None
 
 
 def finish(session: Session, run: HostRun, number: int, finish_script: str | None) -> None:

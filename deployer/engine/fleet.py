@@ -18,7 +18,7 @@ from deployer.errors import DeployerError, HostError
 from deployer.remote.state import HostState
 from deployer.ssh.types import Transport
 
-HOUSEKEEPING = ("abort", "restore")  # undo steps: they never hide the step a host failed in
+HOUSEKEEPING = ("abort", "restore", "record")  # undo steps: they never hide the step a host failed in
 
 
 @dataclass
