@@ -572,6 +572,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         ),
         "abort": commands.abort(paths, 3, hostile, ledger=hostile),
         "finish_cut": commands.finish_cut(paths, hostile, done=hostile, ledger=hostile),
+        "config_cut": commands.config_cut(paths, hostile, 3, hostile, done=hostile, cut=hostile),
         "unlock-token": remote_lock.unlock(paths, hostile),
         "unlock-force": remote_lock.unlock(paths, None, ledger=hostile),
         "read_ledger": commands.read_ledger(paths, hostile),

@@ -1503,6 +1503,73 @@ def test_a_host_lost_before_a_rollbacks_put_back_is_named(sandbox, app_repo, pro
         assert current(sb, h) == "releases/2" and lock_info(sb, h) is None, h.name
 
 
+# --- 11h. a config push cut off, a dead one's upload -------------------------------------------
+
+
+def test_a_takeover_removes_a_dead_config_push_env_upload(sandbox, app_repo, procs):
+    """A config push killed (SIGKILL, its shell on the host too) once its env upload is on the
+    host: after lock_ttl the next run takes the lock over, records it, and removes that upload
+    (it holds the env's values) with the dead run's other temp files."""
+    sb = sandbox(1, app={"lock_ttl": 3}, env={"APP_MODE": "one"})
+    assert cli(sb, "deploy").returncode == 0
+    edit_config(sb, lambda doc: doc["env"].__setitem__("APP_MODE", "two"))
+    hold_once(sb, 0, "cat", "[ $# -eq 0 ]", after=True)  # write_env.sh's upload, received
+    p = run_until_held(procs, sb, 0, "cat", "config.push")
+    p.kill()
+    p.wait(timeout=10)
+    sb.exec(0, "pkill -KILL -u deploy")  # its shell on the host dies too
+    upload = f"{D}/releases/1/.deployer/env.tmp-*"
+    assert sb.exec(0, f"ls {upload}")[0] == 0
+    sb.exec(0, "/bin/rm -f /usr/local/bin/cat")
+    wait_until(lambda: heartbeat_age(sb, 0) > 3, 30, "the lease to run out")
+    before = len(ledger_lines(sb, 0))
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 0 and "took over a stale lock" in proc.stdout, proc.stdout + proc.stderr
+    assert sb.exec(0, f"ls {upload}")[0] != 0, "the dead push's env upload is still there"
+    assert [x["action"] for x in ledger_lines(sb, 0)[before:]] == ["takeover", "deploy"]
+
+
+def test_a_config_push_whose_answer_is_cut_off_records_what_happened(sandbox, app_repo, procs):
+    """SIGTERM while config.push's answer is on its way: held after the whole write (recorded,
+    lock released), after the env's rename (not yet recorded, lock held), and before the upload is
+    read. Written: the ledger gets the push's `ok`, once, and nothing after it, and the last line
+    says the env was written but not restarted, with the command to run; not written: one
+    `interrupted` line, the env as it was. No lock left, exit 143 each time."""
+    sb = sandbox(1, env={"APP_MODE": "m0"}, restart={"command": "touch /tmp/restarted"})
+    assert cli(sb, "deploy").returncode == 0
+    cases = (
+        ("rm", f'[ "$1 $2" = "-rf {D}/.deployer/lock" ]', True),
+        ("mv", '[ "$1" = -f ] && case "$2" in *env.tmp-*) true;; *) false;; esac', True),
+        ("cat", "[ $# -eq 0 ]", False),
+    )
+    for n, (tool, match, written) in enumerate(cases, start=1):
+        edit_config(sb, lambda doc, n=n: doc["env"].__setitem__("APP_MODE", f"m{n}"))
+        sb.exec(0, "rm -f /tmp/restarted")
+        before = len(ledger_lines(sb, 0))
+        hold_once(sb, 0, tool, match, after=written)
+        p = run_until_held(procs, sb, 0, tool, "config.push")
+        p.send_signal(signal.SIGTERM)
+        code, out, err = finish(p, 60)
+        sb.exec(0, f"touch /tmp/{tool}-go")  # whatever still runs there goes on, and stops
+        wait_until(lambda tool=tool: sb.exec(0, f"pgrep -f '[/]usr/local/bin/{tool}'")[0] != 0, 30, "the held tool")
+        sb.exec(0, f"/bin/rm -f /usr/local/bin/{tool}")
+        assert code == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err, (tool, out + err)
+        assert lock_info(sb, 0) is None, tool
+        lines = [(x["action"], x["result"]) for x in ledger_lines(sb, 0)[before:]]
+        env = sb.exec(0, f"cat {D}/current/.env")[1]
+        assert sb.exec(0, "test -e /tmp/restarted")[0] != 0, tool
+        if written:
+            assert lines == [("config", "ok")], (tool, lines)
+            assert f"APP_MODE=m{n}" in env, (tool, env)
+            assert "env written on host-1; not restarted on host-1: run `" in err, err
+            assert "config.push --stage sandbox` to write and restart" in err, err
+        else:
+            assert lines == [("config", "interrupted")], (tool, lines)
+            assert f"APP_MODE=m{n - 1}" in env and "env written" not in err, (tool, env, err)
+    proc = cli(sb, "config.push")
+    assert proc.returncode == 0 and sb.exec(0, "test -e /tmp/restarted")[0] == 0, proc.stdout + proc.stderr
+
+
 # --- 12. rollback without a usable target ------------------------------------------------------
 
 

@@ -6,11 +6,11 @@ import io
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks
+from deployer.engine import hooks, signals
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
-from deployer.errors import HostError, UsageError
+from deployer.errors import HostError, UsageError, command_line
 from deployer.plan import releases as planning
 from deployer.remote import commands, lock
 from deployer.remote.state import LockInfo
@@ -110,6 +110,8 @@ def push_config(
     if not envs:
         raise UsageError(f"stage {stage.name} has no [env] to push")
     with Session(stage, hosts, out, parallel, action="config", lock_wait=lock_wait) as session:
+        sent: dict[str, tuple[int, str]] = {}  # host: (release, ok line) of a write whose answer is awaited
+        restarted: list[str] = []
 
         def write(run: HostRun) -> None:
             env, live = envs[run.name], host_state(run).current
@@ -118,19 +120,24 @@ def push_config(
             line = session.ledger(
                 run, "ok", release=live, env_file=stage.app.env_file, env_sha256=env.digest, keys=sorted(env.values)
             )
+            sent[run.name] = (live, line)
             session.run(
                 run,
                 "config",
                 commands.write_env(session.paths, stage.app.env_file, session.token, live, line),
                 stdin=io.BytesIO(env.render()),
             )
+            del sent[run.name]
+            written(run, live, f"({len(env.values)} keys, sha256 {env.digest[:12]})")
+
+        def written(run: HostRun, live: int, said: str) -> None:
             run.locked, run.result = False, "ok"
             run.maintained = Maintained(release=live)
-            out.line(
-                run.name,
-                "config",
-                f"{stage.app.env_file} of release {live} written ({len(env.values)} keys, sha256 {env.digest[:12]})",
-            )
+            out.line(run.name, "config", f"{stage.app.env_file} of release {live} written {said}")
+
+        def restart_one(run: HostRun, command: str, env: dict[str, str]) -> None:
+            session.in_release(run, "restart", host_state(run).current, command, env)
+            restarted.append(run.name)
 
         try:
             session.lock_all()
@@ -142,15 +149,46 @@ def push_config(
                 env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
                 session.must(
                     "restart",
-                    lambda r: session.in_release(r, "restart", host_state(r).current, command, env),
+                    lambda r: restart_one(r, command, env),
                     hooks.with_roles(restart.roles, live),
                     failed="config written, but restart failed",
                 )
             return session.runs
         except KeyboardInterrupt as exc:
             with no_interrupts():
-                failed = session.interrupted(exc, undone="hosts not yet written keep their env file")
+                session.fleet.cancel.clear()
+                how = f"interrupted ({signals.describe(exc)})"
+
+                def settle(run: HostRun) -> None:
+                    live, line = sent[run.name]
+                    cut = session.ledger(run, "interrupted", release=live, error=how)
+                    script = commands.config_cut(
+                        session.paths, session.token, live, envs[run.name].digest, done=line, cut=cut
+                    )
+                    result = session.run(run, "config", lock.unleased(script), timeout=60, leased=False)
+                    run.locked = False
+                    if result.field("written") == "1":
+                        written(run, live, "(its answer cut off)")
+
+                session.fleet.each("abort", settle, [r for r in session.runs if r.name in sent])
+                failed = session.interrupted(exc, undone=_config_undone(session, restarted))
             raise failed from None
+
+
+def _config_undone(session: Session, restarted: list[str]) -> str:
+    """What an interrupted config push leaves: hosts written (and whether restarted), the others."""
+    written = [r.name for r in session.runs if r.maintained is not None]
+    rest = "hosts not yet written keep their env file"
+    if not written:
+        return rest
+    said = f"env written on {', '.join(written)}"
+    restart = session.stage.pipeline.restart
+    due = {r.name for r in hooks.with_roles(restart.roles, session.runs)}
+    unrestarted = [name for name in written if name in due and name not in restarted]
+    if restart.command and unrestarted:
+        again = command_line(f"config.push --stage {session.stage.name}")
+        said += f"; not restarted on {', '.join(unrestarted)}: run `{again}` to write and restart"
+    return f"{said}; {rest}" if len(written) < len(session.runs) else said
 
 
 def diff_config(

@@ -198,6 +198,7 @@ class Session:
                 free_space=space,
                 lock_ttl=ttl,
                 takeover_ledger=self.takeover_line(run),
+                env_file=self.stage.app.env_file,
             )
             run.lock_in_doubt = True  # until its answer: a signal or a lost link may cut it off
             result = self.backend.run(run, "lock", script, reads=read)

@@ -110,3 +110,7 @@ class Paths:
         """Where prepare receives the env before its release exists: beside the partial upload,
         so a leftover is removed with it."""
         return self.partial_artifact(token) + ".env"
+
+    def env_write(self, number: int, token: str) -> str:
+        """Where config.push receives release N's new env before renaming it into place."""
+        return f"{self.release_env(number)}.tmp-{token}"

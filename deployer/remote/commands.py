@@ -157,11 +157,26 @@ def write_env(paths: Paths, env_file: str, token: str, number: int, ledger: str 
         "RELEASE": paths.release(number),
         "NUMBER": number,
         "OWN": own,
-        "ENV_TMP": f"{own}.tmp-{token}",
+        "ENV_TMP": paths.env_write(number, token),
         "LINK": posixpath.join(paths.release(number), env_file),
         "LEDGER_LINE": ledger,
     }
     return render(["lib.sh", "env_shared.sh", "write_env.sh"], values)
+
+
+def config_cut(paths: Paths, token: str, number: int, digest: str, *, done: str, cut: str) -> str:
+    """After a signal cut a config push's answer off on a host, unleased: `written 1|0` (release N's
+    env has the sha256 sent, or not); if this run still holds the lock there, `done` (unless the
+    write recorded it) or `cut`, the temp upload removed, the lock released."""
+    values: dict[str, Value] = {
+        **lock_values(paths, token),
+        "OWN": paths.release_env(number),
+        "ENV_TMP": paths.env_write(number, token),
+        "DIGEST": digest,
+        "LEDGER_LINE": done,
+        "CUT_LINE": cut,
+    }
+    return render(["lib.sh", "config_cut.sh"], values)
 
 
 def read_env(paths: Paths, env_file: str) -> str:

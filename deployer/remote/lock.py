@@ -32,13 +32,15 @@ def inspect(
     free_space: bool = True,
     lock_ttl: int | None = None,
     takeover_ledger: str | None = None,
+    env_file: str = ".env",
 ) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
     With lock_ttl, a lock whose holder has not renewed it (see `lease`) for longer than that, by
     the host's own clock (a heartbeat in the future counts from when it was first seen), is taken
     over (see inspect_lock.sh) and, with takeover_ledger, recorded: the line with TAKEOVER_MARK
-    replaced by the stale holder."""
+    replaced by the stale holder; the stale run's temp files go, its env uploads and env links
+    (`env_file`) too."""
     values: dict[str, Value] = {
         **lock_values(paths, lock_token),
         "DEPLOY_TO": paths.deploy_to,
@@ -58,6 +60,8 @@ def inspect(
             "LOCK_TTL": int(lock_ttl) if lock_ttl else "",
             "RELEASES": paths.releases,
             "CACHE": paths.cache,
+            "ENV_FILE": env_file,
+            "SHARED_ENV": paths.shared_path(env_file),
             "RECORD_TAKEOVER": bool(takeover_ledger),
             "TAKEOVER_PRE": pre,
             "TAKEOVER_POST": post,

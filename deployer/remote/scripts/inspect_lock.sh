@@ -1,7 +1,8 @@
 # Part of inspect: take the lock (mkdir wins once), or report who holds it.
 # Inputs: LOCK, LOCK_INFO, LOCK_TOKEN_FILE, LOCK_BEAT, LOCK_CLAIM, LOCK_FUTURE, INFO (this run's, one line),
-# TOKEN, LOCK_TTL (empty: never take over), RELEASES, CACHE, DEPLOY_TO, RECORD_TAKEOVER (1: record
-# the takeover in the ledger as TAKEOVER_PRE + {"holder": ..., "silent_s": ...} + TAKEOVER_POST).
+# TOKEN, LOCK_TTL (empty: never take over), RELEASES, CACHE, DEPLOY_TO, ENV_FILE, SHARED_ENV
+# (shared/<env_file>), RECORD_TAKEOVER (1: record the takeover in the ledger as TAKEOVER_PRE +
+# {"holder": ..., "silent_s": ...} + TAKEOVER_POST).
 mkdir -p "$STATE" 2>/dev/null || { printf '%s\n' "cannot create $STATE: deploy_to is not writable by"" $(id -un)" >&2; exit 20; }
 # silence: s, how long ago the holder renewed the lease by the host's clock (empty without a
 # heartbeat). A heartbeat in the future (the clock stepped back after it was written) says
@@ -35,7 +36,7 @@ while :; do
       # s: see silence (empty without a heartbeat: never stale). Past the TTL the lock is claimed
       # (mkdir lock/claim: one claimant per lock), judged again under the claim, and made this run's in place: token, info and
       # heartbeat replaced, so the old holder's next `held` fails. The dead run's temp dirs,
-      # partial upload and temp link are removed. A claim on a lock that turned out live is
+      # partial upload, env uploads and temp links are removed. A claim on a lock that turned out live is
       # withdrawn.
       silence
       if [ -n "$s" ] && [ "$s" -gt "$LOCK_TTL" ]; then
@@ -48,7 +49,9 @@ while :; do
             printf '%s\n' "$INFO" > "$LOCK_INFO"; : > "$LOCK_BEAT"; rm -f "$LOCK_FUTURE"; rmdir "$LOCK_CLAIM"
             case $t in
               ''|*[!0-9A-Za-z_-]*) ;;
-              *) rm -rf "$RELEASES"/.tmp-*-"$t" "$CACHE"/.part-"$t" "$CACHE"/.part-"$t".* "$DEPLOY_TO"/.current-"$t";;
+              *) rm -rf "$RELEASES"/.tmp-*-"$t" "$CACHE"/.part-"$t" "$CACHE"/.part-"$t".* "$DEPLOY_TO"/.current-"$t"
+                 # a config push's env upload and the temp links of its env (env_shared.sh)
+                 rm -f "$RELEASES"/*/.deployer/env.tmp-"$t" "$RELEASES"/*/"$ENV_FILE".tmp-"$t" "$SHARED_ENV".tmp-"$t";;
             esac
             [ -z "$future" ] || emit lock_future 1
             printf 'takeover\t%s\t%s\n' "$s" "$h"
