@@ -390,14 +390,21 @@ def kill_agents(under: str, sig: int = signal.SIGKILL) -> None:
 
 class Forwarder:
     """127.0.0.1:port relayed to target, every connection, until close(): from then on the
-    listener is gone and open connections are reset (a store or host that went down)."""
+    listener is gone and open connections are reset (a store or host that went down). With
+    `hold`, a connection whose request holds those bytes is relayed no further either way, until
+    close() or HOLD_LIMIT seconds (a store paused mid-request); `held` counts them."""
 
-    def __init__(self, target: tuple[str, int]):
+    HOLD_LIMIT = 120.0
+
+    def __init__(self, target: tuple[str, int], hold: bytes | None = None):
         self.target = target
+        self.hold = hold
+        self.held = 0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.open: list[socket.socket] = []
         self.closed = False
+        self._gone = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -409,13 +416,16 @@ class Forwarder:
                 return
             upstream.settimeout(None)
             self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
+            for a, b, hold in ((client, upstream, self.hold), (upstream, client, None)):
+                threading.Thread(target=self._copy, args=(a, b, hold), daemon=True).start()
 
-    @staticmethod
-    def _copy(src: socket.socket, dst: socket.socket) -> None:
+    def _copy(self, src: socket.socket, dst: socket.socket, hold: bytes | None) -> None:
         try:
             while data := src.recv(65536):
+                if hold is not None and hold in data:
+                    self.held += 1
+                    self._gone.wait(self.HOLD_LIMIT)
+                    return
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -423,6 +433,7 @@ class Forwarder:
 
     def close(self) -> None:
         self.closed = True
+        self._gone.set()
         try:
             self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         except OSError:
@@ -434,6 +445,56 @@ class Forwarder:
             except OSError:
                 pass
             conn.close()
+
+
+TRICKLE_PROXY = Path(__file__).with_name("trickle_proxy.py")
+
+
+class Trickle:
+    """The test store behind a relay that trickles each response (tests/trickle_proxy.py):
+    `size` bytes every `every` seconds, for at most `limit` seconds. Run here on 127.0.0.1 (for
+    scripts run here), or with inside=True in the store's container, where hosts reach it.
+    `endpoint` is where to reach it."""
+
+    def __init__(self, s3_store, every: float, size: int = 1, limit: float = 120, inside: bool = False):
+        import uuid
+
+        import docker
+
+        self.proc: subprocess.Popen | None = None
+        self.container = None
+        port_file = f"/tmp/trickle-{uuid.uuid4().hex[:8]}"
+        timing = [str(every), str(size), str(limit)]
+        if inside:
+            self.container = docker.from_env().containers.get(s3_store.container_id)
+            address = s3_store.host_endpoint.split("//")[1].rsplit(":", 1)[0]
+            self.container.exec_run(
+                ["python3", "-c", TRICKLE_PROXY.read_text(), "0.0.0.0", port_file, "127.0.0.1", "8333", *timing],
+                detach=True,
+            )
+
+            def read() -> str:
+                code, out = self.container.exec_run(["cat", port_file])
+                return out.decode() if code == 0 else ""
+        else:
+            address, port = s3_store.endpoint.split("//")[1].rsplit(":", 1)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(TRICKLE_PROXY), "127.0.0.1", port_file, address, port, *timing]
+            )
+
+            def read() -> str:
+                return Path(port_file).read_text() if Path(port_file).exists() else ""
+
+        wait_until(lambda: read() != "", 20, "the trickling relay to listen")
+        port, self.pid = read().split()
+        self.endpoint = f"http://{address}:{port}"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.container is not None:
+            self.container.exec_run(["kill", self.pid])
 
 
 class ProcessLists:

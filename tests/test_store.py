@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Trickle
 from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
@@ -25,6 +26,7 @@ from deployer.config import load
 from deployer.config.settings import StoreSettings
 from deployer.engine.pull import Background, Pull
 from deployer.errors import STORE, ConfigError, StoreError, UsageError
+from deployer.plan import releases
 from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.remote import lock as remote_lock
@@ -181,16 +183,18 @@ def test_the_publish_runs_beside_the_deploy_and_hands_its_result_or_error_over_o
 # ---------------------------------------------------------------- the host's download, run here by sh
 
 
-def pull_script(tmp_path: Path, sha: str, endpoint: str) -> str:
+def pull_script(tmp_path: Path, sha: str, endpoint: str, **fetch) -> str:
     paths = Paths(str(tmp_path / "srv"))
     return remote_lock.unleased("") + commands.prepare(
-        paths, 1, "tok", sha, upload=True, release_json="{}", fetch_from=endpoint
+        paths, 1, "tok", sha, upload=True, release_json="{}", fetch_from=endpoint, **fetch
     )
 
 
-def run_pull(script: str, url: str, path: str | None = None) -> subprocess.CompletedProcess:
+def run_pull(script: str, url: str, path: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": path} if path else None
-    return subprocess.run(["sh", "-c", script], input=(url + "\n").encode(), capture_output=True, timeout=60, env=env)
+    return subprocess.run(
+        ["sh", "-c", script], input=(url + "\n").encode(), capture_output=True, timeout=timeout, env=env
+    )
 
 
 def no_curl_path(tmp_path: Path) -> str:
@@ -327,12 +331,12 @@ class Relay:
             pass
 
 
-def big_artifact(tmp_path: Path) -> tuple[Path, str]:
-    """A tarball whose first member is small and whose second is 2 MB of random bytes."""
+def big_artifact(tmp_path: Path, size: int = 2 << 20) -> tuple[Path, str]:
+    """A tarball whose first member is small and whose second is `size` (2 MB) random bytes."""
     src = tmp_path / "big-src"
     src.mkdir()
     (src / "a.txt").write_text("first\n")
-    (src / "big.bin").write_bytes(os.urandom(2 << 20))
+    (src / "big.bin").write_bytes(os.urandom(size))
     path = tmp_path / "big.tar.gz"
     subprocess.run(["tar", "-czf", str(path), "-C", str(src), "a.txt", "big.bin"], check=True)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
@@ -375,6 +379,45 @@ def test_the_host_extracts_while_it_downloads_and_a_broken_download_fails_cleanl
     left_nothing(through(cut), commands.STORE_FETCH, "broke before the whole artifact arrived")
     flipped = Relay(target, 1 << 20, "flip")
     left_nothing(through(flipped), commands.SHA_MISMATCH, "artifact sha256 mismatch on host")
+
+
+def test_the_host_download_bound_follows_the_artifact_size():
+    """The connect, one stall's margin, and the size at 256 KiB/s, rounded up."""
+    assert releases.fetch_max_time(0, 30) == 40
+    assert releases.fetch_max_time(1, 30) == 41
+    assert releases.fetch_max_time(100 << 20, 30) == 10 + 30 + 400
+    assert releases.fetch_max_time((100 << 20) + 1, 5) == 10 + 5 + 401
+
+
+@pytest.mark.parametrize("tool", ["curl", "python3"])
+@pytest.mark.parametrize("pace", ["stalled", "too slow"])
+def test_a_store_that_trickles_fails_the_download_in_bounded_time_naming_it(s3_store, aws_env, tmp_path, tool, pace):
+    """A store that accepted the connection, then sends 1 byte every 2 s, is stalled once under
+    1 KiB/s for stall_timeout (3 s here); one that sends 8 KiB/s, above that, still outlasts what
+    the artifact's size allows (10 + 3 + 512 KiB and a bit at 256 KiB/s: 16 s; it needs a minute).
+    Either way: exit 28, one line naming the store, no release, nothing cached."""
+    path = no_curl_path(tmp_path) if tool == "python3" else None
+    tarball, sha = big_artifact(tmp_path, 512 << 10)
+    key = f"trickle-{tool}-{pace.replace(' ', '-')}/big.tar.gz"
+    s3_store.client().put_object(Bucket=s3_store.bucket, Key=key, Body=tarball.read_bytes())
+    bound = releases.fetch_max_time(tarball.stat().st_size, 3)
+    trickle = Trickle(s3_store, every=2, size=1) if pace == "stalled" else Trickle(s3_store, every=0.5, size=4096)
+    try:
+        signer = dataclasses.replace(s3_store, endpoint=trickle.endpoint).client()
+        url = signer.generate_presigned_url("get_object", Params={"Bucket": s3_store.bucket, "Key": key}, ExpiresIn=90)
+        script = pull_script(tmp_path, sha, trickle.endpoint, fetch_stall=3, fetch_max=bound)
+        proc = run_pull(script, url, path, timeout=45)
+    finally:
+        trickle.close()
+    err = proc.stderr.decode()
+    assert proc.returncode == commands.STORE_STALLED and bound == 16, err
+    assert err.strip().splitlines() == [
+        f"artifact download failed: store {trickle.endpoint} too slow / stalled while this host fetched the "
+        f"artifact (under 1 KiB/s for 3s, or not done within {bound}s)"
+    ]
+    srv = tmp_path / "srv"
+    assert not (srv / "releases" / "1").exists()
+    assert [p.name for p in (srv / ".deployer" / "cache").iterdir()] == []
 
 
 # ---------------------------------------------------------------- deployer publish

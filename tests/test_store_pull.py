@@ -15,6 +15,7 @@ import toml
 from helpers import (
     Forwarder,
     ProcessLists,
+    Trickle,
     cli,
     cli_popen,
     commit_change,
@@ -212,3 +213,29 @@ def test_a_publish_that_fails_after_the_hosts_fetched_aborts_before_any_switch(s
         assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
     listed = s3_store.client().list_objects_v2(Bucket="artifacts", Prefix="pull-json/").get("Contents", [])
     assert len([o for o in listed if o["Key"].endswith(".json")]) == 1, listed  # the first deploy's only
+
+
+def test_a_store_that_trickles_fails_each_hosts_prepare_naming_it(sandbox, s3_store):
+    """The store accepts the hosts' connections, then sends 1 byte every 2 s: host-1 (curl) and
+    host-2 (no curl: python3) each give up after stall_timeout (3 s here) under 1 KiB/s, long
+    before command_timeout, with one line naming the store; nothing switched, locks released."""
+    trickle = Trickle(s3_store, every=2, size=1, inside=True)
+    try:
+        sb = sandbox(
+            2,
+            ssh={"command_timeout": 60},
+            **s3_store.config("pull-trickle", transfer="pull", host_endpoint=trickle.endpoint, stall_timeout=3),
+        )
+        sb.exec(1, "mv /usr/bin/curl /usr/bin/curl.off")
+        proc = cli(sb, "deploy", env=s3_store.env)
+    finally:
+        trickle.close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    for h in sb.hosts:
+        why = f"artifact download failed: store {trickle.endpoint} too slow / stalled while this host fetched"
+        assert any(line.startswith(h.name + " ") and why in line for line in proc.stdout.splitlines()), out
+        assert current(sb, h) == "" and release_dirs(sb, h) == []
+        assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
+    assert "command timed out" not in out and "Traceback" not in proc.stderr
+    no_url_anywhere(sb, proc)

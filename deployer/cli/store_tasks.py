@@ -119,6 +119,7 @@ def pull_plan(
         published=published,
         cancel=cancel,
         copy_problem=copy_problem,
+        stall=cfg.store.stall_timeout,
     )
 
 

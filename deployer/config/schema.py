@@ -202,6 +202,13 @@ STORE: Table = {
         "a deploy from the store takes only a .json signed by one of these",
         [],
     ),
+    "stall_timeout": Key(
+        int,
+        SECONDS,
+        "seconds the store may stall: no answer here, a host's download under 1 KiB/s",
+        30,
+        minimum=1,
+    ),
 }
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),

@@ -66,6 +66,7 @@ class StoreSettings:
     url_lifetime: int = default(STORE, "url_lifetime")
     signing_key: str = default(STORE, "signing_key")  # a path ("" none): the key never sits here
     trusted_keys: tuple[str, ...] = ()  # ssh-ed25519 lines, or paths of files holding them
+    stall_timeout: int = default(STORE, "stall_timeout")  # a stalled store (hosts' downloads, boto3's reads)
 
     @property
     def hosts_reach(self) -> str:

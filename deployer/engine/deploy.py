@@ -248,7 +248,7 @@ class Pipeline:
                 self.artifact,
                 self.release,
                 self.envs[run.name] if self.envs else None,
-                (self.pull.endpoint, self.url) if self.pull else None,
+                (self.pull.endpoint, self.url, self.pull.stall) if self.pull else None,
                 None if self.options.full else self.deltas,
             )
         except HostError as exc:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from deployer.config.schema import STORE, default
+
 T = TypeVar("T")
 
 
@@ -51,6 +53,7 @@ class Pull:
     cancel: Callable[[], None] = lambda: None  # stops a publish still running (the run ended without it)
     copy_problem: Callable[[], str | None] = lambda: None  # why the store's copy is not the artifact (then
     # replaced), or None
+    stall: int = default(STORE, "stall_timeout")  # a host's download under 1 KiB/s that long stalled
     _sign: Callable[[], str] | None = field(default=None, init=False, repr=False)
     _checked: list[str | None] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

@@ -80,13 +80,13 @@ def prepare(
     artifact: Artifact,
     number: int,
     env_file: HostEnv | None,
-    pull: tuple[str, str] | None = None,
+    pull: tuple[str, str, int] | None = None,
     deltas: Deltas | None = None,
 ) -> None:
     """releases/N on one host: from the host's cache (linked from a release with the same files,
     or extracted), else from a delta against its live release (with deltas, pushing), else
     uploaded (extracted as it arrives on a slow link), or with pull (the store's endpoint as hosts
-    reach it, a presigned URL) fetched by the host from the store."""
+    reach it, a presigned URL, its stall_timeout) fetched by the host from the store."""
     app, state, out = session.stage.app, host_state(run), session.out
     upload = not state.cached
     ask = functools.partial(base_manifest.ask, session)
@@ -112,6 +112,7 @@ def prepare(
         link_from=None if upload else link_source(session.stage, state, artifact),
         stream=stream,
         fetch_from=fetch_from,
+        fetch_stall=pull[2] if pull else 0,
     )
     note = f"; its own {app.env_file}" if env is not None else ""
     if upload and pull:
@@ -144,9 +145,11 @@ def prepare_script(
     link_from: commands.LinkSource | None = None,
     stream: bool = False,
     fetch_from: str | None = None,
+    fetch_stall: int = 0,
     delta: remote_delta.Spec | None = None,
 ) -> str:
-    """The prepare command for this host: the stage's layout and env, and how the artifact arrives."""
+    """The prepare command for this host: the stage's layout and env, and how the artifact arrives
+    (fetch_stall: [store] stall_timeout, with fetch_from)."""
     app = session.stage.app
     return commands.prepare(
         session.paths,
@@ -163,6 +166,8 @@ def prepare_script(
         link_from=link_from,
         stream=stream,
         fetch_from=fetch_from,
+        fetch_stall=fetch_stall,
+        fetch_max=planning.fetch_max_time(artifact.size, fetch_stall),
         delta=delta,
     )
 

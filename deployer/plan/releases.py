@@ -131,3 +131,15 @@ def stream_upload(rtt: float | None) -> bool:
     host's sshd answering, so a busy host looks a little farther away than it is: hence 30 ms, not
     less."""
     return rtt is not None and rtt >= STREAM_RTT
+
+
+# A host's download from the store (pull): bounded by the artifact's size at a floor rate, after
+# the connect and one stall's margin ([store] stall_timeout).
+FETCH_CONNECT = 10  # seconds (curl --connect-timeout)
+FETCH_FLOOR_RATE = 256 * 1024  # bytes per second
+
+
+def fetch_max_time(size: int, stall: int) -> int:
+    """Seconds a host's download of `size` bytes may take in all: a trickle above the stall
+    rate still ends, naming the store, long before command_timeout for most artifacts."""
+    return FETCH_CONNECT + stall + -(-size // FETCH_FLOOR_RATE)

@@ -35,6 +35,7 @@ CURRENT_NOT_LINK = 30
 RELEASE_INCOMPLETE = 31
 LEASE_LOST = 32
 STORE_FETCH = 26  # prepare_pull.sh: the artifact could not be downloaded from the store
+STORE_STALLED = 28  # prepare_pull.sh: ... the store stalled or was too slow (curl's own code for it)
 
 CLEANUP_FAILED = "cleanup_failed"  # the field finish emits (with rm's status) when cleanup failed
 
@@ -63,6 +64,8 @@ def prepare(
     generated: tuple[str, ...] = (),
     stream: bool = False,
     fetch_from: str | None = None,
+    fetch_stall: int = 30,  # [store] stall_timeout's default
+    fetch_max: int = 60,
     delta: remote_delta.Spec | None = None,
 ) -> str:
     """Receive (or reuse) the artifact, verify its sha256, extract into a temp dir, link shared
@@ -78,6 +81,8 @@ def prepare(
     the upload as it arrives: for links where the upload is the slow part.
     With fetch_from (uploads only: the store's endpoint as hosts reach it), the host downloads the
     artifact itself (prepare_pull.sh): a presigned URL follows the env on stdin; same checks after.
+    A download under 1 KiB/s for fetch_stall seconds, or longer than fetch_max seconds, exits
+    STORE_STALLED.
     With delta (uploads only), stdin carries a delta against an earlier release instead of the
     artifact: the tree is built from both and proven the artifact's (prepare_delta.sh), else the
     script exits remote_delta.UNUSABLE."""
@@ -117,7 +122,12 @@ def prepare(
         values |= _env_link(paths, env_file)
         files.append("env_shared.sh")
     if pull:
-        values |= {"STORE_ENDPOINT": fetch_from or "the AWS S3 endpoint", "PULL_PY": text("pull_fetch.py")}
+        values |= {
+            "STORE_ENDPOINT": fetch_from or "the AWS S3 endpoint",
+            "PULL_PY": text("pull_fetch.py"),
+            "STALL_TIME": fetch_stall,
+            "MAX_TIME": fetch_max,
+        }
         files.append("prepare_pull.sh")
     if link_from:
         own = (env_file,) if env_file else ()
