@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Trickle
+from helpers import Forwarder, Trickle
 from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
@@ -471,6 +471,36 @@ def test_publish_uploads_then_skips_and_fails_in_one_line(s3_store, app_repo, tm
     assert none.returncode == 2 and "no [store] table" in none.stderr
 
 
+def test_a_store_that_stops_answering_mid_publish_fails_it_naming_the_store(s3_store, app_repo, tmp_path):
+    """The store takes the upload's connection and then says nothing (paused): publish shows the
+    upload starting, gives up after stall_timeout (2 s here) on each of its 2 attempts, and exits
+    6 with one line naming the store, where boto3's defaults would wait minutes."""
+    import toml
+
+    at = s3_store.endpoint.split("//")[1].rsplit(":", 1)
+    paused = Forwarder((at[0], int(at[1])), hold=b"PUT ")
+    endpoint = f"http://127.0.0.1:{paused.port}"
+    doc = {
+        "app": {"name": "sample", "deploy_to": "/srv/app"},
+        "build": {"source": str(app_repo)},
+        "stages": {"s": {"hosts": ["h"]}},
+        **s3_store.config("paused", endpoint=endpoint, stall_timeout=2),
+    }
+    config = tmp_path / "hosts.toml"
+    config.write_text(toml.dumps(doc))
+    try:
+        proc = cli(config, "publish", env=s3_store.env)
+    finally:
+        paused.close()
+    assert proc.returncode == STORE, proc.stdout + proc.stderr
+    assert paused.held == 2  # the first attempt and one retry, nothing more
+    assert proc.stderr.strip().splitlines() == [
+        f"error: store s3://artifacts/paused/ at {endpoint}: cannot upload: too slow / stalled "
+        "(no answer within stall_timeout, 2s; 2 attempts)"
+    ]
+    assert re.search(r"store +publish +uploading sample-\S+\.tar\.gz \(\d+ B\) to s3://artifacts/paused/", proc.stdout)
+
+
 def test_put_sends_the_json_only_once_approved(s3_store, aws_env, app_repo, tmp_path):
     """before_json runs between the tarball and its .json: the tarball may be in the store before
     the artifact's checks end, the .json (what lists it) only after; one that raises sends none."""
@@ -510,7 +540,7 @@ def test_hosts_may_fetch_the_tarball_while_its_json_waits(s3_store, aws_env, app
         tmp_path / "hosts.toml",
     )
     said: list[str] = []
-    out = type("Out", (), {"say": lambda self, line: said.append(line)})()
+    out = type("Out", (), {"say": lambda self, line: said.append(line), "line": lambda self, *a: None, "live": False})()
     approved = threading.Event()
     pull = store_tasks.pull_plan(cfg, art, out, approved=approved)
     url = pull.presign()

@@ -239,3 +239,33 @@ def test_a_store_that_trickles_fails_each_hosts_prepare_naming_it(sandbox, s3_st
         assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
     assert "command timed out" not in out and "Traceback" not in proc.stderr
     no_url_anywhere(sb, proc)
+
+
+def test_a_store_that_stops_answering_aborts_the_pull_deploy_naming_it(sandbox, s3_store):
+    """The store takes the publish's upload and then says nothing (paused) while the deploy holds
+    every host's lock: after stall_timeout (2 s here) on each of its 2 attempts the deploy aborts
+    before any prepare, exit 6, one line naming the store; locks released (a push deploy then
+    goes through at once), nothing changed."""
+    at = s3_store.endpoint.split("//")[1].rsplit(":", 1)
+    paused = Forwarder((at[0], int(at[1])), hold=b"PUT ")
+    endpoint = f"http://127.0.0.1:{paused.port}"
+    sb = sandbox(2, **s3_store.config("pull-paused", transfer="pull", endpoint=endpoint, stall_timeout=2))
+    try:
+        proc = cli(sb, "deploy", env=s3_store.env)
+    finally:
+        paused.close()
+    assert proc.returncode == STORE, proc.stdout + proc.stderr
+    assert paused.held == 2
+    err = proc.stderr.strip()
+    assert err.splitlines() == [err] and "Traceback" not in err
+    assert err.startswith(
+        f"error: deploy aborted before any prepare: store s3://artifacts/pull-paused/ at {endpoint}: "
+        "cannot upload: too slow / stalled"
+    ), err
+    assert "uploading sample-" in proc.stdout
+    for h in sb.hosts:
+        assert current(sb, h) == "" and release_dirs(sb, h) == []
+        assert sb.exec(h, "test -e /srv/app/.deployer/lock")[0] != 0, "lock released"
+    pushed = cli(sb, "deploy", "--transfer", "push", env=s3_store.env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+

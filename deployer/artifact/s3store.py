@@ -23,7 +23,8 @@ from deployer.config.settings import StoreSettings
 from deployer.errors import StoreError, UsageError, command_line
 
 CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
+ATTEMPTS = 2  # each request: the first and one retry (boto3's standard mode), each bounded by
+# CONNECT_TIMEOUT and [store] stall_timeout (read): a paused store fails a request within ~1 min
 DEFAULT_REGION = "us-east-1"
 Names = list[str]  # (the class's `list` method shadows the builtin in its annotations)
 _SAME = ("name", "version", "git_sha", "sha256", "size", "manifest_sha256")  # a JSON saying these is current
@@ -39,8 +40,8 @@ def _client(settings: StoreSettings, endpoint: str) -> Any:
         signature_version="s3v4",
         s3={"addressing_style": "path" if endpoint else "auto"},
         connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
-        retries={"max_attempts": 2, "mode": "standard"},
+        read_timeout=settings.stall_timeout,
+        retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
     )
     return session.client("s3", endpoint_url=endpoint or None, region_name=region, config=config)
 
@@ -56,6 +57,8 @@ class S3Store:
         self._trusted: dict | None = None
         self._private: Any = None
         self.replaced: Names = []  # objects a put found wrong in the store and uploaded again
+        # told of each tarball upload (its name and size); returns what is told the bytes sent so far
+        self.progress: Callable[[str, int], Callable[[int], object]] | None = None
         self.where = f"s3://{settings.bucket}/{settings.prefix}" + (
             f" at {settings.endpoint}" if settings.endpoint else ""
         )
@@ -264,8 +267,15 @@ class S3Store:
 
         if self._cancelled:
             raise StoreError(f"store {self.where}: upload cancelled")
+        shown = self.progress(path.name, path.stat().st_size) if self.progress and path.suffix == ".gz" else None
         with create_transfer_manager(self.client, TransferConfig()) as manager:
-            self._uploading = manager.upload(str(path), self.settings.bucket, key, extra_args={"Metadata": metadata})
+            self._uploading = manager.upload(
+                str(path),
+                self.settings.bucket,
+                key,
+                extra_args={"Metadata": metadata},
+                subscribers=[_counting(shown)] if shown else None,
+            )
             if self._cancelled:
                 self._uploading.cancel()
             try:
@@ -322,7 +332,7 @@ class S3Store:
     def _error(self, what: str, exc: BaseException) -> StoreError:
         if isinstance(exc, StoreError):
             return exc
-        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError, ReadTimeoutError
 
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(
@@ -332,9 +342,29 @@ class S3Store:
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "") or str(_status(exc))
             return StoreError(f"store {self.where}: cannot {what}: {code}")
+        if isinstance(exc, ReadTimeoutError):  # it took the connection, then said nothing
+            return StoreError(
+                f"store {self.where}: cannot {what}: too slow / stalled "
+                f"(no answer within stall_timeout, {self.settings.stall_timeout}s; {ATTEMPTS} attempts)"
+            )
         if isinstance(exc, OSError) and not type(exc).__module__.startswith("botocore"):
             return StoreError(f"store {self.where}: cannot {what}: {exc}")
         return StoreError(f"store {self.where}: cannot {what}: unreachable or not answering ({type(exc).__name__})")
+
+
+def _counting(shown: Callable[[int], object]) -> Any:
+    """An s3transfer subscriber telling `shown` the bytes sent so far (a retried part counts
+    again from where it restarted)."""
+    from s3transfer.subscribers import BaseSubscriber
+
+    class Sent(BaseSubscriber):
+        sent = 0
+
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            self.sent = max(self.sent + bytes_transferred, 0)
+            shown(self.sent)
+
+    return Sent()
 
 
 def _status(exc: Any) -> int:

@@ -28,6 +28,18 @@ def store_of(cfg: Config):
     return S3Store(cfg.store, cfg.build.output)
 
 
+def show_progress(store, out) -> None:
+    """A line when the store's upload of a tarball starts, then its bytes and rate as they go (as
+    for an upload to a host): a store that stalls shows where."""
+    from deployer.report.output import UploadProgress, human_bytes
+
+    def started(name: str, size: int) -> UploadProgress:
+        out.line("store", "publish", f"uploading {name} ({human_bytes(size)}) to {store.where}")
+        return UploadProgress(out, "store", size)
+
+    store.progress = started
+
+
 def transfer_of(cfg: Config, given: str | None) -> str:
     """--transfer, else [store] transfer, else push."""
     if given is not None and given not in TRANSFERS:
@@ -72,6 +84,7 @@ def pull_plan(
     def publish():
         try:
             store = opening.result()
+            show_progress(store, out)
             holder.append(store)
             signing.append(Background(store.signer, "signer"))  # made while the tarball goes up
             if dry_run or stopped.is_set():
@@ -136,6 +149,7 @@ def publish(c, config=None, artifact=None, version=None, allow_dirty=False, json
     cfg = config_mod.load(config)
     out = text_output(json)
     store = store_of(cfg)
+    show_progress(store, out)
     art = _artifact(cfg, artifact, allow_dirty, out, version, local_only=True)
     uploaded = store.put(art)
     for name in store.replaced:
