@@ -183,3 +183,29 @@ def test_a_rollback_masks_the_secrets_it_can_read_without_running_anything(secre
     envfile.mask_readable((Host(name="h", address="h", ssh=SSHSettings(), env=env),))
     assert redact("from-the-environment from-a-file") == f"{MASK} {MASK}"
     assert not ran.exists()  # a command is never run for it
+
+
+def test_the_debug_log_drops_the_signer_and_masks_signatures_credentials_and_tokens():
+    import logging
+
+    from deployer.report.debuglog import Redacting
+
+    def shown(name: str, msg: str, *args, level=logging.DEBUG):
+        record = logging.LogRecord(name, level, __file__, 1, msg, args, None)
+        return record.getMessage() if Redacting().filter(record) else None
+
+    assert shown("botocore.auth", "CanonicalRequest:\n%s", "GET\n/b/k\nX-Amz-Algorithm=...") is None
+    assert shown("botocore.auth", "Signature:\n%s", "ab" * 32) is None
+    url = "http://s/b/k?X-Amz-Credential=AKIA%2F1%2Fus&X-Amz-Security-Token=tok%2B&X-Amz-Signature=" + "ab" * 32
+    assert shown("urllib3.connectionpool", "GET %s", url) == (
+        f"GET http://s/b/k?X-Amz-Credential={MASK}&X-Amz-Security-Token={MASK}&X-Amz-Signature={MASK}"
+    )
+    headers = (
+        "{'X-Amz-Security-Token': b'FQoG+/x=', "
+        "'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIA/1/s3, SignedHeaders=host, Signature=0f1e'}"
+    )
+    assert shown("botocore.endpoint", "Sending %s", headers) == (
+        f"Sending {{'X-Amz-Security-Token': b'{MASK}', 'Authorization': b'AWS4-HMAC-SHA256 "
+        f"Credential={MASK}, SignedHeaders=host, Signature={MASK}'}}"
+    )
+    assert shown("botocore.hooks", "Event %s", "before-sign.s3") == "Event before-sign.s3"

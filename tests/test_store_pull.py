@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -269,3 +270,30 @@ def test_a_store_that_stops_answering_aborts_the_pull_deploy_naming_it(sandbox, 
     pushed = cli(sb, "deploy", "--transfer", "push", env=s3_store.env)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
 
+
+def test_debug_logging_never_shows_what_signs_a_request(sandbox, s3_store, tmp_path):
+    """`deploy --debug` with pull turns on botocore's log, whose signer writes each request's
+    canonical request, string to sign and signature (with the presigned URL's query: enough to
+    rebuild a working URL). None of it reaches the output; the rest of the log does."""
+    sb = sandbox(1, **s3_store.config("pull-debug", transfer="pull"))
+    proc = cli(sb, "--debug", "deploy", env=s3_store.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "botocore" in text and "Sending http request" in text  # the log is there
+    for leak in (
+        "CanonicalRequest",
+        "StringToSign",
+        "Signature:",
+        "AWS4-HMAC-SHA256\n",
+        s3_store.env["AWS_SECRET_ACCESS_KEY"],
+    ):
+        assert leak not in text, leak
+    assert not re.search(r"Signature=(?!••••••)", text) and not re.search(r"Credential=(?!••••••)", text)
+    # every 64-hex string left is a sha256 of something published (or of an empty body), none a signature
+    known = {hashlib.sha256(b"").hexdigest()}
+    known |= {hashlib.sha256(p.read_bytes()).hexdigest() for p in (sb.config_path.parent / "artifacts").iterdir()}
+    known |= {
+        json.loads(p.read_text()).get("manifest_sha256") for p in (sb.config_path.parent / "artifacts").glob("*.json")
+    }
+    left = set(re.findall(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])", text)) - known
+    assert not left, left

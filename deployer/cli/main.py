@@ -54,13 +54,14 @@ class DeployerProgram(Program):
 
     def parse_core(self, argv):
         from invoke.completion.complete import print_completion_script
-        from invoke.util import enable_logging
+
+        from deployer.report import debuglog
 
         self.normalize_argv(argv)
         with self._usage():
             self.parse_core_args()
-        if self.args.debug.value:
-            enable_logging()
+        if self.args.debug.value or os.environ.get("INVOKE_DEBUG"):
+            debuglog.enable()  # signatures and secrets masked
         if self.args.version.value:
             self.print_version()
             raise Exit
