@@ -12,7 +12,7 @@ import re
 from deployer.report.output import MASK, redact
 
 SIGNER = "botocore.auth"  # logs the canonical request, the string to sign and the signature at DEBUG
-_SIGNED = re.compile(r"""((?:Signature|Credential|Security-Token)['"]?\s*[:=]\s*b?['"]?)[^\s&,;'"]+""", re.I)
+_SIGNED = re.compile(r"""((?:Signature|Credential|Security-Token)['"]?\s*[:=]\s*(?:b?['"])?)[^\s&,;'"]+""", re.I)
 
 
 class Redacting(logging.Filter):
