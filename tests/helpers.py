@@ -66,6 +66,18 @@ class Sandbox:
         """Run a shell command as root in the container; (exit code, stdout+stderr)."""
         return sandbox_mod.exec_root(self.host(which), cmd)
 
+    def read(self, which: int | str | SandboxHost, cmd: str) -> tuple[int, str]:
+        """`exec` for a command that only reads, run again when docker hands back its output
+        cut short (it now and then does under load): an end mark proves the whole came back."""
+        mark = "@@read-end "
+        for _ in range(5):
+            code, out = self.exec(which, f"{{ {cmd}\n}}; printf '\\n{mark}%s\\n' \"$?\"")
+            body, found, rc = out.rpartition(mark)
+            if found and rc.strip().isdigit():
+                return int(rc), body[:-1] if body.endswith("\n") else body
+            time.sleep(0.2)
+        raise AssertionError(f"docker exec on {self.host(which).name} kept losing the output of: {cmd}")
+
     def logs(self, which: int | str | SandboxHost) -> str:
         return sandbox_mod.logs(self.host(which))
 
@@ -146,17 +158,17 @@ def releases(sb) -> list[dict]:
 
 def tree(sb, host, deploy_to: str = "/srv/app") -> str:
     """A listing of every path under deploy_to with link targets: compare before/after."""
-    code, out = sb.exec(host, f"cd {shlex.quote(deploy_to)} 2>/dev/null && find . -printf '%p %y %l\\n' | sort")
+    code, out = sb.read(host, f"cd {shlex.quote(deploy_to)} 2>/dev/null && find . -printf '%p %y %l\\n' | sort")
     return out
 
 
 def release_dirs(sb, host, deploy_to: str = "/srv/app") -> list[str]:
-    code, out = sb.exec(host, f"ls -A {shlex.quote(deploy_to + '/releases')} 2>/dev/null")
+    code, out = sb.read(host, f"ls -A {shlex.quote(deploy_to + '/releases')} 2>/dev/null")
     return sorted(out.split())
 
 
 def current(sb, host, deploy_to: str = "/srv/app") -> str:
-    code, out = sb.exec(host, f"readlink {shlex.quote(deploy_to + '/current')}")
+    code, out = sb.read(host, f"readlink {shlex.quote(deploy_to + '/current')}")
     return out.strip() if code == 0 else ""
 
 
