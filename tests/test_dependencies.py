@@ -110,6 +110,8 @@ RUNTIME_IMPORTS = {
     "tabulate": "tabulate",
     "boto3": "boto3",
     "botocore": "botocore",
+    "s3transfer": "s3transfer",
+    "cryptography": "cryptography",
 }
 
 
