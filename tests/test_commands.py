@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import tar_gz, tar_member
 
+from deployer.plan import setup as setup_plan
 from deployer.plan.paths import Paths
 from deployer.remote import commands, render, state
 from deployer.remote import lock as remote_lock
@@ -589,6 +590,21 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "append_ledger": commands.append_ledger(paths, hostile),
         "exports": commands.exports(env),
         "as_user": commands.as_user(hostile, env, command),
+        # dry run: never writes, wherever this test runs
+        "setup": commands.setup(
+            setup_plan.HostSetup(
+                app=hostile,
+                user=hostile,
+                create_user=True,
+                deploy_to=deploy_to,
+                dirs=many,
+                unit=setup_plan.File(hostile, hostile, "644"),
+                sudoers=setup_plan.File(hostile, hostile, "440"),
+                site=setup_plan.File(hostile, hostile, "644"),
+                site_link=hostile,
+            ),
+            dry_run=True,
+        ),
     }
 
 

@@ -152,8 +152,8 @@ def install_unit(sb, name: str = "sample") -> None:
     """As root, what the docs tell an operator: python_wsgi's unit (enabled), a sudoers rule letting
     deploy start, reload and restart it, and shared/bin/start-gunicorn for the first deploy."""
     unit = python_wsgi.systemd_unit(name=name, deploy_to="/srv/app", user="deploy")
-    cmds = ", ".join(f"/usr/bin/systemctl {verb} {name}" for verb in ("start", "reload", "restart"))
-    start = f"#!/bin/sh\nexec sudo -n systemctl start {name}\n"
+    cmds = ", ".join(f"/usr/bin/systemctl {verb} {name}.service" for verb in ("start", "reload", "restart"))
+    start = f"#!/bin/sh\nexec sudo -n systemctl start {name}.service\n"
     code, out = sb.exec(
         0,
         f"printf '%s' {shlex.quote(unit)} > /etc/systemd/system/{name}.service && systemctl daemon-reload && "
@@ -203,20 +203,20 @@ def test_python_wsgi_unit_under_systemd(systemd_sandbox, tmp_path):
 
     before = workers(sb, h, master)
     # the sudo rule: exactly these command lines, nothing else (sudo compares arguments literally)
-    reload, suffixed, stop = run(
+    reload, unsuffixed, stop = run(
         sb,
         0,
-        "sudo -n systemctl reload sample",
         "sudo -n systemctl reload sample.service",
-        "sudo -n systemctl stop sample",
+        "sudo -n systemctl reload sample",
+        "sudo -n systemctl stop sample.service",
     )
-    assert reload[0] == 0 and suffixed[0] != 0 and stop[0] != 0
+    assert reload[0] == 0 and unsuffixed[0] != 0 and stop[0] != 0
     assert state() == ("active", master, master)
     # ExecReload is the same HUP: the master replaces its workers (a reload returns before that)
     wait_until(
         lambda: (now := workers(sb, h, master)) and not now.keys() & before.keys(), 30, "new workers after the reload"
     )
-    ((code, _, err),) = run(sb, 0, "sudo -n systemctl restart sample")
+    ((code, _, err),) = run(sb, 0, "sudo -n systemctl restart sample.service")
     assert code == 0, err
     active, new_master, pidfile = state()
     assert active == "active" and new_master == pidfile != master and version() == "v1"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.report.document import Outcome
 from deployer.report.output import Output
+
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 @command(
@@ -159,4 +162,40 @@ def maintenance(c, state, stage=None, config=None, hosts=None, roles=None, paral
     return result
 
 
-TASKS: tuple[Task, ...] = (init, run_, logs, ssh, maintenance)
+@command(
+    login="Log in as this user to set up: root, or a user who may sudo without a password "
+    "(default: the config's user).",
+    user="The deploy user: created when missing, gets deploy_to and the sudo rule (default: the config's user).",
+    dry_run="Show the files setup would write and what would change on each host; change nothing.",
+)
+def setup(
+    c, stage=None, config=None, hosts=None, roles=None, parallel=10, login=None, user=None, dry_run=False, json=False
+):
+    """Once per host, as root: deploy user, deploy_to, the recipe's systemd unit, sudo rule, nginx site."""
+    from deployer.engine import setup as setup_flow
+
+    t = stage_target(config, stage, hosts, roles, json)
+    if user is not None and not USER_NAME.match(user):
+        raise UsageError(f"--user expects a user name, got {user!r}")
+    if login is not None and not USER_NAME.match(login):
+        raise UsageError(f"--login expects a user name, got {login!r}")
+    if dry_run:
+        shown: set[tuple[str, str]] = set()
+        for host_plan in setup_flow.plans(t.stage, t.hosts, user).values():
+            for f in host_plan.files:
+                if (f.path, f.content) not in shown:
+                    shown.add((f.path, f.content))
+                    t.out.say(f"--- {f.path} (mode {f.mode}, owner root)\n{f.content}", multiline=True)
+    answers, code, error = setup_flow.setup(
+        t.stage, t.hosts, t.out, parallelism(parallel), login=login, user=user, dry_run=dry_run
+    )
+    if dry_run and not code:
+        for a in answers:
+            for key, value in a.changes:
+                t.out.say(f"{a.host}: would {key} {value}")
+            if not a.changes:
+                t.out.say(f"{a.host}: nothing to change")
+    return Outcome([a.record() for a in answers], code, error, t.stage.name, {"dry_run": bool(dry_run)})
+
+
+TASKS: tuple[Task, ...] = (init, run_, logs, ssh, maintenance, setup)

@@ -132,7 +132,7 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
     """Connect to every host and check it can take a deploy."""
     t = stage_target(config, stage, hosts, roles, json)
     st, out = t.stage, t.out
-    runs = maintenance.inspect(st, t.hosts, out, parallelism(parallel))
+    runs = maintenance.inspect(st, t.hosts, out, parallelism(parallel), sudo=True)
     records = document.check_records(runs)
     if not json:
         out.table(report.check_rows(records))

@@ -37,6 +37,8 @@ RESERVED_SHARED = {".deployer", "REVISION"}
 SECRET_SOURCES = ("env", "file", "cmd")
 WEBHOOK_REFS = ("env", "file")  # a webhook URL kept in the environment or a file (CI secret stores)
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+# app.name names files and a systemd unit on hosts (deployer setup): no shell or path characters
+_APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -123,6 +125,12 @@ class Reader:
         if base is None:
             base = AppSettings(name=given.get("name") or schema.APP["name"].default, deploy_to="/")
         values = dict(given)  # as given, but for the paths and the user checked below
+        if "name" in given and not _APP_NAME.fullmatch(given["name"]):
+            raise self.fail(
+                f"{where}.name",
+                "expected letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 "
+                f"(it names files and a systemd unit on the hosts), got {given['name']!r}",
+            )
         if "deploy_to" in given:
             d = given["deploy_to"]
             if not d.startswith("/") or posixpath.normpath(d) != d.rstrip("/") or d.rstrip("/") == "":

@@ -62,7 +62,9 @@ HOOK_POINTS = tuple(
 PIPELINE_TABLES = ("hooks", "migrate", "smoke", "verify", "restart", "notify")
 
 APP: Table = {
-    "name": Key(str, "a string", "used in artifact names and notifications", "app"),
+    "name": Key(
+        str, "letters, digits, ., _ or -", "names artifacts, notifications and the systemd unit (setup)", "app"
+    ),
     "deploy_to": Key(str, "an absolute path", "releases/, shared/, current, .deployer/ live here", required=True),
     "keep_releases": Key(
         int,

@@ -17,10 +17,13 @@ from deployer.remote.state import LockInfo
 from deployer.report.output import Output
 
 
-def inspect(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10) -> list[HostRun]:
-    """Every host's state, read-only: one remote command per host."""
+def inspect(
+    stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int = 10, sudo: bool = False
+) -> list[HostRun]:
+    """Every host's state, read-only: one remote command per host (with sudo, `check`'s probe of
+    the sudo rule too)."""
     with Session(stage, hosts, out, parallel, action="status") as session:
-        session.fleet.each("inspect", lambda r: session.inspect(r, lock=False))
+        session.fleet.each("inspect", lambda r: session.inspect(r, lock=False, sudo=sudo))
         for run in session.runs:
             if run.state is not None and run.result == "pending":
                 run.result = "ok"

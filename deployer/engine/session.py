@@ -28,6 +28,7 @@ from deployer.engine.backend import LEASE_LOST_TEXT, Printer, Remote
 from deployer.engine.fleet import Fleet, HostRun
 from deployer.engine.signals import no_interrupts
 from deployer.errors import DeployerError, HostError, LockHeld, command_line
+from deployer.plan import setup as setup_plan
 from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.remote import lock as remote_lock
@@ -174,12 +175,24 @@ class Session:
         [app] run_as when set."""
         return self.run(run, step, commands.in_release(self.paths, number, command, env, self.stage.app.run_as))
 
-    def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None) -> None:
-        """Read the host's state; with lock, take the lock in the same command."""
+    def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None, sudo: bool = False) -> None:
+        """Read the host's state; with lock, take the lock in the same command. With sudo, also
+        which of the sudo commands a deploy needs (see plan/setup.py) the user may not run."""
         # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
         space = artifact_sha is not None or not lock
         ttl = self.stage.app.lock_ttl
-        read = remote_lock.inspect(self.paths, lock_token=self.token, artifact_sha=artifact_sha, free_space=space)
+        app = self.stage.app
+        probe = sudo and setup_plan.has_unit(app.recipe)
+        read = remote_lock.inspect(
+            self.paths,
+            lock_token=self.token,
+            artifact_sha=artifact_sha,
+            free_space=space,
+            sudo_unit=setup_plan.unit_path(app.name) if probe else "",
+            sudo_commands=setup_plan.sudo_commands(app.name, unit=True, lb=setup_plan.LB_ROLE in run.host.roles)
+            if probe
+            else (),
+        )
         if lock:
             info = json.dumps(
                 {

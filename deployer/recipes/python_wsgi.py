@@ -12,7 +12,9 @@ What the recipe adds to the flow:
   app (``--check-config``), so a release that cannot boot fails before any host switches.
 - ``restart`` on every host: a graceful reload of the running gunicorn master (``HUP``, found via
   ``<deploy_to>/shared/tmp/pids/gunicorn.pid``) that returns only once every worker of the old
-  release has finished its requests and exited; the first deploy starts the master instead.
+  release has finished its requests and exited; the first deploy starts the master instead. With
+  the unit ``deployer setup`` installs (``/etc/systemd/system/<app>.service``), both go through
+  systemd: ``sudo -n systemctl reload|start <app>.service``.
 - ``verify``: ``GET http://127.0.0.1/health`` through nginx on each host must answer 200 with ``ok``.
 
 Why a reload picks up the new release: gunicorn 20.x re-reads its configuration on ``HUP`` and
@@ -67,6 +69,8 @@ log=$D/shared/log
 limit=${GUNICORN_RELOAD_TIMEOUT:-60}
 mkdir -p "${pidfile%/*}" "$log"
 t0=$(date +%s.%N)
+unit=''                                  # installed by `deployer setup`: systemd runs gunicorn
+if [ -n "${DEPLOY_APP:-}" ] && [ -f "/etc/systemd/system/$DEPLOY_APP.service" ]; then unit=$DEPLOY_APP.service; fi
 master=''
 for i in 1 2 3; do                       # a reloading master rewrites its pid file: look again
     p=$(cat "$pidfile" 2>/dev/null || true)
@@ -78,7 +82,9 @@ done
 kids() { pgrep -P "$1" | tr '\n' ' '; }
 if [ -n "$master" ]; then
     old=$(kids "$master")
-    kill -HUP "$master"
+    if [ -n "$unit" ] && systemctl is-active -q "$unit"; then
+        sudo -n systemctl reload "$unit" || { echo "python_wsgi: cannot reload $unit (sudo rule?)" >&2; exit 1; }
+    else kill -HUP "$master"; fi
     while :; do
         now=$(kids "$master"); left=''
         for p in $old; do case " $now " in *" $p "*) left="$left $p";; esac; done
@@ -96,7 +102,9 @@ if [ -n "$master" ]; then
 else
     conf=$D/current/gunicorn.conf.py
     [ -f "$conf" ] || { echo "python_wsgi: no $conf: nothing to start" >&2; exit 1; }
-    if [ -x "$D/shared/bin/start-gunicorn" ]; then
+    if [ -n "$unit" ]; then
+        sudo -n systemctl start "$unit" || { echo "python_wsgi: cannot start $unit (sudo rule?)" >&2; exit 1; }
+    elif [ -x "$D/shared/bin/start-gunicorn" ]; then
         "$D/shared/bin/start-gunicorn" </dev/null >>"$log/gunicorn.log" 2>&1
     else
         py=$D/current/venv/bin/python; [ -x "$py" ] || py=python3

@@ -33,6 +33,8 @@ def inspect(
     lock_ttl: int | None = None,
     takeover_ledger: str | None = None,
     env_file: str = ".env",
+    sudo_unit: str = "",
+    sudo_commands: tuple[str, ...] = (),
 ) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
@@ -40,7 +42,8 @@ def inspect(
     the host's own clock (a heartbeat in the future counts from when it was first seen), is taken
     over (see inspect_lock.sh) and, with takeover_ledger, recorded: the line with TAKEOVER_MARK
     replaced by the stale holder; the stale run's temp files go, its env uploads and env links
-    (`env_file`) too."""
+    (`env_file`) too. With sudo_unit (a unit file) present on the host, each of sudo_commands the
+    user may not run through `sudo -n` is reported (`check`)."""
     values: dict[str, Value] = {
         **lock_values(paths, lock_token),
         "DEPLOY_TO": paths.deploy_to,
@@ -48,6 +51,8 @@ def inspect(
         "META_AWK": text("inspect_meta.awk"),
         "FREE_SPACE": free_space,
         "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else "",
+        "SUDO_UNIT": sudo_unit,
+        "SUDO_CMDS": sudo_commands,
     }
     files = ["lib.sh"]
     if lock_info is not None:

@@ -137,6 +137,7 @@ class HostState:
     free_kb: int | None = None
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
+    sudo_missing: tuple[str, ...] = ()  # command lines the user may not run through sudo (check)
 
     deploy_to: str = ""
 
@@ -279,6 +280,8 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["missing_tools"] = tuple(value.split())
         elif key == "cached":
             values["cached"] = value == "1"
+        elif key == "sudo_missing":
+            values["sudo_missing"] = (*values.get("sudo_missing", ()), value)
     values["releases"] = tuple(
         sorted(
             (

@@ -189,6 +189,7 @@ def check_records(runs: list[HostRun]) -> list[dict]:
                 "deploy_to_exists": st.deploy_to_exists,
                 "free_bytes": st.free_kb * 1024 if st.free_kb is not None else None,
                 "missing_tools": list(st.missing_tools),
+                "sudo_missing": list(st.sudo_missing),
                 "current": st.live,
                 "current_problem": st.current_problem(),
                 "ignored": [*st.ignored],

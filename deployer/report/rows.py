@@ -4,6 +4,7 @@ Pure: no printing, no I/O."""
 from __future__ import annotations
 
 from deployer.engine.fleet import HostRun
+from deployer.plan import setup as setup_plan
 from deployer.remote.state import LockInfo
 from deployer.report.document import PHASES
 
@@ -237,4 +238,7 @@ def check_failures(runs: list[HostRun]) -> list[str]:
             bad.append(f"{run.name}: deploy_to not writable by {st.user}")
         elif st.current_problem():
             bad.append(f"{run.name}: {st.current_problem()}")
+        elif st.sudo_missing:
+            rule = setup_plan.sudo_rule(st.user, st.sudo_missing)
+            bad.append(f"{run.name}: sudo rule missing: {rule} (deployer setup writes it)")
     return bad

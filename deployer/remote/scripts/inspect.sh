@@ -1,7 +1,8 @@
 # Report the host's deploy state as tab-separated lines (see state.py). Run before every action,
 # so it forks little: every release's metadata and the lock's owner are read by one awk.
 # Inputs: DEPLOY_TO, LOCK, LOCK_INFO, META_AWK (inspect_meta.awk), FREE_SPACE (1: report it),
-# CACHED (the artifact's cache path; empty: not asked).
+# CACHED (the artifact's cache path; empty: not asked), SUDO_UNIT (a unit file: when it exists,
+# each of SUDO_CMDS, a word list of command lines, the user may not run through sudo is reported).
 emit user "${LOGNAME:-$(id -un)}"
 p="$DEPLOY_TO"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1
 if [ -d "$DEPLOY_TO" ]; then emit deploy_to "present $w"; else emit deploy_to "absent $w"; fi
@@ -45,3 +46,13 @@ if [ -d "$LOCK" ]; then printf 'lock\t\n'; [ ! -f "$LOCK_INFO" ] || set -- "$@" 
 m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
 emit missing_tools "$m"
 if [ -n "$CACHED" ]; then c=0; [ -f "$CACHED" ] && c=1; emit cached "$c"; fi
+if [ -n "$SUDO_UNIT" ] && [ -f "$SUDO_UNIT" ]; then
+  eval "set -- $SUDO_CMDS"
+  set -f
+  for c in "$@"; do
+    # a command line of plain words (app names are checked at config load): split on purpose
+    # shellcheck disable=SC2086
+    sudo -n -l $c >/dev/null 2>&1 || emit sudo_missing "$c"
+  done
+  set +f
+fi
