@@ -86,6 +86,8 @@ METAVAR = {
     "help": "TASK",
     "list": "NAMESPACE",
     "print_completion_script": "SHELL",
+    "login": "USER",
+    "user": "USER",
 }
 
 
