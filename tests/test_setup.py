@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import toml
 from helpers import cli, git
 from test_json_contract import document
 from test_recipes import commit, deploy_ok, get, sample_repo, web_hosts
@@ -268,3 +269,27 @@ def test_setup_through_sudo_and_check_names_a_missing_rule(systemd_sandbox, tmp_
     assert proc.stderr.splitlines() == [
         f"error: check failed: host-1: sudo rule missing: {rule} (deployer setup writes it)"
     ]
+
+
+def test_an_lb_host_may_also_check_and_reload_nginx(systemd_sandbox):
+    sb = systemd_sandbox(1, app={"recipe": "python_wsgi"})
+    doc = toml.loads(sb.config_path.read_text())
+    (host,) = doc["stages"]["sandbox"]["hosts"]
+    doc["stages"]["sandbox"]["hosts"] = [{**host, "roles": ["web", "lb"]} if isinstance(host, dict) else host]
+    sb.config_path.write_text(toml.dumps(doc))
+    proc = setup_cli(sb)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rule = plan.sudo_rule("deploy", plan.sudo_commands("sample", unit=True, lb=True))
+    assert sb.exec(0, "tail -n 1 /etc/sudoers.d/deployer-sample") == (0, rule + "\n")
+    nginx = sb.exec(0, "systemctl show -p MainPID --value nginx")[1]
+    answers = run(
+        sb,
+        0,
+        "sudo -n /usr/sbin/nginx -t",
+        "sudo -n systemctl reload nginx.service",
+        "sudo -n systemctl stop nginx.service",
+        "sudo -n /usr/sbin/nginx -s stop",
+    )
+    assert [code for code, _, _ in answers] == [0, 0, 1, 1], answers
+    assert sb.exec(0, "systemctl show -p MainPID --value nginx") == (0, nginx)
+    assert cli(sb, "check").returncode == 0
