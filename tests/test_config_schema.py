@@ -17,7 +17,7 @@ import pytest
 from deployer.config import load, schema, settings
 from deployer.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deployer" / "config" / "hosts.example.toml"
+EXAMPLE = Path(__file__).resolve().parent.parent / "hosts.example.toml"
 COMMENTED = re.compile(r"^#\s?([a-z_]+)\s*=\s*(.+)$")
 HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
 ALL_TABLES = {**schema.TABLES, "env.KEY": schema.SECRET}

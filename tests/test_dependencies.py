@@ -140,9 +140,11 @@ def imported_packages(path: Path) -> set[str]:
 
 def test_outside_the_sandbox_the_package_imports_only_its_runtime_dependencies():
     """The optional extra's packages (toml, testcontainers, docker) are imported by
-    deployer/sandbox/ only: a plain `pip install deployer` runs every other module."""
+    deployer/sandbox/ only: a plain `pip install deployer` runs every other module (the
+    recipes, whose source is recipes/ at the top, included)."""
     allowed = set(sys.stdlib_module_names) | set(RUNTIME_IMPORTS.values()) | {"deployer"}
     modules = [p for p in PACKAGE.rglob("*.py") if "sandbox" not in p.relative_to(PACKAGE).parts]
+    modules += sorted((PACKAGE.parent / "recipes").glob("*.py"))
     assert len(modules) > 20
     foreign = {f"{p.relative_to(PACKAGE.parent)}: {name}" for p in modules for name in imported_packages(p) - allowed}
     assert not foreign, sorted(foreign)

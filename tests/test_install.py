@@ -1,5 +1,7 @@
-"""Everything a user needs ships in the wheel: built from the tracked files, installed with the
-`sandbox` extra into a fresh venv outside the repository, then, from an empty directory, the
+"""Everything a user needs ships in the sdist and the wheel, built from the tracked files (the wheel
+from the sdist): each installs into an empty venv and finds the recipes and the reference config,
+as an editable install and a checkout run as is find the checkout's own. Then the wheel, installed
+with the `sandbox` extra into a fresh venv outside the repository, from an empty directory: the
 first five minutes of a new user: --list, init, sandbox.up, a deploy of the bundled sample app,
 status, sandbox.down."""
 
@@ -9,10 +11,17 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
+import tarfile
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from helpers import REPO, git
+
+from deployer import __version__
+from deployer.config.example import NAME
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +38,13 @@ def clean_env(tmp_path: Path) -> dict:
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DEPLOYER_CONFIG", "VIRTUAL_ENV", "PYTHONHOME")
     }
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env.update(HOME=str(home), TESTCONTAINERS_RYUK_DISABLED="true")
     return env
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel, built from a copy of the files git would ship (nothing untracked-but-ignored)."""
-    base = tmp_path_factory.mktemp("wheel")
+def tracked_copy(dest: Path) -> Path:
+    """The files git would ship (nothing untracked-but-ignored: no build/, no .venv), copied to dest."""
     files = (
         subprocess.run(
             ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
@@ -45,17 +52,135 @@ def wheel(tmp_path_factory) -> Path:
         .stdout.decode()
         .split("\0")
     )
-    src = base / "src"
     for rel in filter(None, files):
         if (REPO / rel).is_file():
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            (src / rel).write_bytes((REPO / rel).read_bytes())
-            (src / rel).chmod((REPO / rel).stat().st_mode)
-    out = base / "dist"
-    run([sys.executable, "-m", "pip", "wheel", src, "--no-deps", "-q", "-w", out], base, dict(os.environ))
-    found = sorted(out.glob("deployer-*.whl"))
-    assert len(found) == 1, found
-    return found[0]
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes((REPO / rel).read_bytes())
+            (dest / rel).chmod((REPO / rel).stat().st_mode)
+    return dest
+
+
+def new_venv(path: Path) -> Path:
+    """A fresh, empty venv (not even pip: `pip()` installs into it from outside); its bin/."""
+    run([sys.executable, "-m", "venv", "--without-pip", path], path.parent, dict(os.environ))
+    return path / "bin"
+
+
+def pip(venv_bin: Path, *args: str | Path, cwd: Path) -> None:
+    """This interpreter's pip, working on the venv of venv_bin (which must not see this checkout)."""
+    run([sys.executable, "-m", "pip", "--python", venv_bin / "python", *args], cwd, clean_env(cwd))
+
+
+@dataclass
+class Dist:
+    src: Path  # the copy of the checkout the builds ran from
+    sdist: Path
+    wheel: Path  # built from the sdist, as a release is
+    wheelhouse: Path  # setuptools, for the builds pip makes while installing (offline)
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory) -> Dist:
+    """The sdist, built from a copy of the checkout through the PEP 517 backend, and the wheel built
+    from that sdist (so the sdist is proved complete)."""
+    base = tmp_path_factory.mktemp("dist")
+    src = tracked_copy(base / "src")
+    env = dict(os.environ)
+    wheelhouse, out = base / "wheelhouse", base / "out"
+    frontend = new_venv(base / "frontend")
+    run([sys.executable, "-m", "pip", "download", "-q", "-d", wheelhouse, "setuptools>=77"], base, env)
+    pip(frontend, "install", "-q", "--no-index", "--find-links", wheelhouse, "setuptools>=77", cwd=base)
+    hook = "import sys; from setuptools import build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
+    sdist = out / run([frontend / "python", "-c", hook, "build_sdist", out], src, env).stdout.split()[-1]
+    with tarfile.open(sdist) as tf:
+        tf.extractall(base / "unpacked", filter="data")
+    unpacked = base / "unpacked" / sdist.name.removesuffix(".tar.gz")
+    wheel = out / run([frontend / "python", "-c", hook, "build_wheel", out], unpacked, env).stdout.split()[-1]
+    return Dist(src, sdist, wheel, wheelhouse)
+
+
+@pytest.fixture(scope="module")
+def wheel(dist) -> Path:
+    return dist.wheel
+
+
+def test_the_tree_packages_are_the_ones_pyproject_names():
+    """pyproject.toml names every package (recipes/ is mapped to deployer.recipes): none forgotten."""
+    tree = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "deployer").rglob("__init__.py")}
+    tree |= {"deployer.recipes"} if (REPO / "recipes" / "__init__.py").is_file() else set()
+    setuptools_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(setuptools_cfg["packages"]) == tree
+    assert setuptools_cfg["package-dir"] == {"deployer.recipes": "recipes"}
+
+
+WHERE = (
+    "import json, pkgutil, deployer, deployer.recipes as r, deployer.config.example as e; "
+    "print(json.dumps({'package': deployer.__file__, 'recipes': r.__path__[0], 'example': str(e.path()), "
+    "'names': sorted(m.name for m in pkgutil.iter_modules(r.__path__))}))"
+)
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.py") if not p.stem.startswith("_"))
+
+
+def where(python: Path, tmp_path: Path, env: dict | None = None) -> dict:
+    """Where the package, its recipes and the reference config come from, run from an empty directory."""
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    return json.loads(run([python, "-c", WHERE], empty, env or clean_env(tmp_path)).stdout)
+
+
+def test_a_checkout_run_as_is_uses_its_own_recipes_and_example(tmp_path):
+    """PYTHONPATH=<checkout>, whatever deployer this interpreter has installed: the recipes and the
+    reference config of that checkout (recipes/ and hosts.example.toml at its top level)."""
+    src = tracked_copy(tmp_path / "src")
+    env = {**clean_env(tmp_path), "PYTHONPATH": str(src)}
+    found = where(Path(sys.executable), tmp_path, env)
+    assert found["package"] == str(src / "deployer" / "__init__.py")
+    assert found["recipes"] == str(src / "recipes") and found["names"] == RECIPES
+    assert found["example"] == str(src / "hosts.example.toml")
+
+
+def install_alone(dist: Dist, tmp_path: Path, *target: str | Path) -> Path:
+    """Install into a fresh venv with no dependencies and no index (the builds pip makes get setuptools
+    from the wheelhouse); the dependencies are then taken from this test's venv, behind the new one's
+    own site-packages, so the commands can run. Returns the venv's bin/."""
+    bin_ = new_venv(tmp_path / "venv")
+    pip(bin_, "install", "-q", "--no-deps", "--no-index", "--find-links", dist.wheelhouse, *target, cwd=tmp_path)
+    (site,) = (tmp_path / "venv" / "lib").glob("python3*/site-packages")
+    (site / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return bin_
+
+
+@pytest.mark.parametrize("kind", ["sdist", "wheel"])
+def test_sdist_and_wheel_install_into_an_empty_venv_with_recipes_and_example(dist, tmp_path, kind):
+    bin_ = install_alone(dist, tmp_path, getattr(dist, kind))
+    venv = tmp_path / "venv"
+    found = where(bin_ / "python", tmp_path)
+    assert found["package"].startswith(str(venv)) and found["recipes"].startswith(str(venv)), found
+    assert found["names"] == RECIPES
+    example = Path(found["example"])
+    assert example.is_relative_to(venv) and example.read_text() == (REPO / "hosts.example.toml").read_text()
+    version = run([bin_ / "deployer", "--version"], tmp_path, clean_env(tmp_path)).stdout
+    assert version == f"deployer {__version__}\n"
+
+
+def test_sdist_carries_what_a_build_needs_and_no_tests(dist):
+    with tarfile.open(dist.sdist) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    needed = {"pyproject.toml", "setup.py", "hosts.example.toml", "recipes/python_wsgi.py"}
+    assert needed <= names, needed - names
+    assert not any(n.startswith(("tests/", "benchmarks/", ".ci/")) for n in names), names
+
+
+def test_editable_install_finds_the_checkouts_recipes_and_example(dist, tmp_path):
+    """The project's own setup (scripts/setup: pip install -e): recipes/ and hosts.example.toml of the
+    checkout, through the editable install's mapping of deployer.recipes."""
+    src = tracked_copy(tmp_path / "src")
+    bin_ = install_alone(dist, tmp_path, "-e", src)
+    found = where(bin_ / "python", tmp_path)
+    assert found["package"] == str(src / "deployer" / "__init__.py")
+    assert found["recipes"] == str(src / "recipes") and found["names"] == RECIPES
+    assert found["example"] == str(src / "hosts.example.toml")
+    assert not (src / "deployer" / "recipes").exists() and not (src / "deployer" / "config" / NAME).exists()
 
 
 def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):
@@ -120,17 +245,10 @@ def test_first_deploy_from_a_fresh_venv_in_an_empty_directory(wheel, sandbox_ima
     assert "recipe: python_wsgi" in init.stdout and (app / "hosts.toml").exists() and (app / "tasks.py").exists()
     ref = Path(
         run(
-            [
-                bin_ / "python",
-                "-c",
-                "import deployer, pathlib; "
-                "print(pathlib.Path(deployer.__file__).parent / 'config' / 'hosts.example.toml')",
-            ],
-            work,
-            env,
+            [bin_ / "python", "-c", "from deployer.config import example; print(example.path())"], work, env
         ).stdout.strip()
     )
-    assert ref.is_file() and "[stages.production]" in ref.read_text()
+    assert ref.is_relative_to(venv) and "[stages.production]" in ref.read_text()
 
     try:
         up = run(["deployer", "sandbox.up", "--hosts", "2"], work, env)

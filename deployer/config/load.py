@@ -104,8 +104,7 @@ def parse(text: str, path: Path) -> Config:
 
 def with_recipe(data: Doc, name: object, reader: Reader) -> Doc:
     """The recipe's DEFAULTS under the user's document: user keys win, hook lists are appended to."""
-    from deployer import recipes
-
+    recipes = importlib.import_module("deployer.recipes")  # a checkout's recipes/ (deployer/__init__.py)
     known = sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
     if not isinstance(name, str) or name not in known:
         raise reader.fail("app.recipe", f"unknown recipe {name!r} (recipes: {', '.join(known)})")
