@@ -5,7 +5,8 @@ from importlib.machinery import ModuleSpec
 from importlib.util import spec_from_file_location
 from pathlib import Path
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
+DISTRIBUTION = "symlink-deployer"  # the name on the package index (pyproject.toml's project.name)
 
 
 class _CheckoutRecipes:

@@ -167,9 +167,9 @@ def test_config_before_or_after_the_task(workdir):
 
 
 def test_help_at_both_levels_and_version(workdir):
-    from deployer import __version__
+    from deployer import DISTRIBUTION, __version__
 
-    assert run(["--version"], workdir).stdout == f"deployer {__version__}\n"
+    assert run(["--version"], workdir).stdout == f"deployer {__version__} ({DISTRIBUTION})\n"
     for argv in (["-h"], ["--help"], ["help"], []):
         proc = run(argv, workdir)
         assert proc.returncode == 0 and "Usage: deployer [--config PATH] TASK" in proc.stdout, argv

@@ -140,7 +140,7 @@ def imported_packages(path: Path) -> set[str]:
 
 def test_outside_the_sandbox_the_package_imports_only_its_runtime_dependencies():
     """The optional extra's packages (toml, testcontainers, docker) are imported by
-    deployer/sandbox/ only: a plain `pip install deployer` runs every other module (the
+    deployer/sandbox/ only: a plain `pip install symlink-deployer` runs every other module (the
     recipes, whose source is recipes/ at the top, included)."""
     allowed = set(sys.stdlib_module_names) | set(RUNTIME_IMPORTS.values()) | {"deployer"}
     modules = [p for p in PACKAGE.rglob("*.py") if "sandbox" not in p.relative_to(PACKAGE).parts]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO, git
 
-from deployer import __version__
+from deployer import DISTRIBUTION, __version__
 from deployer.config.example import NAME
 
 pytestmark = pytest.mark.slow
@@ -160,13 +160,13 @@ def test_sdist_and_wheel_install_into_an_empty_venv_with_recipes_and_example(dis
     example = Path(found["example"])
     assert example.is_relative_to(venv) and example.read_text() == (REPO / "hosts.example.toml").read_text()
     version = run([bin_ / "deployer", "--version"], tmp_path, clean_env(tmp_path)).stdout
-    assert version == f"deployer {__version__}\n"
+    assert version == f"deployer {__version__} ({DISTRIBUTION})\n"
 
 
 def test_sdist_carries_what_a_build_needs_and_no_tests(dist):
     with tarfile.open(dist.sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
-    needed = {"pyproject.toml", "setup.py", "hosts.example.toml", "recipes/python_wsgi.py"}
+    needed = {"pyproject.toml", "setup.py", "hosts.example.toml", "recipes/python_wsgi.py", "LICENSE", "CHANGELOG.md"}
     assert needed <= names, needed - names
     assert not any(n.startswith(("tests/", "benchmarks/", ".ci/")) for n in names), names
 
@@ -181,6 +181,24 @@ def test_editable_install_finds_the_checkouts_recipes_and_example(dist, tmp_path
     assert found["recipes"] == str(src / "recipes") and found["names"] == RECIPES
     assert found["example"] == str(src / "hosts.example.toml")
     assert not (src / "deployer" / "recipes").exists() and not (src / "deployer" / "config" / NAME).exists()
+
+
+def test_the_release_metadata_name_version_and_license(wheel):
+    """The distribution's name (`deployer` on the package index is another project's), the version
+    from deployer.__version__ alone, the license, as the built wheel states them."""
+    import zipfile
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(zf.read(n).decode() for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        licenses = [n for n in zf.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    fields = [tuple(line.split(": ", 1)) for line in meta.split("\n\n", 1)[0].splitlines() if ": " in line]
+    assert ("Name", DISTRIBUTION) in fields and ("Version", __version__) in fields
+    assert ("License-Expression", "MIT") in fields and licenses
+    assert ("Classifier", "Programming Language :: Python :: 3.11") in fields
+    assert wheel.name.startswith(f"{DISTRIBUTION.replace('-', '_')}-{__version__}-")
+    assert "## Unreleased" in (REPO / "CHANGELOG.md").read_text()
 
 
 def test_wheel_holds_the_sample_app_the_reference_config_and_the_recipes(wheel):

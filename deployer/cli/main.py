@@ -11,7 +11,7 @@ import sys
 from invoke import Argument, Exit, ParseError, Program
 from invoke.parser import ParserContext
 
-from deployer import __version__
+from deployer import DISTRIBUTION, __version__
 from deployer.cli.options import Number, metavar
 from deployer.cli.tasks import ns
 from deployer.errors import BAD_INPUT, set_program
@@ -228,7 +228,8 @@ def _rows(ctx) -> list[tuple[str, str]]:
     return rows
 
 
-program = DeployerProgram(namespace=ns, version=__version__, name=NAME, binary=NAME)
+# --version: the command, its version and the distribution that installs it (pipx upgrade NAME)
+program = DeployerProgram(namespace=ns, version=f"{__version__} ({DISTRIBUTION})", name=NAME, binary=NAME)
 
 
 def main() -> None:
