@@ -176,7 +176,7 @@ def snapshot(ref: str, dest: Path, repo: Path = HERE.parent) -> tuple[Path, str]
     top = subprocess.run(
         ["git", "-C", str(repo), "ls-tree", "--name-only", sha], check=True, capture_output=True, text=True
     ).stdout.split()
-    parts = [p for p in ("deployer", "recipes") if p in top]  # recipes/ sat beside deployer/ in old revisions
+    parts = [p for p in ("deployer", "recipes") if p in top]  # recipes/ beside deployer/: early and current revisions
     archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha, *parts], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
     archive.stdout.close()
@@ -195,9 +195,9 @@ def describe_source(src: Path | None, ref: str | None = None, sha: str | None = 
         ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain", "--", "deployer"], capture_output=True, text=True
+        ["git", "-C", str(repo), "status", "--porcelain", "--", "deployer", "recipes"], capture_output=True, text=True
     ).stdout.strip()
-    return f"the work tree at {head or '?'}" + (" with uncommitted changes under deployer/" if dirty else "")
+    return f"the work tree at {head or '?'}" + (" with uncommitted changes to the package" if dirty else "")
 
 
 def _cgroup_cpu_file(container_id: str) -> tuple[Path, str] | None:
