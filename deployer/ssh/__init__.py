@@ -1,5 +1,6 @@
 """The SSH transport. `transport_for` is the one place that picks a direct connection or one
-kept open by the connection agent; either is imported only when a connection is made."""
+kept open by the connection agent; either is imported only when a connection is made. A
+`local:NAME` address is a directory standing for a host (local.py, for tests), never SSH."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ def transport_for(host: Host) -> Transport:
     """A new, unopened connection to the host: direct, or through the connection agent when
     `ssh.persist` asks to keep it open between runs and the agent can be used safely here
     (else agent_client.refusal says why, once)."""
+    if host.address.startswith("local:"):
+        from deployer.ssh.local import LocalTransport
+
+        return LocalTransport(host)
     if host.ssh.persist > 0:
         from deployer.ssh.agent_client import AgentConnection, refusal
 
