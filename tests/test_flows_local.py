@@ -9,6 +9,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +26,9 @@ from deployer.engine.session import RunFailed
 from deployer.plan.options import Options
 from deployer.remote import render
 from deployer.report.output import Output
+from deployer.ssh import transport_for
 from deployer.ssh.local import GONE, LOST, SIGNAL, Fault, LocalHost, serving
+from deployer.ssh.types import Cancelled, TransportError
 
 DEPLOY_TO = "/srv/app"
 SWITCH = render.text("switch.sh")  # in a deploy's switch, a rollback's and a put-back's
@@ -294,3 +298,87 @@ def test_a_signal_during_the_finish_keeps_the_release_live_everywhere(tmp_path, 
         assert current(h) == "releases/2" and not locked(h) and leftovers(h) == [], (h.name, said)
         deploys = [(e["result"], e["release"]) for e in ledger(h) if e["action"] == "deploy"]
         assert deploys == [("ok", 1), ("ok", 2)], (h.name, ledger(h), said)
+
+
+# --- the transport itself --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_host(tmp_path):
+    """One served local host and its open transport."""
+    fleet = Fleet(tmp_path, 1)
+    with serving(fleet.hosts):
+        yield fleet[0], transport_for(fleet.stage.hosts[0]).open()
+
+
+def gone(pid_file: Path) -> bool:
+    """The process whose pid the file holds is dead (killed with its group): no longer there, or
+    a zombie its new parent has not reaped yet."""
+    ps = subprocess.run(["ps", "-o", "stat=", "-p", pid_file.read_text().strip()], capture_output=True, text=True)
+    return ps.stdout.strip() in ("", "Z") or ps.stdout.strip().startswith("Z")
+
+
+def test_a_script_runs_in_sh_with_stdin_streamed_and_deploy_to_mapped_both_ways(one_host):
+    host, conn = one_host
+    seen: list[int] = []
+    data = b"x" * (3 * 256 * 1024 + 5)
+    result = conn.run(
+        f"cat > {DEPLOY_TO}/got; wc -c < {DEPLOY_TO}/got; echo {DEPLOY_TO}/a {DEPLOY_TO}x >&2; exit 3",
+        stdin=io.BytesIO(data),
+        progress=seen.append,
+    )
+    assert result.exit_code == 3 and result.stdout.strip() == str(len(data))
+    assert result.stderr.strip() == f"{DEPLOY_TO}/a {DEPLOY_TO}x"  # the host's own path never shows
+    assert (host.deploy_dir / "got").read_bytes() == data and seen[-1] == len(data)
+    assert host.scripts[-1].startswith("cat > /srv/app/got")
+
+
+def test_output_keeps_its_tail_and_counts_what_it_left_out_or_refuses_it_whole(one_host):
+    from deployer.ssh.runloop import OUTPUT_TAIL
+
+    _, conn = one_host
+    flood = "head -c 300000 /dev/zero | tr '\\0' o; head -c 200000 /dev/zero | tr '\\0' e >&2"
+    result = conn.run(flood)
+    assert result.stdout == "o" * OUTPUT_TAIL and result.stdout_cut == 300000 - OUTPUT_TAIL
+    assert result.stderr == "e" * OUTPUT_TAIL and result.stderr_cut == 200000 - OUTPUT_TAIL
+    assert conn.run("printf abc", max_output=3).stdout == "abc"
+    with pytest.raises(TransportError, match="output over 3 bytes refused"):
+        conn.run("printf abcd", max_output=3)
+
+
+def test_a_timeout_or_a_cancel_kills_the_whole_process_group(one_host, tmp_path):
+    host, conn = one_host
+    child = tmp_path / "child.pid"
+    started = f"sleep 60 & echo $! > {child}; wait"
+    with pytest.raises(TransportError, match="timed out after 0.5s"):
+        conn.run(started, timeout=0.5)
+    assert gone(child)
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    with pytest.raises(Cancelled):
+        conn.run(started, cancel=cancel)
+    assert gone(child) and conn.alive
+
+
+def test_planned_faults_strike_once_and_a_host_nobody_serves_cannot_be_reached(tmp_path):
+    fleet = Fleet(tmp_path, 1)
+    host, settings = fleet[0], fleet.stage.hosts[0]
+    host.faults += [Fault("one", LOST), Fault("two", LOST, after=False), Fault("three", GONE, after=False)]
+    with serving(fleet.hosts):
+        conn = transport_for(settings).open()
+        with pytest.raises(TransportError):
+            conn.run(f"touch {DEPLOY_TO}/one")
+        assert (host.deploy_dir / "one").exists() and not conn.alive  # ran; its answer lost
+        conn = transport_for(settings).open()
+        assert conn.run(f"touch {DEPLOY_TO}/one").ok  # once only
+        with pytest.raises(TransportError):
+            conn.run(f"touch {DEPLOY_TO}/two")
+        assert not (host.deploy_dir / "two").exists()
+        conn = transport_for(settings).open()
+        with pytest.raises(TransportError):
+            conn.run("echo three")
+        assert not conn.ping()
+        with pytest.raises(TransportError, match="no local host answers"):
+            transport_for(settings).open()
+    with pytest.raises(TransportError, match="no local host answers"):
+        transport_for(settings).open()
