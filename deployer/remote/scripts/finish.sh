@@ -7,7 +7,10 @@
 # Inputs: DELETE (word list of release dirs), KEEP (word list of cache file names), CACHE,
 # DEPLOY_TO, and lib.sh's.
 held
+# the line and its mark together: a kill between them would have finish_cut.sh write it again
+trap '' HUP INT TERM
 [ -z "$DONE_LINE" ] || { ledger "$DONE_LINE"; : > "$LOCK/recorded" 2>/dev/null || :; }
+trap - HUP INT TERM
 set +e
 (
   set -e
