@@ -1,5 +1,7 @@
 """Every failure after the lock is taken and before the first switch releases the lock on every
-host and leaves no partial release, with its own exit code and one line (real hosts)."""
+host and leaves no partial release, with its own exit code and one line; a Python hook failing
+after the switch puts the switched hosts back (or, once every host switched and checked, keeps the
+release live) and releases every lock too (real hosts)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,27 @@ from helpers import cli, commit_change, current, release_dirs, status
 D = "/srv/app"
 
 PY_HOOK = """
+import os
+
 from deployer.errors import ConfigError
 
 def refuse(ctx):
     raise ConfigError("warm-up settings are wrong")
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("a bug while reporting a hook's error")
+
+
+def refuse_the_second(ctx):  # a rolling deploy's second batch
+    if os.path.exists("called-once"):
+        refuse(ctx)
+    open("called-once", "w").close()
+
+
+def bug(ctx):  # the deployer's own report of it fails: an unexpected exception, not a DeployerError
+    raise Unprintable()
 """
 
 # name: (config added for the failing deploy, root shell command on host-2 before it, exit code, said)
@@ -60,4 +79,61 @@ def test_a_failure_before_the_first_switch_releases_every_lock(sandbox, app_repo
     assert [(release_dirs(sb, h), current(sb, h)) for h in sb.hosts] == before  # no partial release left
     sb.exec(sb.hosts[1], f"chmod 755 {D}/releases")
     assert [r["lock"] for r in json.loads(cli(sb, "status", "--json").stdout)["hosts"]] == [None, None]
+    assert [r["lock"] for r in status(sb)] == [None, None]
+
+
+RESTARTS = "/tmp/restarts"  # on each host: the release each restart ran in, one a line
+
+ROLLED_BACK = [("deploy", "rolled back", None)]
+FINISHED_APART = [("deploy", "ok", 2), ("cleanup", "failed", 2)]
+ROLLING = ("--strategy", "rolling", "--batch", "1")
+
+# name: (hook point, hook function, deploy options, exit code, release live after it, last ledger lines)
+LATE = {
+    "after_switch": ("after_switch", "refuse", (), 2, "1", ROLLED_BACK),
+    "before_verify": ("before_verify", "refuse", (), 2, "1", ROLLED_BACK),
+    "second batch's before_switch": ("before_switch", "refuse_the_second", ROLLING, 2, "1", ROLLED_BACK),
+    "before_finish": ("before_finish", "refuse", (), 2, "2", FINISHED_APART),
+    "a bug after the switch": ("after_switch", "bug", (), 1, "1", [("deploy", "failed", 2)]),
+    "a bug in the finish": ("before_finish", "bug", (), 1, "2", FINISHED_APART),
+}
+
+
+def ledger(sb, host) -> list[dict]:
+    code, out = sb.exec(host, f"cat {D}/.deployer/ledger.jsonl 2>/dev/null")
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", list(LATE))
+def test_a_python_hook_failing_after_the_switch_releases_every_lock(sandbox, app_repo, case):
+    """A Python hook raising its own error after the switch: every switched host goes back and its
+    old release is restarted, as for a failed health check, with the error's exit code and one
+    line; in before_finish (every host switched and checked) the release stays live, recorded as
+    deployed, the finish's failure apart. An unexpected exception (a bug) puts back and releases
+    every lock before its traceback."""
+    point, function, options, code, live, last = LATE[case]
+    restart = {"command": f'echo "$DEPLOY_RELEASE" >> {RESTARTS}'}
+    sb = sandbox(2, verify={"command": "true"}, restart=restart)
+    (sb.config_path.parent / "early_hook.py").write_text(PY_HOOK)
+    assert cli(sb, "deploy").returncode == 0
+    doc = toml.loads(sb.config_path.read_text())
+    doc["hooks"] = {point: [{"python": f"early_hook:{function}"}]}
+    sb.config_path.write_text(toml.dumps(doc))
+    seen = [len(ledger(sb, h)) for h in sb.hosts]
+    commit_change(app_repo, "n.txt", case)
+
+    proc = cli(sb, "deploy", *options)
+    assert [lock_on(sb, h) for h in sb.hosts] == [False, False], proc.stdout + proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    if function == "bug":
+        assert "Traceback" in proc.stderr and "a bug while reporting" in proc.stderr, proc.stderr
+    else:
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{point}: warm-up settings are wrong" in lines[0], proc.stderr
+        assert ("rolled back" if live == "1" else "is live everywhere") in lines[0], lines[0]
+    for h, before in zip(sb.hosts, seen, strict=True):
+        assert current(sb, h) == f"releases/{live}", h.name
+        assert sb.exec(h, f"tail -n 1 {RESTARTS}")[1].strip() == live, h.name  # the live release restarted
+        lines = [(x["action"], x["result"], x["release"]) for x in ledger(sb, h)[before:]]
+        assert lines == last, (h.name, lines)
     assert [r["lock"] for r in status(sb)] == [None, None]

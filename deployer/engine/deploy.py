@@ -108,7 +108,7 @@ class Pipeline:
         with s:
             try:
                 s.lock_all(self.artifact.sha256, self.options.max_fail)
-                with self.before_any_switch():
+                with self.until_live():
                     self.ready()
                     self.switch_in_batches()
                 self.live = True  # switched and checked on every host: a signal no longer puts back
@@ -156,25 +156,35 @@ class Pipeline:
             self.step("smoke", lambda r: self.remote(r, "smoke", smoke))
 
     @contextmanager
-    def before_any_switch(self) -> Iterator[None]:
-        """Once the lock is held and until a host switched, every failure releases it: a failed
-        step or hook, the release numbers used up, a Python hook's own DeployerError (its exit
-        code kept), and, for anything unforeseen, the lock released before the traceback."""
+    def until_live(self) -> Iterator[None]:
+        """Once the lock is held and until the release is switched and checked on every host, every
+        failure undoes the run: before the first switch the lock is released and partial releases
+        removed; after it, the switched hosts go back to their previous release (restarted there),
+        as for a failed health check. A DeployerError (a Python hook's own) keeps its exit code;
+        anything unforeseen gets the same undo before its traceback."""
         try:
             yield
         except (RunFailed, Cancelled):  # a Cancelled is a signal's: the caller's interrupted() undoes
             raise
         except DeployerError as exc:
             if self.switched():
-                raise
+                self.roll_back_switched(self.switched_runs(), str(exc), exit_code=exc.exit_code)
             self.fail_before_switch(str(exc), exc.exit_code)
-        except Exception:
-            if not self.switched():
+        except Exception as exc:
+            if self.switched():
+                why = f"unexpected error: {type(exc).__name__}"
+                self.put_back(self.switched_runs(), why, mark_bad=False)
+                self.notify("rolled back", error=why)
+            else:
                 self.session.abort(self.number)
             raise
 
     def switched(self) -> bool:
-        return any(upload.record(r).switched or upload.record(r).in_doubt for r in self.session.runs)
+        return bool(self.switched_runs())
+
+    def switched_runs(self) -> list[HostRun]:
+        """Hosts switched to the new release, or maybe (their switch's answer never came)."""
+        return [r for r in self.session.runs if upload.record(r).switched or upload.record(r).in_doubt]
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -288,8 +298,12 @@ class Pipeline:
             # before_prepare: releases/N does not exist yet, so remote hooks run in deploy_to
             number = None if point == "before_prepare" else self.number
             hooks.run_point(self.session, self.ctx, point, runs, lambda run: number)
-        except hooks.HookFailed as exc:
-            raise hooks.HookFailed(str(exc), point) from None
+        except (RunFailed, Cancelled):
+            raise
+        except DeployerError as exc:  # a failed hook, or a Python hook's own error (its exit code kept)
+            failed = hooks.HookFailed(str(exc), point)
+            failed.exit_code = exc.exit_code
+            raise failed from None
 
     # -- switching --------------------------------------------------------------------------------
 
@@ -304,16 +318,11 @@ class Pipeline:
             self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
         plan = batches(self.session.active, self.options.strategy)
         switched: list[HostRun] = []
-        for batch in plan:
+        for batch in plan:  # a failed hook or health check: until_live() puts the switched hosts back
             runs: list[HostRun] = list(batch.hosts)
             if len(plan) > 1:
                 self.out.say(f"{batch.label}: {', '.join(r.name for r in runs)}")
-            try:
-                self.switch_batch(batch, runs, switched)
-            except hooks.HookFailed as exc:
-                if not switched:
-                    self.fail_before_switch(str(exc))
-                self.roll_back_switched(switched, str(exc))
+            self.switch_batch(batch, runs, switched)
             if batch.pause_after:
                 self.out.say(f"pausing {batch.pause_after:g}s before the next batch")
                 time.sleep(batch.pause_after)
@@ -422,11 +431,29 @@ class Pipeline:
             )
         self.hooks("after_verify", runs)
 
-    def roll_back_switched(self, switched: list[HostRun], why: str, mark_bad: bool = True) -> None:
-        """After a switch: every switched host back to its previous release, restart, mark bad, exit 1."""
+    def roll_back_switched(
+        self, switched: list[HostRun], why: str, mark_bad: bool = True, exit_code: int = FAILED
+    ) -> None:
+        """After a switch: every switched host back to its previous release, restart, mark bad, exit 1
+        (or `exit_code`)."""
+        s = self.session
+        self.put_back(switched, why, mark_bad)
+        self.notify("rolled back", error=why)
+        s.raise_if_lease_lost()
+        raise RunFailed(
+            f"deploy of release {self.number} rolled back: {why}; "
+            + self.put_back_said("every switched host is back on its previous release")
+            + ("; release marked bad" if mark_bad else ""),
+            s.runs,
+            exit_code,
+        )
+
+    def put_back(self, switched: list[HostRun], why: str, mark_bad: bool) -> None:
+        """The put-back, its restart and the mark (or the new release removed), locks released; a
+        signal does not cut them short."""
         s = self.session
         self.out.say(f"ROLLING BACK: {why}")
-        with no_interrupts():  # the put-back, its restart and the mark: a signal does not cut them short
+        with no_interrupts():
             restored = self.restore(list(switched))
             try:
                 self.restart(restored, back=True)
@@ -443,14 +470,6 @@ class Pipeline:
                 s.abort(None, result="rolled back", error=why)
             else:
                 s.abort(self.number, error=why)
-        self.notify("rolled back", error=why)
-        s.raise_if_lease_lost()
-        raise RunFailed(
-            f"deploy of release {self.number} rolled back: {why}; "
-            + self.put_back_said("every switched host is back on its previous release")
-            + ("; release marked bad" if mark_bad else ""),
-            s.runs,
-        )
 
     def restore(self, runs: list[HostRun]) -> list[HostRun]:
         """Put hosts that switched to the new release (or may have: in doubt) back on the release
@@ -496,7 +515,9 @@ class Pipeline:
         )
 
     def finish_all(self) -> None:
-        """Cleanup and unlock; the release is live, so a failure here is reported, never rolled back."""
+        """Cleanup and unlock; the release is live, so a failure here (a hook's, a Python hook's own
+        error with its exit code, or anything unforeseen, before its traceback) is reported, never
+        rolled back."""
         s = self.session
         try:
             self.hooks("before_finish", s.active)
@@ -504,9 +525,16 @@ class Pipeline:
             if failures:
                 raise hooks.HookFailed(f"cleanup failed on {names(failures)}", "finish")
             self.hooks("after_finish", s.active)
-        except hooks.HookFailed as exc:
+        except (RunFailed, Cancelled):
+            raise
+        except DeployerError as exc:
             self.finished_apart(str(exc))
-            raise RunFailed(f"release {self.number} is live everywhere, but {exc}; {s.locks_said()}", s.runs) from None
+            raise RunFailed(
+                f"release {self.number} is live everywhere, but {exc}; {s.locks_said()}", s.runs, exc.exit_code
+            ) from None
+        except Exception as exc:
+            self.finished_apart(f"unexpected error: {type(exc).__name__}")
+            raise
 
     def finished_apart(self, why: str) -> None:
         """The finish failed (a hook, a lost link) with the release live on every host, as a failed
