@@ -40,7 +40,12 @@ def bug(ctx):  # the deployer's own report of it fails: an unexpected exception,
 # name: (config added for the failing deploy, root shell command on host-2 before it, exit code, said)
 CASES = {
     "release numbers used up": ({}, f"install -d -o deploy {D}/releases/1000000000", 1, "release numbers are used up"),
-    "current broken on the second host": ({}, f"rm {D}/current && mkdir {D}/current", 1, "host-2"),
+    "current broken on the second host": (
+        {},
+        f"rm {D}/current && mkdir {D}/current",
+        1,
+        "deploy failed before any change: host-2: current is a real directory, not a symlink",
+    ),
     "before_prepare hook": ({"hooks": {"before_prepare": [{"command": "exit 7"}]}}, "", 1, "before_prepare"),
     "prepare": ({}, f"chmod 555 {D}/releases", 1, "failed to prepare"),
     "after_prepare hook": ({"hooks": {"after_prepare": [{"command": "exit 7"}]}}, "", 1, "after_prepare"),
@@ -80,6 +85,32 @@ def test_a_failure_before_the_first_switch_releases_every_lock(sandbox, app_repo
     sb.exec(sb.hosts[1], f"chmod 755 {D}/releases")
     assert [r["lock"] for r in json.loads(cli(sb, "status", "--json").stdout)["hosts"]] == [None, None]
     assert [r["lock"] for r in status(sb)] == [None, None]
+
+
+LINK_SECRET = "s3cret-T0KEN-in-a-link"
+
+
+def test_a_broken_current_is_named_with_its_reason_in_one_escaped_masked_line(sandbox, app_repo, monkeypatch):
+    """host-2's current is a dangling link whose target holds an escape sequence and the stage's
+    secret: the one error line says why (as the table does), the escape shown as text, the secret
+    masked; nothing changed, no lock left."""
+    monkeypatch.setenv("TEST_LINK_SECRET", LINK_SECRET)
+    sb = sandbox(2)
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"] = {"API_KEY": {"secret": "env:TEST_LINK_SECRET"}}
+    sb.config_path.write_text(toml.dumps(doc))
+    assert cli(sb, "deploy").returncode == 0
+    assert sb.exec(sb.hosts[1], f"ln -sfn \"$(printf '/gone/\\033[31m{LINK_SECRET}')\" {D}/current")[0] == 0
+    commit_change(app_repo, "n.txt", "2")
+
+    proc = cli(sb, "deploy")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    said = "deploy failed before any change: host-2: current is a dangling link (-> /gone/\\x1b[31m"
+    assert len(lines) == 1 and said in lines[0], proc.stderr
+    assert LINK_SECRET not in proc.stdout + proc.stderr and "\x1b" not in proc.stdout + proc.stderr
+    assert [lock_on(sb, h) for h in sb.hosts] == [False, False]
+    assert current(sb, sb.hosts[0]) == "releases/1"
 
 
 RESTARTS = "/tmp/restarts"  # on each host: the release each restart ran in, one a line

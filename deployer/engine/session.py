@@ -25,7 +25,7 @@ from deployer.artifact.load import Artifact
 from deployer.config.settings import Host, Stage
 from deployer.engine import signals
 from deployer.engine.backend import LEASE_LOST_TEXT, Printer, Remote
-from deployer.engine.fleet import Fleet, HostRun
+from deployer.engine.fleet import Fleet, HostRun, message
 from deployer.engine.signals import no_interrupts
 from deployer.errors import DeployerError, HostError, LockHeld, command_line
 from deployer.plan import setup as setup_plan
@@ -34,7 +34,7 @@ from deployer.remote import commands
 from deployer.remote import lock as remote_lock
 from deployer.remote import state as host_state
 from deployer.report import ledger
-from deployer.report.output import Output
+from deployer.report.output import Output, safe
 from deployer.ssh.known_hosts import check_known_hosts
 from deployer.ssh.types import Result, Stdin
 
@@ -306,7 +306,7 @@ class Session:
             self.abort()
             if held:
                 raise LockHeld(str(held[0]))
-            raise RunFailed(f"{self.action} failed before any change: {names(failures)}", self.runs)
+            raise RunFailed(f"{self.action} failed before any change: {reasons(failures)}", self.runs)
 
     def tolerate(self, failures: dict[str, BaseException], max_fail: int) -> bool:
         """Skip failed hosts when --max-fail allows it (their partial work is undone); else False."""
@@ -426,6 +426,11 @@ class Session:
 
 def names(failures: dict[str, BaseException]) -> str:
     return ", ".join(sorted(failures))
+
+
+def reasons(failures: dict[str, BaseException]) -> str:
+    """Each failed host with what went wrong there, on one line (masked, escaped)."""
+    return "; ".join(f"{name}: {safe(message(exc))}" for name, exc in sorted(failures.items()))
 
 
 def steps(runs: list[HostRun]) -> str:
