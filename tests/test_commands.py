@@ -706,6 +706,31 @@ def test_a_failed_cleanup_records_the_deploy_ok_then_the_cleanup_failed_and_unlo
     assert not (tmp_path / "app" / "releases" / "1").exists()
 
 
+def test_a_finish_that_cannot_write_its_recorded_marker_still_cleans_up_and_unlocks(tmp_path):
+    """`recorded` cannot be made in the lock dir (a directory holds its name): in a real POSIX sh,
+    where a failed redirection of the special builtin `:` ends the script, the finish goes on:
+    the deploy and its cleanup recorded, old releases removed, the lock released, exit 0."""
+    assert subprocess.run(["sh", "-c", ": > /; echo went on"], capture_output=True, text=True).stdout == ""
+    paths = Paths(str(tmp_path / "app"))
+    assert state.parse(sh(remote_lock.inspect(paths, lock_info="{}", lock_token="T")).stdout.decode()).lock_acquired
+    (tmp_path / "app" / "releases" / "1" / ".deployer").mkdir(parents=True)
+    (Path(paths.lock) / "recorded").mkdir()
+    script = commands.finish(
+        paths,
+        "T",
+        delete=["1"],
+        keep_artifacts=[],
+        done='{"deploy": "ok"}',
+        ledger='{"cleanup": "ok"}',
+        failed='{"cleanup": "failed"}',
+    )
+    proc = sh(script)
+    assert proc.returncode == 0, proc.stderr
+    ledger = (tmp_path / "app" / ".deployer" / "ledger.jsonl").read_text().splitlines()
+    assert ledger == ['{"deploy": "ok"}', '{"cleanup": "ok"}']
+    assert not (tmp_path / "app" / "releases" / "1").exists() and not Path(paths.lock).exists()
+
+
 def unsafe_tarball(kind: str) -> bytes:
     """A tarball the client's member check refuses, as if one had got past it."""
     members = [tar_member("REVISION", b"abc\n")]

@@ -7,9 +7,10 @@
 # Inputs: DELETE (word list of release dirs), KEEP (word list of cache file names), CACHE,
 # DEPLOY_TO, and lib.sh's.
 held
-# the line and its mark together: a kill between them would have finish_cut.sh write it again
+# the line and its mark together: a kill between them would have finish_cut.sh write it again;
+# `true`, not `:`: a failed redirection of a special builtin ends a POSIX sh, `|| :` or not
 trap '' HUP INT TERM
-[ -z "$DONE_LINE" ] || { ledger "$DONE_LINE"; : > "$LOCK/recorded" 2>/dev/null || :; }
+[ -z "$DONE_LINE" ] || { ledger "$DONE_LINE"; { true > "$LOCK/recorded"; } 2>/dev/null || :; }
 trap - HUP INT TERM
 set +e
 (
