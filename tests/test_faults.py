@@ -1136,6 +1136,8 @@ BLOCKING_HOOK = (
     'test "$DEPLOY_HOST" != host-2 || { touch /tmp/hook-in; i=0; '
     "while [ ! -f /tmp/hook-go ] && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }"
 )
+# holds once: a put-back's restart goes on
+BLOCKING_ONCE = BLOCKING_HOOK.replace("|| {", "|| test -f /tmp/hook-in || {")
 
 
 def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
@@ -1155,7 +1157,7 @@ def test_an_interrupted_rollback_is_undone(sandbox, app_repo, procs):
             doc.pop("restart", None)
             doc.pop("hooks", None)
             if point == "restart":
-                doc["restart"] = {"command": BLOCKING_HOOK}
+                doc["restart"] = {"command": BLOCKING_ONCE}
             else:
                 doc["hooks"] = {point: [{"command": BLOCKING_HOOK}]}
 
@@ -1490,7 +1492,7 @@ def test_a_host_lost_before_a_rollbacks_put_back_is_named(sandbox, app_repo, pro
     assert cli(sb, "deploy").returncode == 0
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     assert cli(sb, "deploy").returncode == 0
-    edit_config(sb, lambda doc: doc.__setitem__("restart", {"command": BLOCKING_HOOK}))
+    edit_config(sb, lambda doc: doc.__setitem__("restart", {"command": BLOCKING_ONCE}))
     sb.exec(1, "rm -f /tmp/hook-in /tmp/hook-go")
     p = run_until_held(procs, sb, 1, "hook", "rollback")
     sb.container(0).kill()
@@ -1501,6 +1503,30 @@ def test_a_host_lost_before_a_rollbacks_put_back_is_named(sandbox, app_repo, pro
     assert "switched hosts put back" not in err, err
     for h in sb.hosts[1:]:
         assert current(sb, h) == "releases/2" and lock_info(sb, h) is None, h.name
+
+
+def test_a_signal_during_a_rollbacks_restart_restarts_the_release_put_back(sandbox, app_repo, procs):
+    """A rollback from release 2 to 1: every host switched and host-1, host-3 restarted in release
+    1; SIGTERM while host-2's restart is held. Every host goes back to release 2 and is restarted
+    there (its processes no longer run the target's code), locks released, exit 143."""
+    restarts = "/tmp/restarts"  # on each host: the release each restart ran in, one a line
+    sb = sandbox(3, restart={"command": f'echo "$DEPLOY_RELEASE" | tee -a {restarts}'})
+    for n in (1, 2):
+        commit_change(app_repo, "app.py", f"VERSION = {n}\n")
+        assert cli(sb, "deploy").returncode == 0
+    hold_once(sb, 1, "tee", f'[ "$2" = {restarts} ]')
+    p = run_until_held(procs, sb, 1, "tee", "rollback")
+    wait_until(lambda: all(sb.exec(h, f"tail -n 1 {restarts}")[1].strip() == "1" for h in (0, 2)), 30, "restarts")
+    assert [current(sb, h) for h in sb.hosts] == ["releases/1"] * 3
+    p.send_signal(signal.SIGTERM)
+    code, out, err = finish(p, 60)
+    assert code == 143 and "Traceback" not in err, out + err
+    for h in sb.hosts:
+        assert current(sb, h) == "releases/2" and lock_info(sb, h) is None, h.name
+        assert sb.exec(h, f"tail -n 1 {restarts}")[1].strip() == "2", (h.name, out)  # restarted where put back
+        last = ledger_lines(sb, h)[-1]
+        assert (last["action"], last["result"]) == ("rollback", "interrupted"), last
+    sb.exec(1, "touch /tmp/tee-go; /bin/rm -f /usr/local/bin/tee")
 
 
 # --- 11h. a config push cut off, a dead one's upload -------------------------------------------

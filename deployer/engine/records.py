@@ -28,6 +28,7 @@ class RolledBack:
     target: int | str | None = None  # str: a foreign release
     switched: bool = False
     in_doubt: bool = False  # the switch went out, no answer came: it may or may not have happened
+    restarting: bool = False  # its restart in the target went out: a put-back restarts what it put back
 
 
 @dataclass

@@ -81,7 +81,7 @@ def rollback(
             if ctx.step == LIVE:
                 raise _kept_live(session, exc) from None
             with no_interrupts():
-                undone = _restore(session, undo=False, why=f"interrupted ({signals.describe(exc)})")
+                undone = _restore(session, ctx, undo=False, why=f"interrupted ({signals.describe(exc)})")
                 failed = session.interrupted(exc, undone=undone)
             raise failed from None
         except hooks.HookFailed as exc:
@@ -141,7 +141,7 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
 
     failures = session.fleet.each("switch", switch)
     if failures:
-        undone = _restore(session)
+        undone = _restore(session, ctx)
         session.raise_if_lease_lost()
         raise RunFailed(f"rollback switch failed on {names(failures)}; {undone}", session.runs)
     _restart(session, ctx)
@@ -204,23 +204,46 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
     if not command:
         return
     switched = [run for run in session.runs if _record(run).switched]
-    failures = session.fleet.each(
-        "restart",
-        lambda run: session.in_release(
-            run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous)
-        ),
-        hooks.with_roles(r.roles, switched),
-    )
+
+    def restart(run: HostRun) -> None:
+        _record(run).restarting = True
+        session.in_release(run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous))
+
+    failures = session.fleet.each("restart", restart, hooks.with_roles(r.roles, switched))
     for name, exc in failures.items():
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
 
-def _restore(session: Session, undo: bool = True, why: str = "") -> str:
-    """Put hosts a failed rollback already switched (or may have: in doubt) back where they were
-    (then abort, with undo). Only where current points at the rollback's target: an in-doubt host
-    whose switch never happened keeps its lock for the abort. Their switch released their lock, so
-    the restore is not fenced (it releases the lock if this run still holds it); it is recorded in
-    its ledger (`why`: the interruption, recorded as such). Returns what it did, for the last line."""
+def _restart_back(session: Session, ctx: hooks.HookContext, runs: list[HostRun]) -> None:
+    """The restart again, in the release each host was put back on, where the restart in the
+    rollback's target went out (its processes may run the target's code)."""
+    command = session.stage.pipeline.restart.command
+    chosen = [run for run in runs if _record(run).restarting]
+    if not (command and chosen):
+        return
+
+    def one(run: HostRun) -> None:
+        record = _record(run)
+        back = cast(int | str, record.previous)  # a host put back had one
+        env = {
+            **ctx.env(run.host, record.target),
+            "DEPLOY_RELEASE": str(back),
+            "DEPLOY_RELEASE_PATH": session.paths.release(back),
+        }
+        session.in_release(run, "restart", back, command, env)
+        session.out.line(run.name, "restart", f"ok (release {back}, put back)")
+
+    for name, exc in session.fleet.each("restart", one, chosen).items():
+        session.out.line(name, "restart", f"FAILED after the put-back: {exc}")
+
+
+def _restore(session: Session, ctx: hooks.HookContext, undo: bool = True, why: str = "") -> str:
+    """Put hosts a failed rollback already switched (or may have: in doubt) back where they were,
+    restart those whose restart in the target had gone out (then abort, with undo). Only where
+    current points at the rollback's target: an in-doubt host whose switch never happened keeps its
+    lock for the abort. Their switch released their lock, so the restore is not fenced (it releases
+    the lock if this run still holds it); it is recorded in its ledger (`why`: the interruption,
+    recorded as such). Returns what it did, for the last line."""
     switched = [r for r in session.runs if _record(r).switched or _record(r).in_doubt]
 
     def back(run: HostRun) -> None:
@@ -256,8 +279,9 @@ def _restore(session: Session, undo: bool = True, why: str = "") -> str:
         with no_interrupts():
             session.fleet.cancel.clear()
             failures = session.fleet.each("restore", back, switched)
-    for name, exc in failures.items():
-        session.out.line(name, "restore", f"FAILED to restore: {exc}")
+            for name, exc in failures.items():
+                session.out.line(name, "restore", f"FAILED to restore: {exc}")
+            _restart_back(session, ctx, put_back)
     if undo:
         session.abort()
     if failures:
