@@ -912,6 +912,32 @@ def test_a_frozen_holder_is_taken_over_after_lock_ttl_and_changes_nothing_when_i
     assert cli(sb, "deploy").returncode == 0
 
 
+def test_an_abort_outlasting_its_lease_records_nothing_after_a_takeover(sandbox, app_repo, procs):
+    """lock_ttl = 3 s. A deploy whose smoke test fails on host-2 aborts there; the abort is held
+    (removing the partial upload) past lock_ttl, and another deploy takes the lock over and
+    completes. When the held abort goes on, it records nothing after the takeover and leaves the
+    lock alone; the first run exits 1."""
+    sb = sandbox(2, app={"lock_ttl": 3})
+    assert cli(sb, "deploy").returncode == 0
+    edit_config(sb, lambda doc: doc.__setitem__("smoke", {"command": 'test "$DEPLOY_HOST" != host-2'}))
+    commit_change(app_repo, "app.py", "VERSION = 2\n")
+    hold_once(sb, 1, "rm", '[ "$1" = -rf ] && [ "${2#*/.part-}" != "$2" ]')
+    first = run_until_held(procs, sb, 1, "rm", "deploy")
+    wait_until(lambda: heartbeat_age(sb, sb.hosts[1]) > 3, 20, "the aborting run's lease to run out", 0.2)
+    edit_config(sb, lambda doc: doc.pop("smoke"))
+    second = cli(sb, "deploy")
+    assert second.returncode == 0 and "took over a stale lock" in second.stdout, second.stdout + second.stderr
+    after = ledger_lines(sb, 1)
+    assert [(e["action"], e["result"]) for e in after[-2:]] == [("takeover", "ok"), ("deploy", "ok")], after
+
+    sb.exec(1, "touch /tmp/rm-go")
+    code, out, err = finish(first, 60)
+    assert code == 1 and "Traceback" not in err, out + err
+    assert ledger_lines(sb, 1) == after  # no line of the aborted run after the takeover
+    assert lock_info(sb, 1) is None and current(sb, 1) == "releases/2"
+    sb.exec(1, "/bin/rm -f /usr/local/bin/rm")
+
+
 @pytest.mark.slow
 def test_a_command_running_past_lock_ttl_keeps_the_lease_and_the_lock(sandbox, procs):
     """lock_ttl = 2 s and a smoke test that runs for several of them: while it runs, the lease is

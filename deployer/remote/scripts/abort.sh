@@ -1,6 +1,6 @@
 # Remove this run's temp files and its release N (only if this run created it and it is not
 # live), then unlock. Inputs: PART, ENV_TMP, TMP_LINK, TMP_RELEASE (empty: no release number), RELEASE,
-# CURRENT, TARGET, LEDGER_LINE (empty: none), and lib.sh's.
+# CURRENT, TARGET, LEDGER_LINE (empty: none; written only while the lock is this run's), and lib.sh's.
 # This run's prepare may still be running here (its connection dropped; this one is new). So the
 # lease is revoked first: from then on that prepare's `held`, right before it renames its temp dir
 # into releases/N, fails. Then the temp dir is renamed away (atomic: the prepare either renamed it
@@ -19,6 +19,10 @@ if [ -n "$TMP_RELEASE" ]; then
      [ "$(readlink "$CURRENT" 2>/dev/null)" != "$TARGET" ]; then rm -rf "$RELEASE"; fi
 fi
 rm -rf "$PART" "$ENV_TMP" "$TMP_LINK"
-[ -z "$LEDGER_LINE" ] || ledger "$LEDGER_LINE"
+# recorded and unlocked only while the lock is still this run's: a removal that outlasted the
+# lease may find it taken over, and the new holder's ledger gets no line of this run after it
 t=; { read -r t < "$LOCK_TOKEN_FILE"; } 2>/dev/null || :
-if [ "$t" = "$TOKEN" ] || [ "$t" = "$aborting" ]; then rm -rf "$LOCK"; fi
+if [ "$t" = "$TOKEN" ] || [ "$t" = "$aborting" ]; then
+  [ -z "$LEDGER_LINE" ] || ledger "$LEDGER_LINE"
+  rm -rf "$LOCK"
+fi
