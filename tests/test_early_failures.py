@@ -22,9 +22,6 @@ def refuse(ctx):
     raise ConfigError("warm-up settings are wrong")
 
 
-class Unprintable(Exception):
-    def __str__(self):
-        raise RuntimeError("a bug while reporting a hook's error")
 
 
 def refuse_the_second(ctx):  # a rolling deploy's second batch
@@ -33,9 +30,19 @@ def refuse_the_second(ctx):  # a rolling deploy's second batch
     open("called-once", "w").close()
 
 
-def bug(ctx):  # the deployer's own report of it fails: an unexpected exception, not a DeployerError
-    raise Unprintable()
+def bug(ctx):  # a bug in the deployer: its report of the hook's error breaks (a TypeError, no DeployerError)
+    import deployer.engine.hooks
+
+    deployer.engine.hooks._said = None
+    raise ValueError("the hook's own error")
+
+
+def leave(ctx):
+    import sys
+
+    sys.exit(3)
 """
+BROKEN_HOOK = 'raise RuntimeError("broken at import")\n'  # a hook module that cannot be imported
 
 # name: (config added for the failing deploy, root shell command on host-2 before it, exit code, said)
 CASES = {
@@ -53,6 +60,18 @@ CASES = {
     "smoke": ({"smoke": {"command": 'test "$DEPLOY_HOST" != host-2'}}, "", 1, "smoke"),
     "before_switch hook": ({"hooks": {"before_switch": [{"command": "exit 4"}]}}, "", 1, "before_switch"),
     "python hook's own error": ({"hooks": {"after_prepare": [{"python": "early_hook:refuse"}]}}, "", 2, "warm-up"),
+    "python hook calls sys.exit": (
+        {"hooks": {"after_prepare": [{"python": "early_hook:leave"}]}},
+        "",
+        1,
+        "(early_hook:leave) called sys.exit(3)",
+    ),
+    "python hook's module fails at import": (
+        {"hooks": {"after_prepare": [{"python": "broken_hook:any"}]}},
+        "",
+        1,
+        "cannot load broken_hook:any: RuntimeError: broken at import",
+    ),
 }
 
 
@@ -66,6 +85,7 @@ def test_a_failure_before_the_first_switch_releases_every_lock(sandbox, app_repo
     extra, on_host_2, code, said = CASES[case]
     sb = sandbox(2)
     (sb.config_path.parent / "early_hook.py").write_text(PY_HOOK)  # importable: the CLI runs in that directory
+    (sb.config_path.parent / "broken_hook.py").write_text(BROKEN_HOOK)
     assert cli(sb, "deploy").returncode == 0
     doc = toml.loads(sb.config_path.read_text())
     doc.update(extra)
@@ -157,7 +177,7 @@ def test_a_python_hook_failing_after_the_switch_releases_every_lock(sandbox, app
     assert [lock_on(sb, h) for h in sb.hosts] == [False, False], proc.stdout + proc.stderr
     assert proc.returncode == code, proc.stdout + proc.stderr
     if function == "bug":
-        assert "Traceback" in proc.stderr and "a bug while reporting" in proc.stderr, proc.stderr
+        assert "Traceback" in proc.stderr and "TypeError" in proc.stderr, proc.stderr
     else:
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{point}: warm-up settings are wrong" in lines[0], proc.stderr

@@ -158,17 +158,31 @@ def run_local(hook: Hook, ctx: HookContext, cwd: str, timeout: int) -> str:
 
 
 def run_python(hook: Hook, ctx: HookContext) -> object:
+    """Call a Python hook. Whatever it raises becomes HookFailed (its own DeployerError is kept),
+    a `sys.exit()` and an error while importing its module included: the flow around it then
+    puts back and releases the locks as for any failed step."""
     module_name, _, func_name = hook.python.partition(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise HookFailed(f"python hook {hook.point}: cannot load {hook.python}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise HookFailed(f"python hook {hook.point}: cannot load {hook.python}: {_said(exc)}") from None
     try:
         return func(ctx)
     except DeployerError:
         raise
+    except SystemExit as exc:
+        raise HookFailed(f"python hook {hook.point} ({hook.python}) called sys.exit({exc.code!r})") from None
     except Exception as exc:
-        raise HookFailed(f"python hook {hook.point} ({hook.python}) failed: {type(exc).__name__}: {exc}") from None
+        raise HookFailed(f"python hook {hook.point} ({hook.python}) failed: {_said(exc)}") from None
+
+
+def _said(exc: BaseException) -> str:
+    """`Type: message` of an exception, even one whose message cannot be made."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message could not be read)"
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, (ImportError, AttributeError)) else text
 
 
 def check_url_locally(settings: VerifySettings, address: str, sleep: Callable[[float], None] = time.sleep) -> str:
