@@ -4,6 +4,7 @@ byte, and the hosts and rules it refuses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from deployer.config import load as config
 from deployer.errors import ConfigError
 from deployer.plan import setup as plan
 from deployer.recipes import python_wsgi
+from deployer.remote import state as host_state
 
 # --- rendering (pure) ----------------------------------------------------------------------------
 
@@ -67,6 +69,25 @@ def test_plan_per_recipe_and_role():
     assert static.unit is None and static.sudoers is None and static.site is not None
     bare = plan.plan("x", "", "/srv/x", (), "deploy")
     assert bare.files == () and bare.dirs == ("/srv/x", "/srv/x/releases", "/srv/x/shared")
+
+
+def test_drift_is_a_present_file_setup_would_write_otherwise():
+    web = plan.plan("shop", "python_wsgi", "/srv/shop", (), "deploy")
+    assert web.readable == (web.unit, web.site)  # the sudoers file is root's alone: probed, not read
+    assert web.unit is not None and web.site is not None
+    digest = hashlib.sha256(web.unit.content.encode()).hexdigest()
+    assert plan.expected(web.unit) == f"{digest} 644:root:root"
+    same = {web.unit.path: plan.expected(web.unit)}
+    assert plan.drift(web.readable, same) == ()  # the site is not there: setup has not run
+    for seen in (f"{'0' * 64} 644:root:root", f"{digest} 664:root:root", f"{digest} 644:deploy:root"):
+        assert plan.drift(web.readable, {**same, web.site.path: seen}) == (web.site.path,)
+    assert plan.drift_note(web.unit.path) == (
+        "unit /etc/systemd/system/shop.service differs from what setup writes (changed by hand?)"
+    )
+    assert plan.drift_note(web.site.path).startswith("nginx site /etc/nginx/sites-available/shop differs")
+    # what inspect.sh reports, read back
+    state = host_state.parse(f"setup_file\t{digest} 644:root:root {web.unit.path}\nsetup_file\tbroken\n")
+    assert state.setup_files == ((web.unit.path, f"{digest} 644:root:root"),)
 
 
 @pytest.mark.parametrize("name", ["a b", "shop;id", "../etc", "a/b", "$(id)", "-x", ".x", "shop\n", "", "x" * 65])

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -177,12 +177,15 @@ class Session:
 
     def inspect(self, run: HostRun, *, lock: bool, artifact_sha: str | None = None, sudo: bool = False) -> None:
         """Read the host's state; with lock, take the lock in the same command. With sudo, also
-        which of the sudo commands a deploy needs (see plan/setup.py) the user may not run."""
+        which of the sudo commands a deploy needs (see plan/setup.py) the user may not run. With
+        either, the files `deployer setup` wrote that now differ from what it writes (setup_drift):
+        a deploy or rollback warns and leaves them; `check` fails."""
         # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
         space = artifact_sha is not None or not lock
         ttl = self.stage.app.lock_ttl
         app = self.stage.app
         probe = sudo and setup_plan.has_unit(app.recipe)
+        setup_paths = tuple(f.path for f in self._setup_files(run, "-")) if sudo or lock else ()
         read = remote_lock.inspect(
             self.paths,
             lock_token=self.token,
@@ -192,6 +195,7 @@ class Session:
             sudo_commands=setup_plan.sudo_commands(app.name, unit=True, lb=setup_plan.LB_ROLE in run.host.roles)
             if probe
             else (),
+            setup_paths=setup_paths,
         )
         if lock:
             info = json.dumps(
@@ -212,12 +216,19 @@ class Session:
                 lock_ttl=ttl,
                 takeover_ledger=self.takeover_line(run),
                 env_file=self.stage.app.env_file,
+                setup_paths=setup_paths,
             )
             run.lock_in_doubt = True  # until its answer: a signal or a lost link may cut it off
             result = self.backend.run(run, "lock", script, reads=read)
         else:
             result = self.run(run, "inspect", read)
-        state = run.state = host_state.parse(result.stdout, self.paths.deploy_to)
+        state = host_state.parse(result.stdout, self.paths.deploy_to)
+        if state.setup_files:
+            drift = setup_plan.drift(self._setup_files(run, state.user), dict(state.setup_files))
+            state = replace(state, setup_drift=drift)
+            for path in drift if lock else ():
+                self.out.line(run.name, "check", f"{setup_plan.drift_note(path)}: left as it is")
+        run.state = state
         run.locked, run.lock_in_doubt = state.lock_acquired, False
         if run.locked:
             run.renewed = time.monotonic()
@@ -246,6 +257,13 @@ class Session:
         problem = state.current_problem() if lock else None
         if problem:
             raise HostError(run.name, "check", problem)
+
+    def _setup_files(self, run: HostRun, user: str) -> tuple[setup_plan.File, ...]:
+        """The files `deployer setup` writes on this host for this deploy user that a deploy user
+        can read back (their paths do not depend on the user)."""
+        app = self.stage.app
+        host = setup_plan.plan(app.name, app.recipe, app.deploy_to, app.shared_dirs, user, run.host.roles)
+        return host.readable
 
     def takeover_line(self, run: HostRun) -> str:
         """The ledger line a takeover appends; the host puts the stale holder in place of the mark."""

@@ -4,6 +4,7 @@ commands a deploy needs as root. `check` probes the same commands (`sudo_command
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,12 @@ class HostSetup:
     @property
     def files(self) -> tuple[File, ...]:
         return tuple(f for f in (self.unit, self.sudoers, self.site) if f is not None)
+
+    @property
+    def readable(self) -> tuple[File, ...]:
+        """The files the deploy user can read back (`check` compares them): the unit and the site.
+        The sudoers drop-in is root's alone (0440); check probes what it allows instead."""
+        return tuple(f for f in (self.unit, self.site) if f is not None)
 
 
 def unit_name(app: str) -> str:
@@ -125,3 +132,23 @@ def plan(
         site=site,
         site_link=f"{SITES_ENABLED}/{app}" if site else "",
     )
+
+
+def seen(digest: str, mode_owner: str) -> str:
+    """How `check` sees a file on a host (inspect.sh's setup_file line): sha256 and mode:owner:group."""
+    return f"{digest} {mode_owner}"
+
+
+def expected(f: File) -> str:
+    return seen(hashlib.sha256(f.content.encode()).hexdigest(), f"{f.mode}:root:root")
+
+
+def drift(files: tuple[File, ...], found: dict[str, str]) -> tuple[str, ...]:
+    """The paths among files that are on the host (found: path -> `seen`) with other bytes, mode or
+    owner than setup writes. A file that is not there is no drift: setup has not run there."""
+    return tuple(f.path for f in files if f.path in found and found[f.path] != expected(f))
+
+
+def drift_note(path: str) -> str:
+    what = "unit" if path.startswith(UNIT_DIR + "/") else "nginx site" if path.startswith(SITES + "/") else "file"
+    return f"{what} {path} differs from what setup writes (changed by hand?)"

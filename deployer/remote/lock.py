@@ -35,6 +35,7 @@ def inspect(
     env_file: str = ".env",
     sudo_unit: str = "",
     sudo_commands: tuple[str, ...] = (),
+    setup_paths: tuple[str, ...] = (),
 ) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
@@ -43,7 +44,8 @@ def inspect(
     over (see inspect_lock.sh) and, with takeover_ledger, recorded: the line with TAKEOVER_MARK
     replaced by the stale holder; the stale run's temp files go, its env uploads and env links
     (`env_file`) too. With sudo_unit (a unit file) present on the host, each of sudo_commands the
-    user may not run through `sudo -n` is reported (`check`)."""
+    user may not run through `sudo -n` is reported (`check`). Each of setup_paths on the host is
+    reported with its digest, mode and owner (drift from what `deployer setup` writes)."""
     values: dict[str, Value] = {
         **lock_values(paths, lock_token),
         "DEPLOY_TO": paths.deploy_to,
@@ -53,6 +55,7 @@ def inspect(
         "CACHED": paths.cached_artifact(artifact_sha) if artifact_sha else "",
         "SUDO_UNIT": sudo_unit,
         "SUDO_CMDS": sudo_commands,
+        "SETUP_PATHS": setup_paths,
     }
     files = ["lib.sh"]
     if lock_info is not None:

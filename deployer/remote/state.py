@@ -138,6 +138,8 @@ class HostState:
     missing_tools: tuple[str, ...] = ()
     cached: bool = False
     sudo_missing: tuple[str, ...] = ()  # command lines the user may not run through sudo (check)
+    setup_files: tuple[tuple[str, str], ...] = ()  # (path, "sha256 mode:owner:group") of setup's files
+    setup_drift: tuple[str, ...] = ()  # of those, the ones setup would write otherwise (Session.inspect)
 
     deploy_to: str = ""
 
@@ -282,6 +284,9 @@ def parse(output: str, deploy_to: str = "") -> HostState:
             values["cached"] = value == "1"
         elif key == "sudo_missing":
             values["sudo_missing"] = (*values.get("sudo_missing", ()), value)
+        elif key == "setup_file" and value.count(" ") >= 2:
+            digest, mode_owner, path = value.split(" ", 2)
+            values["setup_files"] = (*values.get("setup_files", ()), (path, f"{digest} {mode_owner}"))
     values["releases"] = tuple(
         sorted(
             (

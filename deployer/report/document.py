@@ -190,6 +190,7 @@ def check_records(runs: list[HostRun]) -> list[dict]:
                 "free_bytes": st.free_kb * 1024 if st.free_kb is not None else None,
                 "missing_tools": list(st.missing_tools),
                 "sudo_missing": list(st.sudo_missing),
+                "setup_drift": list(st.setup_drift),
                 "current": st.live,
                 "current_problem": st.current_problem(),
                 "ignored": [*st.ignored],

@@ -241,4 +241,6 @@ def check_failures(runs: list[HostRun]) -> list[str]:
         elif st.sudo_missing:
             rule = setup_plan.sudo_rule(st.user, st.sudo_missing)
             bad.append(f"{run.name}: sudo rule missing: {rule} (deployer setup writes it)")
+        if st is not None:
+            bad += [f"{run.name}: {setup_plan.drift_note(path)}" for path in st.setup_drift]
     return bad

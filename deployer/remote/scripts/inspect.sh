@@ -2,7 +2,9 @@
 # so it forks little: every release's metadata and the lock's owner are read by one awk.
 # Inputs: DEPLOY_TO, LOCK, LOCK_INFO, META_AWK (inspect_meta.awk), FREE_SPACE (1: report it),
 # CACHED (the artifact's cache path; empty: not asked), SUDO_UNIT (a unit file: when it exists,
-# each of SUDO_CMDS, a word list of command lines, the user may not run through sudo is reported).
+# each of SUDO_CMDS, a word list of command lines, the user may not run through sudo is reported),
+# SETUP_PATHS (a word list of files setup writes: each one present is reported with its sha256
+# and mode:owner:group, compared by the caller with what setup would write).
 emit user "${LOGNAME:-$(id -un)}"
 p="$DEPLOY_TO"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1
 if [ -d "$DEPLOY_TO" ]; then emit deploy_to "present $w"; else emit deploy_to "absent $w"; fi
@@ -55,4 +57,12 @@ if [ -n "$SUDO_UNIT" ] && [ -f "$SUDO_UNIT" ]; then
     sudo -n -l $c >/dev/null 2>&1 || emit sudo_missing "$c"
   done
   set +f
+fi
+if [ -n "$SETUP_PATHS" ]; then
+  eval "set -- $SETUP_PATHS"
+  for f in "$@"; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    d=$(sha256sum < "$f" 2>/dev/null) || d=unreadable
+    emit setup_file "${d%% *} $(stat -c %a:%U:%G "$f") $f"
+  done
 fi
