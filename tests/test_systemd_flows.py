@@ -77,11 +77,12 @@ def under_traffic(sb, repo: Path, steps) -> dict:
             proc = cli(sb, *args)
             assert proc.returncode == expect, name + ": " + proc.stdout + proc.stderr
             assert main_pid(sb) == master, name  # a reload through systemd: the same master
+        last_step_ended = time.time()
         time.sleep(SETTLE)
     summary = traffic.summary()
     print("\n" + format_summary(summary))
     assert summary["rate"] >= 100, summary  # the stream really was steady
-    assert max(s.sent for s in traffic.samples) > time.time() - SETTLE - 5, "the stream stopped early"
+    assert max(s.sent for s in traffic.samples) > last_step_ended, "the stream stopped before the last step ended"
     # not one failure: every request answered 2xx, no refused, reset or timed-out connection
     assert (summary["failed"], summary["errors"]) == (0, 0), summary["first_errors"]
     return summary
@@ -249,7 +250,7 @@ def test_deploy_user_is_confined_and_a_unit_changed_by_hand_is_reported(systemd_
     assert proc.stderr.splitlines() == [f"error: check failed: host-1: {drift}"]
     commit(repo, "v3", {"VERSION": "v3\n"})
     shown = deploy_ok(sb)
-    assert f"{drift}: left as it is" in shown, shown
+    assert shown.count(f"{drift}: left as it is") == 1, shown
     assert sb.read(0, f"sha256sum {UNIT}") == (0, out) and version(h) == "v3"
 
     # the site too, by its mode alone (the deploy user can no longer read it)
