@@ -182,6 +182,7 @@ class Session:
         a deploy or rollback warns and leaves them; `check` fails."""
         # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
         space = artifact_sha is not None or not lock
+        tools = artifact_sha is not None or sudo  # what a deploy runs: a deploy and `check` probe it
         ttl = self.stage.app.lock_ttl
         app = self.stage.app
         probe = sudo and setup_plan.has_unit(app.recipe)
@@ -191,6 +192,7 @@ class Session:
             lock_token=self.token,
             artifact_sha=artifact_sha,
             free_space=space,
+            tools=tools,
             sudo_unit=setup_plan.unit_path(app.name) if probe else "",
             sudo_commands=setup_plan.sudo_commands(app.name, unit=True, lb=setup_plan.LB_ROLE in run.host.roles)
             if probe
@@ -213,6 +215,7 @@ class Session:
                 lock_token=self.token,
                 artifact_sha=artifact_sha,
                 free_space=space,
+                tools=tools,
                 lock_ttl=ttl,
                 takeover_ledger=self.takeover_line(run),
                 env_file=self.stage.app.env_file,

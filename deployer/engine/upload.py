@@ -37,8 +37,9 @@ def record(run: HostRun) -> Deployed:
 def check_host(run: HostRun, artifact: Artifact) -> None:
     """Tools the deploy needs, and room for the artifact and its unpacked tree."""
     state = host_state(run)
-    if state.missing_tools:
-        raise HostError(run.name, "check", f"missing tools on host: {', '.join(state.missing_tools)}")
+    problem = state.tools_problem()
+    if problem:
+        raise HostError(run.name, "check", problem)
     need = int((artifact.meta.get("unpacked_size") or 3 * artifact.size) * 1.1)
     if not state.cached:
         need += artifact.size

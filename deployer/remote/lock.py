@@ -36,6 +36,7 @@ def inspect(
     sudo_unit: str = "",
     sudo_commands: tuple[str, ...] = (),
     setup_paths: tuple[str, ...] = (),
+    tools: bool = False,
 ) -> str:
     """Report the host's deploy state; with lock_info, also try to take the lock (mkdir wins once).
 
@@ -45,7 +46,9 @@ def inspect(
     replaced by the stale holder; the stale run's temp files go, its env uploads and env links
     (`env_file`) too. With sudo_unit (a unit file) present on the host, each of sudo_commands the
     user may not run through `sudo -n` is reported (`check`). Each of setup_paths on the host is
-    reported with its digest, mode and owner (drift from what `deployer setup` writes)."""
+    reported with its digest, mode and owner (drift from what `deployer setup` writes). With tools,
+    whether tar, find, readlink and mv have the GNU options the deploy's scripts use (a deploy,
+    `check`)."""
     values: dict[str, Value] = {
         **lock_values(paths, lock_token),
         "DEPLOY_TO": paths.deploy_to,
@@ -56,6 +59,7 @@ def inspect(
         "SUDO_UNIT": sudo_unit,
         "SUDO_CMDS": sudo_commands,
         "SETUP_PATHS": setup_paths,
+        "TOOLS": tools,
     }
     files = ["lib.sh"]
     if lock_info is not None:

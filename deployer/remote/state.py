@@ -136,6 +136,7 @@ class HostState:
     lock_future: bool = False  # the holder's heartbeat is in the future (the host's clock stepped back)
     free_kb: int | None = None
     missing_tools: tuple[str, ...] = ()
+    unfit_tools: tuple[tuple[str, str], ...] = ()  # (tool, busybox|other): present, without GNU's options
     cached: bool = False
     sudo_missing: tuple[str, ...] = ()  # command lines the user may not run through sudo (check)
     setup_files: tuple[tuple[str, str], ...] = ()  # (path, "sha256 mode:owner:group") of setup's files
@@ -205,6 +206,29 @@ class HostState:
         if self.current_kind == "link" and self.live is None:
             return f"current points at releases/{self.current_name}, which is not a release directory"
         return None
+
+    def tools_problem(self) -> str | None:
+        """Why the host's tools cannot run a deploy, one clause per tool, or None: a tool missing,
+        or one without the GNU options the scripts use (BusyBox's, a BSD's), with the package
+        that brings it."""
+        clauses = [f"{tool} is missing (install the `{TOOLS[tool][1]}` package)" for tool in self.missing_tools]
+        for tool, kind in self.unfit_tools:
+            gnu, package = TOOLS.get(tool, (tool, tool))
+            found = "BusyBox's" if kind == "busybox" else f"not {gnu}"
+            clauses.append(f"{tool} is {found}, {gnu} is needed (install the `{package}` package)")
+        return "; ".join(clauses) or None
+
+
+# What a deploy runs on a host that a stock Linux may lack or have in another make: (what it needs,
+# the package that brings it; the same name on Debian, Alpine and RHEL).
+TOOLS = {
+    "tar": ("GNU tar", "tar"),
+    "find": ("GNU find (-printf)", "findutils"),
+    "readlink": ("GNU readlink (-m)", "coreutils"),
+    "mv": ("GNU mv (-T)", "coreutils"),
+    "sha256sum": ("sha256sum", "coreutils"),
+    "ln": ("ln", "coreutils"),
+}
 
 
 def parse(output: str, deploy_to: str = "") -> HostState:
@@ -279,7 +303,11 @@ def parse(output: str, deploy_to: str = "") -> HostState:
         elif key == "free_kb" and value.isdigit():
             values["free_kb"] = int(value)
         elif key == "missing_tools":
-            values["missing_tools"] = tuple(value.split())
+            values["missing_tools"] = tuple(t for t in value.split() if t in TOOLS)
+        elif key == "unfit":
+            tool, _, kind = value.partition(" ")
+            if tool in TOOLS:
+                values["unfit_tools"] = (*values.get("unfit_tools", ()), (tool, kind))
         elif key == "cached":
             values["cached"] = value == "1"
         elif key == "sudo_missing":

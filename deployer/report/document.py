@@ -189,6 +189,7 @@ def check_records(runs: list[HostRun]) -> list[dict]:
                 "deploy_to_exists": st.deploy_to_exists,
                 "free_bytes": st.free_kb * 1024 if st.free_kb is not None else None,
                 "missing_tools": list(st.missing_tools),
+                "unfit_tools": [tool for tool, _ in st.unfit_tools],
                 "sudo_missing": list(st.sudo_missing),
                 "setup_drift": list(st.setup_drift),
                 "current": st.live,

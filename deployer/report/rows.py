@@ -142,7 +142,7 @@ def check_rows(records: list[dict]) -> list[dict]:
             continue
         writable = ("yes" if rec["deploy_to_exists"] else "will be created") if rec["writable"] else "NO"
         free = rec["free_bytes"]
-        tools = rec["missing_tools"]
+        tools = [*(f"missing {t}" for t in rec["missing_tools"]), *(f"{t}: not GNU" for t in rec["unfit_tools"])]
         rows.append(
             {
                 "host": rec["host"],
@@ -150,7 +150,7 @@ def check_rows(records: list[dict]) -> list[dict]:
                 "user": rec["user"],
                 "deploy_to writable": writable,
                 "free disk": f"{free / 1024**3:.1f} GB" if free is not None else "?",
-                "tools": "ok" if not tools else "missing " + " ".join(tools),
+                "tools": ", ".join(tools) or "ok",
                 "current": _current(rec),
                 "ignored": _ignored(rec),
                 "error": rec["error"] or "",
@@ -232,8 +232,8 @@ def check_failures(runs: list[HostRun]) -> list[str]:
         st = run.state
         if st is None:
             bad.append(f"{run.name}: {run.error}")
-        elif st.missing_tools:
-            bad.append(f"{run.name}: missing {' '.join(st.missing_tools)}")
+        elif st.tools_problem():
+            bad.append(f"{run.name}: {st.tools_problem()}")
         elif not st.writable:
             bad.append(f"{run.name}: deploy_to not writable by {st.user}")
         elif st.current_problem():

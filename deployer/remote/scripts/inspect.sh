@@ -5,6 +5,7 @@
 # each of SUDO_CMDS, a word list of command lines, the user may not run through sudo is reported),
 # SETUP_PATHS (a word list of files setup writes: each one present is reported with its sha256
 # and mode:owner:group, compared by the caller with what setup would write).
+# TOOLS (1: probe the tools' GNU options).
 emit user "${LOGNAME:-$(id -un)}"
 p="$DEPLOY_TO"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; w=0; [ -w "$p" ] && w=1
 if [ -d "$DEPLOY_TO" ]; then emit deploy_to "present $w"; else emit deploy_to "absent $w"; fi
@@ -45,8 +46,19 @@ fi
 if [ -d "$LOCK" ]; then printf 'lock\t\n'; [ ! -f "$LOCK_INFO" ] || set -- "$@" "$LOCK_INFO"; fi
 [ $# -eq 0 ] || awk -v f="$f" "$META_AWK" "$@" 2>/dev/null || true
 [ -z "$FREE_SPACE" ] || emit free_kb "$(df -Pk "$p" | awk 'NR==2{print $4}')"
-m=''; for t in tar sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
+m=''; for t in tar find sha256sum mv ln readlink; do command -v $t >/dev/null 2>&1 || m="$m $t"; done
 emit missing_tools "$m"
+# TOOLS (a deploy, check): does each tool present have the GNU options the deploy's scripts use?
+# `unfit TOOL busybox|other` when not: a silent difference otherwise (find without -printf lets
+# refuse_unsafe pass anything). The probes change nothing: /dev/null/x never exists.
+if [ -n "$TOOLS" ]; then
+  unfit() { case " $m " in *" $1 "*) return 0;; esac
+    case $2 in *BusyBox*|*busybox*) emit unfit "$1 busybox";; *) emit unfit "$1 other";; esac; }
+  o=$(LC_ALL=C tar --version 2>&1) || :; case $o in *'GNU tar'*) ;; *) unfit tar "$o";; esac
+  o=$(LC_ALL=C find /dev/null -maxdepth 0 -printf '' 2>&1) || unfit find "$o"
+  o=$(LC_ALL=C readlink -m /dev/null/x 2>&1) || unfit readlink "$o"
+  o=$(LC_ALL=C mv -T /dev/null/x /dev/null/y 2>&1) || :; case $o in *option*|*[Uu]sage*) unfit mv "$o";; esac
+fi
 if [ -n "$CACHED" ]; then c=0; [ -f "$CACHED" ] && c=1; emit cached "$c"; fi
 if [ -n "$SUDO_UNIT" ] && [ -f "$SUDO_UNIT" ]; then
   eval "set -- $SUDO_CMDS"
