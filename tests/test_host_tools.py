@@ -7,17 +7,20 @@ has: deploy, delta redeploy, rollback, cleanup, pull from the store."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import cli, commit_change, current
+from helpers import cli, commit_change, current, tar_gz, tar_member
 
 from deployer.plan.paths import Paths
+from deployer.remote import commands
 from deployer.remote import lock as remote_lock
 from deployer.remote import state as host_state
 from deployer.remote.state import HostState
@@ -262,3 +265,25 @@ def test_a_missing_tool_is_named_with_its_package_and_not_probed():
         "sha256sum is missing (install the `coreutils` package); "
         "tar is BusyBox's, GNU tar is needed (install the `tar` package)"
     )
+
+
+@pytest.mark.parametrize("tools", ["gnu", "busybox"])
+def test_the_hosts_pass_over_a_new_release_fails_closed_without_gnu_find(tmp_path, tools):
+    """prepare's own pass refuses a link leaving the release. With BusyBox's find (no -printf) and
+    readlink (no -m) it used to let everything through (find's error lost in the pipe): past the
+    probe somehow, it now refuses the release all the same, and nothing is left."""
+    payload = tar_gz([tar_member("app.py", b"x"), tar_member("out", type=tarfile.SYMTYPE, linkname="/etc")])
+    sha = hashlib.sha256(payload).hexdigest()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if tools == "busybox":
+        for name in ("find", "readlink"):
+            (bin_dir / name).symlink_to(BUSYBOX)
+    paths = Paths(str(tmp_path / "app"))
+    script = remote_lock.unleased("") + commands.prepare(paths, 1, "t1", sha, upload=True, release_json="{}")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(["sh", "-c", script], input=payload, capture_output=True, timeout=30, env=env)
+    assert proc.returncode == commands.UNSAFE_TREE, proc.stderr
+    why = "could not be checked" if tools == "busybox" else "a link resolving outside the release"
+    assert why.encode() in proc.stderr, proc.stderr
+    assert list((tmp_path / "app" / "releases").iterdir()) == []

@@ -14,9 +14,14 @@ refuse_unsafe() {
     if [ "${e##*/}" != "${MANIFEST##*/}" ] || [ -L "$e" ] || [ ! -f "$e" ]; then echo "$ru_forged" >&2; exit 25; fi
   done
   T=$(readlink -f "$TMP_RELEASE")
-  bad=$(find "$T" \( -type b -o -type c -o -type p -o -type s -o \( -type f -perm /6000 \) \) -printf '!%p\n' \
-          -o -type l -exec readlink -m -- {} + |
+  # a find that fails (no -printf, no readlink -m, a directory it cannot read) refuses too: `?`
+  bad=$( { find "$T" \( -type b -o -type c -o -type p -o -type s -o \( -type f -perm /6000 \) \) -printf '!%p\n' \
+          -o -type l -exec readlink -m -- {} + || echo '?'; } |
         T="$T" awk '$0 != ENVIRON["T"] && index($0, ENVIRON["T"] "/") != 1 { print; exit }')
+  if [ "$bad" = '?' ]; then
+    echo "release $NUMBER refused: its tree could not be checked (find -printf and readlink -m, GNU's, are needed)" >&2
+    exit 25
+  fi
   if [ -n "$bad" ]; then
     echo "release $NUMBER refused: unsafe entry in the extracted artifact (device, fifo, socket, setuid/setgid file, or a link resolving outside the release): ${bad#!}" >&2
     exit 25
