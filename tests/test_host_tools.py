@@ -214,6 +214,14 @@ def test_busybox_userland_and_no_python3_run_the_whole_flow_as_a_gnu_host(sandbo
     assert all(current(sb, h) == "releases/3" for h in sb.hosts)
     same(3)
 
+    for h in sb.hosts:
+        code, out = sb.exec(h, "cd /srv/app/current && echo changed >> app.py && rm README && echo new > new.txt")
+        assert code == 0, out
+    proc = cli(sb, "verify", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    drift = {r["host"]: (r["modified"], r["removed"], r["added"]) for r in json.loads(proc.stdout)["hosts"]}
+    assert drift == dict.fromkeys(("host-1", "host-2", "host-3"), (["app.py"], ["README"], ["new.txt"])), drift
+
 
 # --- the probe in a real sh, without hosts ------------------------------------------------------
 

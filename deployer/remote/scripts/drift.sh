@@ -11,7 +11,8 @@ sha256sum -c "$t/m" 2>/dev/null | while IFS= read -r l; do
   case $l in
     *': OK') ;;
     *': FAILED open or read') printf 'removed\t%s\n' "${l%: FAILED open or read}";;
-    *': FAILED') printf 'modified\t%s\n' "${l%: FAILED}";;
+    # BusyBox's sha256sum says only FAILED of a file it cannot open
+    *': FAILED') f=${l%: FAILED}; if [ -f "$f" ]; then printf 'modified\t%s\n' "$f"; else printf 'removed\t%s\n' "$f"; fi;;
   esac
 done
 cut -c67- "$t/m" | LC_ALL=C sort > "$t/want"
