@@ -1077,7 +1077,8 @@ def test_broken_current_refused_before_any_change(sandbox, app_repo):
     commit_change(app_repo, "app.py", "VERSION = 2\n")
     proc = cli(sb, "deploy")
     assert proc.returncode == 1
-    assert "host-2, host-3, host-4, host-5" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(f"host-{i + 1}: current " in lines[0] for i in broken), proc.stderr
     for i, (_, said) in broken.items():
         row = next(line for line in proc.stdout.splitlines() if line.startswith(f"host-{i + 1} "))
         assert said in row, row
@@ -1701,6 +1702,9 @@ def test_hostile_config_values_are_never_executed(sandbox, tmp_path):
     sb = sandbox(2, app={"deploy_to": deploy_to, "shared_dirs": shared})
     artifact = built_artifact(sb)
     edit_config(sb, lambda doc: doc["app"].update(name=f"app$(touch {pwn})"))
+    refused = cli(sb, "deploy", "--artifact", str(artifact))  # an app name names files and a unit
+    assert refused.returncode == 2 and "app.name" in refused.stderr, refused.stderr
+    edit_config(sb, lambda doc: doc["app"].update(name="app.x_y-z"))
     meta = json.loads(artifact.with_suffix("").with_suffix(".json").read_text())
     meta["version"] = f"v1\n$(touch {pwn})`touch {pwn}`; touch {pwn}"
     artifact.with_suffix("").with_suffix(".json").write_text(json.dumps(meta))

@@ -235,7 +235,7 @@ def test_wheel_needs_toml_and_testcontainers_only_with_the_sandbox_extra(wheel):
     def needed(extra: str) -> set[str]:
         return {r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": extra})}
 
-    assert needed("") == {"fabric", "invoke", "paramiko", "tabulate", "boto3", "botocore"}
+    assert needed("") == {"fabric", "invoke", "paramiko", "tabulate", "boto3", "botocore", "s3transfer", "cryptography"}
     assert needed("sandbox") - needed("") == {"testcontainers", "toml"}
 
 
