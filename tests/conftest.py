@@ -218,6 +218,15 @@ def app_repo(tmp_path) -> Path:
 # --- the artifact store ------------------------------------------------------
 
 
+@pytest.fixture
+def aws_env(s3_store, monkeypatch):
+    """The store's credentials in this process's environment, as boto3 reads them."""
+    for name, value in s3_store.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_store.env
+
+
 @pytest.fixture(scope="session")
 def s3_store(sandbox_image, tmp_path_factory):
     """A real S3 store (SeaweedFS, see deployer/sandbox/store.py) for the whole run; removed at the

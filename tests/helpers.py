@@ -533,3 +533,14 @@ class ProcessLists:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def store_for(s3_store, prefix: str, cache: Path, **extra):
+    """An S3Store on the test store under `prefix`, downloading into `cache`."""
+    from deployer.artifact.s3store import S3Store
+    from deployer.config.settings import StoreSettings
+
+    settings = StoreSettings(
+        bucket=s3_store.bucket, prefix=prefix, endpoint=s3_store.endpoint, host_endpoint=s3_store.endpoint, **extra
+    )
+    return S3Store(settings, cache)

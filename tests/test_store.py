@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Forwarder, Trickle
+from helpers import Forwarder, Trickle, store_for
 from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
@@ -78,21 +78,6 @@ def test_bad_store_values_are_named(tmp_path, body, wanted):
 
 
 # ---------------------------------------------------------------- the S3 store
-
-
-@pytest.fixture
-def aws_env(s3_store, monkeypatch):
-    for name, value in s3_store.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return s3_store.env
-
-
-def store_for(s3_store, prefix: str, cache: Path, **extra) -> S3Store:
-    settings = StoreSettings(
-        bucket=s3_store.bucket, prefix=prefix, endpoint=s3_store.endpoint, host_endpoint=s3_store.endpoint, **extra
-    )
-    return S3Store(settings, cache)
 
 
 def test_put_uploads_once_and_another_machine_gets_it_checked(s3_store, aws_env, app_repo, tmp_path):

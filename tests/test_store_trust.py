@@ -13,13 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import cli, commit_change, release_dirs
+from helpers import cli, commit_change, release_dirs, store_for
 
 from deployer.artifact import signing
 from deployer.artifact.build import build_artifact
-from deployer.artifact.s3store import S3Store
 from deployer.config import load
-from deployer.config.settings import StoreSettings
 from deployer.errors import STORE, ArtifactError, ConfigError, StoreError
 
 BASE = '[app]\ndeploy_to = "/srv/a"\n[stages.s]\nhosts = ["h"]\n'
@@ -127,21 +125,6 @@ def test_signing_key_and_trusted_keys_are_paths_from_the_config_file(tmp_path):
 
 
 # ---------------------------------------------------------------- the S3 store
-
-
-@pytest.fixture
-def aws_env(s3_store, monkeypatch):
-    for name, value in s3_store.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return s3_store.env
-
-
-def store_for(s3_store, prefix: str, cache: Path, **extra) -> S3Store:
-    settings = StoreSettings(
-        bucket=s3_store.bucket, prefix=prefix, endpoint=s3_store.endpoint, host_endpoint=s3_store.endpoint, **extra
-    )
-    return S3Store(settings, cache)
 
 
 def test_with_trusted_keys_only_a_json_signed_by_one_is_taken(s3_store, aws_env, app_repo, tmp_path):
