@@ -18,9 +18,9 @@ from helpers import cli, cli_popen, under_pty
 from test_json_contract import VALIDATOR
 from test_ops import deployed, run_cli, write_log
 
+from deployer import redact as secrets_mod
 from deployer.engine import ops
-from deployer.report import output
-from deployer.report.output import MASK
+from deployer.redact import MASK
 
 SECRET = "op5-S3cret-Value-91c2"
 CMD_SECRET = "from-a-command-4e7d"
@@ -154,9 +154,9 @@ def test_logs_follow_masks_a_secret_written_in_two_pieces(sandbox, monkeypatch):
 
 def test_a_followed_line_is_masked_however_it_is_read():
     """_Prefixed, fed one byte at a time and a long line in pieces: no secret gets through."""
-    saved = set(output._SECRETS)
+    saved = set(secrets_mod._SECRETS)
     try:
-        output.add_secret(SECRET)
+        secrets_mod.add_secret(SECRET)
         printed: list[str] = []
         sink = ops._Prefixed("h", 1, printed.append)
         for byte in f"a {SECRET} b\nx".encode():
@@ -171,8 +171,8 @@ def test_a_followed_line_is_masked_however_it_is_read():
         assert len(printed) == 2 and all(SECRET[:4] not in p and SECRET[-4:] not in p for p in printed)
         assert printed[0].endswith(MASK) and printed[1].startswith(f"h | {MASK}")
     finally:
-        output._SECRETS.clear()
-        output._SECRETS.update(saved)
+        secrets_mod._SECRETS.clear()
+        secrets_mod._SECRETS.update(saved)
 
 
 def test_a_hosts_control_characters_are_shown_escaped(sandbox):

@@ -195,7 +195,7 @@ def test_env_resolution_and_diff(monkeypatch, tmp_path):
     rows = envfile.diff({"A": "0", "T": "old-secret", "GONE": "x"}, envs["web"])
     assert ("A", "changed", "0", "1") in rows and ("T", "changed", "(secret)", "(secret)") in rows
     assert ("GONE", "removed", "(secret)", "") in rows
-    from deployer.report.output import redact
+    from deployer.redact import redact
 
     assert redact("value tok-123456 here") == "value •••••• here"
     monkeypatch.delenv("TOKEN_X")

@@ -8,23 +8,24 @@ import subprocess
 
 import pytest
 
+from deployer import redact as secrets_mod
 from deployer.config import envfile
 from deployer.config.settings import NotifySettings
 from deployer.errors import ConfigError
 from deployer.plan.paths import Paths
+from deployer.redact import MASK, redact
 from deployer.remote import commands
-from deployer.report import ledger, notify, output
-from deployer.report.output import MASK, redact
+from deployer.report import ledger, notify
 
 
 @pytest.fixture
 def secrets(monkeypatch):
     """A fresh registry of secret values for one test."""
-    monkeypatch.setattr(output, "_SECRETS", set())
+    monkeypatch.setattr(secrets_mod, "_SECRETS", set())
 
     def add(*values):
         for v in values:
-            output.add_secret(v)
+            secrets_mod.add_secret(v)
 
     return add
 
@@ -54,7 +55,7 @@ def test_escaped_and_multiline_forms_of_a_secret_are_masked(secrets):
         envfile.render({"K": value}).decode()
     )
     assert redact("only the second-line leaked") == f"only the {MASK} leaked"
-    assert output.redact_data({"a": [value, {"b": value}], "n": 3}) == {"a": [MASK, {"b": MASK}], "n": 3}
+    assert secrets_mod.redact_data({"a": [value, {"b": value}], "n": 3}) == {"a": [MASK, {"b": MASK}], "n": 3}
 
 
 def test_ledger_line_and_bad_marker_never_hold_a_secret(secrets):

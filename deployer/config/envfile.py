@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from deployer.config.settings import EnvValue, Host
 from deployer.errors import ConfigError
-from deployer.report.output import MIN_SECRET, add_secret
+from deployer.redact import MIN_SECRET, add_secret, double_quoted
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -66,8 +66,7 @@ def quote(value: str) -> str:
     tabs as they are): read back the same by `parse` and by a POSIX shell's `.`."""
     if _PLAIN.fullmatch(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
-    return f'"{escaped}"'
+    return f'"{double_quoted(value)}"'
 
 
 def render(values: dict[str, str]) -> bytes:

@@ -19,8 +19,9 @@ from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
 from deployer.errors import UsageError, command_line
 from deployer.plan.paths import Paths
+from deployer.redact import redact
 from deployer.remote import commands
-from deployer.report.output import Output, redact
+from deployer.report.output import Output
 from deployer.ssh.types import Cancelled, Result, TransportError
 
 if TYPE_CHECKING:  # paramiko is loaded only when a shell or a log follow runs

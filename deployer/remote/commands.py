@@ -20,10 +20,10 @@ from typing import cast
 from deployer.plan import setup as setup_plan
 from deployer.plan.paths import MANIFEST, Paths
 from deployer.plan.setup import HostSetup
+from deployer.redact import redact
 from deployer.remote import delta as remote_delta
 from deployer.remote.lock import lock_values
 from deployer.remote.render import Value, render, text
-from deployer.report.output import redact
 
 q = shlex.quote
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from deployer.report.output import MASK, redact
+from deployer.redact import MASK, redact
 
 SIGNER = "botocore.auth"  # logs the canonical request, the string to sign and the signature at DEBUG
 _SIGNED = re.compile(r"""((?:Signature|Credential|Security-Token)['"]?\s*[:=]\s*(?:b?['"])?)[^\s&,;'"]+""", re.I)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from deployer.report.output import redact_data
+from deployer.redact import redact_data
 
 MAX_LINE = 3500  # well under PIPE_BUF (4096): one atomic append
 ACTIONS = ("deploy", "rollback", "unlock", "takeover", "cleanup", "config")

@@ -13,7 +13,8 @@ import sys
 import time
 
 from deployer.config.settings import NotifySettings
-from deployer.report.output import MASK, add_secret, redact_data, safe
+from deployer.redact import MASK, add_secret, redact_data
+from deployer.report.output import safe
 
 ALWAYS = ("failed", "rolled back")
 ATTEMPTS = 2  # a webhook that fails is tried once more, after BACKOFF seconds

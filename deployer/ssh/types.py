@@ -10,14 +10,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from deployer.errors import DeployerError
-from deployer.report import output
+from deployer.redact import redact
 
 CHUNK = 256 * 1024  # stdin is read and sent in pieces of this size
 SLICE = 0.25  # how often a waiting command checks cancel, deadline and liveness
 WHOLE_OUTPUT_MAX = 64 * 1024 * 1024  # the most stdout a caller may ask to keep whole (max_output)
-
-# output.redact, typed for this strictly checked package
-_redact: Callable[[str], str] = output.redact
 
 
 class TransportError(DeployerError):
@@ -49,7 +46,7 @@ class Result:
         """The last lines of the output, secrets masked line by line (a kept tail may start
         mid-secret), for error messages that go to hosts, notifications and the terminal."""
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        return " | ".join(_redact(line) for line in text[-lines:]) or f"exit {self.exit_code}"
+        return " | ".join(redact(line) for line in text[-lines:]) or f"exit {self.exit_code}"
 
 
 class Stdin(Protocol):
