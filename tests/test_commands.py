@@ -14,6 +14,7 @@ import pytest
 from helpers import tar_gz, tar_member
 
 from deployer.plan import setup as setup_plan
+from deployer.plan.host_state import HostState
 from deployer.plan.paths import Paths
 from deployer.remote import commands, render, state
 from deployer.remote import lock as remote_lock
@@ -859,7 +860,7 @@ def test_linking_a_shared_path_never_goes_through_a_link_in_the_release(tmp_path
 TAKEOVER_LINE = '{"action": "takeover", "stale": "@@stale@@"}'
 
 
-def lock(paths: Paths, token: str, ttl: int | None = 3) -> state.HostState:
+def lock(paths: Paths, token: str, ttl: int | None = 3) -> HostState:
     out = sh(
         remote_lock.inspect(
             paths,

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from helpers import cli, commit_change, current, tar_gz, tar_member
 
+from deployer.plan.host_state import HostState
 from deployer.plan.paths import Paths
 from deployer.remote import commands
 from deployer.remote import lock as remote_lock
 from deployer.remote import state as host_state
-from deployer.remote.state import HostState
 
 BUSYBOX = Path("/bin/busybox")  # busybox-static on the machine running the tests (scripts/setup)
 # never replaced: the shells (the login shell and `sh -c` stay Debian's) and what a login needs

@@ -197,7 +197,7 @@ def test_records_of_odd_host_states_stay_in_the_schema():
     """Another tool's release may record any revision and any time text; a lock file may be torn."""
     from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
-    from deployer.remote.state import Foreign, HostState, LockInfo, Release
+    from deployer.plan.host_state import Foreign, HostState, LockInfo, Release
     from deployer.report import document
 
     state = HostState(
@@ -228,7 +228,7 @@ def test_tables_show_what_the_records_say():
     """The text tables are derived from the JSON records: one shaping for both outputs."""
     from deployer.config.settings import Host, SSHSettings
     from deployer.engine.fleet import HostRun
-    from deployer.remote.state import Foreign, HostState, LockInfo, Release
+    from deployer.plan.host_state import Foreign, HostState, LockInfo, Release
     from deployer.report import document, rows
 
     sha = "0123456789abcdef0123456789abcdef01234567"

@@ -11,8 +11,9 @@ from deployer.config.settings import EnvValue, Host, NotifySettings, SSHSettings
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import releases as planning
 from deployer.plan.batches import Strategy, batches
+from deployer.plan.host_state import HostState, LockInfo, Release
 from deployer.plan.options import Options
-from deployer.remote.state import HostState, LockInfo, Release, parse
+from deployer.remote.state import parse
 from deployer.report import ledger, notify
 
 

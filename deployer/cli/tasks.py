@@ -30,8 +30,8 @@ from deployer.engine.deploy import deploy as run_deploy
 from deployer.engine.rollback import rollback as run_rollback
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.plan.batches import Strategy
+from deployer.plan.host_state import NAME
 from deployer.plan.options import Options
-from deployer.remote.state import NAME
 from deployer.report import document
 from deployer.report import rows as report
 from deployer.report.document import Outcome

@@ -25,8 +25,8 @@ from deployer.artifact import delta as artifact_delta
 from deployer.artifact.fsutil import sha256_file
 from deployer.artifact.load import Artifact
 from deployer.engine.fleet import HostRun
+from deployer.plan.host_state import HostState
 from deployer.remote import delta as remote_delta
-from deployer.remote.state import HostState
 
 Ask = Callable[[HostRun, int], dict[str, str] | None]  # (host, base release) -> its manifest
 SHA256 = re.compile("[0-9a-f]{64}")  # what the host's release.json says it is (it names a local file)

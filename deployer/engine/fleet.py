@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from deployer.config.settings import Host
 from deployer.engine.records import Deployed, Drift, LedgerEntry, Maintained, RolledBack
 from deployer.errors import DeployerError, HostError
-from deployer.remote.state import HostState
+from deployer.plan.host_state import HostState
 from deployer.ssh.types import Transport
 
 HOUSEKEEPING = ("abort", "restore", "record")  # undo steps: they never hide the step a host failed in

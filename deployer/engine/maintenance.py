@@ -12,8 +12,8 @@ from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
 from deployer.errors import HostError, UsageError, command_line
 from deployer.plan import releases as planning
+from deployer.plan.host_state import LockInfo
 from deployer.remote import commands, lock
-from deployer.remote.state import LockInfo
 from deployer.report.output import Output
 
 

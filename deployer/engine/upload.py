@@ -18,9 +18,9 @@ from deployer.engine.records import Deployed
 from deployer.engine.session import Session, utc_now, who
 from deployer.errors import HostError
 from deployer.plan import releases as planning
+from deployer.plan.host_state import HostState
 from deployer.remote import commands
 from deployer.remote import delta as remote_delta
-from deployer.remote.state import HostState
 from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
 

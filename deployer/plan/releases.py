@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from deployer.errors import DeployerError
-from deployer.remote.state import MAX_RELEASE, HostState, release_number
+from deployer.plan.host_state import MAX_RELEASE, HostState, release_number
 
 
 def next_release_number(states: Mapping[str, HostState]) -> int:

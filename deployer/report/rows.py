@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from deployer.engine.fleet import HostRun
 from deployer.plan import setup as setup_plan
-from deployer.remote.state import LockInfo
+from deployer.plan.host_state import LockInfo
 from deployer.report.document import PHASES
 
 
