@@ -9,7 +9,9 @@ LOCKED = 3
 GATE_REFUSED = 4
 PARTIAL = 5
 STORE = 6
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + the signal (engine/signals.py): Ctrl-C
+TERMINATED = 143  # SIGTERM
+HUNG_UP = 129  # SIGHUP
 
 _program = "inv"  # the console script sets "deployer" (see cli.main)
 

@@ -5,25 +5,76 @@ Pure: no printing, no I/O."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
-from deployer.engine.fleet import HostRun
+from deployer.errors import (
+    BAD_INPUT,
+    FAILED,
+    GATE_REFUSED,
+    HUNG_UP,
+    INTERRUPTED,
+    LOCKED,
+    OK,
+    PARTIAL,
+    STORE,
+    TERMINATED,
+)
+from deployer.plan.host_state import HostState
 
 PHASES = ("lock", "check", "prepare", "switch", "finish")
 
 OUTCOMES = {
-    0: "ok",
-    1: "failed",
-    2: "bad_input",
-    3: "locked",
-    4: "refused",
-    5: "partial",
-    6: "store_unavailable",
-    130: "interrupted",
-    143: "interrupted",
-    129: "interrupted",
-}  # Ctrl-C, SIGTERM, SIGHUP
+    OK: "ok",
+    FAILED: "failed",
+    BAD_INPUT: "bad_input",
+    LOCKED: "locked",
+    GATE_REFUSED: "refused",
+    PARTIAL: "partial",
+    STORE: "store_unavailable",
+    INTERRUPTED: "interrupted",
+    TERMINATED: "interrupted",
+    HUNG_UP: "interrupted",
+}
+
+
+class FoundDrift(Protocol):
+    """What verify found on one host (engine/records.Drift)."""
+
+    @property
+    def checked(self) -> int: ...
+    @property
+    def manifest(self) -> bool: ...
+    @property
+    def modified(self) -> list[str]: ...
+    @property
+    def removed(self) -> list[str]: ...
+    @property
+    def added(self) -> list[str]: ...
+
+
+class HostRecord(Protocol):
+    """What the records read of one host's run (engine/fleet.HostRun): the engine hands its runs
+    in, the report imports no flow."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def release(self) -> int | str | None: ...
+    @property
+    def result(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def times(self) -> dict[str, float]: ...
+    @property
+    def state(self) -> HostState | None: ...
+    @property
+    def drift(self) -> FoundDrift | None: ...
 
 
 @dataclass
@@ -71,7 +122,7 @@ def _time(value) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_records(runs: list[HostRun]) -> list[dict]:
+def run_records(runs: Sequence[HostRecord]) -> list[dict]:
     return [
         {
             "host": run.name,
@@ -96,7 +147,7 @@ def _lock(lock) -> dict | None:
     }
 
 
-def status_records(runs: list[HostRun]) -> list[dict]:
+def status_records(runs: Sequence[HostRecord]) -> list[dict]:
     records: list[dict] = []
     for run in runs:
         st = run.state
@@ -125,7 +176,7 @@ def status_records(runs: list[HostRun]) -> list[dict]:
     return records
 
 
-def releases_records(runs: list[HostRun]) -> list[dict]:
+def releases_records(runs: Sequence[HostRecord]) -> list[dict]:
     records: list[dict] = []
     for run in runs:
         st = run.state
@@ -173,7 +224,7 @@ def releases_records(runs: list[HostRun]) -> list[dict]:
     return records
 
 
-def check_records(runs: list[HostRun]) -> list[dict]:
+def check_records(runs: Sequence[HostRecord]) -> list[dict]:
     records: list[dict] = []
     for run in runs:
         st = run.state
@@ -202,7 +253,7 @@ def check_records(runs: list[HostRun]) -> list[dict]:
     return records
 
 
-def drift_records(runs: list[HostRun]) -> list[dict]:
+def drift_records(runs: Sequence[HostRecord]) -> list[dict]:
     records: list[dict] = []
     for run in runs:
         found = run.drift

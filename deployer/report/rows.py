@@ -3,10 +3,11 @@ Pure: no printing, no I/O."""
 
 from __future__ import annotations
 
-from deployer.engine.fleet import HostRun
+from collections.abc import Sequence
+
 from deployer.plan import setup as setup_plan
 from deployer.plan.host_state import LockInfo
-from deployer.report.document import PHASES
+from deployer.report.document import PHASES, HostRecord
 
 
 def run_rows(records: list[dict]) -> list[dict]:
@@ -225,7 +226,7 @@ def inventory_rows(records: list[dict]) -> list[dict]:
     ]
 
 
-def check_failures(runs: list[HostRun]) -> list[str]:
+def check_failures(runs: Sequence[HostRecord]) -> list[str]:
     """Hosts that cannot take a deploy, with why."""
     bad = []
     for run in runs:
