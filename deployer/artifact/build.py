@@ -134,7 +134,7 @@ def build_artifact(
     include: Sequence[str] = (),
     allow_dirty: bool = False,
     version: str | None = None,
-    log: Log = print,
+    log: Log = lambda _: None,  # the CLI passes its Output's say
 ) -> Artifact:
     """Build `<out_dir>/<name>-<version>.tar.gz` (+ `.json`) from the git tree at `source`."""
     source = Path(source).expanduser()

@@ -16,7 +16,7 @@ from deployer.cli.options import Number, metavar
 from deployer.cli.tasks import ns
 from deployer.errors import BAD_INPUT, set_program
 from deployer.errors import did_you_mean as close
-from deployer.report.output import close_group, discard
+from deployer.report.output import close_group, discard, note, show
 
 SIGPIPE_EXIT = 141  # what a shell reports for a program a closed pipe stopped
 NAME = "deployer"
@@ -121,10 +121,10 @@ class DeployerProgram(Program):
     # ---- help -----------------------------------------------------------------------------
 
     def print_help(self):
-        print(f"Usage: {self.binary} [--config PATH] TASK [options]   ({self.binary} TASK -h: a task's options)")
-        print("")
-        print("Options:")
-        print("")
+        show(f"Usage: {self.binary} [--config PATH] TASK [options]   ({self.binary} TASK -h: a task's options)")
+        show("")
+        show("Options:")
+        show("")
         self.print_columns(_rows(self.initial_context))
         self.list_tasks()
 
@@ -132,13 +132,13 @@ class DeployerProgram(Program):
         import inspect
 
         ctx = self.parser.contexts[name]
-        print(f"Usage: {self.binary} {name} [options]")
-        print("")
+        show(f"Usage: {self.binary} {name} [options]")
+        show("")
         for line in (inspect.getdoc(self.collection[name]) or "").splitlines():
-            print(self.leading_indent + line if line.strip() else "")
-        print("")
-        print("Options:")
-        print("")
+            show(self.leading_indent + line if line.strip() else "")
+        show("")
+        show("Options:")
+        show("")
         self.print_columns(_rows(ctx) or [("none", "")])
 
     def task_list_opener(self, extra=""):
@@ -271,7 +271,7 @@ def leave(code) -> None:
     if code is None:
         code = 0
     elif not isinstance(code, int):
-        print(code, file=sys.stderr)
+        note(str(code), multiline=True)
         code = 1
     close_group()
     atexit._run_exitfuncs()  # as Python's own exit would, in reverse order; errors are printed

@@ -11,7 +11,7 @@ from deployer.engine.fleet import HostRun
 from deployer.errors import HostError
 from deployer.plan.paths import Paths
 from deployer.remote import commands, lock
-from deployer.report.output import Output
+from deployer.report.output import Output, note
 from deployer.ssh import transport_for
 from deployer.ssh.types import Cancelled, Result, Stdin, TransportError
 
@@ -34,7 +34,7 @@ class Remote:
 
     def connect(self, run: HostRun) -> None:
         try:
-            run.conn = transport_for(run.host).open()
+            run.conn = transport_for(run.host, warn=note).open()
         except TransportError as exc:
             raise HostError(run.name, "connect", str(exc)) from None
 

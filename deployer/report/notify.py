@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 from deployer.config.settings import NotifySettings
 from deployer.redact import MASK, add_secret, redact_data
-from deployer.report.output import safe
+from deployer.report.output import note
 
 ALWAYS = ("failed", "rolled back")
 ATTEMPTS = 2  # a webhook that fails is tried once more, after BACKOFF seconds
@@ -80,7 +79,7 @@ def send(settings: NotifySettings, event: str, data: dict) -> list[str]:
             errors.append(f"notify command: {exc}")
     errors = redact_data(errors)
     for err in errors:
-        print(safe(f"warning: notification '{event}' not delivered: {err}"), file=sys.stderr, flush=True)
+        note(f"warning: notification '{event}' not delivered: {err}")
     return errors
 
 

@@ -174,6 +174,16 @@ def close_group() -> None:
             pass
 
 
+def show(text: str = "", multiline: bool = False) -> None:
+    """A line on stdout outside a run's Output: the help, the sandbox's answers."""
+    print(safe(text, keep_newlines=multiline), flush=True)
+
+
+def note(text: str, multiline: bool = False) -> None:
+    """A line on stderr beside whatever the run prints: a warning, a tool's progress."""
+    print(safe(text, keep_newlines=multiline), file=sys.stderr, flush=True)
+
+
 def discard(stream):
     """Point a stream whose reader left at /dev/null, file descriptor included (so that whatever
     else writes to it, and the flush at exit, find a sink); returns what to write to now."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from pathlib import Path
 
+from deployer.report.output import note, show
 from deployer.sandbox.deploy_files import toml_module
 from deployer.sandbox.hosts import running, serve_nginx
 from deployer.sandbox.image import FLAVOURS, SandboxError, ensure_image
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
 
     if args.cmd is None:
         for flavour in FLAVOURS.values():
-            print(ensure_image(log=lambda msg: print(msg, file=sys.stderr, flush=True), flavour=flavour))
+            show(ensure_image(log=note, flavour=flavour))
         return
     hosts = [h for h in running() if h.http_port]
     if not hosts:
@@ -43,13 +43,13 @@ def main(argv: list[str]) -> None:
         for h in hosts:
             if h.port in ports:
                 serve_nginx(h, recipe.nginx_site(doc["app"]["deploy_to"]))
-                print(f"{h.name}: nginx serves http://127.0.0.1:{h.http_port}/ ({args.recipe})")
+                show(f"{h.name}: nginx serves http://127.0.0.1:{h.http_port}/ ({args.recipe})")
         return
     import urllib.request
 
     for h in hosts:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{h.http_port}/", timeout=5) as r:
-                print(f"{h.name}: {r.status} {r.read(200).decode(errors='replace').strip()}")
+                show(f"{h.name}: {r.status} {r.read(200).decode(errors='replace').strip()}")
         except Exception as exc:
-            print(f"{h.name}: {exc}")
+            show(f"{h.name}: {exc}")

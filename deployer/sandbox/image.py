@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import DeployerError
+from deployer.report.output import note
 
 # --- image definitions: everything in one goes into its tag's hash ------------
 
@@ -225,7 +226,7 @@ def check_docker() -> None:
         raise SandboxError(f"no Docker engine answers ({reason})")
 
 
-def ensure_image(log: Callable[[str], Any] = print, flavour: Flavour = BASE) -> str:
+def ensure_image(log: Callable[[str], Any] = note, flavour: Flavour = BASE) -> str:
     """Return the flavour's image tag, building the image first if Docker does not have it."""
     tag = flavour.tag()
     if tag in _present:

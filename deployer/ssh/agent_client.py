@@ -78,13 +78,14 @@ def socket_path() -> Path:
     return agent_socket.socket_path(f"{_code_digest()}.sock")
 
 
+Warn = Callable[[str], object]  # says one line to the person running deployer (report/output.note)
 _refused: list[str] = []
 _refused_lock = threading.Lock()
 
 
-def refusal() -> str | None:
-    """Why this run connects directly although ssh.persist asks for the agent (said once, on
-    stderr), or None: no way to check a socket's peer, a socket directory another user could
+def refusal(warn: Warn | None = None) -> str | None:
+    """Why this run connects directly although ssh.persist asks for the agent (said once, through
+    warn), or None: no way to check a socket's peer, a socket directory another user could
     change, a socket path too long."""
     with _refused_lock:
         if not _refused:
@@ -92,18 +93,19 @@ def refusal() -> str | None:
                 agent_socket.check_peer_credentials()
                 socket_path()
             except AgentRefused as exc:
-                _refuse(str(exc))
+                _refuse(str(exc), warn)
             else:
                 _refused.append("")
         return _refused[0] or None
 
 
-def _refuse(reason: str) -> None:
+def _refuse(reason: str, warn: Warn | None) -> None:
     """From now on this run connects directly; the warning is one line, said once."""
     if _refused and _refused[0]:
         return
     _refused[:] = [reason]
-    print(f"warning: ssh.persist: {reason}; connecting directly", file=sys.stderr, flush=True)
+    if warn is not None:
+        warn(f"warning: ssh.persist: {reason}; connecting directly")
 
 
 def agent_env(environ: dict[str, str]) -> dict[str, str]:
@@ -182,9 +184,10 @@ def answers(path: Path) -> bool:
 class AgentConnection:
     """A types.Transport served by the agent's warm connection to the host."""
 
-    def __init__(self, host: Host, path: Path | None = None):
+    def __init__(self, host: Host, path: Path | None = None, warn: Warn | None = None):
         self.host = host
         self.path = path
+        self.warn = warn  # how a refusal of the agent is said (refusal)
         self._open = False
 
     def open(self) -> Transport:
@@ -197,7 +200,7 @@ class AgentConnection:
             self._ask({"op": "open"})
         except AgentRefused as exc:
             with _refused_lock:
-                _refuse(str(exc))
+                _refuse(str(exc), self.warn)
             from deployer.ssh.connection import Connection
 
             return Connection(self.host).open()
