@@ -95,7 +95,7 @@ def _built_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _run_command(command: str, cwd: Path, env: dict, log: Log) -> None:
+def _run_command(command: str, cwd: Path, env: dict[str, str], log: Log) -> None:
     log(f"running build command: {command}")
     tail: collections.deque[str] = collections.deque(maxlen=15)
     try:

@@ -24,6 +24,7 @@ import io
 import posixpath
 import tarfile
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -59,7 +60,7 @@ class Tree:
     def files(self) -> dict[str, str]:
         return {e.path: e.sha256 for e in self.entries if e.kind == "f" and e.path != MANIFEST}
 
-    def size(self, paths=None) -> int:
+    def size(self, paths: Collection[str] | None = None) -> int:
         """Bytes of the files named (all of them by default)."""
         return sum(e.size for e in self.entries if e.kind == "f" and (paths is None or e.path in paths))
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 CHUNK = 1024 * 1024
@@ -32,7 +33,7 @@ def one_line(text: str, limit: int = 300) -> str:
 def rmtree(path: Path) -> None:
     """Remove a tree, making read-only directories writable on the way."""
 
-    def onerror(func, p, _exc):
+    def onerror(func: Callable[[str], object], p: str, _exc: object) -> None:
         try:
             os.chmod(p, stat.S_IRWXU)
             func(p)

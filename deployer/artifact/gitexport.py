@@ -40,7 +40,7 @@ _GIT_LOCATION_VARS = (
 )
 
 
-def _git_env() -> dict:
+def _git_env() -> dict[str, str]:
     env = dict(os.environ)
     for var in _GIT_LOCATION_VARS:
         env.pop(var, None)

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from deployer.artifact.fsutil import one_line, sha256_file
 from deployer.artifact.members import checked_from, find_problem, record_checked, scan_tarball
@@ -26,7 +27,7 @@ class Artifact:
     """A built tarball and its metadata."""
 
     path: Path  # the .tar.gz
-    meta: dict = field(hash=False)  # metadata (also stored as JSON next to it)
+    meta: dict[str, Any] = field(hash=False)  # metadata (also stored as JSON next to it), types checked on load
 
     @property
     def json_path(self) -> Path:
@@ -34,15 +35,15 @@ class Artifact:
 
     @property
     def name(self) -> str:
-        return self.meta.get("name", "")
+        return cast(str, self.meta.get("name", ""))
 
     @property
     def sha256(self) -> str:
-        return self.meta["sha256"]
+        return cast(str, self.meta["sha256"])
 
     @property
     def version(self) -> str:
-        return self.meta.get("version", "")
+        return cast(str, self.meta.get("version", ""))
 
     @property
     def git_sha(self) -> str | None:
@@ -57,8 +58,8 @@ class Artifact:
         return bool(self.meta.get("dirty", False))
 
     @property
-    def manifest(self) -> dict:
-        return self.meta.get("manifest", {})
+    def manifest(self) -> dict[str, str]:
+        return cast(dict[str, str], self.meta.get("manifest", {}))
 
 
 def json_path_for(path: Path) -> Path:
@@ -91,7 +92,7 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
 _TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a table", type(None): "null"}
 
 
-def meta_problem(meta: dict) -> str | None:
+def meta_problem(meta: dict[str, Any]) -> str | None:
     """Why this metadata cannot be used (a known key of the wrong type), or None."""
     for key, types in _META_TYPES.items():
         if key not in meta:
@@ -171,7 +172,7 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(path=path, meta=meta)
 
 
-def revision_problem(meta: dict, revision: str | None) -> str | None:
+def revision_problem(meta: dict[str, Any], revision: str | None) -> str | None:
     """Why this metadata does not describe the artifact whose REVISION holds `revision` (its
     git_sha differs, or its version names another commit), or None."""
     claimed = meta.get("git_sha") or None

@@ -95,17 +95,17 @@ def collect(root: Path, roots: Sequence[str] | None) -> list[Entry]:
     return [entries[k] for k in sorted(entries)]
 
 
-def manifest_text(manifest: dict) -> str:
+def manifest_text(manifest: dict[str, str]) -> str:
     """The manifest file's text: "<sha256>  <path>" per regular file, sorted by path (sha256sum format)."""
     return "".join(f"{manifest[p]}  {p}\n" for p in sorted(manifest))
 
 
-def manifest_sha256(manifest: dict) -> str:
+def manifest_sha256(manifest: dict[str, str]) -> str:
     """sha256 of the manifest file's bytes (MANIFEST_MEMBER)."""
     return hashlib.sha256(manifest_text(manifest).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def with_manifest(root: Path, entries: list[Entry], manifest: dict) -> list[Entry]:
+def with_manifest(root: Path, entries: list[Entry], manifest: dict[str, str]) -> list[Entry]:
     """Write MANIFEST_MEMBER into the export and add it (and its dir) to the sorted entries."""
     path = root / MANIFEST_MEMBER
     path.parent.mkdir(exist_ok=True)
@@ -150,7 +150,7 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
-def write_tarball(entries: list[Entry], mtime: int, dest_fh: IO[bytes]) -> tuple[dict, int]:
+def write_tarball(entries: list[Entry], mtime: int, dest_fh: IO[bytes]) -> tuple[dict[str, str], int]:
     """Write the reproducible tar.gz to dest_fh; return (manifest, unpacked_size)."""
     manifest: dict[str, str] = {}
     unpacked = 0

@@ -54,7 +54,7 @@ class S3Store:
         self._uploading: Any = None  # the transfer in flight (put), for cancel()
         self._cancelled = False
         self._signer: Any = None
-        self._trusted: dict | None = None
+        self._trusted: signing.Trusted | None = None
         self._private: Any = None
         self.replaced: Names = []  # objects a put found wrong in the store and uploaded again
         # told of each tarball upload (its name and size); returns what is told the bytes sent so far
@@ -179,7 +179,7 @@ class S3Store:
     def key(self, name: str) -> str:
         return self.settings.prefix + name
 
-    def trusted(self) -> dict:
+    def trusted(self) -> signing.Trusted:
         """trusted_keys, loaded once: fingerprint -> public key."""
         if self._trusted is None:
             self._trusted = signing.load_trusted(self.settings.trusted_keys)
@@ -191,12 +191,13 @@ class S3Store:
             self._private = signing.load_private(self.settings.signing_key)
         return self._private
 
-    def _head(self, key: str) -> dict | None:
+    def _head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD answer, or None when it is not there."""
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.head_object(Bucket=self.settings.bucket, Key=key)
+            answer: dict[str, Any] = self.client.head_object(Bucket=self.settings.bucket, Key=key)
+            return answer
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
@@ -217,7 +218,7 @@ class S3Store:
         self.replaced.append(Path(artifact.path).name)
         return False
 
-    def _json_body(self, artifact: Artifact) -> tuple[bytes, dict]:
+    def _json_body(self, artifact: Artifact) -> tuple[bytes, signing.Meta]:
         """The JSON as it goes up (signed with signing_key, when set) and what it says."""
         path = artifact.json_path
         data = path.read_bytes() if path.is_file() else json.dumps(artifact.meta, indent=2, sort_keys=True).encode()
@@ -227,7 +228,7 @@ class S3Store:
         meta = signing.sign(meta, self.private())
         return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), meta
 
-    def _json_current(self, key: str, ours: dict) -> bool:
+    def _json_current(self, key: str, ours: signing.Meta) -> bool:
         """Whether the store's JSON already says what ours does (and, when signing, is signed by
         this key): then it stays. Without signing_key, a signed one is never replaced by ours."""
         theirs = self._json(key, missing=None)
@@ -253,13 +254,14 @@ class S3Store:
     def presign(self, artifact: Artifact) -> str:
         """A GET URL for the artifact, valid url_lifetime seconds, signed for the endpoint the
         hosts reach. A secret: it travels to hosts over stdin only."""
-        return self._call(
+        url: str = self._call(
             "sign a URL for",
             self.signer().generate_presigned_url,
             "get_object",
             Params={"Bucket": self.settings.bucket, "Key": self.key(Path(artifact.path).name)},
             ExpiresIn=self.settings.url_lifetime,
         )
+        return url
 
     def _upload(self, path: Path, key: str, metadata: dict[str, str]) -> None:
         """upload_file's transfer (multipart when large), kept so cancel() can stop it."""

@@ -14,20 +14,27 @@ import binascii
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from deployer.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+Meta = dict[str, Any]  # an artifact's .json
+Trusted = dict[str, "Ed25519PublicKey"]  # fingerprint -> key
 
 FIELD = "signature"  # the .json key holding {"key": fingerprint, "ed25519": base64 signature}
 _CONTEXT = b"deployer artifact metadata v1\n"
 
 
-def payload(meta: dict) -> bytes:
+def payload(meta: Meta) -> bytes:
     """The bytes signed: every key but the signature, in one canonical JSON form."""
     rest = {k: v for k, v in meta.items() if k != FIELD}
     return _CONTEXT + json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def fingerprint(public) -> str:
+def fingerprint(public: Ed25519PublicKey) -> str:
     """The OpenSSH fingerprint of an Ed25519 public key: SHA256:<base64, unpadded>."""
     from cryptography.hazmat.primitives import serialization
 
@@ -36,7 +43,7 @@ def fingerprint(public) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def load_private(path: str):
+def load_private(path: str) -> Ed25519PrivateKey:
     """The Ed25519 private key in the file at `path`; ConfigError naming the file (never its
     content) when it is missing, not a key, another kind of key, or passphrase-protected."""
     from cryptography.hazmat.primitives import serialization
@@ -65,7 +72,7 @@ def load_private(path: str):
     return key
 
 
-def parse_public(line: str):
+def parse_public(line: str) -> Ed25519PublicKey | None:
     """An `ssh-ed25519 AAAA... [comment]` line as a public key, or None when it is not one."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -80,7 +87,7 @@ def parse_public(line: str):
     return key if isinstance(key, Ed25519PublicKey) else None
 
 
-def load_trusted(entries: tuple[str, ...]) -> dict:
+def load_trusted(entries: tuple[str, ...]) -> Trusted:
     """Fingerprint -> public key for each trusted_keys entry: a key line, or a file of them (an
     authorized_keys-like file: blank lines and # comments skipped). ConfigError naming the entry
     that holds no Ed25519 key."""
@@ -96,13 +103,14 @@ def load_trusted(entries: tuple[str, ...]) -> dict:
                 why = getattr(exc, "strerror", None) or type(exc).__name__
                 raise ConfigError(f"{where}: cannot read it ({why})") from None
         keys = [parse_public(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        if not keys or any(k is None for k in keys):
+        found = [k for k in keys if k is not None]
+        if not keys or len(found) < len(keys):
             raise ConfigError(f"{where}: expected ssh-ed25519 key lines (a .pub file of ssh-keygen -t ed25519)")
-        trusted.update({fingerprint(k): k for k in keys})
+        trusted.update({fingerprint(k): k for k in found})
     return trusted
 
 
-def sign(meta: dict, private) -> dict:
+def sign(meta: Meta, private: Ed25519PrivateKey) -> Meta:
     """meta with its signature by `private` (replacing any earlier one)."""
     signature = private.sign(payload(meta))
     return {
@@ -111,7 +119,7 @@ def sign(meta: dict, private) -> dict:
     }
 
 
-def signature_problem(meta: dict, trusted: dict) -> str | None:
+def signature_problem(meta: Meta, trusted: Trusted) -> str | None:
     """Why meta's signature is not a valid one by a trusted key (None: it is)."""
     from cryptography.exceptions import InvalidSignature
 
@@ -131,11 +139,11 @@ def signature_problem(meta: dict, trusted: dict) -> str | None:
     return None
 
 
-def verify(meta: dict, trusted: dict, name: str) -> str:
+def verify(meta: Meta, trusted: Trusted, name: str) -> str:
     """The fingerprint of the trusted key that signed meta; else ArtifactError, one line naming
     the .json and the key."""
     problem = signature_problem(meta, trusted)
     if problem:
         keys = ", ".join(sorted(trusted)) or "none"
         raise ArtifactError(f"refusing {name} from the store: it {problem} (trusted: {keys})")
-    return meta[FIELD]["key"]
+    return str(meta[FIELD]["key"])  # a str: signature_problem checked it

@@ -72,7 +72,7 @@ class Scan:
 class _GzipStream:
     """The decompressed bytes of a single-member gzip file, read in order."""
 
-    def __init__(self, fh):
+    def __init__(self, fh: IO[bytes]) -> None:
         head = fh.read(3)
         if head != b"\x1f\x8b\x08":
             raise Refused("not a gzip-compressed tar archive (hosts extract with tar -xz)")
@@ -282,7 +282,7 @@ def _pick(*overrides: str | None) -> str | None:
 def _agree(members: list[tarfile.TarInfo], stream: _GzipStream) -> None:
     """Python's tarfile must list the same members from the same bytes."""
 
-    def view(m: tarfile.TarInfo) -> tuple:
+    def view(m: tarfile.TarInfo) -> tuple[str, bytes, str, int, int]:
         name = m.name.rstrip("/") if m.isdir() else m.name
         return name, m.type, m.linkname, m.size if m.isreg() else 0, m.mode & 0o7777
 

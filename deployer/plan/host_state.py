@@ -8,6 +8,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 MAX_RELEASE = 10**9
 # The only names under releases/ the inspect script prints; anything else is counted, never printed.
@@ -31,7 +32,7 @@ class Release:
     bad: bool = False
     rolled_back: bool = False
     migrated: bool = False
-    meta: dict = field(default_factory=dict, compare=False)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def usable(self) -> bool:
@@ -67,7 +68,7 @@ class Foreign:
         return ""
 
     @property
-    def order(self) -> tuple:
+    def order(self) -> tuple[float, str]:
         try:
             when = datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp()
         except ValueError:
