@@ -1,6 +1,12 @@
 """Named failures and the exit codes they map to (documented in the README)."""
 
+from __future__ import annotations
+
 import difflib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the rows a failed run carries: a type only, engine sits far above
+    from deployer.engine.fleet import HostRun
 
 OK = 0
 FAILED = 1
@@ -64,8 +70,10 @@ class LockHeld(DeployerError):
     exit_code = LOCKED
 
 
-class Interrupted(DeployerError):
-    exit_code = INTERRUPTED
+class GateRefused(DeployerError):
+    """The promotion gate: the artifact has not passed the stages this one requires."""
+
+    exit_code = GATE_REFUSED
 
 
 class HostError(DeployerError):
@@ -76,3 +84,20 @@ class HostError(DeployerError):
         self.host = host
         self.step = step
         self.message = message
+
+
+class HookFailed(DeployerError):
+    """A hook, restart or health check failed; with step, the message starts with it."""
+
+    def __init__(self, message: str, step: str = ""):
+        super().__init__(f"{step}: {message}" if step else message)
+        self.step = step
+
+
+class RunFailed(DeployerError):
+    """A multi-host run failed; carries every host's row for the report."""
+
+    def __init__(self, message: str, runs: list[HostRun], exit_code: int = FAILED):
+        super().__init__(message)
+        self.runs = runs
+        self.exit_code = exit_code

@@ -22,7 +22,7 @@ from deployer.artifact.build import build_artifact
 from deployer.config import load as config_mod
 from deployer.engine.deploy import deploy
 from deployer.engine.rollback import rollback
-from deployer.engine.session import RunFailed
+from deployer.errors import RunFailed
 from deployer.plan.options import Options
 from deployer.remote import render
 from deployer.report.output import Output

@@ -14,9 +14,8 @@ from invoke import Exit, task
 from deployer.cli.options import DeployerTask
 from deployer.config import load as config_mod
 from deployer.config.settings import Config, Host, Stage
-from deployer.engine.session import RunFailed
 from deployer.engine.signals import describe, exit_code, terminations
-from deployer.errors import DeployerError, UsageError
+from deployer.errors import DeployerError, RunFailed, UsageError
 from deployer.report import document, rows
 from deployer.report.document import Outcome
 from deployer.report.output import Output, safe

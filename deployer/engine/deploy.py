@@ -24,8 +24,8 @@ from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
-from deployer.engine.session import RunFailed, Session, names, no_interrupts, utc_now, who
-from deployer.errors import FAILED, PARTIAL, DeployerError, HostError
+from deployer.engine.session import Session, names, no_interrupts, utc_now, who
+from deployer.errors import FAILED, PARTIAL, DeployerError, HookFailed, HostError, RunFailed
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
@@ -301,7 +301,7 @@ class Pipeline:
         except (RunFailed, Cancelled):
             raise
         except DeployerError as exc:  # a failed hook, or a Python hook's own error (its exit code kept)
-            failed = hooks.HookFailed(str(exc), point)
+            failed = HookFailed(str(exc), point)
             failed.exit_code = exc.exit_code
             raise failed from None
 
@@ -387,7 +387,7 @@ class Pipeline:
         chosen = [run for run in runs if upload.record(run).previous is not None] if back else runs
         failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
-            raise hooks.HookFailed(
+            raise HookFailed(
                 f"restart failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "restart"
             )
 
@@ -406,7 +406,7 @@ class Pipeline:
                 def from_here() -> None:
                     try:
                         said = hooks.check_url_locally(v, run.host.address)
-                    except hooks.HookFailed as exc:
+                    except HookFailed as exc:
                         raise HostError(run.name, "verify", str(exc)) from None
                     if not quiet:
                         self.out.line(run.name, "verify", said)
@@ -426,7 +426,7 @@ class Pipeline:
         self.ctx.step = "verify"
         failures = s.fleet.each("verify", check, runs)
         if failures:
-            raise hooks.HookFailed(
+            raise HookFailed(
                 f"health check failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "verify"
             )
         self.hooks("after_verify", runs)
@@ -457,7 +457,7 @@ class Pipeline:
             restored = self.restore(list(switched))
             try:
                 self.restart(restored, back=True)
-            except hooks.HookFailed as exc:
+            except HookFailed as exc:
                 self.out.say(f"warning: restart after rollback failed: {exc}")
             if mark_bad:
                 reason = f"{utc_now()} {why}"
@@ -523,7 +523,7 @@ class Pipeline:
             self.hooks("before_finish", s.active)
             failures = s.fleet.each("finish", self.finish, s.active)
             if failures:
-                raise hooks.HookFailed(f"cleanup failed on {names(failures)}", "finish")
+                raise HookFailed(f"cleanup failed on {names(failures)}", "finish")
             self.hooks("after_finish", s.active)
         except (RunFailed, Cancelled):
             raise

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from deployer.config.settings import Hook, Host, VerifySettings
 from deployer.engine.fleet import HostRun
-from deployer.errors import DeployerError
+from deployer.errors import DeployerError, HookFailed
 
 if TYPE_CHECKING:  # the session module runs hooks' commands; hooks name it only
     from deployer.engine.session import Session
@@ -58,14 +58,6 @@ class HookContext:
             env["DEPLOY_HOST"] = host.name
             env["DEPLOY_ROLES"] = ",".join(host.roles)
         return env
-
-
-class HookFailed(DeployerError):
-    """A hook, restart or health check failed; with step, the message starts with it."""
-
-    def __init__(self, message: str, step: str = ""):
-        super().__init__(f"{step}: {message}" if step else message)
-        self.step = step
 
 
 def with_roles(roles: Sequence[str], runs: list[HostRun]) -> list[HostRun]:

@@ -13,14 +13,10 @@ from deployer.config.settings import Config, Stage
 from deployer.engine.fleet import HostRun
 from deployer.engine.records import Drift, LedgerEntry
 from deployer.engine.session import Session
-from deployer.errors import GATE_REFUSED, DeployerError, UsageError
+from deployer.errors import DeployerError, GateRefused, UsageError
 from deployer.remote import commands
 from deployer.report import ledger
 from deployer.report.output import Output
-
-
-class GateRefused(DeployerError):
-    exit_code = GATE_REFUSED
 
 
 def _read_ledgers(stage: Stage, out: Output, match: str | None = None, parallel: int = 10) -> list[HostRun]:

@@ -15,8 +15,8 @@ from deployer.config.settings import Host, Stage
 from deployer.engine import hooks, signals
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import RolledBack
-from deployer.engine.session import RunFailed, Session, names, no_interrupts, who
-from deployer.errors import DeployerError, HostError
+from deployer.engine.session import Session, names, no_interrupts, who
+from deployer.errors import DeployerError, HookFailed, HostError, RunFailed
 from deployer.plan import releases as planning
 from deployer.remote import commands, lock
 from deployer.report import notify
@@ -84,7 +84,7 @@ def rollback(
                 undone = _restore(session, ctx, undo=False, why=f"interrupted ({signals.describe(exc)})")
                 failed = session.interrupted(exc, undone=undone)
             raise failed from None
-        except hooks.HookFailed as exc:
+        except HookFailed as exc:
             session.abort()
             raise RunFailed(f"rollback stopped: {exc}", session.runs) from None
 
@@ -173,17 +173,17 @@ def _kept_live(session: Session, exc: BaseException) -> RunFailed:
 def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
     try:
         hooks.run_point(session, ctx, point, session.runs, lambda run: _record(run).target)
-    except hooks.HookFailed as exc:
-        raise hooks.HookFailed(str(exc), point) from None
+    except HookFailed as exc:
+        raise HookFailed(str(exc), point) from None
 
 
 def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[int]) -> None:
     m = session.stage.pipeline.migrate
     if not m.rollback_command:
-        raise hooks.HookFailed("--with-migrations needs [migrate] rollback_command")
+        raise HookFailed("--with-migrations needs [migrate] rollback_command")
     hosts = [r for r in session.runs if m.role in r.host.roles]
     if not hosts:
-        raise hooks.HookFailed(f"no host with role {m.role!r} to run down migrations on")
+        raise HookFailed(f"no host with role {m.role!r} to run down migrations on")
     run = hosts[0]
     for number in releases:
         env = {

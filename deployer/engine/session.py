@@ -27,7 +27,7 @@ from deployer.engine import signals
 from deployer.engine.backend import LEASE_LOST_TEXT, Printer, Remote
 from deployer.engine.fleet import Fleet, HostRun, message
 from deployer.engine.signals import no_interrupts
-from deployer.errors import DeployerError, HostError, LockHeld, command_line
+from deployer.errors import HostError, LockHeld, RunFailed, command_line
 from deployer.plan import setup as setup_plan
 from deployer.plan.paths import Paths
 from deployer.remote import commands
@@ -38,7 +38,7 @@ from deployer.report.output import Output, safe
 from deployer.ssh.known_hosts import check_known_hosts
 from deployer.ssh.types import Result, Stdin
 
-__all__ = ["RunFailed", "Session", "no_interrupts", "names", "steps", "utc_now", "who"]
+__all__ = ["Session", "no_interrupts", "names", "steps", "utc_now", "who"]
 
 
 FUTURE_BEAT = ", its heartbeat is in the future (host clock stepped back?)"
@@ -62,15 +62,6 @@ def who() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class RunFailed(DeployerError):
-    """A multi-host run failed; carries every host's row for the report."""
-
-    def __init__(self, message: str, runs: list[HostRun], exit_code: int = 1):
-        super().__init__(message)
-        self.runs = runs
-        self.exit_code = exit_code
 
 
 @dataclass
