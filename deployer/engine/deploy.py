@@ -119,7 +119,7 @@ class Pipeline:
                 self.notify("failed", error=str(exc))
                 raise
         for run in s.active:
-            upload.record(run).release = self.number
+            run.deploy_record.release = self.number
         skipped = [r.name for r in s.runs if r.result == "skipped"]
         if skipped:
             self.notify("failed", error=f"skipped hosts: {', '.join(skipped)}")
@@ -137,7 +137,7 @@ class Pipeline:
         s = self.session
         self.undo_skipped()
         for run in s.active:
-            upload.record(run).previous = host_state(run).live
+            run.deploy_record.previous = host_state(run).live
         self.each("check", lambda r: upload.check_host(r, self.artifact), tolerate=True)
         self.number = planning.next_release_number({r.name: host_state(r) for r in s.active})
         self.ctx.release = self.number
@@ -184,7 +184,7 @@ class Pipeline:
 
     def switched_runs(self) -> list[HostRun]:
         """Hosts switched to the new release, or maybe (their switch's answer never came)."""
-        return [r for r in self.session.runs if upload.record(r).switched or upload.record(r).in_doubt]
+        return [r for r in self.session.runs if r.deploy_record.switched or r.deploy_record.in_doubt]
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class Pipeline:
         run = hosts[0]
 
         def body(r: HostRun) -> None:
-            env = self.ctx.env(r.host, upload.record(r).previous)
+            env = self.ctx.env(r.host, r.deploy_record.previous)
             result = self.session.run(
                 r, "migrate", commands.migrate(self.session.paths, self.release, m.command, env, self.stage.app.run_as)
             )
@@ -288,7 +288,7 @@ class Pipeline:
         self.step("migrate", body, [run])
 
     def remote(self, run: HostRun, step: str, command: str) -> str:
-        env = self.ctx.env(run.host, upload.record(run).previous)
+        env = self.ctx.env(run.host, run.deploy_record.previous)
         result = self.session.in_release(run, step, self.number, command, env)
         self.out.line(run.name, step, "ok")
         return result.stdout
@@ -337,7 +337,7 @@ class Pipeline:
             script = commands.switch(s.paths, self.release, s.token)
             if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
-            record = upload.record(run)
+            record = run.deploy_record
             record.in_doubt = True  # a signal or a lost link may cut the answer off after the rename
             result = s.run(run, "switch", script, timeout=None if finish_too else 60)
             record.switched, record.in_doubt = True, False
@@ -349,7 +349,7 @@ class Pipeline:
         self.ctx.step = "switch"
         failures = s.fleet.each("switch", switch, runs)
         if failures:
-            doubt = [r for r in runs if upload.record(r).in_doubt]
+            doubt = [r for r in runs if r.deploy_record.in_doubt]
             self.roll_back_switched(switched + doubt, f"switch failed on {names(failures)}", mark_bad=False)
         self.hooks("after_switch", runs)
         self.restart(runs)
@@ -370,7 +370,7 @@ class Pipeline:
             return
 
         def one(run: HostRun) -> None:
-            previous = upload.record(run).previous
+            previous = run.deploy_record.previous
             if not back:
                 self.remote(run, "restart", command)
                 return
@@ -384,7 +384,7 @@ class Pipeline:
             self.session.in_release(run, "restart", previous, command, env)
             self.out.line(run.name, "restart", f"ok (release {previous})")
 
-        chosen = [run for run in runs if upload.record(run).previous is not None] if back else runs
+        chosen = [run for run in runs if run.deploy_record.previous is not None] if back else runs
         failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
         if failures:
             raise HookFailed(
@@ -479,7 +479,7 @@ class Pipeline:
         put_back: list[HostRun] = []
 
         def back(run: HostRun) -> None:
-            record = upload.record(run)
+            record = run.deploy_record
             if record.previous is None:
                 script = commands.unswitch(s.paths, self.release)
             else:
@@ -550,7 +550,7 @@ class Pipeline:
         with no_interrupts():
             s.fleet.cancel.clear()
             for run in s.active:
-                upload.record(run).release = self.number
+                run.deploy_record.release = self.number
                 if run.result == "pending":
                     run.result = "ok"
             s.unreleased += sorted(s.fleet.each("record", record, [r for r in s.active if r.locked]))
@@ -580,7 +580,7 @@ class Pipeline:
         return finish.script(self.session, run, self.release, self.artifact, self.pipeline, env_sha256)
 
     def finish(self, run: HostRun) -> None:
-        ride = upload.record(run).finished is not None
+        ride = run.deploy_record.finished is not None
         finish.finish(self.session, run, self.release, None if ride else self.finish_script(run))
 
     # -- interruption and notification ------------------------------------------------------------
@@ -592,7 +592,7 @@ class Pipeline:
             if self.live or self.switched_with_its_finish():
                 self.cut_short(exc)
             s.fleet.cancel.set()
-            switched = [r for r in s.runs if upload.record(r).switched or upload.record(r).in_doubt]
+            switched = [r for r in s.runs if r.deploy_record.switched or r.deploy_record.in_doubt]
             if switched and self.number is not None:
                 faults.pause_before("restore")  # tests: a second signal lands in this cleanup
                 self.restore(switched)
@@ -605,7 +605,7 @@ class Pipeline:
         """One host whose switch carried its finish, its answer cut off: there is nothing to check
         between the two, so if it switched (one read of the host tells) the deploy is done there."""
         s = self.session
-        doubt = [r for r in s.active if upload.record(r).in_doubt]
+        doubt = [r for r in s.active if r.deploy_record.in_doubt]
         if not (self.rode and doubt):
             return False
         run = doubt[0]
@@ -618,7 +618,7 @@ class Pipeline:
                 return False  # cannot tell: put back where it switched, as for any host in doubt
         switched = state_parser.parse(result.stdout, s.paths.deploy_to).current_name == str(self.number)
         if switched:
-            upload.record(run).switched, upload.record(run).in_doubt = True, False
+            run.deploy_record.switched, run.deploy_record.in_doubt = True, False
         return switched
 
     def cut_short(self, exc: BaseException) -> None:
@@ -638,7 +638,7 @@ class Pipeline:
         with no_interrupts():
             s.fleet.cancel.clear()
             for run in s.active:
-                upload.record(run).release = self.number
+                run.deploy_record.release = self.number
             s.unreleased += sorted(s.fleet.each("finish", record, cut))
             where = f"; cleanup cut short on {', '.join(sorted(short))}" if short else ""
             self.notify("succeeded", error=f"{how} during finish{where}")

@@ -7,7 +7,6 @@ from deployer.artifact.load import Artifact
 from deployer.config.settings import PipelineSettings
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.session import Session
-from deployer.engine.upload import record
 from deployer.errors import HostError
 from deployer.plan import releases as planning
 from deployer.remote import commands, lock
@@ -15,7 +14,7 @@ from deployer.remote import commands, lock
 
 def doomed(session: Session, run: HostRun, number: int | None) -> list[str]:
     """The releases the finish removes on this host."""
-    return planning.cleanup(host_state(run), session.stage.app.keep_releases, number, record(run).previous)
+    return planning.cleanup(host_state(run), session.stage.app.keep_releases, number, run.deploy_record.previous)
 
 
 def script(
@@ -48,7 +47,7 @@ def done_line(
     checks = [name for name, on in (("smoke", pipeline.smoke), ("verify", pipeline.verify.enabled)) if on]
     env = {"env_sha256": env_sha256} if env_sha256 is not None else {}
     return session.ledger(
-        run, "ok", release=number, previous=record(run).previous, checks=checks, cleaned=removed, **env
+        run, "ok", release=number, previous=run.deploy_record.previous, checks=checks, cleaned=removed, **env
     )
 
 
@@ -68,7 +67,7 @@ def cut_short(session: Session, run: HostRun, number: int, done: str, why: str, 
 
 def finish(session: Session, run: HostRun, number: int, finish_script: str | None) -> None:
     """Run the finish (unless it rode on the switch) and say what it removed."""
-    result = record(run).finished
+    result = run.deploy_record.finished
     if result is None:
         assert finish_script is not None
         result = session.run(run, "finish", finish_script)

@@ -53,6 +53,20 @@ class HostRun:
             return self.deployed.release
         return self.rolled_back.target if self.rolled_back is not None else None
 
+    @property
+    def deploy_record(self) -> Deployed:
+        """The deploy's record for this host (a deploy attaches one to every host it locks)."""
+        if self.deployed is None:
+            self.deployed = Deployed()
+        return self.deployed
+
+    @property
+    def rollback_record(self) -> RolledBack:
+        """The rollback's record for this host (a rollback attaches one to every host it locks)."""
+        if self.rolled_back is None:
+            self.rolled_back = RolledBack()
+        return self.rolled_back
+
     def fail(self, step: str, message: str) -> None:
         self.step, self.result, self.error = step, "failed", message
 

@@ -26,14 +26,8 @@ from deployer.ssh.types import Cancelled
 LIVE = "after_rollback"  # the step from which the rollback's target stays live
 
 
-def _record(run: HostRun) -> RolledBack:
-    if run.rolled_back is None:
-        run.rolled_back = RolledBack()
-    return run.rolled_back
-
-
 def _target(run: HostRun) -> int | str:
-    target = _record(run).target
+    target = run.rollback_record.target
     if target is None:
         raise HostError(run.name, "check", "no release to roll back to")
     return target
@@ -93,7 +87,7 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
     session.lock_all()
 
     def choose(run: HostRun) -> None:
-        record = _record(run)
+        record = run.rollback_record
         record.previous = host_state(run).live
         try:
             record.target = planning.rollback_target(host_state(run), to)
@@ -114,14 +108,14 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
             "--ignore-migrations",
             session.runs,
         )
-    first = _record(session.runs[0])
+    first = session.runs[0].rollback_record
     ctx.release, ctx.previous = first.target, first.previous
     _hooks(session, ctx, "before_rollback")
     if ran and migrations == "run":
         _down_migrations(session, ctx, ran)
 
     def switch(run: HostRun) -> None:
-        record, target = _record(run), _target(run)
+        record, target = run.rollback_record, _target(run)
         line = session.ledger(
             run,
             "ok",
@@ -156,7 +150,7 @@ def _kept_live(session: Session, exc: BaseException) -> RunFailed:
     released its lock in its switch), so the target stays live everywhere, as after a deploy's
     finish (putting some hosts back would leave a mixed fleet). Exit 128 + the signal."""
     how = f"interrupted ({signals.describe(exc)})"
-    target = _record(session.runs[0]).target
+    target = session.runs[0].rollback_record.target
     with no_interrupts():
         session.fleet.cancel.clear()
         for run in session.runs:
@@ -172,7 +166,7 @@ def _kept_live(session: Session, exc: BaseException) -> RunFailed:
 
 def _hooks(session: Session, ctx: hooks.HookContext, point: str) -> None:
     try:
-        hooks.run_point(session, ctx, point, session.runs, lambda run: _record(run).target)
+        hooks.run_point(session, ctx, point, session.runs, lambda run: run.rollback_record.target)
     except HookFailed as exc:
         raise HookFailed(str(exc), point) from None
 
@@ -203,11 +197,13 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
     command = r.command
     if not command:
         return
-    switched = [run for run in session.runs if _record(run).switched]
+    switched = [run for run in session.runs if run.rollback_record.switched]
 
     def restart(run: HostRun) -> None:
-        _record(run).restarting = True
-        session.in_release(run, "restart", _record(run).target, command, ctx.env(run.host, _record(run).previous))
+        run.rollback_record.restarting = True
+        session.in_release(
+            run, "restart", run.rollback_record.target, command, ctx.env(run.host, run.rollback_record.previous)
+        )
 
     failures = session.fleet.each("restart", restart, hooks.with_roles(r.roles, switched))
     for name, exc in failures.items():
@@ -218,12 +214,12 @@ def _restart_back(session: Session, ctx: hooks.HookContext, runs: list[HostRun])
     """The restart again, in the release each host was put back on, where the restart in the
     rollback's target went out (its processes may run the target's code)."""
     command = session.stage.pipeline.restart.command
-    chosen = [run for run in runs if _record(run).restarting]
+    chosen = [run for run in runs if run.rollback_record.restarting]
     if not (command and chosen):
         return
 
     def one(run: HostRun) -> None:
-        record = _record(run)
+        record = run.rollback_record
         back = cast(int | str, record.previous)  # a host put back had one
         env = {
             **ctx.env(run.host, record.target),
@@ -244,10 +240,10 @@ def _restore(session: Session, ctx: hooks.HookContext, undo: bool = True, why: s
     lock for the abort. Their switch released their lock, so the restore is not fenced (it releases
     the lock if this run still holds it); it is recorded in its ledger (`why`: the interruption,
     recorded as such). Returns what it did, for the last line."""
-    switched = [r for r in session.runs if _record(r).switched or _record(r).in_doubt]
+    switched = [r for r in session.runs if r.rollback_record.switched or r.rollback_record.in_doubt]
 
     def back(run: HostRun) -> None:
-        record = _record(run)
+        record = run.rollback_record
         if record.previous is None:
             raise HostError(run.name, "restore", "no release was live here before the rollback")
         line = session.ledger(
@@ -295,7 +291,7 @@ def _restore(session: Session, ctx: hooks.HookContext, undo: bool = True, why: s
 def _notify(session: Session, event: str, error: str = "") -> None:
     stage, settings = session.stage, session.stage.pipeline.notify
     if settings.webhooks or settings.command:
-        first = _record(session.runs[0])
+        first = session.runs[0].rollback_record
         notify.send(
             settings,
             event,

@@ -14,7 +14,6 @@ from deployer.config.settings import Stage
 from deployer.engine import base_manifest
 from deployer.engine.delta import Delta, Deltas
 from deployer.engine.fleet import HostRun, host_state
-from deployer.engine.records import Deployed
 from deployer.engine.session import Session, utc_now, who
 from deployer.errors import HostError
 from deployer.plan import releases as planning
@@ -25,13 +24,6 @@ from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
 
 SHA_MISMATCH = "artifact sha256 mismatch on host"  # what prepare_fetch.sh says of a wrong artifact
-
-
-def record(run: HostRun) -> Deployed:
-    """The deploy's record for this host (made when the host was locked)."""
-    if run.deployed is None:
-        run.deployed = Deployed()
-    return run.deployed
 
 
 def check_host(run: HostRun, artifact: Artifact) -> None:
@@ -60,7 +52,7 @@ def release_json(session: Session, artifact: Artifact, number: int, run: HostRun
             "manifest_sha256": artifact.meta.get("manifest_sha256", ""),
             "deployed_by": who(),
             "deployed_at": utc_now(),
-            "previous": record(run).previous,
+            "previous": run.deploy_record.previous,
             "deploy_id": session.token,
         },
         sort_keys=True,
