@@ -215,12 +215,79 @@ def test_a_rollback_whose_switch_fails_on_a_gone_host_puts_the_others_back(tmp_p
         failed = fleet.failed(fleet.rollback)
     assert "rollback switch failed on host-3; host-3 could not be put back" in str(failed), failed
     assert "every other host is on the release it had" in str(failed)
+    said = fleet.printed.getvalue().splitlines()
+    assert {r.name: r.result for r in failed.runs} == {"host-1": "restored", "host-2": "restored", "host-3": "failed"}
+    for name in ("host-1", "host-2"):  # the same put-back as a deploy's, said the same way
+        assert any(name in line and "current -> 2 again" in line for line in said), said
     for h in fleet.hosts:
         assert current(h) == "releases/2" and releases(h) == ["1", "2"], h.name
     for h in fleet.hosts[:2]:
         assert not locked(h), h.name
         assert [(e["action"], e["result"]) for e in ledger(h)][-2:] == [("rollback", "ok"), ("rollback", "failed")]
     assert locked(fleet[2])  # unreachable: its lock waits for lock_ttl or `unlock`
+
+
+# --- the put-back's restart: deploy and rollback alike -------------------------------------------
+
+RESTARTS = f"{DEPLOY_TO}/restarts"  # on each host: "<release> <previous>" for every restart there
+RESTART = f"[restart]\ncommand = 'echo \"$DEPLOY_RELEASE $DEPLOY_PREVIOUS_RELEASE\" >> {RESTARTS}'\n"
+
+
+def restarts(h: LocalHost) -> list[str]:
+    path = h.deploy_dir / "restarts"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_signal_during_a_deploys_verify_puts_back_and_restarts_in_the_release_put_back(tmp_path, artifacts, sigint):
+    """Ctrl-C as host-2's health check starts: the restart in release 2 went out everywhere, so
+    every host goes back to release 1 and is restarted there (DEPLOY_PREVIOUS_RELEASE: the release
+    it left), as a rollback's put-back does; exit 130, locks released."""
+    fleet = Fleet(tmp_path, 3, RESTART + f"[verify]\ncommand = 'echo {VERIFY}'\n")
+    with serving(fleet.hosts):
+        fleet.deploy(artifacts[0])
+        fleet[1].faults.append(Fault(VERIFY, SIGNAL, after=False))
+        failed = fleet.failed(fleet.deploy, artifacts[1])
+    said = (str(failed), fleet.printed.getvalue())
+    assert failed.exit_code == 130 and "interrupted (Ctrl-C) during host-1 (verify)" in str(failed), said
+    for i, h in enumerate(fleet.hosts, 1):
+        assert current(h) == "releases/1" and not locked(h) and leftovers(h) == [], (h.name, said)
+        assert restarts(h) == ["1 ", "2 1", "1 2"], (h.name, said)
+        assert any(f"host-{i} " in line and "ok (release 1, put back)" in line for line in said[1].splitlines()), said
+
+
+def test_a_signal_during_a_rollbacks_restart_restarts_the_release_put_back(tmp_path, artifacts, sigint):
+    """Rolling 2 back to 1, Ctrl-C as host-2's restart in release 1 goes out: every host's restart
+    went out, so every host is put back on release 2 and restarted there, its ledger saying so."""
+    fleet = Fleet(tmp_path, 3, RESTART)
+    with serving(fleet.hosts):
+        fleet.deploy(artifacts[0])
+        fleet.deploy(artifacts[1])
+        fleet[1].faults.append(Fault(RESTARTS, SIGNAL, after=False))
+        failed = fleet.failed(fleet.rollback)
+    said = (str(failed), fleet.printed.getvalue())
+    assert failed.exit_code == 130 and "switched hosts put back" in str(failed), said
+    for h in fleet.hosts:
+        assert current(h) == "releases/2" and not locked(h), (h.name, said)
+        assert restarts(h)[-1] == "2 1", (h.name, restarts(h), said)
+        assert [(e["action"], e["result"]) for e in ledger(h)][-2:] == [("rollback", "ok"), ("rollback", "interrupted")]
+
+
+def test_a_rollbacks_notification_carries_the_fields_a_deploys_does(tmp_path, artifacts):
+    notes = tmp_path / "notes"
+    fleet = Fleet(tmp_path, 2, f"[notify]\ncommand = 'cat >> {notes}; echo >> {notes}'\n")
+    with serving(fleet.hosts):
+        fleet.deploy(artifacts[0])
+        fleet.deploy(artifacts[1])
+        fleet.rollback()
+    sent = [json.loads(line) for line in notes.read_text().splitlines() if line.strip()]
+    deployed, rolled = sent[-2], sent[-1]
+    assert (deployed["action"], deployed["event"], rolled["action"], rolled["event"]) == (
+        "deploy",
+        "succeeded",
+        "rollback",
+        "rolled back",
+    ), sent
+    assert sorted(rolled) == sorted(deployed) and rolled["failed_hosts"] == [] and rolled["release"] == 1, rolled
 
 
 # --- before the switch: a host gone ----------------------------------------------------------------

@@ -19,12 +19,12 @@ from typing import TypeVar
 from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import faults, finish, hooks, signals, upload
+from deployer.engine import faults, finish, hooks, signals, switchback, upload
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
 from deployer.engine.records import Deployed
-from deployer.engine.session import Session, names, no_interrupts, utc_now, who
+from deployer.engine.session import Session, names, no_interrupts, utc_now
 from deployer.errors import FAILED, PARTIAL, DeployerError, HookFailed, HostError, RunFailed
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
@@ -32,11 +32,16 @@ from deployer.plan.options import Options
 from deployer.remote import commands
 from deployer.remote import lock as remote_lock
 from deployer.remote import state as state_parser
-from deployer.report import notify
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
 Body = Callable[[HostRun], object]
+
+
+def deploying(run: HostRun) -> Deployed:
+    return run.deploy_record
+
+
 T = TypeVar("T")
 
 
@@ -184,7 +189,7 @@ class Pipeline:
 
     def switched_runs(self) -> list[HostRun]:
         """Hosts switched to the new release, or maybe (their switch's answer never came)."""
-        return [r for r in self.session.runs if r.deploy_record.switched or r.deploy_record.in_doubt]
+        return switchback.switched(self.session.runs, deploying)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -338,9 +343,7 @@ class Pipeline:
             if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
                 script = commands.switch_then_finish(script, self.finish_script(run))
             record = run.deploy_record
-            record.in_doubt = True  # a signal or a lost link may cut the answer off after the rename
-            result = s.run(run, "switch", script, timeout=None if finish_too else 60)
-            record.switched, record.in_doubt = True, False
+            result = switchback.switch(s, run, record, script, timeout=None if finish_too else 60)
             switched.append(run)
             self.out.line(run.name, "switch", f"current -> releases/{self.number}")
             if finish_too:
@@ -361,31 +364,15 @@ class Pipeline:
                 time.sleep(min(self.pipeline.verify.interval, max(deadline - time.monotonic(), 0)))
                 self.verify(runs, quiet=True)
 
-    def restart(self, runs: list[HostRun], back: bool = False) -> None:
-        """The restart command in the new release; with back, in the release each host was put
-        back on (its code and its env), on hosts that had one."""
+    def restart(self, runs: list[HostRun]) -> None:
+        """The restart command in the new release."""
         r = self.pipeline.restart
         command = r.command
         if not command:
             return
-
-        def one(run: HostRun) -> None:
-            previous = run.deploy_record.previous
-            if not back:
-                self.remote(run, "restart", command)
-                return
-            if previous is None:
-                return
-            env = {
-                **self.ctx.env(run.host, previous),
-                "DEPLOY_RELEASE": str(previous),
-                "DEPLOY_RELEASE_PATH": self.session.paths.release(previous),
-            }
-            self.session.in_release(run, "restart", previous, command, env)
-            self.out.line(run.name, "restart", f"ok (release {previous})")
-
-        chosen = [run for run in runs if run.deploy_record.previous is not None] if back else runs
-        failures = self.session.fleet.each("restart", one, hooks.with_roles(r.roles, chosen))
+        failures = self.session.fleet.each(
+            "restart", lambda run: self.remote(run, "restart", command), hooks.with_roles(r.roles, runs)
+        )
         if failures:
             raise HookFailed(
                 f"restart failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "restart"
@@ -454,11 +441,7 @@ class Pipeline:
         s = self.session
         self.out.say(f"ROLLING BACK: {why}")
         with no_interrupts():
-            restored = self.restore(list(switched))
-            try:
-                self.restart(restored, back=True)
-            except HookFailed as exc:
-                self.out.say(f"warning: restart after rollback failed: {exc}")
+            self.restore(list(switched))
             if mark_bad:
                 reason = f"{utc_now()} {why}"
                 with_state = [r for r in s.active if r.locked]
@@ -471,38 +454,14 @@ class Pipeline:
             else:
                 s.abort(self.number, error=why)
 
-    def restore(self, runs: list[HostRun]) -> list[HostRun]:
+    def restore(self, runs: list[HostRun]) -> None:
         """Put hosts that switched to the new release (or may have: in doubt) back on the release
-        they had before. Only where current points at the new release: an in-doubt host whose
-        switch never happened is left as it is. Returns the hosts put back."""
-        s = self.session
-        put_back: list[HostRun] = []
-
-        def back(run: HostRun) -> None:
-            record = run.deploy_record
-            if record.previous is None:
-                script = commands.unswitch(s.paths, self.release)
-            else:
-                script = commands.switch(
-                    s.paths, record.previous, s.token, only_from=s.paths.release_target(self.release)
-                )
-            result = s.run(run, "restore", script, timeout=60)
-            doubted, record.switched, record.in_doubt = record.in_doubt, False, False
-            if commands.unchanged(result.stdout):
-                if not doubted:
-                    self.out.line(run.name, "restore", "current had been changed by someone else: left as it is")
-                return
-            run.result = "restored"
-            put_back.append(run)
-            self.out.line(run.name, "restore", f"current -> {record.previous or 'none'} again")
-
-        with no_interrupts():
-            s.fleet.cancel.clear()
-            failures = s.fleet.each("restore", back, runs)
-        for name, exc in failures.items():
-            self.out.line(name, "restore", f"FAILED to restore: {exc}")
-        self.stranded += sorted(failures)
-        return put_back
+        they had, and restart them there: any of them (an after_switch hook, not only the restart,
+        may have reached its processes). Hosts that cannot be reached are kept in `stranded`."""
+        outcome = switchback.put_back(
+            self.session, self.ctx, runs, record=deploying, left=lambda run: self.release, restart=lambda run: True
+        )
+        self.stranded += outcome.stranded
 
     def put_back_said(self, everyone: str) -> str:
         """What the put-back did, for the run's last line: `everyone` unless a host could not be
@@ -592,7 +551,7 @@ class Pipeline:
             if self.live or self.switched_with_its_finish():
                 self.cut_short(exc)
             s.fleet.cancel.set()
-            switched = [r for r in s.runs if r.deploy_record.switched or r.deploy_record.in_doubt]
+            switched = self.switched_runs()
             if switched and self.number is not None:
                 faults.pause_before("restore")  # tests: a second signal lands in this cleanup
                 self.restore(switched)
@@ -650,24 +609,9 @@ class Pipeline:
         ) from None
 
     def notify(self, event: str, error: str = "") -> None:
-        settings = self.pipeline.notify
-        if not (settings.webhooks or settings.command):
-            return
-        data = {
-            "action": "deploy",
-            "app": self.stage.app.name,
-            "stage": self.stage.name,
-            "version": self.artifact.version,
-            "git_sha": self.artifact.git_sha,
-            "release": self.number,
-            "hosts": [r.name for r in self.session.runs],
-            "by": who(),
-            "error": error,
-            "failed_hosts": [r.name for r in self.session.runs if r.result in ("failed", "skipped")],
-        }
-        self.session.locally(
-            f"--- notify · {event} → {len(settings.webhooks)} webhook(s){' + command' if settings.command else ''}",
-            lambda: notify.send(settings, event, data),
+        art = self.artifact
+        switchback.notify(
+            self.session, event, release=self.number, error=error, version=art.version, git_sha=art.git_sha
         )
 
 

@@ -85,17 +85,19 @@ class Fleet:
         self.cancel = threading.Event()
 
     def each(
-        self, step: str, fn: Callable[[HostRun], object], runs: list[HostRun] | None = None
+        self, step: str, fn: Callable[[HostRun], object], runs: list[HostRun] | None = None, undo: bool = False
     ) -> dict[str, BaseException]:
-        """Run fn on every run (bounded concurrency). Returns the failures by host name; records them too."""
+        """Run fn on every run (bounded concurrency). Returns the failures by host name; records them too.
+        `undo`: the step undoes (as the HOUSEKEEPING steps): it never hides the step a host got to."""
         runs = self.runs if runs is None else runs
+        housekeeping = undo or step in HOUSEKEEPING
         failures: dict[str, BaseException] = {}
         if not runs:
             return failures
 
         def timed(run: HostRun) -> object:
             started = time.monotonic()
-            if step not in HOUSEKEEPING and run.result != "failed":
+            if not housekeeping and run.result != "failed":
                 run.step = step
             try:
                 return fn(run)
@@ -116,7 +118,7 @@ class Fleet:
             exc = future.exception()
             if exc is not None:
                 failures[run.name] = exc
-                if step in HOUSEKEEPING and run.result == "failed":
+                if housekeeping and run.result == "failed":
                     run.error += f"; {step} failed: {message(exc)}"
                 else:
                     run.fail(step, message(exc))

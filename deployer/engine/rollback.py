@@ -8,22 +8,24 @@ each such release's code, newest first, on the migrate host) or --ignore-migrati
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks, signals
+from deployer.engine import hooks, signals, switchback
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import RolledBack
-from deployer.engine.session import Session, names, no_interrupts, who
+from deployer.engine.session import Session, names, no_interrupts
 from deployer.errors import DeployerError, HookFailed, HostError, RunFailed
 from deployer.plan import releases as planning
-from deployer.remote import commands, lock
-from deployer.report import notify
+from deployer.remote import commands
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
 LIVE = "after_rollback"  # the step from which the rollback's target stays live
+
+
+def rolling_back(run: HostRun) -> RolledBack:
+    return run.rollback_record
 
 
 def _target(run: HostRun) -> int | str:
@@ -128,9 +130,8 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
         script = commands.switch(
             session.paths, target, session.token, mark_rolled_back=record.previous, release_lock=True, ledger=line
         )
-        record.in_doubt = True  # until the answer: a signal or a lost link may cut it off after the rename
-        session.run(run, "switch", script, timeout=60)
-        record.switched, record.in_doubt, run.locked, run.result = True, False, False, "ok"
+        switchback.switch(session, run, record, script)
+        run.locked, run.result = False, "ok"
         session.out.line(run.name, "switch", f"current -> releases/{target} (was {record.previous})")
 
     failures = session.fleet.each("switch", switch)
@@ -210,43 +211,16 @@ def _restart(session: Session, ctx: hooks.HookContext) -> None:
         session.out.line(name, "restart", f"FAILED after rollback: {exc}")
 
 
-def _restart_back(session: Session, ctx: hooks.HookContext, runs: list[HostRun]) -> None:
-    """The restart again, in the release each host was put back on, where the restart in the
-    rollback's target went out (its processes may run the target's code)."""
-    command = session.stage.pipeline.restart.command
-    chosen = [run for run in runs if run.rollback_record.restarting]
-    if not (command and chosen):
-        return
-
-    def one(run: HostRun) -> None:
-        record = run.rollback_record
-        back = cast(int | str, record.previous)  # a host put back had one
-        env = {
-            **ctx.env(run.host, record.target),
-            "DEPLOY_RELEASE": str(back),
-            "DEPLOY_RELEASE_PATH": session.paths.release(back),
-        }
-        session.in_release(run, "restart", back, command, env)
-        session.out.line(run.name, "restart", f"ok (release {back}, put back)")
-
-    for name, exc in session.fleet.each("restart", one, chosen).items():
-        session.out.line(name, "restart", f"FAILED after the put-back: {exc}")
-
-
 def _restore(session: Session, ctx: hooks.HookContext, undo: bool = True, why: str = "") -> str:
     """Put hosts a failed rollback already switched (or may have: in doubt) back where they were,
-    restart those whose restart in the target had gone out (then abort, with undo). Only where
-    current points at the rollback's target: an in-doubt host whose switch never happened keeps its
-    lock for the abort. Their switch released their lock, so the restore is not fenced (it releases
-    the lock if this run still holds it); it is recorded in its ledger (`why`: the interruption,
-    recorded as such). Returns what it did, for the last line."""
-    switched = [r for r in session.runs if r.rollback_record.switched or r.rollback_record.in_doubt]
+    restart those whose restart in the target had gone out (nothing else runs between the switch
+    and the restart), then abort (with undo). Their switch released their lock, so the put-back
+    is not fenced and is recorded in its ledger (`why`: the interruption, recorded as such).
+    Returns what it did, for the last line."""
 
-    def back(run: HostRun) -> None:
+    def line(run: HostRun) -> str:
         record = run.rollback_record
-        if record.previous is None:
-            raise HostError(run.name, "restore", "no release was live here before the rollback")
-        line = session.ledger(
+        return session.ledger(
             run,
             "interrupted" if why else "failed",
             release=record.previous,
@@ -255,54 +229,25 @@ def _restore(session: Session, ctx: hooks.HookContext, undo: bool = True, why: s
             if why
             else f"put back on release {record.previous}: the rollback failed",
         )
-        to = session.paths.release_target(cast(int, record.target))  # a foreign name makes its path the same way
-        script = commands.switch(
-            session.paths, record.previous, session.token, ledger=line, only_from=to, release_lock=True
-        )
-        # unleased: the switch may have released the lock already
-        result = session.run(run, "restore", lock.unleased(script), timeout=60, leased=False)
-        doubted, record.switched, record.in_doubt = record.in_doubt, False, False
-        if commands.unchanged(result.stdout):  # never switched here: the lock, if held, is for the abort
-            if not doubted:
-                session.out.line(run.name, "restore", "current had been changed by someone else: left as it is")
-            return
-        run.locked = False
-        put_back.append(run)
 
-    put_back: list[HostRun] = []
-    failures: dict[str, BaseException] = {}
-    if switched:
-        with no_interrupts():
-            session.fleet.cancel.clear()
-            failures = session.fleet.each("restore", back, switched)
-            for name, exc in failures.items():
-                session.out.line(name, "restore", f"FAILED to restore: {exc}")
-            _restart_back(session, ctx, put_back)
+    outcome = switchback.put_back(
+        session,
+        ctx,
+        switchback.switched(session.runs, rolling_back),
+        record=rolling_back,
+        left=_target,
+        restart=lambda run: run.rollback_record.restarting,
+        ledger=line,
+    )
     if undo:
         session.abort()
-    if failures:
+    if outcome.stranded:
         return (
-            f"{names(failures)} could not be put back and may still be on the rollback's target; "
+            f"{', '.join(outcome.stranded)} could not be put back and may still be on the rollback's target; "
             "every other host is on the release it had"
         )
-    return "switched hosts put back" if put_back else "hosts left as they were"
+    return "switched hosts put back" if outcome.done else "hosts left as they were"
 
 
 def _notify(session: Session, event: str, error: str = "") -> None:
-    stage, settings = session.stage, session.stage.pipeline.notify
-    if settings.webhooks or settings.command:
-        first = session.runs[0].rollback_record
-        notify.send(
-            settings,
-            event,
-            {
-                "action": "rollback",
-                "app": stage.app.name,
-                "stage": stage.name,
-                "release": first.target,
-                "hosts": [r.name for r in session.runs],
-                "by": who(),
-                "error": error,
-                "version": "",
-            },
-        )
+    switchback.notify(session, event, release=session.runs[0].rollback_record.target, error=error)
