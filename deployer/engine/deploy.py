@@ -19,7 +19,7 @@ from typing import TypeVar
 from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import faults, finish, hooks, signals, switchback, upload
+from deployer.engine import faults, finish, hooks, lease, signals, switchback, upload
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
@@ -112,7 +112,7 @@ class Pipeline:
         self.notify("started")
         with s:
             try:
-                s.lock_all(self.artifact.sha256, self.options.max_fail)
+                lease.lock_all(s, self.artifact.sha256, self.options.max_fail)
                 with self.until_live():
                     self.ready()
                     self.switch_in_batches()
@@ -214,7 +214,7 @@ class Pipeline:
 
     def fail_before_switch(self, why: str, exit_code: int = FAILED) -> None:
         self.session.abort(self.number)
-        self.session.raise_if_lease_lost()
+        lease.raise_if_lost(self.session)
         raise RunFailed(
             f"deploy aborted before any switch: {why}; no host switched, partial releases removed, "
             + self.session.locks_said(),
@@ -426,7 +426,7 @@ class Pipeline:
         s = self.session
         self.put_back(switched, why, mark_bad)
         self.notify("rolled back", error=why)
-        s.raise_if_lease_lost()
+        lease.raise_if_lost(s)
         raise RunFailed(
             f"deploy of release {self.number} rolled back: {why}; "
             + self.put_back_said("every switched host is back on its previous release")

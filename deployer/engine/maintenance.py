@@ -6,7 +6,7 @@ import io
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks, signals
+from deployer.engine import hooks, lease, signals
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import Maintained
 from deployer.engine.session import Session, no_interrupts
@@ -23,7 +23,7 @@ def inspect(
     """Every host's state, read-only: one remote command per host (with sudo, `check`'s probe of
     the sudo rule too)."""
     with Session(stage, hosts, out, parallel, action="status") as session:
-        session.fleet.each("inspect", lambda r: session.inspect(r, lock=False, sudo=sudo))
+        session.fleet.each("inspect", lambda r: lease.inspect(session, r, lock=False, sudo=sudo))
         for run in session.runs:
             if run.state is not None and run.result == "pending":
                 run.result = "ok"
@@ -74,7 +74,7 @@ def cleanup(
             out.line(run.name, "cleanup", f"removed {', '.join(doomed)}" if doomed else "nothing to remove")
 
         try:
-            session.lock_all()
+            lease.lock_all(session)
             session.must("cleanup", clean, undo=True)
             return session.runs
         except KeyboardInterrupt as exc:
@@ -143,7 +143,7 @@ def push_config(
             restarted.append(run.name)
 
         try:
-            session.lock_all()
+            lease.lock_all(session)
             session.must("config", write, failed="config push failed", undo=True)
             restart = stage.pipeline.restart
             command = restart.command

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import hooks, signals, switchback
+from deployer.engine import hooks, lease, signals, switchback
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.records import RolledBack
 from deployer.engine.session import Session, names, no_interrupts
@@ -86,7 +86,7 @@ def rollback(
 
 
 def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, migrations: str) -> list[HostRun]:
-    session.lock_all()
+    lease.lock_all(session)
 
     def choose(run: HostRun) -> None:
         record = run.rollback_record
@@ -137,7 +137,7 @@ def _roll_back(session: Session, ctx: hooks.HookContext, to: int | str | None, m
     failures = session.fleet.each("switch", switch)
     if failures:
         undone = _restore(session, ctx)
-        session.raise_if_lease_lost()
+        lease.raise_if_lost(session)
         raise RunFailed(f"rollback switch failed on {names(failures)}; {undone}", session.runs)
     _restart(session, ctx)
     ctx.step = LIVE  # every host switched and restarted: from here a signal keeps the target live
