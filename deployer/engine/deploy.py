@@ -19,7 +19,7 @@ from typing import TypeVar
 from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import faults, finish, hooks, lease, signals, switchback, upload
+from deployer.engine import checks, faults, finish, hooks, lease, signals, switchback, upload
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
@@ -30,8 +30,6 @@ from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
 from deployer.remote import commands
-from deployer.remote import lock as remote_lock
-from deployer.remote import state as state_parser
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
@@ -82,7 +80,7 @@ class Pipeline:
             run.deployed = Deployed()
         self.number: int | None = None
         self.live = False  # switched and checked on every host (only the finish is left)
-        self.rode = False  # the finish rode on the switch (one host, nothing between them)
+        self.finishing = finish.Finish(self)
         self.stranded: list[str] = []  # hosts a put-back could not reach: maybe on the new release
         app = stage.app
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
@@ -105,6 +103,10 @@ class Pipeline:
             raise RuntimeError("no release number before the check step")
         return self.number
 
+    def env_sha256(self, run: HostRun) -> str | None:
+        """The digest of the env file written on this host (None: no env file)."""
+        return self.envs[run.name].digest if self.envs else None
+
     # -- the flow -------------------------------------------------------------------------------
 
     def run(self) -> list[HostRun]:
@@ -117,7 +119,7 @@ class Pipeline:
                     self.ready()
                     self.switch_in_batches()
                 self.live = True  # switched and checked on every host: a signal no longer puts back
-                self.finish_all()
+                self.finishing.everywhere()
             except (KeyboardInterrupt, Cancelled) as exc:
                 self.interrupted(exc)
             except RunFailed as exc:
@@ -151,7 +153,7 @@ class Pipeline:
         )
         self.url = self.presign()  # one URL for every host of this run
         try:
-            self.step("prepare", self.prepare, tolerate=True)
+            self.step("prepare", lambda run: upload.prepare_for(self, run), tolerate=True)
         finally:
             self.deltas.close()  # needed during prepare only
         self.published()
@@ -255,24 +257,6 @@ class Pipeline:
         if run.conn is not None and not run.conn.ping():
             raise HostError(run.name, "switch", "host stopped answering after prepare (connection lost)")
 
-    def prepare(self, run: HostRun) -> None:
-        try:
-            upload.prepare(
-                self.session,
-                run,
-                self.artifact,
-                self.release,
-                self.envs[run.name] if self.envs else None,
-                (self.pull.endpoint, self.url, self.pull.stall) if self.pull else None,
-                None if self.options.full else self.deltas,
-            )
-        except HostError as exc:
-            # a pulled artifact with the wrong sha256: the store's copy may be what is wrong
-            wrong = self.pull.store_copy_problem() if self.pull and upload.SHA_MISMATCH in exc.message else None
-            if wrong:
-                raise HostError(run.name, "prepare", wrong) from None
-            raise
-
     def migrate(self) -> None:
         m = self.pipeline.migrate
         if not m.command:
@@ -336,12 +320,12 @@ class Pipeline:
         s = self.session
         self.hooks("before_switch", runs)
 
-        finish_too = self.rode = self.finish_rides_switch(batch)
+        finish_too = self.finishing.rides(batch)
 
         def switch(run: HostRun) -> None:
             script = commands.switch(s.paths, self.release, s.token)
             if finish_too:  # a cleanup may take longer than a switch: the usual command_timeout
-                script = commands.switch_then_finish(script, self.finish_script(run))
+                script = commands.switch_then_finish(script, self.finishing.script_for(run))
             record = run.deploy_record
             result = switchback.switch(s, run, record, script, timeout=None if finish_too else 60)
             switched.append(run)
@@ -355,68 +339,9 @@ class Pipeline:
             doubt = [r for r in runs if r.deploy_record.in_doubt]
             self.roll_back_switched(switched + doubt, f"switch failed on {names(failures)}", mark_bad=False)
         self.hooks("after_switch", runs)
-        self.restart(runs)
-        self.verify(runs)
-        if batch.bake:
-            deadline = time.monotonic() + batch.bake
-            self.out.say(f"baking canary for {batch.bake:g}s, re-checking health")
-            while time.monotonic() < deadline:
-                time.sleep(min(self.pipeline.verify.interval, max(deadline - time.monotonic(), 0)))
-                self.verify(runs, quiet=True)
-
-    def restart(self, runs: list[HostRun]) -> None:
-        """The restart command in the new release."""
-        r = self.pipeline.restart
-        command = r.command
-        if not command:
-            return
-        failures = self.session.fleet.each(
-            "restart", lambda run: self.remote(run, "restart", command), hooks.with_roles(r.roles, runs)
-        )
-        if failures:
-            raise HookFailed(
-                f"restart failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "restart"
-            )
-
-    def verify(self, runs: list[HostRun], quiet: bool = False) -> None:
-        v = self.pipeline.verify
-        if not v.enabled:
-            return
-        self.hooks("before_verify", runs)
-        s = self.session
-
-        def check(run: HostRun) -> None:
-            if v.command:
-                self.remote(run, "verify", v.command)
-            if v.url and v.run_from == "local":
-
-                def from_here() -> None:
-                    try:
-                        said = hooks.check_url_locally(v, run.host.address)
-                    except HookFailed as exc:
-                        raise HostError(run.name, "verify", str(exc)) from None
-                    if not quiet:
-                        self.out.line(run.name, "verify", said)
-
-                s.locally(f"--- local · verify {v.url.replace('{host}', run.host.address)}", from_here)
-            elif v.url:
-                result = s.run(
-                    run,
-                    "verify",
-                    commands.verify_http(
-                        v.url, status=v.status, body=v.body, timeout=v.timeout, retries=v.retries, interval=v.interval
-                    ),
-                )
-                if not quiet:
-                    self.out.line(run.name, "verify", result.stdout.strip() or "ok")
-
-        self.ctx.step = "verify"
-        failures = s.fleet.each("verify", check, runs)
-        if failures:
-            raise HookFailed(
-                f"health check failed on {names(failures)}: " + "; ".join(str(e) for e in failures.values()), "verify"
-            )
-        self.hooks("after_verify", runs)
+        checks.restart(self, runs)
+        checks.verify(self, runs)
+        checks.bake(self, batch, runs)
 
     def roll_back_switched(
         self, switched: list[HostRun], why: str, mark_bad: bool = True, exit_code: int = FAILED
@@ -473,83 +398,14 @@ class Pipeline:
             "every other host is on its previous release"
         )
 
-    def finish_all(self) -> None:
-        """Cleanup and unlock; the release is live, so a failure here (a hook's, a Python hook's own
-        error with its exit code, or anything unforeseen, before its traceback) is reported, never
-        rolled back."""
-        s = self.session
-        try:
-            self.hooks("before_finish", s.active)
-            failures = s.fleet.each("finish", self.finish, s.active)
-            if failures:
-                raise HookFailed(f"cleanup failed on {names(failures)}", "finish")
-            self.hooks("after_finish", s.active)
-        except (RunFailed, Cancelled):
-            raise
-        except DeployerError as exc:
-            self.finished_apart(str(exc))
-            raise RunFailed(
-                f"release {self.number} is live everywhere, but {exc}; {s.locks_said()}", s.runs, exc.exit_code
-            ) from None
-        except Exception as exc:
-            self.finished_apart(f"unexpected error: {type(exc).__name__}")
-            raise
-
-    def finished_apart(self, why: str) -> None:
-        """The finish failed (a hook, a lost link) with the release live on every host, as a failed
-        cleanup does: each host whose finish did not complete records the deploy `ok` and a failed
-        `cleanup` line, and releases its lock; every host's record names the release."""
-        s = self.session
-
-        def record(run: HostRun) -> None:
-            if finish.cut_short(s, run, self.release, self.done_line(run), why, result="failed"):
-                if run.result != "failed":
-                    run.result, run.error = "ok", f"{why}: cleanup cut short"
-
-        with no_interrupts():
-            s.fleet.cancel.clear()
-            for run in s.active:
-                run.deploy_record.release = self.number
-                if run.result == "pending":
-                    run.result = "ok"
-            s.unreleased += sorted(s.fleet.each("record", record, [r for r in s.active if r.locked]))
-
-    def done_line(self, run: HostRun) -> str:
-        """The deploy's ledger line on a host whose finish did not complete (nothing removed)."""
-        env_sha256 = self.envs[run.name].digest if self.envs else None
-        return finish.done_line(self.session, run, self.release, self.pipeline, env_sha256, [])
-
-    def finish_rides_switch(self, batch: Batch) -> bool:
-        """One host (so one batch) and nothing to run between its switch and its finish (no hook,
-        restart, health check or bake): the finish goes in the switch's command, one round trip
-        less. With more hosts the lock is kept until every one switched (a late failure puts the
-        others back)."""
-        p = self.pipeline
-        return (
-            len(self.session.active) == 1
-            and not batch.bake
-            and self.session.backend.joins_steps
-            and not p.restart.command
-            and not p.verify.enabled
-            and not any(p.hooks_at(point) for point in ("after_switch", "before_finish"))
-        )
-
-    def finish_script(self, run: HostRun) -> str:
-        env_sha256 = self.envs[run.name].digest if self.envs else None
-        return finish.script(self.session, run, self.release, self.artifact, self.pipeline, env_sha256)
-
-    def finish(self, run: HostRun) -> None:
-        ride = run.deploy_record.finished is not None
-        finish.finish(self.session, run, self.release, None if ride else self.finish_script(run))
-
     # -- interruption and notification ------------------------------------------------------------
 
     def interrupted(self, exc: BaseException) -> None:
         """Ctrl-C, SIGTERM or SIGHUP: put switched hosts back, undo, exit 128 + the signal."""
         s = self.session
         with no_interrupts():
-            if self.live or self.switched_with_its_finish():
-                self.cut_short(exc)
+            if self.live or self.finishing.switched_with_it():
+                self.finishing.interrupted(exc)
             s.fleet.cancel.set()
             switched = self.switched_runs()
             if switched and self.number is not None:
@@ -559,54 +415,6 @@ class Pipeline:
             failed = s.interrupted(exc, self.number, f"{undone}, partial work removed")
             self.notify("failed", error=f"interrupted ({signals.describe(exc)})")
         raise failed from None
-
-    def switched_with_its_finish(self) -> bool:
-        """One host whose switch carried its finish, its answer cut off: there is nothing to check
-        between the two, so if it switched (one read of the host tells) the deploy is done there."""
-        s = self.session
-        doubt = [r for r in s.active if r.deploy_record.in_doubt]
-        if not (self.rode and doubt):
-            return False
-        run = doubt[0]
-        with no_interrupts():
-            s.fleet.cancel.clear()
-            read = remote_lock.inspect(s.paths, free_space=False)  # unleased: the finish may have unlocked
-            try:
-                result = s.run(run, "switch", read, timeout=60, leased=False)
-            except DeployerError:
-                return False  # cannot tell: put back where it switched, as for any host in doubt
-        switched = state_parser.parse(result.stdout, s.paths.deploy_to).current_name == str(self.number)
-        if switched:
-            run.deploy_record.switched, run.deploy_record.in_doubt = True, False
-        return switched
-
-    def cut_short(self, exc: BaseException) -> None:
-        """A signal during the finish: the release switched and passed its checks on every host, so
-        it stays live (putting only some hosts back would leave a mixed fleet). Hosts whose finish
-        did not complete record the deploy and release their lock; exit 128 + the signal."""
-        s, how = self.session, f"interrupted ({signals.describe(exc)})"
-        cut = [r for r in s.active if r.locked]
-        short: list[str] = []
-
-        def record(run: HostRun) -> None:
-            run.result = "ok"
-            if finish.cut_short(s, run, self.release, self.done_line(run), how):
-                run.error = f"{how}: cleanup cut short"
-                short.append(run.name)
-
-        with no_interrupts():
-            s.fleet.cancel.clear()
-            for run in s.active:
-                run.deploy_record.release = self.number
-            s.unreleased += sorted(s.fleet.each("finish", record, cut))
-            where = f"; cleanup cut short on {', '.join(sorted(short))}" if short else ""
-            self.notify("succeeded", error=f"{how} during finish{where}")
-        live = f"release {self.number} is live on every host (switched and checked)"
-        raise RunFailed(
-            f"{how} during finish: {live}{where}; {s.locks_said()}",
-            s.runs,
-            signals.exit_code(exc),
-        ) from None
 
     def notify(self, event: str, error: str = "") -> None:
         art = self.artifact

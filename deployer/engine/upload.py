@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from deployer.artifact.load import Artifact
 from deployer.config.envfile import HostEnv
@@ -22,6 +22,9 @@ from deployer.remote import commands
 from deployer.remote import delta as remote_delta
 from deployer.report.output import UploadProgress, human_bytes
 from deployer.ssh.types import Stdin
+
+if TYPE_CHECKING:  # the pipeline runs the prepare step; the step reads the pipeline's run
+    from deployer.engine.deploy import Pipeline
 
 SHA_MISMATCH = "artifact sha256 mismatch on host"  # what prepare_fetch.sh says of a wrong artifact
 
@@ -65,6 +68,25 @@ def link_source(stage: Stage, state: HostState, artifact: Artifact) -> commands.
         return None
     number = planning.link_source(state, artifact.sha256)
     return commands.LinkSource(number, manifest) if number else None
+
+
+def prepare_for(d: Pipeline, run: HostRun) -> None:
+    """The deploy's prepare step on one host (with pull: a wrong sha256 may be the store's copy)."""
+    try:
+        prepare(
+            d.session,
+            run,
+            d.artifact,
+            d.release,
+            d.envs[run.name] if d.envs else None,
+            (d.pull.endpoint, d.url, d.pull.stall) if d.pull else None,
+            None if d.options.full else d.deltas,
+        )
+    except HostError as exc:
+        wrong = d.pull.store_copy_problem() if d.pull and SHA_MISMATCH in exc.message else None
+        if wrong:
+            raise HostError(run.name, "prepare", wrong) from None
+        raise
 
 
 def prepare(
