@@ -18,6 +18,7 @@ from deployer.plan.host_state import HostState
 from deployer.plan.paths import Paths
 from deployer.remote import commands, render, state
 from deployer.remote import lock as remote_lock
+from deployer.remote import ops as remote_ops
 
 # what a session holding the lock puts in front of a script (remote_lock.lease), for scripts run
 # here without a lock: `held` always passes
@@ -588,9 +589,12 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
             "http://127.0.0.1:9/" + hostile, status=200, body=hostile, timeout=1, retries=1, interval=0
         ),
         "mark_bad": commands.mark_bad(paths, 3, hostile),
-        "append_ledger": commands.append_ledger(paths, hostile),
-        "exports": commands.exports(env),
-        "as_user": commands.as_user(hostile, env, command),
+        "in_current": remote_ops.in_current(paths, command, env),
+        "in_current-run_as": remote_ops.in_current(paths, command, env, run_as=hostile),
+        "tail": remote_ops.tail(paths, hostile, 2, follow=False),
+        "maintenance-on": remote_ops.maintenance(paths, True, hostile, hostile, hostile),
+        "maintenance-off": remote_ops.maintenance(paths, False, hostile, hostile, hostile),
+        "shell": remote_ops.shell(paths, run_as=hostile),
         # dry run: never writes, wherever this test runs
         "setup": commands.setup(
             setup_plan.HostSetup(
@@ -631,12 +635,13 @@ def test_no_builder_runs_a_hostile_value(tmp_path, where):
             assert not canary.exists(), f"{name} ran a value: {hostile!r}"
     public = {
         n
-        for module in (commands, remote_lock)
+        for module in (commands, remote_lock, remote_ops)
         for n, f in vars(module).items()
         if callable(f)
         and not n.startswith("_")
         and getattr(f, "__module__", "") == module.__name__
-        and n not in ("LinkSource", "q", "lock_values", "unchanged")
+        and n
+        not in ("LinkSource", "q", "lock_values", "unchanged", "user_inputs", "shared_rel", "page", "nginx_snippet")
     }
     assert public <= {n.split("-")[0] for n in names}, "a builder the test does not cover"
 

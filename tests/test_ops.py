@@ -17,9 +17,9 @@ from helpers import cli, cli_env, cli_popen, under_pty, write_config
 from test_json_contract import VALIDATOR
 from test_recipes import WEB, get, make_repo
 
-from deployer.engine import ops
 from deployer.plan.paths import Paths
 from deployer.recipes import static_site
+from deployer.remote import ops as scripts
 from deployer.sandbox import hosts as sandbox_mod
 
 P = Paths("/srv/app")
@@ -29,11 +29,11 @@ P = Paths("/srv/app")
 
 
 def test_shared_rel_refuses_paths_that_leave_shared():
-    assert ops.shared_rel("log/app.log") == "log/app.log"
-    assert ops.shared_rel("log/../log/app.log") == "log/app.log"
+    assert scripts.shared_rel("log/app.log") == "log/app.log"
+    assert scripts.shared_rel("log/../log/app.log") == "log/app.log"
     for bad in ("../etc/passwd", "log/../../x", "/etc/passwd", "..", "", "a\nb"):
         with pytest.raises(Exception) as info:
-            ops.shared_rel(bad)
+            scripts.shared_rel(bad)
         assert getattr(info.value, "exit_code", None) == 2, bad
 
 
@@ -43,7 +43,7 @@ def test_tail_script_quotes_the_path(tmp_path):
     (shared / "log").mkdir(parents=True)
     name = "log/a b'$(touch PWNED)`x`.log"
     (shared / name).write_text("one\ntwo\nthree\n")
-    script = ops.tail(Paths(str(tmp_path)), name, 2, follow=False)
+    script = scripts.tail(Paths(str(tmp_path)), name, 2, follow=False)
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "two\nthree\n"
@@ -51,7 +51,7 @@ def test_tail_script_quotes_the_path(tmp_path):
 
 
 def test_maintenance_page_escapes_the_message():
-    text = ops.page("<script>alert(1)</script> & back at 5")
+    text = scripts.page("<script>alert(1)</script> & back at 5")
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; back at 5" in text
 
 
@@ -219,7 +219,7 @@ def test_maintenance_page_is_served_503_by_the_nginx_snippet_and_recorded(sandbo
     repo = make_repo(tmp_path / "site", {"public/index.html": "<p>live site</p>\n"})
     sb = sandbox(2, source=repo, docker_kwargs=WEB, app={"recipe": "static_site"})
     site = static_site.nginx_site("/srv/app").replace(
-        "server_name _;\n", "server_name _;\n" + ops.nginx_snippet("/srv/app"), 1
+        "server_name _;\n", "server_name _;\n" + scripts.nginx_snippet("/srv/app"), 1
     )
     for h in sb.hosts:
         sandbox_mod.serve_nginx(h, site)
@@ -252,7 +252,7 @@ def test_the_documented_nginx_snippet_is_the_tested_one():
     from helpers import REPO
 
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-    assert any(ops.nginx_snippet("/srv/shop") in p.read_text() for p in docs)
+    assert any(scripts.nginx_snippet("/srv/shop") in p.read_text() for p in docs)
 
 
 def test_run_and_ssh_reach_hosts_only_a_bastion_can_reach(hidden_hosts, app_repo, tmp_path):

@@ -19,8 +19,8 @@ from test_json_contract import VALIDATOR
 from test_ops import deployed, run_cli, write_log
 
 from deployer import redact as secrets_mod
-from deployer.engine import ops
 from deployer.redact import MASK
+from deployer.report import answers
 
 SECRET = "op5-S3cret-Value-91c2"
 CMD_SECRET = "from-a-command-4e7d"
@@ -158,13 +158,13 @@ def test_a_followed_line_is_masked_however_it_is_read():
     try:
         secrets_mod.add_secret(SECRET)
         printed: list[str] = []
-        sink = ops._Prefixed("h", 1, printed.append)
+        sink = answers.Prefixed("h", 1, printed.append)
         for byte in f"a {SECRET} b\nx".encode():
             sink(bytes([byte]))
         sink.flush()
         assert printed == [f"h | a {MASK} b", "h | x"]
         printed.clear()
-        long = ("y" * (ops.LINE_MAX - 5) + SECRET + "z" * 10).encode()
+        long = ("y" * (answers.LINE_MAX - 5) + SECRET + "z" * 10).encode()
         sink(long[:100])
         sink(long[100:])
         sink.flush()

@@ -14,6 +14,7 @@ from deployer.cli.command import Target, command, parallelism, stage_target, who
 from deployer.config import envfile
 from deployer.engine import ops
 from deployer.errors import FAILED, UsageError, command_line
+from deployer.report.answers import HostAnswer, prefixed
 from deployer.report.document import Outcome
 from deployer.report.output import Output
 
@@ -57,7 +58,7 @@ def _remainder() -> str:
 
 def _outcome(
     out: Output,
-    outcomes: list[ops.HostAnswer],
+    outcomes: list[HostAnswer],
     json: bool,
     what: str,
     stage: str,
@@ -73,9 +74,9 @@ def _outcome(
             for o in outcomes:
                 for where, text, cut in ((out, o.stdout, o.stdout_cut), (err, o.stderr, o.stderr_cut)):
                     if cut:
-                        where.say(ops.prefixed(o.host, width, f"… {cut} bytes cut"))
+                        where.say(prefixed(o.host, width, f"… {cut} bytes cut"))
                     for line in text.splitlines():
-                        where.say(ops.prefixed(o.host, width, line))  # control characters shown escaped
+                        where.say(prefixed(o.host, width, line))  # control characters shown escaped
         out.table([o.row() for o in outcomes])
     records = [
         {

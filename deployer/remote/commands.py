@@ -335,8 +335,8 @@ def _env_words(env: dict[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in sorted(env.items())]
 
 
-def _user(command: str, env: dict[str, str], run_as: str) -> dict[str, Value]:
-    """user.sh's inputs (and in_release.sh's)."""
+def user_inputs(command: str, env: dict[str, str], run_as: str) -> dict[str, Value]:
+    """user.sh's inputs (and in_release.sh's, run_in_current.sh's)."""
     return {"COMMAND": command, "USER_ENV": _env_words(env), "RUN_AS": run_as}
 
 
@@ -344,7 +344,7 @@ def in_release(paths: Paths, number: int | str | None, command: str, env: dict[s
     """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the
     deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
     where = paths.deploy_to if number is None else paths.release(number)
-    return render(["in_release.sh"], {"WHERE": where, **_user(command, env, run_as)})
+    return render(["in_release.sh"], {"WHERE": where, **user_inputs(command, env, run_as)})
 
 
 def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
@@ -354,7 +354,7 @@ def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as
         {
             "RELEASE": paths.release(number),
             "RECORD": paths.release_state(number) + "/migrated",
-            **_user(command, env, run_as),
+            **user_inputs(command, env, run_as),
         },
     )
 
@@ -366,7 +366,7 @@ def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str], run_
         {
             "RELEASE": paths.release(number),
             "RECORD": paths.release_state(number) + "/migrated",
-            **_user(command, env, run_as),
+            **user_inputs(command, env, run_as),
         },
     )
 
@@ -392,34 +392,6 @@ def mark_bad(paths: Paths, number: int, reason: str) -> str:
     """Mark release N bad: never a rollback target again, purged first by cleanup. The reason
     (a failed step's output) is written with every secret value masked."""
     return render(["mark_bad.sh"], {"STATE_DIR": paths.release_state(number), "REASON": redact(reason)})
-
-
-# -- shell text for engine/ops.py's scripts (in_current, maintenance) ---------------------------
-
-
-def _assigns(env: dict[str, str]) -> list[str]:
-    """NAME='value' words, the names checked as for the scripts' USER_ENV."""
-    _env_words(env)
-    return [f"{k}={q(str(v))}" for k, v in sorted(env.items())]
-
-
-def exports(env: dict[str, str]) -> str:
-    """`export NAME='value'` for each, joined with `; `."""
-    return "; ".join(f"export {a}" for a in _assigns(env))
-
-
-def as_user(run_as: str, env: dict[str, str], command: str) -> str:
-    """sh -c COMMAND with env, as the deploy user or via `sudo -n -u RUN_AS` (never prompts)."""
-    if not run_as:
-        return (exports(env) + "; " if env else "") + f"sh -c {q(command)}"
-    return " ".join(["sudo -n -u", q(run_as), "-- env", *_assigns(env), "sh -c", q(command)])
-
-
-def append_ledger(paths: Paths, line: str) -> str:
-    """One O_APPEND write of one line (< PIPE_BUF): never torn, never interleaved."""
-    return (
-        f"{{ [ -d {q(paths.state)} ] || mkdir -p {q(paths.state)}; }} && printf '%s\\n' {q(line)} >> {q(paths.ledger)}"
-    )
 
 
 SETUP_REFUSED = 40  # setup.sh: this host cannot take setup; nothing was written
