@@ -34,13 +34,12 @@ from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
 Body = Callable[[HostRun], object]
+T = TypeVar("T")
 
 
 def deploying(run: HostRun) -> Deployed:
+    """The deploy's record of a host's switch (what the shared put-back reads and clears)."""
     return run.deploy_record
-
-
-T = TypeVar("T")
 
 
 class Pipeline:

@@ -25,6 +25,7 @@ LIVE = "after_rollback"  # the step from which the rollback's target stays live
 
 
 def rolling_back(run: HostRun) -> RolledBack:
+    """The rollback's record of a host's switch (what the shared put-back reads and clears)."""
     return run.rollback_record
 
 
