@@ -8,7 +8,6 @@ Sections:
 from __future__ import annotations
 
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GIT_ENV, REPO, TEST_LABEL, Sandbox, git
+from helpers import GIT_ENV, TEST_LABEL, Sandbox, git
 
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox.hosts import SandboxHost
 from deployer.sandbox.image import SYSTEMD
-
-if str(REPO) not in sys.path:  # benchmarks/ (harness, netproxy) sits beside the package, not in it
-    sys.path.insert(0, str(REPO))
 
 
 def _in_ci() -> bool:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import helpers
@@ -17,6 +16,7 @@ import pytest
 from helpers import cli, commit_change, host_conn, sandbox_host
 from test_delta_hosts import bigger_app
 
+from benchmarks.netproxy import NetProxy
 from deployer.artifact import delta as artifact_delta
 from deployer.config.settings import Host, SSHSettings
 from deployer.engine import base_manifest
@@ -27,9 +27,6 @@ from deployer.remote import delta as remote_delta
 from deployer.remote import state
 from deployer.ssh import agent_client, runloop, transport_for
 from deployer.ssh.types import WHOLE_OUTPUT_MAX, TransportError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
-from benchmarks.netproxy import NetProxy  # noqa: E402
 
 FILES = {"app.py": "a" * 64, "dir/caf\udce9.txt": "b" * 64, "z": "c" * 64}  # a name that is not UTF-8
 TEXT = artifact_delta.manifest_text(FILES).decode("utf-8", "surrogateescape")

@@ -5,15 +5,13 @@ interrupted delta, and the bytes and commands of a one-file change."""
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from helpers import cli, cli_popen, commit_change, current, release_dirs, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
-from benchmarks.netproxy import NetProxy  # noqa: E402
+from benchmarks.netproxy import NetProxy
 
 LISTING = (
     "cd /srv/app/releases/{n} && find . -path ./.deployer -prune -o -printf '%y %m %P %l\\n' | "

@@ -8,7 +8,6 @@ directories, and sudo runs nothing but the rule; a unit or site changed by hand 
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +18,10 @@ from test_recipes import FAKE_MANAGE, WEB, commit, deploy_ok, get, sample_repo, 
 from test_setup import bare, setup_cli
 from test_systemd_hosts import run
 
+from benchmarks.traffic import Traffic, format_summary
 from deployer.plan import setup as plan
 from deployer.recipes import python_wsgi
 from deployer.sandbox.hosts import restart_host
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
-from benchmarks.traffic import Traffic, format_summary  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

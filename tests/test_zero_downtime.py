@@ -8,16 +8,13 @@ Run with -s to see the request counts and the per-host switch (reload completed)
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from helpers import cli, current, releases
 from test_recipes import commit, deploy_ok, get, reload_log, sample_repo, web_hosts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root holds benchmarks/
-from benchmarks.traffic import Traffic, format_summary  # noqa: E402
+from benchmarks.traffic import Traffic, format_summary
 
 pytestmark = pytest.mark.slow
 
