@@ -53,7 +53,7 @@ def live_keys(doc: dict) -> list[tuple[str, str, object]]:
             if isinstance(value, dict):
                 add("env.KEY", value)
 
-    for name in ("app", "build", "ssh", "store"):
+    for name in ("app", "build", "ssh", "store", "canary"):
         add(name, doc.get(name, {}))
     pipeline(doc)
     env(doc.get("env", {}))

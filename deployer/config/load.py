@@ -13,10 +13,19 @@ import re
 import tomllib
 from pathlib import Path
 
+from deployer.config import canary as canary_mod
 from deployer.config import schema, stages
 from deployer.config import store as store_mod
 from deployer.config.reader import Doc, Reader
-from deployer.config.settings import AppSettings, BuildSettings, Config, EnvValue, PipelineSettings, SSHSettings
+from deployer.config.settings import (
+    AppSettings,
+    BuildSettings,
+    CanarySettings,
+    Config,
+    EnvValue,
+    PipelineSettings,
+    SSHSettings,
+)
 from deployer.errors import ConfigError, did_you_mean
 
 DEFAULT_FILE = "hosts.toml"
@@ -89,6 +98,9 @@ def parse(text: str, path: Path) -> Config:
                     f"stages.{name}.requires",
                     f"{req!r} is not another stage{did_you_mean(req, declared)} (stages: {', '.join(declared)})",
                 )
+    canary = reader.section(canary_mod.read, reader, data["canary"], default=None) if "canary" in data else None
+    if canary is not None:
+        canary_mod.check_stages(reader, canary, read)
     if reader.problems:
         raise ConfigError("\n".join(reader.problems))
     return Config(
@@ -98,6 +110,7 @@ def parse(text: str, path: Path) -> Config:
         ssh=ssh,
         pipeline=pipeline,
         store=store,
+        canary=canary or CanarySettings(),
         stages={name: st for name, st in read.items() if st is not None},
     )
 

@@ -212,6 +212,23 @@ STORE: Table = {
         minimum=1,
     ),
 }
+CANARY: Table = {
+    "steps": Key(
+        list,
+        "a list of whole percents 1-99, strictly increasing",
+        "with hosts of role lb: the canary's share of requests at each step (nginx weights)",
+        [],
+    ),
+    "upstream": Key(
+        str, "host:port with {name} or {address}", "each app host as the lb's nginx reaches it", "{address}:80"
+    ),
+    "weights_dir": Key(
+        str,
+        "an absolute directory path",
+        "on each lb host: <dir>/<app>-weights.conf, writable by the deploy user",
+        "/etc/nginx/deployer",
+    ),
+}
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),
     "name": Key(str, "a display name", "the name in output (default: host, with :port if not 22)"),
@@ -261,11 +278,12 @@ TABLES: dict[str, Table] = {
     "restart": RESTART,
     "notify": NOTIFY,
     "store": STORE,
+    "canary": CANARY,
     "hooks.POINT": HOOK,
     "stages.NAME": STAGE,
     "stages.NAME.hosts": HOST,
 }
-TOP = ("app", "build", "ssh", "stages", "env", "store", *PIPELINE_TABLES)
+TOP = ("app", "build", "ssh", "stages", "env", "store", "canary", *PIPELINE_TABLES)
 
 
 def default(table: Table, key: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from deployer.config.schema import APP, BUILD, HOOK, MIGRATE, NOTIFY, RESTART, SSH, STORE, VERIFY, default
+from deployer.config.schema import APP, BUILD, CANARY, HOOK, MIGRATE, NOTIFY, RESTART, SSH, STORE, VERIFY, default
 from deployer.errors import ConfigError, did_you_mean
 
 
@@ -72,6 +72,16 @@ class StoreSettings:
     def hosts_reach(self) -> str:
         """The endpoint the hosts fetch from ("" is AWS's own)."""
         return self.host_endpoint or self.endpoint
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    steps: tuple[int, ...] = default(CANARY, "steps")  # percents of requests; () keeps a share of hosts
+    upstream: str = default(CANARY, "upstream")  # each app host as the lb reaches it: {name}, {address}
+    weights_dir: str = default(CANARY, "weights_dir")  # on the lb: <dir>/<app>-weights.conf
+
+    def weights_file(self, app: str) -> str:
+        return f"{self.weights_dir.rstrip('/')}/{app}-weights.conf"
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,7 @@ class Config:
     stages: dict[str, Stage] = field(default_factory=dict)
     pipeline: PipelineSettings = PipelineSettings()
     store: StoreSettings | None = None
+    canary: CanarySettings = CanarySettings()
 
     def stage(self, name: str | None) -> Stage:
         if not name and len(self.stages) == 1:

@@ -1,0 +1,105 @@
+"""A share of requests for the canary hosts, through nginx on the stage's `lb` hosts.
+
+`Balancer.set_share(canary, percent)` writes the upstream weights on every lb host (one command
+each: remote/weights.py); `restore()` puts back what the file held before the first step. A flow
+runs its steps inside `undoing()`: any failure, a lost host or a signal (Ctrl-C, SIGTERM,
+SIGHUP) restores the weights before the exception goes on to the flow's own undo (put the canary
+back). The restore runs with the signals ignored (signals.no_interrupts), as every undo does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from deployer.config.settings import CanarySettings
+from deployer.engine.fleet import HostRun
+from deployer.engine.session import Session, no_interrupts, reasons
+from deployer.errors import DeployerError, UsageError
+from deployer.plan import weights as plan
+from deployer.remote import weights as remote
+
+
+class WeightsFailed(DeployerError):
+    """Setting the share failed on an lb host (nginx -t refused it, lost host, no reload)."""
+
+
+class Balancer:
+    """The lb hosts of a session's run and the app hosts behind them (every host without the role)."""
+
+    def __init__(self, session: Session, canary: CanarySettings):
+        self.session = session
+        self.lbs = [r for r in session.runs if plan.LB_ROLE in r.host.roles]
+        self.apps = [
+            (r.name, plan.upstream_address(canary.upstream, r.name, r.host.address))
+            for r in session.runs
+            if plan.LB_ROLE not in r.host.roles
+        ]
+        problem = plan.hosts_problem([(r.name, r.host.roles) for r in session.runs])
+        if problem:
+            raise UsageError(f"stage {session.stage.name}: [canary] {problem}")
+        self.file = canary.weights_file(session.stage.app.name)
+        self.changed = False  # a set went out (maybe only partly): restore() has work to do
+        self.percent = 0.0  # the realised share of the last step
+
+    def set_share(self, canary: Sequence[str], percent: int) -> float:
+        """Give the canary hosts `percent` % of the requests on every lb host; the realised share."""
+        app_names = [name for name, _ in self.apps]
+        strangers = [name for name in canary if name not in app_names]
+        if strangers or not 0 < len(canary) < len(app_names):
+            raise UsageError(
+                f"a share needs canary hosts among the app hosts and others beside them: canary "
+                f"{', '.join(canary) or 'none'} of {', '.join(app_names)}"
+            )
+        lines = plan.servers(self.apps, canary, percent)
+        realised = plan.realised(lines, canary)
+        content = plan.text(lines, f"{percent} % to {', '.join(canary)}")
+        script = remote.set_weights(self.file, content)
+        s = self.session
+        self.changed = True  # before the command goes out: an answer that never comes may hide a change
+
+        def one(run: HostRun) -> None:
+            s.run(run, "weights", script, timeout=60)
+            s.out.line(run.name, "weights", f"{percent} % of requests to {', '.join(canary)} ({realised:.1f} %)")
+
+        failures = s.fleet.each("weights", one, self.lbs)
+        if failures:
+            raise WeightsFailed(f"weights not set on {reasons(failures)}")
+        self.percent = realised
+        return realised
+
+    def restore(self) -> list[str]:
+        """Put back the weights from before the first step on every lb host; the hosts where that
+        failed (each said in one line). A no-op when no step went out."""
+        if not self.changed:
+            return []
+        s = self.session
+        script = remote.restore(self.file)
+
+        def one(run: HostRun) -> None:
+            result = s.run(run, "restore", script, timeout=60, leased=False)
+            said = "nothing to put back" if "unchanged" in result.stdout else "weights from before the canary are back"
+            s.out.line(run.name, "restore", said)
+
+        with no_interrupts():
+            s.fleet.cancel.clear()
+            failures = s.fleet.each("restore", one, self.lbs)
+        for name, exc in failures.items():
+            s.out.line(
+                name,
+                "restore",
+                f"weights not put back ({exc}); the earlier file waits at {remote.saved_path(self.file)}: "
+                "the next canary run puts it back",
+            )
+        if not failures:
+            self.changed, self.percent = False, 0.0
+        return sorted(failures)
+
+    @contextmanager
+    def undoing(self) -> Iterator[Balancer]:
+        """Steps inside: on any exception (signals too) the weights are restored, then it goes on."""
+        try:
+            yield self
+        except BaseException:
+            self.restore()
+            raise
