@@ -160,6 +160,37 @@ def nginx_site(deploy_to: str = "/srv/app", upstream: str = "127.0.0.1:8000") ->
 """
 
 
+def lb_site(name: str = "app", weights_file: str = "/etc/nginx/deployer/app-weights.conf") -> str:
+    """The nginx config of a load balancer (a host with role ``lb``) in front of the app hosts: one
+    upstream whose servers and weights are the lines of ``weights_file`` (a deploy with ``[canary]
+    steps`` rewrites that file at each step, then puts it back), and the server block proxying to
+    it. ``zone`` shares the round robin between nginx's workers, so the shares hold exactly."""
+    return f"""upstream {name} {{
+    zone {name}_upstream 64k;
+    include {weights_file};
+}}
+
+server {{
+    listen 80 default_server;
+    server_name _;
+
+    location / {{
+        proxy_pass http://{name};
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 60s;
+    }}
+}}
+"""
+
+
+def lb_weights(servers: list[str]) -> str:
+    """The weights file before any canary: every app host (``host:port`` as the lb reaches it) with
+    the same weight."""
+    return "".join(f"server {server} weight=1;\n" for server in servers)
+
+
 def systemd_unit(name: str = "app", deploy_to: str = "/srv/app", user: str = "deploy") -> str:
     """A gunicorn unit matching the recipe: the same pid file, --chdir and --config through current."""
     return f"""[Unit]

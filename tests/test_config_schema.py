@@ -127,6 +127,7 @@ def test_example_shows_every_key():
         (settings.RestartSettings, schema.RESTART, {}),
         (settings.NotifySettings, schema.NOTIFY, {}),
         (settings.StoreSettings, schema.STORE, {}),
+        (settings.CanarySettings, schema.CANARY, {}),
     ],
 )
 def test_settings_defaults_are_the_schema_defaults(cls, table, renamed):
