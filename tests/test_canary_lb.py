@@ -1,0 +1,217 @@
+"""Steps through a real nginx load balancer: host-1 has role `lb` (nginx with the python_wsgi
+recipe's lb snippet), host-2 and host-3 run the sample app under gunicorn behind their own nginx,
+which names itself in an `X-Served-By` header. Requests go to the lb only, one connection each.
+
+- At a 10 % step, between 5 % and 15 % of 2,000 requests reach the canary (host-3).
+- Steps 5, 25, 50 with requests running through the lb: not one fails across the reloads, and
+  the restore puts back the file as it was, byte for byte.
+- An abort at each step puts the earlier weights back: nginx -t refusing the next step's file, a
+  SIGTERM while a step's command runs, a canary host lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import signal
+import threading
+import time
+
+import pytest
+import toml
+from test_recipes import deploy_ok, sample_repo, web_hosts
+
+from deployer.config import load
+from deployer.engine import signals
+from deployer.engine.session import Session
+from deployer.engine.weights import Balancer, WeightsFailed
+from deployer.recipes import python_wsgi
+from deployer.report.output import Output
+from deployer.sandbox import hosts as sandbox_mod
+
+pytestmark = pytest.mark.slow
+
+WEIGHTS = "/etc/nginx/deployer/sample-weights.conf"
+SUDO_RULE = "deploy ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload\n"
+
+
+class Requests:
+    """GET / through the lb from `threads` threads, a new connection each (a client keeping an idle
+    connection open sees it closed at a reload: it must retry, as browsers do); bounded by count
+    and time. Each answer: the X-Served-By header, or the error."""
+
+    def __init__(self, port: int, *, count: int, threads: int = 4, max_seconds: float = 60):
+        self.port, self.count, self.max_seconds = port, count, max_seconds
+        self.answers: list[str] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._sent >= self.count:
+                return False
+            self._sent += 1
+            return True
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline and self._take():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/", headers={"Connection": "close"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                said = response.getheader("X-Served-By", "") if response.status == 200 else f"status {response.status}"
+            except Exception as exc:  # refused, reset, timeout: what must never happen
+                said = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                (self.answers if said.startswith("host-") else self.errors).append(said)
+
+    def __enter__(self) -> Requests:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def wait(self) -> None:
+        for t in self._threads:
+            t.join(self.max_seconds + 15)
+
+
+def app_site(name: str) -> str:
+    """The recipe's own server block, naming the host that answered."""
+    site = python_wsgi.nginx_site("/srv/app")
+    return site.replace("    location / {\n", f"    add_header X-Served-By {name} always;\n\n    location / {{\n", 1)
+
+
+@pytest.fixture
+def lb_stage(sandbox, tmp_path):
+    """host-1 (lb) in front of host-2 and host-3 (v1 deployed there); the lb reaches them by name."""
+    repo = sample_repo(tmp_path, "v1")
+    sb = web_hosts(
+        sandbox,
+        repo,
+        "python_wsgi",
+        3,
+        canary={"steps": [5, 25, 50], "upstream": "{name}:80"},
+        verify={"retries": 3, "interval": 0.5},
+    )
+    doc = toml.loads(sb.config_path.read_text())
+    doc["stages"]["sandbox"]["hosts"][0]["roles"] = ["lb"]
+    sb.config_path.write_text(toml.dumps(doc))
+    lb, apps = sb.hosts[0], sb.hosts[1:]
+    for h in apps:
+        sandbox_mod.serve_nginx(h, app_site(h.name))
+    deploy_ok(sb, "--hosts", ",".join(h.name for h in apps))
+    ips = {h.name: sb.container(h).attrs["NetworkSettings"]["IPAddress"] for h in apps}
+    initial = python_wsgi.lb_weights([f"{name}:80" for name in ips])
+    code, out = sb.exec(
+        lb,
+        "".join(f"echo '{ip} {name}' >> /etc/hosts && " for name, ip in ips.items())
+        + f"printf '%s' '{SUDO_RULE}' > /etc/sudoers.d/lb && chmod 440 /etc/sudoers.d/lb && "
+        f"install -d -o deploy -g deploy /etc/nginx/deployer && printf '%s' '{initial}' > {WEIGHTS} && "
+        f"chown deploy:deploy {WEIGHTS}",
+    )
+    assert code == 0, out
+    sandbox_mod.serve_nginx(lb, python_wsgi.lb_site("sample", WEIGHTS))
+    return sb, initial
+
+
+def balancer(sb, **canary) -> tuple[Session, Balancer]:
+    cfg = load.load(str(sb.config_path))
+    stage = cfg.stage(None)
+    session = Session(stage, stage.hosts, Output(live=False), parallel=4)
+    return session, Balancer(session, dataclasses.replace(cfg.canary, **canary))
+
+
+def lb_file(sb) -> str:
+    code, out = sb.read(0, f"cat {WEIGHTS}; ls -A /etc/nginx/deployer")
+    assert code == 0, out
+    return out
+
+
+def served(sb, count: int) -> dict[str, int]:
+    with Requests(sb.hosts[0].http_port, count=count, threads=6) as req:
+        req.wait()
+    assert req.errors == [] and len(req.answers) == count
+    return {name: req.answers.count(name) for name in set(req.answers)}
+
+
+def test_a_10_percent_step_then_steps_under_traffic_lose_no_request(lb_stage):
+    sb, initial = lb_stage
+    assert lb_file(sb) == initial + "sample-weights.conf\n"
+    session, lb = balancer(sb)
+    with session, lb.undoing():
+        assert round(lb.set_share(["host-3"], 10), 1) == 10.0
+        counts = served(sb, 2000)
+        print("10 % step:", counts)
+        assert 100 <= counts.get("host-3", 0) <= 300, counts  # 5 % .. 15 % of 2,000
+
+        with Requests(sb.hosts[0].http_port, count=20000, threads=4, max_seconds=60) as traffic:
+            seen = []
+            for percent in (5, 25, 50):
+                lb.set_share(["host-3"], percent)
+                before = len(traffic.answers)
+                deadline = time.monotonic() + 20
+                while len(traffic.answers) < before + 200 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                seen.append(len(traffic.answers) - before)
+            assert lb.restore() == []
+            time.sleep(0.5)
+        print(f"steps 5/25/50 and restore: {len(traffic.answers)} requests, {len(traffic.errors)} failed")
+        assert traffic.errors == [] and min(seen) >= 200
+    assert lb_file(sb) == initial + "sample-weights.conf\n"  # the saved copy gone too
+
+
+def test_an_abort_at_each_step_puts_the_weights_back(lb_stage):
+    sb, initial = lb_stage
+    at_start = initial + "sample-weights.conf\n"
+
+    # nginx -t refuses the second step's file (an app host nginx cannot resolve): the first step's
+    # weights stay live, then the restore puts back the file from before the canary
+    session, lb = balancer(sb)
+    _, broken = balancer(sb, upstream="{name}.invalid:80")
+    with session, pytest.raises(WeightsFailed, match="nginx -t rejects the new weights"):
+        with lb.undoing():
+            lb.set_share(["host-3"], 5)
+            broken.changed = True
+            broken.session = session
+            with broken.undoing():
+                broken.set_share(["host-3"], 25)
+    assert lb_file(sb) == at_start
+    assert 0 < served(sb, 200).get("host-3", 0) < 200
+
+    # SIGTERM while the second step's command runs: the run stops, the weights go back
+    session, lb = balancer(sb)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    with session, signals.terminations(), pytest.raises(signals.Terminated):
+        with lb.undoing():
+            lb.set_share(["host-3"], 5)
+            timer.start()
+            lb.set_share(["host-3"], 25)
+            time.sleep(10)  # the signal comes before this ends
+    timer.join()
+    assert lb_file(sb) == at_start
+
+    # the canary host lost at the third step: what the flow sees (its health check fails) ends
+    # the steps; the lb is reachable, so the weights go back
+    session, lb = balancer(sb)
+    with session, pytest.raises(RuntimeError, match="host-3 lost"):
+        with lb.undoing():
+            for percent in (5, 25, 50):
+                lb.set_share(["host-3"], percent)
+            sb.container(2).kill()
+            raise RuntimeError("host-3 lost")
+    assert lb_file(sb) == at_start
