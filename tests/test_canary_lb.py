@@ -20,7 +20,8 @@ import time
 
 import pytest
 import toml
-from test_recipes import deploy_ok, sample_repo, web_hosts
+from helpers import cli, wait_until
+from test_recipes import commit, deploy_ok, get, sample_repo, web_hosts
 
 from deployer.config import load
 from deployer.engine import signals
@@ -66,7 +67,12 @@ class Requests:
                 response = conn.getresponse()
                 response.read()
                 conn.close()
-                said = response.getheader("X-Served-By", "") if response.status == 200 else f"status {response.status}"
+                by = response.getheader("X-Served-By", "")
+                said = (
+                    by
+                    if response.status == 200
+                    else f"status {response.status} from {by or 'the lb'} at {time.time():.3f}"
+                )
             except Exception as exc:  # refused, reset, timeout: what must never happen
                 said = f"{type(exc).__name__}: {exc}"
             with self._lock:
@@ -126,7 +132,22 @@ def lb_stage(sandbox, tmp_path):
     )
     assert code == 0, out
     sandbox_mod.serve_nginx(lb, python_wsgi.lb_site("sample", WEIGHTS))
+    # a reload is asynchronous: the workers of web_hosts' first site (proxying to the lb's own
+    # 127.0.0.1:8000, where nothing listens) may answer a moment longer
+    wait_until(lambda: served_by(lb.http_port) in ("host-2", "host-3"), 20, "the lb proxying to the app hosts")
     return sb, initial
+
+
+def served_by(port: int) -> str:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response.getheader("X-Served-By", "")
+    except OSError:
+        return ""
 
 
 def balancer(sb, **canary) -> tuple[Session, Balancer]:
@@ -215,3 +236,30 @@ def test_an_abort_at_each_step_puts_the_weights_back(lb_stage):
             sb.container(2).kill()
             raise RuntimeError("host-3 lost")
     assert lb_file(sb) == at_start
+
+
+def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(lb_stage):
+    sb, initial = lb_stage
+    at_start = initial + "sample-weights.conf\n"
+    repo = sb.source
+    with Requests(sb.hosts[0].http_port, count=20000, threads=2, max_seconds=120) as traffic:
+        commit(repo, "v2", {"VERSION": "v2\n"})
+        out = deploy_ok(sb, "--strategy", "canary", "--canary", "1", "--bake", "1")
+        assert lb_file(sb) == at_start
+        commit(repo, "v3: fails its health check", {"VERSION": "v3\n", "UNHEALTHY": "database unreachable\n"})
+        failed = cli(sb, "deploy", "--strategy", "canary", "--canary", "1")
+        assert lb_file(sb) == at_start
+    print(f"{len(traffic.answers)} requests through the lb, {len(traffic.errors)} failed")
+    assert traffic.errors == [] and len(traffic.answers) > 100
+    steps = [line.split("  ")[0] for line in out.splitlines() if line.startswith("canary step")]
+    assert steps == [
+        "canary step 1/3: 5 % of requests to host-2",
+        "canary step 2/3: 25 % of requests to host-2",
+        "canary step 3/3: 50 % of requests to host-2",
+    ], out
+    assert "the lb weights from before the canary go back" in out
+    assert [get(h)[1].split()[1] for h in sb.hosts[1:]] == ["v2", "v2"]
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "canary step 1/3" in failed.stdout and "canary step 2/3" not in failed.stdout
+    assert "weights from before the canary are back" in failed.stdout
+    assert [get(h)[1].split()[1] for h in sb.hosts[1:]] == ["v2", "v2"]

@@ -149,8 +149,8 @@ def check(c, stage=None, config=None, hosts=None, roles=None, parallel=10, json=
     strategy="all: every host switches together; rolling; or canary.",
     batch="rolling: hosts switched per batch.",
     pause="rolling: seconds to wait between batches.",
-    canary="canary: hosts switched and verified first.",
-    bake="canary: seconds to keep re-checking the canaries' health before the rest.",
+    canary="canary: hosts switched and verified first (with [canary] steps: a share of requests).",
+    bake="canary: seconds to keep re-checking the canaries' health before the rest (at each step).",
     max_fail="Hosts allowed to fail before the switch; they are skipped and the exit code is 5.",
     dry_run="Print the plan (hosts, batches, release number, every remote command); change nothing.",
     transfer="push: send the artifact over SSH; pull: hosts fetch it from [store] (default: [store] transfer).",
@@ -199,6 +199,7 @@ def deploy(
         reason=reason or "",
         lock_wait=lock_wait_seconds(lock_wait),
         full=bool(full),
+        shares=cfg.canary if plan.name == "canary" and cfg.canary.steps else None,  # a share of requests
     )
     from deployer.cli import store_tasks
 

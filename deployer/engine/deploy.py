@@ -19,7 +19,7 @@ from typing import TypeVar
 from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
-from deployer.engine import checks, faults, finish, hooks, lease, signals, switchback, upload
+from deployer.engine import checks, faults, finish, hooks, lease, signals, switchback, upload, weights
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
@@ -82,6 +82,10 @@ class Pipeline:
         self.finishing = finish.Finish(self)
         self.stranded: list[str] = []  # hosts a put-back could not reach: maybe on the new release
         app = stage.app
+        # [canary] steps: the canary's share of requests through the lb hosts (engine/weights.py)
+        self.balancer = (
+            weights.Balancer(self.session, options.shares, options.strategy.canary) if options.shares else None
+        )
         self.deltas = Deltas(artifact, exclude=(*app.shared_dirs, *app.shared_files, app.env_file))
         self.envs = envfile.resolve(hosts, str(config_dir))  # secrets resolved before any host is touched
         self.ctx = hooks.HookContext(
@@ -114,7 +118,7 @@ class Pipeline:
         with s:
             try:
                 lease.lock_all(s, self.artifact.sha256, self.options.max_fail)
-                with self.until_live():
+                with self.until_live(), weights.undone(self.balancer):  # weights back before hosts
                     self.ready()
                     self.switch_in_batches()
                 self.live = True  # switched and checked on every host: a signal no longer puts back
@@ -304,7 +308,7 @@ class Pipeline:
         failures = self.session.fleet.each("switch", self.reachable, active) if len(active) > 1 else {}
         if failures:
             self.fail_before_switch(f"{names(failures)} stopped answering after prepare")
-        plan = batches(self.session.active, self.options.strategy)
+        plan = batches(weights.switch_order(self.balancer, self.session.active), self.options.strategy)
         switched: list[HostRun] = []
         for batch in plan:  # a failed hook or health check: until_live() puts the switched hosts back
             runs: list[HostRun] = list(batch.hosts)
@@ -314,9 +318,11 @@ class Pipeline:
             if batch.pause_after:
                 self.out.say(f"pausing {batch.pause_after:g}s before the next batch")
                 time.sleep(batch.pause_after)
+        weights.restore_after(self.balancer, self.out)
 
     def switch_batch(self, batch: Batch, runs: list[HostRun], switched: list[HostRun]) -> None:
         s = self.session
+        steps = weights.steps_for(self.balancer, batch)  # the first step's share before the switch
         self.hooks("before_switch", runs)
 
         finish_too = self.finishing.rides(batch)
@@ -341,6 +347,9 @@ class Pipeline:
         checks.restart(self, runs)
         checks.verify(self, runs)
         checks.bake(self, batch, runs)
+        for percent in steps[1:]:  # each step: the share, then the same bake (health re-checked)
+            weights.step(self.balancer, runs, percent)
+            checks.bake(self, batch, runs)
 
     def roll_back_switched(
         self, switched: list[HostRun], why: str, mark_bad: bool = True, exit_code: int = FAILED

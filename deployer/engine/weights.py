@@ -10,14 +10,16 @@ back). The restore runs with the signals ignored (signals.no_interrupts), as eve
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from deployer.config.settings import CanarySettings
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import Session, no_interrupts, reasons
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import weights as plan
+from deployer.plan.batches import Batch
 from deployer.remote import weights as remote
+from deployer.report.output import Output
 
 
 class WeightsFailed(DeployerError):
@@ -27,8 +29,9 @@ class WeightsFailed(DeployerError):
 class Balancer:
     """The lb hosts of a session's run and the app hosts behind them (every host without the role)."""
 
-    def __init__(self, session: Session, canary: CanarySettings):
+    def __init__(self, session: Session, canary: CanarySettings, canary_hosts: int | None = None):
         self.session = session
+        self.steps = canary.steps
         self.lbs = [r for r in session.runs if plan.LB_ROLE in r.host.roles]
         self.apps = [
             (r.name, plan.upstream_address(canary.upstream, r.name, r.host.address))
@@ -38,6 +41,11 @@ class Balancer:
         problem = plan.hosts_problem([(r.name, r.host.roles) for r in session.runs])
         if problem:
             raise UsageError(f"stage {session.stage.name}: [canary] {problem}")
+        if canary_hosts is not None and canary_hosts >= len(self.apps):
+            raise UsageError(
+                f"--canary {canary_hosts}: a share of requests needs app hosts beside the canary "
+                f"({len(self.apps)} app hosts: {', '.join(name for name, _ in self.apps)})"
+            )
         self.file = canary.weights_file(session.stage.app.name)
         self.changed = False  # a set went out (maybe only partly): restore() has work to do
         self.percent = 0.0  # the realised share of the last step
@@ -103,3 +111,48 @@ class Balancer:
         except BaseException:
             self.restore()
             raise
+
+
+# -- what a deploy with --strategy canary calls (engine/deploy.py) ---------------------------------
+
+
+def undone(balancer: Balancer | None) -> AbstractContextManager[object]:
+    """Around the switches: any failure or signal puts the weights back first."""
+    return balancer.undoing() if balancer is not None else nullcontext()
+
+
+def switch_order(balancer: Balancer | None, runs: list[HostRun]) -> list[HostRun]:
+    """With a share of requests, the lb hosts switch last: the canary hosts are app hosts."""
+    if balancer is None:
+        return runs
+    return sorted(runs, key=lambda r: plan.LB_ROLE in r.host.roles)
+
+
+def steps_for(balancer: Balancer | None, batch: Batch) -> tuple[int, ...]:
+    """The canary batch's steps, the first one set before its switch (the canary gets that share
+    and no more from the moment it runs the new release); () for any other batch."""
+    if balancer is None or batch.label != "canary" or not balancer.steps:
+        return ()
+    step(balancer, list(batch.hosts), balancer.steps[0])
+    return balancer.steps
+
+
+def step(balancer: Balancer | None, runs: list[HostRun], percent: int) -> None:
+    if balancer is None:
+        return
+    number = balancer.steps.index(percent) + 1 if percent in balancer.steps else 0
+    balancer.session.out.say(
+        f"canary step {number}/{len(balancer.steps)}: {percent} % of requests to {', '.join(r.name for r in runs)}"
+    )
+    balancer.set_share([r.name for r in runs], percent)
+
+
+def restore_after(balancer: Balancer | None, out: Output) -> None:
+    """Every host switched and checked: the weights from before the canary go back (equal
+    weights, in the usual setup). A host where that failed is said; the deploy stands."""
+    if balancer is None or not balancer.changed:
+        return
+    out.say("every host switched: the lb weights from before the canary go back")
+    failed = balancer.restore()
+    if failed:
+        out.say(f"warning: the lb weights are not back on {', '.join(failed)} (see above)")

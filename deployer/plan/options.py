@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer.config.settings import CanarySettings
 from deployer.errors import UsageError
 from deployer.plan.batches import Strategy
 
@@ -18,6 +19,7 @@ class Options:
     reason: str = ""  # why (required with --force; recorded in the ledger)
     lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
     full: bool = False  # --full: send the whole artifact, never a delta
+    shares: CanarySettings | None = None  # --strategy canary with [canary] steps: a share of requests
 
     def __post_init__(self) -> None:
         if self.parallel < 1:
