@@ -8,7 +8,8 @@ which names itself in an `X-Served-By` header. Requests go to the lb only, one c
 - An abort at a step puts the earlier weights back: nginx -t refusing the next step's file, a
   SIGTERM during the second step, a canary host lost at the third.
 - `deploy --strategy canary` walks the steps and restores the weights; a canary failing its
-  health check at the first step: the weights back, then the canary back on its release.
+  health check at the first step, or a SIGTERM at the second: the weights back, then the canary
+  back on its release.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 import pytest
 import toml
-from helpers import cli, wait_until
+from helpers import cli, cli_popen, wait_until
 from test_recipes import commit, deploy_ok, get, sample_repo, web_hosts
 
 from deployer.config import load
@@ -246,6 +247,9 @@ def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(
         commit(repo, "v3: fails its health check", {"VERSION": "v3\n", "UNHEALTHY": "database unreachable\n"})
         failed = cli(sb, "deploy", "--strategy", "canary", "--canary", "1")
         assert lb_file(sb) == at_start
+        commit(repo, "v4", {"VERSION": "v4\n"}, remove=("UNHEALTHY",))
+        stopped = terminated_at_step_2(sb)
+        assert lb_file(sb) == at_start
     print(f"{len(traffic.answers)} requests through the lb, {len(traffic.errors)} failed")
     assert traffic.errors == [] and len(traffic.answers) > 100
     steps = [line.split("  ")[0] for line in out.splitlines() if line.startswith("canary step")]
@@ -261,3 +265,24 @@ def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(
     said = failed.stdout
     assert said.index("weights from before the canary are back") < said.index("ROLLING BACK")  # weights first
     assert [get(h)[1].split()[1] for h in sb.hosts[1:]] == ["v2", "v2"]
+    code, said = stopped
+    assert code == 143, said
+    assert said.index("weights from before the canary are back") < said.index("interrupted (SIGTERM)"), said
+
+
+def terminated_at_step_2(sb) -> tuple[int, str]:
+    """A canary deploy (v4) sent SIGTERM while it bakes at its second step: exit code and output."""
+    p = cli_popen(sb, "deploy", "--strategy", "canary", "--canary", "1", "--bake", "5")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any(line.startswith("canary step 2/3") for line in lines), 90, "canary step 2/3")
+        p.send_signal(signal.SIGTERM)
+        p.wait(90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    reader.join(10)
+    return p.returncode, "".join(lines) + p.stderr.read()
