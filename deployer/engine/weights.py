@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
+from deployer.config.canary import LB_ROLE, hosts_problem
 from deployer.config.settings import CanarySettings
 from deployer.engine.fleet import HostRun
 from deployer.engine.session import Session, no_interrupts, reasons
@@ -32,13 +33,13 @@ class Balancer:
     def __init__(self, session: Session, canary: CanarySettings, canary_hosts: int | None = None):
         self.session = session
         self.steps = canary.steps
-        self.lbs = [r for r in session.runs if plan.LB_ROLE in r.host.roles]
+        self.lbs = [r for r in session.runs if LB_ROLE in r.host.roles]
         self.apps = [
             (r.name, plan.upstream_address(canary.upstream, r.name, r.host.address))
             for r in session.runs
-            if plan.LB_ROLE not in r.host.roles
+            if LB_ROLE not in r.host.roles
         ]
-        problem = plan.hosts_problem([(r.name, r.host.roles) for r in session.runs])
+        problem = hosts_problem([(r.name, r.host.roles) for r in session.runs])
         if problem:
             raise UsageError(f"stage {session.stage.name}: [canary] {problem}")
         if canary_hosts is not None and canary_hosts >= len(self.apps):
@@ -125,7 +126,7 @@ def switch_order(balancer: Balancer | None, runs: list[HostRun]) -> list[HostRun
     """With a share of requests, the lb hosts switch last: the canary hosts are app hosts."""
     if balancer is None:
         return runs
-    return sorted(runs, key=lambda r: plan.LB_ROLE in r.host.roles)
+    return sorted(runs, key=lambda r: LB_ROLE in r.host.roles)
 
 
 def steps_for(balancer: Balancer | None, batch: Batch) -> tuple[int, ...]:

@@ -9,9 +9,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.config.canary import LB_ROLE as LB_ROLE  # these hosts may also check and reload nginx
+
 SYSTEMCTL = "/usr/bin/systemctl"
 NGINX = "/usr/sbin/nginx"
-LB_ROLE = "lb"  # hosts with this role may also check and reload nginx
 UNIT_DIR = "/etc/systemd/system"
 SUDOERS_DIR = "/etc/sudoers.d"
 SITES = "/etc/nginx/sites-available"

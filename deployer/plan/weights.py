@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 TOLERANCE = 0.25  # points of percent the realised share may be off the asked one
 MAX_SMALL = 100  # the largest value tried for the smaller of the two weights
-from deployer.plan.setup import LB_ROLE  # noqa: E402  (nginx in front of the app hosts)
 
 
 @dataclass(frozen=True)
@@ -78,26 +77,3 @@ def text(lines: Sequence[Server], note: str) -> str:
 def upstream_address(template: str, name: str, address: str) -> str:
     """[canary] upstream with {name} and {address} filled in: where the lb reaches one app host."""
     return template.replace("{name}", name).replace("{address}", address)
-
-
-def steps_problem(steps: Sequence[object]) -> str | None:
-    """What is wrong with [canary] steps, or None: whole percents 1..99, strictly increasing."""
-    for value in steps:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"expected whole percents 1-99, got {value!r}"
-        if not 1 <= value <= 99:
-            return f"each step is a percent of requests 1-99, got {value}"
-    for before, after in zip(steps, steps[1:], strict=False):
-        if not after > before:  # type: ignore[operator]
-            return f"steps must increase strictly, got {before} then {after}"
-    return None
-
-
-def hosts_problem(roles: Sequence[tuple[str, Sequence[str]]]) -> str | None:
-    """With steps: at least one `lb` host and two app hosts (roles: each host's name and roles)."""
-    if not any(LB_ROLE in r for _, r in roles):
-        return f"steps need a host with role {LB_ROLE!r} (nginx in front of the app hosts)"
-    apps = [name for name, r in roles if LB_ROLE not in r]
-    if len(apps) < 2:
-        return f"a share is not possible with {'one app host' if apps else 'no app host'} (hosts without role 'lb')"
-    return None
