@@ -1,20 +1,27 @@
-"""[canary] steps as nginx weights, without hosts: the weights (every share 1..99 % for 2..20 app
-hosts), the weights file, the script's inputs, and the config errors (exit 2, one line each)."""
+"""[canary] steps as nginx weights, without sandbox hosts: the weights (every share 1..99 % for
+2..20 app hosts), the weights file, the script's inputs, the config errors (exit 2, one line
+each), and the deploy flow on local hosts (dry run, an lb refusing the first step)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers import cli_env
+from test_flows_local import Fleet, current, releases
+from test_flows_local import artifacts as artifacts  # a fixture, for the flow tests below
 
 from deployer.config import load
-from deployer.errors import ConfigError
+from deployer.config.settings import CanarySettings
+from deployer.errors import ConfigError, UsageError
 from deployer.plan import weights
+from deployer.plan.batches import Strategy
 from deployer.recipes import python_wsgi
 from deployer.remote import weights as remote
+from deployer.ssh.local import serving
 
 
 def test_every_share_for_2_to_20_hosts_is_within_the_tolerance():
@@ -154,3 +161,48 @@ def test_config_keys_lists_the_canary_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for key in ("canary.steps", "canary.upstream", "canary.weights_dir"):
         assert key in proc.stdout
+
+
+# --- the weights in the deploy flow, on local hosts (no nginx there: tests/test_canary_lb.py has one)
+
+
+def lb_fleet(tmp_path: Path) -> Fleet:
+    """3 local hosts, host-3 with role lb (host-1 and host-2 the app hosts behind it)."""
+    fleet = Fleet(tmp_path, 3)
+    hosts = list(fleet.stage.hosts)
+    hosts[2] = dataclasses.replace(hosts[2], roles=("lb",))
+    fleet.stage = dataclasses.replace(fleet.stage, hosts=tuple(hosts))
+    return fleet
+
+
+def test_canary_steps_dry_run_shows_each_weights_command_and_changes_nothing(tmp_path, artifacts):
+    fleet = lb_fleet(tmp_path)
+    steps = CanarySettings(steps=(5, 50))
+    with serving(fleet.hosts):
+        fleet.deploy(artifacts[0], strategy=Strategy("canary"), shares=steps, dry_run=True)
+    printed = fleet.printed.getvalue()
+    assert [line for line in printed.splitlines() if line.startswith("canary step")] == [
+        "canary step 1/2: 5 % of requests to host-1",
+        "canary step 2/2: 50 % of requests to host-1",
+    ]
+    assert printed.count("--- host-3 · weights") == 2 and printed.count("--- host-3 · restore") == 1
+    assert "server " + fleet[0].address + ":80 weight=1;  # host-1" in printed  # 50 %: 1 to 1
+    assert all(releases(h) == [] for h in fleet.hosts)
+
+
+def test_canary_steps_refused_by_the_lb_switch_nothing(tmp_path, artifacts):
+    """The first step's weights go out before the canary switches: an lb that cannot take them
+    (no weights file here) fails the deploy with no host switched."""
+    fleet = lb_fleet(tmp_path)
+    with serving(fleet.hosts):
+        failed = fleet.failed(
+            fleet.deploy, artifacts[0], strategy=Strategy("canary"), shares=CanarySettings(steps=(5,))
+        )
+    assert "no /etc/nginx/deployer/sample-weights.conf" in fleet.printed.getvalue(), fleet.printed.getvalue()
+    assert failed.exit_code == 1 and all(current(h) == "" for h in fleet.hosts)
+
+
+def test_canary_steps_need_app_hosts_beside_the_canary(tmp_path, artifacts):
+    fleet = lb_fleet(tmp_path)
+    with serving(fleet.hosts), pytest.raises(UsageError, match="--canary 2: a share of requests needs app hosts"):
+        fleet.deploy(artifacts[0], strategy=Strategy("canary", canary=2), shares=CanarySettings(steps=(5,)))
