@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from deployer.config.canary import LB_ROLE, hosts_problem
 from deployer.config.settings import CanarySettings
 from deployer.engine.fleet import HostRun
-from deployer.engine.session import Session, no_interrupts, reasons
+from deployer.engine.lease import reasons
+from deployer.engine.session import Session, no_interrupts
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import weights as plan
 from deployer.plan.batches import Batch
