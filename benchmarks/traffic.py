@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import signal
 import sys
@@ -71,7 +72,7 @@ class Traffic:
         self.max_requests = max_requests
         self.timeout = timeout
         self.workers = [(name, port, i % 2 == 0) for name, port in self.targets.items() for i in range(threads)]
-        self.interval = len(self.workers) / rate
+        self.interval = len(self.workers) / rate  # each worker's pace: one request per interval
         self._stop = threading.Event()
         self._count = 0
         self._lock = threading.Lock()
@@ -104,6 +105,13 @@ class Traffic:
         if not self.ended:
             self.ended = time.time()
         return self.samples
+
+    def paced(self, seconds: float) -> int:
+        """How many requests a run that keeps its pace sends at least in its first ``seconds``:
+        worker n sends at n/W, 1 + n/W, 2 + n/W... intervals (W workers), so each sends
+        floor(seconds / interval) of them. A test that let the stream run that long asserts its
+        count against this: a stream that stalled (a hung connection, a starved client) sends fewer."""
+        return math.floor(seconds / self.interval + 1e-9) * len(self.workers)  # 1.2 / 0.05: 24, not 23
 
     @property
     def samples(self) -> list[Sample]:

@@ -3,12 +3,17 @@ report produced end to end with tiny parameters. The full benchmark: python -m b
 
 from __future__ import annotations
 
+import http.server
+import threading
+import time
+
 import pytest
 from helpers import TEST_LABEL
 
 from benchmarks import harness, report
 from benchmarks import run as bench_run
 from benchmarks.records import ACTIONS, PHASES, ConfigResult, Measurement
+from benchmarks.traffic import Traffic
 from benchmarks.workload import Spec, generate_tree, git_artifact
 from deployer.sandbox import hosts as sandbox_mod
 
@@ -256,3 +261,56 @@ def _table(report: str, heading: str) -> list[list[str]]:
             continue
         rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
+
+
+# --- the request stream the zero-downtime tests count on ------------------------------------------
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    delay = 0.0  # seconds each answer is held back
+
+    def do_GET(self):
+        time.sleep(self.delay)
+        body = b"sample v1 abcdef0\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(delay: float):
+    handler = type("Answer", (_Answer,), {"delay": delay})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_paced_count_of_a_traffic_stream():
+    traffic = Traffic({"a": 1}, rate=120, threads=4)  # each of 4 workers: one request per 1/30 s
+    assert (traffic.paced(1.0), traffic.paced(0.5), traffic.paced(0.01)) == (120, 60, 0)
+    assert Traffic({"a": 1, "b": 2}, rate=150, threads=4).paced(2.0) == 296  # 8 workers x 37
+
+
+def test_a_stream_counts_every_answer_and_falls_short_of_its_pace_when_answers_stall():
+    server = _serve(0.0)
+    try:
+        with Traffic({"a": server.server_port}, rate=400, threads=2, max_requests=50) as traffic:
+            for t in traffic._threads:  # each worker ends once the 50 requests are taken
+                t.join(30)
+        summary = traffic.summary()
+        assert (summary["requests"], summary["ok"], summary["failed"], summary["errors"]) == (50, 50, 0, 0)
+        assert summary["versions"] == {"a": {"v1": 50}}
+    finally:
+        server.shutdown()
+    # every answer held 0.5 s: 2 workers send at most 2 + 2 x 1.2 / 0.5 in 1.2 s, a paced run 48
+    server = _serve(0.5)
+    try:
+        with Traffic({"a": server.server_port}, rate=40, threads=2, max_requests=1000) as traffic:
+            time.sleep(1.2)
+        assert traffic.summary()["errors"] == 0
+        assert len(traffic.samples) < traffic.paced(1.2) == 48
+    finally:
+        server.shutdown()
