@@ -8,13 +8,15 @@ directories, and sudo runs nothing but the rule; a unit or site changed by hand 
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
+import django_shop
 import pytest
 from helpers import cli, current, git
 from test_json_contract import document
-from test_recipes import FAKE_MANAGE, WEB, commit, deploy_ok, get, sample_repo, worker_dirs
+from test_recipes import WEB, commit, deploy_ok, get, make_repo, sample_repo, worker_dirs
 from test_setup import bare, setup_cli
 from test_systemd_hosts import run
 
@@ -29,6 +31,7 @@ RATE = 120  # requests/s through the host's nginx, 4 client threads
 SETTLE = 1.0  # seconds of traffic between the steps
 UNIT = "/etc/systemd/system/sample.service"
 SITE = "/etc/nginx/sites-available/sample"
+DB = "/srv/app/shared/shop.sqlite3"  # the Django project's (django_shop.py)
 
 
 def set_up(systemd_sandbox, repo: Path, recipe: str):
@@ -139,33 +142,49 @@ def test_python_wsgi_after_setup_under_traffic_then_stopped_then_rebooted(system
     assert sb.read(0, "cat /srv/app/shared/tmp/pids/gunicorn.pid")[1].strip() == str(booted)
 
 
-# --- django: the same unit, migrate once, static files from current ------------------------------
+# --- django: the same unit, a real migration once per deploy, static files from current ---------
+
+
+def migrations_applied(sb) -> list[str]:
+    """The orders app's migrations recorded in the Django project's database on the host."""
+    script = f"""import sqlite3
+q = "select name from django_migrations where app = 'orders' order by id"
+print(*(name for name, in sqlite3.connect("{DB}").execute(q)))"""
+    code, out = sb.read(0, f"python3 -c {shlex.quote(script)}")
+    assert code == 0, out
+    return out.split()
 
 
 def test_django_after_setup_under_traffic(systemd_sandbox, tmp_path):
-    """The django recipe with a stand-in manage.py (the hosts have no Django, see docs/setup.md):
-    its unit is python_wsgi's, so the same reloads; /static/ comes from the live release."""
-    repo = sample_repo(tmp_path, "v1", **{"manage.py": FAKE_MANAGE})
+    """A real Django project (Debian's Django): v2 adds a migration that runs once, before the
+    switch, as deploy; its unit is python_wsgi's, so the same reloads; /static/ comes from the
+    live release."""
+    repo = make_repo(tmp_path / "shop", django_shop.PROJECT)
     sb = set_up(systemd_sandbox, repo, "django")
     (h,) = sb.hosts
     assert sb.read(0, f"cat {UNIT}") == (0, python_wsgi.systemd_unit("sample", "/srv/app", "deploy"))
     deploy_ok(sb)
-    assert version(h) == "v1" and get(h, "/static/site.css") == (200, "/* v1 */\n")
+    assert get(h) == (200, f"sample v1 {git(repo, 'rev-parse', '--short=7', 'HEAD')} orders=0\n")
+    assert get(h, "/static/site.css") == (200, "/* v1 */\n") and migrations_applied(sb) == ["0001_initial"]
+    assert sb.read(0, f"stat -c %U {DB}") == (0, "deploy\n")
 
-    under_traffic(
+    summary = under_traffic(
         sb,
         repo,
         [
-            ("v2", ["deploy"], 0, {"VERSION": "v2\n"}),
+            ("v2", ["deploy"], 0, django_shop.V2),  # its workers read the new column: migrated first
             ("rollback", ["rollback", "--ignore-migrations"], 0, None),
             ("v3: fails verify, put back", ["deploy"], 1, {"VERSION": "v3\n", "UNHEALTHY": "database down\n"}),
         ],
     )
-    assert current(sb, h) == "releases/1" and version(h) == "v1"
+    assert {"v1", "v2"} <= set(summary["versions"][h.name]), summary
+    assert current(sb, h) == "releases/1" and version(h) == "v1"  # v1's code on the migrated table
     assert get(h, "/static/site.css") == (200, "/* v1 */\n")
+    assert migrations_applied(sb) == ["0001_initial", "0002_order_note"]
     assert (sudo_calls(sb, "reload"), sudo_calls(sb, "start")) == (4, 1)
-    code, log = sb.read(0, "cat /srv/app/shared/manage.log")
-    assert sorted(line.split()[0] for line in log.splitlines()).count("migrate") == 3, log  # once per deploy
+    # migrate ran on each deploy, in its release, before the switch
+    code, out = sb.read(0, "ls /srv/app/releases/*/.deployer/migrated")
+    assert out.split() == [f"/srv/app/releases/{n}/.deployer/migrated" for n in (1, 2, 3)], out
 
 
 # --- the deploy user's reach, and files changed by hand -------------------------------------------

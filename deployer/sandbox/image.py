@@ -137,11 +137,12 @@ visudo -c -q
 FIRSTBOOT = "/usr/local/sbin/sandbox-firstboot"
 
 # A production-shaped host: systemd is PID 1 and runs sshd, nginx and (later) the app. The deploy
-# user has no sudo rule at all; root logs in with the key only. /srv/app belongs to deploy.
+# user has no sudo rule at all; root logs in with the key only. /srv/app belongs to deploy. Debian's
+# Django is there for the django recipe's real migrate and collectstatic.
 # Start it as hosts.py does (SYSTEMD_RUN): /run tmpfs, the cgroup tree read-only, container=docker.
 SYSTEMD = Flavour(
     name="deployer-sandbox-systemd",
-    packages=(*PACKAGES, "systemd", "systemd-sysv", "dbus"),
+    packages=(*PACKAGES, "systemd", "systemd-sysv", "dbus", "python3-django"),
     files={
         "/etc/ssh/sshd_config.d/sandbox.conf": (0o644, _sshd_config("prohibit-password")),
         # Before sshd on every boot: a host key if the container has none yet (so it is fresh per
