@@ -14,6 +14,7 @@ from pathlib import Path
 
 import django_shop
 import pytest
+import toml
 from helpers import cli, current, git
 from test_json_contract import document
 from test_recipes import WEB, commit, deploy_ok, get, make_repo, sample_repo, worker_dirs
@@ -121,6 +122,16 @@ def test_python_wsgi_after_setup_under_traffic_then_stopped_then_rebooted(system
     assert current(sb, h) == "releases/1" and version(h) == "v1"
     # every reload went through systemd: v2, the rollback, v3 and its put-back
     assert (sudo_calls(sb, "reload"), sudo_calls(sb, "start")) == (4, 1)
+
+    # a changed env pushed: its restart reloads through systemd too, the same master
+    master = main_pid(sb)
+    doc = toml.loads(sb.config_path.read_text())
+    doc["env"] = {"GREETING": "hello from config.push"}
+    sb.config_path.write_text(toml.dumps(doc))
+    proc = cli(sb, "config.push")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sb.read(0, "cat /srv/app/current/.env") == (0, 'GREETING="hello from config.push"\n')
+    assert (sudo_calls(sb, "reload"), sudo_calls(sb, "start"), main_pid(sb)) == (5, 1, master)
 
     # the app stopped by hand: the next deploy's restart starts it again
     master = main_pid(sb)

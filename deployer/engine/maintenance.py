@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
@@ -138,8 +139,15 @@ def push_config(
             run.maintained = Maintained(release=live)
             out.line(run.name, "config", f"{stage.app.env_file} of release {live} written {said}")
 
-        def restart_one(run: HostRun, command: str, env: dict[str, str]) -> None:
-            session.in_release(run, "restart", host_state(run).current, command, env)
+        # the restart sees what a deploy's does (DEPLOY_APP: the recipe's goes through systemd
+        # when `deployer setup` installed the app's unit), in the live release
+        ctx = hooks.HookContext(
+            stage=stage.name, app=stage.app.name, deploy_to=stage.app.deploy_to, step="config", session=session
+        )
+
+        def restart_one(run: HostRun, command: str) -> None:
+            live = host_state(run).current
+            session.in_release(run, "restart", live, command, replace(ctx, release=live).env(run.host))
             restarted.append(run.name)
 
         try:
@@ -149,10 +157,9 @@ def push_config(
             command = restart.command
             if command:
                 live = [r for r in session.runs if r.maintained is not None and r.maintained.release is not None]
-                env = {"DEPLOY_STAGE": stage.name, "DEPLOY_STEP": "config"}
                 session.must(
                     "restart",
-                    lambda r: restart_one(r, command, env),
+                    lambda r: restart_one(r, command),
                     hooks.with_roles(restart.roles, live),
                     failed="config written, but restart failed",
                 )
