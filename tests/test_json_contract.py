@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -256,11 +257,15 @@ def test_tables_show_what_the_records_say():
         ),
         foreign=(Foreign("cap-1", revision=sha),),
         lock=LockInfo(who="bob", pid=42, stage="prod", started="2026-01-02T00:00:00Z"),
+        setup_drift=("/etc/systemd/system/shop.service",),
     )
     run = HostRun(host=Host(name="h", address="h", ssh=SSHSettings()), state=state)
     down = HostRun(host=Host(name="d", address="d", ssh=SSHSettings()), error="connection refused")
 
     [up, gone] = rows.status_rows(document.status_records([run, down]))
+    assert up["setup drift"] == "/etc/systemd/system/shop.service"
+    untouched = HostRun(host=run.host, state=replace(state, setup_drift=()))
+    assert "setup drift" not in rows.status_rows(document.status_records([untouched]))[0]  # no hand, no column
     assert {k: up[k] for k in ("current", "version", "git sha", "deployed at", "by", "releases", "foreign")} == {
         "current": 2,
         "version": "v2",

@@ -290,6 +290,12 @@ def test_deploy_user_is_confined_and_a_unit_changed_by_hand_is_reported(systemd_
     sb.exec(0, f"chmod 600 {SITE}")
     (host,) = document(cli(sb, "check", "--json"), "check", "failed")["hosts"]
     assert host["setup_drift"] == [UNIT, SITE]
+    # status shows both too, and exits 0: it reports, check judges
+    proc = cli(sb, "status")
+    assert proc.returncode == 0 and "setup drift" in proc.stdout, proc.stdout + proc.stderr
+    assert f"{UNIT}, {SITE}" in proc.stdout, proc.stdout
+    (host,) = document(cli(sb, "status", "--json"), "status", "ok")["hosts"]
+    assert host["setup_drift"] == [UNIT, SITE]
 
     # setup puts both back; check is green again
     proc = setup_cli(sb)
@@ -302,3 +308,7 @@ def test_deploy_user_is_confined_and_a_unit_changed_by_hand_is_reported(systemd_
     ]
     proc = cli(sb, "check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = cli(sb, "status")
+    assert proc.returncode == 0 and "setup drift" not in proc.stdout, proc.stdout + proc.stderr
+    (host,) = document(cli(sb, "status", "--json"), "status", "ok")["hosts"]
+    assert host["setup_drift"] == []

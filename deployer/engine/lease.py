@@ -28,16 +28,16 @@ FUTURE_BEAT = ", its heartbeat is in the future (host clock stepped back?)"
 
 def inspect(session: Session, run: HostRun, *, lock: bool, artifact_sha: str | None = None, sudo: bool = False) -> None:
     """Read the host's state; with lock, take the lock in the same command. With sudo, also
-    which of the sudo commands a deploy needs (see plan/setup.py) the user may not run. With
-    either, the files `deployer setup` wrote that now differ from what it writes (setup_drift):
-    a deploy or rollback warns and leaves them; `check` fails."""
+    which of the sudo commands a deploy needs (see plan/setup.py) the user may not run. Always,
+    the files `deployer setup` wrote that now differ from what it writes (setup_drift): a deploy
+    or rollback warns and leaves them; `status` shows them; `check` fails."""
     # free space matters to a deploy (it names its artifact) and to `check`, not to a rollback
     space = artifact_sha is not None or not lock
     tools = artifact_sha is not None or sudo  # what a deploy runs: a deploy and `check` probe it
     ttl = session.stage.app.lock_ttl
     app = session.stage.app
     probe = sudo and setup_plan.has_unit(app.recipe)
-    setup_paths = tuple(f.path for f in _setup_files(session, run, "-")) if sudo or lock else ()
+    setup_paths = tuple(f.path for f in _setup_files(session, run, "-"))  # drift: every reader shows it
     read = remote_lock.inspect(
         session.paths,
         lock_token=session.token,

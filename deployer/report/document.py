@@ -170,6 +170,7 @@ def status_records(runs: Sequence[HostRecord]) -> list[dict]:
                 "complete_releases": sum(1 for r in st.releases if r.complete),
                 "foreign_releases": len(st.foreign),
                 "lock": _lock(st.lock),
+                "setup_drift": list(st.setup_drift),
                 "error": None,
             }
         )

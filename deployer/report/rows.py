@@ -65,11 +65,13 @@ def status_rows(records: list[dict]) -> list[dict]:
                 "releases": rec["complete_releases"],
                 "foreign": rec["foreign_releases"],
                 "lock": _describe(rec["lock"]),
+                "setup drift": ", ".join(rec["setup_drift"]),
             }
         )
-    if not any(row.get("foreign") for row in rows):  # a column only where another tool was
-        for row in rows:
-            row.pop("foreign", None)
+    for column in ("foreign", "setup drift"):  # a column only where another tool was, or a hand
+        if not any(row.get(column) for row in rows):
+            for row in rows:
+                row.pop(column, None)
     return rows
 
 
