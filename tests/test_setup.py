@@ -9,7 +9,7 @@ import json
 
 import pytest
 import toml
-from helpers import cli, git
+from helpers import REPO, cli, git
 from test_json_contract import document
 from test_recipes import commit, deploy_ok, get, sample_repo, web_hosts
 from test_systemd_hosts import run
@@ -42,6 +42,20 @@ def test_sudoers_names_exactly_the_commands():
     # sudo skips a drop-in whose name holds a dot
     assert plan.sudoers_path("shop") == "/etc/sudoers.d/deployer-shop"
     assert plan.sudoers_path("my.shop") == "/etc/sudoers.d/deployer-my_shop"
+
+
+def test_the_docs_show_the_rule_and_the_unit_setup_writes():
+    """docs/setup.md shows the sudoers file and the unit in full, docs/recipes.md the unit: what
+    plan/setup.py writes (and the systemd tests run), not a copy that drifts from it."""
+    guide = (REPO / "docs" / "setup.md").read_text()
+    rule = plan.sudoers("shop", "deploy", plan.sudo_commands("shop", unit=True, lb=False))
+    assert f"```\n{rule}```\n" in guide
+    unit = python_wsgi.systemd_unit("shop", "/srv/shop", "deploy")
+    assert f"```ini\n{unit}```\n" in guide
+    assert f"```ini\n{unit}```\n" in (REPO / "docs" / "recipes.md").read_text()
+    lb = plan.sudo_rule("deploy", plan.sudo_commands("shop", unit=True, lb=True))
+    shown = " ".join(guide.split("the line goes on with `", 1)[1].split("`", 1)[0].split())
+    assert lb == plan.sudo_rule("deploy", plan.sudo_commands("shop", unit=True, lb=False)) + shown
 
 
 def test_plan_per_recipe_and_role():
