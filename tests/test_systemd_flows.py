@@ -1,10 +1,10 @@
 """What a production-shaped host shows after `deployer setup`, with every deploy run as the
 unprivileged deploy user: python_wsgi and django deploy, roll back and fail a deploy under a steady
 request stream through nginx with not one failed request and the same gunicorn master (systemd's
-MainPID); a stopped app is started by the next deploy; a reboot serves what current names without
-the deployer; the deploy user can write nowhere but deploy_to, its home and the world's temp
-directories, and sudo runs nothing but the rule; a unit or site changed by hand is reported by
-`check` and never rewritten by a deploy."""
+MainPID); a pushed env reloads through systemd too; a stopped app is started by the next deploy; a
+reboot serves what current names without the deployer; the deploy user can write nowhere but
+deploy_to, its home and the world's temp directories, and sudo runs nothing but the rule; a unit or
+site changed by hand is reported by `check` (and shown by `status`) and never rewritten by a deploy."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from deployer.sandbox.hosts import restart_host
 
 pytestmark = pytest.mark.slow
 
-RATE = 120  # requests/s through the host's nginx, 4 client threads
+RATE = 120  # the stream's pace, requests/s through the host's nginx, 4 client threads
 SETTLE = 1.0  # seconds of traffic between the steps
 UNIT = "/etc/systemd/system/sample.service"
 SITE = "/etc/nginx/sites-available/sample"
@@ -85,8 +85,8 @@ def under_traffic(sb, repo: Path, steps) -> dict:
     samples = traffic.samples
     summary = traffic.summary(samples)
     print("\n" + format_summary(summary))
-    # the stream kept its pace: the stream ran at least through the pauses, so it sent at least what
-    # a paced run sends in them; and requests went out while each step ran
+    # the stream kept its pace: it ran at least through the pauses, so it sent at least what a paced
+    # run sends in them; and requests went out while each step ran
     assert summary["requests"] >= traffic.paced(SETTLE * (len(steps) + 1)), summary
     for name, (start, end) in during.items():
         assert sum(start <= s.sent <= end for s in samples) >= len(traffic.workers), name
