@@ -380,9 +380,16 @@ def one_host(tmp_path):
 
 def gone(pid_file: Path) -> bool:
     """The process whose pid the file holds is dead (killed with its group): no longer there, or
-    a zombie its new parent has not reaped yet."""
-    ps = subprocess.run(["ps", "-o", "stat=", "-p", pid_file.read_text().strip()], capture_output=True, text=True)
-    return ps.stdout.strip() in ("", "Z") or ps.stdout.strip().startswith("Z")
+    a zombie its new parent has not reaped yet.
+    A kill is delivered asynchronously, so this asks again for up to 5 s before saying no."""
+    deadline = time.monotonic() + 5
+    while True:
+        ps = subprocess.run(["ps", "-o", "stat=", "-p", pid_file.read_text().strip()], capture_output=True, text=True)
+        if ps.stdout.strip() in ("", "Z") or ps.stdout.strip().startswith("Z"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_a_script_runs_in_sh_with_stdin_streamed_and_deploy_to_mapped_both_ways(one_host):
