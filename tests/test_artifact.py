@@ -461,8 +461,7 @@ def test_shared_paths_never_under_an_artifact_symlink(repo, tmp_path):
 
 def test_unpacked_size_is_measured_never_taken_from_a_sidecar(tmp_path):
     """The free-disk check's figure comes from the member check's own reading of the stream."""
-    from deployer.cli.tasks import _artifact
-    from deployer.report.output import Output
+    from deployer.artifact.choice import chosen
 
     p = make_tar(tmp_path / "big.tar.gz", [("blob", "file", "x" * 300_000), ("b", "file", "y" * 1000)])
     p.with_name("big.json").write_text(
@@ -470,7 +469,7 @@ def test_unpacked_size_is_measured_never_taken_from_a_sidecar(tmp_path):
             {"name": "big", "version": "1", "sha256": sha256_file(p), "size": p.stat().st_size, "unpacked_size": 1}
         )
     )
-    art = _artifact(None, str(p), False, Output())
+    art = chosen(None, str(p), False, lambda line: None)
     assert art.meta["unpacked_size"] == 301_000
 
 

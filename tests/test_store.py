@@ -21,10 +21,9 @@ from test_json_contract import document
 
 from deployer.artifact.build import build_artifact
 from deployer.artifact.s3store import S3Store
-from deployer.cli import store_tasks
 from deployer.config import load
 from deployer.config.settings import StoreSettings
-from deployer.engine.pull import Background, Pull
+from deployer.engine.pull import Background, Pull, pull_plan
 from deployer.errors import STORE, ConfigError, StoreError, UsageError
 from deployer.plan import releases
 from deployer.plan.paths import Paths
@@ -527,7 +526,7 @@ def test_hosts_may_fetch_the_tarball_while_its_json_waits(s3_store, aws_env, app
     said: list[str] = []
     out = type("Out", (), {"say": lambda self, line: said.append(line), "line": lambda self, *a: None, "live": False})()
     approved = threading.Event()
-    pull = store_tasks.pull_plan(cfg, art, out, approved=approved)
+    pull = pull_plan(cfg, art, out, approved=approved)
     url = pull.presign()
     with urllib.request.urlopen(url, timeout=30) as got:
         assert hashlib.sha256(got.read()).hexdigest() == art.sha256

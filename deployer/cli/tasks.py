@@ -6,12 +6,12 @@ at the boundary every task has (see command.py); nothing below prints a tracebac
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 
 from invoke import Collection
 
+from deployer.artifact.choice import build_head, checked, named, transfer_of
 from deployer.artifact.store import LocalStore
 from deployer.cli.command import (
     command,
@@ -27,6 +27,7 @@ from deployer.cli.store_tasks import TASKS as STORE_TASKS
 from deployer.config import load as config_mod
 from deployer.engine import maintenance, provenance
 from deployer.engine.deploy import deploy as run_deploy
+from deployer.engine.pull import open_store, pull_plan
 from deployer.engine.rollback import rollback as run_rollback
 from deployer.errors import FAILED, UsageError, command_line
 from deployer.plan.batches import Strategy
@@ -40,83 +41,12 @@ from deployer.report.output import Output
 STORE_HEAD_START = 2.0  # seconds a pull deploy waits for its store client before it connects to hosts
 
 
-def _build(cfg, allow_dirty: bool, out: Output):
-    """The artifact of the configured source's HEAD (or work tree), built by the [build] settings."""
-    from deployer.artifact.build import build_artifact
-
-    return build_artifact(
-        cfg.build.source,
-        cfg.app.name,
-        cfg.build.output,
-        command=cfg.build.command,
-        include=cfg.build.include,
-        allow_dirty=allow_dirty,
-        log=out.say,
-    )
-
-
-def _artifact(
-    cfg,
-    artifact_path: str | None,
-    allow_dirty: bool,
-    out: Output,
-    version: str | None = None,
-    shared: tuple[str, ...] = (),
-    local_only: bool = False,
-):
-    """The artifact to deploy, its members checked (see _load and _checked)."""
-    return _checked(_load(cfg, artifact_path, allow_dirty, out, version, local_only), shared)
-
-
-def _load(cfg, artifact_path: str | None, allow_dirty: bool, out: Output, version: str | None, local_only: bool):
-    """The artifact named (--artifact, --version, else a fresh build), not checked yet. A --version
-    the local store lacks comes from [store], when there is one (unless local_only)."""
-    from deployer.artifact.load import load_artifact
-
-    if artifact_path and version:
-        raise UsageError("--artifact and --version exclude each other")
-    if version:
-        try:
-            return LocalStore(cfg.build.output).get(version)
-        except UsageError:
-            if cfg.store is None or local_only:
-                raise
-            from deployer.cli.store_tasks import store_of
-
-            got = store_of(cfg).get(version)
-            if not cfg.store.trusted_keys:
-                out.say(
-                    f"warning: {got.version} taken from the store unverified ([store] trusted_keys is not set): "
-                    "whoever can write to the bucket chooses the code"
-                )
-            return got
-    if artifact_path:
-        return load_artifact(Path(artifact_path))
-    return _build(cfg, allow_dirty, out)
-
-
-def _checked(art, shared: tuple[str, ...]):
-    """art with its members checked (a fresh build's when it was packed), its unpacked size the
-    one that check measured and its git sha the one its REVISION holds, never a sidecar's claim
-    (a .json naming another commit or version is refused)."""
-    from deployer.artifact.load import revision_problem
-    from deployer.artifact.members import check_members
-    from deployer.errors import ArtifactError
-
-    checked = check_members(art.path, art.sha256, shared)
-    problem = revision_problem(art.meta, checked.revision)
-    if problem:
-        raise ArtifactError(f"refusing {art.path.name}: its .json {problem}")
-    meta = {**art.meta, "unpacked_size": checked.unpacked_size, "git_sha": checked.revision}
-    return dataclasses.replace(art, meta=meta)
-
-
 @command(allow_dirty="Pack the working tree even if it has uncommitted changes (version ends in -dirty).")
 def build(c, config=None, allow_dirty=False):
     """Build the artifact for HEAD: artifacts/<name>-<version>.tar.gz + .json (reproducible)."""
     cfg = config_mod.load(config)
     out = Output()
-    art = _build(cfg, allow_dirty, out)
+    art = build_head(cfg, allow_dirty, out.say)
     for line in (
         f"built {art.path}",
         f"  version {art.version}",
@@ -201,17 +131,15 @@ def deploy(
         full=bool(full),
         shares=cfg.canary if plan.name == "canary" and cfg.canary.steps else None,  # a share of requests
     )
-    from deployer.cli import store_tasks
-
-    pull = store_tasks.transfer_of(cfg, transfer) == "pull"
-    opening = store_tasks.open_store(cfg) if pull else None
-    loaded = _load(cfg, artifact, allow_dirty, out, version, local_only=False)
+    pull = transfer_of(cfg, transfer) == "pull"
+    opening = open_store(cfg) if pull else None
+    loaded = named(cfg, artifact, allow_dirty, out.say, version, local_only=False)
     # with pull, the upload starts now, while the members and the gate are checked: only the
     # .json, which makes it a listed artifact, waits for both
     approved = threading.Event()
-    pulling = store_tasks.pull_plan(cfg, loaded, out, dry_run, opening, approved) if pull else None
+    pulling = pull_plan(cfg, loaded, out, dry_run, opening, approved) if pull else None
     try:
-        art = _checked(loaded, st.app.shared_dirs + st.app.shared_files)
+        art = checked(loaded, st.app.shared_dirs + st.app.shared_files)
         provenance.check_gate(cfg, st, art, out, force=force, reason=options.reason)
     except BaseException:
         if pulling is not None:
