@@ -190,7 +190,7 @@ def format_summary(summary: dict) -> str:
 def main(argv: list[str]) -> None:
     """GET / on every running sandbox host (the ones ``deployer sandbox.up`` started from this
     directory) until stopped, a limit is reached or the stop file appears; then print the counts."""
-    from deployer.sandbox.hosts import running
+    from deployer.sandbox.instance import running
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.traffic")
     parser.add_argument("--rate", type=float, default=150, help="requests/s in total (default 150)")

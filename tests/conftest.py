@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from helpers import GIT_ENV, TEST_LABEL, Sandbox, git
 
+from deployer.sandbox import deploy_files
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox.hosts import SandboxHost
 from deployer.sandbox.image import SYSTEMD
@@ -76,7 +77,7 @@ def _sandbox_factory(client_key: Path, app_repo: Path, tmp_path: Path, *, system
         started.extend(hosts)
         known_hosts = sandbox_mod.write_known_hosts(directory / "known_hosts", hosts)
         source = Path(source or app_repo)
-        config = sandbox_mod.write_config(
+        config = deploy_files.write_config(
             directory / "hosts.toml", hosts, client_key, known_hosts, source=str(source), extra=extra_config
         )
         return Sandbox(

@@ -23,6 +23,7 @@ from helpers import TEST_LABEL, Sandbox, cli
 from deployer.artifact import tarscan
 from deployer.artifact.members import check_members
 from deployer.errors import ArtifactError
+from deployer.sandbox import deploy_files
 from deployer.sandbox import hosts as sandbox_mod
 
 # --- raw tar building -----------------------------------------------------------------------------
@@ -344,7 +345,7 @@ def host(sandbox_image, client_key, tmp_path_factory):
     hosts = sandbox_mod.start_hosts(1, client_key.with_suffix(".pub").read_text(), label=TEST_LABEL)
     try:
         known_hosts = sandbox_mod.write_known_hosts(directory / "known_hosts", hosts)
-        config = sandbox_mod.write_config(
+        config = deploy_files.write_config(
             directory / "hosts.toml", hosts, client_key, known_hosts, source=str(directory)
         )
         client = docker.from_env()
@@ -455,7 +456,7 @@ VICTIM = "/home/deploy/victim"
 def shared_host(host, tmp_path):
     """The module's host with shared_dirs log and tmp/pids, an empty deploy_to, and a directory of
     the deploy user's outside it that an artifact link `tmp -> victim` would aim at."""
-    config = sandbox_mod.write_config(
+    config = deploy_files.write_config(
         tmp_path / "hosts.toml",
         host.hosts,
         host.key_path,

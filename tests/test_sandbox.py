@@ -9,6 +9,7 @@ import pytest
 import toml
 from helpers import TEST_LABEL, git, host_conn
 
+from deployer.sandbox import deploy_files, instance
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
 from deployer.ssh.types import TransportError
@@ -40,7 +41,7 @@ def test_config_writing_without_the_extra_names_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "toml", None)  # `import toml` now raises ImportError
     host = sandbox_mod.SandboxHost(name="host-1", host="127.0.0.1", port=2222, container_id="x")
     with pytest.raises(sandbox_mod.SandboxError, match=r"pip install 'deployer\[sandbox\]'"):
-        sandbox_mod.write_config(
+        deploy_files.write_config(
             tmp_path / "hosts.toml", [host], tmp_path / "key", tmp_path / "known_hosts", source=str(tmp_path)
         )
     assert not (tmp_path / "hosts.toml").exists()
@@ -57,7 +58,7 @@ def test_client_key_is_created_once(tmp_path):
 
 def test_write_config_layout_and_deep_merge(tmp_path):
     hosts = [sandbox_mod.SandboxHost(f"host-{i}", "127.0.0.1", 40000 + i, f"id{i}") for i in (1, 2, 3)]
-    path = sandbox_mod.write_config(
+    path = deploy_files.write_config(
         tmp_path / "hosts.toml",
         hosts,
         tmp_path / "k",
@@ -151,7 +152,7 @@ def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
     label = TEST_LABEL + "-updown"
     extra = []
     try:
-        hosts = sandbox_mod.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path), label=label)
+        hosts = instance.up(2, tmp_path / ".sandbox", tmp_path / "hosts.sandbox.toml", str(tmp_path), label=label)
         assert [h.name for h in hosts] == ["host-1", "host-2"]
         doc = toml.loads((tmp_path / "hosts.sandbox.toml").read_text())
         assert [h["port"] for h in doc["stages"]["sandbox"]["hosts"]] == [h.port for h in hosts]
@@ -167,10 +168,10 @@ def test_start_hosts_passes_docker_kwargs_and_up_down(sandbox_image, tmp_path):
         assert tmpfs_host.name == "tiny-1"
         code, out = sandbox_mod.exec_root(tmpfs_host, "df -k /srv | tail -1; stat -c %U /srv")
         assert code == 0 and out.split()[0] == "tmpfs" and out.split()[-1] == "deploy"
-        removed = sandbox_mod.down(tmp_path / ".sandbox", label=label)
+        removed = instance.down(tmp_path / ".sandbox", label=label)
         assert removed == 2 and sandbox_mod.container(tmpfs_host).status == "running"  # not up()'s
     finally:
-        sandbox_mod.down(tmp_path / ".sandbox", label=label)
+        instance.down(tmp_path / ".sandbox", label=label)
         sandbox_mod.stop_hosts(extra)
 
 
@@ -181,16 +182,16 @@ def test_down_removes_only_the_hosts_its_own_up_started(sandbox_image, tmp_path)
     mine, theirs = tmp_path / "mine" / ".sandbox", tmp_path / "theirs" / ".sandbox"
     other = []
     try:
-        their_hosts = sandbox_mod.up(1, theirs, tmp_path / "theirs.toml", str(tmp_path), label=label)
+        their_hosts = instance.up(1, theirs, tmp_path / "theirs.toml", str(tmp_path), label=label)
         pub = (theirs / "id_ed25519.pub").read_text()
         other = their_hosts + sandbox_mod.start_hosts(1, pub, label=label, prefix="bare")
-        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)
-        my_hosts = sandbox_mod.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)  # replaces mine
-        assert [h.container_id for h in sandbox_mod.running(mine, label)] == [my_hosts[0].container_id]
-        assert [h.container_id for h in sandbox_mod.running(theirs, label)] == [their_hosts[0].container_id]
-        assert sandbox_mod.down(mine, label) == 1
+        my_hosts = instance.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)
+        my_hosts = instance.up(1, mine, tmp_path / "mine.toml", str(tmp_path), label=label)  # replaces mine
+        assert [h.container_id for h in instance.running(mine, label)] == [my_hosts[0].container_id]
+        assert [h.container_id for h in instance.running(theirs, label)] == [their_hosts[0].container_id]
+        assert instance.down(mine, label) == 1
         assert all(sandbox_mod.container(h).status == "running" for h in other)
-        assert sandbox_mod.running(mine, label) == []
+        assert instance.running(mine, label) == []
     finally:
-        sandbox_mod.down(mine, label)
+        instance.down(mine, label)
         sandbox_mod.stop_hosts(other)

@@ -16,6 +16,7 @@ from test_recipes import commit, deploy_ok, get, reload_log, sample_repo, web_ho
 from deployer.recipes import python_wsgi
 from deployer.sandbox import hosts as sandbox_mod
 from deployer.sandbox import image as image_mod
+from deployer.sandbox import instance
 from deployer.sandbox.hosts import restart_host
 
 
@@ -132,15 +133,15 @@ def test_sandbox_up_systemd_and_down(systemd_image, tmp_path):
             env=cli_env(),
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        (h,) = sandbox_mod.running(workdir)
+        (h,) = instance.running(workdir)
         assert h.systemd and h.http_port
         assert sandbox_mod.exec_root(h, "systemctl is-system-running") == (0, "running\n")
         doc = toml.loads((tmp_path / "hosts.sandbox.toml").read_text())
         assert doc["ssh"]["user"] == "deploy" and doc["stages"]["sandbox"]["hosts"][0]["port"] == h.port
         assert (workdir / "known_hosts").read_text().strip().endswith(" " + sandbox_mod.served_host_key(h))
-        assert sandbox_mod.down(workdir) == 1 and sandbox_mod.running(workdir) == []
+        assert instance.down(workdir) == 1 and instance.running(workdir) == []
     finally:
-        sandbox_mod.down(workdir)
+        instance.down(workdir)
 
 
 # --- the recipe's systemd unit under a real systemd ------------------------------------------------

@@ -346,14 +346,13 @@ def unlock(c, stage=None, config=None, hosts=None, roles=None, yes=False):
 )
 def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None, systemd=False):
     """Start throwaway SSH hosts in containers and write a ready config for them."""
-    from deployer.sandbox import deploy_files
-    from deployer.sandbox import hosts as sandbox
+    from deployer.sandbox import deploy_files, instance
 
     n = int(hosts)
     if n < 1:
         raise UsageError(f"--hosts must be at least 1, got {n}")
     src = str(Path(source).resolve()) if source else str(deploy_files.sample_repo(Path(".sandbox")))
-    started = sandbox.up(n, Path(".sandbox"), Path(config), source=src, systemd=systemd)
+    started = instance.up(n, Path(".sandbox"), Path(config), source=src, systemd=systemd)
     Output().say(
         f"{len(started)} sandbox host(s) up; config written to {config}\n"
         f"next: {command_line('deploy --config ' + config)}",
@@ -364,9 +363,9 @@ def sandbox_up(c, hosts=3, config="hosts.sandbox.toml", source=None, systemd=Fal
 @command(name="down")
 def sandbox_down(c):
     """Stop and remove the hosts sandbox.up started from this directory (no other checkout's or user's)."""
-    from deployer.sandbox import hosts as sandbox
+    from deployer.sandbox import instance
 
-    removed = sandbox.down(Path(".sandbox"))
+    removed = instance.down(Path(".sandbox"))
     Output().say(f"{removed} sandbox host(s) removed")
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from deployer.report.output import note, show
 from deployer.sandbox.deploy_files import toml_module
-from deployer.sandbox.hosts import running, serve_nginx
+from deployer.sandbox.hosts import serve_nginx
 from deployer.sandbox.image import FLAVOURS, SandboxError, ensure_image
+from deployer.sandbox.instance import running
 
 
 def main(argv: list[str]) -> None:

@@ -1,9 +1,9 @@
 """Real-SSH sandbox hosts: containers of the sandbox image (see image.py) running sshd, for tests
 and the demo, and the known_hosts file a deployer run needs to reach them (the sample app and the
-hosts.toml: deploy_files.py).
+hosts.toml: deploy_files.py; the sandbox a directory started: instance.py).
 
 Containers are started with testcontainers (an optional extra, ``deployer[sandbox]``; imported
-lazily) without its reaper, so hosts started by ``up()`` outlive the process until ``down()``
+lazily) without its reaper, so hosts started by ``instance.up()`` outlive the process until ``down()``
 removes them: only those, by a label naming the user and sandbox directory that started them.
 
 Each container generates its own ed25519 host key when it starts and serves only that key, so a
@@ -18,7 +18,6 @@ always does): ``serve_nginx`` installs a recipe's server block and starts nginx.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import logging
 import os
 import socket
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployer.sandbox.deploy_files import write_config
 from deployer.sandbox.image import BASE, SYSTEMD, SandboxError, ensure_image, require
 
 DEFAULT_LABEL = "deployer-sandbox"
@@ -91,7 +89,7 @@ class SandboxHost:
         return self.ports.get("80/tcp")
 
 
-def _docker_client():
+def docker_client():
     try:
         import docker  # a dependency of testcontainers
     except ImportError:
@@ -105,7 +103,7 @@ def _docker_client():
 
 def container(h: SandboxHost):
     """The docker SDK Container of a host (to kill, pause, read logs...)."""
-    return _docker_client().containers.get(h.container_id)
+    return docker_client().containers.get(h.container_id)
 
 
 def exec_root(h: SandboxHost, cmd: str) -> tuple[int, str]:
@@ -234,7 +232,7 @@ def _start_container(image: str, name: str, pubkey: str, label: str, docker_kwar
     wrapped = c.get_wrapped_container()
     try:
         wrapped.reload()
-        ports = _published(wrapped)
+        ports = published_ports(wrapped)
         h = SandboxHost(
             name=name,
             host="127.0.0.1",
@@ -307,7 +305,7 @@ def _loopback_only(inside: str, outside: Any) -> tuple[str, int | None]:
     raise SandboxError(f"port {inside}: sandbox ports are published on 127.0.0.1 only, got {outside!r}")
 
 
-def _published(wrapped) -> dict[str, int]:
+def published_ports(wrapped) -> dict[str, int]:
     """{"22/tcp": 32771, "80/tcp": 32772}: the container's ports published on the host."""
     found = {}
     for inside, bindings in (wrapped.attrs["NetworkSettings"]["Ports"] or {}).items():
@@ -359,7 +357,7 @@ def restart_host(h: SandboxHost) -> SandboxHost:
     c = container(h)
     c.restart(timeout=30)
     c.reload()
-    ports = _published(c)
+    ports = published_ports(c)
     h = dataclasses.replace(h, port=ports["22/tcp"], ports=ports)
     _wait_booted(h)
     _wait_ready(h)
@@ -370,7 +368,7 @@ def stop_hosts(hosts: Iterable[SandboxHost]) -> None:
     """Force-remove the hosts' containers (already gone is fine)."""
     import docker
 
-    client = _docker_client()
+    client = docker_client()
 
     def remove(h: SandboxHost) -> None:
         try:
@@ -388,7 +386,7 @@ def stop_all(label: str = DEFAULT_LABEL) -> int:
     """Force-remove every container carrying the label (``key`` or ``key=value``); return how many."""
     import docker
 
-    client = _docker_client()
+    client = docker_client()
     found = client.containers.list(all=True, filters={"label": label})
     for c in found:
         try:
@@ -422,78 +420,6 @@ def write_known_hosts(path: Path, hosts: Iterable[SandboxHost]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(host_key_line(h) + "\n" for h in hosts))
     return path
-
-
-# --- inv sandbox.up / sandbox.down -------------------------------------------
-
-
-def instance(workdir: Path, label: str = DEFAULT_LABEL) -> dict[str, str]:
-    """The label naming the hosts one ``up()`` started: this user's, for this sandbox directory.
-    ``down()`` and ``running()`` see only these, never another checkout's or another user's."""
-    owner = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "")
-    digest = hashlib.sha256(f"{owner}:{Path(workdir).resolve()}".encode()).hexdigest()[:16]
-    return {f"{label}.instance": digest}
-
-
-def up(
-    n: int,
-    workdir: Path = Path(".sandbox"),
-    config_path: Path = Path("hosts.sandbox.toml"),
-    source: str = ".",
-    *,
-    label: str = DEFAULT_LABEL,
-    systemd: bool = False,
-) -> list[SandboxHost]:
-    """Replace the sandbox this directory started with n fresh hosts (``systemd``: of the SYSTEMD
-    image); write the key, known_hosts and config.
-
-    Each host's port 80 is published on 127.0.0.1 as well (see ``running()`` / ``http_port``).
-    """
-    down(workdir, label)
-    ensure_image(flavour=SYSTEMD if systemd else BASE)
-    key = ensure_client_key(workdir)
-    # port 80 is published too (loopback only), for `python -m deployer.sandbox serve` and request streams
-    hosts = start_hosts(
-        n,
-        key.with_suffix(".pub").read_text(),
-        label=label,
-        systemd=systemd,
-        ports={"80/tcp": None},
-        labels=instance(workdir, label),
-    )
-    known_hosts = write_known_hosts(Path(workdir) / "known_hosts", hosts)
-    write_config(config_path, hosts, key, known_hosts, source=source)
-    return hosts
-
-
-def down(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> int:
-    """Remove the hosts up() started for this directory (and no others); return how many."""
-    return stop_all(_filter(workdir, label))
-
-
-def _filter(workdir: Path, label: str) -> str:
-    ((key, value),) = instance(workdir, label).items()
-    return f"{key}={value}"
-
-
-def running(workdir: Path = Path(".sandbox"), label: str = DEFAULT_LABEL) -> list[SandboxHost]:
-    """The running hosts up() started for this directory, ordered host-1, host-2, ..."""
-    hosts = []
-    for c in _docker_client().containers.list(filters={"label": _filter(workdir, label)}):
-        ports = _published(c)
-        if "22/tcp" in ports:
-            hosts.append(
-                SandboxHost(
-                    name=c.labels[label],
-                    host="127.0.0.1",
-                    port=ports["22/tcp"],
-                    container_id=c.id,
-                    label=label,
-                    ports=ports,
-                    systemd=c.labels.get(f"{label}.flavour") == "systemd",
-                )
-            )
-    return sorted(hosts, key=lambda h: (len(h.name), h.name))
 
 
 # --- web serving ---------------------------------------------------------------
