@@ -13,12 +13,11 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from deployer.config.settings import EnvValue, Host
+from deployer.config.settings import ENV_NAME, EnvValue, Host
 from deployer.errors import ConfigError
 from deployer.redact import MIN_SECRET, add_secret, double_quoted
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./:@+,=-]*")
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # what neither a dotenv reader nor sh's `.` can be trusted to read back: NUL and the control
 # characters but tab and newline, DEL, C1 controls (NEL), and Unicode's line/paragraph separators
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -42,7 +41,7 @@ class HostEnv:
 def check(key: str, value: str, secret: bool = False) -> None:
     """Bad input (exit 2) for what the env file cannot carry exactly; never shows the value."""
     what = "secret" if secret else "env"
-    if not _KEY.fullmatch(key):
+    if not ENV_NAME.fullmatch(key):
         raise ConfigError(f"{what} {key!r}: expected a variable name (letters, digits, _)")
     bad = _UNSAFE.search(value)
     if bad:
@@ -83,7 +82,7 @@ def parse(text: str) -> dict[str, str]:
             i += 1
         if text.startswith("export ", i):
             i += 7
-        key = _KEY.match(text, i)
+        key = ENV_NAME.match(text, i)
         if not key or not text.startswith("=", key.end()):
             i = _next_line(text, i)
             continue

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from deployer.config import schema
 from deployer.config.settings import (
+    ENV_NAME,
     AppSettings,
     BuildSettings,
     EnvValue,
@@ -39,7 +40,6 @@ WEBHOOK_REFS = ("env", "file")  # a webhook URL kept in the environment or a fil
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 # app.name names files and a systemd unit on hosts (deployer setup): no shell or path characters
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Reported(ConfigError):
@@ -198,7 +198,7 @@ class Reader:
         out = {}
         for key, value in data.items():
             at = f"{where}.{key}"
-            if not _ENV_KEY.fullmatch(key):
+            if not ENV_NAME.fullmatch(key):
                 raise self.fail(at, "expected a variable name (letters, digits, _)")
             if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
                 out[key] = EnvValue(value=str(value))

@@ -4,6 +4,7 @@ Defaults come from deployer.config.schema, where each key is declared once."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,6 +73,10 @@ class StoreSettings:
     def hosts_reach(self) -> str:
         """The endpoint the hosts fetch from ("" is AWS's own)."""
         return self.host_endpoint or self.endpoint
+
+
+# What an [env] key, and any name a command's environment gets, must be: a shell variable name.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
