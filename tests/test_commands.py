@@ -16,9 +16,10 @@ from helpers import tar_gz, tar_member
 from deployer.plan import setup as setup_plan
 from deployer.plan.host_state import HostState
 from deployer.plan.paths import Paths
-from deployer.remote import commands, render, state
+from deployer.remote import commands, render, state, user_command
 from deployer.remote import lock as remote_lock
 from deployer.remote import ops as remote_ops
+from deployer.remote import setup as remote_setup
 
 # what a session holding the lock puts in front of a script (remote_lock.lease), for scripts run
 # here without a lock: `held` always passes
@@ -580,11 +581,11 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "unlock-force": remote_lock.unlock(paths, None, ledger=hostile),
         "read_ledger": commands.read_ledger(paths, hostile),
         "drift": commands.drift(paths, many, many),
-        "in_release": commands.in_release(paths, 3, command, env),
-        "in_release-deploy_to": commands.in_release(paths, None, command, env),
-        "in_release-run_as": commands.in_release(paths, 3, command, env, run_as=hostile),
-        "migrate": commands.migrate(paths, 3, command, env, run_as=hostile),
-        "unmigrate": commands.unmigrate(paths, 3, command, env),
+        "in_release": user_command.in_release(paths, 3, command, env),
+        "in_release-deploy_to": user_command.in_release(paths, None, command, env),
+        "in_release-run_as": user_command.in_release(paths, 3, command, env, run_as=hostile),
+        "migrate": user_command.migrate(paths, 3, command, env, run_as=hostile),
+        "unmigrate": user_command.unmigrate(paths, 3, command, env),
         "verify_http": commands.verify_http(
             "http://127.0.0.1:9/" + hostile, status=200, body=hostile, timeout=1, retries=1, interval=0
         ),
@@ -596,7 +597,7 @@ def _builders(hostile: str, deploy_to: str) -> dict[str, str]:
         "maintenance-off": remote_ops.maintenance(paths, False, hostile, hostile, hostile),
         "shell": remote_ops.shell(paths, run_as=hostile),
         # dry run: never writes, wherever this test runs
-        "setup": commands.setup(
+        "setup": remote_setup.setup(
             setup_plan.HostSetup(
                 app=hostile,
                 user=hostile,
@@ -1020,7 +1021,7 @@ def test_a_run_whose_lock_was_taken_over_changes_nothing(tmp_path):
         commands.abort(paths, 2, "A"),
         commands.mark_bad(paths, 2, "bad"),
         commands.write_env(paths, ".env", "A", 1),
-        commands.in_release(paths, 2, "touch hook-ran", {}),
+        user_command.in_release(paths, 2, "touch hook-ran", {}),
     ]
     for script in lost:
         proc = leased(paths, "A", script, b"K=v\n")

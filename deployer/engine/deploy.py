@@ -29,7 +29,7 @@ from deployer.errors import FAILED, PARTIAL, DeployerError, HookFailed, HostErro
 from deployer.plan import releases as planning
 from deployer.plan.batches import Batch, batches
 from deployer.plan.options import Options
-from deployer.remote import commands
+from deployer.remote import commands, user_command
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
@@ -272,7 +272,9 @@ class Pipeline:
         def body(r: HostRun) -> None:
             env = self.ctx.env(r.host, r.deploy_record.previous)
             result = self.session.run(
-                r, "migrate", commands.migrate(self.session.paths, self.release, m.command, env, self.stage.app.run_as)
+                r,
+                "migrate",
+                user_command.migrate(self.session.paths, self.release, m.command, env, self.stage.app.run_as),
             )
             digest = result.field("migrated") or ""
             self.out.line(r.name, "migrate", f"migrations ran once here (output digest {digest[:12]})")

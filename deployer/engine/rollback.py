@@ -17,7 +17,7 @@ from deployer.engine.records import RolledBack
 from deployer.engine.session import Session, names, no_interrupts
 from deployer.errors import DeployerError, HookFailed, HostError, RunFailed
 from deployer.plan import releases as planning
-from deployer.remote import commands
+from deployer.remote import commands, user_command
 from deployer.report.output import Output
 from deployer.ssh.types import Cancelled
 
@@ -189,7 +189,9 @@ def _down_migrations(session: Session, ctx: hooks.HookContext, releases: list[in
             "DEPLOY_ROLLBACK_TO": str(ctx.release),
         }
         session.run(
-            run, "migrate", commands.unmigrate(session.paths, number, m.rollback_command, env, session.stage.app.run_as)
+            run,
+            "migrate",
+            user_command.unmigrate(session.paths, number, m.rollback_command, env, session.stage.app.run_as),
         )
         session.out.line(run.name, "migrate", f"down migration of release {number} ran")
 

@@ -28,7 +28,7 @@ from deployer.engine.fleet import Fleet, HostRun
 from deployer.engine.signals import no_interrupts
 from deployer.errors import RunFailed, command_line
 from deployer.plan.paths import Paths
-from deployer.remote import commands
+from deployer.remote import commands, user_command
 from deployer.remote import lock as remote_lock
 from deployer.report import ledger
 from deployer.report.output import Output
@@ -158,7 +158,7 @@ class Session:
     ) -> Result:
         """A user command (hook, restart, smoke, verify) in releases/N (no N: deploy_to), as
         [app] run_as when set."""
-        return self.run(run, step, commands.in_release(self.paths, number, command, env, self.stage.app.run_as))
+        return self.run(run, step, user_command.in_release(self.paths, number, command, env, self.stage.app.run_as))
 
     def tolerate(self, failures: dict[str, BaseException], max_fail: int) -> bool:
         """Skip failed hosts when --max-fail allows it (their partial work is undone); else False."""

@@ -13,7 +13,7 @@ from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
 from deployer.errors import BAD_INPUT, FAILED, UsageError
 from deployer.plan import setup as plan
-from deployer.remote import commands
+from deployer.remote import setup as remote_setup
 from deployer.report.output import Output
 
 
@@ -74,13 +74,13 @@ def setup(
             if run.conn is None or not run.conn.alive:
                 session.connect(run)
             assert run.conn is not None
-            result = run.conn.run(commands.setup(wanted[run.name], dry_run=dry), cancel=session.fleet.cancel)
+            result = run.conn.run(remote_setup.setup(wanted[run.name], dry_run=dry), cancel=session.fleet.cancel)
             answer = answers[run.name]
             answer.changes = [
                 (key, value) for key, _, value in (line.partition("\t") for line in result.stdout.splitlines()) if value
             ]
             if result.exit_code:
-                answer.refused = result.exit_code == commands.SETUP_REFUSED
+                answer.refused = result.exit_code == remote_setup.SETUP_REFUSED
                 answer.error = result.tail(1 if answer.refused else 5).removeprefix("setup: ")
 
         def each(dry: bool) -> list[SetupAnswer]:

@@ -6,20 +6,18 @@ executes these. Scripts that change a host call `held` before each change: the s
 lease check (`lock.lease`; the lock's own scripts are in lock.py) in front of every command of a
 run that holds the lock. One script is one
 remote command execution, so the deploy is a handful of round trips per host: inspect+lock,
-prepare (upload+extract+link), switch, finish.
+prepare (upload+extract+link), switch, finish. A user's command (hook, migration, smoke) is
+user_command.py's, setup's script setup.py's.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 import shlex
 from dataclasses import dataclass
 from typing import cast
 
-from deployer.plan import setup as setup_plan
 from deployer.plan.paths import MANIFEST, Paths
-from deployer.plan.setup import HostSetup
 from deployer.redact import redact
 from deployer.remote import delta as remote_delta
 from deployer.remote.lock import lock_values
@@ -322,53 +320,7 @@ def drift(paths: Paths, shared: tuple[str, ...] = (), generated: tuple[str, ...]
     )
 
 
-# -- pipeline steps: hooks, migrations, smoke, verify ----------------------------------------
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _env_words(env: dict[str, str]) -> list[str]:
-    """NAME=value items; a name that is not a shell variable name never reaches the script."""
-    bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
-    if bad:
-        raise ValueError(f"not an environment variable name: {bad[0]!r}")
-    return [f"{k}={v}" for k, v in sorted(env.items())]
-
-
-def user_inputs(command: str, env: dict[str, str], run_as: str) -> dict[str, Value]:
-    """user.sh's inputs (and in_release.sh's, run_in_current.sh's)."""
-    return {"COMMAND": command, "USER_ENV": _env_words(env), "RUN_AS": run_as}
-
-
-def in_release(paths: Paths, number: int | str | None, command: str, env: dict[str, str], run_as: str = "") -> str:
-    """A user command (hook, smoke, restart, verify command) run by sh in releases/N, with the
-    deploy's env; with no N (before_prepare: the release does not exist yet), in deploy_to."""
-    where = paths.deploy_to if number is None else paths.release(number)
-    return render(["in_release.sh"], {"WHERE": where, **user_inputs(command, env, run_as)})
-
-
-def migrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
-    """Run the migration in releases/N; on success record it (digest of its output) in the release."""
-    return render(
-        ["lib.sh", "user.sh", "migrate.sh"],
-        {
-            "RELEASE": paths.release(number),
-            "RECORD": paths.release_state(number) + "/migrated",
-            **user_inputs(command, env, run_as),
-        },
-    )
-
-
-def unmigrate(paths: Paths, number: int, command: str, env: dict[str, str], run_as: str = "") -> str:
-    """Run the down-migration with release N's code; then its record is removed."""
-    return render(
-        ["user.sh", "unmigrate.sh"],
-        {
-            "RELEASE": paths.release(number),
-            "RECORD": paths.release_state(number) + "/migrated",
-            **user_inputs(command, env, run_as),
-        },
-    )
+# -- verify, and a release that failed it -----------------------------------------------------
 
 
 def verify_http(url: str, *, status: int, body: str, timeout: int, retries: int, interval: float) -> str:
@@ -392,38 +344,3 @@ def mark_bad(paths: Paths, number: int, reason: str) -> str:
     """Mark release N bad: never a rollback target again, purged first by cleanup. The reason
     (a failed step's output) is written with every secret value masked."""
     return render(["mark_bad.sh"], {"STATE_DIR": paths.release_state(number), "REASON": redact(reason)})
-
-
-SETUP_REFUSED = 40  # setup.sh: this host cannot take setup; nothing was written
-
-
-def setup(host: HostSetup, *, dry_run: bool) -> str:
-    """setup.sh with one host's plan (see plan/setup.py), run as root: through `sudo -n` when the
-    login is not root (a login that cannot sudo without a password is refused, exit 40)."""
-    values: dict[str, Value] = {
-        "DRY_RUN": dry_run,
-        "DEPLOY_USER": host.user,
-        "CREATE_USER": host.create_user,
-        "DIRS": host.dirs,
-        "UNIT_NAME": setup_plan.unit_name(host.app),
-        "UNIT_PATH": host.unit.path if host.unit else "",
-        "UNIT": host.unit.content if host.unit else "",
-        "SUDOERS_PATH": host.sudoers.path if host.sudoers else "",
-        "SUDOERS": host.sudoers.content if host.sudoers else "",
-        "SITE_PATH": host.site.path if host.site else "",
-        "SITE": host.site.content if host.site else "",
-        "SITE_LINK": host.site_link,
-        "DEFAULT_SITE": setup_plan.DEFAULT_SITE,
-        "SYSTEMCTL": setup_plan.SYSTEMCTL,
-        "NGINX": setup_plan.NGINX,
-    }
-    script = render(["setup.sh"], values)
-    no_systemd = q("setup: no systemd on this host (/run/systemd/system is missing)")
-    refused = q("setup: this login may not run sudo without a password (log in as root: --login root)")
-    return (
-        f"[ -d /run/systemd/system ] || {{ echo {no_systemd} >&2; exit {SETUP_REFUSED}; }}\n"
-        'if [ "$(id -u)" != 0 ]; then\n'
-        f"  sudo -n true 2>/dev/null || {{ echo {refused} >&2; exit {SETUP_REFUSED}; }}\n"
-        f"  exec sudo -n sh -c {q(script)}\n"
-        "fi\n" + script
-    )

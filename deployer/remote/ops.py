@@ -9,8 +9,8 @@ import posixpath
 
 from deployer.errors import UsageError
 from deployer.plan.paths import Paths
-from deployer.remote.commands import user_inputs
 from deployer.remote.render import Value, render
+from deployer.remote.user_command import user_inputs
 
 MAINTENANCE_PAGE = "maintenance.html"  # under shared/: nginx answers 503 with it while it exists
 
