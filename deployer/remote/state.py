@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from deployer.plan.host_state import NAME, TOOLS, Foreign, HostState, LockInfo, Release, release_number
 
@@ -19,9 +20,16 @@ def parse(output: str, deploy_to: str = "") -> HostState:
     A release line counts only with a plain release number (release_number); any other name is
     kept in `ignored`, so a forged or absurd name (releases/999999999999999999999) never becomes a
     release or decides the next number. Lines that do not parse are skipped."""
-    values: dict = {"releases": [], "strays": [], "foreign": [], "ignored": [], "linked": [], "deploy_to": deploy_to}
-    metas: dict[str, dict] = {}
-    foreign_info: dict[str, dict] = {}
+    values: dict[str, Any] = {
+        "releases": [],
+        "strays": [],
+        "foreign": [],
+        "ignored": [],
+        "linked": [],
+        "deploy_to": deploy_to,
+    }
+    metas: dict[str, dict[str, Any]] = {}
+    foreign_info: dict[str, dict[str, str | int]] = {}
     for line in output.split("\n"):  # "\n" only: str.splitlines would also split on \r, \x1c...
         key, _, value = line.partition("\t")
         if key == "user":
@@ -118,7 +126,7 @@ _CAP_REVISION = re.compile(r"\(at ([^)\s]+)\)")
 _REVISION = re.compile(r"[\w.:+/@-]{1,64}\Z", re.ASCII)  # shown in tables: no control bytes
 
 
-def _foreign_record(kind: str, raw: str) -> dict:
+def _foreign_record(kind: str, raw: str) -> dict[str, str]:
     """What another tool recorded about one of its releases: its REVISION file's first line,
     Capistrano's revisions.log line ("Branch B (at REV) deployed as release NAME by USER"), or
     Deployer's .dep/releases_log entry ({"created_at": ..., "release_name": ...})."""
@@ -137,7 +145,7 @@ def _foreign_record(kind: str, raw: str) -> dict:
     return {"recorded": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")} if when else {}
 
 
-def _json_object(raw: str) -> dict:
+def _json_object(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw) if raw else {}
     except ValueError:
