@@ -16,6 +16,7 @@ from deployer.config import load as config_mod
 from deployer.config.settings import Config, Host, Stage
 from deployer.engine.signals import describe, exit_code, terminations
 from deployer.errors import DeployerError, RunFailed, UsageError
+from deployer.plan.options import parallel_hosts
 from deployer.report import document, rows
 from deployer.report.document import Outcome
 from deployer.report.output import Output, safe
@@ -94,9 +95,7 @@ def parallelism(value) -> int:
         n = int(value)
     except (TypeError, ValueError):
         raise UsageError(f"--parallel expects a whole number, got {value!r}") from None
-    if n < 1:
-        raise UsageError(f"--parallel must be at least 1, got {n}")
-    return n
+    return parallel_hosts(n)
 
 
 def whole_number(value, name: str) -> int:

@@ -16,6 +16,7 @@ from deployer.config.settings import Host
 from deployer.engine.records import Deployed, Drift, LedgerEntry, Maintained, RolledBack
 from deployer.errors import DeployerError, HostError
 from deployer.plan.host_state import HostState
+from deployer.plan.options import parallel_hosts
 from deployer.ssh.types import Transport
 
 HOUSEKEEPING = ("abort", "restore", "record")  # undo steps: they never hide the step a host failed in
@@ -81,7 +82,7 @@ def host_state(run: HostRun) -> HostState:
 class Fleet:
     def __init__(self, runs: Iterable[HostRun], parallel: int = 10):
         self.runs = list(runs)
-        self.parallel = max(1, parallel)
+        self.parallel = parallel_hosts(parallel)
         self.cancel = threading.Event()
 
     def each(

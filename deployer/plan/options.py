@@ -9,6 +9,13 @@ from deployer.errors import UsageError
 from deployer.plan.batches import Strategy
 
 
+def parallel_hosts(n: int) -> int:
+    """--parallel: how many hosts are worked on at once; fewer than 1 is bad input."""
+    if n < 1:
+        raise UsageError(f"--parallel must be at least 1, got {n}")
+    return n
+
+
 @dataclass(frozen=True)
 class Options:
     strategy: Strategy = Strategy()  # which hosts switch together
@@ -22,8 +29,7 @@ class Options:
     shares: CanarySettings | None = None  # --strategy canary with [canary] steps: a share of requests
 
     def __post_init__(self) -> None:
-        if self.parallel < 1:
-            raise UsageError(f"--parallel must be at least 1, got {self.parallel}")
+        parallel_hosts(self.parallel)
         if self.forced and not self.reason.strip():
             raise UsageError('--force needs --reason "why" (it is recorded in the ledger)')
         for name in ("max_fail", "lock_wait"):
