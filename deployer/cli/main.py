@@ -52,22 +52,22 @@ class DeployerProgram(Program):
         elif len(self.argv) == 3 and self.argv[2] in ("-h", "--help") and not self.argv[1].startswith("-"):
             self.argv = [self.argv[0], "--help", self.argv[1]]  # `TASK -h` even when TASK takes a positional
 
-    def parse_core(self, argv):
-        from invoke.completion.complete import print_completion_script
-
+    def parse_core_args(self):
+        """invoke's core parse, with a mistake answered in one line, --debug's log redacted, and
+        fixed values for the core options invoke reads that this program does not offer."""
         from deployer.report import debuglog
 
-        self.normalize_argv(argv)
         with self._usage():
-            self.parse_core_args()
+            super().parse_core_args()
+        for name, value in self.fixed_core().items():
+            self.core[0].args[name] = Argument(names=(name,), default=value)
         if self.args.debug.value or os.environ.get("INVOKE_DEBUG"):
             debuglog.enable()  # signatures and secrets masked
-        if self.args.version.value:
-            self.print_version()
-            raise Exit
-        if self.args["print-completion-script"].value:
-            print_completion_script(shell=self.args["print-completion-script"].value, names=self.binary_names)
-            raise Exit
+
+    @staticmethod
+    def fixed_core() -> dict:
+        """The core options invoke's parse_core and parse_cleanup read, left out of core_args."""
+        return {"write-pyc": not sys.dont_write_bytecode, "list-format": "flat", "list-depth": 0}
 
     def parse_tasks(self):
         with self._usage():
@@ -78,40 +78,18 @@ class DeployerProgram(Program):
                 ctx.args.config.value = hosts_toml
 
     def parse_cleanup(self):
-        from invoke.completion.complete import complete
-
-        topic = self.args.help.value
-        if topic is True:
-            self.print_help()
-            raise Exit
-        if topic:
-            if topic not in self.parser.contexts:
-                raise Exit(self._unknown_task(topic), code=BAD_INPUT)
-            self.print_task_help(topic)
-            raise Exit
-        root = self.args.list.value
-        self.list_format, self.list_depth = "flat", 0
-        if root:
-            if isinstance(root, str):
-                self.list_root = root
-                try:
-                    self.scoped_collection = self.collection.subcollection_from_path(root)
-                except KeyError:
-                    raise Exit(
-                        f"error: no namespace {root!r}{close(root, self.collection.collections)}", code=BAD_INPUT
-                    ) from None
-            self.list_tasks()
-            raise Exit
-        if self.args.complete.value:
-            complete(
-                names=self.binary_names,
-                core=self.core,
-                initial_context=self.initial_context,
-                collection=self.collection,
-                parser=self._make_parser(),
-            )
-        if not self.tasks and not self.collection.default:
-            self.no_tasks_given()
+        """invoke's --help/--list/--complete handling, an unknown task or namespace named first."""
+        topic, root = self.args.help.value, self.args.list.value
+        if isinstance(topic, str) and topic not in self.parser.contexts:
+            raise Exit(self._unknown_task(topic), code=BAD_INPUT)
+        if isinstance(root, str):
+            try:
+                self.collection.subcollection_from_path(root)
+            except KeyError:
+                raise Exit(
+                    f"error: no namespace {root!r}{close(root, self.collection.collections)}", code=BAD_INPUT
+                ) from None
+        super().parse_cleanup()
 
     def update_config(self, merge=True):
         """No runtime config file and no run() overrides: the tasks take their settings from hosts.toml."""
