@@ -184,6 +184,28 @@ def test_a_hosts_control_characters_are_shown_escaped(sandbox):
     assert "host-1 | err\\x1b]0;title\\x07" in proc.stderr.splitlines()
 
 
+def test_a_hosts_escape_sequences_reach_a_terminal_escaped(sandbox):
+    """On a terminal (where the progress lines themselves are drawn with escape sequences), what a
+    host writes on stderr is shown, never acted on: ESC, BEL, the one-byte CSI (0x9b) and a bidi
+    override, in the host's lines and in the table's error column (its last stderr line)."""
+    sb = deployed(sandbox, 1)
+    command = (
+        r"printf 'out\033[2J\n'; printf 'err\033]0;title\007\n' >&2; "
+        r"printf 'csi\302\23331m bidi\342\200\256txt\n' >&2; exit 3"
+    )
+    argv = [sys.executable, "-m", "deployer", "run", "--config", str(sb.config_path), "--", command]
+    code, text = under_pty(argv, env={"NO_COLOR": "1"}, cwd=sb.config_path.parent)
+    assert code == 1, text
+    for acted_on in ("\x1b[2J", "\x1b]0;title", "\x07", "\x9b", "\u202e"):
+        assert acted_on not in text, (acted_on, text)
+    lines = text.replace("\r\n", "\n").splitlines()
+    assert "host-1 | out\\x1b[2J" in lines
+    assert "host-1 | err\\x1b]0;title\\x07" in lines
+    assert "host-1 | csi\\x9b31m bidi\\u202etxt" in lines
+    row = [line for line in lines if line.startswith("host-1 ") and "failed" in line][-1]
+    assert row.split() == ["host-1", "failed", "3", "csi\\x9b31m", "bidi\\u202etxt"], row
+
+
 @pytest.mark.parametrize("persist", [0, 30], ids=["direct", "agent"])
 def test_a_cut_output_says_how_many_bytes_were_cut(sandbox, persist):
     """Counted where the output is read, and passed on by a connection agent (ssh.persist)."""
