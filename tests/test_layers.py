@@ -38,10 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # Arrows the structure work in progress removes (importer, imported): each breaks a cycle or runs
 # up the layers today. An entry no longer found fails the test, so that it is deleted here.
-KNOWN: set[tuple[str, str]] = {
-    # removed by the structure work in progress (choosing the artifact moves out of cli/)
-    ("deployer.cli.store_tasks", "deployer.cli.tasks"),  # store_tasks.py takes tasks._artifact
-}
+KNOWN: set[tuple[str, str]] = set()
 
 # Files that may print, and why. Paths relative to deployer/; a folder covers what is inside.
 PRINTS = {
