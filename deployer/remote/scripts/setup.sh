@@ -3,7 +3,7 @@
 # when its bytes, mode or owner differ (a temp file beside it, then mv); each change is reported
 # as one `KEY<TAB>VALUE` line; with DRY_RUN nothing is written, the changes are only reported.
 # Exit 40: this host cannot take it (visudo rejects the rule, ...); nothing was written. The
-# caller checks for systemd first (commands.setup).
+# caller checks for systemd first (remote/setup.py).
 # Inputs: DRY_RUN, DEPLOY_USER, CREATE_USER (a created user gets the login's authorized_keys),
 # DIRS (a word list), UNIT_NAME, UNIT_PATH, UNIT, SUDOERS_PATH, SUDOERS, SITE_PATH, SITE,
 # SITE_LINK, DEFAULT_SITE (the distribution's default site link, disabled with a site), SYSTEMCTL,
