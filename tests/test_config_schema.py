@@ -53,8 +53,10 @@ def live_keys(doc: dict) -> list[tuple[str, str, object]]:
             if isinstance(value, dict):
                 add("env.KEY", value)
 
-    for name in ("app", "build", "ssh", "store", "canary"):
+    for name in ("app", "build", "ssh", "store", "canary", "analysis"):
         add(name, doc.get(name, {}))
+    for entry in doc.get("analysis", {}).get("metrics", []):
+        add("analysis.metrics", entry)
     pipeline(doc)
     env(doc.get("env", {}))
     for stage in doc["stages"].values():

@@ -13,6 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from deployer.config import analysis as analysis_mod
 from deployer.config import canary as canary_mod
 from deployer.config import schema, stages
 from deployer.config import store as store_mod
@@ -83,6 +84,7 @@ def parse(text: str, path: Path) -> Config:
             pipeline = reader.section(reader.pipeline, {name: data[name]}, "", pipeline, default=pipeline)
     env: dict[str, EnvValue] = reader.section(reader.env, data.get("env", {}), "env", default={})
     store = reader.section(store_mod.read, reader, data["store"], default=None) if "store" in data else None
+    analysis = reader.section(analysis_mod.read, reader, data["analysis"], default=None) if "analysis" in data else None
     declared = data.get("stages", {})
     read = {
         name: reader.section(stages.stage, reader, name, body, app, ssh, pipeline, env, default=None)
@@ -111,6 +113,7 @@ def parse(text: str, path: Path) -> Config:
         pipeline=pipeline,
         store=store,
         canary=canary or CanarySettings(),
+        analysis=analysis,
         stages={name: st for name, st in read.items() if st is not None},
     )
 

@@ -229,6 +229,65 @@ CANARY: Table = {
         "/etc/nginx/deployer",
     ),
 }
+PROVIDERS = ("access_log", "prometheus", "http", "command")
+MEASURES = ("success_rate", "p50_ms", "p99_ms", "requests")
+LOG_FORMATS = ("deployer", "combined")  # deployer: combined + $request_time $upstream_response_time
+INCONCLUSIVE = ("fail", "extend", "pass")
+ANALYSIS: Table = {
+    "interval": Key(int, SECONDS, "seconds between checks", 10, minimum=1),
+    "checks": Key(int, "an integer >= 1", "checks a canary must pass (the bake is interval x checks)", 6, minimum=1),
+    "failure_limit": Key(int, "an integer >= 1", "failed checks that end it (put back, marked bad)", 1, minimum=1),
+    "min_requests": Key(
+        int, "an integer >= 0", "fewer requests in a check (access_log): inconclusive, not passed", 50, minimum=0
+    ),
+    "inconclusive": Key(
+        str,
+        "one of " + ", ".join(INCONCLUSIVE),
+        "an inconclusive check: fail, extend (one more, at most `checks` more) or pass",
+        "fail",
+        choices=INCONCLUSIVE,
+    ),
+    "metrics": Key(list, "a list of [[analysis.metrics]] tables", "what each check measures", required=True),
+}
+NUMBER = (int, float)
+METRIC: Table = {
+    "name": Key(str, "a short name", "the metric's name in output, notifications and the ledger", required=True),
+    "provider": Key(
+        str,
+        "one of " + ", ".join(PROVIDERS),
+        "where the number comes from",
+        "access_log",
+        choices=PROVIDERS,
+    ),
+    "path": Key(str, "an absolute path", "access_log: the web server's log on each host", "/var/log/nginx/access.log"),
+    "log_format": Key(
+        str,
+        "one of " + ", ".join(LOG_FORMATS),
+        "access_log: deployer (combined + request and upstream times) or combined (no latency)",
+        "deployer",
+        choices=LOG_FORMATS,
+    ),
+    "measure": Key(
+        str,
+        "one of " + ", ".join(MEASURES),
+        "access_log: non-5xx % | median ms | 99th percentile ms | requests in the window",
+        "success_rate",
+        choices=MEASURES,
+    ),
+    "min": Key(NUMBER, "a number", "absolute bound: the value must be >= this"),
+    "max": Key(NUMBER, "a number", "absolute bound: the value must be <= this"),
+    "max_vs_baseline": Key(
+        NUMBER, "a number >= 0", "canary at most this much worse than the baseline hosts", minimum=0
+    ),
+    "max_ratio_vs_baseline": Key(
+        NUMBER, "a number >= 1", "canary at most this many times worse than the baseline hosts", minimum=1
+    ),
+    "url": Key(str, "an http(s) URL", "prometheus, http: fetched from this machine ({host} {stage} {release})", ""),
+    "query": Key(str, "a PromQL expression", "prometheus: an instant query ({host} {stage} {release})", ""),
+    "json_path": Key(str, "a dotted path, e.g. data.error_rate", "http: where the number is in the JSON answer", ""),
+    "command": Key(str, "a shell command", "command: run on each host (its stdout is the number)", ""),
+    "local": Key(bool, "true or false", "command: run on this machine instead ({host} {stage} {release})", False),
+}
 HOST: Table = {
     "host": Key(str, "a host name or address", "the address to connect to", required=True),
     "name": Key(str, "a display name", "the name in output (default: host, with :port if not 22)"),
@@ -279,11 +338,13 @@ TABLES: dict[str, Table] = {
     "notify": NOTIFY,
     "store": STORE,
     "canary": CANARY,
+    "analysis": ANALYSIS,
+    "analysis.metrics": METRIC,
     "hooks.POINT": HOOK,
     "stages.NAME": STAGE,
     "stages.NAME.hosts": HOST,
 }
-TOP = ("app", "build", "ssh", "stages", "env", "store", "canary", *PIPELINE_TABLES)
+TOP = ("app", "build", "ssh", "stages", "env", "store", "canary", "analysis", *PIPELINE_TABLES)
 
 
 def default(table: Table, key: str) -> Any:

@@ -8,9 +8,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deployer.config.schema import APP, BUILD, CANARY, HOOK, MIGRATE, NOTIFY, RESTART, SSH, STORE, VERIFY, default
 from deployer.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from deployer.config.analysis import AnalysisSettings
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,7 @@ class Config:
     pipeline: PipelineSettings = PipelineSettings()
     store: StoreSettings | None = None
     canary: CanarySettings = CanarySettings()
+    analysis: AnalysisSettings | None = None  # [analysis]: deployer.config.analysis
 
     def stage(self, name: str | None) -> Stage:
         if not name and len(self.stages) == 1:
