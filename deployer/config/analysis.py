@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from deployer.config import schema
 from deployer.config.reader import Reader
@@ -126,5 +127,5 @@ def metric(reader: Reader, data: object, where: str) -> Metric:
         raise reader.fail(where, f"metric {name!r} has no bound (set one of: {', '.join(BOUNDS)})")
     if "min" in given and "max" in given and given["min"] > given["max"]:
         raise reader.fail(f"{where}.min", f"min {given['min']} is above max {given['max']}")
-    values = {k: float(v) if k in BOUNDS else v for k, v in given.items() if k != "name"}
+    values: dict[str, Any] = {k: float(v) if k in BOUNDS else v for k, v in given.items() if k != "name"}
     return Metric(name=name, **values)
