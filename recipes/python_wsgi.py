@@ -32,6 +32,8 @@ socket's backlog for a new worker. See README "Recipes" for hosts.toml, the syst
 
 from __future__ import annotations
 
+from . import timed_log
+
 PIDFILE = "shared/tmp/pids/gunicorn.pid"  # relative to deploy_to
 RELOAD_LOG = "shared/log/gunicorn-reload.log"
 
@@ -144,10 +146,13 @@ DEFAULTS: dict = {
 
 
 def nginx_site(deploy_to: str = "/srv/app", upstream: str = "127.0.0.1:8000") -> str:
-    """The nginx server block the recipe expects: everything proxied to gunicorn's bind address."""
-    return f"""server {{
+    """The nginx server block the recipe expects: everything proxied to gunicorn's bind address,
+    logged with the request times the canary analysis reads (recipes.timed_log)."""
+    log_format, access_log = timed_log(deploy_to)
+    return f"""{log_format}server {{
     listen 80 default_server;
     server_name _;
+{access_log}
 
     location / {{
         proxy_pass http://{upstream};

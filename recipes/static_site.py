@@ -19,6 +19,8 @@ request pinned to the previous release can still finish after the switch.
 
 from __future__ import annotations
 
+from . import timed_log
+
 SMOKE = "test -f public/index.html || { echo 'static_site: public/index.html missing in the release' >&2; exit 1; }"
 
 DEFAULTS: dict = {
@@ -28,10 +30,13 @@ DEFAULTS: dict = {
 
 
 def nginx_site(deploy_to: str = "/srv/app") -> str:
-    """The server block: one release per request, no caches that outlive a switch."""
-    return f"""server {{
+    """The server block: one release per request, no caches that outlive a switch; logged with
+    the request times the canary analysis reads (recipes.timed_log)."""
+    log_format, access_log = timed_log(deploy_to)
+    return f"""{log_format}server {{
     listen 80 default_server;
     server_name _;
+{access_log}
 
     root {deploy_to}/current/public;
     # resolve `current` once per request: every lookup below uses the same release

@@ -112,12 +112,13 @@ def judge_metric(
     canary_value = aggregate(metric, [readings[h] for h in canary if h in readings])
     baseline_value = None
     base = [readings.get(h) for h in baseline]
+    relative = metric.max_vs_baseline is not None or metric.max_ratio_vs_baseline is not None
     if baseline:
         broken = next(((h, r) for h, r in zip(baseline, base, strict=True) if r is None or r.error), None)
-        if broken:
+        if broken and relative:
             host, r = broken
             results.append((FAIL, f"{metric.name} on baseline {host}: {r.error if r else 'no reading'}"))
-        else:
+        elif not broken:
             known = [r for r in base if r is not None]
             baseline_value = aggregate(metric, known)
             enough = not counted or sum(r.requests or 0 for r in known) >= max(min_requests, 1)
