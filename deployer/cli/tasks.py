@@ -13,6 +13,7 @@ from invoke import Collection
 
 from deployer.artifact.choice import build_head, checked, named, transfer_of
 from deployer.artifact.store import LocalStore
+from deployer.cli.analysis_tasks import TASKS as ANALYSIS_TASKS
 from deployer.cli.command import (
     command,
     lock_wait_seconds,
@@ -433,6 +434,7 @@ ns = Collection(
     disconnect,
     *OPS_TASKS,
     *STORE_TASKS,
+    *ANALYSIS_TASKS,
     sandbox_ns,
     config_ns,
 )
