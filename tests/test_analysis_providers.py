@@ -6,6 +6,7 @@ its exit codes and --json. Order matters: the later tests put v2 (failing 20 %) 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -40,14 +42,13 @@ RATE = {"name": "success rate", "min": 99.0}
 P99 = {"name": "p99", "measure": "p99_ms", "max": 2000}
 
 
-@pytest.fixture(scope="module")
-def web(sandbox_image, client_key, tmp_path_factory):
-    """Two hosts serving v1 through nginx; the deploy user reads nginx's log (group adm)."""
-    tmp = tmp_path_factory.mktemp("analysis")
+@contextlib.contextmanager
+def serving(client_key, tmp: Path, n: int, **extra):
+    """n hosts serving v1 through nginx; the deploy user reads nginx's log (group adm)."""
     repo = sample_repo(tmp, "v1")
     make, started, client = _sandbox_factory(client_key, repo, tmp)
     try:
-        sb = make(2, source=repo, docker_kwargs=WEB, app={"recipe": "python_wsgi"})
+        sb = make(n, source=repo, docker_kwargs=WEB, app={"recipe": "python_wsgi"}, **extra)
         site = python_wsgi.nginx_site("/srv/app")
         for h in sb.hosts:
             sandbox_mod.serve_nginx(h, site)
@@ -58,6 +59,12 @@ def web(sandbox_image, client_key, tmp_path_factory):
     finally:
         sandbox_mod.stop_hosts(started)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def web(sandbox_image, client_key, tmp_path_factory):
+    with serving(client_key, tmp_path_factory.mktemp("analysis"), 2) as sb:
+        yield sb
 
 
 def configure(sb, metrics: list[dict], **analysis) -> None:

@@ -131,6 +131,7 @@ def deploy(
         lock_wait=lock_wait_seconds(lock_wait),
         full=bool(full),
         shares=cfg.canary if plan.name == "canary" and cfg.canary.steps else None,  # a share of requests
+        analysis=cfg.analysis,
     )
     pull = transfer_of(cfg, transfer) == "pull"
     opening = open_store(cfg) if pull else None

@@ -16,7 +16,7 @@ from deployer.config.settings import Host, Stage
 from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
-from deployer.plan.analysis import FAIL, Check, Tally, judge_check
+from deployer.plan.analysis import FAIL, Check, Tally, judge_check, number
 from deployer.report.output import Output, redact
 from deployer.ssh.types import Result
 
@@ -42,7 +42,10 @@ class Analysis:
         for check in reversed(self.checks):
             m = check.failing
             if m is not None:
-                return f"check {check.number}: {m.reason or m.metric + ' ' + check.verdict}"
+                values = f"canary {number(m.canary, m.unit)}" + (
+                    f", baseline {number(m.baseline, m.unit)}" if m.baseline is not None else ""
+                )
+                return f"check {check.number}: {m.reason or m.metric + ' ' + check.verdict} ({values})"
         return ""
 
     def record(self) -> dict[str, object]:

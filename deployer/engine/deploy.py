@@ -20,6 +20,7 @@ from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import checks, faults, finish, hooks, lease, signals, switchback, upload, weights
+from deployer.engine.analysis_step import after_batch
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
@@ -348,10 +349,11 @@ class Pipeline:
         self.hooks("after_switch", runs)
         checks.restart(self, runs)
         checks.verify(self, runs)
-        checks.bake(self, batch, runs)
-        for percent in steps[1:]:  # each step: the share, then the same bake (health re-checked)
-            weights.step(self.balancer, runs, percent)
+        for percent in [0, *steps[1:]]:  # each step: its share (the first one set), the bake, [analysis]
+            if percent:
+                weights.step(self.balancer, runs, percent)
             checks.bake(self, batch, runs)
+            after_batch(self, batch, runs, switched)
 
     def roll_back_switched(
         self, switched: list[HostRun], why: str, mark_bad: bool = True, exit_code: int = FAILED

@@ -18,6 +18,7 @@ class Deployed:
     switched: bool = False
     in_doubt: bool = False  # the switch went out, no answer came: it may or may not have happened
     finished: Result | None = None  # the switch command's result when the finish rode on it
+    analysis: dict[str, object] | None = None  # the canary analysis this host was judged in (engine.analysis_step)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer.config.analysis import AnalysisSettings
 from deployer.config.settings import CanarySettings
 from deployer.errors import UsageError
 from deployer.plan.batches import Strategy
@@ -27,6 +28,7 @@ class Options:
     lock_wait: float = 0.0  # seconds to wait for a live lock holder before exit 3
     full: bool = False  # --full: send the whole artifact, never a delta
     shares: CanarySettings | None = None  # --strategy canary with [canary] steps: a share of requests
+    analysis: AnalysisSettings | None = None  # [analysis]: judge each switched batch by its traffic
 
     def __post_init__(self) -> None:
         parallel_hosts(self.parallel)

@@ -131,6 +131,7 @@ def run_records(runs: Sequence[HostRecord]) -> list[dict]:
             "release": run.release,
             "seconds": {p: round(run.times[p], 3) for p in PHASES if p in run.times},
             "error": run.error or None,
+            **({"analysis": run.deployed.analysis} if run.deployed and run.deployed.analysis else {}),
         }
         for run in runs
     ]
