@@ -103,3 +103,22 @@ def test_strategy_all_watch_window_rolls_every_host_back(three):
     assert {r["host"] for r in releases(sb) if r["release"] == 4 and r["bad"]} == {h.name for h in sb.hosts}
     code, out = sb.exec(sb.hosts[0], f"test -r {LOG}")
     assert code == 0, out
+
+
+def test_dry_run_reads_once_and_rolling_judges_each_batch(three):
+    sb = three
+    configure(sb, [RATE, P99], interval=1, checks=1, min_requests=0, inconclusive="pass")
+    commit(sb.source, "v5: healthy", {"VERSION": "v5\n", "FAILS": "0\n"})
+    before = [sb.command_count(h) for h in sb.hosts]
+    dry = cli(sb, "deploy", "--strategy", "canary", "--dry-run", timeout=120)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    said = [line for line in dry.stdout.splitlines() if line.startswith("would analyse")]
+    assert said == [said[0]] and said[0].startswith("would analyse host-1 against host-2, host-3; one reading now: ")
+    assert all(current(sb, h) == "releases/3" for h in sb.hosts)  # nothing changed
+    assert sb.command_count(sb.hosts[0]) > before[0]
+    with Traffic({h.name: h.http_port for h in sb.hosts}, rate=30, threads=1, max_seconds=120):
+        proc = cli(sb, "deploy", "--strategy", "rolling", "--batch", "2", timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "analysis of host-1, host-2 against host-3:" in proc.stdout
+    assert "analysis of host-3 (no baseline: absolute bounds):" in proc.stdout
+    assert proc.stdout.count("analysis passed: 1 check(s)") == 2
