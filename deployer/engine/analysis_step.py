@@ -40,7 +40,8 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
     against = f" against {', '.join(r.name for r in baseline)}" if baseline else " (no baseline: absolute bounds)"
     if pipeline.options.dry_run:
         sources.start([*runs, *baseline])
-        check = judge_check(settings, sources.read([*runs, *baseline]), [r.name for r in runs], [], 1, 1)
+        base = [r.name for r in baseline]
+        check = judge_check(settings, sources.read([*runs, *baseline]), [r.name for r in runs], base, 1, 1)
         pipeline.out.say(f"would analyse {names}{against}; one reading now: {check.line()}")
         return
     pipeline.out.say(
