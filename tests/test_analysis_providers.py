@@ -73,8 +73,16 @@ def configure(sb, metrics: list[dict], **analysis) -> None:
     sb.config_path.write_text(toml.dumps(doc))
 
 
+def deploy_plain(sb, *args: str) -> None:
+    """A deploy without [analysis] (these tests judge with `analyze`)."""
+    doc = toml.loads(sb.config_path.read_text())
+    doc.pop("analysis", None)
+    sb.config_path.write_text(toml.dumps(doc))
+    deploy_ok(sb, *args)
+
+
 def traffic(sb, rate: float = 40) -> Traffic:
-    return Traffic({h.name: h.http_port for h in sb.hosts}, rate=rate, threads=2, max_seconds=60, max_requests=5000)
+    return Traffic({h.name: h.http_port for h in sb.hosts}, rate=rate, threads=2, max_seconds=90, max_requests=20000)
 
 
 def analyze(sb, *args: str) -> subprocess.CompletedProcess:
@@ -153,7 +161,7 @@ def test_an_unreadable_log_fails_the_check_with_one_line(web):
 def canary(web):
     """v2 on host-1 only, failing 20 % of requests (not /health): host-1 canary, host-2 baseline."""
     commit(web.source, "v2 fails 20 %", {"VERSION": "v2\n", "FAILS": "20\n"})
-    deploy_ok(web, "--hosts", "host-1")
+    deploy_plain(web, "--hosts", "host-1")
     return web
 
 
@@ -307,3 +315,30 @@ def test_analyze_without_analysis_table_is_exit_2(web, tmp_path):
         [sys.executable, "-m", "deployer", "analyze", "--config", str(path)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "no [analysis] table" in proc.stderr
+
+
+def test_a_slow_canary_fails_p99_against_the_baseline(canary):
+    commit(canary.source, "v3: / takes 300 ms longer", {"VERSION": "v3\n", "FAILS": "0\n", "SLOW": "/ 300\n"})
+    deploy_plain(canary, "--hosts", "host-1")
+    configure(canary, [{"name": "p99", "measure": "p99_ms", "max_ratio_vs_baseline": 2.0}], checks=2)
+    with traffic(canary):
+        proc = analyze(canary)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "check 1/2: p99 " in proc.stdout and "more than 2 x worse" in proc.stdout, proc.stdout
+
+
+def test_a_background_error_rate_both_share_is_no_false_alarm(canary):
+    """Old and new both fail 2 % of requests: only a difference from the baseline fails."""
+    commit(canary.source, "v4: 2 % fail", {"VERSION": "v4\n", "FAILS": "2\n", "SLOW": "/ 0\n"})
+    deploy_plain(canary)
+    commit(canary.source, "v5: 2 % fail too", {"VERSION": "v5\n"})
+    deploy_plain(canary, "--hosts", "host-1")
+    # windows of about 150 requests per host: one failed request moves a rate by under 0.7 points
+    configure(canary, [{"name": "success rate", "max_vs_baseline": 2.5}], checks=10, interval=2, min_requests=50)
+    with traffic(canary, rate=150):
+        proc = analyze(canary, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = json.loads(proc.stdout)["analysis"]["checks"]
+    assert len(checks) == 10 and all(c["verdict"] == "pass" for c in checks)
+    rates = [m["canary"] for c in checks for m in c["metrics"]] + [m["baseline"] for c in checks for m in c["metrics"]]
+    assert all(90 < r < 100 for r in rates), rates  # both really fail some requests

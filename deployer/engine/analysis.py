@@ -42,10 +42,11 @@ class Analysis:
         for check in reversed(self.checks):
             m = check.failing
             if m is not None:
-                values = f"canary {number(m.canary, m.unit)}" + (
-                    f", baseline {number(m.baseline, m.unit)}" if m.baseline is not None else ""
-                )
-                return f"check {check.number}: {m.reason or m.metric + ' ' + check.verdict} ({values})"
+                said = f"check {check.number}: {m.reason or m.metric + ' ' + check.verdict}"
+                if m.canary is None:
+                    return said
+                base = f", baseline {number(m.baseline, m.unit)}" if m.baseline is not None else ""
+                return f"{said} (canary {number(m.canary, m.unit)}{base})"
         return ""
 
     def record(self) -> dict[str, object]:
