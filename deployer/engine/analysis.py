@@ -17,7 +17,8 @@ from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
 from deployer.plan.analysis import FAIL, Check, Tally, judge_check, number
-from deployer.report.output import Output, redact
+from deployer.redact import redact
+from deployer.report.output import Output
 from deployer.ssh.types import Result
 
 REMOTE_TIMEOUT = 60  # seconds for one host's reading (a log window is summarised in well under that)

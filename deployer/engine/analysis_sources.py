@@ -20,8 +20,8 @@ from deployer.config.analysis import AnalysisSettings, Metric
 from deployer.engine.fleet import HostRun, message
 from deployer.errors import DeployerError
 from deployer.plan.analysis import Reading
+from deployer.redact import redact
 from deployer.remote import access_log
-from deployer.report.output import redact
 from deployer.ssh.types import Result
 
 FETCH_TIMEOUT = 10  # seconds per HTTP request or local command

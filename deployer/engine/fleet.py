@@ -68,6 +68,11 @@ class HostRun:
             self.rolled_back = RolledBack()
         return self.rolled_back
 
+    @property
+    def analysis(self) -> dict[str, object] | None:
+        """The canary analysis this host was judged in (a deploy with [analysis])."""
+        return self.deployed.analysis if self.deployed is not None else None
+
     def fail(self, step: str, message: str) -> None:
         self.step, self.result, self.error = step, "failed", message
 

@@ -75,6 +75,8 @@ class HostRecord(Protocol):
     def state(self) -> HostState | None: ...
     @property
     def drift(self) -> FoundDrift | None: ...
+    @property
+    def analysis(self) -> dict[str, object] | None: ...
 
 
 @dataclass
@@ -131,7 +133,7 @@ def run_records(runs: Sequence[HostRecord]) -> list[dict]:
             "release": run.release,
             "seconds": {p: round(run.times[p], 3) for p in PHASES if p in run.times},
             "error": run.error or None,
-            **({"analysis": run.deployed.analysis} if run.deployed and run.deployed.analysis else {}),
+            **({"analysis": run.analysis} if run.analysis else {}),
         }
         for run in runs
     ]
