@@ -24,6 +24,7 @@ from conftest import _sandbox_factory
 from helpers import REPO, cli, wait_until
 from test_recipes import WEB, commit, deploy_ok, get, sample_repo
 
+from benchmarks.traffic import Traffic
 from deployer.config import load as config_load
 from deployer.engine.analysis import run_on
 from deployer.engine.analysis_sources import Context, Sources
@@ -31,9 +32,6 @@ from deployer.engine.session import Session
 from deployer.recipes import python_wsgi
 from deployer.report.output import Output
 from deployer.sandbox import hosts as sandbox_mod
-
-sys.path.insert(0, str(REPO))  # the repo root holds benchmarks/
-from benchmarks.traffic import Traffic  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((REPO / "docs" / "result.schema.json").read_text())
@@ -107,7 +105,7 @@ def sources_for(sb):
     stage = cfg.stage("sandbox")
     session = Session(stage, stage.hosts, Output(), 2, action="analyze")
     assert cfg.analysis is not None
-    return session, Sources(cfg.analysis, run_on(session), Context("sandbox"), session.paths.current)
+    return session, Sources(cfg.analysis, run_on(session), Context("sandbox"), session.paths)
 
 
 def test_rotation_between_checks_and_crafted_lines_lose_nothing(web):

@@ -8,7 +8,6 @@ host back."""
 from __future__ import annotations
 
 import json
-import sys
 
 import jsonschema
 import pytest
@@ -16,8 +15,7 @@ from helpers import REPO, cli, current, releases
 from test_analysis_providers import LOG, configure, serving
 from test_recipes import commit
 
-sys.path.insert(0, str(REPO))  # the repo root holds benchmarks/
-from benchmarks.traffic import Traffic  # noqa: E402
+from benchmarks.traffic import Traffic
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads((REPO / "docs" / "result.schema.json").read_text())

@@ -5,7 +5,6 @@ decides. `live` is `deployer analyze`: the same loop against the live release, r
 from __future__ import annotations
 
 import posixpath
-import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
 from deployer.plan.analysis import FAIL, Check, Tally, judge_check, number
 from deployer.redact import redact
+from deployer.remote import analysis as remote_analysis
 from deployer.report.output import Output
 from deployer.ssh.types import Result
 
@@ -122,7 +122,7 @@ def live(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, sett
         on = run_on(session)
         releases: dict[str, str] = {}
         unread: dict[str, str] = {}
-        script = f"readlink {shlex.quote(session.paths.current)} || true"
+        script = remote_analysis.live_release(session.paths)
 
         def release_of(run: HostRun) -> None:
             try:
@@ -142,7 +142,7 @@ def live(stage: Stage, hosts: tuple[Host, ...], out: Output, parallel: int, sett
             + (f" against baseline {', '.join(r.name for r in baseline)}" if baseline else "")
             + f", every {settings.interval}s, {settings.checks} check(s) to pass"
         )
-        sources = Sources(settings, on, Context(stage.name, releases), session.paths.current, parallel)
+        sources = Sources(settings, on, Context(stage.name, releases), session.paths, parallel)
         return run(settings, sources, canary, baseline, out.say, sleeper(session.fleet.cancel))
 
 

@@ -6,7 +6,6 @@ or gives no number is a Reading with an error: the judge fails the check on it, 
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import threading
 import urllib.error
@@ -20,8 +19,10 @@ from deployer.config.analysis import AnalysisSettings, Metric
 from deployer.engine.fleet import HostRun, message
 from deployer.errors import DeployerError
 from deployer.plan.analysis import Reading
+from deployer.plan.paths import Paths
 from deployer.redact import redact
 from deployer.remote import access_log
+from deployer.remote import analysis as remote_analysis
 from deployer.ssh.types import Result
 
 FETCH_TIMEOUT = 10  # seconds per HTTP request or local command
@@ -65,9 +66,9 @@ def url_value(value: str) -> str:
 class Sources:
     """Every metric of `settings` read on `runs` once per check."""
 
-    def __init__(self, settings: AnalysisSettings, run_on: RunOn, context: Context, workdir: str, parallel: int = 10):
+    def __init__(self, settings: AnalysisSettings, run_on: RunOn, context: Context, paths: Paths, parallel: int = 10):
         self.metrics = settings.metrics
-        self.workdir = workdir  # remote commands run here (the live release: current)
+        self.paths = paths  # remote commands run in current
         self.run_on = run_on
         self.context = context
         self.parallel = max(1, parallel)
@@ -148,10 +149,10 @@ class Sources:
                 return Reading(prometheus_value(fetch(fill(url, values, url_value))))
             if m.provider == "http":
                 return Reading(json_number(fetch(fill(m.url, values, url_value)), m.json_path))
-            command = fill(m.command, values, shlex.quote)
+            command = remote_analysis.command_text(m.command, values)
             if m.local:
                 return Reading(the_number(run_local(command)))
-            return Reading(the_number(self._remote(run, f"cd {shlex.quote(self.workdir)} && {command}")))
+            return Reading(the_number(self._remote(run, remote_analysis.metric_command(self.paths, command))))
         except Exception as exc:  # noqa: BLE001 - every failure is this reading's error
             return Reading(error=redact(message(exc)))
 

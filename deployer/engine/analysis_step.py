@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deployer.config.analysis import AnalysisSettings
-from deployer.engine import analysis, upload
+from deployer.engine import analysis
 from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun
 from deployer.errors import DeployerError
 from deployer.plan.analysis import judge_check
 from deployer.plan.batches import Batch
-from deployer.remote import commands
+from deployer.remote import analysis as remote_analysis
 
 if TYPE_CHECKING:
     from deployer.engine.deploy import Pipeline
@@ -34,8 +34,8 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
     done = {r.name for r in [*switched, *runs]}
     baseline = [r for r in s.active if r.name not in done]
     releases = {r.name: str(pipeline.release) for r in runs}
-    releases.update({r.name: str(upload.record(r).previous or "") for r in baseline})
-    sources = Sources(settings, analysis.run_on(s), Context(s.stage.name, releases), s.paths.current, s.parallel)
+    releases.update({r.name: str(r.deploy_record.previous or "") for r in baseline})
+    sources = Sources(settings, analysis.run_on(s), Context(s.stage.name, releases), s.paths, s.parallel)
     names = ", ".join(r.name for r in runs)
     against = f" against {', '.join(r.name for r in baseline)}" if baseline else " (no baseline: absolute bounds)"
     if pipeline.options.dry_run:
@@ -48,11 +48,11 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
         f"analysis of {names}{against}: {len(settings.metrics)} metric(s) every {settings.interval}s, "
         f"{settings.checks} check(s) to pass"
     )
-    wait = analysis.sleeper(s.fleet.cancel, s.raise_if_lease_lost)
+    wait = analysis.sleeper(s.fleet.cancel)  # the lease is renewed in the background, as during --bake
     result = analysis.run(settings, sources, runs, baseline, pipeline.out.say, wait)
     record = result.record()
     for run in runs:
-        upload.record(run).analysis = record
+        run.deploy_record.analysis = record
     failures = s.fleet.each("analysis", lambda r: record_in_ledger(pipeline, r, result), runs)
     for name, exc in failures.items():
         pipeline.out.say(f"warning: {name}: the analysis not recorded in the ledger: {exc}")
@@ -74,4 +74,4 @@ def record_in_ledger(pipeline: Pipeline, run: HostRun, result: analysis.Analysis
         checks=checks,
         error=result.reason() if result.failed else "",
     )
-    s.run(run, "analysis", commands.append_ledger(s.paths, line))
+    s.run(run, "analysis", remote_analysis.ledger_line(s.paths, line))
