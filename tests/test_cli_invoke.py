@@ -117,6 +117,8 @@ def _deployer(*args: str) -> subprocess.CompletedProcess:
 LIST = """\
 Tasks:
 
+  analyze        Judge the live release by its traffic ([analysis] metrics),
+                 read-only: exit 0 pass, 1 fail.
   artifacts      Stored artifacts: version, git sha, sha256, size, built.
   audit          The ledger of every deploy, rollback, failure, unlock and
                  cleanup, merged across hosts.
@@ -167,7 +169,7 @@ Tasks:
 
 """
 
-TASKS = """artifacts audit build check cleanup deploy disconnect hosts init logs maintenance publish releases
+TASKS = """analyze artifacts audit build check cleanup deploy disconnect hosts init logs maintenance publish releases
 rollback run setup ssh status unlock verify config.diff config.keys config.push sandbox.down sandbox.up""".split()
 CORE = "--complete --debug --print-completion-script -c --config -h --help --list -l --version -V".split()
 DEPLOY = """--allow-dirty --artifact --bake --batch --canary --force --full --json --lock-wait --max-fail --pause
