@@ -26,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+import types
 
 LINUX_ONLY = {
     socket: (
@@ -120,3 +121,9 @@ def apply(peer: str) -> None:
     for name in ("bind", "connect", "connect_ex"):
         setattr(socket.socket, name, _short_unix_path(getattr(socket.socket, name)))
     sys.platform = "darwin"
+    # macOS's CPython has _scproxy (system proxy settings), which urllib.request imports there:
+    # a Mac with no proxy configured
+    scproxy = types.ModuleType("_scproxy")
+    scproxy._get_proxy_settings = lambda: {"exclude_simple": False, "exceptions": ()}  # type: ignore[attr-defined]
+    scproxy._get_proxies = dict  # type: ignore[attr-defined]
+    sys.modules["_scproxy"] = scproxy
