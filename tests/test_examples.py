@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import toml
 from helpers import REPO, git, wait_until
 from invoke.vendor import yaml
 
@@ -299,9 +300,15 @@ def origin_and_clone(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
     return origin, clone
 
 
-def test_crontab_line_pulls_and_deploys(stages, tmp_path):
+def test_crontab_lines_deploy_nightly_and_analyze_the_live_release(stages, tmp_path):
     sb, repo, home = stages
     install_ssh(sb, home)
+    # the live release's own error counter, read on the host (a FAILS file, as the sample app's)
+    metric = {"name": "fails", "provider": "command", "command": "cat FAILS 2>/dev/null || echo 0", "max": 1}
+    doc = toml.loads((repo / "hosts.toml").read_text())
+    doc["analysis"] = {"interval": 1, "checks": 1, "metrics": [metric]}
+    (repo / "hosts.toml").write_text(toml.dumps(doc))
+    git(repo, "commit", "-q", "-am", "[analysis]")
     _, clone = origin_and_clone(repo, tmp_path)
     logs = tmp_path / "log"
     logs.mkdir()
@@ -317,13 +324,36 @@ def test_crontab_line_pulls_and_deploys(stages, tmp_path):
         assert len(fields) == 6 and all(re.match(r"^[\d*/,-]+$", f) for f in fields[:5]), line
         assert not re.search(r"(?<!\\)%", fields[5]), "an unescaped % ends a cron command"
         jobs.append(fields[5].replace("\\%", "%"))
-    assert set(assigns) == {"DEPLOY_DIR", "LOG_DIR", "PATH"} and len(jobs) == 1
+    assert set(assigns) == {"DEPLOY_DIR", "LOG_DIR", "PATH"} and len(jobs) == 2
+    deploy, analyze = jobs
     stubs = {"DEPLOY_DIR": str(clone), "LOG_DIR": str(logs), "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin"}
     env = {"HOME": str(home), "SHELL": "/bin/sh", "LOGNAME": "deploy", **stubs}  # cron's small environment
-    sh(jobs[0], home, env, shell="sh")
+    sh(deploy, home, env, shell="sh")
     out = result(logs / f"staging-{date.today():%Y-%m-%d}.json")
     assert out["stage"] == "staging"
     deployed(sb, 0, git(repo, "rev-parse", "HEAD"))  # the commit pushed after the clone
+    analyses = logs / f"staging-analysis-{date.today():%Y-%m-%d}.json"
+    assert sh(analyze, home, env, shell="sh").stdout == ""  # healthy: nothing for cron to mail
+    # the live release turns bad (20 % of its requests fail): the next run exits 1 and alerts
+    assert sb.exec(sb.hosts[0], "echo 20 > /srv/app/current/FAILS")[0] == 0
+    command = analyze.split(" || ")[0]
+    proc = subprocess.run(["sh", "-c", command], cwd=home, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    mailed = sh(analyze, home, env, shell="sh").stdout
+    assert mailed.startswith("staging: the live release failed its analysis, see ") and str(analyses) in mailed
+    docs = json_documents(analyses.read_text())
+    assert [(d["task"], d["analysis"]["verdict"]) for d in docs] == [("analyze", "pass")] + [("analyze", "fail")] * 2
+    assert docs[-1]["analysis"]["failing"]["canary"] == 20
+
+
+def json_documents(text: str) -> list[dict]:
+    """The JSON documents appended one after another to a file (as `jq -s` reads them)."""
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        doc, end = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+        docs.append(doc)
+        at = end
+    return docs
 
 
 def test_systemd_service_and_timer(stages, tmp_path):
