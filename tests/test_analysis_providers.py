@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -153,6 +154,31 @@ def test_an_unreadable_log_fails_the_check_with_one_line(web):
     assert proc.returncode == 1
     assert "success rate on host-1: cannot read /var/log/nginx/missing.log: No such file" in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_too_few_requests_follow_inconclusive(web):
+    """min_requests above what a 1 s window gets: inconclusive, never a pass unless told."""
+    few = re.compile(
+        r"check (\d)/(\d): success rate .*: inconclusive \(success rate on host-\d: (\d+) requests, fewer than 1000\)"
+    )
+
+    def run(mode: str, checks: int) -> tuple[subprocess.CompletedProcess, list[tuple[str, ...]]]:
+        configure(web, [RATE], checks=checks, min_requests=1000, inconclusive=mode)
+        with traffic(web, rate=20):
+            proc = analyze(web)
+        found = [m.groups() for line in proc.stdout.splitlines() if (m := few.fullmatch(line))]
+        assert all(int(n) < 1000 for *_, n in found), proc.stdout
+        return proc, [(a, b) for a, b, _ in found]
+
+    proc, checks = run("fail", 2)
+    assert proc.returncode == 1 and checks == [("1", "2")], proc.stdout  # failure_limit 1
+    ended = r"^analysis: fail: check 1: success rate on host-\d: \d+ requests, fewer than 1000 \(canary 100.0 %\)$"
+    assert re.search(ended, proc.stdout, re.M), proc.stdout
+    proc, checks = run("pass", 2)
+    assert proc.returncode == 0 and checks == [("1", "2"), ("2", "2")], proc.stdout
+    assert "analysis: pass" in proc.stdout
+    proc, checks = run("extend", 1)  # one more check, then an inconclusive one counts as failed
+    assert proc.returncode == 1 and checks == [("1", "1"), ("2", "2")], proc.stdout
 
 
 @pytest.fixture(scope="module")
