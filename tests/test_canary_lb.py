@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import os
 import signal
 import threading
 import time
 
+import jsonschema
 import pytest
 import toml
-from helpers import cli, cli_popen, wait_until
+from helpers import REPO, cli, cli_popen, wait_until
 from test_recipes import commit, deploy_ok, get, sample_repo, web_hosts
 
 from deployer.config import load
@@ -242,7 +244,11 @@ def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(
     repo = sb.source
     with Requests(sb.hosts[0].http_port, count=20000, threads=2, max_seconds=120) as traffic:
         commit(repo, "v2", {"VERSION": "v2\n"})
-        out = deploy_ok(sb, "--strategy", "canary", "--canary", "1", "--bake", "1")
+        with_analysis(sb, {"interval": 1, "checks": 1, "metrics": [ERRORS]})
+        deployed = cli(sb, "deploy", "--strategy", "canary", "--canary", "1", "--bake", "1", "--json")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        out = deployed.stderr  # --json: the document on stdout, the lines on stderr
+        with_analysis(sb, None)
         assert lb_file(sb) == at_start
         commit(repo, "v3: fails its health check", {"VERSION": "v3\n", "UNHEALTHY": "database unreachable\n"})
         failed = cli(sb, "deploy", "--strategy", "canary", "--canary", "1")
@@ -259,6 +265,19 @@ def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(
         "canary step 3/3: 50 % of requests to host-2",
     ], out
     assert "the lb weights from before the canary go back" in out
+    # each step in the run's record (--json) and named by the ledger's analysis line of that step
+    doc = json.loads(deployed.stdout)
+    VALIDATOR.validate(doc)
+    taken = {h["host"]: h.get("canary_steps", []) for h in doc["hosts"]}
+    assert [(t["percent"], t["analysis"]) for t in taken["host-2"]] == [(5, "pass"), (25, "pass"), (50, "pass")]
+    assert taken["host-1"] == taken["host-3"] == []
+    shares = [t["share"] for t in taken["host-2"]]
+    assert 0 < shares[0] < shares[1] < shares[2] <= 50 and [t["at"] for t in taken["host-2"]] == sorted(
+        t["at"] for t in taken["host-2"]
+    )
+    ledger = sb.read(sb.hosts[1], "cat /srv/app/.deployer/ledger.jsonl")[1].splitlines()
+    analyses = [e for e in map(json.loads, ledger) if e["action"] == "analysis"]
+    assert [(a["canary_step"], a["result"]) for a in analyses] == [(5, "pass"), (25, "pass"), (50, "pass")], analyses
     assert [get(h)[1].split()[1] for h in sb.hosts[1:]] == ["v2", "v2"]
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "canary step 1/3" in failed.stdout and "canary step 2/3" not in failed.stdout
@@ -268,6 +287,19 @@ def test_deploy_strategy_canary_goes_through_the_steps_and_restores_the_weights(
     code, said = stopped
     assert code == 143, said
     assert said.index("weights from before the canary are back") < said.index("interrupted (SIGTERM)"), said
+
+
+ERRORS = {"name": "errors", "provider": "command", "local": True, "command": "echo 0", "max": 1}
+VALIDATOR = jsonschema.Draft202012Validator(json.loads((REPO / "docs" / "result.schema.json").read_text()))
+
+
+def with_analysis(sb, table: dict | None) -> None:
+    """[analysis] in the sandbox config (None: none)."""
+    doc = toml.loads(sb.config_path.read_text())
+    doc.pop("analysis", None)
+    if table is not None:
+        doc["analysis"] = table
+    sb.config_path.write_text(toml.dumps(doc))
 
 
 def terminated_at_step_2(sb) -> tuple[int, str]:

@@ -57,6 +57,7 @@ def test_schema_is_valid_and_strict():
             ],
         },
         {**good, "hosts": [{"host": "a", "error": None, "deployed_at": "2026-01-01 10:00"}]},
+        {**good, "hosts": [{"host": "a", "error": None, "canary_steps": [{"percent": 0, "share": 0, "at": None}]}]},
     ):
         assert not VALIDATOR.is_valid(bad), bad
 

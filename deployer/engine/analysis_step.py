@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deployer.config.analysis import AnalysisSettings
-from deployer.engine import analysis
+from deployer.engine import analysis, weights
 from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun
 from deployer.errors import DeployerError
@@ -53,6 +53,9 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
     record = result.record()
     for run in runs:
         run.deploy_record.analysis = record
+        step = weights.current_step(run)
+        if step is not None:
+            step["analysis"] = result.verdict
     failures = s.fleet.each("analysis", lambda r: record_in_ledger(pipeline, r, result), runs)
     for name, exc in failures.items():
         pipeline.out.say(f"warning: {name}: the analysis not recorded in the ledger: {exc}")
@@ -65,6 +68,8 @@ def record_in_ledger(pipeline: Pipeline, run: HostRun, result: analysis.Analysis
     """One line: the verdict and each check's numbers, compact (a ledger line stays < 3.5 KB)."""
     s = pipeline.session
     checks = [[c.number, c.verdict, {m.metric: [m.canary, m.baseline] for m in c.metrics}] for c in result.checks[-12:]]
+    step = weights.current_step(run)
+    at_step = {"canary_step": step["percent"]} if step is not None else {}
     line = s.ledger(
         run,
         result.verdict,
@@ -73,5 +78,6 @@ def record_in_ledger(pipeline: Pipeline, run: HostRun, result: analysis.Analysis
         baseline=result.baseline,
         checks=checks,
         error=result.reason() if result.failed else "",
+        **at_step,
     )
     s.run(run, "analysis", remote_analysis.ledger_line(s.paths, line))

@@ -73,6 +73,11 @@ class HostRun:
         """The canary analysis this host was judged in (a deploy with [analysis])."""
         return self.deployed.analysis if self.deployed is not None else None
 
+    @property
+    def canary_steps(self) -> list[dict[str, object]]:
+        """The [canary] steps this host went through as the canary: percent, share, when, verdict."""
+        return self.deployed.canary_steps if self.deployed is not None else []
+
     def fail(self, step: str, message: str) -> None:
         self.step, self.result, self.error = step, "failed", message
 

@@ -19,6 +19,7 @@ class Deployed:
     in_doubt: bool = False  # the switch went out, no answer came: it may or may not have happened
     finished: Result | None = None  # the switch command's result when the finish rode on it
     analysis: dict[str, object] | None = None  # the canary analysis this host was judged in (engine.analysis_step)
+    canary_steps: list[dict[str, object]] = field(default_factory=list)  # [canary] steps it got (engine.weights)
 
 
 @dataclass

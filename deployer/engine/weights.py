@@ -16,7 +16,7 @@ from deployer.config.canary import LB_ROLE, hosts_problem
 from deployer.config.settings import CanarySettings
 from deployer.engine.fleet import HostRun
 from deployer.engine.lease import reasons
-from deployer.engine.session import Session, no_interrupts
+from deployer.engine.session import Session, no_interrupts, utc_now
 from deployer.errors import DeployerError, UsageError
 from deployer.plan import weights as plan
 from deployer.plan.batches import Batch
@@ -146,7 +146,16 @@ def step(balancer: Balancer | None, runs: list[HostRun], percent: int) -> None:
     balancer.session.out.say(
         f"canary step {number}/{len(balancer.steps)}: {percent} % of requests to {', '.join(r.name for r in runs)}"
     )
-    balancer.set_share([r.name for r in runs], percent)
+    realised = balancer.set_share([r.name for r in runs], percent)
+    at = utc_now()
+    for run in runs:  # the run's record: --json and the ledger's analysis line name the step
+        taken = {"percent": percent, "share": round(realised, 2), "at": at, "analysis": None}
+        run.deploy_record.canary_steps.append(taken)
+
+
+def current_step(run: HostRun) -> dict[str, object] | None:
+    """The [canary] step the host is at (its share of the requests), if any."""
+    return run.canary_steps[-1] if run.canary_steps else None
 
 
 def restore_after(balancer: Balancer | None, out: Output) -> None:

@@ -77,6 +77,8 @@ class HostRecord(Protocol):
     def drift(self) -> FoundDrift | None: ...
     @property
     def analysis(self) -> dict[str, object] | None: ...
+    @property
+    def canary_steps(self) -> list[dict[str, object]]: ...
 
 
 @dataclass
@@ -134,6 +136,7 @@ def run_records(runs: Sequence[HostRecord]) -> list[dict]:
             "seconds": {p: round(run.times[p], 3) for p in PHASES if p in run.times},
             "error": run.error or None,
             **({"analysis": run.analysis} if run.analysis else {}),
+            **({"canary_steps": run.canary_steps} if run.canary_steps else {}),
         }
         for run in runs
     ]
