@@ -96,7 +96,7 @@ def test_strategy_all_watch_window_rolls_every_host_back(three):
     with Traffic({h.name: h.http_port for h in sb.hosts}, rate=50, threads=2, max_seconds=120):
         proc = cli(sb, "deploy", timeout=150)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "(no baseline: absolute bounds)" in proc.stdout and "check 1/2: success rate" in proc.stdout
+    assert "against the same host(s) before the switch" in proc.stdout and "check 1/2: success rate" in proc.stdout
     assert all(current(sb, h) == "releases/3" for h in sb.hosts)
     assert {r["host"] for r in releases(sb) if r["release"] == 4 and r["bad"]} == {h.name for h in sb.hosts}
     code, out = sb.exec(sb.hosts[0], f"test -r {LOG}")
@@ -118,5 +118,31 @@ def test_dry_run_reads_once_and_rolling_judges_each_batch(three):
         proc = cli(sb, "deploy", "--strategy", "rolling", "--batch", "2", timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "analysis of host-1, host-2 against host-3:" in proc.stdout
-    assert "analysis of host-3 (no baseline: absolute bounds):" in proc.stdout
+    assert "analysis of host-3 against the same host(s) before the switch:" in proc.stdout
     assert proc.stdout.count("analysis passed: 1 check(s)") == 2
+
+
+def test_one_host_is_judged_against_its_own_window_before_the_switch(three):
+    """No baseline hosts (one host, --strategy all): the host's window before its switch is the
+    baseline; only a baseline bound here, so only that comparison can fail it."""
+    sb = three
+    host = sb.hosts[0]
+    # about 200 requests a check: 5 % failing is over 2 points worse than 0 % (P(no) < 1e-3 a check)
+    configure(sb, [{"name": "success rate", "max_vs_baseline": 2.0}], interval=2, checks=3, min_requests=50)
+    commit(sb.source, "v6: as good as v5", {"VERSION": "v6\n", "FAILS": "0\n"})
+    with Traffic({host.name: host.http_port}, rate=100, threads=2, max_seconds=120):
+        good = cli(sb, "deploy", "--hosts", host.name, "--json", timeout=150)
+        commit(sb.source, "v7: fails 5 %", {"VERSION": "v7\n", "FAILS": "5\n"})
+        bad = cli(sb, "deploy", "--hosts", host.name, "--json", timeout=150)
+    assert good.returncode == 0, good.stdout + good.stderr
+    said = f"analysis of {host.name} against the same host(s) before the switch"
+    assert said in good.stderr and "check 3/3: success rate 100.0 % (baseline 100.0 %): pass" in good.stderr
+    analysis = json.loads(good.stdout)["hosts"][0]["analysis"]
+    assert analysis["baseline"] == [f"{host.name} (before the switch)"] and analysis["verdict"] == "pass"
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    doc = json.loads(bad.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    failing = doc["hosts"][0]["analysis"]["failing"]
+    assert failing["metric"] == "success rate" and failing["baseline"] == 100.0 and failing["canary"] < 98
+    assert "worse by more than 2" in failing["reason"]
+    assert current(sb, host) == "releases/6"  # put back

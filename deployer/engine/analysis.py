@@ -7,7 +7,7 @@ from __future__ import annotations
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from deployer.config.analysis import AnalysisSettings
@@ -15,7 +15,7 @@ from deployer.config.settings import Host, Stage
 from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun, message
 from deployer.engine.session import Session
-from deployer.plan.analysis import FAIL, Check, Tally, judge_check, number
+from deployer.plan.analysis import FAIL, Check, Reading, Tally, judge_check, number
 from deployer.redact import redact
 from deployer.remote import analysis as remote_analysis
 from deployer.report.output import Output
@@ -68,17 +68,23 @@ def run(
     baseline: Sequence[HostRun],
     say: Callable[[str], None],
     wait: Callable[[float], None],
+    before: Mapping[str, Mapping[str, Reading]] | None = None,
 ) -> Analysis:
     """Checks until the tally decides (bounded: plan.analysis.Tally). `wait(seconds)` sleeps
-    between checks (a deploy renews its lock there and raises when it must stop)."""
+    between checks (a deploy renews its lock there and raises when it must stop). `before`
+    (metric -> name -> reading): fixed readings that are the baseline when no host is."""
     runs = [*canary, *baseline]
     names, base = [r.name for r in canary], [r.name for r in baseline]
+    fixed = {m: dict(got) for m, got in (before or {}).items()}
+    base += sorted({name for got in fixed.values() for name in got})
     sources.start(runs)  # a host that could not be marked reads "no window started": its check fails
     tally = Tally(settings)
     notes: list[str] = []
     while tally.verdict is None:
         wait(settings.interval)
         readings = sources.read(runs)
+        for metric, got in fixed.items():
+            readings.setdefault(metric, {}).update(got)
         check = judge_check(settings, readings, names, base, tally.next_number, tally.planned)
         say(check.line())
         for note in sources.notes:

@@ -2,18 +2,28 @@
 batch (rolling), or as a watch window after the switch (all), while the lock is held and renewed.
 A failure raises AnalysisFailed; the deploy's usual undo (until_live) puts every switched host
 back, marks the release bad and sends `rolled back` with the failing metric and both values.
-Each analysed host's ledger gets one line with every check's numbers and the verdict."""
+Each analysed host's ledger gets one line with every check's numbers and the verdict.
+
+A batch with no host left on the old release beside it (one host, --strategy all, the last
+rolling batch) has no baseline hosts: each host's own window before its switch is its baseline
+(access logs marked once the lock is held, read just before the switch, at least one `interval`
+later; the other providers read once just before it), so the baseline bounds compare the same
+hosts after vs before."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from deployer.config.analysis import AnalysisSettings
 from deployer.engine import analysis, weights
 from deployer.engine.analysis_sources import Context, Sources
 from deployer.engine.fleet import HostRun
 from deployer.errors import DeployerError
-from deployer.plan.analysis import judge_check
+from deployer.plan.analysis import Reading, judge_check
 from deployer.plan.batches import Batch
 from deployer.remote import analysis as remote_analysis
 
@@ -23,6 +33,71 @@ if TYPE_CHECKING:
 
 class AnalysisFailed(DeployerError):
     """The canary's traffic failed the analysis (the message names the metric and both values)."""
+
+
+class BeforeWindow:
+    """Each host's window before its switch: marked at the start, read just before the switch."""
+
+    def __init__(self, sources: Sources, interval: float):
+        self.sources, self.interval = sources, interval
+        self.started = time.monotonic()
+        self.readings: dict[str, dict[str, Reading]] = {}  # metric -> "host (before the switch)" -> reading
+
+
+_BEFORE: WeakKeyDictionary[Pipeline, BeforeWindow] = WeakKeyDictionary()
+
+
+def before_name(host: str) -> str:
+    return f"{host} (before the switch)"
+
+
+@contextmanager
+def before_window(pipeline: Pipeline) -> Iterator[None]:
+    """Around prepare and the switches (lock held): each host's access logs marked at the start."""
+    settings: AnalysisSettings | None = pipeline.options.analysis
+    if settings is None or pipeline.options.dry_run:
+        yield
+        return
+    s = pipeline.session
+    sources = Sources(settings, analysis.run_on(s), Context(s.stage.name), s.paths, s.parallel)
+    window = BeforeWindow(sources, settings.interval)
+    window.sources.start(s.active)  # a host not marked: its before reading fails the checks (never a pass)
+    _BEFORE[pipeline] = window
+    try:
+        yield
+    finally:
+        _BEFORE.pop(pipeline, None)
+
+
+def before_switch(pipeline: Pipeline, batch: Batch, runs: list[HostRun]) -> tuple[int, ...]:
+    """Just before a batch switches: the first [canary] step's share set (engine.weights); and, for
+    a batch with no host left on the old release beside it, each host's window before the switch."""
+    steps = weights.steps_for(pipeline.balancer, batch)
+    window = _BEFORE.get(pipeline)
+    batch_names = {r.name for r in runs}
+    others = [r for r in pipeline.session.active if r.name not in batch_names and not r.deploy_record.switched]
+    if window is None or others or batch.label == "rest":
+        return steps
+    left = window.interval - (time.monotonic() - window.started)
+    if left > 0:  # at least one interval of the old release, as long as a check's window
+        pipeline.out.say(f"window before the switch: {left:.1f}s more of the old release's traffic")
+        analysis.sleeper(pipeline.session.fleet.cancel)(left)
+    window.sources.context = Context(
+        pipeline.session.stage.name, {r.name: str(r.deploy_record.previous or "") for r in runs}
+    )
+    readings = window.sources.read(runs)
+    for metric, by_host in readings.items():
+        window.readings[metric] = {before_name(h): r for h, r in by_host.items()}
+    return steps
+
+
+def before_readings(pipeline: Pipeline, runs: list[HostRun]) -> dict[str, dict[str, Reading]] | None:
+    """The batch's readings from before its switch (metric -> name -> reading), if taken."""
+    window = _BEFORE.get(pipeline)
+    if window is None or not window.readings:
+        return None
+    names = {before_name(r.name) for r in runs}
+    return {m: {n: r for n, r in got.items() if n in names} for m, got in window.readings.items()}
 
 
 def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched: list[HostRun]) -> None:
@@ -38,6 +113,9 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
     sources = Sources(settings, analysis.run_on(s), Context(s.stage.name, releases), s.paths, s.parallel)
     names = ", ".join(r.name for r in runs)
     against = f" against {', '.join(r.name for r in baseline)}" if baseline else " (no baseline: absolute bounds)"
+    before = None if baseline else before_readings(pipeline, runs)
+    if before:
+        against = " against the same host(s) before the switch"
     if pipeline.options.dry_run:
         sources.start([*runs, *baseline])
         base = [r.name for r in baseline]
@@ -49,7 +127,7 @@ def after_batch(pipeline: Pipeline, batch: Batch, runs: list[HostRun], switched:
         f"{settings.checks} check(s) to pass"
     )
     wait = analysis.sleeper(s.fleet.cancel)  # the lease is renewed in the background, as during --bake
-    result = analysis.run(settings, sources, runs, baseline, pipeline.out.say, wait)
+    result = analysis.run(settings, sources, runs, baseline, pipeline.out.say, wait, before)
     record = result.record()
     for run in runs:
         run.deploy_record.analysis = record

@@ -20,7 +20,7 @@ from deployer.artifact.load import Artifact
 from deployer.config import envfile
 from deployer.config.settings import Host, Stage
 from deployer.engine import checks, faults, finish, hooks, lease, signals, switchback, upload, weights
-from deployer.engine.analysis_step import after_batch
+from deployer.engine.analysis_step import after_batch, before_switch, before_window
 from deployer.engine.delta import Deltas
 from deployer.engine.fleet import HostRun, host_state
 from deployer.engine.pull import Pull
@@ -119,7 +119,7 @@ class Pipeline:
         with s:
             try:
                 lease.lock_all(s, self.artifact.sha256, self.options.max_fail)
-                with self.until_live(), weights.undone(self.balancer):  # weights back before hosts
+                with self.until_live(), weights.undone(self.balancer), before_window(self):  # weights first
                     self.ready()
                     self.switch_in_batches()
                 self.live = True  # switched and checked on every host: a signal no longer puts back
@@ -325,7 +325,7 @@ class Pipeline:
 
     def switch_batch(self, batch: Batch, runs: list[HostRun], switched: list[HostRun]) -> None:
         s = self.session
-        steps = weights.steps_for(self.balancer, batch)  # the first step's share before the switch
+        steps = before_switch(self, batch, runs)  # the first step's share; the window before the switch
         self.hooks("before_switch", runs)
 
         finish_too = self.finishing.rides(batch)
