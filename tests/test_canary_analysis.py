@@ -96,7 +96,7 @@ def test_strategy_all_watch_window_rolls_every_host_back(three):
     with Traffic({h.name: h.http_port for h in sb.hosts}, rate=50, threads=2, max_seconds=120):
         proc = cli(sb, "deploy", timeout=150)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "against the same host(s) before the switch" in proc.stdout and "check 1/2: success rate" in proc.stdout
+    assert "(no baseline: absolute bounds)" in proc.stdout and "check 1/2: success rate" in proc.stdout
     assert all(current(sb, h) == "releases/3" for h in sb.hosts)
     assert {r["host"] for r in releases(sb) if r["release"] == 4 and r["bad"]} == {h.name for h in sb.hosts}
     code, out = sb.exec(sb.hosts[0], f"test -r {LOG}")
@@ -128,15 +128,19 @@ def test_one_host_is_judged_against_its_own_window_before_the_switch(three):
     sb = three
     host = sb.hosts[0]
     # about 200 requests a check: 5 % failing is over 2 points worse than 0 % (P(no) < 1e-3 a check)
-    configure(sb, [{"name": "success rate", "max_vs_baseline": 2.0}], interval=2, checks=3, min_requests=50)
+    rate = {"name": "success rate", "max_vs_baseline": 2.0}
+    fails = {"name": "fails file", "provider": "command", "command": "cat FAILS", "max_vs_baseline": 1}
+    configure(sb, [rate, fails], interval=2, checks=3, min_requests=50)  # a command: read once before
     commit(sb.source, "v6: as good as v5", {"VERSION": "v6\n", "FAILS": "0\n"})
     with Traffic({host.name: host.http_port}, rate=100, threads=2, max_seconds=120):
         good = cli(sb, "deploy", "--hosts", host.name, "--json", timeout=150)
+        configure(sb, [rate], interval=2, checks=3, min_requests=50)
         commit(sb.source, "v7: fails 5 %", {"VERSION": "v7\n", "FAILS": "5\n"})
         bad = cli(sb, "deploy", "--hosts", host.name, "--json", timeout=150)
     assert good.returncode == 0, good.stdout + good.stderr
     said = f"analysis of {host.name} against the same host(s) before the switch"
-    assert said in good.stderr and "check 3/3: success rate 100.0 % (baseline 100.0 %): pass" in good.stderr
+    assert said in good.stderr and "window before the switch: " in good.stderr
+    assert "check 3/3: success rate 100.0 % (baseline 100.0 %), fails file 0 (baseline 0): pass" in good.stderr
     analysis = json.loads(good.stdout)["hosts"][0]["analysis"]
     assert analysis["baseline"] == [f"{host.name} (before the switch)"] and analysis["verdict"] == "pass"
     assert bad.returncode == 1, bad.stdout + bad.stderr

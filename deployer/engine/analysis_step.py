@@ -53,9 +53,13 @@ def before_name(host: str) -> str:
 
 @contextmanager
 def before_window(pipeline: Pipeline) -> Iterator[None]:
-    """Around prepare and the switches (lock held): each host's access logs marked at the start."""
+    """Around prepare and the switches (lock held): each host's access logs marked at the start.
+    Only for metrics with a baseline bound (the others do not use a baseline)."""
     settings: AnalysisSettings | None = pipeline.options.analysis
-    if settings is None or pipeline.options.dry_run:
+    relative = settings is not None and any(
+        m.max_vs_baseline is not None or m.max_ratio_vs_baseline is not None for m in settings.metrics
+    )
+    if settings is None or not relative or pipeline.options.dry_run:
         yield
         return
     s = pipeline.session
