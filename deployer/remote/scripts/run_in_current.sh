@@ -4,4 +4,7 @@
 cd "$CURRENT" 2>/dev/null || { echo "no current release in $DEPLOY_TO" >&2; exit 1; }
 eval "set -- $USER_ENV"
 if [ -n "$RUN_AS" ]; then exec sudo -n -u "$RUN_AS" -- env "$@" sh -c "$COMMAND"; fi
-exec env "$@" sh -c "$COMMAND"
+# exported by this shell, not through `env`: BusyBox's env would start its own sh applet
+# shellcheck disable=SC2163 # each word is NAME=value (names checked at config load)
+for assignment do export "$assignment"; done
+exec sh -c "$COMMAND"
