@@ -263,3 +263,14 @@ def test_the_checks_see_what_they_look_for():
     found = {(e.importer, e.imported) for e in imports(modules())}
     assert ("deployer.engine.backend", "deployer.ssh") in found  # the package __init__ runs too
     assert ("deployer.ssh.types", "deployer.ssh") not in found  # ... but not for its own modules
+
+
+def test_no_module_over_450_lines():
+    """Small modules with one job: a module past 450 lines is split, not grown."""
+    root = Path(__file__).resolve().parent.parent
+    long = [
+        f"{p.relative_to(root)}: {n} lines"
+        for p in sorted([*(root / "deployer").rglob("*.py"), *(root / "recipes").rglob("*.py")])
+        if (n := len(p.read_text().splitlines())) > 450
+    ]
+    assert not long, "\n".join(long)
