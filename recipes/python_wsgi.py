@@ -154,14 +154,19 @@ def nginx_site(deploy_to: str = "/srv/app", upstream: str = "127.0.0.1:8000") ->
     server_name _;
 {access_log}
 
-    location / {{
+{_proxy_to(upstream)}}}
+"""
+
+
+def _proxy_to(upstream: str) -> str:
+    """The location block both sites use: every request proxied to ``upstream``."""
+    return f"""    location / {{
         proxy_pass http://{upstream};
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_read_timeout 60s;
     }}
-}}
 """
 
 
@@ -179,14 +184,7 @@ server {{
     listen 80 default_server;
     server_name _;
 
-    location / {{
-        proxy_pass http://{name};
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_read_timeout 60s;
-    }}
-}}
+{_proxy_to(name)}}}
 """
 
 
