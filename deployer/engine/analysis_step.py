@@ -54,15 +54,18 @@ def before_name(host: str) -> str:
 @contextmanager
 def before_window(pipeline: Pipeline) -> Iterator[None]:
     """Around prepare and the switches (lock held): each host's access logs marked at the start.
-    Only for metrics with a baseline bound (the others do not use a baseline)."""
+    Only for metrics with a baseline bound (the others do not use a baseline), and not for a canary
+    with hosts beside it (they are its baseline: no batch reads a window before its switch)."""
     settings: AnalysisSettings | None = pipeline.options.analysis
     relative = settings is not None and any(
         m.max_vs_baseline is not None or m.max_ratio_vs_baseline is not None for m in settings.metrics
     )
-    if settings is None or not relative or pipeline.options.dry_run:
+    s = pipeline.session
+    strategy = pipeline.options.strategy
+    beside_rest = strategy.name == "canary" and strategy.canary < len(s.active)  # the rest is its baseline
+    if settings is None or not relative or pipeline.options.dry_run or beside_rest:
         yield
         return
-    s = pipeline.session
     sources = Sources(settings, analysis.run_on(s), Context(s.stage.name), s.paths, s.parallel)
     window = BeforeWindow(sources, settings.interval)
     window.sources.start(s.active)  # a host not marked: its before reading fails the checks (never a pass)
